@@ -58,3 +58,145 @@ apt_install() {
             die "apt-get install $* failed"
     }
 }
+
+# The node of the env file (tests that start their own nodes mint their own
+# credentials with mint-node-cred and pick their own names and dirs).
+NODE_NAME="${NODE_NAME:-bosun-node}"
+# The kubelet refuses a loopback node IP (validateNodeIP), and without
+# --node-ip it resolves its name through DNS and then falls back to the
+# default route's address. So up gives the node a private address on a dummy
+# interface of its own: traffic to it never leaves the machine (it is routed
+# through the local table like 127.0.0.1). 198.18.0.0/15 is reserved for
+# benchmarking (RFC 2544) and never routed on the internet.
+NODE_IFACE=bosun0
+NODE_IP=198.18.0.1
+
+# ------------------------------------------------------------------- PKI
+# new_key FILE: an ECDSA P-256 key (fast to make, accepted by Kubernetes
+# and rustls alike).
+new_key() {
+    [[ -s "$1" ]] && return 0
+    (umask 077 && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1.tmp" 2>/dev/null) ||
+        die "openssl could not create key $1"
+    mv -f "$1.tmp" "$1"
+}
+
+# new_ca DIR NAME CN: self-signed CA DIR/NAME.crt + DIR/NAME.key (kept if present).
+new_ca() {
+    local dir=$1 name=$2 cn=$3
+    [[ -s "$dir/$name.crt" && -s "$dir/$name.key" ]] && return 0
+    new_key "$dir/$name.key"
+    openssl req -x509 -new -key "$dir/$name.key" -subj "/CN=$cn" -days 3650 -sha256 \
+        -addext "basicConstraints=critical,CA:TRUE" \
+        -addext "keyUsage=critical,digitalSignature,keyEncipherment,keyCertSign" \
+        -addext "subjectKeyIdentifier=hash" \
+        -out "$dir/$name.crt.tmp" 2>/dev/null || die "openssl could not create CA $dir/$name.crt"
+    mv -f "$dir/$name.crt.tmp" "$dir/$name.crt"
+}
+
+# new_cert CA_PREFIX OUT_PREFIX SUBJECT USAGE [SAN]: a leaf certificate
+# OUT_PREFIX.crt/.key signed by CA_PREFIX.crt/.key. USAGE: client, server or
+# both. SAN like "DNS:localhost,IP:127.0.0.1". Kept if present.
+new_cert() {
+    local ca=$1 out=$2 subj=$3 usage=$4 san=${5:-}
+    [[ -s "$out.crt" && -s "$out.key" ]] && return 0
+    local eku
+    case "$usage" in
+        client) eku=clientAuth ;;
+        server) eku=serverAuth ;;
+        both) eku=serverAuth,clientAuth ;;
+        *) die "new_cert: bad usage $usage" ;;
+    esac
+    new_key "$out.key"
+    local ext
+    ext="basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=$eku
+authorityKeyIdentifier=keyid"
+    [[ -n "$san" ]] && ext+=$'\n'"subjectAltName=$san"
+    openssl req -new -key "$out.key" -subj "$subj" 2>/dev/null |
+        openssl x509 -req -CA "$ca.crt" -CAkey "$ca.key" -set_serial "0x$(openssl rand -hex 16)" \
+            -days 3650 -sha256 -extfile <(printf '%s\n' "$ext") -out "$out.crt.tmp" 2>/dev/null ||
+        die "openssl could not create certificate $out.crt ($subj)"
+    mv -f "$out.crt.tmp" "$out.crt"
+}
+
+b64() { base64 -w0 < "$1"; }
+
+# write_kubeconfig FILE USER CA_FILE (cert CERT KEY | token TOKEN)
+write_kubeconfig() {
+    local file=$1 user=$2 ca=$3 kind=$4
+    local auth
+    case "$kind" in
+        cert) auth="    client-certificate-data: $(b64 "$5")
+    client-key-data: $(b64 "$6")" ;;
+        token) auth="    token: $5" ;;
+        *) die "write_kubeconfig: bad kind $kind" ;;
+    esac
+    (umask 077 && cat > "$file.tmp" <<KCFG
+apiVersion: v1
+kind: Config
+clusters:
+- name: bosun-test
+  cluster:
+    server: $APISERVER
+    certificate-authority-data: $(b64 "$ca")
+users:
+- name: $user
+  user:
+$auth
+contexts:
+- name: $user@bosun-test
+  context:
+    cluster: bosun-test
+    user: $user
+current-context: $user@bosun-test
+KCFG
+    ) || die "cannot write $file"
+    mv -f "$file.tmp" "$file"
+}
+
+# write_node_config FILE NODE_DIR PORT HEALTHZ_PORT [ADDRESS]: a
+# KubeletConfiguration for a node whose private dirs live under NODE_DIR.
+# Settings this machine needs (measured with the upstream kubelet v1.37.2):
+#   cgroupDriver cgroupfs   no systemd here
+#   failCgroupV1 false      cgroups are v1 (the kubelet refuses v1 otherwise)
+#   failSwapOn false        harmless without swap, needed where swap is on
+write_node_config() {
+    local file=$1 dir=$2 port=$3 hport=$4 addr=${5:-$NODE_IP}
+    local runtime=""
+    if [[ -n "${CONTAINER_RUNTIME_ENDPOINT:-}" ]]; then
+        runtime="containerRuntimeEndpoint: $CONTAINER_RUNTIME_ENDPOINT"
+    fi
+    mkdir -p "$dir/manifests" "$dir/pods-logs"
+    cat > "$file.tmp" <<NCFG
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: cgroupfs
+failCgroupV1: false
+failSwapOn: false
+address: $addr
+port: $port
+healthzBindAddress: 127.0.0.1
+healthzPort: $hport
+readOnlyPort: 0
+authentication:
+  anonymous:
+    enabled: false
+  webhook:
+    enabled: true
+  x509:
+    clientCAFile: $PKI_DIR/ca.crt
+authorization:
+  mode: Webhook
+clusterDNS:
+- $CLUSTER_DNS
+clusterDomain: $CLUSTER_DOMAIN
+staticPodPath: $dir/manifests
+podLogsDir: $dir/pods-logs
+rotateCertificates: true
+serverTLSBootstrap: false
+$runtime
+NCFG
+    mv -f "$file.tmp" "$file"
+}
