@@ -1,0 +1,5 @@
+//! The bosun binary: parses flags and wires the agent together.
+
+fn main() {
+    println!("{}", bosun::version::version_string());
+}
