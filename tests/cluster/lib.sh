@@ -68,7 +68,7 @@ NODE_NAME="${NODE_NAME:-bosun-node}"
 # interface of its own: traffic to it never leaves the machine (it is routed
 # through the local table like 127.0.0.1). 198.18.0.0/15 is reserved for
 # benchmarking (RFC 2544) and never routed on the internet.
-NODE_IFACE=bosun0
+NODE_IFACE=bosun-nodeip
 NODE_IP=198.18.0.1
 
 # ------------------------------------------------------------------- PKI
