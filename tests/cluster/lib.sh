@@ -156,14 +156,52 @@ KCFG
     mv -f "$file.tmp" "$file"
 }
 
-# write_node_config FILE NODE_DIR PORT HEALTHZ_PORT [ADDRESS]: a
+# Every node gets its own cgroup root (cgroupRoot), /bosun/NAME: a kubelet
+# destroys pod cgroups under its root that belong to no pod it knows (and
+# kills their processes), so two nodes on one machine must never share one.
+node_cgroup_root() { echo "/bosun/$1"; }
+
+# ensure_cgroup_root ROOT: create ROOT in every cgroup v1 hierarchy (the
+# kubelet requires it to exist), cpuset.cpus/mems copied from the parent.
+ensure_cgroup_root() {
+    local root=$1 mnt path rel dir
+    while read -r mnt; do
+        dir="$mnt"
+        rel="${root#/}"
+        while [[ -n "$rel" ]]; do
+            dir="$dir/${rel%%/*}"
+            [[ "$rel" == */* ]] && rel="${rel#*/}" || rel=""
+            if [[ ! -d "$dir" ]]; then
+                mkdir "$dir" || die "cannot create cgroup $dir"
+            fi
+            for path in cpuset.cpus cpuset.mems; do
+                if [[ -f "$dir/$path" && -z "$(cat "$dir/$path")" ]]; then
+                    cat "$(dirname "$dir")/$path" > "$dir/$path" || die "cannot set $dir/$path"
+                fi
+            done
+        done
+    done < <(awk '$3 == "cgroup" { print $2 }' /proc/self/mounts)
+}
+
+# remove_cgroup_root ROOT: remove ROOT's (empty) cgroups from every hierarchy
+# (runc also creates them in the hybrid unified one).
+remove_cgroup_root() {
+    local root=$1 mnt
+    [[ -n "$root" && "$root" != / ]] || return 0
+    while read -r mnt; do
+        [[ -d "$mnt$root" ]] || continue
+        find "$mnt$root" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+    done < <(awk '$3 == "cgroup" || $3 == "cgroup2" { print $2 }' /proc/self/mounts)
+}
+
+# write_node_config FILE NODE_DIR PORT HEALTHZ_PORT CGROUP_ROOT [ADDRESS]: a
 # KubeletConfiguration for a node whose private dirs live under NODE_DIR.
 # Settings this machine needs (measured with the upstream kubelet v1.37.2):
 #   cgroupDriver cgroupfs   no systemd here
 #   failCgroupV1 false      cgroups are v1 (the kubelet refuses v1 otherwise)
 #   failSwapOn false        harmless without swap, needed where swap is on
 write_node_config() {
-    local file=$1 dir=$2 port=$3 hport=$4 addr=${5:-$NODE_IP}
+    local file=$1 dir=$2 port=$3 hport=$4 cgroot=$5 addr=${6:-$NODE_IP}
     local runtime=""
     if [[ -n "${CONTAINER_RUNTIME_ENDPOINT:-}" ]]; then
         runtime="containerRuntimeEndpoint: $CONTAINER_RUNTIME_ENDPOINT"
@@ -173,6 +211,7 @@ write_node_config() {
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 cgroupDriver: cgroupfs
+cgroupRoot: $cgroot
 failCgroupV1: false
 failSwapOn: false
 address: $addr
