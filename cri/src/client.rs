@@ -140,7 +140,13 @@ impl CriClient {
     }
 
     /// Runs one CRI call with a deadline, mapping the status to a `CriError`.
-    async fn call<T, F, Fut>(&self, op: &'static str, deadline: Duration, retry: Retry, f: F) -> Result<T>
+    async fn call<T, F, Fut>(
+        &self,
+        op: &'static str,
+        deadline: Duration,
+        retry: Retry,
+        f: F,
+    ) -> Result<T>
     where
         F: Fn(Duration) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
@@ -153,7 +159,11 @@ impl CriClient {
             let outcome = tokio::time::timeout(remaining, f(remaining)).await;
             let err = match outcome {
                 Ok(Ok(resp)) => {
-                    debug!(cri.op = op, elapsed_ms = start.elapsed().as_millis() as u64, "CRI call done");
+                    debug!(
+                        cri.op = op,
+                        elapsed_ms = start.elapsed().as_millis() as u64,
+                        "CRI call done"
+                    );
                     return Ok(resp.into_inner());
                 }
                 Ok(Err(status)) => CriError::from_status(&self.endpoint_text, op, status),
@@ -190,7 +200,15 @@ impl CriClient {
         let r = self
             .call("Version", self.timeouts.quick, Retry::Once, |t| {
                 let mut c = self.runtime();
-                async move { c.version(req(cri::VersionRequest { version: "v1".into() }, t)).await }
+                async move {
+                    c.version(req(
+                        cri::VersionRequest {
+                            version: "v1".into(),
+                        },
+                        t,
+                    ))
+                    .await
+                }
             })
             .await?;
         Ok(RuntimeVersion {
@@ -210,7 +228,11 @@ impl CriClient {
     }
 
     /// CRI RunPodSandbox: creates and starts a sandbox, returning its id.
-    pub async fn run_pod_sandbox(&self, config: cri::PodSandboxConfig, runtime_handler: &str) -> Result<String> {
+    pub async fn run_pod_sandbox(
+        &self,
+        config: cri::PodSandboxConfig,
+        runtime_handler: &str,
+    ) -> Result<String> {
         let msg = cri::RunPodSandboxRequest {
             config: Some(config),
             runtime_handler: runtime_handler.to_string(),
@@ -254,7 +276,11 @@ impl CriClient {
     }
 
     /// CRI PodSandboxStatus: state, network (pod IP), labels; `info` when verbose.
-    pub async fn pod_sandbox_status(&self, pod_sandbox_id: &str, verbose: bool) -> Result<cri::PodSandboxStatusResponse> {
+    pub async fn pod_sandbox_status(
+        &self,
+        pod_sandbox_id: &str,
+        verbose: bool,
+    ) -> Result<cri::PodSandboxStatusResponse> {
         let msg = cri::PodSandboxStatusRequest {
             pod_sandbox_id: pod_sandbox_id.to_string(),
             verbose,
@@ -268,7 +294,10 @@ impl CriClient {
     }
 
     /// CRI ListPodSandbox with an optional filter (id, state, label selector).
-    pub async fn list_pod_sandbox(&self, filter: Option<cri::PodSandboxFilter>) -> Result<Vec<cri::PodSandbox>> {
+    pub async fn list_pod_sandbox(
+        &self,
+        filter: Option<cri::PodSandboxFilter>,
+    ) -> Result<Vec<cri::PodSandbox>> {
         let msg = cri::ListPodSandboxRequest { filter };
         let r = self
             .call("ListPodSandbox", self.timeouts.quick, Retry::Once, |t| {
@@ -281,7 +310,10 @@ impl CriClient {
     }
 
     /// CRI PodSandboxStats for one sandbox.
-    pub async fn pod_sandbox_stats(&self, pod_sandbox_id: &str) -> Result<Option<cri::PodSandboxStats>> {
+    pub async fn pod_sandbox_stats(
+        &self,
+        pod_sandbox_id: &str,
+    ) -> Result<Option<cri::PodSandboxStats>> {
         let msg = cri::PodSandboxStatsRequest {
             pod_sandbox_id: pod_sandbox_id.to_string(),
         };
@@ -302,11 +334,16 @@ impl CriClient {
     ) -> Result<Vec<cri::PodSandboxStats>> {
         let msg = cri::ListPodSandboxStatsRequest { filter };
         let r = self
-            .call("ListPodSandboxStats", self.timeouts.quick, Retry::Once, |t| {
-                let mut c = self.runtime();
-                let msg = msg.clone();
-                async move { c.list_pod_sandbox_stats(req(msg, t)).await }
-            })
+            .call(
+                "ListPodSandboxStats",
+                self.timeouts.quick,
+                Retry::Once,
+                |t| {
+                    let mut c = self.runtime();
+                    let msg = msg.clone();
+                    async move { c.list_pod_sandbox_stats(req(msg, t)).await }
+                },
+            )
             .await?;
         Ok(r.stats)
     }
@@ -353,11 +390,16 @@ impl CriClient {
             container_id: container_id.to_string(),
             timeout: timeout.as_secs() as i64,
         };
-        self.call("StopContainer", timeout + self.timeouts.long, Retry::Once, |t| {
-            let mut c = self.runtime();
-            let msg = msg.clone();
-            async move { c.stop_container(req(msg, t)).await }
-        })
+        self.call(
+            "StopContainer",
+            timeout + self.timeouts.long,
+            Retry::Once,
+            |t| {
+                let mut c = self.runtime();
+                let msg = msg.clone();
+                async move { c.stop_container(req(msg, t)).await }
+            },
+        )
         .await
         .map(drop)
     }
@@ -377,7 +419,11 @@ impl CriClient {
     }
 
     /// CRI ContainerStatus: state, exit code, reason, timestamps, log path; `info` when verbose.
-    pub async fn container_status(&self, container_id: &str, verbose: bool) -> Result<cri::ContainerStatusResponse> {
+    pub async fn container_status(
+        &self,
+        container_id: &str,
+        verbose: bool,
+    ) -> Result<cri::ContainerStatusResponse> {
         let msg = cri::ContainerStatusRequest {
             container_id: container_id.to_string(),
             verbose,
@@ -391,7 +437,10 @@ impl CriClient {
     }
 
     /// CRI ListContainers with an optional filter (id, state, sandbox, labels).
-    pub async fn list_containers(&self, filter: Option<cri::ContainerFilter>) -> Result<Vec<cri::Container>> {
+    pub async fn list_containers(
+        &self,
+        filter: Option<cri::ContainerFilter>,
+    ) -> Result<Vec<cri::Container>> {
         let msg = cri::ListContainersRequest { filter };
         let r = self
             .call("ListContainers", self.timeouts.quick, Retry::Once, |t| {
@@ -425,11 +474,16 @@ impl CriClient {
     ) -> Result<Vec<cri::ContainerStats>> {
         let msg = cri::ListContainerStatsRequest { filter };
         let r = self
-            .call("ListContainerStats", self.timeouts.quick, Retry::Once, |t| {
-                let mut c = self.runtime();
-                let msg = msg.clone();
-                async move { c.list_container_stats(req(msg, t)).await }
-            })
+            .call(
+                "ListContainerStats",
+                self.timeouts.quick,
+                Retry::Once,
+                |t| {
+                    let mut c = self.runtime();
+                    let msg = msg.clone();
+                    async move { c.list_container_stats(req(msg, t)).await }
+                },
+            )
             .await?;
         Ok(r.stats)
     }
@@ -445,11 +499,16 @@ impl CriClient {
             linux,
             ..Default::default()
         };
-        self.call("UpdateContainerResources", self.timeouts.quick, Retry::Once, |t| {
-            let mut c = self.runtime();
-            let msg = msg.clone();
-            async move { c.update_container_resources(req(msg, t)).await }
-        })
+        self.call(
+            "UpdateContainerResources",
+            self.timeouts.quick,
+            Retry::Once,
+            |t| {
+                let mut c = self.runtime();
+                let msg = msg.clone();
+                async move { c.update_container_resources(req(msg, t)).await }
+            },
+        )
         .await
         .map(drop)
     }
@@ -459,28 +518,43 @@ impl CriClient {
         let msg = cri::ReopenContainerLogRequest {
             container_id: container_id.to_string(),
         };
-        self.call("ReopenContainerLog", self.timeouts.quick, Retry::Once, |t| {
-            let mut c = self.runtime();
-            let msg = msg.clone();
-            async move { c.reopen_container_log(req(msg, t)).await }
-        })
+        self.call(
+            "ReopenContainerLog",
+            self.timeouts.quick,
+            Retry::Once,
+            |t| {
+                let mut c = self.runtime();
+                let msg = msg.clone();
+                async move { c.reopen_container_log(req(msg, t)).await }
+            },
+        )
         .await
         .map(drop)
     }
 
     /// CRI ExecSync: runs `cmd` in the container and waits up to `timeout` (zero: no limit but ours).
-    pub async fn exec_sync(&self, container_id: &str, cmd: Vec<String>, timeout: Duration) -> Result<ExecSyncOutput> {
+    pub async fn exec_sync(
+        &self,
+        container_id: &str,
+        cmd: Vec<String>,
+        timeout: Duration,
+    ) -> Result<ExecSyncOutput> {
         let msg = cri::ExecSyncRequest {
             container_id: container_id.to_string(),
             cmd,
             timeout: timeout.as_secs() as i64,
         };
         let r = self
-            .call("ExecSync", timeout + self.timeouts.quick, Retry::Never, |t| {
-                let mut c = self.runtime();
-                let msg = msg.clone();
-                async move { c.exec_sync(req(msg, t)).await }
-            })
+            .call(
+                "ExecSync",
+                timeout + self.timeouts.quick,
+                Retry::Never,
+                |t| {
+                    let mut c = self.runtime();
+                    let msg = msg.clone();
+                    async move { c.exec_sync(req(msg, t)).await }
+                },
+            )
             .await?;
         Ok(ExecSyncOutput {
             stdout: r.stdout,
@@ -538,11 +612,16 @@ impl CriClient {
                 }),
             }),
         };
-        self.call("UpdateRuntimeConfig", self.timeouts.quick, Retry::Once, |t| {
-            let mut c = self.runtime();
-            let msg = msg.clone();
-            async move { c.update_runtime_config(req(msg, t)).await }
-        })
+        self.call(
+            "UpdateRuntimeConfig",
+            self.timeouts.quick,
+            Retry::Once,
+            |t| {
+                let mut c = self.runtime();
+                let msg = msg.clone();
+                async move { c.update_runtime_config(req(msg, t)).await }
+            },
+        )
         .await
         .map(drop)
     }
@@ -563,7 +642,11 @@ impl CriClient {
                 op: "GetContainerEvents",
                 after: self.timeouts.quick,
             }),
-            Ok(Err(status)) => Err(CriError::from_status(&self.endpoint_text, "GetContainerEvents", status)),
+            Ok(Err(status)) => Err(CriError::from_status(
+                &self.endpoint_text,
+                "GetContainerEvents",
+                status,
+            )),
             Ok(Ok(resp)) => Ok(crate::events::ContainerEvents::new(
                 self.endpoint_text.clone(),
                 resp.into_inner(),
@@ -628,7 +711,10 @@ impl CriClient {
         let r = self
             .call("ListImages", self.timeouts.quick, Retry::Once, |t| {
                 let mut c = self.images();
-                async move { c.list_images(req(cri::ListImagesRequest { filter: None }, t)).await }
+                async move {
+                    c.list_images(req(cri::ListImagesRequest { filter: None }, t))
+                        .await
+                }
             })
             .await?;
         Ok(r.images)

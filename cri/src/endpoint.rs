@@ -26,7 +26,9 @@ impl Endpoint {
         };
         if let Some(path) = s.strip_prefix("unix://") {
             if !path.starts_with('/') {
-                return Err(invalid("unix endpoint needs an absolute path: unix:///path"));
+                return Err(invalid(
+                    "unix endpoint needs an absolute path: unix:///path",
+                ));
             }
             Ok(Endpoint::Unix(PathBuf::from(path)))
         } else if s.starts_with('/') {
@@ -52,16 +54,23 @@ impl Endpoint {
             Endpoint::Unix(path) => {
                 let path = path.clone();
                 // The URI is a placeholder: the connector ignores it and dials the socket.
-                let ep = TonicEndpoint::from_static("http://cri.invalid").connect_timeout(connect_timeout);
-                Ok(ep.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
-                    let path = path.clone();
-                    async move {
-                        let stream = tokio::net::UnixStream::connect(&path).await.map_err(|e| {
-                            std::io::Error::new(e.kind(), format!("dial {}: {e}", path.display()))
-                        })?;
-                        Ok::<_, std::io::Error>(TokioIo::new(stream))
-                    }
-                })))
+                let ep = TonicEndpoint::from_static("http://cri.invalid")
+                    .connect_timeout(connect_timeout);
+                Ok(
+                    ep.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+                        let path = path.clone();
+                        async move {
+                            let stream =
+                                tokio::net::UnixStream::connect(&path).await.map_err(|e| {
+                                    std::io::Error::new(
+                                        e.kind(),
+                                        format!("dial {}: {e}", path.display()),
+                                    )
+                                })?;
+                            Ok::<_, std::io::Error>(TokioIo::new(stream))
+                        }
+                    })),
+                )
             }
             Endpoint::Tcp(addr) => {
                 let ep = TonicEndpoint::from_shared(format!("http://{addr}"))
@@ -92,10 +101,22 @@ mod tests {
     #[test]
     fn parses_the_forms_the_kubelet_accepts() {
         let cases: &[(&str, Option<Endpoint>)] = &[
-            ("unix:///run/containerd/containerd.sock", Some(Endpoint::Unix("/run/containerd/containerd.sock".into()))),
-            ("/run/crio/crio.sock", Some(Endpoint::Unix("/run/crio/crio.sock".into()))),
-            ("tcp://127.0.0.1:3735", Some(Endpoint::Tcp("127.0.0.1:3735".into()))),
-            ("tcp://localhost:80/", Some(Endpoint::Tcp("localhost:80".into()))),
+            (
+                "unix:///run/containerd/containerd.sock",
+                Some(Endpoint::Unix("/run/containerd/containerd.sock".into())),
+            ),
+            (
+                "/run/crio/crio.sock",
+                Some(Endpoint::Unix("/run/crio/crio.sock".into())),
+            ),
+            (
+                "tcp://127.0.0.1:3735",
+                Some(Endpoint::Tcp("127.0.0.1:3735".into())),
+            ),
+            (
+                "tcp://localhost:80/",
+                Some(Endpoint::Tcp("localhost:80".into())),
+            ),
             ("unix://relative.sock", None),
             ("tcp://noport", None),
             ("tcp://:80", None),

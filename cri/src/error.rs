@@ -95,7 +95,9 @@ pub enum CriError {
         after: Duration,
     },
     /// The runtime speaks a CRI version other than v1.
-    #[error("CRI runtime at {endpoint} ({runtime}) answers CRI API {api_version:?}, bosun needs v1")]
+    #[error(
+        "CRI runtime at {endpoint} ({runtime}) answers CRI API {api_version:?}, bosun needs v1"
+    )]
     UnsupportedVersion {
         /// The endpoint dialled.
         endpoint: String,
@@ -146,7 +148,10 @@ impl CriError {
 
     /// True when the runtime could not be reached or did not answer in time.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, CriError::Unavailable { .. } | CriError::Timeout { .. })
+        matches!(
+            self,
+            CriError::Unavailable { .. } | CriError::Timeout { .. }
+        )
     }
 
     /// True when the runtime does not implement the method.
@@ -156,7 +161,15 @@ impl CriError {
 
     pub(crate) fn from_status(endpoint: &str, op: &'static str, status: tonic::Status) -> Self {
         let message = describe(&status);
+        // tonic reports a broken or refused connection as Unknown "transport error".
+        let transport = status.code() == tonic::Code::Unknown
+            && status.message().starts_with("transport error");
         match status.code() {
+            _ if transport => CriError::Unavailable {
+                endpoint: endpoint.to_string(),
+                op,
+                message,
+            },
             tonic::Code::Unavailable => CriError::Unavailable {
                 endpoint: endpoint.to_string(),
                 op,

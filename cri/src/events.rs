@@ -15,7 +15,10 @@ pub struct ContainerEvents {
 }
 
 impl ContainerEvents {
-    pub(crate) fn new(endpoint: String, inner: tonic::Streaming<cri::ContainerEventResponse>) -> Self {
+    pub(crate) fn new(
+        endpoint: String,
+        inner: tonic::Streaming<cri::ContainerEventResponse>,
+    ) -> Self {
         ContainerEvents { endpoint, inner }
     }
 }

@@ -18,14 +18,16 @@ pub use events::ContainerEvents;
 pub mod types {
     pub use k8s_cri::v1::{
         AttachRequest, AuthConfig, Capability, Container, ContainerConfig, ContainerEventResponse,
-        ContainerEventType, ContainerFilter, ContainerMetadata, ContainerState, ContainerStateValue,
-        ContainerStats, ContainerStatsFilter, ContainerStatus, ContainerStatusResponse, CpuUsage, DnsConfig,
-        ExecRequest, FilesystemIdentifier, FilesystemUsage, Image, ImageFsInfoResponse, ImageSpec, KeyValue,
-        LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
-        LinuxPodSandboxStats, LinuxSandboxSecurityContext, MemoryUsage, Mount, MountPropagation, NamespaceMode,
-        NamespaceOption, NetworkUsage, PodSandbox, PodSandboxConfig, PodSandboxFilter, PodSandboxMetadata,
-        PodSandboxNetworkStatus, PodSandboxState, PodSandboxStateValue, PodSandboxStats, PodSandboxStatsFilter,
-        PodSandboxStatus, PodSandboxStatusResponse, PortMapping, Protocol, RuntimeCondition, RuntimeStatus,
+        ContainerEventType, ContainerFilter, ContainerMetadata, ContainerState,
+        ContainerStateValue, ContainerStats, ContainerStatsFilter, ContainerStatus,
+        ContainerStatusResponse, CpuUsage, DnsConfig, ExecRequest, FilesystemIdentifier,
+        FilesystemUsage, Image, ImageFsInfoResponse, ImageSpec, KeyValue, LinuxContainerConfig,
+        LinuxContainerResources, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
+        LinuxPodSandboxStats, LinuxSandboxSecurityContext, MemoryUsage, Mount, MountPropagation,
+        NamespaceMode, NamespaceOption, NetworkUsage, PodSandbox, PodSandboxConfig,
+        PodSandboxFilter, PodSandboxMetadata, PodSandboxNetworkStatus, PodSandboxState,
+        PodSandboxStateValue, PodSandboxStats, PodSandboxStatsFilter, PodSandboxStatus,
+        PodSandboxStatusResponse, PortMapping, Protocol, RuntimeCondition, RuntimeStatus,
         SecurityProfile, StatusResponse,
     };
 }

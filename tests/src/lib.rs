@@ -1,1 +1,10 @@
-//! Test harness: starts the real runtime, registry and control plane, hands tests their parts.
+//! Test harness: starts the real runtime, registry and control plane (through `tests/env/up`) and
+//! hands each test its own parts: a private containerd per node, deadlines for waiting.
+
+pub mod env;
+pub mod node;
+pub mod wait;
+
+pub use env::{Env, repo_root};
+pub use node::Containerd;
+pub use wait::{wait_until, wait_until_async};

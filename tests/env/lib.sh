@@ -1,0 +1,61 @@
+# Shared by tests/env/*: paths, messages, package installs, waiting with a deadline.
+# shellcheck shell=bash
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+export BOSUN_ENV_DIR=${BOSUN_ENV_DIR:-$REPO/tests/env/run}
+export BOSUN_CACHE_DIR=${BOSUN_CACHE_DIR:-/var/cache/bosun}
+REGISTRY_ADDR=127.0.0.1:5000
+# Pod network of the shared containerd (each test node gets its own bridge and /24, see containerd-config).
+SHARED_BRIDGE=bosun0
+SHARED_SUBNET=10.88.0.0/16
+
+say() { echo "env: $*" >&2; }
+die() { echo "env: ERROR: $*" >&2; exit 1; }
+
+# wait_for DESCRIPTION SECONDS COMMAND...: polls COMMAND every 0.2 s until it succeeds or the deadline passes.
+wait_for() {
+  local what=$1 secs=$2; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then return 1; fi
+    sleep 0.2
+  done
+  say "$what ready"
+}
+
+# ensure_packages: installs the Debian packages the runtime environment needs, if any is missing.
+ensure_packages() {
+  local missing=() pair
+  # binary-or-file:package
+  for pair in containerd:containerd runc:runc /usr/lib/cni/bridge:containernetworking-plugins \
+    /bin/busybox:busybox-static umoci:umoci skopeo:skopeo docker-registry:docker-registry \
+    protoc:protobuf-compiler ip:iproute2 iptables:iptables curl:curl ss:iproute2 openssl:openssl; do
+    local probe=${pair%%:*} pkg=${pair#*:}
+    if [[ $probe == /* ]]; then [[ -e $probe ]] && continue; else command -v "$probe" >/dev/null && continue; fi
+    missing+=("$pkg")
+  done
+  if ! dpkg -s busybox-static >/dev/null 2>&1; then missing+=(busybox-static); fi
+  ((${#missing[@]} == 0)) && return 0
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  say "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq || die "apt-get update failed"
+  apt-get install -y -qq "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
+}
+
+# pid_alive FILE: true when FILE holds the pid of a running process.
+pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# stop_pidfile FILE NAME: SIGTERM, then SIGKILL after 10 s, the process whose pid FILE holds.
+stop_pidfile() {
+  local file=$1 name=$2 pid
+  [[ -f $file ]] || return 0
+  pid=$(cat "$file")
+  if kill -0 "$pid" 2>/dev/null; then
+    say "stopping $name (pid $pid)"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$file"
+}

@@ -1,0 +1,178 @@
+//! A private containerd per test node: own root, state, socket, CNI bridge and /24 subnet, started
+//! from the same `tests/env/containerd-config` as the shared one and torn down on drop.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::env::{Env, env_dir, repo_root};
+
+/// Highest slot number: slot N gets bridge `bsnN` and subnet 10.89.N.0/24.
+const MAX_SLOT: u32 = 250;
+
+/// A containerd of one test node; killed, with everything it ran, when dropped.
+pub struct Containerd {
+    dir: PathBuf,
+    bridge: String,
+    slot_file: PathBuf,
+    child: Option<Child>,
+    /// Pod subnet of this containerd's CNI bridge.
+    pub subnet: String,
+}
+
+impl Containerd {
+    /// Starts a containerd for node `name` and waits until it answers.
+    pub fn start(name: &str) -> Containerd {
+        let env = Env::runtime();
+        let (slot, slot_file) = claim_slot();
+        let node_dir = env_dir().join("nodes").join(format!("{name}-{slot}"));
+        let dir = node_dir.join("containerd");
+        let bridge = format!("bsn{slot}");
+        let subnet = format!("10.89.{slot}.0/24");
+        teardown(&dir, &bridge);
+        fs::create_dir_all(&node_dir).expect("create node dir");
+        fs::write(node_dir.join("bridge"), &bridge).expect("write bridge name");
+        let status = Command::new(repo_root().join("tests/env/containerd-config"))
+            .arg(&dir)
+            .arg(&bridge)
+            .arg(&subnet)
+            .env("PAUSE_IMAGE", env.pause_image())
+            .status()
+            .expect("run containerd-config");
+        assert!(
+            status.success(),
+            "containerd-config failed for {}",
+            dir.display()
+        );
+        let mut c = Containerd {
+            dir,
+            bridge,
+            slot_file,
+            child: None,
+            subnet,
+        };
+        c.spawn();
+        c
+    }
+
+    fn spawn(&mut self) {
+        let log = fs::File::create(self.dir.join("log")).expect("create containerd log");
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(self.dir.join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn containerd");
+        fs::write(self.dir.join("pid"), child.id().to_string()).expect("write pid");
+        self.child = Some(child);
+        let sock = self.socket();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "containerd exited ({status}); log: {}",
+                    self.dir.join("log").display()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not listen on {} within 30 s; log: {}",
+                sock.display(),
+                self.dir.join("log").display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The CRI endpoint, `unix:///.../containerd.sock`.
+    pub fn endpoint(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    /// The cgroup under which this node's pods go (`/bosun-<bridge>`), removed on drop.
+    pub fn cgroup_root(&self) -> String {
+        format!("/bosun-{}", self.bridge)
+    }
+
+    /// The directory holding this containerd's root, state and config.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("containerd.sock")
+    }
+
+    /// Stops containerd (SIGTERM, as a service manager would) and starts it again on the same
+    /// state; containers keep running under their shims.
+    pub fn restart(&mut self) {
+        self.stop_daemon();
+        let _ = fs::remove_file(self.socket());
+        self.spawn();
+    }
+
+    /// Stops the daemon only (SIGTERM, SIGKILL after 10 s), leaving its state.
+    pub fn stop_daemon(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id().to_string();
+            let _ = Command::new("kill").arg("-TERM").arg(&pid).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        self.stop_daemon();
+        teardown(&self.dir, &self.bridge);
+        if let Some(parent) = self.dir.parent() {
+            let _ = fs::remove_dir_all(parent);
+        }
+        let _ = fs::remove_file(&self.slot_file);
+    }
+}
+
+fn teardown(dir: &Path, bridge: &str) {
+    let _ = Command::new(repo_root().join("tests/env/containerd-teardown"))
+        .arg(dir)
+        .arg(bridge)
+        .status();
+}
+
+/// Claims a free slot number across all test processes (a file holding the owner's pid; slots of
+/// dead owners are reclaimed).
+fn claim_slot() -> (u32, PathBuf) {
+    let slots = env_dir().join("slots");
+    fs::create_dir_all(&slots).expect("create slots dir");
+    for slot in 1..=MAX_SLOT {
+        let file = slots.join(slot.to_string());
+        if let Ok(owner) = fs::read_to_string(&file) {
+            let alive = owner
+                .trim()
+                .parse::<u32>()
+                .map(|pid| Path::new(&format!("/proc/{pid}")).exists())
+                .unwrap_or(false);
+            if alive {
+                continue;
+            }
+            let _ = fs::remove_file(&file);
+        }
+        if let Ok(mut f) = OpenOptions::new().write(true).create_new(true).open(&file) {
+            let _ = write!(f, "{}", std::process::id());
+            return (slot, file);
+        }
+    }
+    panic!("no free containerd slot in {}", slots.display());
+}
