@@ -1,5 +1,6 @@
 # Shared settings of the tests/cluster scripts. Sourced, not executed.
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # variables for the scripts that source this
 
 CLUSTER_SRC_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$CLUSTER_SRC_DIR/../.." && pwd)"
