@@ -37,7 +37,9 @@ fn upstream_kubelet_runs_a_pod() {
     );
     let version = env.var("KUBE_VERSION");
     assert!(
-        stdout.contains(&format!("kubelet Kubernetes {version} started as node {name}")),
+        stdout.contains(&format!(
+            "kubelet Kubernetes {version} started as node {name}"
+        )),
         "not the upstream kubelet {version}:\n{stdout}"
     );
     assert!(
