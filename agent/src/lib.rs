@@ -1,3 +1,12 @@
 //! bosun: a Kubernetes node agent. The library holds one module per kubelet concept; `main` wires.
 
+pub mod app;
+pub mod config;
+pub mod healthz;
+pub mod logging;
+pub mod pod;
+pub mod resource;
+pub mod runtime;
+pub mod status;
 pub mod version;
+pub mod volume;

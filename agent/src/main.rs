@@ -1,5 +1,40 @@
-//! The bosun binary: parses flags and wires the agent together.
+//! The bosun binary: load the config, set up logging, run the agent.
 
-fn main() {
-    println!("{}", bosun::version::version_string());
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cfg = match bosun::config::load(std::env::args_os()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("bosun: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cfg.show_version {
+        println!("{}", bosun::version::version_string());
+        return ExitCode::SUCCESS;
+    }
+    bosun::logging::init(cfg.verbosity, cfg.log_format);
+    for w in &cfg.warnings {
+        tracing::warn!("config: {w}");
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bosun: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(bosun::app::run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("bosun: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,10 +1,12 @@
 //! Test harness: starts the real runtime, registry and control plane (through `tests/env/up`) and
 //! hands each test its own parts: a private containerd per node, deadlines for waiting.
 
+pub mod bosun;
 pub mod env;
 pub mod node;
 pub mod wait;
 
+pub use bosun::{Bosun, bosun_bin};
 pub use env::{Env, repo_root};
 pub use node::Containerd;
 pub use wait::{wait_until, wait_until_async};

@@ -1,0 +1,148 @@
+//! Wiring: build every part from the config, spawn the loops, stop them on SIGTERM/SIGINT.
+//! Stopping bosun stops bosun, never the pods.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use bosun_cri::{CriClient, Timeouts};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{CgroupDriver, Config};
+use crate::pod::context::memory_capacity;
+use crate::pod::{NodeContext, PodManager, source};
+use crate::runtime::PodDirs;
+use crate::status::StatusStore;
+
+/// Connects to the runtime, retrying with back-off until it answers or `cancel` fires.
+async fn connect_runtime(cfg: &Config, cancel: &CancellationToken) -> anyhow::Result<CriClient> {
+    let timeouts = Timeouts {
+        long: cfg.runtime_request_timeout,
+        ..Timeouts::default()
+    };
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match CriClient::connect(&cfg.container_runtime_endpoint, timeouts).await {
+            Ok(c) => return Ok(c),
+            Err(e @ bosun_cri::CriError::InvalidEndpoint { .. }) => return Err(e.into()),
+            Err(e @ bosun_cri::CriError::UnsupportedVersion { .. }) => return Err(e.into()),
+            Err(e) => warn!(error = %e, "container runtime not ready; retrying in {delay:?}"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => anyhow::bail!("stopped before the runtime answered"),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// The node's IP: `--node-ip`, else the address of the default route's interface, else loopback.
+pub fn host_ip(cfg: &Config) -> IpAddr {
+    if let Some(ip) = cfg.node_ip {
+        return ip;
+    }
+    // A UDP "connect" picks the source address of the default route without sending anything.
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("192.0.2.1:9")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+/// Runs bosun until SIGTERM or SIGINT.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    let healthy = Arc::new(AtomicBool::new(false));
+    if cfg.healthz_port != 0 {
+        let addr = format!("{}:{}", cfg.healthz_bind_address, cfg.healthz_port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("healthz: cannot listen on {addr}"))?;
+        tokio::spawn(crate::healthz::serve(
+            listener,
+            healthy.clone(),
+            cancel.child_token(),
+        ));
+    }
+    let signals = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM: stopping bosun (pods keep running)"),
+                _ = int.recv() => info!("SIGINT: stopping bosun (pods keep running)"),
+            }
+            cancel.cancel();
+        })
+    };
+
+    let cri = connect_runtime(&cfg, &cancel).await?;
+    let v = cri.runtime_version();
+    info!(runtime = %v.node_info_string(), endpoint = %cfg.container_runtime_endpoint, "container runtime connected");
+    healthy.store(true, Ordering::Relaxed);
+
+    let dirs = PodDirs {
+        root_dir: cfg.root_dir.clone(),
+        pod_logs_dir: cfg.pod_logs_dir.clone(),
+        container_logs_link_dir: cfg.container_logs_link_dir.clone(),
+        cluster_dns: cfg.cluster_dns.clone(),
+        cluster_domain: cfg.cluster_domain.clone(),
+        resolv_conf: cfg.resolv_conf.clone().into(),
+        systemd_cgroups: cfg.cgroup_driver == CgroupDriver::Systemd,
+    };
+    for d in [&dirs.root_dir, &dirs.pod_logs_dir] {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    let pulls = if cfg.serialize_image_pulls {
+        1
+    } else {
+        cfg.max_parallel_image_pulls.unwrap_or(16) as usize
+    };
+    let ctx = Arc::new(NodeContext {
+        cri,
+        dirs,
+        node_name: cfg.node_name.clone(),
+        host_ip: host_ip(&cfg).to_string(),
+        memory_capacity: memory_capacity(),
+        statuses: StatusStore::default(),
+        pulls: Arc::new(Semaphore::new(pulls.max(1))),
+    });
+
+    let (tx, rx) = mpsc::channel(16);
+    let mut sources = Vec::new();
+    if let Some(dir) = cfg.static_pod_path.clone() {
+        sources.push("file");
+        tokio::spawn(source::run_static(
+            dir,
+            cfg.node_name.clone(),
+            cfg.file_check_frequency,
+            tx.clone(),
+            cancel.child_token(),
+        ));
+    }
+    if cfg.kubeconfig.is_none() {
+        info!(node = %cfg.node_name, "no kubeconfig: standalone mode, static pods only");
+    } else {
+        warn!("API server connection is not implemented yet: running static pods only");
+    }
+    drop(tx);
+    let manager = PodManager::new(ctx, sources, cancel.child_token());
+    let manager = tokio::spawn(manager.run(rx));
+    cancel.cancelled().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), manager).await;
+    signals.abort();
+    info!("bosun stopped");
+    Ok(())
+}

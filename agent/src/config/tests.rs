@@ -1,0 +1,646 @@
+//! Tests of the whole path: flags + file -> validated Config.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+const HEADER: &str = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n";
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn flags(args: &[&str]) -> Flags {
+    Flags::parse_args(std::iter::once("bosun").chain(args.iter().copied())).unwrap()
+}
+
+/// Loads `body` (after the header) as the config file, then `args`, with hostname "Node-1".
+fn from_text(body: &str, args: &[&str]) -> Result<Config, ConfigError> {
+    let f = flags(args);
+    let (kubelet, mut warnings) = file::parse(
+        Path::new("/etc/bosun/config.yaml"),
+        &format!("{HEADER}{body}"),
+    )?;
+    warnings.extend(f.warnings());
+    let mut config = validate::build(kubelet, &f, "node-1".into(), &mut warnings)?;
+    config.warnings = warnings;
+    Ok(config)
+}
+
+fn host() -> std::io::Result<String> {
+    Ok("Node-1.Example\n".into())
+}
+
+#[test]
+fn without_a_file_the_defaults_are_the_kubelets_and_secure() {
+    let c = load_with(flags(&[]), host).unwrap();
+    assert_eq!(c.node_name, "node-1.example");
+    assert_eq!(c.config_file, None);
+    assert_eq!(c.kubeconfig, None);
+    assert_eq!(
+        c.container_runtime_endpoint,
+        "unix:///run/containerd/containerd.sock"
+    );
+    assert_eq!(c.image_service_endpoint, c.container_runtime_endpoint);
+    assert_eq!(c.root_dir, Path::new("/var/lib/kubelet"));
+    assert_eq!(c.cert_dir, Path::new("/var/lib/kubelet/pki"));
+    assert_eq!(c.pod_logs_dir, Path::new("/var/log/pods"));
+    assert_eq!(c.container_logs_link_dir, Path::new("/var/log/containers"));
+    assert_eq!(c.static_pod_path, None);
+    assert_eq!(c.file_check_frequency, Duration::from_secs(20));
+    assert_eq!(c.sync_frequency, Duration::from_secs(60));
+    assert_eq!(c.runtime_request_timeout, Duration::from_secs(120));
+    assert_eq!(
+        (c.healthz_bind_address.as_str(), c.healthz_port),
+        ("127.0.0.1", 10248)
+    );
+    assert_eq!(
+        (c.address.as_str(), c.port, c.read_only_port),
+        ("0.0.0.0", 10250, 0)
+    );
+    assert!(!c.authentication.anonymous_enabled);
+    assert!(c.authentication.webhook_enabled);
+    assert_eq!(c.authentication.webhook_cache_ttl, Duration::from_secs(120));
+    assert_eq!(c.authorization.mode, AuthorizationMode::Webhook);
+    assert_eq!(
+        c.authorization.cache_authorized_ttl,
+        Duration::from_secs(300)
+    );
+    assert_eq!(
+        c.authorization.cache_unauthorized_ttl,
+        Duration::from_secs(30)
+    );
+    assert_eq!(c.cgroup_driver, CgroupDriver::Cgroupfs);
+    assert!(c.cgroups_per_qos);
+    assert_eq!(c.enforce_node_allocatable, ["pods"]);
+    assert_eq!(c.eviction_hard, file::defaults::eviction_hard());
+    assert_eq!(c.max_pods, 110);
+    assert_eq!(c.pod_pids_limit, None);
+    assert!(c.serialize_image_pulls);
+    assert_eq!(c.node_status_update_frequency, Duration::from_secs(10));
+    assert_eq!(c.node_status_report_frequency, Duration::from_secs(300));
+    assert_eq!(c.node_lease_duration_seconds, 40);
+    assert_eq!(c.image_minimum_gc_age, Duration::from_secs(120));
+    assert_eq!(c.image_maximum_gc_age, None);
+    assert_eq!(
+        (
+            c.image_gc_high_threshold_percent,
+            c.image_gc_low_threshold_percent
+        ),
+        (85, 80)
+    );
+    assert_eq!(c.container_log_max_size, 10 * 1024 * 1024);
+    assert_eq!(c.container_log_max_files, 5);
+    assert_eq!(c.resolv_conf, "/etc/resolv.conf");
+    assert!(c.fail_swap_on && c.register_node && c.fail_cgroup_v1);
+    assert_eq!((c.verbosity, c.log_format), (0, LogFormat::Text));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert!(!c.show_version);
+}
+
+#[test]
+fn an_empty_file_equals_no_file() {
+    let with_file = from_text("", &[]).unwrap();
+    let mut without = load_with(flags(&[]), host).unwrap();
+    without.node_name = with_file.node_name.clone();
+    assert_eq!(with_file, without);
+}
+
+#[test]
+fn kubeadm_config_loads() {
+    let path = fixture("kubeadm-kubelet-config.yaml");
+    let c = load_with(
+        flags(&[
+            &format!("--config={path}"),
+            "--kubeconfig=/etc/kubernetes/kubelet.conf",
+            "--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf",
+            "--container-runtime-endpoint=unix:///var/run/containerd/containerd.sock",
+            "--pod-infra-container-image=registry.k8s.io/pause:3.10",
+        ]),
+        host,
+    )
+    .unwrap();
+    assert_eq!(c.config_file.as_deref(), Some(Path::new(&path)));
+    assert_eq!(
+        c.kubeconfig.as_deref(),
+        Some(Path::new("/etc/kubernetes/kubelet.conf"))
+    );
+    assert_eq!(
+        c.bootstrap_kubeconfig.as_deref(),
+        Some(Path::new("/etc/kubernetes/bootstrap-kubelet.conf"))
+    );
+    assert_eq!(
+        c.container_runtime_endpoint,
+        "unix:///var/run/containerd/containerd.sock"
+    );
+    assert_eq!(c.cgroup_driver, CgroupDriver::Systemd);
+    assert_eq!(c.cluster_dns, ["10.96.0.10"]);
+    assert_eq!(c.cluster_domain, "cluster.local");
+    assert_eq!(
+        c.static_pod_path.as_deref(),
+        Some(Path::new("/etc/kubernetes/manifests"))
+    );
+    assert_eq!(
+        c.authentication.client_ca_file.as_deref(),
+        Some(Path::new("/etc/kubernetes/pki/ca.crt"))
+    );
+    assert_eq!(c.resolv_conf, "/run/systemd/resolve/resolv.conf");
+    assert!(c.rotate_certificates);
+    // kubeadm's explicit zero values take the kubelet's defaults.
+    assert_eq!(c.sync_frequency, Duration::from_secs(60));
+    assert_eq!(c.file_check_frequency, Duration::from_secs(20));
+    assert_eq!(c.authentication.webhook_cache_ttl, Duration::from_secs(120));
+    assert_eq!(c.node_status_report_frequency, Duration::from_secs(300));
+    // Only the deprecated flag warns: kubeadm's zero-valued unsupported fields do not.
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(c.warnings[0].starts_with("--pod-infra-container-image"));
+}
+
+#[test]
+fn flags_override_the_file() {
+    let body = "containerRuntimeEndpoint: unix:///file.sock\nmaxPods: 50\ncgroupDriver: systemd\n\
+                staticPodPath: /file/manifests\nhealthzPort: 1234\nclusterDNS: [10.0.0.10]\n\
+                logging:\n  verbosity: 3\n  format: json\n\
+                registerWithTaints:\n- key: file\n  effect: NoSchedule\n";
+    type Case<'a> = (&'a str, fn(&Config) -> String, &'a str, &'a str);
+    let cases: &[Case] = &[
+        (
+            "--container-runtime-endpoint=unix:///flag.sock",
+            |c| c.container_runtime_endpoint.clone(),
+            "unix:///file.sock",
+            "unix:///flag.sock",
+        ),
+        ("--max-pods=20", |c| c.max_pods.to_string(), "50", "20"),
+        (
+            "--cgroup-driver=cgroupfs",
+            |c| format!("{:?}", c.cgroup_driver),
+            "Systemd",
+            "Cgroupfs",
+        ),
+        (
+            "--pod-manifest-path=/flag/manifests",
+            |c| format!("{:?}", c.static_pod_path),
+            "Some(\"/file/manifests\")",
+            "Some(\"/flag/manifests\")",
+        ),
+        (
+            "--healthz-port=0",
+            |c| c.healthz_port.to_string(),
+            "1234",
+            "0",
+        ),
+        (
+            "--cluster-dns=10.0.0.1,fd00::a",
+            |c| c.cluster_dns.join(","),
+            "10.0.0.10",
+            "10.0.0.1,fd00::a",
+        ),
+        ("--v=5", |c| c.verbosity.to_string(), "3", "5"),
+        (
+            "--log-format=text",
+            |c| format!("{:?}", c.log_format),
+            "Json",
+            "Text",
+        ),
+        (
+            "--register-with-taints=a=b:NoExecute,c:PreferNoSchedule",
+            |c| format!("{:?}", c.register_with_taints),
+            "[Taint { key: \"file\", value: \"\", effect: NoSchedule }]",
+            "[Taint { key: \"a\", value: \"b\", effect: NoExecute }, Taint { key: \"c\", value: \"\", effect: PreferNoSchedule }]",
+        ),
+        (
+            "--anonymous-auth=true",
+            |c| c.authentication.anonymous_enabled.to_string(),
+            "false",
+            "true",
+        ),
+        (
+            "--root-dir=/tmp/root",
+            |c| c.cert_dir.display().to_string(),
+            "/var/lib/kubelet/pki",
+            "/tmp/root/pki",
+        ),
+        (
+            "--cert-dir=/tmp/pki",
+            |c| c.cert_dir.display().to_string(),
+            "/var/lib/kubelet/pki",
+            "/tmp/pki",
+        ),
+        (
+            "--container-logs-link-dir=/tmp/links",
+            |c| c.container_logs_link_dir.display().to_string(),
+            "/var/log/containers",
+            "/tmp/links",
+        ),
+        (
+            "--node-labels=a=1,node.kubernetes.io/x=y",
+            |c| format!("{:?}", c.node_labels),
+            "{}",
+            "{\"a\": \"1\", \"node.kubernetes.io/x\": \"y\"}",
+        ),
+        (
+            "--node-ip=10.1.2.3,fd00::3",
+            |c| format!("{:?} {:?}", c.node_ip, c.node_ips),
+            "None []",
+            "Some(10.1.2.3) [10.1.2.3, fd00::3]",
+        ),
+        (
+            "--feature-gates=A=true,B=false",
+            |c| format!("{:?}", c.feature_gates),
+            "{}",
+            "{\"A\": true, \"B\": false}",
+        ),
+        (
+            "--system-reserved=cpu=100m,memory=1Gi",
+            |c| format!("{:?}", c.system_reserved),
+            "{}",
+            "{\"cpu\": \"100m\", \"memory\": \"1Gi\"}",
+        ),
+    ];
+    for (arg, get, from_file, from_flag) in cases {
+        assert_eq!(
+            get(&from_text(body, &[]).unwrap()),
+            *from_file,
+            "file value for {arg}"
+        );
+        assert_eq!(
+            get(&from_text(body, &[arg]).unwrap()),
+            *from_flag,
+            "flag {arg}"
+        );
+    }
+}
+
+#[test]
+fn every_validation_error_names_its_field() {
+    let cases: &[(&str, &[&str], &str)] = &[
+        (
+            "healthzPort: 70000\n",
+            &[],
+            "healthzPort: must be between 1 and 65535, got 70000",
+        ),
+        (
+            "port: 0\n",
+            &["--port=0"],
+            "port: must be between 1 and 65535, got 0",
+        ),
+        (
+            "port: -1\n",
+            &[],
+            "port: must be between 1 and 65535, got -1",
+        ),
+        (
+            "readOnlyPort: 99999\n",
+            &[],
+            "readOnlyPort: must be between 1 and 65535",
+        ),
+        (
+            "cgroupDriver: foo\n",
+            &[],
+            "cgroupDriver: must be cgroupfs or systemd, got \"foo\"",
+        ),
+        (
+            "authorization:\n  mode: RBAC\n",
+            &[],
+            "authorization.mode: must be Webhook or AlwaysAllow, got \"RBAC\"",
+        ),
+        ("hairpinMode: weird\n", &[], "hairpinMode: must be"),
+        (
+            "logging:\n  format: xml\n",
+            &[],
+            "logging.format: must be text or json, got \"xml\"",
+        ),
+        (
+            "logging:\n  verbosity: 1000\n",
+            &[],
+            "logging.verbosity: must be at most 255",
+        ),
+        (
+            "address: nowhere\n",
+            &[],
+            "address: must be a valid IP address",
+        ),
+        (
+            "healthzBindAddress: localhost\n",
+            &[],
+            "healthzBindAddress: must be a valid IP address",
+        ),
+        (
+            "clusterDNS: [10.0.0.10, dns]\n",
+            &[],
+            "clusterDNS[1]: must be a valid IP address",
+        ),
+        (
+            "maxPods: -3\n",
+            &[],
+            "maxPods: must be greater than 0, got -3",
+        ),
+        (
+            "nodeLeaseDurationSeconds: -1\n",
+            &[],
+            "nodeLeaseDurationSeconds: must be greater than 0",
+        ),
+        (
+            "imageGCHighThresholdPercent: 101\n",
+            &[],
+            "imageGCHighThresholdPercent: must be between 0 and 100, got 101",
+        ),
+        (
+            "imageGCLowThresholdPercent: 90\n",
+            &[],
+            "imageGCLowThresholdPercent: must be less than imageGCHighThresholdPercent (85), got 90",
+        ),
+        (
+            "containerLogMaxFiles: 1\n",
+            &[],
+            "containerLogMaxFiles: must be at least 2, got 1",
+        ),
+        (
+            "containerLogMaxSize: ten\n",
+            &[],
+            "containerLogMaxSize: must be a positive quantity",
+        ),
+        (
+            "maxParallelImagePulls: 0\n",
+            &[],
+            "maxParallelImagePulls: must be at least 1",
+        ),
+        (
+            "maxParallelImagePulls: 4\nserializeImagePulls: true\n",
+            &[],
+            "maxParallelImagePulls: must not be set above 1",
+        ),
+        (
+            "evictionHard:\n  memory.available: lots\n",
+            &[],
+            "evictionHard.memory.available: must be a non-negative quantity or a percentage",
+        ),
+        (
+            "evictionHard:\n  nodefs.available: 120%\n",
+            &[],
+            "evictionHard.nodefs.available: must be",
+        ),
+        (
+            "evictionHard:\n  cpu.available: 1Gi\n",
+            &[],
+            "evictionHard.cpu.available: unknown eviction signal",
+        ),
+        (
+            "systemReserved:\n  memory: -1Gi\n",
+            &[],
+            "systemReserved.memory: must be a non-negative quantity",
+        ),
+        (
+            "kubeReserved:\n  gpu: \"1\"\n",
+            &[],
+            "kubeReserved.gpu: cannot reserve",
+        ),
+        (
+            "enforceNodeAllocatable: [pods, everything]\n",
+            &[],
+            "enforceNodeAllocatable: unknown value \"everything\"",
+        ),
+        (
+            "enforceNodeAllocatable: [none, pods]\n",
+            &[],
+            "enforceNodeAllocatable: \"none\" must be the only value",
+        ),
+        (
+            "cgroupsPerQOS: false\n",
+            &[],
+            "enforceNodeAllocatable: requires cgroupsPerQOS",
+        ),
+        (
+            "tlsCertFile: /a.crt\n",
+            &[],
+            "tlsPrivateKeyFile: tlsCertFile and tlsPrivateKeyFile must be set together",
+        ),
+        (
+            "podLogsDir: logs\n",
+            &[],
+            "podLogsDir: must be an absolute path",
+        ),
+        (
+            "containerRuntimeEndpoint: tcp://1.2.3.4:1\n",
+            &[],
+            "containerRuntimeEndpoint: must be a unix:///path endpoint",
+        ),
+        (
+            "shutdownGracePeriod: 10s\nshutdownGracePeriodCriticalPods: 20s\n",
+            &[],
+            "shutdownGracePeriodCriticalPods: must not be greater",
+        ),
+        (
+            "registerWithTaints:\n- key: \"bad key\"\n  effect: NoSchedule\n",
+            &[],
+            "registerWithTaints: taint key \"bad key\"",
+        ),
+        (
+            "",
+            &["--node-ip=10.0.0.300"],
+            "--node-ip: invalid IP address \"10.0.0.300\"",
+        ),
+        (
+            "",
+            &["--node-ip=10.0.0.1,10.0.0.2"],
+            "--node-ip: want one IP or one IPv4 and one IPv6",
+        ),
+        (
+            "",
+            &["--node-labels=novalue"],
+            "--node-labels: \"novalue\" is not key=value",
+        ),
+        (
+            "",
+            &["--node-labels=kubernetes.io/role=master"],
+            "--node-labels: \"kubernetes.io/role\": labels in the kubernetes.io",
+        ),
+        (
+            "",
+            &["--node-labels=a=not valid"],
+            "--node-labels: value \"not valid\"",
+        ),
+        (
+            "",
+            &["--register-with-taints=a=b"],
+            "--register-with-taints: \"a=b\": want key=value:Effect",
+        ),
+        (
+            "",
+            &["--register-with-taints=a=b:Sometimes"],
+            "--register-with-taints: \"a=b:Sometimes\": effect must be",
+        ),
+        (
+            "",
+            &["--feature-gates=A=maybe"],
+            "--feature-gates: A: invalid boolean \"maybe\"",
+        ),
+        (
+            "",
+            &["--system-reserved=cpu"],
+            "--system-reserved: \"cpu\" is not key=value",
+        ),
+        (
+            "",
+            &["--authorization-mode=AlwaysDeny"],
+            "authorization.mode: must be Webhook or AlwaysAllow",
+        ),
+    ];
+    for (body, args, want) in cases {
+        match from_text(body, args) {
+            Ok(_) => panic!("{body:?} {args:?}: no error, want {want:?}"),
+            Err(e) => {
+                let got = e.to_string();
+                assert!(
+                    got.contains(want),
+                    "{body:?} {args:?}: got {got:?}, want {want:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn all_errors_are_reported_at_once() {
+    let err = from_text("port: 0\ncgroupDriver: foo\n", &[]);
+    let Err(ConfigError::Invalid(errors)) = err else {
+        panic!("{err:?}");
+    };
+    let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["cgroupDriver"]);
+    let err = from_text("port: 70000\ncgroupDriver: foo\n", &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "port: must be between 1 and 65535, got 70000; \
+         cgroupDriver: must be cgroupfs or systemd, got \"foo\""
+    );
+}
+
+#[test]
+fn warnings_collect_unknown_fields_and_deprecated_flags() {
+    let c = from_text(
+        "someNewField: true\ncpuManagerPolicy: static\ncontainerRuntimeEndpoint: /run/crio/crio.sock\nreadOnlyPort: 10255\n",
+        &["--network-plugin=cni", "--cni-bin-dir=/opt/cni/bin", "--container-runtime=remote"],
+    )
+    .unwrap();
+    let want = [
+        "someNewField: unknown field; ignored",
+        "cpuManagerPolicy: kubelet field not supported by bosun; ignored",
+        "--network-plugin is deprecated and ignored",
+        "--cni-bin-dir is deprecated and ignored",
+        "--container-runtime is deprecated and ignored",
+        "containerRuntimeEndpoint: \"/run/crio/crio.sock\" has no scheme",
+        "readOnlyPort: the unauthenticated read-only server is not served by bosun",
+    ];
+    for w in want {
+        assert!(
+            c.warnings.iter().any(|got| got.starts_with(w)),
+            "missing {w:?} in {:?}",
+            c.warnings
+        );
+    }
+    assert_eq!(c.warnings.len(), want.len(), "{:?}", c.warnings);
+    assert_eq!(c.container_runtime_endpoint, "unix:///run/crio/crio.sock");
+}
+
+#[test]
+fn warnings_are_logged_once() {
+    let c = load_with(flags(&["--network-plugin=a", "--network-plugin=b"]), host).unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+}
+
+#[test]
+fn node_name() {
+    type Case<'a> = (
+        &'a [&'a str],
+        std::io::Result<String>,
+        Result<&'a str, &'a str>,
+    );
+    let cases: &[Case] = &[
+        (
+            &["--hostname-override=Worker-A"],
+            Ok("ignored".into()),
+            Ok("worker-a"),
+        ),
+        (
+            &["--hostname-override= "],
+            Ok(" Host-B \n".into()),
+            Ok("host-b"),
+        ),
+        (&[], Ok("HOST\n".into()), Ok("host")),
+        (
+            &[],
+            Ok("\n".into()),
+            Err("node name: reading the hostname: the hostname is empty"),
+        ),
+        (
+            &[],
+            Err(std::io::Error::other("boom")),
+            Err("node name: reading the hostname: boom"),
+        ),
+    ];
+    for (args, hostname, want) in cases {
+        let hostname = match hostname {
+            Ok(s) => Ok(s.clone()),
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        };
+        let got = load_with(flags(args), || hostname)
+            .map(|c| c.node_name)
+            .map_err(|e| e.to_string());
+        assert_eq!(got.as_deref().map_err(String::as_str), *want, "{args:?}");
+    }
+}
+
+#[test]
+fn version_needs_no_valid_config() {
+    let c = load([
+        "bosun",
+        "--version",
+        "--config=/nonexistent/config.yaml",
+        "--node-ip=bad",
+    ])
+    .unwrap();
+    assert!(c.show_version);
+}
+
+#[test]
+fn file_errors() {
+    let err = load([
+        "bosun",
+        "--config=/nonexistent/config.yaml",
+        "--hostname-override=n",
+    ])
+    .unwrap_err();
+    assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("/nonexistent/config.yaml"),
+        "{err}"
+    );
+    let err = load(["bosun", "--help"]).unwrap_err();
+    let ConfigError::Flags(e) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
+}
+
+#[test]
+fn quantities() {
+    let cases: &[(&str, Option<f64>)] = &[
+        ("10Mi", Some(10.0 * 1024.0 * 1024.0)),
+        ("100m", Some(0.1)),
+        ("1.5G", Some(1.5e9)),
+        ("1e3", Some(1000.0)),
+        ("2E", Some(2e18)),
+        ("5", Some(5.0)),
+        ("-1Gi", Some(-1073741824.0)),
+        ("ten", None),
+        ("10MB", None),
+        ("", None),
+        ("1.2.3", None),
+        ("Mi", None),
+    ];
+    for (s, want) in cases {
+        assert_eq!(validate::parse_quantity(s), *want, "{s}");
+    }
+}

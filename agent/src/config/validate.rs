@@ -1,0 +1,721 @@
+//! Flags over the file, then validation into the typed [`Config`], every error naming its field.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::file::{KubeletConfiguration, Taint};
+use super::{
+    Authentication, Authorization, AuthorizationMode, CgroupDriver, Config, ConfigError,
+    FieldError, Flags, LogFormat, non_empty_path,
+};
+
+/// The kubelet's state directory.
+const DEFAULT_ROOT_DIR: &str = "/var/lib/kubelet";
+/// Where the kubelet links container logs for log shippers.
+const DEFAULT_CONTAINER_LOGS_LINK_DIR: &str = "/var/log/containers";
+
+/// Collects field errors so one run reports all of them.
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    /// `value` as a port, 0 allowed when `zero_ok`.
+    fn port(&mut self, field: &str, value: i32, zero_ok: bool) -> u16 {
+        if (zero_ok && value == 0) || (1..=65535).contains(&value) {
+            value as u16
+        } else {
+            self.push(field, format!("must be between 1 and 65535, got {value}"));
+            0
+        }
+    }
+
+    /// `value` as a positive u32.
+    fn positive(&mut self, field: &str, value: i32) -> u32 {
+        if value > 0 {
+            value as u32
+        } else {
+            self.push(field, format!("must be greater than 0, got {value}"));
+            0
+        }
+    }
+
+    /// `value` as a percentage 0..=100.
+    fn percent(&mut self, field: &str, value: i32) -> u8 {
+        if (0..=100).contains(&value) {
+            value as u8
+        } else {
+            self.push(field, format!("must be between 0 and 100, got {value}"));
+            0
+        }
+    }
+
+    fn ip(&mut self, field: &str, value: &str) {
+        if value.parse::<IpAddr>().is_err() {
+            self.push(field, format!("must be a valid IP address, got {value:?}"));
+        }
+    }
+
+    fn positive_duration(&mut self, field: &str, value: Duration) {
+        if value.is_zero() {
+            self.push(field, "must be greater than 0");
+        }
+    }
+}
+
+/// Parses `k=v,k2=v2` (several occurrences merge) into a map.
+fn parse_map(flag: &str, values: &[String], errors: &mut Errors) -> BTreeMap<String, String> {
+    let mut map = BTreeMap::new();
+    for pair in values.iter().flat_map(|v| v.split(',')) {
+        let pair = pair.trim();
+        if pair.is_empty() {
+            continue;
+        }
+        match pair.split_once('=') {
+            Some((k, v)) => {
+                map.insert(k.trim().to_string(), v.trim().to_string());
+            }
+            None => errors.push(flag, format!("{pair:?} is not key=value")),
+        }
+    }
+    map
+}
+
+/// Parses `key=value:Effect,key2:Effect` as `--register-with-taints` does.
+pub(super) fn parse_taints(value: &str) -> Result<Vec<Taint>, String> {
+    let mut taints = Vec::new();
+    for spec in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (key_value, effect) = spec
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{spec:?}: want key=value:Effect or key:Effect"))?;
+        let effect = effect.parse().map_err(|e| format!("{spec:?}: {e}"))?;
+        let (key, value) = key_value.split_once('=').unwrap_or((key_value, ""));
+        taints.push(Taint {
+            key: key.to_string(),
+            value: value.to_string(),
+            effect,
+        });
+    }
+    Ok(taints)
+}
+
+/// Applies the flags that override file fields.
+fn apply_flags(k: &mut KubeletConfiguration, f: &Flags, errors: &mut Errors) {
+    fn set<T: Clone>(field: &mut T, flag: &Option<T>) {
+        if let Some(v) = flag {
+            *field = v.clone();
+        }
+    }
+    set(
+        &mut k.container_runtime_endpoint,
+        &f.container_runtime_endpoint,
+    );
+    set(&mut k.image_service_endpoint, &f.image_service_endpoint);
+    set(&mut k.static_pod_path, &f.pod_manifest_path);
+    set(&mut k.cgroup_driver, &f.cgroup_driver);
+    set(&mut k.cgroup_root, &f.cgroup_root);
+    set(&mut k.cgroups_per_qos, &f.cgroups_per_qos);
+    set(&mut k.max_pods, &f.max_pods);
+    if !f.cluster_dns.is_empty() {
+        k.cluster_dns = f
+            .cluster_dns
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+    }
+    set(&mut k.cluster_domain, &f.cluster_domain);
+    set(&mut k.resolv_conf, &f.resolv_conf);
+    set(&mut k.fail_swap_on, &f.fail_swap_on);
+    set(&mut k.runtime_request_timeout, &f.runtime_request_timeout);
+    set(&mut k.authentication.anonymous.enabled, &f.anonymous_auth);
+    set(
+        &mut k.authentication.webhook.enabled,
+        &f.authentication_token_webhook,
+    );
+    set(&mut k.authorization.mode, &f.authorization_mode);
+    set(&mut k.authentication.x509.client_ca_file, &f.client_ca_file);
+    set(&mut k.read_only_port, &f.read_only_port);
+    set(&mut k.healthz_port, &f.healthz_port);
+    set(&mut k.healthz_bind_address, &f.healthz_bind_address);
+    set(&mut k.address, &f.address);
+    set(&mut k.port, &f.port);
+    set(&mut k.tls_cert_file, &f.tls_cert_file);
+    set(&mut k.tls_private_key_file, &f.tls_private_key_file);
+    set(&mut k.rotate_certificates, &f.rotate_certificates);
+    set(
+        &mut k.node_status_update_frequency,
+        &f.node_status_update_frequency,
+    );
+    set(&mut k.register_node, &f.register_node);
+    set(&mut k.pod_pids_limit, &f.pod_max_pids);
+    for (gate, value) in parse_map("--feature-gates", &f.feature_gates, errors) {
+        match super::flags::go_bool_value(&value) {
+            Some(v) => {
+                k.feature_gates.insert(gate, v);
+            }
+            None => errors.push(
+                "--feature-gates",
+                format!("{gate}: invalid boolean {value:?}"),
+            ),
+        }
+    }
+    if !f.system_reserved.is_empty() {
+        k.system_reserved = parse_map("--system-reserved", &f.system_reserved, errors);
+    }
+    if !f.kube_reserved.is_empty() {
+        k.kube_reserved = parse_map("--kube-reserved", &f.kube_reserved, errors);
+    }
+    match f.register_with_taints.as_deref().map(parse_taints) {
+        Some(Ok(taints)) => k.register_with_taints = taints,
+        Some(Err(e)) => errors.push("--register-with-taints", e),
+        None => {}
+    }
+    if let Some(format) = f.log_format {
+        k.logging.format = match format {
+            LogFormat::Text => "text".into(),
+            LogFormat::Json => "json".into(),
+        };
+    }
+    if let Some(v) = f.verbosity {
+        k.logging.verbosity = u32::from(v);
+    }
+}
+
+/// A Kubernetes quantity (`100m`, `64Mi`, `1.5G`, `1e3`) in base units.
+pub(super) fn parse_quantity(s: &str) -> Option<f64> {
+    let number_len = s
+        .char_indices()
+        .find(|&(i, c)| !(c.is_ascii_digit() || c == '.' || (i == 0 && (c == '+' || c == '-'))))
+        .map_or(s.len(), |(i, _)| i);
+    let (number, suffix) = s.split_at(number_len);
+    if !number.bytes().any(|b| b.is_ascii_digit()) || number.matches('.').count() > 1 {
+        return None;
+    }
+    let value: f64 = number.parse().ok()?;
+    let multiplier = match suffix {
+        "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024f64,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        exp if exp.starts_with(['e', 'E']) => {
+            let exp: i32 = exp[1..].parse().ok()?;
+            10f64.powi(exp)
+        }
+        _ => return None,
+    };
+    Some(value * multiplier)
+}
+
+/// Eviction signals the kubelet knows.
+const EVICTION_SIGNALS: &[&str] = &[
+    "memory.available",
+    "allocatableMemory.available",
+    "nodefs.available",
+    "nodefs.inodesFree",
+    "imagefs.available",
+    "imagefs.inodesFree",
+    "containerfs.available",
+    "containerfs.inodesFree",
+    "pid.available",
+];
+
+fn check_eviction(field: &str, map: &BTreeMap<String, String>, errors: &mut Errors) {
+    for (signal, value) in map {
+        let name = format!("{field}.{signal}");
+        if !EVICTION_SIGNALS.contains(&signal.as_str()) {
+            errors.push(name, "unknown eviction signal");
+            continue;
+        }
+        let ok = match value.strip_suffix('%') {
+            Some(pct) => pct.parse::<f64>().is_ok_and(|p| (0.0..=100.0).contains(&p)),
+            None => parse_quantity(value).is_some_and(|q| q >= 0.0),
+        };
+        if !ok {
+            errors.push(
+                name,
+                format!("must be a non-negative quantity or a percentage, got {value:?}"),
+            );
+        }
+    }
+}
+
+fn check_reserved(field: &str, map: &BTreeMap<String, String>, errors: &mut Errors) {
+    for (resource, value) in map {
+        let name = format!("{field}.{resource}");
+        if !["cpu", "memory", "ephemeral-storage", "pid"].contains(&resource.as_str()) {
+            errors.push(
+                name,
+                "cannot reserve this resource (cpu, memory, ephemeral-storage or pid)",
+            );
+        } else if !parse_quantity(value).is_some_and(|q| q >= 0.0) {
+            errors.push(
+                name,
+                format!("must be a non-negative quantity, got {value:?}"),
+            );
+        }
+    }
+}
+
+/// `name` is a DNS-1123 label-ish name part: alphanumeric ends, `-_.` inside, at most 63 chars.
+fn is_label_name(name: &str) -> bool {
+    let ends_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    !name.is_empty()
+        && name.len() <= 63
+        && ends_ok(name.chars().next())
+        && ends_ok(name.chars().last())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// A DNS-1123 subdomain (label key prefix).
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
+}
+
+/// A qualified name (`prefix/name` or `name`), as label and taint keys are.
+fn check_qualified_name(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if prefix.is_some_and(|p| !is_dns_subdomain(p)) {
+        return Err(format!("key {key:?}: prefix must be a DNS subdomain"));
+    }
+    if !is_label_name(name) {
+        return Err(format!(
+            "key {key:?}: name must be 1-63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric"
+        ));
+    }
+    Ok(())
+}
+
+fn check_label_value(key: &str, value: &str) -> Result<(), String> {
+    if value.is_empty() || is_label_name(value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "value {value:?} of {key:?}: must be at most 63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric"
+        ))
+    }
+}
+
+/// kubernetes.io / k8s.io labels a kubelet may set on its own Node (the NodeRestriction rules).
+fn is_allowed_node_label(key: &str) -> bool {
+    const ALLOWED: &[&str] = &[
+        "kubernetes.io/hostname",
+        "kubernetes.io/arch",
+        "kubernetes.io/os",
+        "beta.kubernetes.io/arch",
+        "beta.kubernetes.io/os",
+        "beta.kubernetes.io/instance-type",
+        "node.kubernetes.io/instance-type",
+        "failure-domain.beta.kubernetes.io/region",
+        "failure-domain.beta.kubernetes.io/zone",
+        "topology.kubernetes.io/region",
+        "topology.kubernetes.io/zone",
+    ];
+    let Some((prefix, _)) = key.split_once('/') else {
+        return true;
+    };
+    let restricted = |ns: &str| prefix == ns || prefix.ends_with(&format!(".{ns}"));
+    if !restricted("kubernetes.io") && !restricted("k8s.io") {
+        return true;
+    }
+    ALLOWED.contains(&key)
+        || ["kubelet.kubernetes.io", "node.kubernetes.io"]
+            .iter()
+            .any(|ns| prefix == *ns || prefix.ends_with(&format!(".{ns}")))
+}
+
+fn check_node_labels(labels: &BTreeMap<String, String>, errors: &mut Errors) {
+    for (key, value) in labels {
+        if let Err(e) = check_qualified_name(key).and_then(|()| check_label_value(key, value)) {
+            errors.push("--node-labels", e);
+        } else if !is_allowed_node_label(key) {
+            errors.push(
+                "--node-labels",
+                format!(
+                    "{key:?}: labels in the kubernetes.io and k8s.io namespaces must start with \
+                     kubelet.kubernetes.io/ or node.kubernetes.io/ or be a well-known node label"
+                ),
+            );
+        }
+    }
+}
+
+fn check_taints(field: &str, taints: &[Taint], errors: &mut Errors) {
+    for t in taints {
+        if let Err(e) =
+            check_qualified_name(&t.key).and_then(|()| check_label_value(&t.key, &t.value))
+        {
+            errors.push(field, format!("taint {e}"));
+        }
+    }
+}
+
+/// Parses `--node-ip`: one IP, or two of different families.
+fn parse_node_ips(value: &str, errors: &mut Errors) -> Vec<IpAddr> {
+    let mut ips = Vec::new();
+    for part in value.split(',').map(str::trim) {
+        match part.parse::<IpAddr>() {
+            Ok(ip) => ips.push(ip),
+            Err(_) => errors.push("--node-ip", format!("invalid IP address {part:?}")),
+        }
+    }
+    if ips.len() > 2 || (ips.len() == 2 && ips[0].is_ipv4() == ips[1].is_ipv4()) {
+        errors.push(
+            "--node-ip",
+            format!("want one IP or one IPv4 and one IPv6, got {value:?}"),
+        );
+    }
+    ips
+}
+
+/// Normalizes the CRI endpoint: `unix://` URLs; a bare absolute path is accepted with a warning.
+fn runtime_endpoint(
+    field: &str,
+    value: &str,
+    errors: &mut Errors,
+    warnings: &mut Vec<String>,
+) -> String {
+    if value.starts_with("unix:///") {
+        value.to_string()
+    } else if value.starts_with('/') {
+        warnings.push(format!(
+            "{field}: {value:?} has no scheme, using unix://{value}; write the unix:// URL"
+        ));
+        format!("unix://{value}")
+    } else {
+        errors.push(
+            field,
+            format!("must be a unix:///path endpoint, got {value:?}"),
+        );
+        value.to_string()
+    }
+}
+
+/// Merges flags into the defaulted file configuration and validates the result.
+pub(super) fn build(
+    mut k: KubeletConfiguration,
+    f: &Flags,
+    node_name: String,
+    warnings: &mut Vec<String>,
+) -> Result<Config, ConfigError> {
+    let mut e = Errors::default();
+    apply_flags(&mut k, f, &mut e);
+
+    let port = e.port("port", k.port, false);
+    let healthz_port = e.port("healthzPort", k.healthz_port, true);
+    let read_only_port = e.port("readOnlyPort", k.read_only_port, true);
+    if read_only_port != 0 {
+        warnings.push(
+            "readOnlyPort: the unauthenticated read-only server is not served by bosun".into(),
+        );
+    }
+    e.ip("address", &k.address);
+    e.ip("healthzBindAddress", &k.healthz_bind_address);
+    for (i, ip) in k.cluster_dns.iter().enumerate() {
+        e.ip(&format!("clusterDNS[{i}]"), ip);
+    }
+    let cgroup_driver = match k.cgroup_driver.as_str() {
+        "cgroupfs" => CgroupDriver::Cgroupfs,
+        "systemd" => CgroupDriver::Systemd,
+        other => {
+            e.push(
+                "cgroupDriver",
+                format!("must be cgroupfs or systemd, got {other:?}"),
+            );
+            CgroupDriver::Cgroupfs
+        }
+    };
+    let mode = match k.authorization.mode.as_str() {
+        "Webhook" => AuthorizationMode::Webhook,
+        "AlwaysAllow" => AuthorizationMode::AlwaysAllow,
+        other => {
+            e.push(
+                "authorization.mode",
+                format!("must be Webhook or AlwaysAllow, got {other:?}"),
+            );
+            AuthorizationMode::Webhook
+        }
+    };
+    if !["promiscuous-bridge", "hairpin-veth", "none"].contains(&k.hairpin_mode.as_str()) {
+        e.push(
+            "hairpinMode",
+            format!(
+                "must be promiscuous-bridge, hairpin-veth or none, got {:?}",
+                k.hairpin_mode
+            ),
+        );
+    }
+    let log_format = match k.logging.format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            e.push(
+                "logging.format",
+                format!("must be text or json, got {other:?}"),
+            );
+            LogFormat::Text
+        }
+    };
+    let verbosity = u8::try_from(k.logging.verbosity).unwrap_or_else(|_| {
+        e.push(
+            "logging.verbosity",
+            format!("must be at most 255, got {}", k.logging.verbosity),
+        );
+        0
+    });
+
+    let max_pods = e.positive("maxPods", k.max_pods);
+    let node_lease_duration_seconds =
+        e.positive("nodeLeaseDurationSeconds", k.node_lease_duration_seconds);
+    let high = e.percent(
+        "imageGCHighThresholdPercent",
+        k.image_gc_high_threshold_percent,
+    );
+    let low = e.percent(
+        "imageGCLowThresholdPercent",
+        k.image_gc_low_threshold_percent,
+    );
+    if low >= high && k.image_gc_high_threshold_percent <= 100 {
+        e.push(
+            "imageGCLowThresholdPercent",
+            format!("must be less than imageGCHighThresholdPercent ({high}), got {low}"),
+        );
+    }
+    let container_log_max_files = if k.container_log_max_files >= 2 {
+        k.container_log_max_files as u32
+    } else {
+        e.push(
+            "containerLogMaxFiles",
+            format!("must be at least 2, got {}", k.container_log_max_files),
+        );
+        0
+    };
+    let container_log_max_size = match parse_quantity(&k.container_log_max_size) {
+        Some(q) if q >= 1.0 => q as u64,
+        _ => {
+            e.push(
+                "containerLogMaxSize",
+                format!(
+                    "must be a positive quantity such as 10Mi, got {:?}",
+                    k.container_log_max_size
+                ),
+            );
+            0
+        }
+    };
+    let max_parallel_image_pulls = match k.max_parallel_image_pulls {
+        None => None,
+        Some(n) if n >= 1 => Some(n as u32),
+        Some(n) => {
+            e.push(
+                "maxParallelImagePulls",
+                format!("must be at least 1, got {n}"),
+            );
+            None
+        }
+    };
+    let serialize_image_pulls = k.serialize_image_pulls.unwrap_or(true);
+    if serialize_image_pulls && max_parallel_image_pulls.is_some_and(|n| n > 1) {
+        e.push(
+            "maxParallelImagePulls",
+            "must not be set above 1 when serializeImagePulls is true",
+        );
+    }
+    for (field, value) in [
+        ("syncFrequency", k.sync_frequency),
+        ("fileCheckFrequency", k.file_check_frequency),
+        ("runtimeRequestTimeout", k.runtime_request_timeout),
+        ("nodeStatusUpdateFrequency", k.node_status_update_frequency),
+        ("nodeStatusReportFrequency", k.node_status_report_frequency),
+    ] {
+        e.positive_duration(field, value);
+    }
+    if k.shutdown_grace_period_critical_pods > k.shutdown_grace_period {
+        e.push(
+            "shutdownGracePeriodCriticalPods",
+            "must not be greater than shutdownGracePeriod",
+        );
+    }
+    let eviction_hard = k.eviction_hard.clone().unwrap_or_default();
+    check_eviction("evictionHard", &eviction_hard, &mut e);
+    check_reserved("systemReserved", &k.system_reserved, &mut e);
+    check_reserved("kubeReserved", &k.kube_reserved, &mut e);
+    const ENFORCE: &[&str] = &[
+        "none",
+        "pods",
+        "system-reserved",
+        "system-reserved-compressible",
+        "kube-reserved",
+        "kube-reserved-compressible",
+    ];
+    for v in &k.enforce_node_allocatable {
+        if !ENFORCE.contains(&v.as_str()) {
+            e.push(
+                "enforceNodeAllocatable",
+                format!("unknown value {v:?}, want one of {}", ENFORCE.join(", ")),
+            );
+        }
+    }
+    let enforced = k.enforce_node_allocatable.iter().any(|v| v != "none");
+    if enforced && k.enforce_node_allocatable.iter().any(|v| v == "none") {
+        e.push("enforceNodeAllocatable", "\"none\" must be the only value");
+    }
+    if enforced && !k.cgroups_per_qos {
+        e.push("enforceNodeAllocatable", "requires cgroupsPerQOS");
+    }
+    if k.tls_cert_file.is_empty() != k.tls_private_key_file.is_empty() {
+        e.push(
+            "tlsPrivateKeyFile",
+            "tlsCertFile and tlsPrivateKeyFile must be set together",
+        );
+    }
+    if !k.pod_logs_dir.starts_with('/') {
+        e.push(
+            "podLogsDir",
+            format!("must be an absolute path, got {:?}", k.pod_logs_dir),
+        );
+    }
+    let container_runtime_endpoint = runtime_endpoint(
+        "containerRuntimeEndpoint",
+        &k.container_runtime_endpoint,
+        &mut e,
+        warnings,
+    );
+    let image_service_endpoint = if k.image_service_endpoint.is_empty() {
+        container_runtime_endpoint.clone()
+    } else {
+        runtime_endpoint(
+            "imageServiceEndpoint",
+            &k.image_service_endpoint,
+            &mut e,
+            warnings,
+        )
+    };
+    check_taints("registerWithTaints", &k.register_with_taints, &mut e);
+
+    let node_ips = f
+        .node_ip
+        .as_deref()
+        .map_or_else(Vec::new, |v| parse_node_ips(v, &mut e));
+    let node_labels = parse_map("--node-labels", &f.node_labels, &mut e);
+    check_node_labels(&node_labels, &mut e);
+    if !f.show_version() && !e.0.is_empty() {
+        return Err(ConfigError::Invalid(e.0));
+    }
+
+    let root_dir = f
+        .root_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT_DIR));
+    Ok(Config {
+        config_file: f.config.clone(),
+        kubeconfig: f.kubeconfig.clone(),
+        bootstrap_kubeconfig: f.bootstrap_kubeconfig.clone(),
+        container_runtime_endpoint,
+        image_service_endpoint,
+        node_name,
+        node_ip: node_ips.first().copied(),
+        node_ips,
+        node_labels,
+        register_with_taints: k.register_with_taints.clone(),
+        cert_dir: f.cert_dir.clone().unwrap_or_else(|| root_dir.join("pki")),
+        root_dir,
+        static_pod_path: non_empty_path(&k.static_pod_path),
+        pod_logs_dir: PathBuf::from(&k.pod_logs_dir),
+        container_logs_link_dir: f
+            .container_logs_link_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTAINER_LOGS_LINK_DIR)),
+        file_check_frequency: k.file_check_frequency,
+        sync_frequency: k.sync_frequency,
+        runtime_request_timeout: k.runtime_request_timeout,
+        healthz_bind_address: k.healthz_bind_address.clone(),
+        healthz_port,
+        address: k.address.clone(),
+        port,
+        read_only_port,
+        tls_cert_file: non_empty_path(&k.tls_cert_file),
+        tls_private_key_file: non_empty_path(&k.tls_private_key_file),
+        rotate_certificates: k.rotate_certificates,
+        server_tls_bootstrap: k.server_tls_bootstrap,
+        authentication: Authentication {
+            client_ca_file: non_empty_path(&k.authentication.x509.client_ca_file),
+            webhook_enabled: k.authentication.webhook.enabled,
+            webhook_cache_ttl: k.authentication.webhook.cache_ttl,
+            anonymous_enabled: k.authentication.anonymous.enabled,
+        },
+        authorization: Authorization {
+            mode,
+            cache_authorized_ttl: k.authorization.webhook.cache_authorized_ttl,
+            cache_unauthorized_ttl: k.authorization.webhook.cache_unauthorized_ttl,
+        },
+        cluster_dns: k.cluster_dns.clone(),
+        cluster_domain: k.cluster_domain.clone(),
+        resolv_conf: k.resolv_conf.clone(),
+        cgroup_driver,
+        cgroup_root: k.cgroup_root.clone(),
+        cgroups_per_qos: k.cgroups_per_qos,
+        enforce_node_allocatable: k.enforce_node_allocatable.clone(),
+        system_reserved: k.system_reserved.clone(),
+        kube_reserved: k.kube_reserved.clone(),
+        eviction_hard,
+        max_pods,
+        pod_pids_limit: u64::try_from(k.pod_pids_limit).ok(),
+        serialize_image_pulls,
+        max_parallel_image_pulls,
+        node_status_update_frequency: k.node_status_update_frequency,
+        node_status_report_frequency: k.node_status_report_frequency,
+        node_lease_duration_seconds,
+        image_minimum_gc_age: k.image_minimum_gc_age,
+        image_maximum_gc_age: (!k.image_maximum_gc_age.is_zero()).then_some(k.image_maximum_gc_age),
+        image_gc_high_threshold_percent: high,
+        image_gc_low_threshold_percent: low,
+        container_log_max_size,
+        container_log_max_files,
+        fail_swap_on: k.fail_swap_on,
+        fail_cgroup_v1: k.fail_cgroup_v1,
+        register_node: k.register_node,
+        shutdown_grace_period: k.shutdown_grace_period,
+        shutdown_grace_period_critical_pods: k.shutdown_grace_period_critical_pods,
+        feature_gates: k.feature_gates.clone(),
+        verbosity,
+        log_format,
+        warnings: Vec::new(),
+        show_version: f.show_version(),
+        kubelet: k,
+    })
+}

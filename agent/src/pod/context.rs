@@ -1,0 +1,41 @@
+//! What every pod worker shares: the runtime client, the node's paths and facts, the status store.
+
+use std::sync::Arc;
+
+use bosun_cri::CriClient;
+use tokio::sync::Semaphore;
+
+use crate::runtime::PodDirs;
+use crate::status::StatusStore;
+
+/// Shared, read-only context of the pod workers of one node.
+pub struct NodeContext {
+    /// The CRI runtime.
+    pub cri: CriClient,
+    /// Paths and naming.
+    pub dirs: PodDirs,
+    /// This node's name.
+    pub node_name: String,
+    /// This node's IP (status.hostIP).
+    pub host_ip: String,
+    /// Memory capacity in bytes (for oom_score_adj).
+    pub memory_capacity: i64,
+    /// Statuses of all pods.
+    pub statuses: StatusStore,
+    /// Image pulls in flight at once (1 when serializeImagePulls).
+    pub pulls: Arc<Semaphore>,
+}
+
+/// Memory capacity of the machine in bytes, from /proc/meminfo.
+pub fn memory_capacity() -> i64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<i64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}

@@ -1,0 +1,174 @@
+//! The pod manager: the desired pods by UID, one worker each; and the PLEG relist that wakes the
+//! worker of every pod whose runtime state changed, and removes what belongs to no pod.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::context::NodeContext;
+use super::source::SourceUpdate;
+use super::worker::{self, PodUpdate, WorkerHandle};
+use crate::runtime::{ObservedPod, observe_all};
+
+/// PLEG relist period (the kubelet's generic PLEG relists every second).
+pub const RELIST: Duration = Duration::from_secs(1);
+
+/// Owns the workers of all pods of the node.
+pub struct PodManager {
+    ctx: Arc<NodeContext>,
+    sources: Vec<&'static str>,
+    desired: HashMap<&'static str, BTreeMap<String, Arc<Pod>>>,
+    workers: HashMap<String, WorkerHandle>,
+    /// Orphans being removed, by UID.
+    reaping: HashSet<String>,
+    last_relist: HashMap<String, String>,
+    cancel: CancellationToken,
+}
+
+impl PodManager {
+    /// A manager expecting updates from the named sources before it removes anything.
+    pub fn new(
+        ctx: Arc<NodeContext>,
+        sources: Vec<&'static str>,
+        cancel: CancellationToken,
+    ) -> Self {
+        PodManager {
+            ctx,
+            sources,
+            desired: HashMap::new(),
+            workers: HashMap::new(),
+            reaping: HashSet::new(),
+            last_relist: HashMap::new(),
+            cancel,
+        }
+    }
+
+    /// True once every source has sent its first full set: only then are unknown pods removed.
+    fn all_sources_seen(&self) -> bool {
+        self.sources.iter().all(|s| self.desired.contains_key(s))
+    }
+
+    /// Runs until cancelled: applies source updates and relists the runtime every second.
+    pub async fn run(mut self, mut updates: mpsc::Receiver<SourceUpdate>) {
+        let mut tick = tokio::time::interval(RELIST);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                u = updates.recv() => match u {
+                    Some(u) => self.apply(u),
+                    None => break,
+                },
+                _ = tick.tick() => self.relist().await,
+            }
+        }
+        // Stopping bosun never stops pods: workers just end.
+        for (_, w) in self.workers.drain() {
+            w.task.abort();
+        }
+    }
+
+    fn apply(&mut self, update: SourceUpdate) {
+        self.desired.insert(update.source, update.pods);
+        let mut all: BTreeMap<String, Arc<Pod>> = BTreeMap::new();
+        for pods in self.desired.values() {
+            all.extend(pods.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        for (uid, pod) in &all {
+            match self.workers.get(uid) {
+                Some(w) => {
+                    let same = matches!(&*w.tx.borrow(), PodUpdate::Sync(p) if p == pod);
+                    if !same {
+                        let _ = w.tx.send(PodUpdate::Sync(pod.clone()));
+                    }
+                }
+                None => {
+                    let w = worker::spawn(self.ctx.clone(), pod.clone(), self.cancel.child_token());
+                    self.workers.insert(uid.clone(), w);
+                }
+            }
+        }
+        let gone: Vec<String> = self
+            .workers
+            .keys()
+            .filter(|u| !all.contains_key(*u))
+            .cloned()
+            .collect();
+        for uid in gone {
+            if let Some(w) = self.workers.get(&uid) {
+                let _ = w.tx.send(PodUpdate::Terminate(None));
+            }
+        }
+    }
+
+    async fn relist(&mut self) {
+        self.workers.retain(|_, w| !w.task.is_finished());
+        let observed = match observe_all(&self.ctx.cri).await {
+            Ok(o) => o,
+            Err(e) => {
+                warn!(error = %e, "PLEG relist failed");
+                return;
+            }
+        };
+        let mut now: HashMap<String, String> = HashMap::new();
+        for (uid, pod) in &observed {
+            now.insert(uid.clone(), fingerprint(pod));
+        }
+        for (uid, fp) in &now {
+            if self.last_relist.get(uid) != Some(fp)
+                && let Some(w) = self.workers.get(uid)
+            {
+                w.wake.notify_one();
+            }
+        }
+        if self.all_sources_seen() {
+            for (uid, pod) in &observed {
+                if !self.workers.contains_key(uid) && !self.reaping.contains(uid) {
+                    self.reap(uid.clone(), pod.clone());
+                }
+            }
+        }
+        self.reaping.retain(|u| now.contains_key(u));
+        self.last_relist = now;
+    }
+
+    /// Removes the sandboxes and containers of a pod that no source wants.
+    fn reap(&mut self, uid: String, pod: ObservedPod) {
+        info!(pod.uid = %uid, pod.name = %pod.name, pod.namespace = %pod.namespace, "removing a pod that no source wants");
+        self.reaping.insert(uid);
+        let cri = self.ctx.cri.clone();
+        tokio::spawn(async move {
+            for c in pod
+                .containers
+                .iter()
+                .filter(|c| c.state == bosun_cri::types::ContainerState::ContainerRunning)
+            {
+                let _ = cri.stop_container(&c.id, Duration::from_secs(30)).await;
+            }
+            for s in &pod.sandboxes {
+                let _ = cri.stop_pod_sandbox(&s.id).await;
+                if let Err(e) = cri.remove_pod_sandbox(&s.id).await
+                    && !e.is_not_found()
+                {
+                    warn!(sandbox.id = %s.id, error = %e, "cannot remove an orphaned sandbox");
+                }
+            }
+        });
+    }
+}
+
+fn fingerprint(pod: &ObservedPod) -> String {
+    let mut s = String::new();
+    for sb in &pod.sandboxes {
+        s.push_str(&format!("{}:{};", sb.id, sb.ready));
+    }
+    for c in &pod.containers {
+        s.push_str(&format!("{}:{};", c.id, c.state as i32));
+    }
+    s
+}

@@ -1,0 +1,13 @@
+//! Pods: where they come from (sources), who owns each one (the manager and one worker per pod),
+//! and how a sync is decided (plan) and applied (worker).
+
+pub mod backoff;
+pub mod context;
+pub mod image;
+pub mod manager;
+pub mod plan;
+pub mod source;
+pub mod worker;
+
+pub use context::NodeContext;
+pub use manager::PodManager;

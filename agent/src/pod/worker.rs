@@ -1,0 +1,604 @@
+//! One task per pod UID, the sole owner of that pod's lifecycle: it syncs on every spec update,
+//! runtime change (PLEG wake) and resync tick, and tears the pod down when told to.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bosun_cri::types::{ContainerFilter, ContainerState, PodSandboxFilter, PodSandboxState};
+use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+
+use super::backoff::Backoff;
+use super::context::NodeContext;
+use super::image::{PullError, ensure_image};
+use super::plan::{ContainerView, RunState, SandboxView, StartContainer, plan};
+use crate::runtime::container::{ContainerContext, container_config};
+use crate::runtime::labels;
+use crate::runtime::sandbox::{PodKey, sandbox_config};
+use crate::status::{StatusInput, Waiting, compute};
+use crate::volume;
+
+/// How often a worker syncs with no event at all.
+const RESYNC: Duration = Duration::from_secs(10);
+/// A container that ran this long before exiting starts its back-off over.
+const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
+
+/// What the manager asks of a worker; the newest message wins.
+#[derive(Debug, Clone)]
+pub enum PodUpdate {
+    /// Run this version of the pod.
+    Sync(Arc<Pod>),
+    /// Stop the pod (grace period in seconds, or the pod's own) and remove it.
+    Terminate(Option<i64>),
+}
+
+/// The manager's handle on a running worker.
+pub struct WorkerHandle {
+    /// Latest-wins mailbox.
+    pub tx: watch::Sender<PodUpdate>,
+    /// PLEG wake-up.
+    pub wake: Arc<Notify>,
+    /// The task.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Spawns the worker of `pod`.
+pub fn spawn(ctx: Arc<NodeContext>, pod: Arc<Pod>, cancel: CancellationToken) -> WorkerHandle {
+    let (tx, rx) = watch::channel(PodUpdate::Sync(pod.clone()));
+    let wake = Arc::new(Notify::new());
+    let key = PodKey::of(&pod);
+    let span =
+        info_span!("pod", pod.namespace = %key.namespace, pod.name = %key.name, pod.uid = %key.uid);
+    let worker = PodWorker {
+        ctx,
+        pod,
+        backoff: Backoff::default(),
+        waiting: HashMap::new(),
+        sandbox_ips: HashMap::new(),
+        exited: HashMap::new(),
+    };
+    let task = tokio::spawn(worker.run(rx, wake.clone(), cancel).instrument(span));
+    WorkerHandle { tx, wake, task }
+}
+
+struct PodWorker {
+    ctx: Arc<NodeContext>,
+    pod: Arc<Pod>,
+    backoff: Backoff,
+    waiting: HashMap<String, Waiting>,
+    sandbox_ips: HashMap<String, Vec<String>>,
+    exited: HashMap<String, ContainerView>,
+}
+
+/// What the runtime holds for this pod, ready for the plan.
+struct Observed {
+    sandbox: Option<SandboxView>,
+    sandbox_ids: Vec<(String, bool)>,
+    containers: Vec<ContainerView>,
+}
+
+impl PodWorker {
+    async fn run(
+        mut self,
+        mut rx: watch::Receiver<PodUpdate>,
+        wake: Arc<Notify>,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            let update = rx.borrow_and_update().clone();
+            match update {
+                PodUpdate::Sync(pod) => {
+                    self.pod = pod;
+                    if let Err(e) = self.sync().await {
+                        warn!(error = %e, "pod sync failed; retrying");
+                    }
+                }
+                PodUpdate::Terminate(grace) => {
+                    self.terminate(grace).await;
+                    return;
+                }
+            }
+            let now = Instant::now();
+            let until = self
+                .backoff
+                .next_expiry(now)
+                .map(|t| t - now)
+                .unwrap_or(RESYNC)
+                .min(RESYNC);
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = rx.changed() => if r.is_err() { return },
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(until) => {}
+            }
+        }
+    }
+
+    fn key(&self) -> PodKey {
+        PodKey::of(&self.pod)
+    }
+
+    async fn observe(&self) -> bosun_cri::Result<Observed> {
+        let uid = self.key().uid;
+        let selector = HashMap::from([(labels::POD_UID.to_string(), uid)]);
+        let cri = &self.ctx.cri;
+        let (mut sandboxes, containers) = tokio::try_join!(
+            cri.list_pod_sandbox(Some(PodSandboxFilter {
+                label_selector: selector.clone(),
+                ..Default::default()
+            })),
+            cri.list_containers(Some(ContainerFilter {
+                label_selector: selector,
+                ..Default::default()
+            })),
+        )?;
+        sandboxes.sort_by_key(|c| std::cmp::Reverse(c.created_at));
+        let sandbox = sandboxes.first().map(|s| SandboxView {
+            id: s.id.clone(),
+            ready: s.state == PodSandboxState::SandboxReady as i32,
+            attempt: s.metadata.as_ref().map(|m| m.attempt).unwrap_or(0),
+        });
+        let mut views = Vec::new();
+        for c in containers {
+            if let Some(v) = self.exited.get(&c.id) {
+                views.push(v.clone());
+                continue;
+            }
+            let name = c
+                .labels
+                .get(labels::CONTAINER_NAME)
+                .cloned()
+                .unwrap_or_default();
+            let restart_count = c
+                .annotations
+                .get(labels::RESTART_COUNT)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let st = match cri.container_status(&c.id, false).await {
+                Ok(r) => r.status.unwrap_or_default(),
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            };
+            let state = match ContainerState::try_from(st.state) {
+                Ok(ContainerState::ContainerCreated) => RunState::Created,
+                Ok(ContainerState::ContainerRunning) => RunState::Running,
+                Ok(ContainerState::ContainerExited) => RunState::Exited,
+                _ => RunState::Unknown,
+            };
+            let mut message = st.message.clone();
+            if state == RunState::Exited && message.is_empty() {
+                message = read_termination_message(&self.termination_log(&name, restart_count));
+            }
+            views.push(ContainerView {
+                id: c.id.clone(),
+                name,
+                sandbox_id: c.pod_sandbox_id.clone(),
+                state,
+                restart_count,
+                exit_code: st.exit_code,
+                started_at: st.started_at,
+                finished_at: st.finished_at,
+                reason: st.reason.clone(),
+                message,
+                image_ref: st.image_ref.clone(),
+                created_at: c.created_at,
+            });
+        }
+        views.sort_by_key(|c| std::cmp::Reverse(c.created_at));
+        let sandbox_ids = sandboxes
+            .iter()
+            .map(|s| {
+                (
+                    s.id.clone(),
+                    s.state == PodSandboxState::SandboxReady as i32,
+                )
+            })
+            .collect();
+        Ok(Observed {
+            sandbox,
+            sandbox_ids,
+            containers: views,
+        })
+    }
+
+    fn remember_exited(&mut self, obs: &Observed) {
+        for c in obs
+            .containers
+            .iter()
+            .filter(|c| c.state == RunState::Exited)
+        {
+            self.exited.entry(c.id.clone()).or_insert_with(|| c.clone());
+        }
+        let live: std::collections::HashSet<&str> =
+            obs.containers.iter().map(|c| c.id.as_str()).collect();
+        self.exited.retain(|id, _| live.contains(id.as_str()));
+    }
+
+    async fn sync(&mut self) -> bosun_cri::Result<()> {
+        for _round in 0..2 {
+            let obs = self.observe().await?;
+            self.remember_exited(&obs);
+            let now = Instant::now();
+            // A container that ran long enough before exiting starts its back-off over.
+            for c in obs
+                .containers
+                .iter()
+                .filter(|c| c.state == RunState::Exited)
+            {
+                if c.finished_at - c.started_at >= BACKOFF_RESET_AFTER.as_nanos() as i64 {
+                    self.backoff.reset(&c.name);
+                }
+            }
+            let actions = plan(
+                &self.pod,
+                obs.sandbox.as_ref(),
+                &obs.containers,
+                &self.backoff,
+                now,
+            );
+            let mut acted = false;
+            if actions.kill_pod {
+                self.kill(&obs, None).await;
+                acted = true;
+            }
+            if let Some(attempt) = actions.create_sandbox {
+                self.run_sandbox(attempt).await;
+                // Start containers in the new sandbox right away.
+                continue;
+            }
+            let running_names: Vec<String> = obs
+                .containers
+                .iter()
+                .filter(|c| c.state == RunState::Running)
+                .map(|c| c.name.clone())
+                .collect();
+            self.waiting.retain(|name, _| !running_names.contains(name));
+            if let Some(sb) = obs.sandbox.as_ref().filter(|s| s.ready) {
+                for start in &actions.start {
+                    let restarting = start.restart_count > 0;
+                    if restarting {
+                        self.backoff.next(&start.name, now);
+                    }
+                    self.start_container(sb, start).await;
+                    acted = true;
+                }
+            }
+            let key = self.key();
+            for (name, delay) in &actions.backing_off {
+                let message = format!(
+                    "back-off {delay}s restarting failed container={name} pod={}_{}({})",
+                    key.name, key.namespace, key.uid
+                );
+                if self.waiting.get(name).map(|w| w.reason.as_str()) != Some("CrashLoopBackOff") {
+                    warn!(container.name = %name, "BackOff: {message}");
+                }
+                self.waiting.insert(
+                    name.clone(),
+                    Waiting {
+                        reason: "CrashLoopBackOff".into(),
+                        message,
+                    },
+                );
+            }
+            let obs = if acted { self.observe().await? } else { obs };
+            self.update_status(&obs).await;
+            return Ok(());
+        }
+        Ok(())
+    }
+
+    async fn update_status(&mut self, obs: &Observed) {
+        let sandbox_ready = obs.sandbox.as_ref().is_some_and(|s| s.ready);
+        let ips = match obs.sandbox.as_ref().filter(|s| s.ready) {
+            Some(s) => self.pod_ips(&s.id).await,
+            None => vec![],
+        };
+        let previous = self.ctx.statuses.get(&self.key().uid);
+        let input = StatusInput {
+            pod: &self.pod,
+            previous: previous.as_ref(),
+            sandbox_ready,
+            pod_ips: &ips,
+            host_ip: &self.ctx.host_ip,
+            containers: &obs.containers,
+            sandbox_id: obs.sandbox.as_ref().map(|s| s.id.as_str()),
+            waiting: &self.waiting,
+            runtime_name: &self.ctx.cri.runtime_version().runtime_name,
+            now: now_time(),
+            terminal: None,
+        };
+        let status = compute(&input);
+        let old_phase = previous.as_ref().and_then(|p| p.phase.clone());
+        if self.ctx.statuses.set(&self.pod, status.clone()) && old_phase != status.phase {
+            info!(
+                phase = status.phase.as_deref().unwrap_or_default(),
+                pod.ip = status.pod_ip.as_deref().unwrap_or_default(),
+                "pod phase"
+            );
+        }
+    }
+
+    async fn pod_ips(&mut self, sandbox_id: &str) -> Vec<String> {
+        if let Some(ips) = self.sandbox_ips.get(sandbox_id) {
+            return ips.clone();
+        }
+        let Ok(resp) = self.ctx.cri.pod_sandbox_status(sandbox_id, false).await else {
+            return vec![];
+        };
+        let net = resp.status.and_then(|s| s.network).unwrap_or_default();
+        let mut ips: Vec<String> = std::iter::once(net.ip)
+            .chain(net.additional_ips.into_iter().map(|i| i.ip))
+            .filter(|i| !i.is_empty())
+            .collect();
+        if ips.is_empty()
+            && self
+                .pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.host_network)
+                .unwrap_or(false)
+        {
+            ips.push(self.ctx.host_ip.clone());
+        }
+        self.sandbox_ips.insert(sandbox_id.to_string(), ips.clone());
+        ips
+    }
+
+    async fn run_sandbox(&mut self, attempt: u32) {
+        let key = self.key();
+        let dirs = &self.ctx.dirs;
+        if let Err(e) =
+            std::fs::create_dir_all(dirs.pod_log_dir(&key.namespace, &key.name, &key.uid))
+        {
+            warn!(error = %e, "cannot create the pod log directory");
+        }
+        let config = sandbox_config(&self.pod, attempt, dirs);
+        let started = Instant::now();
+        match self
+            .ctx
+            .cri
+            .run_pod_sandbox(config, self.runtime_handler())
+            .await
+        {
+            Ok(id) => {
+                info!(sandbox.id = %id, attempt, elapsed_ms = started.elapsed().as_millis() as u64, "sandbox running")
+            }
+            Err(e) => warn!(error = %e, "FailedCreatePodSandBox: failed to create pod sandbox"),
+        }
+    }
+
+    fn runtime_handler(&self) -> &str {
+        // RuntimeClass handlers need the API; static pods use the default handler.
+        ""
+    }
+
+    fn termination_log(&self, name: &str, restart_count: u32) -> PathBuf {
+        self.ctx
+            .dirs
+            .pod_dir(&self.key().uid)
+            .join("containers")
+            .join(name)
+            .join(restart_count.to_string())
+    }
+
+    fn spec_of(&self, name: &str, init: bool) -> Option<Container> {
+        let spec = self.pod.spec.as_ref()?;
+        if init {
+            spec.init_containers
+                .iter()
+                .flatten()
+                .find(|c| c.name == name)
+                .cloned()
+        } else {
+            spec.containers.iter().find(|c| c.name == name).cloned()
+        }
+    }
+
+    async fn start_container(&mut self, sandbox: &SandboxView, start: &StartContainer) {
+        let Some(spec) = self.spec_of(&start.name, start.init) else {
+            return;
+        };
+        let span = info_span!("container", container.name = %start.name);
+        let result = self
+            .start_container_inner(sandbox, start, &spec)
+            .instrument(span)
+            .await;
+        match result {
+            Ok(()) => {
+                self.waiting.remove(&start.name);
+            }
+            Err(w) => {
+                warn!(container.name = %start.name, reason = %w.reason, "{}", w.message);
+                self.waiting.insert(start.name.clone(), w);
+            }
+        }
+    }
+
+    async fn start_container_inner(
+        &mut self,
+        sandbox: &SandboxView,
+        start: &StartContainer,
+        spec: &Container,
+    ) -> Result<(), Waiting> {
+        let waiting = |reason: &str, message: String| Waiting {
+            reason: reason.into(),
+            message,
+        };
+        let image = spec.image.clone().unwrap_or_default();
+        let pull_key = format!("pull:{}", start.name);
+        let now = Instant::now();
+        if self.backoff.in_backoff(&pull_key, now) {
+            return Err(waiting(
+                "ImagePullBackOff",
+                format!("Back-off pulling image {image:?}"),
+            ));
+        }
+        let pulled = {
+            let _permit = self.ctx.pulls.acquire().await;
+            info!("Pulling: pulling image {image:?}");
+            ensure_image(&self.ctx.cri, spec, None).await
+        };
+        match pulled {
+            Ok(_) => self.backoff.reset(&pull_key),
+            Err(e) => {
+                if matches!(e, PullError::Pull(_)) {
+                    self.backoff.next(&pull_key, now);
+                }
+                return Err(waiting(e.reason(), e.message().to_string()));
+            }
+        }
+        let key = self.key();
+        let volumes = volume::set_up(&self.pod, &self.ctx.dirs.pod_dir(&key.uid))
+            .map_err(|e| waiting("ContainerCreating", e.to_string()))?;
+        let tlog = self.termination_log(&start.name, start.restart_count);
+        if let Some(parent) = tlog.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        std::fs::write(&tlog, b"").map_err(|e| {
+            waiting(
+                "CreateContainerError",
+                format!("termination log {}: {e}", tlog.display()),
+            )
+        })?;
+        let pod_ips = self.pod_ips(&sandbox.id).await;
+        let ctx = ContainerContext {
+            volumes: &volumes,
+            pod_ip: pod_ips.first().map(String::as_str).unwrap_or_default(),
+            host_ip: &self.ctx.host_ip,
+            node_name: &self.ctx.node_name,
+            termination_log: &tlog,
+            memory_capacity: self.ctx.memory_capacity,
+        };
+        let config = container_config(&self.pod, spec, start.restart_count, start.init, &ctx)
+            .map_err(|e| waiting("CreateContainerConfigError", e.0))?;
+        let log_path = self
+            .ctx
+            .dirs
+            .pod_log_dir(&key.namespace, &key.name, &key.uid)
+            .join(&config.log_path);
+        let sandbox_config = sandbox_config(&self.pod, sandbox.attempt, &self.ctx.dirs);
+        let id = self
+            .ctx
+            .cri
+            .create_container(&sandbox.id, config, sandbox_config)
+            .await
+            .map_err(|e| waiting("CreateContainerError", e.to_string()))?;
+        info!(container.id = %id, "Created: created container {}", start.name);
+        let link = self.ctx.dirs.container_logs_link_dir.join(format!(
+            "{}_{}_{}-{}.log",
+            key.name, key.namespace, start.name, id
+        ));
+        let _ = std::fs::create_dir_all(&self.ctx.dirs.container_logs_link_dir);
+        let _ = std::fs::remove_file(&link);
+        if let Err(e) = std::os::unix::fs::symlink(&log_path, &link) {
+            warn!(error = %e, link = %link.display(), "cannot create the container log symlink");
+        }
+        self.ctx
+            .cri
+            .start_container(&id)
+            .await
+            .map_err(|e| waiting("RunContainerError", e.to_string()))?;
+        info!(container.id = %id, "Started: started container {}", start.name);
+        Ok(())
+    }
+
+    fn grace_period(&self, grace: Option<i64>) -> Duration {
+        let g = grace
+            .or_else(|| self.pod.metadata.deletion_grace_period_seconds)
+            .or_else(|| {
+                self.pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
+            .unwrap_or(30);
+        Duration::from_secs(g.max(0) as u64)
+    }
+
+    /// Stops every running container (in parallel, with the grace period) and the sandboxes.
+    async fn kill(&self, obs: &Observed, grace: Option<i64>) {
+        let grace = self.grace_period(grace);
+        let cri = &self.ctx.cri;
+        let stops = obs
+            .containers
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c.state,
+                    RunState::Running | RunState::Created | RunState::Unknown
+                )
+            })
+            .map(|c| async move {
+                info!(container.name = %c.name, "Killing: stopping container {}", c.name);
+                if let Err(e) = cri.stop_container(&c.id, grace).await
+                    && !e.is_not_found()
+                {
+                    warn!(container.name = %c.name, error = %e, "stop container failed");
+                }
+            });
+        futures::future::join_all(stops).await;
+        for (id, ready) in &obs.sandbox_ids {
+            if *ready
+                && let Err(e) = cri.stop_pod_sandbox(id).await
+                && !e.is_not_found()
+            {
+                warn!(sandbox.id = %id, error = %e, "stop sandbox failed");
+            }
+        }
+    }
+
+    async fn terminate(&mut self, grace: Option<i64>) {
+        let key = self.key();
+        info!("terminating pod");
+        let obs = match self.observe().await {
+            Ok(o) => o,
+            Err(e) => {
+                warn!(error = %e, "cannot list the pod's containers to stop them");
+                return;
+            }
+        };
+        self.kill(&obs, grace).await;
+        for (id, _) in &obs.sandbox_ids {
+            if let Err(e) = self.ctx.cri.remove_pod_sandbox(id).await
+                && !e.is_not_found()
+            {
+                warn!(sandbox.id = %id, error = %e, "remove sandbox failed");
+            }
+        }
+        let dirs = &self.ctx.dirs;
+        if let Err(e) = volume::tear_down(&dirs.pod_dir(&key.uid)) {
+            warn!(error = %e, "cannot remove the pod directory");
+        }
+        let _ = std::fs::remove_dir_all(dirs.pod_log_dir(&key.namespace, &key.name, &key.uid));
+        let prefix = format!("{}_{}_", key.name, key.namespace);
+        if let Ok(entries) = std::fs::read_dir(&dirs.container_logs_link_dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        self.ctx.statuses.remove(&key.uid);
+        info!("pod removed");
+    }
+}
+
+fn read_termination_message(path: &std::path::Path) -> String {
+    let mut text = std::fs::read(path).unwrap_or_default();
+    text.truncate(4096);
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+/// Now, at the second precision the API keeps.
+fn now_time() -> Time {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap_or_default())
+}

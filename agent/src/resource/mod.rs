@@ -1,0 +1,7 @@
+//! Resource quantities and the pod's QoS class, as the kubelet computes them.
+
+pub mod qos;
+pub mod quantity;
+
+pub use qos::{QosClass, qos_class};
+pub use quantity::{Quantity, QuantityError, parse_quantity};

@@ -1,0 +1,450 @@
+//! Container spec -> CRI ContainerConfig: command, env with `$(VAR)` expansion, mounts, log path,
+//! resources (cpu shares and quota, memory limit, oom_score_adj) and security context.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use bosun_cri::types::{
+    Capability, ContainerConfig, ContainerMetadata, ImageSpec, KeyValue, LinuxContainerConfig,
+    LinuxContainerResources, LinuxContainerSecurityContext, Mount,
+};
+use k8s_openapi::api::core::v1::{Container, Pod};
+
+use super::labels;
+use super::sandbox::PodKey;
+use crate::resource::{QosClass, parse_quantity, qos_class};
+
+/// CFS period the kubelet uses for quotas (100 ms).
+pub const CPU_PERIOD_US: i64 = 100_000;
+const MIN_SHARES: i64 = 2;
+const MIN_QUOTA_US: i64 = 1000;
+
+/// Why a container config could not be built: the kubelet's CreateContainerConfigError.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// What the container config needs besides the pod and container specs.
+pub struct ContainerContext<'a> {
+    /// Host paths of the pod's volumes by volume name.
+    pub volumes: &'a HashMap<String, String>,
+    /// The pod's IP, for `status.podIP` env references.
+    pub pod_ip: &'a str,
+    /// The node's IP, for `status.hostIP`.
+    pub host_ip: &'a str,
+    /// The node's name, for `spec.nodeName`.
+    pub node_name: &'a str,
+    /// The host file mounted at the container's terminationMessagePath.
+    pub termination_log: &'a Path,
+    /// The node's memory capacity in bytes, for the Burstable oom_score_adj.
+    pub memory_capacity: i64,
+}
+
+/// Builds the CRI config of `container` for its `restart_count`-th run.
+pub fn container_config(
+    pod: &Pod,
+    container: &Container,
+    restart_count: u32,
+    init: bool,
+    ctx: &ContainerContext<'_>,
+) -> Result<ContainerConfig, ConfigError> {
+    let key = PodKey::of(pod);
+    let envs = env_vars(pod, container, ctx)?;
+    let env_map: HashMap<&str, &str> = envs
+        .iter()
+        .map(|kv| (kv.key.as_str(), kv.value.as_str()))
+        .collect();
+    let command = container
+        .command
+        .iter()
+        .flatten()
+        .map(|s| expand(s, &env_map))
+        .collect();
+    let args = container
+        .args
+        .iter()
+        .flatten()
+        .map(|s| expand(s, &env_map))
+        .collect();
+    let mut mounts = Vec::new();
+    for m in container.volume_mounts.iter().flatten() {
+        let host = ctx.volumes.get(&m.name).ok_or_else(|| {
+            ConfigError(format!(
+                "cannot find volume \"{}\" to mount into container \"{}\"",
+                m.name, container.name
+            ))
+        })?;
+        let host = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            Some(sub) => {
+                if sub.starts_with('/') || sub.split('/').any(|c| c == "..") {
+                    return Err(ConfigError(format!(
+                        "invalid subPath {sub:?} of volume {}",
+                        m.name
+                    )));
+                }
+                let p = Path::new(host).join(sub);
+                if !p.exists() {
+                    std::fs::create_dir_all(&p)
+                        .map_err(|e| ConfigError(format!("subPath {}: {e}", p.display())))?;
+                }
+                p.display().to_string()
+            }
+            None => host.clone(),
+        };
+        mounts.push(Mount {
+            container_path: m.mount_path.clone(),
+            host_path: host,
+            readonly: m.read_only.unwrap_or(false),
+            ..Default::default()
+        });
+    }
+    let tm_path = container
+        .termination_message_path
+        .clone()
+        .unwrap_or_else(|| "/dev/termination-log".into());
+    mounts.push(Mount {
+        container_path: tm_path.clone(),
+        host_path: ctx.termination_log.display().to_string(),
+        ..Default::default()
+    });
+    let mut annotations = HashMap::from([
+        (labels::RESTART_COUNT.to_string(), restart_count.to_string()),
+        (labels::CONTAINER_HASH.to_string(), spec_hash(container)),
+        (labels::TERMINATION_MESSAGE_PATH.to_string(), tm_path),
+        (
+            labels::TERMINATION_MESSAGE_POLICY.to_string(),
+            container
+                .termination_message_policy
+                .clone()
+                .unwrap_or_else(|| "File".into()),
+        ),
+        (
+            labels::POD_TERMINATION_GRACE.to_string(),
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+                .unwrap_or(30)
+                .to_string(),
+        ),
+    ]);
+    if init {
+        annotations.insert(labels::BOSUN_CONTAINER_KIND.into(), "init".into());
+    }
+    let sc = container.security_context.as_ref();
+    let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let caps = sc.and_then(|s| s.capabilities.as_ref());
+    let security = LinuxContainerSecurityContext {
+        privileged: sc.and_then(|s| s.privileged).unwrap_or(false),
+        readonly_rootfs: sc
+            .and_then(|s| s.read_only_root_filesystem)
+            .unwrap_or(false),
+        run_as_user: sc
+            .and_then(|s| s.run_as_user)
+            .or(pod_sc.and_then(|s| s.run_as_user))
+            .map(|v| bosun_cri::types::Int64Value { value: v }),
+        run_as_group: sc
+            .and_then(|s| s.run_as_group)
+            .or(pod_sc.and_then(|s| s.run_as_group))
+            .map(|v| bosun_cri::types::Int64Value { value: v }),
+        supplemental_groups: pod_sc
+            .and_then(|s| s.supplemental_groups.clone())
+            .unwrap_or_default(),
+        no_new_privs: sc
+            .and_then(|s| s.allow_privilege_escalation)
+            .is_some_and(|a| !a),
+        capabilities: caps.map(|c| Capability {
+            add_capabilities: c.add.clone().unwrap_or_default(),
+            drop_capabilities: c.drop.clone().unwrap_or_default(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Ok(ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: container.name.clone(),
+            attempt: restart_count,
+        }),
+        image: Some(ImageSpec {
+            image: container.image.clone().unwrap_or_default(),
+            ..Default::default()
+        }),
+        command,
+        args,
+        working_dir: container.working_dir.clone().unwrap_or_default(),
+        envs,
+        mounts,
+        labels: labels::container_labels(&key.name, &key.namespace, &key.uid, &container.name),
+        annotations,
+        log_path: format!("{}/{restart_count}.log", container.name),
+        stdin: container.stdin.unwrap_or(false),
+        stdin_once: container.stdin_once.unwrap_or(false),
+        tty: container.tty.unwrap_or(false),
+        linux: Some(LinuxContainerConfig {
+            resources: Some(linux_resources(pod, container, ctx.memory_capacity)),
+            security_context: Some(security),
+        }),
+        ..Default::default()
+    })
+}
+
+/// CPU shares and quota, memory limit and oom_score_adj with the kubelet's formulas.
+pub fn linux_resources(
+    pod: &Pod,
+    container: &Container,
+    memory_capacity: i64,
+) -> LinuxContainerResources {
+    let get = |limits: bool, key: &str| {
+        let r = container.resources.as_ref()?;
+        let m = if limits {
+            r.limits.as_ref()
+        } else {
+            r.requests.as_ref()
+        }?;
+        parse_quantity(&m.get(key)?.0).ok()
+    };
+    let cpu_limit = get(true, "cpu").map(|q| q.milli_value());
+    let cpu_request = get(false, "cpu").map(|q| q.milli_value()).or(cpu_limit);
+    let mem_limit = get(true, "memory").map(|q| q.value());
+    let mem_request = get(false, "memory").map(|q| q.value()).or(mem_limit);
+    let cpu_shares = match cpu_request {
+        Some(m) if m > 0 => (m * 1024 / 1000).max(MIN_SHARES),
+        _ => MIN_SHARES,
+    };
+    let cpu_quota = cpu_limit
+        .filter(|m| *m > 0)
+        .map(|m| (m * CPU_PERIOD_US / 1000).max(MIN_QUOTA_US))
+        .unwrap_or(0);
+    let qos = qos_class(pod);
+    LinuxContainerResources {
+        cpu_period: if cpu_quota > 0 { CPU_PERIOD_US } else { 0 },
+        cpu_quota,
+        cpu_shares,
+        memory_limit_in_bytes: mem_limit.unwrap_or(0),
+        oom_score_adj: oom_score_adj(qos, mem_request.unwrap_or(0), memory_capacity),
+        ..Default::default()
+    }
+}
+
+/// The kubelet's oom_score_adj: -997 Guaranteed, 1000 BestEffort, Burstable by memory request share.
+pub fn oom_score_adj(qos: QosClass, memory_request: i64, memory_capacity: i64) -> i64 {
+    match qos {
+        QosClass::Guaranteed => -997,
+        QosClass::BestEffort => 1000,
+        QosClass::Burstable => {
+            let adj = if memory_capacity > 0 {
+                1000 - (1000 * memory_request) / memory_capacity
+            } else {
+                999
+            };
+            adj.clamp(2, 999)
+        }
+    }
+}
+
+/// Env of the container: `value` and `fieldRef`/`resourceFieldRef` sources, with `$(VAR)`
+/// expansion against the ones defined before. Sources that need the API are a config error when
+/// no API backs the pod (standalone mode).
+fn env_vars(
+    pod: &Pod,
+    container: &Container,
+    ctx: &ContainerContext<'_>,
+) -> Result<Vec<KeyValue>, ConfigError> {
+    let mut out: Vec<KeyValue> = Vec::new();
+    for e in container.env.iter().flatten() {
+        let defined: HashMap<&str, &str> = out
+            .iter()
+            .map(|kv| (kv.key.as_str(), kv.value.as_str()))
+            .collect();
+        let value = if let Some(v) = &e.value {
+            expand(v, &defined)
+        } else if let Some(src) = &e.value_from {
+            if let Some(f) = &src.field_ref {
+                field_value(pod, &f.field_path, ctx).ok_or_else(|| {
+                    ConfigError(format!(
+                        "unsupported fieldRef {:?} in env {}",
+                        f.field_path, e.name
+                    ))
+                })?
+            } else if let Some(r) = &src.resource_field_ref {
+                resource_value(container, &r.resource).ok_or_else(|| {
+                    ConfigError(format!(
+                        "unsupported resourceFieldRef {:?} in env {}",
+                        r.resource, e.name
+                    ))
+                })?
+            } else if let Some(cm) = &src.config_map_key_ref {
+                if cm.optional == Some(true) {
+                    continue;
+                }
+                return Err(ConfigError(format!("configmap \"{}\" not found", cm.name)));
+            } else if let Some(s) = &src.secret_key_ref {
+                if s.optional == Some(true) {
+                    continue;
+                }
+                return Err(ConfigError(format!("secret \"{}\" not found", s.name)));
+            } else {
+                String::new()
+            }
+        } else {
+            String::new()
+        };
+        out.retain(|kv| kv.key != e.name);
+        out.push(KeyValue {
+            key: e.name.clone(),
+            value,
+        });
+    }
+    Ok(out)
+}
+
+fn field_value(pod: &Pod, path: &str, ctx: &ContainerContext<'_>) -> Option<String> {
+    let md = &pod.metadata;
+    Some(match path {
+        "metadata.name" => md.name.clone().unwrap_or_default(),
+        "metadata.namespace" => md.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => md.uid.clone().unwrap_or_default(),
+        "spec.nodeName" => ctx.node_name.to_string(),
+        "spec.serviceAccountName" => pod
+            .spec
+            .as_ref()?
+            .service_account_name
+            .clone()
+            .unwrap_or_default(),
+        "status.podIP" => ctx.pod_ip.to_string(),
+        "status.podIPs" => ctx.pod_ip.to_string(),
+        "status.hostIP" | "status.hostIPs" => ctx.host_ip.to_string(),
+        p => {
+            let (map, key) = if let Some(k) = p
+                .strip_prefix("metadata.labels['")
+                .and_then(|k| k.strip_suffix("']"))
+            {
+                (md.labels.as_ref(), k)
+            } else if let Some(k) = p
+                .strip_prefix("metadata.annotations['")
+                .and_then(|k| k.strip_suffix("']"))
+            {
+                (md.annotations.as_ref(), k)
+            } else {
+                return None;
+            };
+            map.and_then(|m| m.get(key)).cloned().unwrap_or_default()
+        }
+    })
+}
+
+fn resource_value(container: &Container, resource: &str) -> Option<String> {
+    let (limits, key) = resource.split_once('.')?;
+    let r = container.resources.as_ref();
+    let m = if limits == "limits" {
+        r.and_then(|r| r.limits.as_ref())
+    } else {
+        r.and_then(|r| r.requests.as_ref())
+    };
+    let q = m
+        .and_then(|m| m.get(key))
+        .and_then(|q| parse_quantity(&q.0).ok());
+    Some(match (key, q) {
+        ("cpu", Some(q)) => ((q.milli_value() + 999) / 1000).to_string(),
+        (_, Some(q)) => q.value().to_string(),
+        (_, None) => "0".to_string(),
+    })
+}
+
+/// Expands `$(VAR)` from `env`; `$$(VAR)` escapes to a literal `$(VAR)`; unknown references stay.
+pub fn expand(s: &str, env: &HashMap<&str, &str>) -> String {
+    let mut out = String::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' && i + 1 < b.len() {
+            if b[i + 1] == b'$' {
+                out.push('$');
+                i += 2;
+                continue;
+            }
+            if b[i + 1] == b'('
+                && let Some(end) = s[i + 2..].find(')')
+            {
+                let name = &s[i + 2..i + 2 + end];
+                match env.get(name) {
+                    Some(v) => out.push_str(v),
+                    None => out.push_str(&s[i..i + 3 + end]),
+                }
+                i += 3 + end;
+                continue;
+            }
+        }
+        let ch = s[i..].chars().next().unwrap_or('\0');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+/// A stable hash of the container spec, recorded on the container to see spec changes.
+pub fn spec_hash(container: &Container) -> String {
+    use sha2::{Digest, Sha256};
+    let json = serde_json::to_vec(container).unwrap_or_default();
+    let d = Sha256::digest(&json);
+    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expansion_matches_the_kubelet() {
+        let env = HashMap::from([("A", "1"), ("B", "two")]);
+        let cases = [
+            ("$(A)", "1"),
+            ("x$(B)y", "xtwoy"),
+            ("$$(A)", "$(A)"),
+            ("$(C)", "$(C)"),
+            ("$(A", "$(A"),
+            ("$", "$"),
+            ("ünï$(A)", "ünï1"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(expand(input, &env), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn oom_score_adj_by_qos() {
+        let gi = 1 << 30;
+        assert_eq!(oom_score_adj(QosClass::Guaranteed, gi, 4 * gi), -997);
+        assert_eq!(oom_score_adj(QosClass::BestEffort, 0, 4 * gi), 1000);
+        assert_eq!(oom_score_adj(QosClass::Burstable, gi, 4 * gi), 750);
+        assert_eq!(oom_score_adj(QosClass::Burstable, 0, 4 * gi), 999);
+        assert_eq!(oom_score_adj(QosClass::Burstable, 4 * gi, 4 * gi), 2);
+    }
+
+    #[test]
+    fn resources_follow_the_kubelet_formulas() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({"spec": {"containers": [
+            {"name": "c", "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "128Mi"}}}
+        ]}}))
+        .unwrap();
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        let r = linux_resources(&pod, c, 1 << 30);
+        assert_eq!(r.cpu_shares, 256);
+        assert_eq!(r.cpu_quota, 50_000);
+        assert_eq!(r.cpu_period, 100_000);
+        assert_eq!(r.memory_limit_in_bytes, 128 << 20);
+        assert_eq!(r.oom_score_adj, 1000 - 1000 * (64 << 20) / (1 << 30));
+        let be: Pod =
+            serde_json::from_value(serde_json::json!({"spec": {"containers": [{"name": "c"}]}}))
+                .unwrap();
+        let r = linux_resources(&be, &be.spec.as_ref().unwrap().containers[0], 1 << 30);
+        assert_eq!(
+            (
+                r.cpu_shares,
+                r.cpu_quota,
+                r.memory_limit_in_bytes,
+                r.oom_score_adj
+            ),
+            (2, 0, 0, 1000)
+        );
+    }
+}

@@ -1,0 +1,10 @@
+//! The runtime side of a pod: pod spec -> CRI sandbox and container configs, what CRI says exists
+//! for a pod, and the calls that start and stop it.
+
+pub mod container;
+pub mod labels;
+pub mod observed;
+pub mod sandbox;
+
+pub use observed::{ObservedContainer, ObservedPod, ObservedSandbox, observe_all};
+pub use sandbox::PodDirs;

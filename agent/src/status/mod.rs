@@ -1,0 +1,8 @@
+//! Pod status: computed from the spec and what the runtime holds, kept in one store that the
+//! server and (with a cluster) the status writer read.
+
+pub mod compute;
+pub mod store;
+
+pub use compute::{StatusInput, Waiting, compute};
+pub use store::StatusStore;

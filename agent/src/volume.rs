@@ -1,0 +1,157 @@
+//! Pod volumes on the node: emptyDir (disk or tmpfs) and hostPath (with its type checks). Volume
+//! types that need the API (configMap, secret, projected, downwardAPI) come with the API source.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::Pod;
+
+/// A volume that could not be set up: the kubelet's FailedMount.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("MountVolume.SetUp failed for volume \"{volume}\": {reason}")]
+pub struct VolumeError {
+    /// The volume's name.
+    pub volume: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Sets up every volume of `pod` under `pod_dir` and returns the host path of each by name.
+pub fn set_up(pod: &Pod, pod_dir: &Path) -> Result<HashMap<String, String>, VolumeError> {
+    let mut out = HashMap::new();
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let err = |reason: String| VolumeError {
+            volume: v.name.clone(),
+            reason,
+        };
+        let path: PathBuf = if let Some(ed) = &v.empty_dir {
+            let dir = pod_dir
+                .join("volumes/kubernetes.io~empty-dir")
+                .join(&v.name);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| err(format!("mkdir {}: {e}", dir.display())))?;
+            set_perm(&dir, 0o777).map_err(|e| err(e.to_string()))?;
+            if ed.medium.as_deref() == Some("Memory") {
+                mount_tmpfs(&dir, ed.size_limit.as_ref().map(|q| q.0.as_str())).map_err(err)?;
+            }
+            dir
+        } else if let Some(hp) = &v.host_path {
+            let p = PathBuf::from(&hp.path);
+            check_host_path(&p, hp.type_.as_deref().unwrap_or("")).map_err(err)?;
+            p
+        } else {
+            return Err(err("volume type not supported by bosun yet".into()));
+        };
+        out.insert(v.name.clone(), path.display().to_string());
+    }
+    Ok(out)
+}
+
+/// Unmounts tmpfs volumes and removes the pod's directory.
+pub fn tear_down(pod_dir: &Path) -> std::io::Result<()> {
+    let empty = pod_dir.join("volumes/kubernetes.io~empty-dir");
+    if let Ok(entries) = std::fs::read_dir(&empty) {
+        for e in entries.flatten() {
+            let _ = unmount(&e.path());
+        }
+    }
+    match std::fs::remove_dir_all(pod_dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn set_perm(p: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+}
+
+/// hostPath type checks: DirectoryOrCreate, Directory, FileOrCreate, File, Socket, CharDevice,
+/// BlockDevice, or "" (no check).
+fn check_host_path(p: &Path, kind: &str) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = std::fs::metadata(p);
+    let missing = || format!("hostPath type check failed: {} does not exist", p.display());
+    match kind {
+        "" => Ok(()),
+        "DirectoryOrCreate" => {
+            if meta.is_err() {
+                std::fs::create_dir_all(p).map_err(|e| format!("mkdir {}: {e}", p.display()))?;
+                set_perm(p, 0o755).map_err(|e| e.to_string())?;
+            } else if !p.is_dir() {
+                return Err(format!(
+                    "hostPath type check failed: {} is not a directory",
+                    p.display()
+                ));
+            }
+            Ok(())
+        }
+        "FileOrCreate" => {
+            if meta.is_err() {
+                if let Some(parent) = p.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+                }
+                std::fs::File::create(p).map_err(|e| format!("create {}: {e}", p.display()))?;
+            } else if !p.is_file() {
+                return Err(format!(
+                    "hostPath type check failed: {} is not a file",
+                    p.display()
+                ));
+            }
+            Ok(())
+        }
+        "Directory" | "File" | "Socket" | "CharDevice" | "BlockDevice" => {
+            let t = meta.map_err(|_| missing())?.file_type();
+            let ok = match kind {
+                "Directory" => t.is_dir(),
+                "File" => t.is_file(),
+                "Socket" => t.is_socket(),
+                "CharDevice" => t.is_char_device(),
+                _ => t.is_block_device(),
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "hostPath type check failed: {} is not a {kind}",
+                    p.display()
+                ))
+            }
+        }
+        other => Err(format!("invalid hostPath type {other:?}")),
+    }
+}
+
+fn mount_tmpfs(dir: &Path, size: Option<&str>) -> Result<(), String> {
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(&*dir.to_string_lossy()));
+    if mounted {
+        return Ok(());
+    }
+    let mut opts = String::from("mode=0777");
+    if let Some(s) = size.and_then(|s| crate::resource::parse_quantity(s).ok()) {
+        opts.push_str(&format!(",size={}", s.value()));
+    }
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &opts, "tmpfs"])
+        .arg(dir)
+        .status()
+        .map_err(|e| format!("mount tmpfs: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("mount tmpfs on {} failed: {status}", dir.display()))
+    }
+}
+
+fn unmount(dir: &Path) -> std::io::Result<()> {
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo")?
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(&*dir.to_string_lossy()));
+    if mounted {
+        std::process::Command::new("umount").arg(dir).status()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! Running the bosun binary under test: built once, started with a config, stopped with SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::env::repo_root;
+
+/// Path of the bosun binary of this build (built by `cargo build -p bosun` if it is missing).
+pub fn bosun_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // target/<profile>/deps/<test> -> target/<profile>/bosun
+        let exe = std::env::current_exe().expect("current exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target profile dir")
+            .to_path_buf();
+        let bin = profile_dir.join("bosun");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "-q", "-p", "bosun", "--bin", "bosun"])
+            .current_dir(repo_root())
+            .status()
+            .expect("run cargo build -p bosun");
+        assert!(status.success(), "cargo build -p bosun failed");
+        assert!(bin.exists(), "no bosun binary at {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A running bosun process; SIGKILLed on drop if still running.
+pub struct Bosun {
+    child: Option<Child>,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+}
+
+impl Bosun {
+    /// Starts bosun with `args`, logging to `log`.
+    pub fn start(args: &[String], log: &Path) -> Bosun {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open bosun log");
+        let child = Command::new(bosun_bin())
+            .args(args)
+            .env("RUST_LOG", "info,bosun=debug")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn bosun");
+        Bosun {
+            child: Some(child),
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns how long it took and the exit code.
+    pub fn terminate(&mut self, within: Duration) -> (Duration, Option<i32>) {
+        let mut child = self.child.take().expect("bosun running");
+        let started = Instant::now();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return (started.elapsed(), status.code());
+            }
+            if started.elapsed() > within {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "bosun did not exit within {within:?} of SIGTERM; log: {}",
+                    self.log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The exit status if it has exited.
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Bosun {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
