@@ -5,6 +5,8 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cfg = match bosun::config::load(std::env::args_os()) {
         Ok(c) => c,
+        // --help, --version of clap, and flag errors with their usage text.
+        Err(bosun::config::ConfigError::Flags(e)) => e.exit(),
         Err(e) => {
             eprintln!("bosun: invalid configuration: {e}");
             return ExitCode::from(2);
