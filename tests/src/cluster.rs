@@ -1,0 +1,135 @@
+//! A bosun node in the test cluster: its own name, credentials (minted by the cluster CA),
+//! containerd, directories and config; the Node object is deleted when it is dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::bosun::Bosun;
+use crate::env::{Env, repo_root};
+use crate::node::Containerd;
+
+/// One cluster node run by bosun.
+pub struct ClusterNode {
+    /// Node name (unique per test process and call).
+    pub name: String,
+    /// Its private containerd.
+    pub ctd: Containerd,
+    dir: tempfile::TempDir,
+    /// Its kubeconfig (client cert for `system:node:<name>`).
+    pub kubeconfig: PathBuf,
+    /// The flags bosun is started with.
+    pub args: Vec<String>,
+}
+
+impl ClusterNode {
+    /// Prepares node `<prefix>-<pid>-<n>`: credentials, containerd, dirs and a KubeletConfiguration.
+    pub fn new(prefix: &str) -> ClusterNode {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let env = Env::cluster();
+        let name = format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+        let ctd = Containerd::start(&name);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        for sub in ["manifests", "root", "pods", "containers", "pki"] {
+            std::fs::create_dir_all(d.join(sub)).expect("mkdir");
+        }
+        let status = Command::new(repo_root().join("tests/cluster/mint-node-cred"))
+            .arg(&name)
+            .arg(d)
+            .envs(env.vars())
+            .status()
+            .expect("run mint-node-cred");
+        assert!(status.success(), "mint-node-cred {name} failed");
+        let kubeconfig = d.join("kubeconfig");
+        std::fs::write(d.join("resolv.conf"), "nameserver 127.0.0.1\n").expect("resolv.conf");
+        let config = format!(
+            "apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+staticPodPath: {d}/manifests
+fileCheckFrequency: 2s
+podLogsDir: {d}/pods
+containerRuntimeEndpoint: {endpoint}
+cgroupDriver: cgroupfs
+healthzPort: 0
+resolvConf: {d}/resolv.conf
+clusterDNS: [10.96.0.10]
+clusterDomain: cluster.local
+authentication:
+  x509:
+    clientCAFile: {ca}
+",
+            d = d.display(),
+            endpoint = ctd.endpoint(),
+            ca = env.var("CLUSTER_CA"),
+        );
+        std::fs::write(d.join("config.yaml"), config).expect("config");
+        let args = vec![
+            "--config".into(),
+            d.join("config.yaml").display().to_string(),
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+            "--root-dir".into(),
+            d.join("root").display().to_string(),
+            "--cert-dir".into(),
+            d.join("pki").display().to_string(),
+            "--container-logs-link-dir".into(),
+            d.join("containers").display().to_string(),
+            "--hostname-override".into(),
+            name.clone(),
+            "--node-ip".into(),
+            env.var("NODE_IP").to_string(),
+        ];
+        ClusterNode { name, ctd, dir, kubeconfig, args }
+    }
+
+    /// The node's directory (config, manifests, logs).
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts bosun for this node, logging to `<dir>/bosun.log`.
+    pub fn start(&self) -> Bosun {
+        Bosun::start(&self.args, &self.path().join("bosun.log"))
+    }
+
+    /// Runs kubectl as the cluster admin; returns stdout, panicking with stderr on failure.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        kubectl(args)
+    }
+}
+
+/// Runs kubectl as the cluster admin; returns stdout, panicking with stderr on failure.
+pub fn kubectl(args: &[&str]) -> String {
+    let env = Env::cluster();
+    let out = Command::new(env.var("KUBECTL"))
+        .args(args)
+        .env("KUBECONFIG", env.var("KUBECONFIG"))
+        .output()
+        .expect("run kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A kube client with the cluster admin's credentials.
+pub async fn admin_client() -> kube::Client {
+    let env = Env::cluster();
+    let kc = kube::config::Kubeconfig::read_from(env.var("KUBECONFIG")).expect("admin kubeconfig");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("admin config");
+    kube::Client::try_from(cfg).expect("admin client")
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        let env = Env::cluster();
+        let _ = Command::new(env.var("KUBECTL"))
+            .args(["delete", "node", &self.name, "--ignore-not-found", "--wait=false"])
+            .env("KUBECONFIG", env.var("KUBECONFIG"))
+            .output();
+    }
+}
