@@ -110,6 +110,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     } else {
         cfg.max_parallel_image_pulls.unwrap_or(16) as usize
     };
+    let client = match &cfg.kubeconfig {
+        None => {
+            info!(node = %cfg.node_name, "no kubeconfig: standalone mode, static pods only");
+            None
+        }
+        Some(path) => Some(crate::client::from_kubeconfig(path, &cfg.node_name).await?),
+    };
     let ctx = Arc::new(NodeContext {
         cri,
         dirs,
@@ -118,6 +125,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         memory_capacity: memory_capacity(),
         statuses: StatusStore::default(),
         pulls: Arc::new(Semaphore::new(pulls.max(1))),
+        api: client.clone(),
     });
 
     let (tx, rx) = mpsc::channel(16);
@@ -132,17 +140,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             cancel.child_token(),
         ));
     }
-    let client = match &cfg.kubeconfig {
-        None => {
-            info!(node = %cfg.node_name, "no kubeconfig: standalone mode, static pods only");
-            None
-        }
-        Some(path) => Some(crate::client::from_kubeconfig(path, &cfg.node_name).await?),
-    };
     if let Some(client) = &client {
         // NODE: the node loop (registration, status, lease) is spawned here.
         let _ = client;
-        // PODS: the API pod source and the status manager are spawned here.
+        sources.push("api");
+        tokio::spawn(crate::pod::api_source::run(
+            client.clone(),
+            cfg.node_name.clone(),
+            tx.clone(),
+            cancel.child_token(),
+        ));
+        tokio::spawn(crate::status::manager::run(
+            client.clone(),
+            ctx.statuses.clone(),
+            cancel.child_token(),
+        ));
     }
     drop(tx);
     let manager = PodManager::new(ctx, sources, cancel.child_token());

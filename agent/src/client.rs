@@ -23,9 +23,14 @@ pub enum ClientError {
 
 /// Builds a client from a kubeconfig file, with a user agent naming bosun and the node.
 pub async fn from_kubeconfig(path: &Path, node: &str) -> Result<kube::Client, ClientError> {
-    let err = |source| ClientError::Kubeconfig { path: path.display().to_string(), source };
+    let err = |source| ClientError::Kubeconfig {
+        path: path.display().to_string(),
+        source,
+    };
     let kc = Kubeconfig::read_from(path).map_err(err)?;
-    let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.map_err(err)?;
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(err)?;
     config.headers.push((
         http::header::USER_AGENT,
         http::HeaderValue::from_str(&format!("bosun/{} ({node})", env!("CARGO_PKG_VERSION")))

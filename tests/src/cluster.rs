@@ -27,7 +27,11 @@ impl ClusterNode {
     pub fn new(prefix: &str) -> ClusterNode {
         static N: AtomicU32 = AtomicU32::new(0);
         let env = Env::cluster();
-        let name = format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+        let name = format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
         let ctd = Containerd::start(&name);
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
@@ -80,7 +84,13 @@ authentication:
             "--node-ip".into(),
             env.var("NODE_IP").to_string(),
         ];
-        ClusterNode { name, ctd, dir, kubeconfig, args }
+        ClusterNode {
+            name,
+            ctd,
+            dir,
+            kubeconfig,
+            args,
+        }
     }
 
     /// The node's directory (config, manifests, logs).
@@ -120,7 +130,9 @@ pub fn kubectl(args: &[&str]) -> String {
 pub async fn admin_client() -> kube::Client {
     let env = Env::cluster();
     let kc = kube::config::Kubeconfig::read_from(env.var("KUBECONFIG")).expect("admin kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("admin config");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("admin config");
     kube::Client::try_from(cfg).expect("admin client")
 }
 
@@ -128,7 +140,13 @@ impl Drop for ClusterNode {
     fn drop(&mut self) {
         let env = Env::cluster();
         let _ = Command::new(env.var("KUBECTL"))
-            .args(["delete", "node", &self.name, "--ignore-not-found", "--wait=false"])
+            .args([
+                "delete",
+                "node",
+                &self.name,
+                "--ignore-not-found",
+                "--wait=false",
+            ])
             .env("KUBECONFIG", env.var("KUBECONFIG"))
             .output();
     }

@@ -24,6 +24,8 @@ pub struct NodeContext {
     pub statuses: StatusStore,
     /// Image pulls in flight at once (1 when serializeImagePulls).
     pub pulls: Arc<Semaphore>,
+    /// The API client; none in standalone mode.
+    pub api: Option<kube::Client>,
 }
 
 /// Memory capacity of the machine in bytes, from /proc/meminfo.

@@ -80,6 +80,24 @@ impl PodManager {
             all.extend(pods.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         for (uid, pod) in &all {
+            if pod.metadata.deletion_timestamp.is_some() {
+                // Graceful deletion: the worker stops the pod with the remaining grace period.
+                let update = PodUpdate::Terminate(pod.metadata.deletion_grace_period_seconds);
+                match self.workers.get(uid) {
+                    Some(w) => {
+                        if !matches!(&*w.tx.borrow(), PodUpdate::Terminate(_)) {
+                            let _ = w.tx.send(update);
+                        }
+                    }
+                    None => {
+                        let w =
+                            worker::spawn(self.ctx.clone(), pod.clone(), self.cancel.child_token());
+                        let _ = w.tx.send(update);
+                        self.workers.insert(uid.clone(), w);
+                    }
+                }
+                continue;
+            }
             match self.workers.get(uid) {
                 Some(w) => {
                     let same = matches!(&*w.tx.borrow(), PodUpdate::Sync(p) if p == pod);
@@ -100,7 +118,9 @@ impl PodManager {
             .cloned()
             .collect();
         for uid in gone {
-            if let Some(w) = self.workers.get(&uid) {
+            if let Some(w) = self.workers.get(&uid)
+                && !matches!(&*w.tx.borrow(), PodUpdate::Terminate(_))
+            {
                 let _ = w.tx.send(PodUpdate::Terminate(None));
             }
         }

@@ -584,6 +584,23 @@ impl PodWorker {
             }
         }
         self.ctx.statuses.remove(&key.uid);
+        if let (Some(client), Some(_)) = (&self.ctx.api, &self.pod.metadata.deletion_timestamp) {
+            // Everything is stopped: finish the graceful deletion, as the kubelet does.
+            let api: kube::Api<Pod> = kube::Api::namespaced(client.clone(), &key.namespace);
+            let dp = kube::api::DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(kube::api::Preconditions {
+                    uid: Some(key.uid.clone()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match api.delete(&key.name, &dp).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(e) => warn!(error = %e, "cannot delete the terminated pod from the API"),
+            }
+        }
         info!("pod removed");
     }
 }

@@ -2,6 +2,7 @@
 //! server and (with a cluster) the status writer read.
 
 pub mod compute;
+pub mod manager;
 pub mod store;
 
 pub use compute::{StatusInput, Waiting, compute};

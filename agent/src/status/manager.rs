@@ -1,0 +1,81 @@
+//! The status manager: the one writer of pod status to the API. It patches pods/status only when
+//! a pod's status changed since its last successful write; failures are retried, newest wins.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::store::StatusStore;
+use crate::runtime::labels;
+
+/// Writes the statuses of API pods until cancelled.
+pub async fn run(client: kube::Client, store: StatusStore, cancel: CancellationToken) {
+    let mut changed = store.subscribe();
+    let mut written: HashMap<String, PodStatus> = HashMap::new();
+    loop {
+        let mut failed = false;
+        let pods = store.pods();
+        for pod in &pods {
+            let (Some(uid), Some(status)) = (pod.metadata.uid.clone(), pod.status.clone()) else {
+                continue;
+            };
+            if is_static(pod) || written.get(&uid) == Some(&status) {
+                continue;
+            }
+            match patch(&client, pod, &uid, &status).await {
+                Ok(()) => {
+                    written.insert(uid, status);
+                }
+                Err(e) if matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409) => {
+                    // Gone, or replaced by a pod with another UID: nothing to write.
+                    debug!(pod.uid = %uid, error = %e, "pod status not written");
+                    written.insert(uid, status);
+                }
+                Err(e) => {
+                    warn!(pod.uid = %uid, error = %e, "pod status write failed; retrying");
+                    failed = true;
+                }
+            }
+        }
+        written.retain(|uid, _| pods.iter().any(|p| p.metadata.uid.as_deref() == Some(uid)));
+        let retry = if failed {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(60)
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = changed.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(retry) => {}
+        }
+    }
+}
+
+fn is_static(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(labels::CONFIG_SOURCE))
+        .is_some_and(|s| s == "file")
+}
+
+async fn patch(
+    client: &kube::Client,
+    pod: &Pod,
+    uid: &str,
+    status: &PodStatus,
+) -> Result<(), kube::Error> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    // The UID precondition keeps a status from landing on a new pod of the same name.
+    let body = serde_json::json!({"metadata": {"uid": uid}, "status": status});
+    api.patch_status(name, &PatchParams::default(), &Patch::Strategic(body))
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,412 @@
+//! Pods from the API server on a bosun node: bound pods run through the real containerd and
+//! their status in the API tells the truth (phase, conditions, container states, reasons).
+
+use std::time::Duration;
+
+use bosun_tests::{ClusterNode, Env, admin_client, wait_until_async};
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+
+fn pod(node: &ClusterNode, name: &str, policy: &str, containers: serde_json::Value) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "nodeName": node.name,
+            "restartPolicy": policy,
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 3,
+            "containers": containers,
+        }
+    }))
+    .unwrap()
+}
+
+fn busybox(name: &str, script: &str) -> serde_json::Value {
+    serde_json::json!({"name": name, "image": Env::runtime().busybox_image(), "command": ["sh", "-c", script]})
+}
+
+async fn wait_pod<T>(
+    api: &Api<Pod>,
+    name: &str,
+    what: &str,
+    secs: u64,
+    check: impl Fn(&Pod) -> Option<T>,
+) -> T {
+    wait_until_async(what, Duration::from_secs(secs), || async {
+        let p = api.get_opt(name).await.ok()??;
+        check(&p)
+    })
+    .await
+}
+
+/// Watches the pod and collects the distinct (reason, message) of its first container's waiting
+/// state, in order, until `until` appears.
+async fn waiting_reasons(
+    api: &Api<Pod>,
+    name: &str,
+    until: &str,
+    secs: u64,
+) -> Vec<(String, String)> {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = watcher::watcher(api.clone(), cfg).boxed();
+    let mut seen: Vec<(String, String)> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let ev = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {until}; saw {seen:?}"));
+        let pods = match ev {
+            Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => vec![p],
+            Some(_) => continue,
+            None => panic!("watch ended"),
+        };
+        for p in pods {
+            let w = p
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|c| c.first())
+                .and_then(|c| c.state.as_ref()?.waiting.clone());
+            if let Some(w) = w {
+                let item = (w.reason.unwrap_or_default(), w.message.unwrap_or_default());
+                if seen.last().map(|l| &l.0) != Some(&item.0) {
+                    seen.push(item.clone());
+                }
+                if item.0 == until {
+                    return seen;
+                }
+            }
+        }
+    }
+}
+
+fn phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+fn cstatus<'a>(p: &'a Pod, name: &str) -> Option<&'a ContainerStatus> {
+    p.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == name)
+}
+
+fn condition(p: &Pod, kind: &str) -> Option<String> {
+    p.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| c.status.clone())
+}
+
+#[tokio::test]
+async fn bound_pod_runs_and_reports_status_then_is_deleted_gracefully() {
+    let node = ClusterNode::new("pods-run");
+    let mut bosun = node.start();
+    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let name = format!("{}-web", node.name);
+    let spec = pod(
+        &node,
+        &name,
+        "Always",
+        serde_json::json!([
+            {"name": "main", "image": Env::runtime().busybox_image(), "command": ["sh", "-c", "trap 'echo got TERM; exit 0' TERM; while :; do sleep 1; done"],
+             "resources": {"requests": {"cpu": "100m", "memory": "16Mi"}, "limits": {"cpu": "200m", "memory": "32Mi"}}}
+        ]),
+    );
+    api.create(&PostParams::default(), &spec)
+        .await
+        .expect("create pod");
+    let p = wait_pod(&api, &name, "pod Running and Ready", 60, |p| {
+        (phase(p) == "Running" && condition(p, "Ready").as_deref() == Some("True"))
+            .then(|| p.clone())
+    })
+    .await;
+    let st = p.status.as_ref().unwrap();
+    let cs = cstatus(&p, "main").expect("container status");
+    assert!(
+        cs.ready && cs.started == Some(true) && cs.restart_count == 0,
+        "{cs:?}"
+    );
+    assert!(
+        cs.state
+            .as_ref()
+            .and_then(|s| s.running.as_ref())
+            .and_then(|r| r.started_at.as_ref())
+            .is_some()
+    );
+    assert!(
+        cs.container_id
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("containerd://"),
+        "{cs:?}"
+    );
+    // As the kubelet: the runtime's image reference, a repo digest on containerd.
+    assert!(cs.image_id.contains("sha256:"), "{}", cs.image_id);
+    assert_eq!(cs.image, Env::runtime().busybox_image());
+    let ip = st.pod_ip.clone().expect("podIP");
+    assert!(
+        ip.starts_with(node.ctd.subnet.trim_end_matches("0/24")),
+        "pod IP {ip} not on the node's bridge {}",
+        node.ctd.subnet
+    );
+    assert_eq!(st.host_ip.as_deref(), Some(Env::cluster().var("NODE_IP")));
+    assert_eq!(st.qos_class.as_deref(), Some("Burstable"));
+    assert!(st.start_time.is_some());
+    for kind in [
+        "PodReadyToStartContainers",
+        "Initialized",
+        "ContainersReady",
+        "PodScheduled",
+    ] {
+        assert_eq!(condition(&p, kind).as_deref(), Some("True"), "{kind}");
+    }
+
+    // Graceful deletion: SIGTERM reaches the container (it logs it), then the pod object is gone.
+    api.delete(&name, &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_until_async("pod gone from the API", Duration::from_secs(60), || async {
+        api.get_opt(&name)
+            .await
+            .ok()
+            .and_then(|p| p.is_none().then_some(()))
+    })
+    .await;
+    let cri = bosun_cri::CriClient::connect(&node.ctd.endpoint(), Default::default())
+        .await
+        .unwrap();
+    assert!(
+        cri.list_pod_sandbox(None).await.unwrap().is_empty(),
+        "sandbox left behind"
+    );
+    assert!(
+        bosun.try_exit().is_none(),
+        "bosun exited:\n{}",
+        bosun.log_text()
+    );
+    bosun.terminate(Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn exit_codes_give_succeeded_and_failed() {
+    let node = ClusterNode::new("pods-exit");
+    let mut bosun = node.start();
+    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let ok = format!("{}-ok", node.name);
+    let bad = format!("{}-bad", node.name);
+    api.create(
+        &PostParams::default(),
+        &pod(
+            &node,
+            &ok,
+            "Never",
+            serde_json::json!([busybox("main", "exit 0")]),
+        ),
+    )
+    .await
+    .unwrap();
+    api.create(
+        &PostParams::default(),
+        &pod(
+            &node,
+            &bad,
+            "Never",
+            serde_json::json!([busybox(
+                "main",
+                "echo failing >/dev/termination-log; exit 3"
+            )]),
+        ),
+    )
+    .await
+    .unwrap();
+    let p = wait_pod(&api, &ok, "pod Succeeded", 60, |p| {
+        (phase(p) == "Succeeded").then(|| p.clone())
+    })
+    .await;
+    let t = cstatus(&p, "main")
+        .and_then(|c| c.state.as_ref()?.terminated.clone())
+        .expect("terminated");
+    assert_eq!((t.exit_code, t.reason.as_deref()), (0, Some("Completed")));
+    assert_eq!(condition(&p, "Ready").as_deref(), Some("False"));
+    let p = wait_pod(&api, &bad, "pod Failed", 60, |p| {
+        (phase(p) == "Failed").then(|| p.clone())
+    })
+    .await;
+    let t = cstatus(&p, "main")
+        .and_then(|c| c.state.as_ref()?.terminated.clone())
+        .expect("terminated");
+    assert_eq!((t.exit_code, t.reason.as_deref()), (3, Some("Error")));
+    assert_eq!(
+        t.message.as_deref().map(str::trim),
+        Some("failing"),
+        "termination message"
+    );
+    for n in [&ok, &bad] {
+        api.delete(n, &DeleteParams::default()).await.unwrap();
+    }
+    wait_until_async("pods gone", Duration::from_secs(60), || async {
+        (api.get_opt(&ok).await.ok()?.is_none() && api.get_opt(&bad).await.ok()?.is_none())
+            .then_some(())
+    })
+    .await;
+    bosun.terminate(Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn init_containers_run_in_order_before_the_app() {
+    let node = ClusterNode::new("pods-init");
+    let mut bosun = node.start();
+    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let name = format!("{}-init", node.name);
+    let mut p = pod(
+        &node,
+        &name,
+        "Never",
+        serde_json::json!([
+            {"name": "main", "image": Env::runtime().busybox_image(), "command": ["sh", "-c", "test \"$(cat /work/order)\" = \"$(printf 'one\\ntwo')\""],
+             "volumeMounts": [{"name": "work", "mountPath": "/work"}]}
+        ]),
+    );
+    let spec = p.spec.as_mut().unwrap();
+    spec.volumes = Some(vec![
+        serde_json::from_value(serde_json::json!({"name": "work", "emptyDir": {}})).unwrap(),
+    ]);
+    spec.init_containers = Some(serde_json::from_value(serde_json::json!([
+        {"name": "first", "image": Env::runtime().busybox_image(), "command": ["sh", "-c", "sleep 1; echo one >> /work/order"],
+         "volumeMounts": [{"name": "work", "mountPath": "/work"}]},
+        {"name": "second", "image": Env::runtime().busybox_image(), "command": ["sh", "-c", "echo two >> /work/order"],
+         "volumeMounts": [{"name": "work", "mountPath": "/work"}]}
+    ])).unwrap());
+    api.create(&PostParams::default(), &p).await.unwrap();
+    let p = wait_pod(&api, &name, "pod finished", 90, |p| {
+        matches!(phase(p), "Succeeded" | "Failed").then(|| p.clone())
+    })
+    .await;
+    assert_eq!(
+        phase(&p),
+        "Succeeded",
+        "the app saw the init containers' writes out of order: {:?}",
+        p.status
+    );
+    let inits = p
+        .status
+        .as_ref()
+        .unwrap()
+        .init_container_statuses
+        .clone()
+        .expect("init statuses");
+    assert_eq!(
+        inits.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        ["first", "second"]
+    );
+    for c in &inits {
+        let t = c
+            .state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .expect("init terminated");
+        assert_eq!(t.reason.as_deref(), Some("Completed"));
+    }
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    bosun.terminate(Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn missing_image_and_crash_loop_reasons() {
+    let node = ClusterNode::new("pods-reasons");
+    let mut bosun = node.start();
+    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let missing = format!("{}-missing", node.name);
+    let crash = format!("{}-crash", node.name);
+    let image = format!("{}/does-not-exist:1", Env::runtime().registry());
+    api.create(
+        &PostParams::default(),
+        &pod(
+            &node,
+            &missing,
+            "Always",
+            serde_json::json!([{"name": "main", "image": image}]),
+        ),
+    )
+    .await
+    .unwrap();
+    api.create(
+        &PostParams::default(),
+        &pod(
+            &node,
+            &crash,
+            "Always",
+            serde_json::json!([busybox("main", "exit 1")]),
+        ),
+    )
+    .await
+    .unwrap();
+    let waiting = |reason: &'static str| {
+        move |p: &Pod| {
+            let w = cstatus(p, "main")?.state.as_ref()?.waiting.as_ref()?;
+            (w.reason.as_deref() == Some(reason)).then(|| w.message.clone().unwrap_or_default())
+        }
+    };
+    // Every status write is seen through a watch: ErrImagePull first, then ImagePullBackOff.
+    let seen = waiting_reasons(&api, &missing, "ImagePullBackOff", 60).await;
+    let first = seen
+        .iter()
+        .position(|(r, _)| r == "ErrImagePull")
+        .unwrap_or_else(|| panic!("no ErrImagePull in {seen:?}"));
+    let backoff = seen
+        .iter()
+        .position(|(r, _)| r == "ImagePullBackOff")
+        .expect("ImagePullBackOff");
+    assert!(first < backoff, "{seen:?}");
+    assert!(seen[first].1.contains("does-not-exist"), "{seen:?}");
+    let p = wait_pod(&api, &missing, "phase Pending", 5, |p| {
+        (phase(p) == "Pending").then(|| p.clone())
+    })
+    .await;
+    assert_eq!(condition(&p, "Ready").as_deref(), Some("False"));
+
+    let msg = wait_pod(
+        &api,
+        &crash,
+        "CrashLoopBackOff",
+        90,
+        waiting("CrashLoopBackOff"),
+    )
+    .await;
+    assert!(msg.contains("back-off 10s"), "{msg}");
+    let p = wait_pod(&api, &crash, "restartCount >= 2", 90, |p| {
+        (cstatus(p, "main")?.restart_count >= 2).then(|| p.clone())
+    })
+    .await;
+    let last = cstatus(&p, "main")
+        .and_then(|c| c.last_state.as_ref()?.terminated.clone())
+        .expect("lastState terminated");
+    assert_eq!(last.exit_code, 1);
+    let msg = wait_pod(&api, &crash, "back-off doubled", 90, |p| {
+        let w = cstatus(p, "main")?.state.as_ref()?.waiting.as_ref()?;
+        w.message
+            .as_deref()
+            .filter(|m| m.contains("back-off 20s"))
+            .map(str::to_string)
+    })
+    .await;
+    assert!(msg.contains("restarting failed container=main"), "{msg}");
+    for n in [&missing, &crash] {
+        api.delete(n, &DeleteParams::default()).await.unwrap();
+    }
+    bosun.terminate(Duration::from_secs(10));
+}
