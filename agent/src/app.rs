@@ -141,8 +141,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         ));
     }
     if let Some(client) = &client {
-        // NODE: the node loop (registration, status, lease) is spawned here.
-        let _ = client;
+        tokio::spawn(crate::node::run(
+            client.clone(),
+            Arc::new(cfg.clone()),
+            ctx.cri.clone(),
+            cancel.child_token(),
+        ));
         sources.push("api");
         tokio::spawn(crate::pod::api_source::run(
             client.clone(),

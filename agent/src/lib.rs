@@ -5,6 +5,7 @@ pub mod client;
 pub mod config;
 pub mod healthz;
 pub mod logging;
+pub mod node;
 pub mod pod;
 pub mod resource;
 pub mod runtime;

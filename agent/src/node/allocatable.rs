@@ -1,0 +1,389 @@
+//! Node capacity and allocatable, as the kubelet computes them: capacity from the machine
+//! (cAdvisor's view), allocatable = capacity - systemReserved - kubeReserved - hard eviction
+//! thresholds (`memory.available`, `nodefs.available`), minus huge pages for memory, floored at 0.
+//! Quantities are written in the API server's canonical form so a patch compares equal to what
+//! the kubelet would write.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
+
+use super::machine::MachineInfo;
+use crate::resource::parse_quantity;
+
+/// How an amount is written: the suffix family of Kubernetes' canonical quantity form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `k M G ...` and `m` (cpu, pods).
+    DecimalSi,
+    /// `Ki Mi Gi ...` (memory, storage, huge pages).
+    BinarySi,
+}
+
+/// An exact amount in thousandths, with the format it is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Amount {
+    /// The value x 1000.
+    pub milli: i128,
+    /// Its written form.
+    pub format: Format,
+}
+
+impl Amount {
+    /// `value` whole units.
+    pub fn units(value: i128, format: Format) -> Amount {
+        Amount {
+            milli: value * 1000,
+            format,
+        }
+    }
+
+    /// The canonical string, as resource.Quantity.String() in Go.
+    pub fn canonical(&self) -> String {
+        let m = self.milli;
+        if m == 0 {
+            return "0".into();
+        }
+        let binary = self.format == Format::BinarySi && m % 1000 == 0 && m.abs() >= 1024 * 1000;
+        if binary {
+            let (mut mant, mut exp) = (m / 1000, 0usize);
+            while mant % 1024 == 0 && exp < 6 {
+                mant /= 1024;
+                exp += 1;
+            }
+            return format!("{mant}{}", ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"][exp]);
+        }
+        // Decimal: mantissa x 10^exp with exp a multiple of 3, starting from milli (10^-3).
+        let (mut mant, mut exp) = (m, -3i32);
+        while mant % 10 == 0 && exp < 18 {
+            mant /= 10;
+            exp += 1;
+        }
+        let exp3 = exp.div_euclid(3) * 3;
+        mant *= 10i128.pow((exp - exp3) as u32);
+        let suffix = match exp3 {
+            -3 => "m",
+            0 => "",
+            3 => "k",
+            6 => "M",
+            9 => "G",
+            12 => "T",
+            15 => "P",
+            _ => "E",
+        };
+        format!("{mant}{suffix}")
+    }
+
+    /// As the API type.
+    pub fn to_api(self) -> ApiQuantity {
+        ApiQuantity(self.canonical())
+    }
+}
+
+/// Resource name -> amount.
+pub type Resources = BTreeMap<String, Amount>;
+
+/// `hugepages-<size>` for a page size in bytes (`hugepages-2Mi`).
+pub fn huge_page_resource(page_size: u64) -> String {
+    format!(
+        "hugepages-{}",
+        Amount::units(page_size as i128, Format::BinarySi).canonical()
+    )
+}
+
+/// Capacity: cpu, memory, huge pages from the machine; pods = maxPods; ephemeral-storage = size of
+/// the filesystem holding the root dir (0 when it cannot be read).
+pub fn capacity(machine: &MachineInfo, rootfs_capacity: Option<u64>, max_pods: u32) -> Resources {
+    let mut c = Resources::new();
+    c.insert(
+        "cpu".into(),
+        Amount::units(machine.num_cores as i128, Format::DecimalSi),
+    );
+    c.insert(
+        "memory".into(),
+        Amount::units(machine.memory_capacity as i128, Format::BinarySi),
+    );
+    for hp in &machine.huge_pages {
+        c.insert(
+            huge_page_resource(hp.page_size),
+            Amount::units((hp.page_size * hp.count) as i128, Format::BinarySi),
+        );
+    }
+    c.insert(
+        "pods".into(),
+        Amount::units(max_pods as i128, Format::DecimalSi),
+    );
+    c.insert(
+        "ephemeral-storage".into(),
+        Amount::units(rootfs_capacity.unwrap_or(0) as i128, Format::BinarySi),
+    );
+    c
+}
+
+/// A hard eviction threshold's value against `capacity` (bytes), as the kubelet's
+/// GetThresholdQuantity: a quantity, or a percentage parsed as a float32 fraction.
+fn threshold_bytes(value: &str, capacity: i128) -> Option<i128> {
+    if let Some(p) = value.trim().strip_suffix('%') {
+        let pct: f32 = p.trim().parse::<f64>().ok()? as f32 / 100.0;
+        return Some(((capacity as f64) * f64::from(pct)) as i64 as i128);
+    }
+    parse_quantity(value).ok().map(|q| q.value() as i128)
+}
+
+/// The reservation per capacity resource (thousandths): systemReserved + kubeReserved + hard
+/// eviction (`memory.available` against memory, `nodefs.available` against ephemeral-storage).
+/// Resources with a zero reservation are absent, as in the kubelet.
+pub fn reservation(
+    capacity: &Resources,
+    system_reserved: &BTreeMap<String, String>,
+    kube_reserved: &BTreeMap<String, String>,
+    eviction_hard: &BTreeMap<String, String>,
+) -> BTreeMap<String, i128> {
+    let mut eviction = BTreeMap::new();
+    for (signal, resource) in [
+        ("memory.available", "memory"),
+        ("nodefs.available", "ephemeral-storage"),
+    ] {
+        if let (Some(value), Some(cap)) = (eviction_hard.get(signal), capacity.get(resource)) {
+            if let Some(bytes) = threshold_bytes(value, cap.milli / 1000) {
+                eviction.insert(resource.to_string(), bytes * 1000);
+            }
+        }
+    }
+    let reserved = |m: &BTreeMap<String, String>, k: &str| -> i128 {
+        m.get(k)
+            .and_then(|v| parse_quantity(v).ok())
+            .map(|q| q.milli_value() as i128)
+            .unwrap_or(0)
+    };
+    capacity
+        .keys()
+        .filter_map(|k| {
+            let v = reserved(system_reserved, k)
+                + reserved(kube_reserved, k)
+                + eviction.get(k).copied().unwrap_or(0);
+            (v != 0).then(|| (k.clone(), v))
+        })
+        .collect()
+}
+
+/// Allocatable: capacity minus the reservation, then memory minus every huge page capacity; never
+/// negative. Amounts keep the capacity's format.
+pub fn allocatable(capacity: &Resources, reservation: &BTreeMap<String, i128>) -> Resources {
+    let mut a: Resources = capacity
+        .iter()
+        .map(|(k, v)| {
+            let milli = (v.milli - reservation.get(k).copied().unwrap_or(0)).max(0);
+            (k.clone(), Amount { milli, ..*v })
+        })
+        .collect();
+    let huge: i128 = capacity
+        .iter()
+        .filter(|(k, _)| k.starts_with("hugepages-"))
+        .map(|(_, v)| v.milli)
+        .sum();
+    if let Some(mem) = a.get_mut("memory") {
+        mem.milli = (mem.milli - huge).max(0);
+    }
+    a
+}
+
+/// As the API's resource list.
+pub fn to_api(resources: &Resources) -> BTreeMap<String, ApiQuantity> {
+    resources
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_api()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::machine::HugePages;
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn canonical_forms() {
+        use Format::*;
+        for (milli, format, want) in [
+            (0, BinarySi, "0"),
+            (2000, DecimalSi, "2"),
+            (1900, DecimalSi, "1900m"),
+            (100, DecimalSi, "100m"),
+            (110_000, DecimalSi, "110"),
+            (1_000_000, DecimalSi, "1k"),
+            (1_500_000, DecimalSi, "1500"),
+            (8_336_625_664_000, BinarySi, "8141236Ki"),
+            (2_097_152_000, BinarySi, "2Mi"),
+            (1_073_741_824_000, BinarySi, "1Gi"),
+            (94_580_335_255_000, BinarySi, "94580335255"),
+            (512_000, BinarySi, "512"),
+            (1_024_000, BinarySi, "1Ki"),
+        ] {
+            assert_eq!(
+                Amount { milli, format }.canonical(),
+                want,
+                "{milli} {format:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn huge_page_names() {
+        assert_eq!(huge_page_resource(2 << 20), "hugepages-2Mi");
+        assert_eq!(huge_page_resource(1 << 30), "hugepages-1Gi");
+    }
+
+    fn machine() -> MachineInfo {
+        MachineInfo {
+            num_cores: 2,
+            memory_capacity: 8_141_236 * 1024,
+            huge_pages: vec![
+                HugePages {
+                    page_size: 2 << 20,
+                    count: 0,
+                },
+                HugePages {
+                    page_size: 1 << 30,
+                    count: 0,
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn strings(r: &Resources) -> BTreeMap<String, String> {
+        r.iter().map(|(k, v)| (k.clone(), v.canonical())).collect()
+    }
+
+    #[test]
+    fn capacity_from_machine() {
+        let c = capacity(&machine(), Some(105_089_261_568), 110);
+        assert_eq!(
+            strings(&c),
+            map(&[
+                ("cpu", "2"),
+                ("memory", "8141236Ki"),
+                ("hugepages-2Mi", "0"),
+                ("hugepages-1Gi", "0"),
+                ("pods", "110"),
+                ("ephemeral-storage", "102626232Ki"),
+            ])
+        );
+        assert_eq!(
+            capacity(&machine(), None, 110)["ephemeral-storage"].canonical(),
+            "0"
+        );
+    }
+
+    /// Allocatable against the kubelet's formula, on the kubelet's default and custom settings.
+    #[test]
+    fn allocatable_as_the_kubelet() {
+        let default_eviction = map(&[
+            ("memory.available", "100Mi"),
+            ("nodefs.available", "10%"),
+            ("nodefs.inodesFree", "5%"),
+            ("imagefs.available", "15%"),
+        ]);
+        let storage: u64 = 105_089_261_568;
+        // int64(float64(capacity) * float64(float32(0.1))): the kubelet's float32 percentage.
+        let tenth = (storage as f64 * f64::from(0.1f32)) as u64;
+        let mut huge = machine();
+        huge.huge_pages[0].count = 512; // 1Gi of 2Mi pages
+        let cases: Vec<(
+            &str,
+            MachineInfo,
+            BTreeMap<String, String>,
+            BTreeMap<String, String>,
+            BTreeMap<String, String>,
+            Vec<(&str, String)>,
+        )> = vec![
+            (
+                "kubelet defaults",
+                machine(),
+                map(&[]),
+                map(&[]),
+                default_eviction.clone(),
+                vec![
+                    ("cpu", "2".into()),
+                    ("memory", "8038836Ki".into()),
+                    ("ephemeral-storage", (storage - tenth).to_string()),
+                    ("pods", "110".into()),
+                    ("hugepages-2Mi", "0".into()),
+                ],
+            ),
+            (
+                "reserved cpu, memory and storage",
+                machine(),
+                map(&[("cpu", "100m"), ("memory", "256Mi"), ("pid", "1000")]),
+                map(&[
+                    ("cpu", "200m"),
+                    ("memory", "0.5Gi"),
+                    ("ephemeral-storage", "1Gi"),
+                ]),
+                map(&[("memory.available", "5%"), ("nodefs.available", "1Gi")]),
+                vec![
+                    ("cpu", "1700m".into()),
+                    (
+                        "memory",
+                        Amount::units(
+                            8_336_625_664
+                                - 256 * 1024 * 1024
+                                - 512 * 1024 * 1024
+                                - (8_336_625_664f64 * f64::from(0.05f32)) as i128,
+                            Format::BinarySi,
+                        )
+                        .canonical(),
+                    ),
+                    ("ephemeral-storage", "100529080Ki".into()),
+                ],
+            ),
+            (
+                "no thresholds: allocatable is capacity",
+                machine(),
+                map(&[]),
+                map(&[]),
+                map(&[]),
+                vec![
+                    ("memory", "8141236Ki".into()),
+                    ("ephemeral-storage", "102626232Ki".into()),
+                ],
+            ),
+            (
+                "huge pages come out of memory",
+                huge,
+                map(&[]),
+                map(&[]),
+                map(&[("memory.available", "100Mi")]),
+                vec![
+                    ("memory", "6990260Ki".into()),
+                    ("hugepages-2Mi", "1Gi".into()),
+                ],
+            ),
+            (
+                "reservation above capacity floors at zero",
+                machine(),
+                map(&[("cpu", "3")]),
+                map(&[]),
+                map(&[]),
+                vec![("cpu", "0".into())],
+            ),
+        ];
+        for (name, m, system, kube, eviction, want) in cases {
+            let c = capacity(&m, Some(storage), 110);
+            let a = strings(&allocatable(
+                &c,
+                &reservation(&c, &system, &kube, &eviction),
+            ));
+            for (k, v) in want {
+                assert_eq!(a.get(k), Some(&v), "{name}: {k}");
+            }
+        }
+    }
+}

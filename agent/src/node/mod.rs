@@ -1,0 +1,172 @@
+//! The node: registration, node status and conditions, and the Lease heartbeat, as the kubelet
+//! does them.
+//!
+//! [`run`] registers the Node (or adopts the existing one), then runs three loops until
+//! cancelled: a watch of this one Node (`fieldSelector=metadata.name=<node>`, all the Node
+//! authorizer lets a node list), the Lease renewed every quarter of its duration, and the status
+//! computed every nodeStatusUpdateFrequency and written when it changed or every
+//! nodeStatusReportFrequency. Every API failure is retried with back-off; nothing the API returns
+//! stops the loops.
+
+pub mod allocatable;
+pub mod lease;
+pub mod machine;
+pub mod register;
+pub mod setters;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bosun_cri::CriClient;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, NodeStatus};
+use kube::Api;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use setters::Settings;
+use status::{Observer, StatusUpdater};
+
+/// The node's settings from the configuration.
+pub fn settings(cfg: &Config) -> Settings {
+    let node_ips = if cfg.node_ips.is_empty() {
+        vec![crate::app::host_ip(cfg)]
+    } else {
+        cfg.node_ips.clone()
+    };
+    let version = crate::version::version_string();
+    Settings {
+        node_name: cfg.node_name.clone(),
+        node_ips,
+        port: cfg.port,
+        max_pods: cfg.max_pods,
+        system_reserved: cfg.system_reserved.clone(),
+        kube_reserved: cfg.kube_reserved.clone(),
+        eviction_hard: cfg.eviction_hard.clone(),
+        kubelet_version: version
+            .strip_prefix("Kubernetes ")
+            .unwrap_or(&version)
+            .to_string(),
+    }
+}
+
+/// Registers the node and keeps its status and Lease current until `cancel` fires.
+pub async fn run(
+    client: kube::Client,
+    cfg: Arc<Config>,
+    cri: CriClient,
+    cancel: CancellationToken,
+) {
+    let settings = settings(&cfg);
+    let name = settings.node_name.clone();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut observer = Observer::new(cri, cfg.root_dir.clone());
+
+    let registered = if cfg.register_node {
+        match register(&nodes, &settings, &cfg, &mut observer, &cancel).await {
+            Some(r) => r,
+            None => return,
+        }
+    } else {
+        match wait_for_node(&nodes, &name, &cancel).await {
+            Some(node) => register::Registered {
+                node,
+                created: false,
+            },
+            None => return,
+        }
+    };
+    let uid = registered.node.metadata.uid.clone().unwrap_or_default();
+
+    let (store, writer) = reflector::store();
+    let watch_cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let watch = reflector(writer, watcher(nodes.clone(), watch_cfg))
+        .default_backoff()
+        .for_each(|event| {
+            if let Err(e) = event {
+                warn!(error = %e, "node watch failed; retrying");
+            }
+            std::future::ready(())
+        });
+
+    let keeper = lease::LeaseKeeper::new(
+        client,
+        lease::Owner {
+            name: name.clone(),
+            uid,
+        },
+        cfg.node_lease_duration_seconds,
+    );
+    let updater = StatusUpdater::new(
+        nodes,
+        settings.clone(),
+        observer,
+        store,
+        registered.node,
+        registered.created,
+        cfg.node_status_report_frequency,
+    );
+    info!(node = %name, lease_renew = ?keeper.interval(), status_every = ?cfg.node_status_update_frequency, "node loops started");
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = watch => {}
+        _ = keeper.run(cancel.clone()) => {}
+        _ = updater.run(cfg.node_status_update_frequency, cancel.clone()) => {}
+    }
+    info!(node = %name, "node loops stopped");
+}
+
+/// Registers until it succeeds, backing off 100 ms doubling to 7 s as the kubelet; each attempt
+/// carries fresh facts (the runtime may have become ready meanwhile). None when cancelled.
+async fn register(
+    nodes: &Api<Node>,
+    settings: &Settings,
+    cfg: &Config,
+    observer: &mut Observer,
+    cancel: &CancellationToken,
+) -> Option<register::Registered> {
+    let mut step = Duration::from_millis(100);
+    loop {
+        let facts = observer.observe().await;
+        let mut status = NodeStatus::default();
+        setters::apply(&mut status, settings, &facts);
+        let initial = register::initial_node(
+            &settings.node_name,
+            &cfg.node_labels,
+            &cfg.register_with_taints,
+            status,
+        );
+        match register::try_register(nodes, &initial).await {
+            Ok(r) => return Some(r),
+            Err(e) => {
+                warn!(error = %e, "unable to register node with the API server; retrying in {step:?}")
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            _ = tokio::time::sleep(step) => {}
+        }
+        step = (step * 2).min(Duration::from_secs(7));
+    }
+}
+
+/// Without registration (`registerNode: false`), waits for someone else to create the Node.
+async fn wait_for_node(nodes: &Api<Node>, name: &str, cancel: &CancellationToken) -> Option<Node> {
+    let mut step = Duration::from_millis(100);
+    loop {
+        match nodes.get(name).await {
+            Ok(n) => return Some(n),
+            Err(e) => {
+                warn!(node = %name, error = %e, "registerNode is off: waiting for the Node to exist")
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            _ = tokio::time::sleep(step) => {}
+        }
+        step = (step * 2).min(Duration::from_secs(7));
+    }
+}

@@ -1,0 +1,551 @@
+//! Node status as a list of small pure setters, each owning a few fields, as the kubelet's
+//! nodestatus package: every setter is a function of the settings (from the config), the facts
+//! observed this round (machine, runtime, clock) and the status it updates, so the status written
+//! is a function of those and the status last read back.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{
+    ContainerImage, DaemonEndpoint, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeFeatures,
+    NodeRuntimeHandler, NodeStatus, NodeSwapStatus, NodeSystemInfo,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use super::allocatable::{self, Resources};
+use super::machine::{self, MachineInfo};
+
+/// At most this many images are reported (the kubelet's default nodeStatusMaxImages).
+pub const MAX_IMAGES: usize = 50;
+/// At most this many names are reported per image.
+pub const MAX_NAMES_PER_IMAGE: usize = 5;
+
+/// What the node status says that comes from the configuration: fixed for the process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// The node's name, also its Hostname address.
+    pub node_name: String,
+    /// InternalIP addresses, primary first.
+    pub node_ips: Vec<IpAddr>,
+    /// The kubelet port, daemonEndpoints.kubeletEndpoint.Port.
+    pub port: u16,
+    /// Capacity of pods.
+    pub max_pods: u32,
+    /// systemReserved.
+    pub system_reserved: BTreeMap<String, String>,
+    /// kubeReserved.
+    pub kube_reserved: BTreeMap<String, String>,
+    /// evictionHard.
+    pub eviction_hard: BTreeMap<String, String>,
+    /// nodeInfo.kubeletVersion, `v1.37.2-bosun.0.1.0`.
+    pub kubelet_version: String,
+}
+
+/// What was observed this round.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Facts {
+    /// The clock, to the second.
+    pub now: Timestamp,
+    /// The machine.
+    pub machine: MachineInfo,
+    /// Size of the filesystem holding the root dir; None when it could not be read.
+    pub rootfs_capacity: Option<u64>,
+    /// `containerd://1.6.20~ds1`.
+    pub runtime_version: String,
+    /// Why the runtime is not ready (the kubelet's runtimeState.runtimeErrors); empty: ready.
+    pub runtime_errors: Vec<String>,
+    /// Why the runtime's network is not ready; empty: ready.
+    pub network_errors: Vec<String>,
+    /// Runtime handlers the runtime reports.
+    pub runtime_handlers: Vec<NodeRuntimeHandler>,
+    /// Runtime features the runtime reports, if it reports them.
+    pub runtime_features: Option<NodeFeatures>,
+    /// Images on the node, largest first.
+    pub images: Vec<ContainerImage>,
+}
+
+/// One setter: updates the fields it owns.
+pub type Setter = fn(&mut NodeStatus, &Settings, &Facts);
+
+/// The setters in the kubelet's order; Ready comes last so it is the last condition.
+pub const SETTERS: &[Setter] = &[
+    node_address,
+    machine_info,
+    version_info,
+    daemon_endpoints,
+    images,
+    go_runtime,
+    runtime_handlers,
+    features,
+    memory_pressure_condition,
+    disk_pressure_condition,
+    pid_pressure_condition,
+    ready_condition,
+];
+
+/// Applies every setter to `status`.
+pub fn apply(status: &mut NodeStatus, settings: &Settings, facts: &Facts) {
+    for setter in SETTERS {
+        setter(status, settings, facts);
+    }
+}
+
+/// Whether `new` differs from `old` in anything but condition heartbeat times, as the kubelet's
+/// nodeStatusHasChanged decides whether a write is due before the report interval.
+pub fn changed(old: &NodeStatus, new: &NodeStatus) -> bool {
+    let strip = |s: &NodeStatus| {
+        let mut s = s.clone();
+        for c in s.conditions.iter_mut().flatten() {
+            c.last_heartbeat_time = None;
+        }
+        s
+    };
+    strip(old) != strip(new)
+}
+
+/// The condition of type `type_`, if present.
+pub fn condition<'a>(status: &'a NodeStatus, type_: &str) -> Option<&'a NodeCondition> {
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == type_)
+}
+
+/// InternalIP addresses (the node IPs), then Hostname.
+pub fn node_address(status: &mut NodeStatus, s: &Settings, _: &Facts) {
+    let mut addresses: Vec<NodeAddress> = s
+        .node_ips
+        .iter()
+        .map(|ip| NodeAddress {
+            type_: "InternalIP".into(),
+            address: ip.to_string(),
+        })
+        .collect();
+    addresses.push(NodeAddress {
+        type_: "Hostname".into(),
+        address: s.node_name.clone(),
+    });
+    status.addresses = Some(addresses);
+}
+
+/// Capacity, allocatable, machineID, systemUUID, bootID and swap.
+pub fn machine_info(status: &mut NodeStatus, s: &Settings, f: &Facts) {
+    let m = &f.machine;
+    let info = status.node_info.get_or_insert_with(Default::default);
+    info.machine_id = m.machine_id.clone();
+    info.system_uuid = m.system_uuid.clone();
+    info.boot_id = m.boot_id.clone();
+    info.swap = Some(NodeSwapStatus {
+        capacity: Some(m.swap_capacity as i64),
+    });
+    let capacity: Resources = allocatable::capacity(m, f.rootfs_capacity, s.max_pods);
+    let reservation = allocatable::reservation(
+        &capacity,
+        &s.system_reserved,
+        &s.kube_reserved,
+        &s.eviction_hard,
+    );
+    let alloc = allocatable::allocatable(&capacity, &reservation);
+    // Resources others own (extended resources) are kept as they are.
+    let cap_out = status.capacity.get_or_insert_with(Default::default);
+    cap_out.extend(allocatable::to_api(&capacity));
+    let alloc_out = status.allocatable.get_or_insert_with(Default::default);
+    alloc_out.extend(allocatable::to_api(&alloc));
+}
+
+/// kernelVersion, osImage, containerRuntimeVersion, kubeletVersion; kubeProxyVersion is no
+/// longer reported.
+pub fn version_info(status: &mut NodeStatus, s: &Settings, f: &Facts) {
+    let info = status.node_info.get_or_insert_with(Default::default);
+    info.kernel_version = f.machine.kernel_version.clone();
+    info.os_image = f.machine.os_image.clone();
+    info.container_runtime_version = f.runtime_version.clone();
+    info.kubelet_version = s.kubelet_version.clone();
+    info.kube_proxy_version = String::new();
+}
+
+/// daemonEndpoints.kubeletEndpoint.Port.
+pub fn daemon_endpoints(status: &mut NodeStatus, s: &Settings, _: &Facts) {
+    status.daemon_endpoints = Some(NodeDaemonEndpoints {
+        kubelet_endpoint: Some(DaemonEndpoint {
+            port: i32::from(s.port),
+        }),
+    });
+}
+
+/// The largest images, with at most [`MAX_NAMES_PER_IMAGE`] names each.
+pub fn images(status: &mut NodeStatus, _: &Settings, f: &Facts) {
+    let list: Vec<ContainerImage> = f
+        .images
+        .iter()
+        .take(MAX_IMAGES)
+        .map(|i| ContainerImage {
+            names: i
+                .names
+                .as_ref()
+                .map(|n| n.iter().take(MAX_NAMES_PER_IMAGE).cloned().collect()),
+            size_bytes: i.size_bytes,
+        })
+        .collect();
+    status.images = (!list.is_empty()).then_some(list);
+}
+
+/// operatingSystem and architecture, in Go's names.
+pub fn go_runtime(status: &mut NodeStatus, _: &Settings, _: &Facts) {
+    let info: &mut NodeSystemInfo = status.node_info.get_or_insert_with(Default::default);
+    info.operating_system = machine::go_os().into();
+    info.architecture = machine::go_arch().into();
+}
+
+/// The runtime's handlers.
+pub fn runtime_handlers(status: &mut NodeStatus, _: &Settings, f: &Facts) {
+    status.runtime_handlers = (!f.runtime_handlers.is_empty()).then(|| f.runtime_handlers.clone());
+}
+
+/// The runtime's features, when it reports them.
+pub fn features(status: &mut NodeStatus, _: &Settings, f: &Facts) {
+    if f.runtime_features.is_some() {
+        status.features = f.runtime_features.clone();
+    }
+}
+
+/// Sets a pressure condition: heartbeat always, status/reason/message/transition on a change.
+fn pressure(status: &mut NodeStatus, now: &Timestamp, type_: &str, ok: (&str, &str)) {
+    let now = Time(*now);
+    let conditions = status.conditions.get_or_insert_with(Vec::new);
+    let i = match conditions.iter().position(|c| c.type_ == type_) {
+        Some(i) => i,
+        None => {
+            conditions.push(NodeCondition {
+                type_: type_.into(),
+                status: "Unknown".into(),
+                ..Default::default()
+            });
+            conditions.len() - 1
+        }
+    };
+    let c = &mut conditions[i];
+    c.last_heartbeat_time = Some(now.clone());
+    // Eviction (which would set True) is not built yet: no pressure is ever observed.
+    if c.status != "False" {
+        c.status = "False".into();
+        c.reason = Some(ok.0.into());
+        c.message = Some(ok.1.into());
+        c.last_transition_time = Some(now);
+    }
+}
+
+/// MemoryPressure.
+pub fn memory_pressure_condition(status: &mut NodeStatus, _: &Settings, f: &Facts) {
+    pressure(
+        status,
+        &f.now,
+        "MemoryPressure",
+        (
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available",
+        ),
+    );
+}
+
+/// DiskPressure.
+pub fn disk_pressure_condition(status: &mut NodeStatus, _: &Settings, f: &Facts) {
+    pressure(
+        status,
+        &f.now,
+        "DiskPressure",
+        ("KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+    );
+}
+
+/// PIDPressure.
+pub fn pid_pressure_condition(status: &mut NodeStatus, _: &Settings, f: &Facts) {
+    pressure(
+        status,
+        &f.now,
+        "PIDPressure",
+        (
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available",
+        ),
+    );
+}
+
+/// Ready: True unless the runtime or its network is not ready or a required capacity is missing;
+/// the transition time changes only when the status does.
+pub fn ready_condition(status: &mut NodeStatus, _: &Settings, f: &Facts) {
+    let now = Time(f.now);
+    let mut errors: Vec<String> = f
+        .runtime_errors
+        .iter()
+        .chain(&f.network_errors)
+        .cloned()
+        .collect();
+    let missing: Vec<&str> = ["cpu", "memory", "pods", "ephemeral-storage"]
+        .into_iter()
+        .filter(|r| !status.capacity.as_ref().is_some_and(|c| c.contains_key(*r)))
+        .collect();
+    if !missing.is_empty() {
+        errors.push(format!(
+            "missing node capacity for resources: {}",
+            missing.join(", ")
+        ));
+    }
+    let mut new = if errors.is_empty() {
+        NodeCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: Some("KubeletReady".into()),
+            message: Some("kubelet is posting ready status".into()),
+            ..Default::default()
+        }
+    } else {
+        NodeCondition {
+            type_: "Ready".into(),
+            status: "False".into(),
+            reason: Some("KubeletNotReady".into()),
+            message: Some(errors.join("\n")),
+            ..Default::default()
+        }
+    };
+    new.last_heartbeat_time = Some(now.clone());
+    let conditions = status.conditions.get_or_insert_with(Vec::new);
+    match conditions.iter_mut().find(|c| c.type_ == "Ready") {
+        Some(old) => {
+            new.last_transition_time = if old.status == new.status {
+                old.last_transition_time.clone()
+            } else {
+                Some(now)
+            };
+            *old = new;
+        }
+        None => {
+            new.last_transition_time = Some(now);
+            conditions.push(new);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            node_name: "n1".into(),
+            node_ips: vec!["198.18.0.1".parse().unwrap()],
+            port: 10250,
+            max_pods: 110,
+            system_reserved: BTreeMap::new(),
+            kube_reserved: BTreeMap::new(),
+            eviction_hard: [("memory.available".to_string(), "100Mi".to_string())].into(),
+            kubelet_version: "v1.37.2-bosun.0.1.0".into(),
+        }
+    }
+
+    fn ts(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    fn facts(now: i64) -> Facts {
+        Facts {
+            now: ts(now),
+            machine: MachineInfo {
+                num_cores: 2,
+                memory_capacity: 4 << 30,
+                machine_id: "mid".into(),
+                boot_id: "bid".into(),
+                kernel_version: "6.1.0".into(),
+                os_image: "Debian GNU/Linux 12 (bookworm)".into(),
+                ..Default::default()
+            },
+            rootfs_capacity: Some(10 << 30),
+            runtime_version: "containerd://1.6.20~ds1".into(),
+            ..Default::default()
+        }
+    }
+
+    fn ready(s: &NodeStatus) -> &NodeCondition {
+        condition(s, "Ready").unwrap()
+    }
+
+    #[test]
+    fn fresh_status() {
+        let mut st = NodeStatus::default();
+        apply(&mut st, &settings(), &facts(100));
+        let info = st.node_info.as_ref().unwrap();
+        assert_eq!(info.machine_id, "mid");
+        assert_eq!(info.boot_id, "bid");
+        assert_eq!(info.kernel_version, "6.1.0");
+        assert_eq!(info.os_image, "Debian GNU/Linux 12 (bookworm)");
+        assert_eq!(info.container_runtime_version, "containerd://1.6.20~ds1");
+        assert_eq!(info.kubelet_version, "v1.37.2-bosun.0.1.0");
+        assert_eq!(info.kube_proxy_version, "");
+        assert_eq!(info.operating_system, "linux");
+        let cap = st.capacity.as_ref().unwrap();
+        assert_eq!(cap["cpu"].0, "2");
+        assert_eq!(cap["memory"].0, "4Gi");
+        assert_eq!(cap["pods"].0, "110");
+        assert_eq!(cap["ephemeral-storage"].0, "10Gi");
+        assert_eq!(st.allocatable.as_ref().unwrap()["memory"].0, "3996Mi");
+        let addrs: Vec<(&str, &str)> = st
+            .addresses
+            .iter()
+            .flatten()
+            .map(|a| (a.type_.as_str(), a.address.as_str()))
+            .collect();
+        assert_eq!(addrs, [("InternalIP", "198.18.0.1"), ("Hostname", "n1")]);
+        assert_eq!(
+            st.daemon_endpoints.clone().unwrap().kubelet_endpoint.unwrap().port,
+            10250
+        );
+        let types: Vec<&str> = st
+            .conditions
+            .iter()
+            .flatten()
+            .map(|c| c.type_.as_str())
+            .collect();
+        assert_eq!(
+            types,
+            ["MemoryPressure", "DiskPressure", "PIDPressure", "Ready"]
+        );
+        for c in st.conditions.iter().flatten() {
+            assert_eq!(c.last_heartbeat_time, Some(Time(ts(100))), "{}", c.type_);
+            assert_eq!(c.last_transition_time, Some(Time(ts(100))), "{}", c.type_);
+        }
+        let r = ready(&st);
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_deref(), r.message.as_deref()),
+            (
+                "True",
+                Some("KubeletReady"),
+                Some("kubelet is posting ready status")
+            )
+        );
+        let mp = condition(&st, "MemoryPressure").unwrap();
+        assert_eq!(mp.reason.as_deref(), Some("KubeletHasSufficientMemory"));
+        assert_eq!(
+            condition(&st, "DiskPressure").unwrap().reason.as_deref(),
+            Some("KubeletHasNoDiskPressure")
+        );
+        assert_eq!(
+            condition(&st, "PIDPressure").unwrap().reason.as_deref(),
+            Some("KubeletHasSufficientPID")
+        );
+    }
+
+    /// Heartbeat moves on every round; transition time only when the status flips.
+    #[test]
+    fn ready_transitions() {
+        let net = "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:cni plugin not initialized";
+        // (round time, network errors, want status, want transition time)
+        let rounds: [(i64, Vec<&str>, &str, i64); 5] = [
+            (100, vec![net], "False", 100),
+            (110, vec![net], "False", 100),
+            (120, vec![], "True", 120),
+            (130, vec![], "True", 120),
+            (140, vec![net], "False", 140),
+        ];
+        let mut st = NodeStatus::default();
+        for (now, errs, want, transition) in rounds {
+            let mut f = facts(now);
+            f.network_errors = errs.iter().map(|s| s.to_string()).collect();
+            apply(&mut st, &settings(), &f);
+            let r = ready(&st);
+            assert_eq!(r.status, want, "at {now}");
+            assert_eq!(
+                r.last_transition_time,
+                Some(Time(ts(transition))),
+                "at {now}"
+            );
+            assert_eq!(r.last_heartbeat_time, Some(Time(ts(now))), "at {now}");
+            if want == "False" {
+                assert_eq!(r.reason.as_deref(), Some("KubeletNotReady"));
+                assert_eq!(r.message.as_deref(), Some(net));
+            }
+            // The pressure conditions never transition after the first round.
+            let mp = condition(&st, "MemoryPressure").unwrap();
+            assert_eq!(mp.last_transition_time, Some(Time(ts(100))));
+        }
+    }
+
+    #[test]
+    fn ready_false_joins_every_reason() {
+        let mut f = facts(1);
+        f.runtime_errors = vec!["container runtime is down".into()];
+        f.network_errors = vec!["container runtime network not ready: x".into()];
+        let mut st = NodeStatus::default();
+        apply(&mut st, &settings(), &f);
+        assert_eq!(
+            ready(&st).message.as_deref(),
+            Some("container runtime is down\ncontainer runtime network not ready: x")
+        );
+    }
+
+    #[test]
+    fn missing_capacity_is_not_ready() {
+        let mut st = NodeStatus::default();
+        ready_condition(&mut st, &settings(), &facts(1));
+        let r = ready(&st);
+        assert_eq!(r.status, "False");
+        assert_eq!(
+            r.message.as_deref(),
+            Some("missing node capacity for resources: cpu, memory, pods, ephemeral-storage")
+        );
+    }
+
+    #[test]
+    fn change_detection_ignores_heartbeats() {
+        let mut a = NodeStatus::default();
+        apply(&mut a, &settings(), &facts(100));
+        let mut b = a.clone();
+        apply(&mut b, &settings(), &facts(110));
+        assert!(!changed(&a, &b), "only heartbeats moved");
+        let mut c = b.clone();
+        let mut f = facts(120);
+        f.machine.boot_id = "other".into();
+        apply(&mut c, &settings(), &f);
+        assert!(changed(&b, &c), "boot id changed");
+    }
+
+    #[test]
+    fn keeps_what_others_own() {
+        let mut st = NodeStatus {
+            conditions: Some(vec![NodeCondition {
+                type_: "NetworkUnavailable".into(),
+                status: "False".into(),
+                ..Default::default()
+            }]),
+            capacity: Some([("example.com/dongle".to_string(), Default::default())].into()),
+            ..Default::default()
+        };
+        apply(&mut st, &settings(), &facts(1));
+        assert!(condition(&st, "NetworkUnavailable").is_some());
+        assert!(st.capacity.unwrap().contains_key("example.com/dongle"));
+        assert_eq!(st.conditions.unwrap().last().unwrap().type_, "Ready");
+    }
+
+    #[test]
+    fn images_are_capped() {
+        let mut f = facts(1);
+        f.images = (0..60)
+            .map(|i| ContainerImage {
+                names: Some((0..7).map(|n| format!("img{i}:{n}")).collect()),
+                size_bytes: Some(1000 - i),
+            })
+            .collect();
+        let mut st = NodeStatus::default();
+        images(&mut st, &settings(), &f);
+        let list = st.images.unwrap();
+        assert_eq!(list.len(), MAX_IMAGES);
+        assert!(
+            list.iter()
+                .all(|i| i.names.as_ref().unwrap().len() == MAX_NAMES_PER_IMAGE)
+        );
+        let mut st = NodeStatus::default();
+        images(&mut st, &settings(), &facts(1));
+        assert_eq!(st.images, None);
+    }
+}
