@@ -126,6 +126,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         statuses: StatusStore::default(),
         pulls: Arc::new(Semaphore::new(pulls.max(1))),
         api: client.clone(),
+        services: Default::default(),
     });
 
     let (tx, rx) = mpsc::channel(16);

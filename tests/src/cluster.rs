@@ -138,6 +138,15 @@ pub async fn admin_client() -> kube::Client {
 
 impl Drop for ClusterNode {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Keep the node's directory (bosun.log, config, pod logs) for the post-mortem.
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+            eprintln!(
+                "node {} kept for inspection: {}",
+                self.name,
+                dir.keep().display()
+            );
+        }
         let env = Env::cluster();
         let _ = Command::new(env.var("KUBECTL"))
             .args([

@@ -410,3 +410,183 @@ async fn missing_image_and_crash_loop_reasons() {
     }
     bosun.terminate(Duration::from_secs(10));
 }
+
+/// Runs `cmd` in the pod's first container through the node's CRI; returns stdout.
+async fn exec(node: &ClusterNode, p: &Pod, cmd: &str) -> String {
+    let id = p
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .and_then(|c| c.container_id.clone())
+        .expect("container id");
+    let id = id.trim_start_matches("containerd://");
+    let cri = bosun_cri::CriClient::connect(&node.ctd.endpoint(), Default::default())
+        .await
+        .unwrap();
+    let out = cri
+        .exec_sync(
+            id,
+            vec!["sh".into(), "-c".into(), cmd.into()],
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("exec");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn default_pod_gets_its_service_account_token_and_service_env() {
+    let node = ClusterNode::new("pods-sa");
+    let mut bosun = node.start();
+    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let name = format!("{}-sa", node.name);
+    let mut p = pod(
+        &node,
+        &name,
+        "Always",
+        serde_json::json!([busybox("main", "exec sleep 3600")]),
+    );
+    p.spec.as_mut().unwrap().automount_service_account_token = None;
+    api.create(&PostParams::default(), &p).await.unwrap();
+    let p = wait_pod(&api, &name, "pod Running", 60, |p| {
+        (phase(p) == "Running").then(|| p.clone())
+    })
+    .await;
+    let dir = "/var/run/secrets/kubernetes.io/serviceaccount";
+    assert_eq!(
+        exec(&node, &p, &format!("cat {dir}/namespace")).await,
+        "default"
+    );
+    assert!(
+        exec(&node, &p, &format!("cat {dir}/ca.crt"))
+            .await
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
+    let token = exec(&node, &p, &format!("cat {dir}/token")).await;
+    assert_eq!(token.split('.').count(), 3, "not a JWT: {token:?}");
+    // The token is a real one: the API server accepts it (TokenReview as the admin).
+    let review: k8s_openapi::api::authentication::v1::TokenReview = serde_json::from_value(serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}
+    })).unwrap();
+    let reviews: Api<k8s_openapi::api::authentication::v1::TokenReview> =
+        Api::all(admin_client().await);
+    let r = reviews
+        .create(&PostParams::default(), &review)
+        .await
+        .unwrap();
+    let st = r.status.expect("review status");
+    assert_eq!(st.authenticated, Some(true), "{st:?}");
+    assert_eq!(
+        st.user.and_then(|u| u.username).as_deref(),
+        Some("system:serviceaccount:default:default")
+    );
+    assert_eq!(
+        exec(
+            &node,
+            &p,
+            "echo $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT"
+        )
+        .await,
+        "10.96.0.1:443"
+    );
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    bosun.terminate(Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn config_maps_in_env_and_volumes() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let node = ClusterNode::new("pods-cm");
+    let mut bosun = node.start();
+    let client = admin_client().await;
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let cm_name = format!("{}-cm", node.name);
+    let cm: ConfigMap = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": cm_name}, "data": {"greeting": "v1"}}),
+    )
+    .unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+
+    // A key that does not exist: CreateContainerConfigError with the kubelet's message.
+    let bad = format!("{}-badkey", node.name);
+    let mut p = pod(
+        &node,
+        &bad,
+        "Always",
+        serde_json::json!([busybox("main", "exec sleep 3600")]),
+    );
+    p.spec.as_mut().unwrap().containers[0].env = Some(
+        serde_json::from_value(serde_json::json!([
+            {"name": "X", "valueFrom": {"configMapKeyRef": {"name": cm_name, "key": "nope"}}}
+        ]))
+        .unwrap(),
+    );
+    api.create(&PostParams::default(), &p).await.unwrap();
+    let msg = wait_pod(&api, &bad, "CreateContainerConfigError", 60, |p| {
+        let w = cstatus(p, "main")?.state.as_ref()?.waiting.as_ref()?;
+        (w.reason.as_deref() == Some("CreateContainerConfigError"))
+            .then(|| w.message.clone().unwrap_or_default())
+    })
+    .await;
+    assert_eq!(
+        msg,
+        format!("couldn't find key nope in ConfigMap default/{cm_name}")
+    );
+
+    // Env from the key, and a volume whose file follows updates of the ConfigMap.
+    let good = format!("{}-good", node.name);
+    let mut p = pod(
+        &node,
+        &good,
+        "Always",
+        serde_json::json!([busybox("main", "exec sleep 3600")]),
+    );
+    let spec = p.spec.as_mut().unwrap();
+    spec.containers[0].env = Some(serde_json::from_value(serde_json::json!([
+        {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": cm_name, "key": "greeting"}}}
+    ])).unwrap());
+    spec.containers[0].volume_mounts = Some(
+        serde_json::from_value(serde_json::json!([{"name": "cfg", "mountPath": "/cfg"}])).unwrap(),
+    );
+    spec.volumes = Some(
+        serde_json::from_value(
+            serde_json::json!([{"name": "cfg", "configMap": {"name": cm_name}}]),
+        )
+        .unwrap(),
+    );
+    api.create(&PostParams::default(), &p).await.unwrap();
+    let p = wait_pod(&api, &good, "pod Running", 60, |p| {
+        (phase(p) == "Running").then(|| p.clone())
+    })
+    .await;
+    assert_eq!(exec(&node, &p, "echo $GREETING").await, "v1");
+    assert_eq!(exec(&node, &p, "cat /cfg/greeting").await, "v1");
+    let patch = serde_json::json!({"data": {"greeting": "v2"}});
+    cms.patch(
+        &cm_name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    wait_until_async(
+        "the mounted file follows the ConfigMap",
+        Duration::from_secs(120),
+        || async { (exec(&node, &p, "cat /cfg/greeting").await == "v2").then_some(()) },
+    )
+    .await;
+    eprintln!(
+        "configMap update reached the file after {:?}",
+        started.elapsed()
+    );
+    for n in [&bad, &good] {
+        api.delete(n, &DeleteParams::default()).await.unwrap();
+    }
+    cms.delete(&cm_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    bosun.terminate(Duration::from_secs(10));
+}

@@ -26,6 +26,8 @@ pub struct NodeContext {
     pub pulls: Arc<Semaphore>,
     /// The API client; none in standalone mode.
     pub api: Option<kube::Client>,
+    /// Services for env vars.
+    pub services: super::services::ServiceCache,
 }
 
 /// Memory capacity of the machine in bytes, from /proc/meminfo.

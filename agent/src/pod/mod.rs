@@ -7,6 +7,7 @@ pub mod context;
 pub mod image;
 pub mod manager;
 pub mod plan;
+pub mod services;
 pub mod source;
 pub mod worker;
 

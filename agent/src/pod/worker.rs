@@ -22,6 +22,7 @@ use crate::runtime::labels;
 use crate::runtime::sandbox::{PodKey, sandbox_config};
 use crate::status::{StatusInput, Waiting, compute};
 use crate::volume;
+use crate::volume::api::{ApiVolumes, get_config_map, get_secret};
 
 /// How often a worker syncs with no event at all.
 const RESYNC: Duration = Duration::from_secs(10);
@@ -61,6 +62,8 @@ pub fn spawn(ctx: Arc<NodeContext>, pod: Arc<Pod>, cancel: CancellationToken) ->
         waiting: HashMap::new(),
         sandbox_ips: HashMap::new(),
         exited: HashMap::new(),
+        api_volumes: ApiVolumes::default(),
+        volume_paths: None,
     };
     let task = tokio::spawn(worker.run(rx, wake.clone(), cancel).instrument(span));
     WorkerHandle { tx, wake, task }
@@ -73,6 +76,8 @@ struct PodWorker {
     waiting: HashMap<String, Waiting>,
     sandbox_ips: HashMap<String, Vec<String>>,
     exited: HashMap<String, ContainerView>,
+    api_volumes: ApiVolumes,
+    volume_paths: Option<HashMap<String, String>>,
 }
 
 /// What the runtime holds for this pod, ready for the plan.
@@ -285,6 +290,16 @@ impl PodWorker {
                     },
                 );
             }
+            if !acted
+                && obs.sandbox.as_ref().is_some_and(|s| s.ready)
+                && self.volume_paths.is_some()
+                && self.api_volumes.due()
+            {
+                // Keep configMap, secret and token files current.
+                if let Err(e) = self.volumes().await {
+                    warn!("FailedMount: {e}");
+                }
+            }
             let obs = if acted { self.observe().await? } else { obs };
             self.update_status(&obs).await;
             return Ok(());
@@ -453,8 +468,18 @@ impl PodWorker {
             }
         }
         let key = self.key();
-        let volumes = volume::set_up(&self.pod, &self.ctx.dirs.pod_dir(&key.uid))
-            .map_err(|e| waiting("ContainerCreating", e.to_string()))?;
+        let volumes = match self.volumes().await {
+            Ok(v) => v,
+            Err(e) => {
+                warn!("FailedMount: {e}");
+                return Err(waiting("ContainerCreating", e.to_string()));
+            }
+        };
+        let (config_maps, secrets) = self
+            .env_objects(spec)
+            .await
+            .map_err(|e| waiting("CreateContainerConfigError", e))?;
+        let service_env = self.service_env().await;
         let tlog = self.termination_log(&start.name, start.restart_count);
         if let Some(parent) = tlog.parent() {
             let _ = std::fs::create_dir_all(parent);
@@ -473,6 +498,9 @@ impl PodWorker {
             node_name: &self.ctx.node_name,
             termination_log: &tlog,
             memory_capacity: self.ctx.memory_capacity,
+            config_maps: &config_maps,
+            secrets: &secrets,
+            service_env: &service_env,
         };
         let config = container_config(&self.pod, spec, start.restart_count, start.init, &ctx)
             .map_err(|e| waiting("CreateContainerConfigError", e.0))?;
@@ -505,6 +533,93 @@ impl PodWorker {
             .map_err(|e| waiting("RunContainerError", e.to_string()))?;
         info!(container.id = %id, "Started: started container {}", start.name);
         Ok(())
+    }
+
+    /// Host paths of every volume of the pod, setting up (or refreshing) API-backed ones.
+    async fn volumes(&mut self) -> Result<HashMap<String, String>, volume::VolumeError> {
+        let dir = self.ctx.dirs.pod_dir(&self.key().uid);
+        let mut paths = volume::set_up(&self.pod, &dir)?;
+        if let Some(client) = self.ctx.api.clone() {
+            if self.volume_paths.is_none() || self.api_volumes.due() {
+                let api_paths = self.api_volumes.set_up(&client, &self.pod, &dir).await?;
+                paths.extend(api_paths);
+                self.volume_paths = Some(paths.clone());
+            } else if let Some(known) = &self.volume_paths {
+                paths.extend(known.clone());
+            }
+        } else if self
+            .pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .any(volume::api::is_api_volume)
+        {
+            return Err(volume::VolumeError {
+                volume: "*".into(),
+                reason: "configMap, secret and projected volumes need an API server".into(),
+            });
+        } else {
+            self.volume_paths = Some(paths.clone());
+        }
+        Ok(paths)
+    }
+
+    /// The ConfigMaps and Secrets the container's env refers to (None where absent).
+    async fn env_objects(&self, c: &Container) -> Result<(EnvObjects, EnvObjects), String> {
+        let mut cms: EnvObjects = HashMap::new();
+        let mut secrets: EnvObjects = HashMap::new();
+        let Some(client) = &self.ctx.api else {
+            return Ok((cms, secrets));
+        };
+        let ns = self.key().namespace;
+        let mut cm_names: Vec<String> = Vec::new();
+        let mut secret_names: Vec<String> = Vec::new();
+        for e in c.env.iter().flatten().filter_map(|e| e.value_from.as_ref()) {
+            cm_names.extend(e.config_map_key_ref.as_ref().map(|r| r.name.clone()));
+            secret_names.extend(e.secret_key_ref.as_ref().map(|r| r.name.clone()));
+        }
+        for e in c.env_from.iter().flatten() {
+            cm_names.extend(e.config_map_ref.as_ref().map(|r| r.name.clone()));
+            secret_names.extend(e.secret_ref.as_ref().map(|r| r.name.clone()));
+        }
+        for name in cm_names {
+            if !cms.contains_key(&name) {
+                let obj = get_config_map(client, &ns, &name).await?;
+                cms.insert(name, obj.map(|o| o.data.unwrap_or_default()));
+            }
+        }
+        for name in secret_names {
+            if !secrets.contains_key(&name) {
+                let obj = get_secret(client, &ns, &name).await?;
+                let data = obj.map(|o| {
+                    o.data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                        .collect()
+                });
+                secrets.insert(name, data);
+            }
+        }
+        Ok((cms, secrets))
+    }
+
+    /// Service link variables: the master service's always, the namespace's services' unless
+    /// enableServiceLinks is false.
+    async fn service_env(&self) -> Vec<(String, String)> {
+        let Some(client) = &self.ctx.api else {
+            return vec![];
+        };
+        let links = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.enable_service_links)
+            .unwrap_or(true);
+        self.ctx
+            .services
+            .env(client, &self.key().namespace, links)
+            .await
     }
 
     fn grace_period(&self, grace: Option<i64>) -> Duration {
@@ -604,6 +719,9 @@ impl PodWorker {
         info!("pod removed");
     }
 }
+
+/// ConfigMap or Secret data by object name; None where the object does not exist.
+type EnvObjects = HashMap<String, Option<std::collections::BTreeMap<String, String>>>;
 
 fn read_termination_message(path: &std::path::Path) -> String {
     let mut text = std::fs::read(path).unwrap_or_default();

@@ -1,7 +1,7 @@
 //! Container spec -> CRI ContainerConfig: command, env with `$(VAR)` expansion, mounts, log path,
 //! resources (cpu shares and quota, memory limit, oom_score_adj) and security context.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use bosun_cri::types::{
@@ -38,6 +38,12 @@ pub struct ContainerContext<'a> {
     pub termination_log: &'a Path,
     /// The node's memory capacity in bytes, for the Burstable oom_score_adj.
     pub memory_capacity: i64,
+    /// ConfigMaps the env refers to, by name (None: does not exist); empty without an API.
+    pub config_maps: &'a HashMap<String, Option<BTreeMap<String, String>>>,
+    /// Secrets the env refers to, by name (None: does not exist).
+    pub secrets: &'a HashMap<String, Option<BTreeMap<String, String>>>,
+    /// Service link variables (KUBERNETES_SERVICE_HOST, ...), set before the container's own env.
+    pub service_env: &'a [(String, String)],
 }
 
 /// Builds the CRI config of `container` for its `restart_count`-th run.
@@ -241,15 +247,53 @@ pub fn oom_score_adj(qos: QosClass, memory_request: i64, memory_capacity: i64) -
     }
 }
 
-/// Env of the container: `value` and `fieldRef`/`resourceFieldRef` sources, with `$(VAR)`
-/// expansion against the ones defined before. Sources that need the API are a config error when
-/// no API backs the pod (standalone mode).
+/// Env of the container, as the kubelet builds it: service link variables, then envFrom
+/// (configMapRef, secretRef, with prefix), then env (value with `$(VAR)` expansion, fieldRef,
+/// resourceFieldRef, configMapKeyRef, secretKeyRef). Missing objects or keys that are not
+/// optional are a CreateContainerConfigError with the kubelet's message.
 fn env_vars(
     pod: &Pod,
     container: &Container,
     ctx: &ContainerContext<'_>,
 ) -> Result<Vec<KeyValue>, ConfigError> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let mut out: Vec<KeyValue> = Vec::new();
+    let set = |out: &mut Vec<KeyValue>, key: String, value: String| {
+        out.retain(|kv| kv.key != key);
+        out.push(KeyValue { key, value });
+    };
+    for (k, v) in ctx.service_env {
+        set(&mut out, k.clone(), v.clone());
+    }
+    for src in container.env_from.iter().flatten() {
+        let prefix = src.prefix.clone().unwrap_or_default();
+        let (data, optional, what, name) = if let Some(cm) = &src.config_map_ref {
+            (
+                ctx.config_maps.get(&cm.name).cloned().flatten(),
+                cm.optional == Some(true),
+                "configmap",
+                cm.name.clone(),
+            )
+        } else if let Some(sr) = &src.secret_ref {
+            (
+                ctx.secrets.get(&sr.name).cloned().flatten(),
+                sr.optional == Some(true),
+                "secret",
+                sr.name.clone(),
+            )
+        } else {
+            continue;
+        };
+        match data {
+            Some(d) => {
+                for (k, v) in d {
+                    set(&mut out, format!("{prefix}{k}"), v);
+                }
+            }
+            None if optional => {}
+            None => return Err(ConfigError(format!("{what} \"{name}\" not found"))),
+        }
+    }
     for e in container.env.iter().flatten() {
         let defined: HashMap<&str, &str> = out
             .iter()
@@ -266,33 +310,60 @@ fn env_vars(
                     ))
                 })?
             } else if let Some(r) = &src.resource_field_ref {
-                resource_value(container, &r.resource).ok_or_else(|| {
+                let c = match r.container_name.as_deref().filter(|n| !n.is_empty()) {
+                    Some(n) => pod
+                        .spec
+                        .iter()
+                        .flat_map(|s| s.containers.iter())
+                        .find(|c| c.name == n)
+                        .unwrap_or(container),
+                    None => container,
+                };
+                resource_value(c, &r.resource).ok_or_else(|| {
                     ConfigError(format!(
                         "unsupported resourceFieldRef {:?} in env {}",
                         r.resource, e.name
                     ))
                 })?
             } else if let Some(cm) = &src.config_map_key_ref {
-                if cm.optional == Some(true) {
-                    continue;
+                match ctx.config_maps.get(&cm.name).cloned().flatten() {
+                    Some(d) => match d.get(&cm.key) {
+                        Some(v) => v.clone(),
+                        None if cm.optional == Some(true) => continue,
+                        None => {
+                            return Err(ConfigError(format!(
+                                "couldn't find key {} in ConfigMap {ns}/{}",
+                                cm.key, cm.name
+                            )));
+                        }
+                    },
+                    None if cm.optional == Some(true) => continue,
+                    None => {
+                        return Err(ConfigError(format!("configmap \"{}\" not found", cm.name)));
+                    }
                 }
-                return Err(ConfigError(format!("configmap \"{}\" not found", cm.name)));
-            } else if let Some(s) = &src.secret_key_ref {
-                if s.optional == Some(true) {
-                    continue;
+            } else if let Some(sk) = &src.secret_key_ref {
+                match ctx.secrets.get(&sk.name).cloned().flatten() {
+                    Some(d) => match d.get(&sk.key) {
+                        Some(v) => v.clone(),
+                        None if sk.optional == Some(true) => continue,
+                        None => {
+                            return Err(ConfigError(format!(
+                                "couldn't find key {} in Secret {ns}/{}",
+                                sk.key, sk.name
+                            )));
+                        }
+                    },
+                    None if sk.optional == Some(true) => continue,
+                    None => return Err(ConfigError(format!("secret \"{}\" not found", sk.name))),
                 }
-                return Err(ConfigError(format!("secret \"{}\" not found", s.name)));
             } else {
                 String::new()
             }
         } else {
             String::new()
         };
-        out.retain(|kv| kv.key != e.name);
-        out.push(KeyValue {
-            key: e.name.clone(),
-            value,
-        });
+        set(&mut out, e.name.clone(), value);
     }
     Ok(out)
 }
@@ -332,7 +403,8 @@ fn field_value(pod: &Pod, path: &str, ctx: &ContainerContext<'_>) -> Option<Stri
     })
 }
 
-fn resource_value(container: &Container, resource: &str) -> Option<String> {
+/// The value a resourceFieldRef (`limits.cpu`, `requests.memory`) resolves to, in the kubelet's units.
+pub fn resource_value(container: &Container, resource: &str) -> Option<String> {
     let (limits, key) = resource.split_once('.')?;
     let r = container.resources.as_ref();
     let m = if limits == "limits" {

@@ -1,5 +1,8 @@
-//! Pod volumes on the node: emptyDir (disk or tmpfs) and hostPath (with its type checks). Volume
-//! types that need the API (configMap, secret, projected, downwardAPI) come with the API source.
+//! Pod volumes on the node: emptyDir (disk or tmpfs) and hostPath (with its type checks) here;
+//! configMap, secret, downwardAPI and projected in `api`.
+
+pub mod api;
+pub mod atomic;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +42,8 @@ pub fn set_up(pod: &Pod, pod_dir: &Path) -> Result<HashMap<String, String>, Volu
             let p = PathBuf::from(&hp.path);
             check_host_path(&p, hp.type_.as_deref().unwrap_or("")).map_err(err)?;
             p
+        } else if api::is_api_volume(v) {
+            continue;
         } else {
             return Err(err("volume type not supported by bosun yet".into()));
         };
@@ -122,7 +127,7 @@ fn check_host_path(p: &Path, kind: &str) -> Result<(), String> {
     }
 }
 
-fn mount_tmpfs(dir: &Path, size: Option<&str>) -> Result<(), String> {
+pub(crate) fn mount_tmpfs(dir: &Path, size: Option<&str>) -> Result<(), String> {
     let mounted = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()

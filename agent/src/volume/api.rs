@@ -1,0 +1,372 @@
+//! Volumes whose content comes from the API: configMap, secret, downwardAPI and projected (with
+//! serviceAccountToken through the TokenRequest API), written atomically and refreshed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, ServiceAccount, Volume,
+};
+use kube::Api;
+use kube::api::PostParams;
+
+use super::{VolumeError, atomic, mount_tmpfs};
+
+/// How often API-backed volume content is re-read (the kubelet's TTL cache default is 1 min).
+pub const REFRESH: Duration = Duration::from_secs(60);
+
+/// A token the pod holds, and when to renew it (at 80% of its lifetime, as the kubelet).
+#[derive(Debug, Clone)]
+struct Token {
+    value: String,
+    renew_at: Instant,
+}
+
+/// Per-pod state of API-backed volumes: the tokens it holds and when content was last read.
+#[derive(Debug, Default)]
+pub struct ApiVolumes {
+    tokens: HashMap<String, Token>,
+    last_refresh: Option<Instant>,
+}
+
+/// True for the volume types this module handles.
+pub fn is_api_volume(v: &Volume) -> bool {
+    v.config_map.is_some()
+        || v.secret.is_some()
+        || v.downward_api.is_some()
+        || v.projected.is_some()
+}
+
+/// Content of one file: bytes and mode.
+type Files = BTreeMap<String, (Vec<u8>, u32)>;
+
+impl ApiVolumes {
+    /// True when the content should be read again.
+    pub fn due(&self) -> bool {
+        self.last_refresh.is_none_or(|t| t.elapsed() >= REFRESH)
+            || self.tokens.values().any(|t| Instant::now() >= t.renew_at)
+    }
+
+    /// Writes every API-backed volume of `pod` under `pod_dir`; returns their host paths by name.
+    pub async fn set_up(
+        &mut self,
+        client: &kube::Client,
+        pod: &Pod,
+        pod_dir: &Path,
+    ) -> Result<HashMap<String, String>, VolumeError> {
+        let mut out = HashMap::new();
+        let ns = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        for v in pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .filter(|v| is_api_volume(v))
+        {
+            let err = |reason: String| VolumeError {
+                volume: v.name.clone(),
+                reason,
+            };
+            let (kind, files, tmpfs) = if let Some(cm) = &v.config_map {
+                let files = match get_config_map(client, &ns, &cm.name).await.map_err(err)? {
+                    Some(obj) => config_map_files(
+                        &obj,
+                        cm.items.as_deref(),
+                        cm.default_mode.unwrap_or(0o644),
+                    )
+                    .map_err(err)?,
+                    None if cm.optional == Some(true) => Files::new(),
+                    None => return Err(err(format!("configmap \"{}\" not found", cm.name))),
+                };
+                ("kubernetes.io~configmap", files, false)
+            } else if let Some(s) = &v.secret {
+                let name = s.secret_name.clone().unwrap_or_default();
+                let files = match get_secret(client, &ns, &name).await.map_err(err)? {
+                    Some(obj) => {
+                        secret_files(&obj, s.items.as_deref(), s.default_mode.unwrap_or(0o644))
+                            .map_err(err)?
+                    }
+                    None if s.optional == Some(true) => Files::new(),
+                    None => return Err(err(format!("secret \"{name}\" not found"))),
+                };
+                ("kubernetes.io~secret", files, true)
+            } else if let Some(d) = &v.downward_api {
+                let files = downward_files(
+                    pod,
+                    d.items.as_deref().unwrap_or_default(),
+                    d.default_mode.unwrap_or(0o644),
+                )
+                .map_err(err)?;
+                ("kubernetes.io~downward-api", files, false)
+            } else if let Some(p) = &v.projected {
+                let mode = p.default_mode.unwrap_or(0o644);
+                let mut files = Files::new();
+                for src in p.sources.iter().flatten() {
+                    if let Some(cm) = &src.config_map {
+                        match get_config_map(client, &ns, &cm.name).await.map_err(err)? {
+                            Some(obj) => files.extend(
+                                config_map_files(&obj, cm.items.as_deref(), mode).map_err(err)?,
+                            ),
+                            None if cm.optional == Some(true) => {}
+                            None => {
+                                return Err(err(format!("configmap \"{}\" not found", cm.name)));
+                            }
+                        }
+                    }
+                    if let Some(s) = &src.secret {
+                        match get_secret(client, &ns, &s.name).await.map_err(err)? {
+                            Some(obj) => files
+                                .extend(secret_files(&obj, s.items.as_deref(), mode).map_err(err)?),
+                            None if s.optional == Some(true) => {}
+                            None => return Err(err(format!("secret \"{}\" not found", s.name))),
+                        }
+                    }
+                    if let Some(d) = &src.downward_api {
+                        files.extend(
+                            downward_files(pod, d.items.as_deref().unwrap_or_default(), mode)
+                                .map_err(err)?,
+                        );
+                    }
+                    if let Some(t) = &src.service_account_token {
+                        let sa = pod
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.service_account_name.clone())
+                            .unwrap_or_else(|| "default".into());
+                        let audience = t.audience.clone().unwrap_or_default();
+                        let exp = t.expiration_seconds.unwrap_or(3600).max(600);
+                        let key = format!("{sa}|{audience}|{exp}");
+                        let token = match self
+                            .tokens
+                            .get(&key)
+                            .filter(|t| Instant::now() < t.renew_at)
+                        {
+                            Some(t) => t.value.clone(),
+                            None => {
+                                let t = request_token(client, pod, &sa, &audience, exp)
+                                    .await
+                                    .map_err(err)?;
+                                self.tokens.insert(key, t.clone());
+                                t.value
+                            }
+                        };
+                        files.insert(t.path.clone(), (token.into_bytes(), mode as u32));
+                    }
+                }
+                ("kubernetes.io~projected", files, true)
+            } else {
+                continue;
+            };
+            let dir = pod_dir.join("volumes").join(kind).join(&v.name);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| err(format!("mkdir {}: {e}", dir.display())))?;
+            if tmpfs {
+                mount_tmpfs(&dir, None).map_err(err)?;
+            }
+            atomic::write(&dir, &files)
+                .map_err(|e| err(format!("write {}: {e}", dir.display())))?;
+            out.insert(v.name.clone(), dir.display().to_string());
+        }
+        self.last_refresh = Some(Instant::now());
+        Ok(out)
+    }
+}
+
+/// A ConfigMap, or None when it does not exist.
+pub async fn get_config_map(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<ConfigMap>, String> {
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("configmap \"{name}\": {e}"))
+}
+
+/// A Secret, or None when it does not exist.
+pub async fn get_secret(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<Secret>, String> {
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("secret \"{name}\": {e}"))
+}
+
+fn select(
+    all: BTreeMap<String, Vec<u8>>,
+    items: Option<&[KeyToPath]>,
+    mode: i32,
+    what: &str,
+) -> Result<Files, String> {
+    match items {
+        None => Ok(all
+            .into_iter()
+            .map(|(k, v)| (k, (v, mode as u32)))
+            .collect()),
+        Some(items) => {
+            let mut out = Files::new();
+            for it in items {
+                let v = all.get(&it.key).ok_or_else(|| {
+                    format!(
+                        "configured to use key {:?} of {what}, which has no such key",
+                        it.key
+                    )
+                })?;
+                out.insert(it.path.clone(), (v.clone(), it.mode.unwrap_or(mode) as u32));
+            }
+            Ok(out)
+        }
+    }
+}
+
+fn config_map_files(
+    cm: &ConfigMap,
+    items: Option<&[KeyToPath]>,
+    mode: i32,
+) -> Result<Files, String> {
+    let mut all: BTreeMap<String, Vec<u8>> = cm
+        .data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    all.extend(
+        cm.binary_data
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0)),
+    );
+    select(
+        all,
+        items,
+        mode,
+        &format!(
+            "configmap {:?}",
+            cm.metadata.name.as_deref().unwrap_or_default()
+        ),
+    )
+}
+
+fn secret_files(s: &Secret, items: Option<&[KeyToPath]>, mode: i32) -> Result<Files, String> {
+    let mut all: BTreeMap<String, Vec<u8>> = s
+        .data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    all.extend(
+        s.string_data
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes())),
+    );
+    select(
+        all,
+        items,
+        mode,
+        &format!(
+            "secret {:?}",
+            s.metadata.name.as_deref().unwrap_or_default()
+        ),
+    )
+}
+
+fn downward_files(pod: &Pod, items: &[DownwardAPIVolumeFile], mode: i32) -> Result<Files, String> {
+    let mut out = Files::new();
+    for it in items {
+        let value = if let Some(f) = &it.field_ref {
+            let md = &pod.metadata;
+            let map_text = |m: Option<&BTreeMap<String, String>>| {
+                m.into_iter()
+                    .flatten()
+                    .map(|(k, v)| format!("{k}=\"{v}\"\n"))
+                    .collect::<String>()
+            };
+            match f.field_path.as_str() {
+                "metadata.name" => md.name.clone().unwrap_or_default(),
+                "metadata.namespace" => md.namespace.clone().unwrap_or_default(),
+                "metadata.uid" => md.uid.clone().unwrap_or_default(),
+                "metadata.labels" => map_text(md.labels.as_ref()),
+                "metadata.annotations" => map_text(md.annotations.as_ref()),
+                p => return Err(format!("unsupported downward API field {p:?}")),
+            }
+        } else if let Some(r) = &it.resource_field_ref {
+            let c = pod
+                .spec
+                .iter()
+                .flat_map(|s| s.containers.iter())
+                .find(|c| Some(&c.name) == r.container_name.as_ref())
+                .ok_or_else(|| {
+                    format!("no container {:?} for resourceFieldRef", r.container_name)
+                })?;
+            crate::runtime::container::resource_value(c, &r.resource)
+                .ok_or_else(|| format!("unsupported resource {:?}", r.resource))?
+        } else {
+            String::new()
+        };
+        out.insert(
+            it.path.clone(),
+            (value.into_bytes(), it.mode.unwrap_or(mode) as u32),
+        );
+    }
+    Ok(out)
+}
+
+async fn request_token(
+    client: &kube::Client,
+    pod: &Pod,
+    sa: &str,
+    audience: &str,
+    exp: i64,
+) -> Result<Token, String> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let req = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            audiences: (!audience.is_empty()).then(|| vec![audience.to_string()]),
+            expiration_seconds: Some(exp),
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let resp = Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create_token_request(sa, &PostParams::default(), &req)
+        .await
+        .map_err(|e| format!("failed to fetch token for service account {ns}/{sa}: {e}"))?;
+    let status = resp.status.ok_or("TokenRequest returned no token")?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let expires = status
+        .expiration_timestamp
+        .map(|t| t.0.as_second())
+        .unwrap_or(now + exp);
+    let lifetime = (expires - now).max(60);
+    let value = status
+        .token
+        .filter(|t| !t.is_empty())
+        .ok_or("TokenRequest returned an empty token")?;
+    Ok(Token {
+        value,
+        renew_at: Instant::now() + Duration::from_secs((lifetime * 8 / 10) as u64),
+    })
+}
