@@ -127,6 +127,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         pulls: Arc::new(Semaphore::new(pulls.max(1))),
         api: client.clone(),
         services: Default::default(),
+        events: match &client {
+            Some(c) => crate::events::Recorder::spawn(
+                c.clone(),
+                cfg.node_name.clone(),
+                cancel.child_token(),
+            ),
+            None => crate::events::Recorder::disabled(),
+        },
     });
 
     let (tx, rx) = mpsc::channel(16);

@@ -3,6 +3,7 @@
 pub mod app;
 pub mod client;
 pub mod config;
+pub mod events;
 pub mod healthz;
 pub mod logging;
 pub mod node;

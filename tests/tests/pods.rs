@@ -373,6 +373,36 @@ async fn missing_image_and_crash_loop_reasons() {
         .expect("ImagePullBackOff");
     assert!(first < backoff, "{seen:?}");
     assert!(seen[first].1.contains("does-not-exist"), "{seen:?}");
+    // The kubelet's events for it: Pulling, Failed (the error, then "Error: ErrImagePull"), BackOff.
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(admin_client().await, "default");
+    let lp = kube::api::ListParams::default().fields(&format!("involvedObject.name={missing}"));
+    let reasons = wait_until_async(
+        "Pulling, Failed and BackOff events",
+        Duration::from_secs(30),
+        || async {
+            let list = events.list(&lp).await.ok()?;
+            let r: Vec<String> = list.items.iter().filter_map(|e| e.reason.clone()).collect();
+            ["Pulling", "Failed", "BackOff"]
+                .iter()
+                .all(|w| r.iter().any(|x| x == w))
+                .then_some(list.items)
+        },
+    )
+    .await;
+    let failed = reasons
+        .iter()
+        .find(|e| e.message.as_deref() == Some("Error: ErrImagePull"))
+        .expect("Error: ErrImagePull event");
+    assert_eq!(failed.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        failed.involved_object.field_path.as_deref(),
+        Some("spec.containers{main}")
+    );
+    assert_eq!(
+        failed.source.as_ref().and_then(|s| s.host.as_deref()),
+        Some(node.name.as_str())
+    );
     let p = wait_pod(&api, &missing, "phase Pending", 5, |p| {
         (phase(p) == "Pending").then(|| p.clone())
     })

@@ -28,6 +28,8 @@ pub struct NodeContext {
     pub api: Option<kube::Client>,
     /// Services for env vars.
     pub services: super::services::ServiceCache,
+    /// Where pod events go.
+    pub events: crate::events::Recorder,
 }
 
 /// Memory capacity of the machine in bytes, from /proc/meminfo.

@@ -17,6 +17,7 @@ use super::backoff::Backoff;
 use super::context::NodeContext;
 use super::image::{PullError, ensure_image};
 use super::plan::{ContainerView, RunState, SandboxView, StartContainer, plan};
+use crate::events::EventType;
 use crate::runtime::container::{ContainerContext, container_config};
 use crate::runtime::labels;
 use crate::runtime::sandbox::{PodKey, sandbox_config};
@@ -282,6 +283,12 @@ impl PodWorker {
                 if self.waiting.get(name).map(|w| w.reason.as_str()) != Some("CrashLoopBackOff") {
                     warn!(container.name = %name, "BackOff: {message}");
                 }
+                self.event(
+                    Some(name),
+                    EventType::Warning,
+                    "BackOff",
+                    "Back-off restarting failed container".into(),
+                );
                 self.waiting.insert(
                     name.clone(),
                     Waiting {
@@ -383,7 +390,15 @@ impl PodWorker {
             Ok(id) => {
                 info!(sandbox.id = %id, attempt, elapsed_ms = started.elapsed().as_millis() as u64, "sandbox running")
             }
-            Err(e) => warn!(error = %e, "FailedCreatePodSandBox: failed to create pod sandbox"),
+            Err(e) => {
+                warn!(error = %e, "FailedCreatePodSandBox: failed to create pod sandbox");
+                self.event(
+                    None,
+                    EventType::Warning,
+                    "FailedCreatePodSandBox",
+                    format!("Failed to create pod sandbox: {e}"),
+                );
+            }
         }
     }
 
@@ -448,22 +463,49 @@ impl PodWorker {
         let pull_key = format!("pull:{}", start.name);
         let now = Instant::now();
         if self.backoff.in_backoff(&pull_key, now) {
-            return Err(waiting(
-                "ImagePullBackOff",
-                format!("Back-off pulling image {image:?}"),
-            ));
+            let msg = format!("Back-off pulling image {image:?}");
+            self.event(Some(&start.name), EventType::Normal, "BackOff", msg.clone());
+            return Err(waiting("ImagePullBackOff", msg));
         }
-        let pulled = {
+        let (pulled, took) = {
             let _permit = self.ctx.pulls.acquire().await;
             info!("Pulling: pulling image {image:?}");
-            ensure_image(&self.ctx.cri, spec, None).await
+            let t = Instant::now();
+            let r = ensure_image(&self.ctx.cri, spec, None).await;
+            (r, t.elapsed())
         };
         match pulled {
-            Ok(_) => self.backoff.reset(&pull_key),
+            Ok(_) => {
+                self.backoff.reset(&pull_key);
+                self.event(
+                    Some(&start.name),
+                    EventType::Normal,
+                    "Pulled",
+                    format!("Container image {image:?} ready after {took:?}"),
+                );
+            }
             Err(e) => {
                 if matches!(e, PullError::Pull(_)) {
                     self.backoff.next(&pull_key, now);
+                    self.event(
+                        Some(&start.name),
+                        EventType::Normal,
+                        "Pulling",
+                        format!("Pulling image {image:?}"),
+                    );
                 }
+                self.event(
+                    Some(&start.name),
+                    EventType::Warning,
+                    "Failed",
+                    e.message().to_string(),
+                );
+                self.event(
+                    Some(&start.name),
+                    EventType::Warning,
+                    "Failed",
+                    format!("Error: {}", e.reason()),
+                );
                 return Err(waiting(e.reason(), e.message().to_string()));
             }
         }
@@ -472,6 +514,7 @@ impl PodWorker {
             Ok(v) => v,
             Err(e) => {
                 warn!("FailedMount: {e}");
+                self.event(None, EventType::Warning, "FailedMount", e.to_string());
                 return Err(waiting("ContainerCreating", e.to_string()));
             }
         };
@@ -517,6 +560,12 @@ impl PodWorker {
             .await
             .map_err(|e| waiting("CreateContainerError", e.to_string()))?;
         info!(container.id = %id, "Created: created container {}", start.name);
+        self.event(
+            Some(&start.name),
+            EventType::Normal,
+            "Created",
+            format!("Created container: {}", start.name),
+        );
         let link = self.ctx.dirs.container_logs_link_dir.join(format!(
             "{}_{}_{}-{}.log",
             key.name, key.namespace, start.name, id
@@ -532,6 +581,12 @@ impl PodWorker {
             .await
             .map_err(|e| waiting("RunContainerError", e.to_string()))?;
         info!(container.id = %id, "Started: started container {}", start.name);
+        self.event(
+            Some(&start.name),
+            EventType::Normal,
+            "Started",
+            format!("Started container {}", start.name),
+        );
         Ok(())
     }
 
@@ -622,6 +677,13 @@ impl PodWorker {
             .await
     }
 
+    /// Records an event about this pod (or one of its containers); never waits.
+    fn event(&self, container: Option<&str>, kind: EventType, reason: &str, message: String) {
+        self.ctx
+            .events
+            .pod(&self.pod, container, kind, reason, message);
+    }
+
     fn grace_period(&self, grace: Option<i64>) -> Duration {
         let g = grace
             .or_else(|| self.pod.metadata.deletion_grace_period_seconds)
@@ -650,6 +712,12 @@ impl PodWorker {
             })
             .map(|c| async move {
                 info!(container.name = %c.name, "Killing: stopping container {}", c.name);
+                self.event(
+                    Some(&c.name),
+                    EventType::Normal,
+                    "Killing",
+                    format!("Stopping container {}", c.name),
+                );
                 if let Err(e) = cri.stop_container(&c.id, grace).await
                     && !e.is_not_found()
                 {

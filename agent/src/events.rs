@@ -1,0 +1,207 @@
+//! The event recorder: Kubernetes Events about pods (Pulling, Pulled, Created, Started, Killing,
+//! BackOff, Failed, FailedMount), as the kubelet emits them. Recording never blocks the caller:
+//! events go through a bounded queue (dropped when full) to one writer task, which folds repeats
+//! of the same event into a count, as the kubelet's event correlator does.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+/// Normal or Warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// Progress.
+    Normal,
+    /// Something went wrong.
+    Warning,
+}
+
+/// One event to record.
+#[derive(Debug, Clone)]
+pub struct PodEvent {
+    /// The pod's namespace, name, uid.
+    pub namespace: String,
+    /// Pod name.
+    pub name: String,
+    /// Pod UID.
+    pub uid: String,
+    /// `spec.containers{name}` or empty for the pod itself.
+    pub field_path: String,
+    /// Normal or Warning.
+    pub kind: EventType,
+    /// The kubelet's reason (Pulling, Started, BackOff, ...).
+    pub reason: String,
+    /// Human message.
+    pub message: String,
+}
+
+/// Hands events to the writer; cheap to clone. Without an API it only logs.
+#[derive(Clone)]
+pub struct Recorder {
+    tx: Option<mpsc::Sender<PodEvent>>,
+}
+
+impl Recorder {
+    /// A recorder that only logs (standalone mode).
+    pub fn disabled() -> Self {
+        Recorder { tx: None }
+    }
+
+    /// A recorder writing to the API through a task owned by `cancel`.
+    pub fn spawn(client: kube::Client, node: String, cancel: CancellationToken) -> Self {
+        let (tx, rx) = mpsc::channel(512);
+        tokio::spawn(writer(client, node, rx, cancel));
+        Recorder { tx: Some(tx) }
+    }
+
+    /// Records an event about `pod` (and its container, if named); never waits.
+    pub fn pod(
+        &self,
+        pod: &Pod,
+        container: Option<&str>,
+        kind: EventType,
+        reason: &str,
+        message: String,
+    ) {
+        let Some(tx) = &self.tx else { return };
+        let field_path = container
+            .map(|c| {
+                let init = pod
+                    .spec
+                    .iter()
+                    .flat_map(|s| s.init_containers.iter().flatten())
+                    .any(|i| i.name == c);
+                if init {
+                    format!("spec.initContainers{{{c}}}")
+                } else {
+                    format!("spec.containers{{{c}}}")
+                }
+            })
+            .unwrap_or_default();
+        let ev = PodEvent {
+            namespace: pod
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            field_path,
+            kind,
+            reason: reason.to_string(),
+            message,
+        };
+        if tx.try_send(ev).is_err() {
+            debug!("event queue full; event dropped");
+        }
+    }
+}
+
+/// Repeats of one event within this window become a count on the first.
+const FOLD_WINDOW: Duration = Duration::from_secs(600);
+
+struct Seen {
+    name: String,
+    namespace: String,
+    count: i32,
+    first: Time,
+    at: Instant,
+}
+
+async fn writer(
+    client: kube::Client,
+    node: String,
+    mut rx: mpsc::Receiver<PodEvent>,
+    cancel: CancellationToken,
+) {
+    let mut seen: HashMap<String, Seen> = HashMap::new();
+    loop {
+        let ev = tokio::select! {
+            _ = cancel.cancelled() => return,
+            ev = rx.recv() => match ev { Some(e) => e, None => return },
+        };
+        let now = now();
+        let key = format!(
+            "{}|{}|{}|{}|{}",
+            ev.uid, ev.field_path, ev.reason, ev.message, ev.kind as u8
+        );
+        seen.retain(|_, s| s.at.elapsed() < FOLD_WINDOW);
+        let api: Api<Event> = Api::namespaced(client.clone(), &ev.namespace);
+        if let Some(s) = seen.get_mut(&key) {
+            s.count += 1;
+            s.at = Instant::now();
+            let patch = serde_json::json!({"count": s.count, "lastTimestamp": now, "firstTimestamp": s.first});
+            let _ = Api::<Event>::namespaced(client.clone(), &s.namespace)
+                .patch(&s.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await;
+            continue;
+        }
+        let name = format!("{}.{:x}", ev.name, nanos());
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(ev.namespace.clone()),
+                ..Default::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(ev.name.clone()),
+                namespace: Some(ev.namespace.clone()),
+                uid: Some(ev.uid.clone()),
+                field_path: (!ev.field_path.is_empty()).then(|| ev.field_path.clone()),
+                ..Default::default()
+            },
+            reason: Some(ev.reason.clone()),
+            message: Some(ev.message.clone()),
+            type_: Some(match ev.kind {
+                EventType::Normal => "Normal".into(),
+                EventType::Warning => "Warning".into(),
+            }),
+            source: Some(EventSource {
+                component: Some("kubelet".into()),
+                host: Some(node.clone()),
+            }),
+            reporting_component: Some("kubelet".into()),
+            reporting_instance: Some(node.clone()),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now.clone()),
+            count: Some(1),
+            ..Default::default()
+        };
+        match api.create(&PostParams::default(), &event).await {
+            Ok(_) => {
+                seen.insert(
+                    key,
+                    Seen {
+                        name,
+                        namespace: ev.namespace,
+                        count: 1,
+                        first: now,
+                        at: Instant::now(),
+                    },
+                );
+            }
+            Err(e) => debug!(error = %e, "event not recorded"),
+        }
+    }
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+fn now() -> Time {
+    let secs = (nanos() / 1_000_000_000) as i64;
+    Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap_or_default())
+}
