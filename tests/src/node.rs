@@ -27,13 +27,15 @@ impl Containerd {
     pub fn start(name: &str) -> Containerd {
         let env = Env::runtime();
         let (slot, slot_file) = claim_slot();
-        let node_dir = env_dir().join("nodes").join(format!("{name}-{slot}"));
+        // Short paths: unix socket paths under it must stay below 108 bytes.
+        let node_dir = env_dir().join("nodes").join(slot.to_string());
         let dir = node_dir.join("containerd");
         let bridge = format!("bsn{slot}");
         let subnet = format!("10.89.{slot}.0/24");
         teardown(&dir, &bridge);
         fs::create_dir_all(&node_dir).expect("create node dir");
         fs::write(node_dir.join("bridge"), &bridge).expect("write bridge name");
+        fs::write(node_dir.join("name"), name).expect("write node name");
         let status = Command::new(repo_root().join("tests/env/containerd-config"))
             .arg(&dir)
             .arg(&bridge)
