@@ -144,10 +144,10 @@ pub fn reservation(
         ("memory.available", "memory"),
         ("nodefs.available", "ephemeral-storage"),
     ] {
-        if let (Some(value), Some(cap)) = (eviction_hard.get(signal), capacity.get(resource)) {
-            if let Some(bytes) = threshold_bytes(value, cap.milli / 1000) {
-                eviction.insert(resource.to_string(), bytes * 1000);
-            }
+        if let (Some(value), Some(cap)) = (eviction_hard.get(signal), capacity.get(resource))
+            && let Some(bytes) = threshold_bytes(value, cap.milli / 1000)
+        {
+            eviction.insert(resource.to_string(), bytes * 1000);
         }
     }
     let reserved = |m: &BTreeMap<String, String>, k: &str| -> i128 {
@@ -282,6 +282,16 @@ mod tests {
         );
     }
 
+    /// name, machine, systemReserved, kubeReserved, evictionHard, expected allocatable.
+    type Case = (
+        &'static str,
+        MachineInfo,
+        BTreeMap<String, String>,
+        BTreeMap<String, String>,
+        BTreeMap<String, String>,
+        Vec<(&'static str, String)>,
+    );
+
     /// Allocatable against the kubelet's formula, on the kubelet's default and custom settings.
     #[test]
     fn allocatable_as_the_kubelet() {
@@ -296,14 +306,7 @@ mod tests {
         let tenth = (storage as f64 * f64::from(0.1f32)) as u64;
         let mut huge = machine();
         huge.huge_pages[0].count = 512; // 1Gi of 2Mi pages
-        let cases: Vec<(
-            &str,
-            MachineInfo,
-            BTreeMap<String, String>,
-            BTreeMap<String, String>,
-            BTreeMap<String, String>,
-            Vec<(&str, String)>,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "kubelet defaults",
                 machine(),

@@ -130,14 +130,15 @@ pub fn node_address(status: &mut NodeStatus, s: &Settings, _: &Facts) {
     status.addresses = Some(addresses);
 }
 
-/// Capacity, allocatable, machineID, systemUUID, bootID and swap.
+/// Capacity, allocatable, machineID, systemUUID, bootID and swap (when there is swap).
 pub fn machine_info(status: &mut NodeStatus, s: &Settings, f: &Facts) {
     let m = &f.machine;
     let info = status.node_info.get_or_insert_with(Default::default);
     info.machine_id = m.machine_id.clone();
     info.system_uuid = m.system_uuid.clone();
     info.boot_id = m.boot_id.clone();
-    info.swap = Some(NodeSwapStatus {
+    // Only a machine with swap reports it (the API rejects a zero capacity).
+    info.swap = (m.swap_capacity > 0).then(|| NodeSwapStatus {
         capacity: Some(m.swap_capacity as i64),
     });
     let capacity: Resources = allocatable::capacity(m, f.rootfs_capacity, s.max_pods);
@@ -384,6 +385,7 @@ mod tests {
         assert_eq!(info.kubelet_version, "v1.37.2-bosun.0.1.0");
         assert_eq!(info.kube_proxy_version, "");
         assert_eq!(info.operating_system, "linux");
+        assert_eq!(info.swap, None, "no swap: none reported");
         let cap = st.capacity.as_ref().unwrap();
         assert_eq!(cap["cpu"].0, "2");
         assert_eq!(cap["memory"].0, "4Gi");
@@ -398,7 +400,12 @@ mod tests {
             .collect();
         assert_eq!(addrs, [("InternalIP", "198.18.0.1"), ("Hostname", "n1")]);
         assert_eq!(
-            st.daemon_endpoints.clone().unwrap().kubelet_endpoint.unwrap().port,
+            st.daemon_endpoints
+                .clone()
+                .unwrap()
+                .kubelet_endpoint
+                .unwrap()
+                .port,
             10250
         );
         let types: Vec<&str> = st

@@ -118,7 +118,7 @@ impl Observer {
         }
         let images = match self.cri.list_images().await {
             Ok(mut list) => {
-                list.sort_by(|a, b| b.size.cmp(&a.size));
+                list.sort_by_key(|i| std::cmp::Reverse(i.size));
                 list.into_iter()
                     .map(|i| ContainerImage {
                         names: Some(i.repo_digests.into_iter().chain(i.repo_tags).collect()),

@@ -1,0 +1,349 @@
+//! The node on the real control plane: bosun registers its Node, reports a status that matches
+//! the machine and the runtime, keeps its Lease renewed every ~10 s, writes the status only when
+//! it changes, survives a restart without its Lease (or without its Node), and stops on SIGTERM.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Seek};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bosun_tests::{ClusterNode, Env, admin_client, bosun_bin, wait_until_async};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use kube::api::DeleteParams;
+
+/// The Node's Ready condition status, if any.
+fn ready(n: &Node) -> Option<&str> {
+    n.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.as_str())
+}
+
+/// The Ready condition's lastHeartbeatTime.
+fn heartbeat(n: &Node) -> k8s_openapi::jiff::Timestamp {
+    let c = n.status.as_ref().and_then(|s| s.conditions.as_ref());
+    c.and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .and_then(|c| c.last_heartbeat_time.clone())
+        .expect("Ready heartbeat")
+        .0
+}
+
+async fn wait_ready(nodes: &Api<Node>, name: &str, secs: u64) -> Node {
+    wait_until_async("node Ready=True", Duration::from_secs(secs), || async {
+        let n = nodes.get_opt(name).await.ok()??;
+        (ready(&n) == Some("True")).then_some(n)
+    })
+    .await
+}
+
+/// A quantity in bytes (`8141236Ki`, `2Gi`, `1024`).
+fn bytes(q: &str) -> u64 {
+    let (num, mul) = [
+        ("Ki", 1u64 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+    ]
+    .iter()
+    .find_map(|(s, m)| q.strip_suffix(s).map(|n| (n, *m)))
+    .unwrap_or((q, 1));
+    num.parse::<u64>().expect("integer quantity") * mul
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// Requests of `user` in the audit log written after byte `from`: (verb, resource/subresource).
+fn audit_requests(from: u64, user: &str) -> Vec<(String, String)> {
+    let mut f = std::fs::File::open(Env::cluster().var("AUDIT_LOG")).expect("audit log");
+    f.seek(std::io::SeekFrom::Start(from)).expect("seek");
+    std::io::BufReader::new(f)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+        .filter(|e| e["user"]["username"] == user && e["stage"] == "ResponseComplete")
+        .map(|e| {
+            let o = &e["objectRef"];
+            let mut res = o["resource"].as_str().unwrap_or("").to_string();
+            if let Some(s) = o["subresource"].as_str() {
+                res = format!("{res}/{s}");
+            }
+            (e["verb"].as_str().unwrap_or("").to_string(), res)
+        })
+        .collect()
+}
+
+fn audit_len() -> u64 {
+    std::fs::metadata(Env::cluster().var("AUDIT_LOG"))
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn registers_reports_the_machine_renews_the_lease_and_stops_on_sigterm() {
+    let node = ClusterNode::new("node-reg");
+    let client = admin_client().await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
+    bosun_bin(); // built before the clock starts
+    let started = Instant::now();
+    let mut bosun = node.start();
+    let n = wait_ready(&nodes, &node.name, 60).await;
+    let to_ready = started.elapsed();
+    eprintln!("node {} Ready {:?} after start", node.name, to_ready);
+
+    // Labels and the endpoint metrics-server reads.
+    let labels = n.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("kubernetes.io/hostname"), Some(&node.name));
+    assert_eq!(
+        labels.get("kubernetes.io/os").map(String::as_str),
+        Some("linux")
+    );
+    assert!(labels.contains_key("kubernetes.io/arch"));
+    let st = n.status.clone().expect("status");
+    assert_eq!(
+        st.daemon_endpoints
+            .as_ref()
+            .and_then(|d| d.kubelet_endpoint.as_ref())
+            .map(|e| e.port),
+        Some(10250)
+    );
+
+    // nodeInfo against /proc, the runtime and `bosun --version`.
+    let info = st.node_info.clone().expect("nodeInfo");
+    assert_eq!(info.boot_id, read("/proc/sys/kernel/random/boot_id"));
+    assert_eq!(info.machine_id, read("/etc/machine-id"));
+    assert_eq!(info.kernel_version, read("/proc/sys/kernel/osrelease"));
+    assert!(
+        info.container_runtime_version.starts_with("containerd://"),
+        "{}",
+        info.container_runtime_version
+    );
+    let version = Command::new(bosun_bin())
+        .arg("--version")
+        .output()
+        .expect("bosun --version");
+    let version = String::from_utf8_lossy(&version.stdout);
+    let version = version
+        .trim()
+        .strip_prefix("Kubernetes ")
+        .expect("Kubernetes vX.Y.Z");
+    assert_eq!(info.kubelet_version, version);
+    assert_eq!(info.operating_system, "linux");
+
+    // Capacity against the machine.
+    let cap: BTreeMap<_, _> = st
+        .capacity
+        .clone()
+        .expect("capacity")
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    let nproc = Command::new("nproc").output().expect("nproc");
+    assert_eq!(cap["cpu"], String::from_utf8_lossy(&nproc.stdout).trim());
+    let mem_total_kb: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("MemTotal");
+    assert_eq!(bytes(&cap["memory"]), mem_total_kb * 1024);
+    assert_eq!(cap["pods"], "110");
+    assert!(bytes(&cap["ephemeral-storage"]) > 0);
+    let alloc: BTreeMap<_, _> = st
+        .allocatable
+        .clone()
+        .expect("allocatable")
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    // The kubelet's defaults: evictionHard memory.available=100Mi, nodefs.available=10%.
+    assert_eq!(bytes(&alloc["memory"]), mem_total_kb * 1024 - (100 << 20));
+    let storage = bytes(&cap["ephemeral-storage"]);
+    assert_eq!(
+        bytes(&alloc["ephemeral-storage"]),
+        storage - (storage as f64 * f64::from(0.1f32)) as u64
+    );
+
+    // Addresses: the --node-ip, then the hostname.
+    let addrs: Vec<(String, String)> = st
+        .addresses
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| (a.type_, a.address))
+        .collect();
+    assert_eq!(
+        addrs,
+        [
+            (
+                "InternalIP".to_string(),
+                Env::cluster().var("NODE_IP").to_string()
+            ),
+            ("Hostname".to_string(), node.name.clone())
+        ]
+    );
+
+    // The Lease: held by the node, 40 s, owned by the Node, renewed every ~10 s.
+    let audit_from = audit_len();
+    let window = Instant::now();
+    let uid = n.metadata.uid.clone().expect("uid");
+    let mut renewals = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    while renewals.len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "lease renewTimes seen: {renewals:?}"
+        );
+        if let Ok(Some(l)) = leases.get_opt(&node.name).await
+            && let Some(t) = l.spec.and_then(|s| s.renew_time)
+            && renewals.last() != Some(&t.0)
+        {
+            renewals.push(t.0);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let lease = leases.get(&node.name).await.expect("lease");
+    let spec = lease.spec.clone().unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some(node.name.as_str()));
+    assert_eq!(spec.lease_duration_seconds, Some(40));
+    let owner = &lease.metadata.owner_references.clone().expect("owner")[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+        ("Node", node.name.as_str(), uid.as_str())
+    );
+    for pair in renewals.windows(2) {
+        let gap = pair[1].duration_since(pair[0]).as_secs_f64();
+        eprintln!("lease renewed after {gap:.2} s");
+        assert!(
+            (8.0..=12.5).contains(&gap),
+            "renewal gap {gap} s, want ~10 s"
+        );
+    }
+
+    // Nothing changed: the status is not written (next write due at the 5-minute report).
+    let elapsed = window.elapsed().as_secs_f64();
+    let requests = audit_requests(audit_from, &format!("system:node:{}", node.name));
+    let per_minute = requests.len() as f64 * 60.0 / elapsed;
+    eprintln!(
+        "{} API requests in {elapsed:.1} s ({per_minute:.1}/min): {requests:?}",
+        requests.len()
+    );
+    assert!(
+        !requests
+            .iter()
+            .any(|(v, r)| r == "nodes/status" || (r == "nodes" && v != "watch" && v != "list")),
+        "node written or polled although nothing changed: {requests:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .filter(|(v, r)| v == "update" && r == "leases")
+            .count()
+            >= 2
+    );
+
+    // SIGTERM: bosun exits within seconds.
+    let (took, code) = bosun.terminate(Duration::from_secs(10));
+    eprintln!("bosun exited {took:?} after SIGTERM with {code:?}");
+    assert!(took < Duration::from_secs(5), "exit took {took:?}");
+    assert_eq!(code, Some(0));
+}
+
+#[tokio::test]
+async fn restart_without_lease_recreates_it_and_adopts_the_node() {
+    let node = ClusterNode::new("node-nolease");
+    let client = admin_client().await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
+    let mut bosun = node.start();
+    let first = wait_ready(&nodes, &node.name, 60).await;
+    wait_until_async("lease", Duration::from_secs(20), || async {
+        leases.get_opt(&node.name).await.ok()?
+    })
+    .await;
+    bosun.terminate(Duration::from_secs(10));
+    leases
+        .delete(&node.name, &DeleteParams::default())
+        .await
+        .expect("delete lease");
+
+    // Heartbeats have second precision: let the clock pass the first one's second, so a fresh
+    // write after the restart is told apart from the one before.
+    let first_hb = heartbeat(&first);
+    wait_until_async("the next second", Duration::from_secs(2), || async {
+        (k8s_openapi::jiff::Timestamp::now().as_second() > first_hb.as_second()).then_some(())
+    })
+    .await;
+    let restarted = Instant::now();
+    let _bosun = node.start();
+    let lease = wait_until_async("lease recreated", Duration::from_secs(30), || async {
+        leases.get_opt(&node.name).await.ok()?
+    })
+    .await;
+    eprintln!("lease recreated {:?} after restart", restarted.elapsed());
+    // The adopted node's status is written at once: Ready with a heartbeat after the restart.
+    let n = wait_until_async(
+        "Ready with a heartbeat after the restart",
+        Duration::from_secs(30),
+        || async {
+            let n = nodes.get_opt(&node.name).await.ok()??;
+            (ready(&n) == Some("True") && heartbeat(&n) > first_hb).then_some(n)
+        },
+    )
+    .await;
+    eprintln!("status written {:?} after restart", restarted.elapsed());
+    assert_eq!(
+        n.metadata.uid, first.metadata.uid,
+        "the same Node was adopted"
+    );
+    let owner = &lease.metadata.owner_references.clone().expect("owner")[0];
+    assert_eq!(Some(&owner.uid), first.metadata.uid.as_ref());
+}
+
+#[tokio::test]
+async fn restart_without_node_registers_it_again_and_fixes_the_lease_owner() {
+    let node = ClusterNode::new("node-nonode");
+    let client = admin_client().await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
+    let mut bosun = node.start();
+    let first = wait_ready(&nodes, &node.name, 60).await;
+    wait_until_async("lease", Duration::from_secs(20), || async {
+        leases.get_opt(&node.name).await.ok()?
+    })
+    .await;
+    bosun.terminate(Duration::from_secs(10));
+    nodes
+        .delete(&node.name, &DeleteParams::default())
+        .await
+        .expect("delete node");
+
+    let _bosun = node.start();
+    let n = wait_until_async("node registered again", Duration::from_secs(30), || async {
+        let n = nodes.get_opt(&node.name).await.ok()??;
+        (n.metadata.uid != first.metadata.uid && ready(&n) == Some("True")).then_some(n)
+    })
+    .await;
+    // The old Lease is owned by the deleted Node: the garbage collector removes it and bosun
+    // recreates it owned by the new one.
+    wait_until_async(
+        "lease owned by the new Node",
+        Duration::from_secs(90),
+        || async {
+            let l = leases.get_opt(&node.name).await.ok()??;
+            let owner = l.metadata.owner_references.as_ref()?.first()?.uid.clone();
+            (Some(owner) == n.metadata.uid).then_some(())
+        },
+    )
+    .await;
+}
