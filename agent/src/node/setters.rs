@@ -138,7 +138,7 @@ pub fn machine_info(status: &mut NodeStatus, s: &Settings, f: &Facts) {
     info.system_uuid = m.system_uuid.clone();
     info.boot_id = m.boot_id.clone();
     // Only a machine with swap reports it (the API rejects a zero capacity).
-    info.swap = (m.swap_capacity > 0).then(|| NodeSwapStatus {
+    info.swap = (m.swap_capacity > 0).then_some(NodeSwapStatus {
         capacity: Some(m.swap_capacity as i64),
     });
     let capacity: Resources = allocatable::capacity(m, f.rootfs_capacity, s.max_pods);
