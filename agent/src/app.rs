@@ -170,11 +170,37 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         ));
     }
     drop(tx);
-    let manager = PodManager::new(ctx, sources, cancel.child_token());
+    let manager = PodManager::new(ctx, sources, admission(&cfg), cancel.child_token());
     let manager = tokio::spawn(manager.run(rx));
     cancel.cancelled().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), manager).await;
     signals.abort();
     info!("bosun stopped");
     Ok(())
+}
+
+/// What admission checks pods against: allocatable as the node reports it, and the node's labels.
+fn admission(cfg: &Config) -> crate::pod::admission::Admission {
+    use crate::node::allocatable;
+    use crate::node::machine::{MachineInfo, fs_capacity};
+    let machine = MachineInfo::read();
+    let cap = allocatable::capacity(&machine, fs_capacity(&cfg.root_dir).ok(), cfg.max_pods);
+    let reserved = allocatable::reservation(
+        &cap,
+        &cfg.system_reserved,
+        &cfg.kube_reserved,
+        &cfg.eviction_hard,
+    );
+    let alloc = allocatable::allocatable(&cap, &reserved);
+    let mut node_labels = cfg.node_labels.clone();
+    node_labels.insert("kubernetes.io/hostname".into(), cfg.node_name.clone());
+    node_labels.insert("kubernetes.io/os".into(), "linux".into());
+    node_labels.insert(
+        "kubernetes.io/arch".into(),
+        crate::node::machine::go_arch().into(),
+    );
+    crate::pod::admission::Admission {
+        allocatable: alloc.into_iter().map(|(k, v)| (k, v.milli)).collect(),
+        node_labels,
+    }
 }

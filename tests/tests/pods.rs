@@ -620,3 +620,190 @@ async fn config_maps_in_env_and_volumes() {
         .unwrap();
     bosun.terminate(Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn oversized_pods_are_rejected_at_admission() {
+    let node = ClusterNode::new("pods-admit");
+    let mut bosun = node.start();
+    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let big_cpu = format!("{}-cpu", node.name);
+    let big_mem = format!("{}-mem", node.name);
+    let fits = format!("{}-fits", node.name);
+    let with = |name: &str, cpu: &str, mem: &str| {
+        pod(
+            &node,
+            name,
+            "Always",
+            serde_json::json!([{
+                "name": "main", "image": Env::runtime().busybox_image(), "command": ["sleep", "3600"],
+                "resources": {"requests": {"cpu": cpu, "memory": mem}}
+            }]),
+        )
+    };
+    api.create(&PostParams::default(), &with(&big_cpu, "1000", "1Mi"))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &with(&big_mem, "10m", "100Ti"))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &with(&fits, "10m", "1Mi"))
+        .await
+        .unwrap();
+    for (name, reason, resource) in [
+        (&big_cpu, "OutOfcpu", "cpu"),
+        (&big_mem, "OutOfmemory", "memory"),
+    ] {
+        let p = wait_pod(&api, name, "pod Failed at admission", 60, |p| {
+            (phase(p) == "Failed").then(|| p.clone())
+        })
+        .await;
+        let st = p.status.unwrap();
+        assert_eq!(st.reason.as_deref(), Some(reason));
+        let msg = st.message.unwrap_or_default();
+        assert!(
+            msg.starts_with(&format!(
+                "Pod was rejected: Node didn't have enough resource: {resource}, requested: "
+            )),
+            "{msg}"
+        );
+    }
+    wait_pod(&api, &fits, "the pod that fits runs", 60, |p| {
+        (phase(p) == "Running").then_some(())
+    })
+    .await;
+    // Nothing of the rejected pods reached the runtime.
+    let cri = bosun_cri::CriClient::connect(&node.ctd.endpoint(), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(cri.list_pod_sandbox(None).await.unwrap().len(), 1);
+    for n in [&big_cpu, &big_mem, &fits] {
+        api.delete(n, &DeleteParams::default()).await.unwrap();
+    }
+    bosun.terminate(Duration::from_secs(10));
+}
+
+async fn create_many(api: &Api<Pod>, node: &ClusterNode, tag: &str, n: usize) -> Vec<String> {
+    let names: Vec<String> = (0..n).map(|i| format!("{}-{tag}-{i}", node.name)).collect();
+    let creates = names.iter().map(|name| {
+        let p = pod(
+            node,
+            name,
+            "Always",
+            serde_json::json!([busybox("main", "exec sleep 3600")]),
+        );
+        async move {
+            api.create(&PostParams::default(), &p)
+                .await
+                .expect("create pod")
+        }
+    });
+    futures::future::join_all(creates).await;
+    names
+}
+
+async fn running_container_ids(api: &Api<Pod>, names: &[String]) -> Option<Vec<String>> {
+    let mut ids = Vec::new();
+    for n in names {
+        let p = api.get_opt(n).await.ok()??;
+        if phase(&p) != "Running" {
+            return None;
+        }
+        let cs = cstatus(&p, "main")?;
+        if !cs.ready || cs.restart_count != 0 {
+            return None;
+        }
+        ids.push(cs.container_id.clone()?);
+    }
+    Some(ids)
+}
+
+#[tokio::test]
+async fn fifty_pods_at_once_all_run_and_go() {
+    let node = ClusterNode::new("pods-burst");
+    let mut bosun = node.start();
+    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let started = std::time::Instant::now();
+    let names = create_many(&api, &node, "b", 50).await;
+    wait_until_async(
+        "50 pods Running and Ready",
+        Duration::from_secs(240),
+        || running_container_ids(&api, &names),
+    )
+    .await;
+    eprintln!("50 pods Running after {:?}", started.elapsed());
+    let dp = DeleteParams::default();
+    futures::future::join_all(names.iter().map(|n| api.delete(n, &dp))).await;
+    let cri = bosun_cri::CriClient::connect(&node.ctd.endpoint(), Default::default())
+        .await
+        .unwrap();
+    wait_until_async(
+        "50 pods gone from the API and the runtime",
+        Duration::from_secs(240),
+        || async {
+            for n in &names {
+                if api.get_opt(n).await.ok()?.is_some() {
+                    return None;
+                }
+            }
+            cri.list_pod_sandbox(None)
+                .await
+                .ok()?
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+    bosun.terminate(Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn bosun_restart_keeps_twenty_pods_running_untouched() {
+    let node = ClusterNode::new("pods-restart");
+    let mut bosun = node.start();
+    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let names = create_many(&api, &node, "r", 20).await;
+    let before = wait_until_async("20 pods Running", Duration::from_secs(180), || {
+        running_container_ids(&api, &names)
+    })
+    .await;
+    let (took, code) = bosun.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "exit after {took:?}");
+    let cri = bosun_cri::CriClient::connect(&node.ctd.endpoint(), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        cri.list_containers(None).await.unwrap().len(),
+        20,
+        "containers changed while bosun was down"
+    );
+
+    let mut bosun = node.start();
+    // For 15 s after the restart: the same 20 containers, running, restartCount 0, in the API and
+    // in the runtime; the pod statuses never leave Running.
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < until {
+        let now = running_container_ids(&api, &names)
+            .await
+            .expect("a pod left Running/Ready after the restart");
+        assert_eq!(now, before, "container IDs changed after the restart");
+        let cs = cri.list_containers(None).await.unwrap();
+        assert_eq!(cs.len(), 20, "the runtime holds {} containers", cs.len());
+        assert!(
+            cs.iter()
+                .all(|c| c.state == bosun_cri::types::ContainerState::ContainerRunning as i32)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(bosun.log_text().contains("container runtime connected"));
+    let dp = DeleteParams::default();
+    futures::future::join_all(names.iter().map(|n| api.delete(n, &dp))).await;
+    wait_until_async("pods gone", Duration::from_secs(120), || async {
+        cri.list_pod_sandbox(None)
+            .await
+            .ok()?
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    bosun.terminate(Duration::from_secs(10));
+}

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::admission::Admission;
 use super::context::NodeContext;
 use super::source::SourceUpdate;
 use super::worker::{self, PodUpdate, WorkerHandle};
@@ -27,6 +28,9 @@ pub struct PodManager {
     /// Orphans being removed, by UID.
     reaping: HashSet<String>,
     last_relist: HashMap<String, String>,
+    admission: Admission,
+    /// Pods that failed admission, by UID: they never get a worker.
+    rejected: HashSet<String>,
     cancel: CancellationToken,
 }
 
@@ -35,6 +39,7 @@ impl PodManager {
     pub fn new(
         ctx: Arc<NodeContext>,
         sources: Vec<&'static str>,
+        admission: Admission,
         cancel: CancellationToken,
     ) -> Self {
         PodManager {
@@ -44,6 +49,8 @@ impl PodManager {
             workers: HashMap::new(),
             reaping: HashSet::new(),
             last_relist: HashMap::new(),
+            admission,
+            rejected: HashSet::new(),
             cancel,
         }
     }
@@ -79,13 +86,20 @@ impl PodManager {
         for pods in self.desired.values() {
             all.extend(pods.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
+        self.admit_new(&all);
         for (uid, pod) in &all {
+            if self.rejected.contains(uid) {
+                continue;
+            }
             if pod.metadata.deletion_timestamp.is_some() {
                 // Graceful deletion: the worker stops the pod with the remaining grace period.
-                let update = PodUpdate::Terminate(pod.metadata.deletion_grace_period_seconds);
+                let update = PodUpdate::Terminate(
+                    pod.metadata.deletion_grace_period_seconds,
+                    Some(pod.clone()),
+                );
                 match self.workers.get(uid) {
                     Some(w) => {
-                        if !matches!(&*w.tx.borrow(), PodUpdate::Terminate(_)) {
+                        if !matches!(&*w.tx.borrow(), PodUpdate::Terminate(..)) {
                             let _ = w.tx.send(update);
                         }
                     }
@@ -119,11 +133,64 @@ impl PodManager {
             .collect();
         for uid in gone {
             if let Some(w) = self.workers.get(&uid)
-                && !matches!(&*w.tx.borrow(), PodUpdate::Terminate(_))
+                && !matches!(&*w.tx.borrow(), PodUpdate::Terminate(..))
             {
-                let _ = w.tx.send(PodUpdate::Terminate(None));
+                let _ = w.tx.send(PodUpdate::Terminate(None, None));
             }
         }
+    }
+
+    /// Runs admission for pods without a worker, oldest first, against the pods already running;
+    /// a rejected pod gets phase Failed with the reason, an event, and no worker.
+    fn admit_new(&mut self, all: &BTreeMap<String, Arc<Pod>>) {
+        let mut new: Vec<&Arc<Pod>> = all
+            .iter()
+            .filter(|(uid, p)| {
+                !self.workers.contains_key(*uid)
+                    && !self.rejected.contains(*uid)
+                    && p.metadata.deletion_timestamp.is_none()
+                    && !is_static(p)
+            })
+            .map(|(_, p)| p)
+            .collect();
+        new.sort_by_key(|p| {
+            p.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second())
+                .unwrap_or(0)
+        });
+        let mut admitted: Vec<Arc<Pod>> = self
+            .workers
+            .iter()
+            .filter_map(|(uid, w)| match &*w.tx.borrow() {
+                PodUpdate::Sync(p) => {
+                    let phase = self.ctx.statuses.get(uid).and_then(|s| s.phase);
+                    (!matches!(phase.as_deref(), Some("Succeeded" | "Failed"))).then(|| p.clone())
+                }
+                PodUpdate::Terminate(..) => None,
+            })
+            .collect();
+        for pod in new {
+            let refs: Vec<&Pod> = admitted.iter().map(|p| p.as_ref()).collect();
+            match self.admission.admit(pod, &refs) {
+                Ok(()) => admitted.push(pod.clone()),
+                Err(r) => {
+                    let uid = pod.metadata.uid.clone().unwrap_or_default();
+                    warn!(pod.uid = %uid, pod.name = pod.metadata.name.as_deref().unwrap_or_default(), reason = %r.reason, "{}", r.message);
+                    self.ctx.events.pod(
+                        pod,
+                        None,
+                        crate::events::EventType::Warning,
+                        &r.reason,
+                        r.message.clone(),
+                    );
+                    self.ctx.statuses.set(pod, rejected_status(pod, &r));
+                    self.rejected.insert(uid);
+                }
+            }
+        }
+        self.rejected.retain(|uid| all.contains_key(uid));
     }
 
     async fn relist(&mut self) {
@@ -191,4 +258,42 @@ fn fingerprint(pod: &ObservedPod) -> String {
         s.push_str(&format!("{}:{};", c.id, c.state as i32));
     }
     s
+}
+
+fn is_static(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::runtime::labels::CONFIG_SOURCE))
+        .is_some_and(|s| s == "file")
+}
+
+/// The status of a pod that failed admission: phase Failed with the reason and message.
+fn rejected_status(
+    pod: &Pod,
+    r: &super::admission::Rejection,
+) -> k8s_openapi::api::core::v1::PodStatus {
+    let now = {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::from_second(secs).unwrap_or_default(),
+        )
+    };
+    let input = crate::status::StatusInput {
+        pod,
+        previous: None,
+        sandbox_ready: false,
+        pod_ips: &[],
+        host_ip: "",
+        containers: &[],
+        sandbox_id: None,
+        waiting: &HashMap::new(),
+        runtime_name: "",
+        now,
+        terminal: Some(("Failed", &r.reason, &r.message)),
+    };
+    crate::status::compute(&input)
 }

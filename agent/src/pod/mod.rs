@@ -1,6 +1,7 @@
 //! Pods: where they come from (sources), who owns each one (the manager and one worker per pod),
 //! and how a sync is decided (plan) and applied (worker).
 
+pub mod admission;
 pub mod api_source;
 pub mod backoff;
 pub mod context;

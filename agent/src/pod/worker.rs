@@ -35,8 +35,9 @@ const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
 pub enum PodUpdate {
     /// Run this version of the pod.
     Sync(Arc<Pod>),
-    /// Stop the pod (grace period in seconds, or the pod's own) and remove it.
-    Terminate(Option<i64>),
+    /// Stop the pod (grace period in seconds, or the pod's own) and remove it; the newest
+    /// version of the pod object when there is one.
+    Terminate(Option<i64>, Option<Arc<Pod>>),
 }
 
 /// The manager's handle on a running worker.
@@ -104,7 +105,11 @@ impl PodWorker {
                         warn!(error = %e, "pod sync failed; retrying");
                     }
                 }
-                PodUpdate::Terminate(grace) => {
+                PodUpdate::Terminate(grace, pod) => {
+                    // The newest object: a deletionTimestamp on it makes us finish the deletion.
+                    if let Some(pod) = pod {
+                        self.pod = pod;
+                    }
                     self.terminate(grace).await;
                     return;
                 }
@@ -637,24 +642,24 @@ impl PodWorker {
             cm_names.extend(e.config_map_ref.as_ref().map(|r| r.name.clone()));
             secret_names.extend(e.secret_ref.as_ref().map(|r| r.name.clone()));
         }
+        cm_names.sort();
+        cm_names.dedup();
+        secret_names.sort();
+        secret_names.dedup();
         for name in cm_names {
-            if !cms.contains_key(&name) {
-                let obj = get_config_map(client, &ns, &name).await?;
-                cms.insert(name, obj.map(|o| o.data.unwrap_or_default()));
-            }
+            let obj = get_config_map(client, &ns, &name).await?;
+            cms.insert(name, obj.map(|o| o.data.unwrap_or_default()));
         }
         for name in secret_names {
-            if !secrets.contains_key(&name) {
-                let obj = get_secret(client, &ns, &name).await?;
-                let data = obj.map(|o| {
-                    o.data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
-                        .collect()
-                });
-                secrets.insert(name, data);
-            }
+            let obj = get_secret(client, &ns, &name).await?;
+            let data = obj.map(|o| {
+                o.data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                    .collect()
+            });
+            secrets.insert(name, data);
         }
         Ok((cms, secrets))
     }
