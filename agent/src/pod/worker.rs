@@ -114,6 +114,11 @@ impl PodWorker {
                     return;
                 }
             }
+            // The sync just read the runtime: PLEG wakes that arrived during it are stale.
+            {
+                use futures::FutureExt;
+                let _ = wake.notified().now_or_never();
+            }
             let now = Instant::now();
             let until = self
                 .backoff
