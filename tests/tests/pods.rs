@@ -807,3 +807,105 @@ async fn bosun_restart_keeps_twenty_pods_running_untouched() {
     .await;
     bosun.terminate(Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn active_deadline_fails_the_pod() {
+    let node = ClusterNode::new("pods-deadline");
+    let mut bosun = node.start();
+    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let name = format!("{}-dl", node.name);
+    let mut p = pod(
+        &node,
+        &name,
+        "Always",
+        serde_json::json!([busybox("main", "exec sleep 3600")]),
+    );
+    p.spec.as_mut().unwrap().active_deadline_seconds = Some(3);
+    api.create(&PostParams::default(), &p).await.unwrap();
+    wait_pod(&api, &name, "pod Running", 60, |p| {
+        (phase(p) == "Running").then_some(())
+    })
+    .await;
+    let p = wait_pod(&api, &name, "pod Failed by its deadline", 60, |p| {
+        (phase(p) == "Failed").then(|| p.clone())
+    })
+    .await;
+    let st = p.status.unwrap();
+    assert_eq!(st.reason.as_deref(), Some("DeadlineExceeded"));
+    let cri = bosun_cri::CriClient::connect(&node.ctd.endpoint(), Default::default())
+        .await
+        .unwrap();
+    wait_until_async(
+        "its containers stopped",
+        Duration::from_secs(30),
+        || async {
+            let cs = cri.list_containers(None).await.ok()?;
+            cs.iter()
+                .all(|c| c.state != bosun_cri::types::ContainerState::ContainerRunning as i32)
+                .then_some(())
+        },
+    )
+    .await;
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    bosun.terminate(Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn deletion_runs_pre_stop_then_sigterm_then_kills_after_the_grace_period() {
+    let node = ClusterNode::new("pods-stop");
+    let mut bosun = node.start();
+    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let name = format!("{}-stop", node.name);
+    let host = node.path().join("shared");
+    std::fs::create_dir_all(&host).unwrap();
+    let image = Env::runtime().busybox_image();
+    let mut p = pod(
+        &node,
+        &name,
+        "Always",
+        serde_json::json!([
+            {"name": "polite", "image": image, "command": ["sh", "-c", "trap 'echo term >> /shared/log; exit 0' TERM; echo started >> /shared/log; while :; do sleep 1; done"],
+             "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", "echo prestop >> /shared/log"]}}},
+             "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]},
+            {"name": "stubborn", "image": image, "command": ["sh", "-c", "trap '' TERM; while :; do sleep 1; done"]}
+        ]),
+    );
+    let spec = p.spec.as_mut().unwrap();
+    spec.termination_grace_period_seconds = Some(4);
+    spec.volumes = Some(serde_json::from_value(serde_json::json!([{"name": "shared", "hostPath": {"path": host, "type": "Directory"}}])).unwrap());
+    api.create(&PostParams::default(), &p).await.unwrap();
+    wait_pod(&api, &name, "pod Running", 60, |p| {
+        (phase(p) == "Running").then_some(())
+    })
+    .await;
+    wait_until_async("the container started", Duration::from_secs(20), || async {
+        std::fs::read_to_string(host.join("log"))
+            .ok()
+            .filter(|t| t.contains("started"))
+            .map(|_| ())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    wait_until_async("pod gone from the API", Duration::from_secs(60), || async {
+        api.get_opt(&name)
+            .await
+            .ok()
+            .and_then(|p| p.is_none().then_some(()))
+    })
+    .await;
+    let took = started.elapsed();
+    let log = std::fs::read_to_string(host.join("log")).unwrap();
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        ["started", "prestop", "term"],
+        "hook and signal order"
+    );
+    // The stubborn container ignores SIGTERM: it is killed when the 4 s grace period ends.
+    assert!(
+        took >= Duration::from_secs(3),
+        "deleted after {took:?}, before the grace period ended"
+    );
+    assert!(took < Duration::from_secs(20), "deletion took {took:?}");
+    bosun.terminate(Duration::from_secs(10));
+}

@@ -66,6 +66,7 @@ pub fn spawn(ctx: Arc<NodeContext>, pod: Arc<Pod>, cancel: CancellationToken) ->
         exited: HashMap::new(),
         api_volumes: ApiVolumes::default(),
         volume_paths: None,
+        deadline_exceeded: false,
     };
     let task = tokio::spawn(worker.run(rx, wake.clone(), cancel).instrument(span));
     WorkerHandle { tx, wake, task }
@@ -80,6 +81,8 @@ struct PodWorker {
     exited: HashMap<String, ContainerView>,
     api_volumes: ApiVolumes,
     volume_paths: Option<HashMap<String, String>>,
+    /// Set once activeDeadlineSeconds passed: the pod is stopped and Failed for good.
+    deadline_exceeded: bool,
 }
 
 /// What the runtime holds for this pod, ready for the plan.
@@ -250,6 +253,28 @@ impl PodWorker {
                     self.backoff.reset(&c.name);
                 }
             }
+            if self.deadline_exceeded || self.past_active_deadline() {
+                if !self.deadline_exceeded {
+                    self.deadline_exceeded = true;
+                    warn!(
+                        "DeadlineExceeded: Pod was active on the node longer than the specified deadline"
+                    );
+                    self.event(
+                        None,
+                        EventType::Normal,
+                        "DeadlineExceeded",
+                        "Pod was active on the node longer than the specified deadline".into(),
+                    );
+                }
+                if obs.sandbox_ids.iter().any(|(_, ready)| *ready)
+                    || obs.containers.iter().any(|c| c.state == RunState::Running)
+                {
+                    self.kill(&obs, None).await;
+                }
+                let obs = self.observe().await?;
+                self.update_status(&obs).await;
+                return Ok(());
+            }
             let actions = plan(
                 &self.pod,
                 obs.sandbox.as_ref(),
@@ -342,7 +367,11 @@ impl PodWorker {
             waiting: &self.waiting,
             runtime_name: &self.ctx.cri.runtime_version().runtime_name,
             now: now_time(),
-            terminal: None,
+            terminal: self.deadline_exceeded.then_some((
+                "Failed",
+                "DeadlineExceeded",
+                "Pod was active on the node longer than the specified deadline",
+            )),
         };
         let status = compute(&input);
         let old_phase = previous.as_ref().and_then(|p| p.phase.clone());
@@ -708,6 +737,78 @@ impl PodWorker {
     }
 
     /// Stops every running container (in parallel, with the grace period) and the sandboxes.
+    /// True when the pod has run longer than spec.activeDeadlineSeconds since its startTime.
+    fn past_active_deadline(&self) -> bool {
+        let Some(deadline) = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.active_deadline_seconds)
+        else {
+            return false;
+        };
+        let Some(start) = self
+            .ctx
+            .statuses
+            .get(&self.key().uid)
+            .and_then(|s| s.start_time)
+        else {
+            return false;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        now - start.0.as_second() >= deadline
+    }
+
+    /// Runs the container's preStop hook (exec or sleep) within `budget`; returns the time it took.
+    async fn pre_stop(&self, c: &ContainerView, budget: Duration) -> Duration {
+        let started = Instant::now();
+        let Some(spec) = self.spec_of(&c.name, false) else {
+            return Duration::ZERO;
+        };
+        let Some(hook) = spec.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) else {
+            return Duration::ZERO;
+        };
+        if let Some(exec) = &hook.exec {
+            let cmd = exec.command.clone().unwrap_or_default();
+            match tokio::time::timeout(budget, self.ctx.cri.exec_sync(&c.id, cmd, budget)).await {
+                Ok(Ok(out)) if out.exit_code == 0 => {}
+                Ok(Ok(out)) => {
+                    let msg = format!(
+                        "PreStopHook failed: exit code {}: {}",
+                        out.exit_code,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                    self.event(Some(&c.name), EventType::Warning, "FailedPreStopHook", msg);
+                }
+                Ok(Err(e)) => self.event(
+                    Some(&c.name),
+                    EventType::Warning,
+                    "FailedPreStopHook",
+                    format!("PreStopHook failed: {e}"),
+                ),
+                Err(_) => self.event(
+                    Some(&c.name),
+                    EventType::Warning,
+                    "FailedPreStopHook",
+                    "PreStopHook timed out".into(),
+                ),
+            }
+        } else if let Some(sleep) = &hook.sleep {
+            tokio::time::sleep(Duration::from_secs(sleep.seconds.max(0) as u64).min(budget)).await;
+        } else {
+            self.event(
+                Some(&c.name),
+                EventType::Warning,
+                "FailedPreStopHook",
+                "PreStopHook: only exec and sleep hooks are supported".into(),
+            );
+        }
+        started.elapsed()
+    }
+
     async fn kill(&self, obs: &Observed, grace: Option<i64>) {
         let grace = self.grace_period(grace);
         let cri = &self.ctx.cri;
@@ -728,6 +829,15 @@ impl PodWorker {
                     "Killing",
                     format!("Stopping container {}", c.name),
                 );
+                // preStop runs first, within the grace period; stop gets what is left (min 2 s, as the kubelet).
+                let used = if c.state == RunState::Running {
+                    self.pre_stop(c, grace).await
+                } else {
+                    Duration::ZERO
+                };
+                let grace = grace
+                    .saturating_sub(used)
+                    .max(Duration::from_secs(2).min(grace));
                 if let Err(e) = cri.stop_container(&c.id, grace).await
                     && !e.is_not_found()
                 {
