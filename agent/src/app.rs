@@ -163,6 +163,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             tx.clone(),
             cancel.child_token(),
         ));
+        tokio::spawn(crate::pod::mirror::run(
+            client.clone(),
+            cfg.node_name.clone(),
+            ctx.statuses.clone(),
+            cancel.child_token(),
+        ));
         tokio::spawn(crate::status::manager::run(
             client.clone(),
             ctx.statuses.clone(),

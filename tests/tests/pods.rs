@@ -909,3 +909,62 @@ async fn deletion_runs_pre_stop_then_sigterm_then_kills_after_the_grace_period()
     assert!(took < Duration::from_secs(20), "deletion took {took:?}");
     bosun.terminate(Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn static_pods_get_mirror_pods_with_their_status() {
+    let node = ClusterNode::new("pods-mirror");
+    let manifest = node.path().join("manifests/web.yaml");
+    let yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  namespace: default\nspec:\n  containers:\n  - name: main\n    image: {}\n    command: [sleep, '3600']\n",
+        Env::runtime().busybox_image()
+    );
+    std::fs::write(&manifest, yaml).unwrap();
+    let mut bosun = node.start();
+    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let name = format!("web-{}", node.name);
+    let m = wait_pod(&api, &name, "mirror pod Running", 60, |p| {
+        (phase(p) == "Running").then(|| p.clone())
+    })
+    .await;
+    let ann = m.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        ann.get("kubernetes.io/config.source").map(String::as_str),
+        Some("file")
+    );
+    assert_eq!(
+        ann.get("kubernetes.io/config.mirror"),
+        ann.get("kubernetes.io/config.hash")
+    );
+    let owner = m.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(
+        (owner[0].kind.as_str(), owner[0].name.as_str()),
+        ("Node", node.name.as_str())
+    );
+    assert_ne!(
+        m.metadata.uid,
+        ann.get("kubernetes.io/config.hash").cloned(),
+        "the mirror has its own UID"
+    );
+    assert!(cstatus(&m, "main").is_some_and(|c| c.ready));
+    // The manifest goes: the static pod stops and its mirror pod is deleted.
+    std::fs::remove_file(&manifest).unwrap();
+    wait_until_async("mirror pod deleted", Duration::from_secs(60), || async {
+        api.get_opt(&name)
+            .await
+            .ok()
+            .and_then(|p| p.is_none().then_some(()))
+    })
+    .await;
+    let cri = bosun_cri::CriClient::connect(&node.ctd.endpoint(), Default::default())
+        .await
+        .unwrap();
+    wait_until_async("static pod stopped", Duration::from_secs(60), || async {
+        cri.list_pod_sandbox(None)
+            .await
+            .ok()?
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    bosun.terminate(Duration::from_secs(10));
+}

@@ -229,7 +229,11 @@ async fn static_pod_runs_logs_and_is_removed() {
     )
     .await;
     assert_eq!(ready_sandboxes(&cri, pod).await, 0);
-    assert!(!log.exists(), "pod log dir left behind");
+    // Its logs go with it (the last step of the teardown).
+    wait_until_async("pod log dir removed", Duration::from_secs(30), || async {
+        (!log.exists() && !link.exists()).then_some(())
+    })
+    .await;
     let (took, code) = bosun.terminate(Duration::from_secs(10));
     assert_eq!(
         code,

@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod context;
 pub mod image;
 pub mod manager;
+pub mod mirror;
 pub mod plan;
 pub mod services;
 pub mod source;

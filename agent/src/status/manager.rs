@@ -24,10 +24,22 @@ pub async fn run(client: kube::Client, store: StatusStore, cancel: CancellationT
             let (Some(uid), Some(status)) = (pod.metadata.uid.clone(), pod.status.clone()) else {
                 continue;
             };
-            if is_static(pod) || written.get(&uid) == Some(&status) {
+            if written.get(&uid) == Some(&status) {
                 continue;
             }
-            match patch(&client, pod, &uid, &status).await {
+            // A static pod's status goes to its mirror pod (same name, its own UID).
+            let target = if is_static(pod) {
+                match mirror_uid(&client, pod).await {
+                    Some(m) => m,
+                    None => {
+                        failed = true;
+                        continue;
+                    }
+                }
+            } else {
+                uid.clone()
+            };
+            match patch(&client, pod, &target, &status).await {
                 Ok(()) => {
                     written.insert(uid, status);
                 }
@@ -78,4 +90,24 @@ async fn patch(
     api.patch_status(name, &PatchParams::default(), &Patch::Strategic(body))
         .await?;
     Ok(())
+}
+
+/// The UID of the static pod's current mirror pod, if it exists yet.
+async fn mirror_uid(client: &kube::Client, pod: &Pod) -> Option<String> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let m = Api::<Pod>::namespaced(client.clone(), ns)
+        .get_opt(pod.metadata.name.as_deref()?)
+        .await
+        .ok()??;
+    let want = pod
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(labels::CONFIG_HASH)?;
+    (m.metadata
+        .annotations
+        .as_ref()?
+        .get(labels::CONFIG_MIRROR)?
+        == want)
+        .then_some(m.metadata.uid?)
 }

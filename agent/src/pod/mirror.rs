@@ -1,0 +1,177 @@
+//! Mirror pods: the API's read-only copies of this node's static pods, as the kubelet keeps them.
+//! Each static pod gets a mirror pod of the same name with the `kubernetes.io/config.mirror`
+//! annotation and a controller owner reference to the Node (NodeRestriction requires it); a mirror of an older manifest, or of a static
+//! pod that is gone, is deleted (and recreated when the manifest still exists).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::runtime::labels;
+use crate::status::StatusStore;
+
+/// How often mirror pods are reconciled with no change at all.
+const RESYNC: Duration = Duration::from_secs(60);
+
+/// Keeps mirror pods in line with the static pods in `store` until cancelled.
+pub async fn run(
+    client: kube::Client,
+    node: String,
+    store: StatusStore,
+    cancel: CancellationToken,
+) {
+    let mut changed = store.subscribe();
+    loop {
+        if let Err(e) = reconcile(&client, &node, &store).await {
+            warn!(error = %e, "mirror pods not reconciled; retrying");
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = changed.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(RESYNC) => {}
+        }
+        // Let a burst of status changes settle into one reconcile.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn hash(p: &Pod) -> Option<&String> {
+    p.metadata.annotations.as_ref()?.get(labels::CONFIG_HASH)
+}
+
+fn is_static(p: &Pod) -> bool {
+    p.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(labels::CONFIG_SOURCE))
+        .is_some_and(|s| s == "file")
+}
+
+async fn reconcile(
+    client: &kube::Client,
+    node: &str,
+    store: &StatusStore,
+) -> Result<(), kube::Error> {
+    let statics: BTreeMap<(String, String), Pod> = store
+        .pods()
+        .into_iter()
+        .filter(is_static)
+        .map(|p| {
+            (
+                (
+                    p.metadata.namespace.clone().unwrap_or_default(),
+                    p.metadata.name.clone().unwrap_or_default(),
+                ),
+                p,
+            )
+        })
+        .collect();
+    let all: Api<Pod> = Api::all(client.clone());
+    let listed = all
+        .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+        .await?;
+    let mut mirrors: BTreeMap<(String, String), Pod> = BTreeMap::new();
+    for p in listed.items {
+        let is_mirror = p
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(labels::CONFIG_MIRROR));
+        if is_mirror {
+            mirrors.insert(
+                (
+                    p.metadata.namespace.clone().unwrap_or_default(),
+                    p.metadata.name.clone().unwrap_or_default(),
+                ),
+                p,
+            );
+        }
+    }
+    // Mirrors without a current static pod go.
+    for (key, m) in &mirrors {
+        let current = statics.get(key).is_some_and(|s| {
+            m.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(labels::CONFIG_MIRROR))
+                == hash(s)
+        });
+        if !current && m.metadata.deletion_timestamp.is_none() {
+            info!(pod.namespace = %key.0, pod.name = %key.1, "deleting outdated mirror pod");
+            // Mirror pods have nothing to stop: deleted at once, as the kubelet's mirror client does.
+            let dp = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: m.metadata.uid.clone().map(|uid| kube::api::Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            let _ = Api::<Pod>::namespaced(client.clone(), &key.0)
+                .delete(&key.1, &dp)
+                .await;
+        }
+    }
+    // Static pods without a current mirror get one.
+    let mut node_uid: Option<String> = None;
+    for (key, s) in &statics {
+        let current = mirrors.get(key).is_some_and(|m| {
+            m.metadata.deletion_timestamp.is_none()
+                && m.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(labels::CONFIG_MIRROR))
+                    == hash(s)
+        });
+        if current {
+            continue;
+        }
+        if node_uid.is_none() {
+            node_uid = Api::<Node>::all(client.clone())
+                .get(node)
+                .await?
+                .metadata
+                .uid;
+        }
+        let Some(uid) = node_uid.clone() else {
+            return Ok(());
+        };
+        let mut m = Pod {
+            metadata: s.metadata.clone(),
+            spec: s.spec.clone(),
+            status: None,
+        };
+        m.metadata.uid = None;
+        m.metadata.resource_version = None;
+        m.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "v1".into(),
+            kind: "Node".into(),
+            name: node.to_string(),
+            uid,
+            controller: Some(true),
+            block_owner_deletion: None,
+        }]);
+        let ann = m.metadata.annotations.get_or_insert_with(Default::default);
+        ann.insert(
+            labels::CONFIG_MIRROR.into(),
+            hash(s).cloned().unwrap_or_default(),
+        );
+        match Api::<Pod>::namespaced(client.clone(), &key.0)
+            .create(&PostParams::default(), &m)
+            .await
+        {
+            Ok(_) => info!(pod.namespace = %key.0, pod.name = %key.1, "mirror pod created"),
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => {
+                warn!(pod.namespace = %key.0, pod.name = %key.1, error = %e, "mirror pod not created")
+            }
+        }
+    }
+    Ok(())
+}
