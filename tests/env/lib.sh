@@ -43,15 +43,23 @@ ensure_packages() {
   apt-get install -y -qq "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
 }
 
-# pid_alive FILE: true when FILE holds the pid of a running process.
-pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# pid_alive FILE MARK: true when FILE holds the pid of a running process whose command line
+# contains MARK (a pid left from an earlier boot or run may belong to another process by now).
+pid_alive() {
+  local pid
+  [[ -f $1 ]] || return 1
+  pid=$(cat "$1")
+  [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$2"
+}
 
-# stop_pidfile FILE NAME: SIGTERM, then SIGKILL after 10 s, the process whose pid FILE holds.
+# stop_pidfile FILE NAME MARK: SIGTERM, then SIGKILL after 10 s, the process whose pid FILE holds,
+# if its command line contains MARK.
 stop_pidfile() {
-  local file=$1 name=$2 pid
+  local file=$1 name=$2 mark=$3 pid
   [[ -f $file ]] || return 0
   pid=$(cat "$file")
-  if kill -0 "$pid" 2>/dev/null; then
+  if pid_alive "$file" "$mark"; then
     say "stopping $name (pid $pid)"
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
