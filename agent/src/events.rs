@@ -85,14 +85,11 @@ impl Recorder {
                 }
             })
             .unwrap_or_default();
+        let key = crate::runtime::sandbox::PodKey::of(pod);
         let ev = PodEvent {
-            namespace: pod
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".into()),
-            name: pod.metadata.name.clone().unwrap_or_default(),
-            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            namespace: key.namespace,
+            name: key.name,
+            uid: key.uid,
             field_path,
             kind,
             reason: reason.to_string(),
@@ -127,7 +124,7 @@ async fn writer(
             _ = cancel.cancelled() => return,
             ev = rx.recv() => match ev { Some(e) => e, None => return },
         };
-        let now = now();
+        let now = crate::status::compute::now();
         let key = format!(
             "{}|{}|{}|{}|{}",
             ev.uid, ev.field_path, ev.reason, ev.message, ev.kind as u8
@@ -199,9 +196,4 @@ fn nanos() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0)
-}
-
-fn now() -> Time {
-    let secs = (nanos() / 1_000_000_000) as i64;
-    Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap_or_default())
 }

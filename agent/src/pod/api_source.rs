@@ -85,11 +85,7 @@ pub async fn run(
 
 /// The pod keyed by UID; mirror pods (the API's copies of static pods) are not desired pods.
 fn keyed(p: Pod) -> Option<(String, Arc<Pod>)> {
-    let mirror = p
-        .metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(labels::CONFIG_MIRROR));
+    let mirror = labels::is_mirror(&p);
     let uid = p.metadata.uid.clone().filter(|u| !u.is_empty())?;
     (!mirror).then(|| (uid, Arc::new(p)))
 }

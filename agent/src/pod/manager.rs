@@ -149,7 +149,7 @@ impl PodManager {
                 !self.workers.contains_key(*uid)
                     && !self.rejected.contains(*uid)
                     && p.metadata.deletion_timestamp.is_none()
-                    && !is_static(p)
+                    && !crate::runtime::labels::is_static(p)
             })
             .map(|(_, p)| p)
             .collect();
@@ -260,28 +260,12 @@ fn fingerprint(pod: &ObservedPod) -> String {
     s
 }
 
-fn is_static(pod: &Pod) -> bool {
-    pod.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(crate::runtime::labels::CONFIG_SOURCE))
-        .is_some_and(|s| s == "file")
-}
-
 /// The status of a pod that failed admission: phase Failed with the reason and message.
 fn rejected_status(
     pod: &Pod,
     r: &super::admission::Rejection,
 ) -> k8s_openapi::api::core::v1::PodStatus {
-    let now = {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            k8s_openapi::jiff::Timestamp::from_second(secs).unwrap_or_default(),
-        )
-    };
+    let now = crate::status::compute::now();
     let input = crate::status::StatusInput {
         pod,
         previous: None,

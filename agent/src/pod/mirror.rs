@@ -45,14 +45,6 @@ fn hash(p: &Pod) -> Option<&String> {
     p.metadata.annotations.as_ref()?.get(labels::CONFIG_HASH)
 }
 
-fn is_static(p: &Pod) -> bool {
-    p.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(labels::CONFIG_SOURCE))
-        .is_some_and(|s| s == "file")
-}
-
 async fn reconcile(
     client: &kube::Client,
     node: &str,
@@ -61,7 +53,7 @@ async fn reconcile(
     let statics: BTreeMap<(String, String), Pod> = store
         .pods()
         .into_iter()
-        .filter(is_static)
+        .filter(labels::is_static)
         .map(|p| {
             (
                 (
@@ -78,12 +70,7 @@ async fn reconcile(
         .await?;
     let mut mirrors: BTreeMap<(String, String), Pod> = BTreeMap::new();
     for p in listed.items {
-        let is_mirror = p
-            .metadata
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key(labels::CONFIG_MIRROR));
-        if is_mirror {
+        if labels::is_mirror(&p) {
             mirrors.insert(
                 (
                     p.metadata.namespace.clone().unwrap_or_default(),

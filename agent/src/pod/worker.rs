@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use bosun_cri::types::{ContainerFilter, ContainerState, PodSandboxFilter, PodSandboxState};
 use k8s_openapi::api::core::v1::{Container, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
@@ -366,7 +365,7 @@ impl PodWorker {
             sandbox_id: obs.sandbox.as_ref().map(|s| s.id.as_str()),
             waiting: &self.waiting,
             runtime_name: &self.ctx.cri.runtime_version().runtime_name,
-            now: now_time(),
+            now: crate::status::compute::now(),
             terminal: self.deadline_exceeded.then_some((
                 "Failed",
                 "DeadlineExceeded",
@@ -915,13 +914,4 @@ fn read_termination_message(path: &std::path::Path) -> String {
     let mut text = std::fs::read(path).unwrap_or_default();
     text.truncate(4096);
     String::from_utf8_lossy(&text).into_owned()
-}
-
-/// Now, at the second precision the API keeps.
-fn now_time() -> Time {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap_or_default())
 }

@@ -32,6 +32,23 @@ pub const CONFIG_HASH: &str = "kubernetes.io/config.hash";
 /// Pod annotation on mirror pods.
 pub const CONFIG_MIRROR: &str = "kubernetes.io/config.mirror";
 
+/// True for a static pod (read from a manifest file, `kubernetes.io/config.source: file`).
+pub fn is_static(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CONFIG_SOURCE))
+        .is_some_and(|s| s == "file")
+}
+
+/// True for a mirror pod (the API's copy of a static pod).
+pub fn is_mirror(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(CONFIG_MIRROR))
+}
+
 /// Labels identifying a pod's sandbox: the pod's own labels plus name, namespace and uid.
 pub fn sandbox_labels(
     name: &str,

@@ -46,6 +46,15 @@ pub struct StatusInput<'a> {
     pub terminal: Option<(&'a str, &'a str, &'a str)>,
 }
 
+/// Now, at the second precision the API keeps for these times.
+pub fn now() -> Time {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap_or_default())
+}
+
 fn ts(ns: i64) -> Option<Time> {
     if ns <= 0 {
         return None;
@@ -76,6 +85,14 @@ fn terminated(c: &ContainerView, runtime: &str) -> ContainerStateTerminated {
     }
 }
 
+/// A container state holding the termination of instance `c`.
+fn terminated_state(c: &ContainerView, runtime: &str) -> ContainerState {
+    ContainerState {
+        terminated: Some(terminated(c, runtime)),
+        ..Default::default()
+    }
+}
+
 fn container_status(
     input: &StatusInput<'_>,
     name: &str,
@@ -91,6 +108,11 @@ fn container_status(
             .find(|c| c.name == name && c.id != a.id && c.created_at <= a.created_at)
     });
     let waiting = input.waiting.get(name);
+    // The instance before the newest, when it has terminated: lastState of a running or
+    // terminated container.
+    let previous_terminated = previous
+        .filter(|p| p.state == RunState::Exited)
+        .map(|p| terminated_state(p, input.runtime_name));
     let mut st = ContainerStatus {
         name: name.to_string(),
         image: image.to_string(),
@@ -118,33 +140,15 @@ fn container_status(
             });
             st.ready = true;
             st.started = Some(true);
-            st.last_state =
-                previous
-                    .filter(|p| p.state == RunState::Exited)
-                    .map(|p| ContainerState {
-                        terminated: Some(terminated(p, input.runtime_name)),
-                        ..Default::default()
-                    });
+            st.last_state = previous_terminated;
         }
         (Some(c), Some(w)) if c.state == RunState::Exited => {
             st.state = Some(waiting_state(&w.reason, Some(w.message.clone())));
-            st.last_state = Some(ContainerState {
-                terminated: Some(terminated(c, input.runtime_name)),
-                ..Default::default()
-            });
+            st.last_state = Some(terminated_state(c, input.runtime_name));
         }
         (Some(c), None) if c.state == RunState::Exited => {
-            st.state = Some(ContainerState {
-                terminated: Some(terminated(c, input.runtime_name)),
-                ..Default::default()
-            });
-            st.last_state =
-                previous
-                    .filter(|p| p.state == RunState::Exited)
-                    .map(|p| ContainerState {
-                        terminated: Some(terminated(p, input.runtime_name)),
-                        ..Default::default()
-                    });
+            st.state = Some(terminated_state(c, input.runtime_name));
+            st.last_state = previous_terminated;
         }
         (_, Some(w)) => {
             st.state = Some(waiting_state(

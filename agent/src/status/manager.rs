@@ -28,7 +28,7 @@ pub async fn run(client: kube::Client, store: StatusStore, cancel: CancellationT
                 continue;
             }
             // A static pod's status goes to its mirror pod (same name, its own UID).
-            let target = if is_static(pod) {
+            let target = if labels::is_static(pod) {
                 match mirror_uid(&client, pod).await {
                     Some(m) => m,
                     None => {
@@ -66,14 +66,6 @@ pub async fn run(client: kube::Client, store: StatusStore, cancel: CancellationT
             _ = tokio::time::sleep(retry) => {}
         }
     }
-}
-
-fn is_static(pod: &Pod) -> bool {
-    pod.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(labels::CONFIG_SOURCE))
-        .is_some_and(|s| s == "file")
 }
 
 async fn patch(
