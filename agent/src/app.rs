@@ -59,6 +59,7 @@ pub fn host_ip(cfg: &Config) -> IpAddr {
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let healthy = Arc::new(AtomicBool::new(false));
+    let notifier = crate::sdnotify::Notifier::from_env();
     if cfg.healthz_port != 0 {
         let addr = format!("{}:{}", cfg.healthz_bind_address, cfg.healthz_port);
         let listener = tokio::net::TcpListener::bind(&addr)
@@ -72,6 +73,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     let signals = {
         let cancel = cancel.clone();
+        let notifier = notifier.clone();
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
             let (Ok(mut term), Ok(mut int)) = (
@@ -84,6 +86,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 _ = term.recv() => info!("SIGTERM: stopping bosun (pods keep running)"),
                 _ = int.recv() => info!("SIGINT: stopping bosun (pods keep running)"),
             }
+            notifier.notify("STOPPING=1");
             cancel.cancel();
         })
     };
@@ -92,6 +95,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let v = cri.runtime_version();
     info!(runtime = %v.node_info_string(), endpoint = %cfg.container_runtime_endpoint, "container runtime connected");
     healthy.store(true, Ordering::Relaxed);
+    {
+        let healthy = healthy.clone();
+        let watchdog = notifier.clone();
+        tokio::spawn(watchdog.watchdog(
+            move || healthy.load(Ordering::Relaxed),
+            cancel.child_token(),
+        ));
+    }
 
     let dirs = PodDirs {
         root_dir: cfg.root_dir.clone(),
@@ -150,10 +161,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         ));
     }
     if let Some(client) = &client {
+        // READY=1 once the node is registered (the runtime already answered).
+        let (registered, is_registered) = tokio::sync::oneshot::channel();
+        let ready = notifier.clone();
+        tokio::spawn(async move {
+            if is_registered.await.is_ok() {
+                ready.notify("READY=1");
+            }
+        });
         tokio::spawn(crate::node::run(
             client.clone(),
             Arc::new(cfg.clone()),
             ctx.cri.clone(),
+            registered,
             cancel.child_token(),
         ));
         sources.push("api");
@@ -174,6 +194,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             ctx.statuses.clone(),
             cancel.child_token(),
         ));
+    }
+    if client.is_none() {
+        notifier.notify("READY=1");
     }
     drop(tx);
     let manager = PodManager::new(ctx, sources, admission(&cfg), cancel.child_token());

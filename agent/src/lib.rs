@@ -10,6 +10,7 @@ pub mod node;
 pub mod pod;
 pub mod resource;
 pub mod runtime;
+pub mod sdnotify;
 pub mod stats;
 pub mod status;
 pub mod version;

@@ -41,6 +41,11 @@ pub struct Bosun {
 impl Bosun {
     /// Starts bosun with `args`, logging to `log`.
     pub fn start(args: &[String], log: &Path) -> Bosun {
+        Bosun::start_with_env(args, log, &[])
+    }
+
+    /// Starts bosun with `args` and extra environment variables, logging to `log`.
+    pub fn start_with_env(args: &[String], log: &Path, envs: &[(&str, &str)]) -> Bosun {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -49,6 +54,7 @@ impl Bosun {
         let child = Command::new(bosun_bin())
             .args(args)
             .env("RUST_LOG", "info,bosun=debug")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("dup"))
             .stderr(out)

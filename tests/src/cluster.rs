@@ -100,7 +100,12 @@ authentication:
 
     /// Starts bosun for this node, logging to `<dir>/bosun.log`.
     pub fn start(&self) -> Bosun {
-        Bosun::start(&self.args, &self.path().join("bosun.log"))
+        self.start_with_env(&[])
+    }
+
+    /// Starts bosun for this node with extra environment variables.
+    pub fn start_with_env(&self, envs: &[(&str, &str)]) -> Bosun {
+        Bosun::start_with_env(&self.args, &self.path().join("bosun.log"), envs)
     }
 
     /// Runs kubectl as the cluster admin; returns stdout, panicking with stderr on failure.

@@ -347,3 +347,59 @@ async fn restart_without_node_registers_it_again_and_fixes_the_lease_owner() {
     )
     .await;
 }
+
+/// Under systemd (`Type=notify`, `WatchdogSec=`): READY=1 only once the Node exists, WATCHDOG=1
+/// repeatedly while healthy, STOPPING=1 on SIGTERM.
+#[tokio::test]
+async fn notifies_systemd_ready_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let node = ClusterNode::new("node-notify");
+    let nodes: Api<Node> = Api::all(admin_client().await);
+    let socket_path = node.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let mut bosun = node.start_with_env(&[
+        ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "1000000"),
+    ]);
+    let recv = || {
+        let mut buf = [0u8; 256];
+        let len = socket.recv(&mut buf).expect("a notification within 60 s");
+        String::from_utf8_lossy(&buf[..len]).into_owned()
+    };
+    // Watchdog pings may come first (the runtime answers before the node registers).
+    let mut watchdogs = 0;
+    let first_non_watchdog = loop {
+        let msg = recv();
+        if msg == "WATCHDOG=1" {
+            watchdogs += 1;
+        } else {
+            break msg;
+        }
+    };
+    assert_eq!(first_non_watchdog, "READY=1");
+    assert!(
+        nodes.get_opt(&node.name).await.expect("get node").is_some(),
+        "READY=1 before the Node was registered"
+    );
+    while watchdogs < 3 {
+        assert_eq!(recv(), "WATCHDOG=1");
+        watchdogs += 1;
+    }
+    let (_, code) = bosun.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+    let mut rest = Vec::new();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut buf = [0u8; 256];
+    while let Ok(len) = socket.recv(&mut buf) {
+        rest.push(String::from_utf8_lossy(&buf[..len]).into_owned());
+    }
+    assert!(
+        rest.iter().any(|m| m == "STOPPING=1"),
+        "no STOPPING=1 after SIGTERM: {rest:?}"
+    );
+}

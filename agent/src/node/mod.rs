@@ -53,11 +53,13 @@ pub fn settings(cfg: &Config) -> Settings {
     }
 }
 
-/// Registers the node and keeps its status and Lease current until `cancel` fires.
+/// Registers the node (then signals `registered_tx`) and keeps its status and Lease current until
+/// `cancel` fires.
 pub async fn run(
     client: kube::Client,
     cfg: Arc<Config>,
     cri: CriClient,
+    registered_tx: tokio::sync::oneshot::Sender<()>,
     cancel: CancellationToken,
 ) {
     let settings = settings(&cfg);
@@ -80,6 +82,7 @@ pub async fn run(
         }
     };
     let uid = registered.node.metadata.uid.clone().unwrap_or_default();
+    let _ = registered_tx.send(());
 
     let (store, writer) = reflector::store();
     let watch_cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
