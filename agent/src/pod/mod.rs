@@ -8,6 +8,7 @@ pub mod context;
 pub mod image;
 pub mod manager;
 pub mod mirror;
+pub mod ordering;
 pub mod plan;
 pub mod services;
 pub mod source;

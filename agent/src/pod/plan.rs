@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 
 use super::backoff::Backoff;
 
@@ -141,7 +141,7 @@ pub fn pod_is_done(pod: &Pod, containers: &[ContainerView]) -> bool {
             .init_containers
             .iter()
             .flatten()
-            .filter(|c| c.restart_policy.as_deref() != Some("Always"))
+            .filter(|c| !is_restartable_init(c))
         {
             if let Some(c) = latest(containers, &ic.name, None)
                 && c.state == RunState::Exited
@@ -189,6 +189,12 @@ pub fn plan(
             return actions;
         }
     };
+    // Done for good (the kubelet's terminal phase, then SyncTerminatingPod): stop whatever still
+    // runs, sidecars included, and start nothing.
+    if pod_is_done(pod, containers) {
+        actions.kill_pod = true;
+        return actions;
+    }
     let in_sandbox = |name: &str| latest(containers, name, Some(&sandbox.id));
     let start_or_backoff = |actions: &mut PodActions, name: &str, init: bool, exited: bool| {
         if exited && backoff.in_backoff(name, now) {
@@ -204,28 +210,24 @@ pub fn plan(
         }
     };
 
-    // Init containers, one at a time, each to success before the next.
-    for ic in spec.init_containers.iter().flatten() {
-        match in_sandbox(&ic.name) {
-            None => {
-                start_or_backoff(&mut actions, &ic.name, true, false);
-                return actions;
-            }
-            Some(c)
-                if matches!(
-                    c.state,
-                    RunState::Running | RunState::Created | RunState::Unknown
-                ) =>
-            {
-                return actions;
-            }
-            Some(c) if c.exit_code == 0 => continue,
-            Some(_) => {
-                if policy == RestartPolicy::Never {
-                    actions.kill_pod = true;
-                } else {
-                    start_or_backoff(&mut actions, &ic.name, true, true);
+    // Init containers (the kubelet's computeInitContainerActions): regular ones one at a time, each
+    // to success before the next; sidecars started in order and kept running.
+    match init_actions(pod, policy, &in_sandbox) {
+        InitPlan::KillPod => {
+            actions.kill_pod = true;
+            return actions;
+        }
+        InitPlan::Start(to_start, initialized) => {
+            for (name, exited) in to_start {
+                let len = actions.backing_off.len();
+                start_or_backoff(&mut actions, &name, true, exited);
+                // A regular init container that cannot start yet holds everything after it back;
+                // a sidecar in back-off does not.
+                if actions.backing_off.len() > len && !is_sidecar(spec, &name) {
+                    return actions;
                 }
+            }
+            if !initialized {
                 return actions;
             }
         }
@@ -249,9 +251,114 @@ pub fn plan(
         }
     }
     if all_done {
-        actions.kill_pod = true;
+        // Every app container is done for good: sidecars must not keep the pod alive.
+        actions = PodActions {
+            kill_pod: true,
+            ..Default::default()
+        };
     }
     actions
+}
+
+/// True for a restartable init container (a sidecar: an init container with restartPolicy Always).
+pub fn is_restartable_init(c: &Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
+}
+
+fn is_sidecar(spec: &PodSpec, name: &str) -> bool {
+    spec.init_containers
+        .iter()
+        .flatten()
+        .any(|c| c.name == name && is_restartable_init(c))
+}
+
+/// What the init containers need.
+enum InitPlan {
+    /// A regular init container failed under restartPolicy Never: the pod is done.
+    KillPod,
+    /// Init containers to start in spec order, (name, an instance exited before); and whether the
+    /// pod is initialized (the app containers may run).
+    Start(Vec<(String, bool)>, bool),
+}
+
+/// The kubelet's computeInitContainerActions over the instances in the current sandbox: walk the
+/// init containers from the last, so that the newest progress wins; a running sidecar counts as
+/// initialized once started (Bosun has no startup probes), and sidecars that exited are restarted
+/// whatever the pod's restart policy.
+fn init_actions<'a>(
+    pod: &Pod,
+    policy: RestartPolicy,
+    in_sandbox: &dyn Fn(&str) -> Option<&'a ContainerView>,
+) -> InitPlan {
+    let Some(spec) = pod.spec.as_ref() else {
+        return InitPlan::Start(vec![], true);
+    };
+    let inits: &[Container] = spec.init_containers.as_deref().unwrap_or_default();
+    if inits.is_empty() {
+        return InitPlan::Start(vec![], true);
+    }
+    // An app container created or running: initialization happened before (init instances may
+    // have been removed since), only sidecars are kept running.
+    let mut initialized = spec.containers.iter().any(|c| {
+        in_sandbox(&c.name)
+            .is_some_and(|v| matches!(v.state, RunState::Created | RunState::Running))
+    });
+    let mut previously = initialized;
+    let mut start: Vec<usize> = Vec::new();
+    let last = inits.len() - 1;
+    for (i, c) in inits.iter().enumerate().rev() {
+        let sidecar = is_restartable_init(c);
+        let Some(v) = in_sandbox(&c.name) else {
+            if previously && sidecar {
+                start.push(i);
+            }
+            continue;
+        };
+        if previously && !sidecar {
+            continue;
+        }
+        match v.state {
+            // Created but never started: the start failed; start a new instance.
+            RunState::Created => start.push(i),
+            RunState::Running if sidecar => {
+                if i == last {
+                    initialized = true;
+                } else if !previously {
+                    start.push(i + 1);
+                }
+            }
+            // A regular init container still running: wait for it.
+            RunState::Running | RunState::Unknown => {}
+            RunState::Exited if sidecar => start.push(i),
+            RunState::Exited if v.exit_code != 0 => {
+                if policy == RestartPolicy::Never {
+                    return InitPlan::KillPod;
+                }
+                start.push(i);
+            }
+            RunState::Exited => {
+                if i == last {
+                    initialized = true;
+                } else {
+                    start.push(i + 1);
+                }
+            }
+        }
+        previously = true;
+    }
+    if !previously {
+        start.push(0);
+    }
+    start.reverse();
+    let to_start = start
+        .into_iter()
+        .map(|i| {
+            let name = &inits[i].name;
+            let exited = in_sandbox(name).is_some_and(|v| v.state == RunState::Exited);
+            (name.clone(), exited)
+        })
+        .collect();
+    InitPlan::Start(to_start, initialized)
 }
 
 #[cfg(test)]
@@ -259,8 +366,15 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// Init containers whose name starts with `side` are sidecars (restartPolicy Always).
     fn pod(policy: &str, init: &[&str], apps: &[&str]) -> Pod {
-        let c = |n: &&str| serde_json::json!({"name": n, "image": "busybox"});
+        let c = |n: &&str| {
+            if n.starts_with("side") {
+                serde_json::json!({"name": n, "image": "busybox", "restartPolicy": "Always"})
+            } else {
+                serde_json::json!({"name": n, "image": "busybox"})
+            }
+        };
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": "p", "uid": "u"},
             "spec": {"restartPolicy": policy,
@@ -306,9 +420,6 @@ mod tests {
     #[test]
     fn plans_like_compute_pod_actions() {
         let now = Instant::now();
-        let none = Backoff::default();
-        let mut crashed = Backoff::default();
-        crashed.next("app", now - Duration::from_secs(1));
         use RunState::*;
         struct Case {
             what: &'static str,
@@ -410,7 +521,7 @@ mod tests {
                 pod: pod("Always", &[], &["app"]),
                 sandbox: Some(sb(true)),
                 containers: vec![cv("app", Exited, 1, 0, 5)],
-                backoff: "crashed",
+                backoff: "app",
                 want: PodActions {
                     backing_off: vec![("app".into(), 10)],
                     ..Default::default()
@@ -436,6 +547,154 @@ mod tests {
                 want: PodActions::default(),
             },
             Case {
+                what: "sidecar: started first",
+                pod: pod("Always", &["side", "i1"], &["app"]),
+                sandbox: Some(sb(true)),
+                containers: vec![],
+                backoff: "",
+                want: PodActions {
+                    start: vec![start("side", true, 0)],
+                    ..Default::default()
+                },
+            },
+            Case {
+                what: "sidecar: the next init starts once the sidecar runs, without waiting for it to exit",
+                pod: pod("Always", &["side", "i1"], &["app"]),
+                sandbox: Some(sb(true)),
+                containers: vec![cv("side", Running, 0, 0, 1)],
+                backoff: "",
+                want: PodActions {
+                    start: vec![start("i1", true, 0)],
+                    ..Default::default()
+                },
+            },
+            Case {
+                what: "sidecar: a regular init running after it blocks the apps",
+                pod: pod("Always", &["side", "i1"], &["app"]),
+                sandbox: Some(sb(true)),
+                containers: vec![cv("i1", Running, 0, 0, 2), cv("side", Running, 0, 0, 1)],
+                backoff: "",
+                want: PodActions::default(),
+            },
+            Case {
+                what: "sidecar: apps start after the last regular init succeeded",
+                pod: pod("Always", &["side", "i1"], &["app"]),
+                sandbox: Some(sb(true)),
+                containers: vec![cv("i1", Exited, 0, 0, 2), cv("side", Running, 0, 0, 1)],
+                backoff: "",
+                want: PodActions {
+                    start: vec![start("app", false, 0)],
+                    ..Default::default()
+                },
+            },
+            Case {
+                what: "sidecar: a running last init container is initialized",
+                pod: pod("Always", &["i1", "side"], &["a", "b"]),
+                sandbox: Some(sb(true)),
+                containers: vec![cv("side", Running, 0, 0, 2), cv("i1", Exited, 0, 0, 1)],
+                backoff: "",
+                want: PodActions {
+                    start: vec![start("a", false, 0), start("b", false, 0)],
+                    ..Default::default()
+                },
+            },
+            Case {
+                what: "sidecar: restarted whatever the pod's policy, the app keeps running",
+                pod: pod("Never", &["side"], &["app"]),
+                sandbox: Some(sb(true)),
+                containers: vec![cv("app", Running, 0, 0, 2), cv("side", Exited, 0, 0, 1)],
+                backoff: "",
+                want: PodActions {
+                    start: vec![start("side", true, 1)],
+                    ..Default::default()
+                },
+            },
+            Case {
+                what: "sidecar: crash-loop back-off without touching the app",
+                pod: pod("Always", &["side"], &["app"]),
+                sandbox: Some(sb(true)),
+                containers: vec![cv("app", Running, 0, 0, 2), cv("side", Exited, 1, 3, 1)],
+                backoff: "side",
+                want: PodActions {
+                    backing_off: vec![("side".into(), 10)],
+                    ..Default::default()
+                },
+            },
+            Case {
+                what: "sidecar: in back-off before the first start of the next init, which waits",
+                pod: pod("OnFailure", &["side", "i1"], &["app"]),
+                sandbox: Some(sb(true)),
+                containers: vec![cv("side", Exited, 1, 0, 1)],
+                backoff: "side",
+                want: PodActions {
+                    backing_off: vec![("side".into(), 10)],
+                    ..Default::default()
+                },
+            },
+            Case {
+                what: "sidecar: a failed regular init after it is restarted under OnFailure",
+                pod: pod("OnFailure", &["side", "i1"], &["app"]),
+                sandbox: Some(sb(true)),
+                containers: vec![cv("i1", Exited, 1, 0, 2), cv("side", Running, 0, 0, 1)],
+                backoff: "",
+                want: PodActions {
+                    start: vec![start("i1", true, 1)],
+                    ..Default::default()
+                },
+            },
+            Case {
+                what: "sidecar: a regular init in back-off holds back the sidecars after it",
+                pod: pod("OnFailure", &["i1", "side"], &["app"]),
+                sandbox: Some(sb(true)),
+                containers: vec![cv("i1", Exited, 1, 0, 2)],
+                backoff: "i1",
+                want: PodActions {
+                    backing_off: vec![("i1".into(), 10)],
+                    ..Default::default()
+                },
+            },
+            Case {
+                what: "sidecar: not counted for completion; the pod ends when its apps are done",
+                pod: pod("Never", &["side"], &["app"]),
+                sandbox: Some(sb(true)),
+                containers: vec![cv("app", Exited, 0, 0, 2), cv("side", Running, 0, 0, 1)],
+                backoff: "",
+                want: PodActions {
+                    kill_pod: true,
+                    ..Default::default()
+                },
+            },
+            Case {
+                what: "sidecar: an exited sidecar is not restarted once the apps are done",
+                pod: pod("OnFailure", &["side"], &["app"]),
+                sandbox: Some(sb(true)),
+                containers: vec![cv("app", Exited, 0, 0, 2), cv("side", Exited, 1, 0, 1)],
+                backoff: "",
+                want: PodActions {
+                    kill_pod: true,
+                    ..Default::default()
+                },
+            },
+            Case {
+                what: "sidecar: initialized pod whose instances are gone restarts only the sidecar",
+                pod: pod("Always", &["i1", "side"], &["app"]),
+                sandbox: Some(sb(true)),
+                containers: vec![cv("app", Running, 0, 0, 3)],
+                backoff: "",
+                want: PodActions {
+                    start: vec![start("side", true, 0)],
+                    ..Default::default()
+                },
+            },
+            Case {
+                what: "sidecar: a finished Never pod with a sidecar gets no new sandbox",
+                pod: pod("Never", &["side"], &["app"]),
+                sandbox: Some(sb(false)),
+                containers: vec![cv("app", Exited, 0, 0, 2), cv("side", Exited, 137, 0, 1)],
+                backoff: "",
+                want: PodActions::default(),
+            },
+            Case {
                 what: "running pod: nothing to do",
                 pod: pod("Always", &[], &["app"]),
                 sandbox: Some(sb(true)),
@@ -445,12 +704,12 @@ mod tests {
             },
         ];
         for c in cases {
-            let b = if c.backoff == "crashed" {
-                &crashed
-            } else {
-                &none
-            };
-            let got = plan(&c.pod, c.sandbox.as_ref(), &c.containers, b, now);
+            // `backoff` names the container that crashed a second ago and waits out its delay.
+            let mut b = Backoff::default();
+            if !c.backoff.is_empty() {
+                b.next(c.backoff, now - Duration::from_secs(1));
+            }
+            let got = plan(&c.pod, c.sandbox.as_ref(), &c.containers, &b, now);
             assert_eq!(got, c.want, "{}", c.what);
         }
     }

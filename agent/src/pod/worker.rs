@@ -15,7 +15,10 @@ use tracing::{Instrument, info, info_span, warn};
 use super::backoff::Backoff;
 use super::context::NodeContext;
 use super::image::{PullError, ensure_image};
-use super::plan::{ContainerView, RunState, SandboxView, StartContainer, plan};
+use super::ordering::TerminationOrdering;
+use super::plan::{
+    ContainerView, RunState, SandboxView, StartContainer, is_restartable_init, plan,
+};
 use crate::events::EventType;
 use crate::runtime::container::{ContainerContext, container_config};
 use crate::runtime::labels;
@@ -304,8 +307,18 @@ impl PodWorker {
                     if restarting {
                         self.backoff.next(&start.name, now);
                     }
-                    self.start_container(sb, start).await;
+                    let started = self.start_container(sb, start).await;
                     acted = true;
+                    // As the kubelet's SyncPod: a regular init container that failed to start
+                    // holds back everything after it; a sidecar that failed does not.
+                    if !started
+                        && start.init
+                        && !self
+                            .spec_of(&start.name, true)
+                            .is_some_and(|c| is_restartable_init(&c))
+                    {
+                        break;
+                    }
                 }
             }
             let key = self.key();
@@ -467,9 +480,10 @@ impl PodWorker {
         }
     }
 
-    async fn start_container(&mut self, sandbox: &SandboxView, start: &StartContainer) {
+    /// Creates and starts one container; false when it did not start (the reason is recorded).
+    async fn start_container(&mut self, sandbox: &SandboxView, start: &StartContainer) -> bool {
         let Some(spec) = self.spec_of(&start.name, start.init) else {
-            return;
+            return false;
         };
         let span = info_span!("container", container.name = %start.name);
         let result = self
@@ -479,10 +493,12 @@ impl PodWorker {
         match result {
             Ok(()) => {
                 self.waiting.remove(&start.name);
+                true
             }
             Err(w) => {
                 warn!(container.name = %start.name, reason = %w.reason, "{}", w.message);
                 self.waiting.insert(start.name.clone(), w);
+                false
             }
         }
     }
@@ -764,7 +780,10 @@ impl PodWorker {
     /// Runs the container's preStop hook (exec or sleep) within `budget`; returns the time it took.
     async fn pre_stop(&self, c: &ContainerView, budget: Duration) -> Duration {
         let started = Instant::now();
-        let Some(spec) = self.spec_of(&c.name, false) else {
+        let Some(spec) = self
+            .spec_of(&c.name, false)
+            .or_else(|| self.spec_of(&c.name, true))
+        else {
             return Duration::ZERO;
         };
         let Some(hook) = spec.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) else {
@@ -811,7 +830,7 @@ impl PodWorker {
     async fn kill(&self, obs: &Observed, grace: Option<i64>) {
         let grace = self.grace_period(grace);
         let cri = &self.ctx.cri;
-        let stops = obs
+        let live: Vec<&ContainerView> = obs
             .containers
             .iter()
             .filter(|c| {
@@ -820,29 +839,32 @@ impl PodWorker {
                     RunState::Running | RunState::Created | RunState::Unknown
                 )
             })
-            .map(|c| async move {
-                info!(container.name = %c.name, "Killing: stopping container {}", c.name);
-                self.event(
-                    Some(&c.name),
-                    EventType::Normal,
-                    "Killing",
-                    format!("Stopping container {}", c.name),
-                );
-                // preStop runs first, within the grace period; stop gets what is left (min 2 s, as the kubelet).
-                let used = if c.state == RunState::Running {
-                    self.pre_stop(c, grace).await
-                } else {
-                    Duration::ZERO
-                };
-                let grace = grace
-                    .saturating_sub(used)
-                    .max(Duration::from_secs(2).min(grace));
-                if let Err(e) = cri.stop_container(&c.id, grace).await
-                    && !e.is_not_found()
-                {
-                    warn!(container.name = %c.name, error = %e, "stop container failed");
-                }
-            });
+            .collect();
+        let ordering = TerminationOrdering::new(&self.pod, live.iter().map(|c| c.name.clone()));
+        let ordering = &ordering;
+        let stops = live.into_iter().map(|c| async move {
+            info!(container.name = %c.name, "Killing: stopping container {}", c.name);
+            self.event(
+                Some(&c.name),
+                EventType::Normal,
+                "Killing",
+                format!("Stopping container {}", c.name),
+            );
+            // preStop runs first, within the grace period; sidecars then wait for the app
+            // containers and later sidecars; stop gets what is left (min 2 s, as the kubelet).
+            let mut left = grace;
+            if c.state == RunState::Running {
+                left = left.saturating_sub(self.pre_stop(c, left).await);
+            }
+            left = left.saturating_sub(ordering.wait_for_turn(&c.name, left).await);
+            let left = left.max(Duration::from_secs(2).min(grace));
+            if let Err(e) = cri.stop_container(&c.id, left).await
+                && !e.is_not_found()
+            {
+                warn!(container.name = %c.name, error = %e, "stop container failed");
+            }
+            ordering.terminated(&c.name);
+        });
         futures::future::join_all(stops).await;
         for (id, ready) in &obs.sandbox_ids {
             if *ready

@@ -4,11 +4,11 @@ use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
+    ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodSpec, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::pod::plan::{ContainerView, RestartPolicy, RunState, latest};
+use crate::pod::plan::{ContainerView, RestartPolicy, RunState, is_restartable_init, latest};
 use crate::resource::qos_class;
 
 /// Why a container is not running, as the worker knows it (pull errors, back-off, config errors).
@@ -166,6 +166,7 @@ fn condition(
     kind: &str,
     ok: bool,
     reason: Option<&str>,
+    message: Option<String>,
     now: &Time,
 ) -> PodCondition {
     let status = if ok { "True" } else { "False" };
@@ -178,8 +179,95 @@ fn condition(
         type_: kind.to_string(),
         status: status.to_string(),
         last_transition_time: Some(last.unwrap_or_else(|| now.clone())),
-        reason: if ok { None } else { reason.map(str::to_string) },
+        reason: reason.map(str::to_string),
+        message,
         ..Default::default()
+    }
+}
+
+fn running(s: &ContainerStatus) -> bool {
+    s.state.as_ref().is_some_and(|s| s.running.is_some())
+}
+
+fn terminated_of(s: &ContainerStatus) -> Option<&ContainerStateTerminated> {
+    s.state.as_ref()?.terminated.as_ref()
+}
+
+fn last_terminated_of(s: &ContainerStatus) -> Option<&ContainerStateTerminated> {
+    s.last_state.as_ref()?.terminated.as_ref()
+}
+
+/// Names as Go prints a string slice (`[a b]`), as the kubelet's condition messages show them.
+fn go_list(names: &[&str]) -> String {
+    format!("[{}]", names.join(" "))
+}
+
+/// The kubelet's getPhase. `has_initialized`: an app container exists in the current sandbox.
+fn get_phase(
+    spec: &PodSpec,
+    policy: RestartPolicy,
+    inits: &[ContainerStatus],
+    apps: &[ContainerStatus],
+    has_initialized: bool,
+) -> &'static str {
+    let (mut pending_regular_init, mut pending_sidecars, mut failed_init) = (0, 0, 0);
+    let (mut running_n, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
+    for (ic, s) in spec.init_containers.iter().flatten().zip(inits) {
+        if is_restartable_init(ic) {
+            // Sidecars count as running while they run; their exits never count.
+            if running(s) {
+                if s.started != Some(true) {
+                    pending_sidecars += 1;
+                }
+                running_n += 1;
+            } else if terminated_of(s).is_none() && last_terminated_of(s).is_none() {
+                pending_sidecars += 1;
+                waiting += 1;
+            }
+        } else if running(s) {
+            pending_regular_init += 1;
+        } else if let Some(t) = terminated_of(s) {
+            if t.exit_code != 0 {
+                failed_init += 1;
+            }
+        } else if let Some(t) = last_terminated_of(s) {
+            if t.exit_code != 0 {
+                failed_init += 1;
+            }
+        } else {
+            pending_regular_init += 1;
+        }
+    }
+    for s in apps {
+        if running(s) {
+            running_n += 1;
+        } else if let Some(t) = terminated_of(s) {
+            stopped += 1;
+            if t.exit_code == 0 {
+                succeeded += 1;
+            }
+        } else if last_terminated_of(s).is_some() {
+            stopped += 1;
+        } else {
+            waiting += 1;
+        }
+    }
+    if failed_init > 0 && policy == RestartPolicy::Never {
+        return "Failed";
+    }
+    if pending_regular_init > 0 || (pending_sidecars > 0 && !has_initialized) || waiting > 0 {
+        "Pending"
+    } else if running_n > 0 {
+        "Running"
+    } else if stopped > 0 {
+        match policy {
+            RestartPolicy::Always => "Running",
+            _ if stopped == succeeded => "Succeeded",
+            RestartPolicy::Never => "Failed",
+            RestartPolicy::OnFailure => "Running",
+        }
+    } else {
+        "Pending"
     }
 }
 
@@ -189,45 +277,33 @@ pub fn compute(input: &StatusInput<'_>) -> PodStatus {
     let spec = pod.spec.clone().unwrap_or_default();
     let policy = RestartPolicy::of(pod);
     let now = &input.now;
+    let init_specs = spec.init_containers.as_deref().unwrap_or_default();
 
-    let mut init_statuses = Vec::new();
-    let mut initialized = true;
-    let mut init_failed = false;
-    for ic in spec.init_containers.iter().flatten() {
-        let s = container_status(
-            input,
-            &ic.name,
-            ic.image.as_deref().unwrap_or_default(),
-            "PodInitializing",
-        );
-        let done = s
-            .state
-            .as_ref()
-            .and_then(|s| s.terminated.as_ref())
-            .is_some_and(|t| t.exit_code == 0);
-        if !done {
-            initialized = false;
-            let failed = s
-                .state
-                .as_ref()
-                .and_then(|s| s.terminated.as_ref())
-                .is_some_and(|t| t.exit_code != 0)
-                || s.last_state
-                    .as_ref()
-                    .and_then(|s| s.terminated.as_ref())
-                    .is_some_and(|t| t.exit_code != 0);
-            init_failed |= failed;
-        }
-        // Init containers that finished are not "ready" in the API sense unless they succeeded.
-        let mut s = s;
-        s.ready = done;
-        init_statuses.push(s);
-    }
-    let default_app = if initialized {
+    // As the kubelet: with init containers, a container not created yet waits in PodInitializing.
+    let default_waiting = if init_specs.is_empty() {
         "ContainerCreating"
     } else {
         "PodInitializing"
     };
+    let init_statuses: Vec<ContainerStatus> = init_specs
+        .iter()
+        .map(|ic| {
+            let mut s = container_status(
+                input,
+                &ic.name,
+                ic.image.as_deref().unwrap_or_default(),
+                default_waiting,
+            );
+            // A sidecar is ready while it runs (no readiness probe); a regular init container once
+            // it succeeded.
+            s.ready = if is_restartable_init(ic) {
+                running(&s)
+            } else {
+                terminated_of(&s).is_some_and(|t| t.exit_code == 0)
+            };
+            s
+        })
+        .collect();
     let statuses: Vec<ContainerStatus> = spec
         .containers
         .iter()
@@ -236,90 +312,115 @@ pub fn compute(input: &StatusInput<'_>) -> PodStatus {
                 input,
                 &c.name,
                 c.image.as_deref().unwrap_or_default(),
-                default_app,
+                default_waiting,
             )
         })
         .collect();
 
-    // Phase, as the kubelet's getPhase.
-    let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
-    for s in &statuses {
-        let state = s.state.clone().unwrap_or_default();
-        if state.running.is_some() {
-            running += 1;
-        } else if let Some(t) = state.terminated {
-            stopped += 1;
-            if t.exit_code == 0 {
-                succeeded += 1;
-            }
-        } else if s
-            .last_state
-            .as_ref()
-            .and_then(|l| l.terminated.as_ref())
-            .is_some()
-        {
-            stopped += 1;
-        } else {
-            waiting += 1;
-        }
-    }
-    let mut phase = if !initialized {
-        if init_failed && policy == RestartPolicy::Never {
-            "Failed"
-        } else {
-            "Pending"
-        }
-    } else if waiting > 0 {
-        "Pending"
-    } else if running > 0 {
-        "Running"
-    } else if stopped > 0 {
-        match policy {
-            RestartPolicy::Always => "Running",
-            _ if stopped == succeeded => "Succeeded",
-            RestartPolicy::OnFailure => "Running",
-            RestartPolicy::Never => "Failed",
-        }
-    } else {
-        "Pending"
-    };
+    let has_initialized = input.sandbox_id.is_some()
+        && spec
+            .containers
+            .iter()
+            .any(|c| latest(input.containers, &c.name, input.sandbox_id).is_some());
+    let mut phase = get_phase(&spec, policy, &init_statuses, &statuses, has_initialized);
     let (mut reason, mut message) = (None, None);
     if let Some((p, r, m)) = input.terminal {
         phase = p;
         reason = Some(r.to_string());
         message = Some(m.to_string());
     }
-    let terminal = phase == "Succeeded" || phase == "Failed";
-    let containers_ready =
-        initialized && !statuses.is_empty() && statuses.iter().all(|s| s.ready) && !terminal;
-    let not_ready = if terminal {
-        Some("PodCompleted")
-    } else {
-        Some("ContainersNotReady")
-    };
     let prev = input.previous;
+
+    // Initialized (GeneratePodInitializedCondition).
+    let incomplete: Vec<&str> = init_specs
+        .iter()
+        .zip(&init_statuses)
+        .filter(|(ic, s)| {
+            if is_restartable_init(ic) {
+                s.started != Some(true)
+            } else {
+                !s.ready
+            }
+        })
+        .map(|(ic, _)| ic.name.as_str())
+        .collect();
+    let app_started = statuses
+        .iter()
+        .any(|s| running(s) || terminated_of(s).is_some());
+    let initialized = if phase == "Succeeded" {
+        condition(prev, "Initialized", true, Some("PodCompleted"), None, now)
+    } else if app_started || incomplete.is_empty() {
+        condition(prev, "Initialized", true, None, None, now)
+    } else {
+        let msg = format!(
+            "containers with incomplete status: {}",
+            go_list(&incomplete)
+        );
+        condition(
+            prev,
+            "Initialized",
+            false,
+            Some("ContainersNotInitialized"),
+            Some(msg),
+            now,
+        )
+    };
+
+    // ContainersReady and Ready (GenerateContainersReadyCondition): sidecars count.
+    let unready: Vec<&str> = init_specs
+        .iter()
+        .zip(&init_statuses)
+        .filter(|(ic, _)| is_restartable_init(ic))
+        .map(|(ic, s)| (ic.name.as_str(), s))
+        .chain(
+            spec.containers
+                .iter()
+                .map(|c| c.name.as_str())
+                .zip(&statuses),
+        )
+        .filter(|(_, s)| !s.ready)
+        .map(|(name, _)| name)
+        .collect();
+    let (ready, ready_reason, ready_message) = match phase {
+        "Succeeded" => (false, Some("PodCompleted"), None),
+        "Failed" => (false, Some("PodFailed"), None),
+        _ if unready.is_empty() => (true, None, None),
+        _ => (
+            false,
+            Some("ContainersNotReady"),
+            Some(format!(
+                "containers with unready status: {}",
+                go_list(&unready)
+            )),
+        ),
+    };
     let conditions = vec![
         condition(
             prev,
             "PodReadyToStartContainers",
             input.sandbox_ready,
             None,
+            None,
+            now,
+        ),
+        initialized,
+        condition(
+            prev,
+            "Ready",
+            ready,
+            ready_reason,
+            ready_message.clone(),
             now,
         ),
         condition(
             prev,
-            "Initialized",
-            initialized || terminal,
-            if terminal {
-                Some("PodCompleted")
-            } else {
-                Some("ContainersNotInitialized")
-            },
+            "ContainersReady",
+            ready,
+            ready_reason,
+            ready_message,
             now,
         ),
-        condition(prev, "Ready", containers_ready, not_ready, now),
-        condition(prev, "ContainersReady", containers_ready, not_ready, now),
-        condition(prev, "PodScheduled", true, None, now),
+        condition(prev, "PodScheduled", true, None, None, now),
     ];
     let start_time = prev
         .and_then(|p| p.start_time.clone())
@@ -348,5 +449,248 @@ pub fn compute(input: &StatusInput<'_>) -> PodStatus {
         start_time: Some(start_time),
         qos_class: Some(qos_class(pod).as_str().to_string()),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(policy: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "uid": "u"},
+            "spec": {"restartPolicy": policy,
+                     "initContainers": [
+                         {"name": "side", "image": "busybox", "restartPolicy": "Always"},
+                         {"name": "init", "image": "busybox"}],
+                     "containers": [{"name": "app", "image": "busybox"}]}
+        }))
+        .unwrap()
+    }
+
+    fn cv(name: &str, state: RunState, code: i32, created: i64) -> ContainerView {
+        ContainerView {
+            id: format!("{name}-{created}"),
+            name: name.into(),
+            sandbox_id: "sb".into(),
+            state,
+            restart_count: 0,
+            exit_code: code,
+            started_at: created * 1_000_000_000,
+            finished_at: (created + 1) * 1_000_000_000,
+            reason: String::new(),
+            message: String::new(),
+            image_ref: String::new(),
+            created_at: created,
+        }
+    }
+
+    fn status(pod: &Pod, containers: &[ContainerView], waiting: &[(&str, &str)]) -> PodStatus {
+        let waiting = waiting
+            .iter()
+            .map(|(n, r)| {
+                let w = Waiting {
+                    reason: r.to_string(),
+                    message: String::new(),
+                };
+                (n.to_string(), w)
+            })
+            .collect();
+        compute(&StatusInput {
+            pod,
+            previous: None,
+            sandbox_ready: true,
+            pod_ips: &[],
+            host_ip: "",
+            containers,
+            sandbox_id: Some("sb"),
+            waiting: &waiting,
+            runtime_name: "containerd",
+            now: now(),
+            terminal: None,
+        })
+    }
+
+    /// (status, reason, message) of condition `kind`.
+    fn cond(s: &PodStatus, kind: &str) -> (String, Option<String>, Option<String>) {
+        let c = s
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == kind)
+            .unwrap();
+        (c.status.clone(), c.reason.clone(), c.message.clone())
+    }
+
+    fn t(
+        status: &str,
+        reason: Option<&str>,
+        message: Option<&str>,
+    ) -> (String, Option<String>, Option<String>) {
+        (
+            status.into(),
+            reason.map(String::from),
+            message.map(String::from),
+        )
+    }
+
+    #[test]
+    fn sidecar_statuses_and_conditions_as_the_kubelet() {
+        use RunState::*;
+        struct Case {
+            what: &'static str,
+            policy: &'static str,
+            containers: Vec<ContainerView>,
+            waiting: Vec<(&'static str, &'static str)>,
+            phase: &'static str,
+            initialized: (String, Option<String>, Option<String>),
+            ready: (String, Option<String>, Option<String>),
+            side: (bool, bool),
+        }
+        let cases = vec![
+            Case {
+                what: "sidecar started, regular init running",
+                policy: "Always",
+                containers: vec![cv("init", Running, 0, 2), cv("side", Running, 0, 1)],
+                waiting: vec![],
+                phase: "Pending",
+                initialized: t(
+                    "False",
+                    Some("ContainersNotInitialized"),
+                    Some("containers with incomplete status: [init]"),
+                ),
+                ready: t(
+                    "False",
+                    Some("ContainersNotReady"),
+                    Some("containers with unready status: [app]"),
+                ),
+                side: (true, true),
+            },
+            Case {
+                what: "sidecar and app running",
+                policy: "Always",
+                containers: vec![
+                    cv("app", Running, 0, 3),
+                    cv("init", Exited, 0, 2),
+                    cv("side", Running, 0, 1),
+                ],
+                waiting: vec![],
+                phase: "Running",
+                initialized: t("True", None, None),
+                ready: t("True", None, None),
+                side: (true, true),
+            },
+            Case {
+                what: "sidecar crash-looping next to a running app",
+                policy: "Always",
+                containers: vec![
+                    cv("app", Running, 0, 3),
+                    cv("init", Exited, 0, 2),
+                    cv("side", Exited, 1, 1),
+                ],
+                waiting: vec![("side", "CrashLoopBackOff")],
+                phase: "Running",
+                initialized: t("True", None, None),
+                ready: t(
+                    "False",
+                    Some("ContainersNotReady"),
+                    Some("containers with unready status: [side]"),
+                ),
+                side: (false, false),
+            },
+            Case {
+                what: "Never: app done, sidecar still running",
+                policy: "Never",
+                containers: vec![
+                    cv("app", Exited, 0, 3),
+                    cv("init", Exited, 0, 2),
+                    cv("side", Running, 0, 1),
+                ],
+                waiting: vec![],
+                phase: "Running",
+                initialized: t("True", None, None),
+                ready: t(
+                    "False",
+                    Some("ContainersNotReady"),
+                    Some("containers with unready status: [app]"),
+                ),
+                side: (true, true),
+            },
+            Case {
+                what: "Never: app succeeded, sidecar killed: the sidecar's exit does not count",
+                policy: "Never",
+                containers: vec![
+                    cv("app", Exited, 0, 3),
+                    cv("init", Exited, 0, 2),
+                    cv("side", Exited, 137, 1),
+                ],
+                waiting: vec![],
+                phase: "Succeeded",
+                initialized: t("True", Some("PodCompleted"), None),
+                ready: t("False", Some("PodCompleted"), None),
+                side: (false, false),
+            },
+            Case {
+                what: "Never: app failed",
+                policy: "Never",
+                containers: vec![
+                    cv("app", Exited, 2, 3),
+                    cv("init", Exited, 0, 2),
+                    cv("side", Exited, 143, 1),
+                ],
+                waiting: vec![],
+                phase: "Failed",
+                initialized: t("True", None, None),
+                ready: t("False", Some("PodFailed"), None),
+                side: (false, false),
+            },
+            Case {
+                what: "nothing created yet: PodInitializing everywhere",
+                policy: "Always",
+                containers: vec![],
+                waiting: vec![],
+                phase: "Pending",
+                initialized: t(
+                    "False",
+                    Some("ContainersNotInitialized"),
+                    Some("containers with incomplete status: [side init]"),
+                ),
+                ready: t(
+                    "False",
+                    Some("ContainersNotReady"),
+                    Some("containers with unready status: [side app]"),
+                ),
+                side: (false, false),
+            },
+        ];
+        for c in cases {
+            let s = status(&pod(c.policy), &c.containers, &c.waiting);
+            assert_eq!(s.phase.as_deref(), Some(c.phase), "{}", c.what);
+            assert_eq!(cond(&s, "Initialized"), c.initialized, "{}", c.what);
+            assert_eq!(cond(&s, "ContainersReady"), c.ready, "{}", c.what);
+            assert_eq!(cond(&s, "Ready"), c.ready, "{}", c.what);
+            let inits = s.init_container_statuses.as_ref().unwrap();
+            let side = &inits[0];
+            assert_eq!(
+                (side.ready, side.started == Some(true)),
+                c.side,
+                "{}",
+                c.what
+            );
+            // A regular init container is ready once it succeeded, never "started" after.
+            let init = &inits[1];
+            let done = init
+                .state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .is_some_and(|t| t.exit_code == 0);
+            assert_eq!(init.ready, done, "{}", c.what);
+            if c.containers.is_empty() {
+                for st in inits.iter().chain(s.container_statuses.iter().flatten()) {
+                    let w = st.state.as_ref().and_then(|s| s.waiting.as_ref()).unwrap();
+                    assert_eq!(w.reason.as_deref(), Some("PodInitializing"), "{}", c.what);
+                }
+            }
+        }
     }
 }

@@ -78,6 +78,16 @@ async fn patch(
     let name = pod.metadata.name.as_deref().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     // The UID precondition keeps a status from landing on a new pod of the same name.
+    let mut status = serde_json::to_value(status).unwrap_or_default();
+    // Conditions merge by type: a reason or message the new condition lacks is cleared
+    // explicitly, or the API keeps the old one (the kubelet's two-way patch does the same).
+    if let Some(conds) = status.get_mut("conditions").and_then(|c| c.as_array_mut()) {
+        for c in conds.iter_mut().filter_map(|c| c.as_object_mut()) {
+            for field in ["reason", "message"] {
+                c.entry(field).or_insert(serde_json::Value::Null);
+            }
+        }
+    }
     let body = serde_json::json!({"metadata": {"uid": uid}, "status": status});
     api.patch_status(name, &PatchParams::default(), &Patch::Strategic(body))
         .await?;
