@@ -15,9 +15,10 @@ use tracing::{Instrument, info, info_span, warn};
 use super::backoff::Backoff;
 use super::context::NodeContext;
 use super::image::{PullError, ensure_image};
+use super::lifecycle::{self, HookError};
 use super::ordering::TerminationOrdering;
 use super::plan::{
-    ContainerView, RunState, SandboxView, StartContainer, is_restartable_init, plan,
+    ContainerView, RestartPolicy, RunState, SandboxView, StartContainer, is_restartable_init, plan,
 };
 use crate::events::EventType;
 use crate::runtime::container::{ContainerContext, container_config};
@@ -29,6 +30,8 @@ use crate::volume::api::{ApiVolumes, get_config_map, get_secret};
 
 /// How often a worker syncs with no event at all.
 const RESYNC: Duration = Duration::from_secs(10);
+/// Longest a postStart hook may run (the kubelet has no limit).
+const POST_START_LIMIT: Duration = Duration::from_secs(120);
 /// A container that ran this long before exiting starts its back-off over.
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
 
@@ -497,7 +500,16 @@ impl PodWorker {
             }
             Err(w) => {
                 warn!(container.name = %start.name, reason = %w.reason, "{}", w.message);
-                self.waiting.insert(start.name.clone(), w);
+                // A container killed for its postStart hook that will not run again shows its
+                // termination, as the kubelet's status does.
+                let final_exit = w.reason == "PostStartHookError"
+                    && !is_restartable_init(&spec)
+                    && RestartPolicy::of(&self.pod) == RestartPolicy::Never;
+                if final_exit {
+                    self.waiting.remove(&start.name);
+                } else {
+                    self.waiting.insert(start.name.clone(), w);
+                }
                 false
             }
         }
@@ -641,7 +653,9 @@ impl PodWorker {
             "Started",
             format!("Started container {}", start.name),
         );
-        Ok(())
+        self.post_start(&sandbox.id, &id, spec, start.restart_count)
+            .await
+            .map_err(|m| waiting("PostStartHookError", m))
     }
 
     /// Host paths of every volume of the pod, setting up (or refreshing) API-backed ones.
@@ -789,42 +803,87 @@ impl PodWorker {
         let Some(hook) = spec.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) else {
             return Duration::ZERO;
         };
-        if let Some(exec) = &hook.exec {
-            let cmd = exec.command.clone().unwrap_or_default();
-            match tokio::time::timeout(budget, self.ctx.cri.exec_sync(&c.id, cmd, budget)).await {
-                Ok(Ok(out)) if out.exit_code == 0 => {}
-                Ok(Ok(out)) => {
-                    let msg = format!(
-                        "PreStopHook failed: exit code {}: {}",
-                        out.exit_code,
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    );
-                    self.event(Some(&c.name), EventType::Warning, "FailedPreStopHook", msg);
-                }
-                Ok(Err(e)) => self.event(
-                    Some(&c.name),
-                    EventType::Warning,
-                    "FailedPreStopHook",
-                    format!("PreStopHook failed: {e}"),
-                ),
-                Err(_) => self.event(
-                    Some(&c.name),
-                    EventType::Warning,
-                    "FailedPreStopHook",
-                    "PreStopHook timed out".into(),
-                ),
+        let pod_ip = self
+            .sandbox_ips
+            .get(&c.sandbox_id)
+            .and_then(|ips| ips.first())
+            .map(String::as_str)
+            .unwrap_or_default();
+        match lifecycle::run(&self.ctx.cri, &c.id, &spec, pod_ip, hook, budget).await {
+            Ok(()) => {}
+            // As the kubelet: a hook cut short by the grace period is only logged.
+            Err(e @ HookError::TimedOut(_)) => {
+                info!(container.name = %c.name, "PreStop hook not completed in grace period: {e}")
             }
-        } else if let Some(sleep) = &hook.sleep {
-            tokio::time::sleep(Duration::from_secs(sleep.seconds.max(0) as u64).min(budget)).await;
-        } else {
-            self.event(
-                Some(&c.name),
-                EventType::Warning,
-                "FailedPreStopHook",
-                "PreStopHook: only exec and sleep hooks are supported".into(),
-            );
+            Err(HookError::Failed(msg)) => {
+                warn!(container.name = %c.name, "FailedPreStopHook: {msg}");
+                self.event(Some(&c.name), EventType::Warning, "FailedPreStopHook", msg);
+            }
         }
         started.elapsed()
+    }
+
+    /// Runs the postStart hook of a container just started; on failure kills it as the kubelet
+    /// does (FailedPostStartHook) and returns the message.
+    async fn post_start(
+        &self,
+        sandbox_id: &str,
+        id: &str,
+        spec: &Container,
+        restart_count: u32,
+    ) -> Result<(), String> {
+        let Some(hook) = spec.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) else {
+            return Ok(());
+        };
+        let pod_ip = self
+            .sandbox_ips
+            .get(sandbox_id)
+            .and_then(|ips| ips.first())
+            .map(String::as_str)
+            .unwrap_or_default();
+        // The kubelet waits for postStart without a limit; bosun bounds it so that a hung hook
+        // cannot hold the pod's worker forever.
+        let Err(e) = lifecycle::run(&self.ctx.cri, id, spec, pod_ip, hook, POST_START_LIMIT).await
+        else {
+            return Ok(());
+        };
+        warn!(container.id = %id, error = %e, "Failed to execute PostStartHook");
+        // The hook's message may hold secrets: the event does not carry it.
+        self.event(
+            Some(&spec.name),
+            EventType::Warning,
+            "FailedPostStartHook",
+            "PostStartHook failed".into(),
+        );
+        self.event(
+            Some(&spec.name),
+            EventType::Normal,
+            "Killing",
+            "FailedPostStartHook".into(),
+        );
+        let view = ContainerView {
+            id: id.to_string(),
+            name: spec.name.clone(),
+            sandbox_id: sandbox_id.to_string(),
+            state: RunState::Running,
+            restart_count,
+            exit_code: 0,
+            started_at: 0,
+            finished_at: 0,
+            reason: String::new(),
+            message: String::new(),
+            image_ref: String::new(),
+            created_at: 0,
+        };
+        let grace = self.grace_period(None);
+        let left = grace.saturating_sub(self.pre_stop(&view, grace).await);
+        let left = left.max(Duration::from_secs(2).min(grace));
+        if let Err(e) = self.ctx.cri.stop_container(id, left).await
+            && !e.is_not_found()
+        {
+            warn!(container.id = %id, error = %e, "stop container failed");
+        }
+        Err(e.to_string())
     }
 
     async fn kill(&self, obs: &Observed, grace: Option<i64>) {

@@ -1,0 +1,129 @@
+//! Lifecycle hooks on a bosun node, through the real containerd and API server: postStart exec
+//! right after the start, a failing postStart httpGet kills the container (FailedPostStartHook)
+//! and it is restarted, and a preStop httpGet reaches the container at the pod IP.
+
+use std::time::Duration;
+
+use bosun_tests::{ClusterNode, Env, admin_client, wait_until_async};
+use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, PostParams};
+
+fn status<'a>(p: &'a Pod, name: &str) -> Option<&'a ContainerStatus> {
+    p.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == name)
+}
+
+fn read(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn post_start_and_pre_stop_hooks_run_as_the_kubelet() {
+    let node = ClusterNode::new("hooks");
+    let mut bosun = node.start();
+    let client = admin_client().await;
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let name = format!("{}-p", node.name);
+    let shared = node.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    let image = Env::runtime().busybox_image();
+    // `web` serves a CGI script that records each request in /shared/http.
+    let web = "mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho hit >> /shared/http\\necho Content-Type: text/plain\\necho\\necho ok\\n' > /www/cgi-bin/hook \
+               && chmod +x /www/cgi-bin/hook && httpd -p 8080 -h /www; echo main >> /shared/log; while :; do sleep 1; done";
+    let p: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "nodeName": node.name,
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 10,
+            "containers": [
+                {"name": "web", "image": image, "command": ["sh", "-c", web],
+                 "ports": [{"name": "http", "containerPort": 8080}],
+                 "lifecycle": {
+                     "postStart": {"exec": {"command": ["sh", "-c", "echo poststart >> /shared/log"]}},
+                     "preStop": {"httpGet": {"path": "/cgi-bin/hook", "port": "http"}}},
+                 "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]},
+                {"name": "bad", "image": image, "command": ["sh", "-c", "while :; do sleep 1; done"],
+                 "lifecycle": {"postStart": {"httpGet": {"path": "/", "port": 9}}}}
+            ],
+            "volumes": [{"name": "shared", "hostPath": {"path": shared, "type": "Directory"}}],
+        }
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &p).await.unwrap();
+
+    // postStart exec ran in `web`; `bad` was killed for its hook and is being restarted.
+    let p = wait_until_async(
+        "web running, bad restarted",
+        Duration::from_secs(90),
+        || async {
+            let p = api.get_opt(&name).await.ok()??;
+            let web = status(&p, "web")?;
+            let bad = status(&p, "bad")?;
+            let running = web.state.as_ref()?.running.is_some();
+            (running && bad.restart_count >= 1 && read(&shared.join("log")).contains("poststart"))
+                .then_some(p)
+        },
+    )
+    .await;
+    let web = status(&p, "web").unwrap();
+    assert_eq!(web.restart_count, 0, "{web:?}");
+    let bad = status(&p, "bad").unwrap();
+    let last = bad.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+    assert!(last.is_some(), "killed instance in lastState: {bad:?}");
+    let events: Api<Event> = Api::namespaced(client, "default");
+    let lp = ListParams::default().fields(&format!("involvedObject.name={name}"));
+    let hook_events = wait_until_async(
+        "FailedPostStartHook event",
+        Duration::from_secs(30),
+        || async {
+            let list = events.list(&lp).await.ok()?;
+            let found: Vec<Event> = list
+                .items
+                .into_iter()
+                .filter(|e| {
+                    e.involved_object.field_path.as_deref() == Some("spec.containers{bad}")
+                        && matches!(e.reason.as_deref(), Some("FailedPostStartHook" | "Killing"))
+                })
+                .collect();
+            (found.len() >= 2).then_some(found)
+        },
+    )
+    .await;
+    let failed = hook_events
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("FailedPostStartHook"))
+        .expect("FailedPostStartHook");
+    assert_eq!(failed.type_.as_deref(), Some("Warning"));
+    assert_eq!(failed.message.as_deref(), Some("PostStartHook failed"));
+    let killing = hook_events
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("Killing"))
+        .expect("Killing");
+    assert_eq!(killing.message.as_deref(), Some("FailedPostStartHook"));
+    assert!(read(&shared.join("http")).is_empty(), "preStop ran early");
+
+    // Deletion: the preStop httpGet reaches `web` at the pod IP, on its named port.
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    wait_until_async("pod gone from the API", Duration::from_secs(60), || async {
+        api.get_opt(&name)
+            .await
+            .ok()
+            .and_then(|p| p.is_none().then_some(()))
+    })
+    .await;
+    assert_eq!(read(&shared.join("http")).trim(), "hit");
+    assert!(
+        bosun.try_exit().is_none(),
+        "bosun exited:\n{}",
+        bosun.log_text()
+    );
+    bosun.terminate(Duration::from_secs(10));
+}
