@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bosun_cri::types::{ContainerFilter, ContainerState, PodSandboxFilter, PodSandboxState};
 use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::node::v1::RuntimeClass;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
@@ -434,15 +435,23 @@ impl PodWorker {
             warn!(error = %e, "cannot create the pod log directory");
         }
         let config = sandbox_config(&self.pod, attempt, dirs);
+        let handler = match self.runtime_handler().await {
+            Ok(h) => h,
+            Err(e) => {
+                warn!("FailedCreatePodSandBox: {e}");
+                self.event(
+                    None,
+                    EventType::Warning,
+                    "FailedCreatePodSandBox",
+                    format!("Failed to create pod sandbox: {e}"),
+                );
+                return;
+            }
+        };
         let started = Instant::now();
-        match self
-            .ctx
-            .cri
-            .run_pod_sandbox(config, self.runtime_handler())
-            .await
-        {
+        match self.ctx.cri.run_pod_sandbox(config, &handler).await {
             Ok(id) => {
-                info!(sandbox.id = %id, attempt, elapsed_ms = started.elapsed().as_millis() as u64, "sandbox running")
+                info!(sandbox.id = %id, attempt, runtime.handler = %handler, elapsed_ms = started.elapsed().as_millis() as u64, "sandbox running")
             }
             Err(e) => {
                 warn!(error = %e, "FailedCreatePodSandBox: failed to create pod sandbox");
@@ -456,9 +465,24 @@ impl PodWorker {
         }
     }
 
-    fn runtime_handler(&self) -> &str {
-        // RuntimeClass handlers need the API; static pods use the default handler.
-        ""
+    /// The CRI runtime handler of the pod's RuntimeClass (the kubelet's LookupRuntimeHandler):
+    /// empty without a runtimeClassName or without an API server (static pods standalone).
+    async fn runtime_handler(&self) -> Result<String, String> {
+        let name = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.runtime_class_name.as_deref())
+            .unwrap_or_default();
+        let Some(client) = self.ctx.api.as_ref().filter(|_| !name.is_empty()) else {
+            return Ok(String::new());
+        };
+        let api: kube::Api<RuntimeClass> = kube::Api::all(client.clone());
+        match api.get_opt(name).await {
+            Ok(Some(rc)) => Ok(rc.handler),
+            Ok(None) => Err(format!("runtimeclass.node.k8s.io {name:?} not found")),
+            Err(e) => Err(format!("failed to lookup RuntimeClass {name}: {e}")),
+        }
     }
 
     fn termination_log(&self, name: &str, restart_count: u32) -> PathBuf {
