@@ -5,6 +5,10 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export BOSUN_ENV_DIR=${BOSUN_ENV_DIR:-$REPO/tests/env/run}
 export BOSUN_CACHE_DIR=${BOSUN_CACHE_DIR:-/var/cache/bosun}
 REGISTRY_ADDR=127.0.0.1:5000
+# The same images behind htpasswd auth, for imagePullSecrets tests (loopback only, test credentials).
+PRIVATE_REGISTRY_ADDR=127.0.0.1:5001
+PRIVATE_REGISTRY_USER=bosun
+PRIVATE_REGISTRY_PASSWORD=bosun-pull-test
 # Pod network of the shared containerd (each test node gets its own bridge and /24, see containerd-config).
 SHARED_BRIDGE=bosun0
 SHARED_SUBNET=10.88.0.0/16
@@ -29,7 +33,7 @@ ensure_packages() {
   # binary-or-file:package
   for pair in containerd:containerd runc:runc /usr/lib/cni/bridge:containernetworking-plugins \
     /bin/busybox:busybox-static umoci:umoci skopeo:skopeo docker-registry:docker-registry \
-    protoc:protobuf-compiler ip:iproute2 iptables:iptables curl:curl ss:iproute2 openssl:openssl; do
+    protoc:protobuf-compiler htpasswd:apache2-utils ip:iproute2 iptables:iptables curl:curl ss:iproute2 openssl:openssl; do
     local probe=${pair%%:*} pkg=${pair#*:}
     if [[ $probe == /* ]]; then [[ -e $probe ]] && continue; else command -v "$probe" >/dev/null && continue; fi
     missing+=("$pkg")

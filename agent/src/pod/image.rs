@@ -78,7 +78,7 @@ pub fn valid_image_name(image: &str) -> bool {
 pub async fn ensure_image(
     cri: &CriClient,
     c: &Container,
-    auth: Option<bosun_cri::types::AuthConfig>,
+    auths: &[bosun_cri::types::AuthConfig],
 ) -> Result<String, PullError> {
     let image = c.image.clone().unwrap_or_default();
     if !valid_image_name(&image) {
@@ -103,9 +103,28 @@ pub async fn ensure_image(
             }
         }
     }
-    cri.pull_image(&image, auth, None)
-        .await
-        .map_err(|e| PullError::Pull(format!("Failed to pull image {image:?}: {e}")))
+    if auths.is_empty() {
+        return cri
+            .pull_image(&image, None, None)
+            .await
+            .map_err(|e| PullError::Pull(format!("Failed to pull image {image:?}: {e}")));
+    }
+    // As the kubelet: every matching credential in turn, the first pull that works wins.
+    let mut errors = Vec::new();
+    for auth in auths {
+        match cri.pull_image(&image, Some(auth.clone()), None).await {
+            Ok(id) => return Ok(id),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    let e = if errors.len() == 1 {
+        errors.remove(0)
+    } else {
+        format!("[{}]", errors.join(", "))
+    };
+    Err(PullError::Pull(format!(
+        "Failed to pull image {image:?}: {e}"
+    )))
 }
 
 #[cfg(test)]

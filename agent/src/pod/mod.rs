@@ -6,6 +6,7 @@ pub mod api_source;
 pub mod backoff;
 pub mod context;
 pub mod image;
+pub mod keyring;
 pub mod lifecycle;
 pub mod manager;
 pub mod mirror;

@@ -16,6 +16,7 @@ use tracing::{Instrument, info, info_span, warn};
 use super::backoff::Backoff;
 use super::context::NodeContext;
 use super::image::{PullError, ensure_image};
+use super::keyring::Keyring;
 use super::lifecycle::{self, HookError};
 use super::ordering::TerminationOrdering;
 use super::plan::{
@@ -557,11 +558,15 @@ impl PodWorker {
             self.event(Some(&start.name), EventType::Normal, "BackOff", msg.clone());
             return Err(waiting("ImagePullBackOff", msg));
         }
+        let auths = self.pull_credentials(&image).await;
         let (pulled, took) = {
             let _permit = self.ctx.pulls.acquire().await;
             info!("Pulling: pulling image {image:?}");
             let t = Instant::now();
-            let r = ensure_image(&self.ctx.cri, spec, None).await;
+            let r = match auths {
+                Ok(auths) => ensure_image(&self.ctx.cri, spec, &auths).await,
+                Err(e) => Err(PullError::Pull(e)),
+            };
             (r, t.elapsed())
         };
         match pulled {
@@ -680,6 +685,47 @@ impl PodWorker {
         self.post_start(&sandbox.id, &id, spec, start.restart_count)
             .await
             .map_err(|m| waiting("PostStartHookError", m))
+    }
+
+    /// The registry credentials for `image` from the pod's imagePullSecrets (the kubelet reads
+    /// only the pod's list: the ServiceAccount admission copies the account's into it).
+    async fn pull_credentials(
+        &self,
+        image: &str,
+    ) -> Result<Vec<bosun_cri::types::AuthConfig>, String> {
+        let refs = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.image_pull_secrets.clone())
+            .unwrap_or_default();
+        let Some(client) = self.ctx.api.as_ref().filter(|_| !refs.is_empty()) else {
+            return Ok(vec![]);
+        };
+        let ns = self.key().namespace;
+        let mut secrets = Vec::new();
+        let mut failed = Vec::new();
+        for r in refs.iter().filter(|r| !r.name.is_empty()) {
+            match get_secret(client, &ns, &r.name).await {
+                Ok(Some(s)) => secrets.push(s),
+                Ok(None) | Err(_) => failed.push(r.name.clone()),
+            }
+        }
+        if !failed.is_empty() {
+            let msg = format!(
+                "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
+                failed.join(", ")
+            );
+            warn!("FailedToRetrieveImagePullSecret: {msg}");
+            self.event(
+                None,
+                EventType::Warning,
+                "FailedToRetrieveImagePullSecret",
+                msg,
+            );
+        }
+        let ring = Keyring::from_secrets(&secrets)?;
+        Ok(ring.lookup(image).iter().map(|c| c.to_cri()).collect())
     }
 
     /// Host paths of every volume of the pod, setting up (or refreshing) API-backed ones.
