@@ -174,6 +174,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             Arc::new(cfg.clone()),
             ctx.cri.clone(),
             registered,
+            ctx.events.clone(),
             cancel.child_token(),
         ));
         sources.push("api");

@@ -1,5 +1,6 @@
 //! The event recorder: Kubernetes Events about pods (Pulling, Pulled, Created, Started, Killing,
-//! BackOff, Failed, FailedMount), as the kubelet emits them. Recording never blocks the caller:
+//! BackOff, Failed, FailedMount) and about the node (Starting, NodeReady, NodeHasSufficientMemory,
+//! ...), as the kubelet emits them. Recording never blocks the caller:
 //! events go through a bounded queue (dropped when full) to one writer task, which folds repeats
 //! of the same event into a count, as the kubelet's event correlator does.
 
@@ -26,7 +27,9 @@ pub enum EventType {
 /// One event to record.
 #[derive(Debug, Clone)]
 pub struct PodEvent {
-    /// The pod's namespace, name, uid.
+    /// The involved object's kind: `Pod` or `Node`.
+    pub object_kind: &'static str,
+    /// The pod's namespace (for a Node: `default`, where the kubelet puts node events).
     pub namespace: String,
     /// Pod name.
     pub name: String,
@@ -70,7 +73,9 @@ impl Recorder {
         reason: &str,
         message: String,
     ) {
-        let Some(tx) = &self.tx else { return };
+        if self.tx.is_none() {
+            return;
+        }
         let field_path = container
             .map(|c| {
                 let init = pod
@@ -86,7 +91,8 @@ impl Recorder {
             })
             .unwrap_or_default();
         let key = crate::runtime::sandbox::PodKey::of(pod);
-        let ev = PodEvent {
+        self.send(PodEvent {
+            object_kind: "Pod",
             namespace: key.namespace,
             name: key.name,
             uid: key.uid,
@@ -94,6 +100,28 @@ impl Recorder {
             kind,
             reason: reason.to_string(),
             message,
+        });
+    }
+
+    /// Records an event about the node `name` (the kubelet's node reference: kind Node, UID =
+    /// the node's name, event in namespace `default`); never waits.
+    pub fn node(&self, name: &str, kind: EventType, reason: &str, message: String) {
+        self.send(PodEvent {
+            object_kind: "Node",
+            namespace: "default".into(),
+            name: name.into(),
+            uid: name.into(),
+            field_path: String::new(),
+            kind,
+            reason: reason.into(),
+            message,
+        });
+    }
+
+    fn send(&self, ev: PodEvent) {
+        let Some(tx) = &self.tx else {
+            debug!(object = ev.object_kind, name = %ev.name, reason = %ev.reason, message = %ev.message, "event (not recorded: no API)");
+            return;
         };
         if tx.try_send(ev).is_err() {
             debug!("event queue full; event dropped");
@@ -149,9 +177,9 @@ async fn writer(
             },
             involved_object: ObjectReference {
                 api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
+                kind: Some(ev.object_kind.into()),
                 name: Some(ev.name.clone()),
-                namespace: Some(ev.namespace.clone()),
+                namespace: (ev.object_kind != "Node").then(|| ev.namespace.clone()),
                 uid: Some(ev.uid.clone()),
                 field_path: (!ev.field_path.is_empty()).then(|| ev.field_path.clone()),
                 ..Default::default()

@@ -26,7 +26,18 @@ pub fn bosun_bin() -> PathBuf {
             .expect("run cargo build -p bosun");
         assert!(status.success(), "cargo build -p bosun failed");
         assert!(bin.exists(), "no bosun binary at {}", bin.display());
-        bin
+        // `target/<profile>/bosun` is shared by every checkout using this target dir (worktrees):
+        // take a private copy, named after this checkout, swapped in atomically (a running copy
+        // keeps its inode).
+        let checkout = repo_root().display().to_string();
+        let tag: u32 = checkout
+            .bytes()
+            .fold(17, |h, b| h.wrapping_mul(31) ^ u32::from(b));
+        let private = profile_dir.join(format!("bosun-under-test-{tag:08x}"));
+        let tmp = profile_dir.join(format!("bosun-under-test-{tag:08x}.{}", std::process::id()));
+        std::fs::copy(&bin, &tmp).expect("copy the bosun binary");
+        std::fs::rename(&tmp, &private).expect("install the bosun binary copy");
+        private
     })
     .clone()
 }

@@ -117,6 +117,12 @@ impl Containerd {
         self.spawn();
     }
 
+    /// Starts the daemon again after [`Containerd::stop_daemon`], on the same state.
+    pub fn start_daemon(&mut self) {
+        let _ = fs::remove_file(self.socket());
+        self.spawn();
+    }
+
     /// Stops the daemon only (SIGTERM, SIGKILL after 10 s), leaving its state.
     pub fn stop_daemon(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -403,3 +403,78 @@ async fn notifies_systemd_ready_watchdog_and_stopping() {
         "no STOPPING=1 after SIGTERM: {rest:?}"
     );
 }
+
+/// Reasons of the kubelet events recorded about Node `name`, with their counts.
+async fn node_events(client: &kube::Client, name: &str) -> BTreeMap<String, i32> {
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
+    let lp = kube::api::ListParams::default().fields(&format!(
+        "involvedObject.kind=Node,involvedObject.name={name}"
+    ));
+    let mut out = BTreeMap::new();
+    for e in events.list(&lp).await.map(|l| l.items).unwrap_or_default() {
+        // The node controller writes about the Node too (RegisteredNode).
+        if e.source.as_ref().and_then(|s| s.component.as_deref()) != Some("kubelet") {
+            continue;
+        }
+        *out.entry(e.reason.unwrap_or_default()).or_default() += e.count.unwrap_or(1);
+    }
+    out
+}
+
+/// The runtime going away makes the node Ready=False naming the runtime (and NodeNotReady), its
+/// return makes it Ready again without restarting bosun; the start and every condition are events.
+#[tokio::test]
+async fn runtime_down_turns_the_node_not_ready_and_back_with_events() {
+    let mut node = ClusterNode::new("node-rtdown");
+    let client = admin_client().await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let _bosun = node.start();
+    wait_ready(&nodes, &node.name, 60).await;
+    let start_events = [
+        "Starting",
+        "NodeHasSufficientMemory",
+        "NodeHasNoDiskPressure",
+        "NodeHasSufficientPID",
+        "NodeReady",
+    ];
+    wait_until_async("start events", Duration::from_secs(30), || async {
+        let seen = node_events(&client, &node.name).await;
+        start_events
+            .iter()
+            .all(|r| seen.contains_key(*r))
+            .then_some(())
+    })
+    .await;
+
+    node.ctd.stop_daemon();
+    let down = wait_until_async("Ready=False", Duration::from_secs(120), || async {
+        let n = nodes.get_opt(&node.name).await.ok()??;
+        let c = n
+            .status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "Ready")?;
+        (c.status == "False").then_some(c)
+    })
+    .await;
+    assert_eq!(down.reason.as_deref(), Some("KubeletNotReady"));
+    let message = down.message.unwrap_or_default();
+    assert!(
+        message.contains("container runtime"),
+        "Ready=False without naming the runtime: {message}"
+    );
+    wait_until_async("NodeNotReady event", Duration::from_secs(30), || async {
+        node_events(&client, &node.name)
+            .await
+            .contains_key("NodeNotReady")
+            .then_some(())
+    })
+    .await;
+
+    node.ctd.start_daemon();
+    wait_ready(&nodes, &node.name, 120).await;
+    wait_until_async("second NodeReady", Duration::from_secs(30), || async {
+        (node_events(&client, &node.name).await.get("NodeReady") >= Some(&2)).then_some(())
+    })
+    .await;
+}

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::events::{EventType, Recorder};
 use setters::Settings;
 use status::{Observer, StatusUpdater};
 
@@ -60,10 +61,17 @@ pub async fn run(
     cfg: Arc<Config>,
     cri: CriClient,
     registered_tx: tokio::sync::oneshot::Sender<()>,
+    events: Recorder,
     cancel: CancellationToken,
 ) {
     let settings = settings(&cfg);
     let name = settings.node_name.clone();
+    events.node(
+        &name,
+        EventType::Normal,
+        "Starting",
+        "Starting kubelet.".into(),
+    );
     let nodes: Api<Node> = Api::all(client.clone());
     let mut observer = Observer::new(cri, cfg.root_dir.clone());
 
@@ -83,6 +91,16 @@ pub async fn run(
     };
     let uid = registered.node.metadata.uid.clone().unwrap_or_default();
     let _ = registered_tx.send(());
+    // As the kubelet's setters on its freshly built Node: every condition is new at start.
+    let initial = registered.node.status.clone().unwrap_or_default();
+    for reason in setters::transition_events(&NodeStatus::default(), &initial) {
+        events.node(
+            &name,
+            EventType::Normal,
+            reason,
+            format!("Node {name} status is now: {reason}"),
+        );
+    }
 
     let (store, writer) = reflector::store();
     let watch_cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
@@ -111,6 +129,7 @@ pub async fn run(
         registered.node,
         registered.created,
         cfg.node_status_report_frequency,
+        events,
     );
     info!(node = %name, lease_renew = ?keeper.interval(), status_every = ?cfg.node_status_update_frequency, "node loops started");
     tokio::select! {

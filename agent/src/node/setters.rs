@@ -104,6 +104,44 @@ pub fn changed(old: &NodeStatus, new: &NodeStatus) -> bool {
     strip(old) != strip(new)
 }
 
+/// The kubelet's node events for condition changes from `old` to `new` (a condition appearing
+/// counts as a change): `NodeReady`, `NodeNotReady`, `NodeHasSufficientMemory`, ...
+pub fn transition_events(old: &NodeStatus, new: &NodeStatus) -> Vec<&'static str> {
+    const REASONS: [(&str, &str, &str); 4] = [
+        (
+            "MemoryPressure",
+            "NodeHasInsufficientMemory",
+            "NodeHasSufficientMemory",
+        ),
+        (
+            "DiskPressure",
+            "NodeHasDiskPressure",
+            "NodeHasNoDiskPressure",
+        ),
+        (
+            "PIDPressure",
+            "NodeHasInsufficientPID",
+            "NodeHasSufficientPID",
+        ),
+        ("Ready", "NodeReady", "NodeNotReady"),
+    ];
+    let mut out = Vec::new();
+    for (type_, if_true, otherwise) in REASONS {
+        let Some(now) = condition(new, type_) else {
+            continue;
+        };
+        if condition(old, type_).map(|c| c.status.as_str()) == Some(now.status.as_str()) {
+            continue;
+        }
+        out.push(if now.status == "True" {
+            if_true
+        } else {
+            otherwise
+        });
+    }
+    out
+}
+
 /// The condition of type `type_`, if present.
 pub fn condition<'a>(status: &'a NodeStatus, type_: &str) -> Option<&'a NodeCondition> {
     status
@@ -476,6 +514,45 @@ mod tests {
             let mp = condition(&st, "MemoryPressure").unwrap();
             assert_eq!(mp.last_transition_time, Some(Time(ts(100))));
         }
+    }
+
+    #[test]
+    fn transition_events_on_appearance_and_change_only() {
+        let cond = |t: &str, s: &str| NodeCondition {
+            type_: t.into(),
+            status: s.into(),
+            ..Default::default()
+        };
+        let status = |c: Vec<NodeCondition>| NodeStatus {
+            conditions: Some(c),
+            ..Default::default()
+        };
+        let first = status(vec![
+            cond("MemoryPressure", "False"),
+            cond("DiskPressure", "False"),
+            cond("PIDPressure", "False"),
+            cond("Ready", "True"),
+        ]);
+        assert_eq!(
+            transition_events(&NodeStatus::default(), &first),
+            [
+                "NodeHasSufficientMemory",
+                "NodeHasNoDiskPressure",
+                "NodeHasSufficientPID",
+                "NodeReady"
+            ]
+        );
+        assert!(transition_events(&first, &first).is_empty());
+        let down = status(vec![
+            cond("MemoryPressure", "True"),
+            cond("DiskPressure", "False"),
+            cond("PIDPressure", "False"),
+            cond("Ready", "False"),
+        ]);
+        assert_eq!(
+            transition_events(&first, &down),
+            ["NodeHasInsufficientMemory", "NodeNotReady"]
+        );
     }
 
     #[test]

@@ -21,10 +21,11 @@ use tracing::{debug, info, warn};
 
 use super::machine::{self, MachineInfo};
 use super::setters::{self, Facts, Settings};
+use crate::events::{EventType, Recorder};
 
 /// The runtime is "down" when its status was last good this long ago (the kubelet's
-/// baseRuntimeSyncThreshold).
-const RUNTIME_SYNC_THRESHOLD: Duration = Duration::from_secs(120);
+/// baseRuntimeSyncThreshold, set from maxWaitForContainerRuntime = 30 s).
+const RUNTIME_SYNC_THRESHOLD: Duration = Duration::from_secs(30);
 /// Patch attempts per round (the kubelet's nodeStatusUpdateRetry).
 const UPDATE_RETRIES: usize = 5;
 
@@ -197,6 +198,7 @@ pub struct StatusUpdater {
     last: Option<Node>,
     last_report: Option<Instant>,
     report_every: Duration,
+    events: Recorder,
 }
 
 impl StatusUpdater {
@@ -209,6 +211,7 @@ impl StatusUpdater {
         registered: Node,
         written: bool,
         report_every: Duration,
+        events: Recorder,
     ) -> StatusUpdater {
         StatusUpdater {
             api,
@@ -219,6 +222,7 @@ impl StatusUpdater {
             last: Some(registered),
             last_report: written.then(Instant::now),
             report_every,
+            events,
         }
     }
 
@@ -273,6 +277,14 @@ impl StatusUpdater {
                 Ok(n) => {
                     let ready = setters::condition(&desired, "Ready").map(|c| c.status.clone());
                     info!(node = %self.name, ready = ?ready, "node status written");
+                    for reason in setters::transition_events(&old, &desired) {
+                        self.events.node(
+                            &self.name,
+                            EventType::Normal,
+                            reason,
+                            format!("Node {} status is now: {reason}", self.name),
+                        );
+                    }
                     self.last = Some(n);
                     self.last_report = Some(Instant::now());
                     return true;
