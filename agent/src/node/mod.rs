@@ -129,8 +129,8 @@ pub async fn run(
         registered.node,
         registered.created,
         cfg.node_status_report_frequency,
-        events,
-    );
+    )
+    .with_events(events);
     info!(node = %name, lease_renew = ?keeper.interval(), status_every = ?cfg.node_status_update_frequency, "node loops started");
     tokio::select! {
         _ = cancel.cancelled() => {}

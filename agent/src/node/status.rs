@@ -211,7 +211,6 @@ impl StatusUpdater {
         registered: Node,
         written: bool,
         report_every: Duration,
-        events: Recorder,
     ) -> StatusUpdater {
         StatusUpdater {
             api,
@@ -222,8 +221,14 @@ impl StatusUpdater {
             last: Some(registered),
             last_report: written.then(Instant::now),
             report_every,
-            events,
+            events: Recorder::disabled(),
         }
+    }
+
+    /// Records the node's condition changes as events through `events`.
+    pub fn with_events(mut self, events: Recorder) -> StatusUpdater {
+        self.events = events;
+        self
     }
 
     /// The freshest copy of the Node: the watched one or the last written, whichever is newer.
