@@ -1,6 +1,7 @@
 //! Lifecycle hooks on a bosun node, through the real containerd and API server: postStart exec
 //! right after the start, a failing postStart httpGet kills the container (FailedPostStartHook)
-//! and it is restarted, and a preStop httpGet reaches the container at the pod IP.
+//! and it is restarted, and a preStop httpGet reaches the container at the pod IP (over HTTPS
+//! falling back to HTTP when the server answers in plain HTTP).
 
 use std::time::Duration;
 
@@ -32,6 +33,22 @@ async fn post_start_and_pre_stop_hooks_run_as_the_kubelet() {
     let shared = node.path().join("shared");
     std::fs::create_dir_all(&shared).unwrap();
     let image = Env::runtime().busybox_image();
+    // A plain-HTTP server for `fallback`'s HTTPS preStop: it answers whatever arrives (a TLS
+    // ClientHello: after a second without a line) in HTTP and records each connection.
+    let responder = shared.join("responder");
+    std::fs::write(
+        &responder,
+        "#!/bin/sh\n\
+         while read -t 1 l; do case \"$l\" in \"$(printf '\\r')\"|'') break;; esac; done\n\
+         echo conn >> /shared/https\n\
+         printf 'HTTP/1.0 200 OK\\r\\n\\r\\n'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &responder,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     // `web` serves a CGI script that records each request in /shared/http.
     let web = "mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho hit >> /shared/http\\necho Content-Type: text/plain\\necho\\necho ok\\n' > /www/cgi-bin/hook \
                && chmod +x /www/cgi-bin/hook && httpd -p 8080 -h /www; echo main >> /shared/log; while :; do sleep 1; done";
@@ -51,7 +68,11 @@ async fn post_start_and_pre_stop_hooks_run_as_the_kubelet() {
                      "preStop": {"httpGet": {"path": "/cgi-bin/hook", "port": "http"}}},
                  "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]},
                 {"name": "bad", "image": image, "command": ["sh", "-c", "while :; do sleep 1; done"],
-                 "lifecycle": {"postStart": {"httpGet": {"path": "/", "port": 9}}}}
+                 "lifecycle": {"postStart": {"httpGet": {"path": "/", "port": 9}}}},
+                {"name": "fallback", "image": image,
+                 "command": ["sh", "-c", "nc -ll -p 8443 -e /shared/responder & while :; do sleep 1; done"],
+                 "lifecycle": {"preStop": {"httpGet": {"path": "/", "port": 8443, "scheme": "HTTPS"}}},
+                 "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]}
             ],
             "volumes": [{"name": "shared", "hostPath": {"path": shared, "type": "Directory"}}],
         }
@@ -120,6 +141,27 @@ async fn post_start_and_pre_stop_hooks_run_as_the_kubelet() {
     })
     .await;
     assert_eq!(read(&shared.join("http")).trim(), "hit");
+    // `fallback`'s HTTPS preStop got a plain HTTP answer and was sent again over HTTP (two
+    // connections), as the kubelet's LifecycleHTTPFallback.
+    assert_eq!(
+        read(&shared.join("https")).lines().collect::<Vec<_>>(),
+        ["conn", "conn"]
+    );
+    let lp = ListParams::default().fields(&format!(
+        "involvedObject.name={name},reason=LifecycleHTTPFallback"
+    ));
+    let fallback = wait_until_async(
+        "LifecycleHTTPFallback event",
+        Duration::from_secs(30),
+        || async { events.list(&lp).await.ok()?.items.into_iter().next() },
+    )
+    .await;
+    let msg = fallback.message.unwrap_or_default();
+    assert!(
+        msg.starts_with("request to HTTPS lifecycle hook ")
+            && msg.ends_with(":8443 got HTTP response, retry with HTTP succeeded"),
+        "{msg}"
+    );
     assert!(
         bosun.try_exit().is_none(),
         "bosun exited:\n{}",

@@ -1,6 +1,7 @@
 //! Lifecycle hooks, as the kubelet's handler runner runs them for postStart and preStop: exec in
-//! the container through CRI, an HTTP GET (host defaulting to the pod IP; any response counts as
-//! success, only a failed request is a failure), or a sleep.
+//! the container through CRI, an HTTP(S) GET (host defaulting to the pod IP; any response counts
+//! as success, only a failed request is a failure; HTTPS without verifying the server and, when
+//! it answers in plain HTTP, retried over HTTP), or a sleep.
 
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ pub async fn run(
     pod_ip: &str,
     handler: &LifecycleHandler,
     budget: Duration,
-) -> Result<(), HookError> {
+) -> Result<HookRun, HookError> {
     let work = async {
         if let Some(exec) = &handler.exec {
             let cmd = exec.command.clone().unwrap_or_default();
@@ -44,7 +45,7 @@ pub async fn run(
                     String::from_utf8_lossy(&output)
                 )));
             }
-            Ok(())
+            Ok(HookRun::default())
         } else if let Some(get) = &handler.http_get {
             http_get(get, container, pod_ip).await.map_err(|e| {
                 HookError::Failed(format!(
@@ -54,7 +55,7 @@ pub async fn run(
             })
         } else if let Some(sleep) = &handler.sleep {
             tokio::time::sleep(Duration::from_secs(sleep.seconds.max(0) as u64)).await;
-            Ok(())
+            Ok(HookRun::default())
         } else {
             Err(HookError::Failed(
                 "Cannot run handler: invalid handler".into(),
@@ -131,38 +132,168 @@ fn major_minor() -> String {
     v.split('.').take(2).collect::<Vec<_>>().join(".")
 }
 
-async fn http_get(get: &HTTPGetAction, container: &Container, pod_ip: &str) -> Result<(), String> {
-    if get
-        .scheme
-        .as_deref()
-        .is_some_and(|s| !s.eq_ignore_ascii_case("HTTP"))
-    {
-        return Err("only HTTP lifecycle hooks are supported by bosun".into());
+/// Sends the GET over `conn` and waits for the start of a response (any status counts).
+async fn exchange<S>(mut conn: S, req: &str) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    conn.write_all(req.as_bytes()).await?;
+    let mut head = [0u8; 12];
+    conn.read_exact(&mut head).await?;
+    if !head.starts_with(b"HTTP/") {
+        return Err(std::io::Error::other("malformed HTTP response"));
     }
+    // Drain a little so the server does not see a reset mid-write.
+    let mut rest = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(1), conn.read(&mut rest)).await;
+    Ok(())
+}
+
+async fn connect(host: &str, port: u16) -> Result<tokio::net::TcpStream, String> {
+    tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(|e| format!("dial tcp {host}:{port}: {e}"))
+}
+
+/// What an httpGet hook did beyond succeeding.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HookRun {
+    /// `host:port` of an HTTPS hook that answered in plain HTTP and was retried over HTTP (the
+    /// kubelet's LifecycleHTTPFallback).
+    pub http_fallback: Option<String>,
+}
+
+async fn http_get(
+    get: &HTTPGetAction,
+    container: &Container,
+    pod_ip: &str,
+) -> Result<HookRun, String> {
     let host = match get.host.as_deref() {
         Some(h) if !h.is_empty() => h,
         _ if pod_ip.is_empty() => return Err("failed to find networking container".into()),
         _ => pod_ip,
     };
     let port = resolve_port(&get.port, container)?;
-    let mut conn = tokio::net::TcpStream::connect((host, port))
-        .await
-        .map_err(|e| format!("Get \"http://{host}:{port}\": {e}"))?;
-    conn.write_all(request(get, host, port).as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    // Any HTTP response counts (the kubelet does not look at the status code).
-    let mut head = [0u8; 12];
-    conn.read_exact(&mut head)
-        .await
-        .map_err(|e| format!("reading the response: {e}"))?;
-    if !head.starts_with(b"HTTP/") {
-        return Err("malformed HTTP response".into());
+    let req = request(get, host, port);
+    let https = get
+        .scheme
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"));
+    if !https {
+        let conn = connect(host, port).await?;
+        exchange(conn, &req).await.map_err(|e| e.to_string())?;
+        return Ok(HookRun::default());
     }
-    // Drain a little so the server does not see a reset mid-write.
-    let mut rest = [0u8; 4096];
-    let _ = tokio::time::timeout(Duration::from_secs(1), conn.read(&mut rest)).await;
-    Ok(())
+    // HTTPS without verifying the server, as the kubelet's hook client; a server that answers
+    // in plain HTTP gets the request again over HTTP.
+    match https_get(host, port, &req).await {
+        Ok(()) => Ok(HookRun::default()),
+        Err(e) if e.plain_http => {
+            let conn = connect(host, port).await?;
+            let plain = req
+                .lines()
+                .filter(|l| !l.to_ascii_lowercase().starts_with("authorization:"))
+                .collect::<Vec<_>>()
+                .join("\r\n");
+            exchange(conn, &plain).await.map_err(|e| e.to_string())?;
+            Ok(HookRun {
+                http_fallback: Some(format!("{host}:{port}")),
+            })
+        }
+        Err(e) => Err(e.message),
+    }
+}
+
+struct TlsError {
+    message: String,
+    /// The server answered the handshake with something that is not TLS.
+    plain_http: bool,
+}
+
+async fn https_get(host: &str, port: u16, req: &str) -> Result<(), TlsError> {
+    let fail = |message: String| TlsError {
+        message,
+        plain_http: false,
+    };
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fail(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(NoVerify(provider)))
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| fail(format!("server name {host:?}: {e}")))?;
+    let tcp = connect(host, port).await.map_err(fail)?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| {
+            let plain_http = e
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<rustls::Error>())
+                .is_some_and(|r| {
+                    matches!(
+                        r,
+                        rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+                    )
+                });
+            TlsError {
+                message: format!("https://{host}:{port}: {e}"),
+                plain_http,
+            }
+        })?;
+    exchange(tls, req).await.map_err(|e| fail(e.to_string()))
+}
+
+/// Accepts any server certificate (the kubelet's hook client sets InsecureSkipVerify) while
+/// still checking handshake signatures.
+#[derive(Debug)]
+struct NoVerify(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 #[cfg(test)]

@@ -880,7 +880,7 @@ impl PodWorker {
             .map(String::as_str)
             .unwrap_or_default();
         match lifecycle::run(&self.ctx.cri, &c.id, &spec, pod_ip, hook, budget).await {
-            Ok(()) => {}
+            Ok(run) => self.http_fallback_event(&run),
             // As the kubelet: a hook cut short by the grace period is only logged.
             Err(e @ HookError::TimedOut(_)) => {
                 info!(container.name = %c.name, "PreStop hook not completed in grace period: {e}")
@@ -891,6 +891,20 @@ impl PodWorker {
             }
         }
         started.elapsed()
+    }
+
+    /// The kubelet's LifecycleHTTPFallback event: an HTTPS hook answered in plain HTTP.
+    fn http_fallback_event(&self, run: &lifecycle::HookRun) {
+        if let Some(host) = &run.http_fallback {
+            self.event(
+                None,
+                EventType::Warning,
+                "LifecycleHTTPFallback",
+                format!(
+                    "request to HTTPS lifecycle hook {host} got HTTP response, retry with HTTP succeeded"
+                ),
+            );
+        }
     }
 
     /// Runs the postStart hook of a container just started; on failure kills it as the kubelet
@@ -913,9 +927,13 @@ impl PodWorker {
             .unwrap_or_default();
         // The kubelet waits for postStart without a limit; bosun bounds it so that a hung hook
         // cannot hold the pod's worker forever.
-        let Err(e) = lifecycle::run(&self.ctx.cri, id, spec, pod_ip, hook, POST_START_LIMIT).await
-        else {
-            return Ok(());
+        let e = match lifecycle::run(&self.ctx.cri, id, spec, pod_ip, hook, POST_START_LIMIT).await
+        {
+            Ok(run) => {
+                self.http_fallback_event(&run);
+                return Ok(());
+            }
+            Err(e) => e,
         };
         warn!(container.id = %id, error = %e, "Failed to execute PostStartHook");
         // The hook's message may hold secrets: the event does not carry it.
