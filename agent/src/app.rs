@@ -71,6 +71,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             cancel.child_token(),
         ));
     }
+    // Bind the kubelet port first: a port in use is a clear error and a non-zero exit.
+    let server_listener = crate::server::bind(&cfg.address, cfg.port).await?;
+    let server_tls = server_tls(&cfg)?;
     let signals = {
         let cancel = cancel.clone();
         let notifier = notifier.clone();
@@ -91,7 +94,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         })
     };
 
-    let cri = connect_runtime(&cfg, &cancel).await?;
+    let mut cri = connect_runtime(&cfg, &cancel).await?;
+    cri.set_observer(Arc::new(|op, took, ok| {
+        crate::metrics::global().observe_cri(op, took, ok)
+    }));
     let v = cri.runtime_version();
     info!(runtime = %v.node_info_string(), endpoint = %cfg.container_runtime_endpoint, "container runtime connected");
     healthy.store(true, Ordering::Relaxed);
@@ -147,6 +153,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             None => crate::events::Recorder::disabled(),
         },
     });
+
+    tokio::spawn(crate::server::serve(
+        server_listener,
+        server_tls,
+        Arc::new(server_state(&cfg, &ctx, client.clone(), healthy.clone())),
+        cancel.child_token(),
+    ));
 
     let (tx, rx) = mpsc::channel(16);
     let mut sources = Vec::new();
@@ -232,5 +245,61 @@ fn admission(cfg: &Config) -> crate::pod::admission::Admission {
     crate::pod::admission::Admission {
         allocatable: alloc.into_iter().map(|(k, v)| (k, v.milli)).collect(),
         node_labels,
+    }
+}
+
+/// The TLS configuration of the kubelet port: the configured or self-signed serving certificate.
+fn server_tls(cfg: &Config) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use crate::server::tls;
+    let mut ips = cfg.node_ips.clone();
+    if ips.is_empty() {
+        ips.push(host_ip(cfg));
+    }
+    let serving = tls::ServingCert::resolve(
+        cfg.tls_cert_file.as_deref(),
+        cfg.tls_private_key_file.as_deref(),
+        &cfg.cert_dir,
+        &cfg.node_name,
+        &ips,
+    )?;
+    Ok(tls::server_config(
+        &serving,
+        cfg.authentication.client_ca_file.as_deref(),
+    )?)
+}
+
+/// What the server's handlers and auth filter need.
+fn server_state(
+    cfg: &Config,
+    ctx: &NodeContext,
+    client: Option<kube::Client>,
+    healthy: Arc<AtomicBool>,
+) -> crate::server::Server {
+    use crate::server::auth::{Authenticator, TokenReviewer};
+    use crate::server::authz::{AccessReviewer, Authorizer};
+    let authn = &cfg.authentication;
+    let authz = &cfg.authorization;
+    if client.is_none() && authn.webhook_enabled {
+        warn!("no API client: bearer tokens cannot be reviewed and are refused");
+    }
+    if client.is_none() && authz.mode == crate::config::AuthorizationMode::Webhook {
+        warn!("no API client: webhook authorization denies every request to the kubelet port");
+    }
+    let tokens = client
+        .clone()
+        .filter(|_| authn.webhook_enabled)
+        .map(|c| Arc::new(c) as Arc<dyn TokenReviewer>);
+    let reviews = client.map(|c| Arc::new(c) as Arc<dyn AccessReviewer>);
+    crate::server::Server {
+        node_name: cfg.node_name.clone(),
+        statuses: ctx.statuses.clone(),
+        healthy,
+        authn: Authenticator::new(tokens, authn.webhook_cache_ttl, authn.anonymous_enabled),
+        authz: Authorizer::new(
+            authz.mode,
+            reviews,
+            authz.cache_authorized_ttl,
+            authz.cache_unauthorized_ttl,
+        ),
     }
 }

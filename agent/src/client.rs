@@ -36,5 +36,13 @@ pub async fn from_kubeconfig(path: &Path, node: &str) -> Result<kube::Client, Cl
         http::HeaderValue::from_str(&format!("bosun/{} ({node})", env!("CARGO_PKG_VERSION")))
             .unwrap_or_else(|_| http::HeaderValue::from_static("bosun")),
     ));
-    Ok(kube::Client::try_from(config)?)
+    let host = config
+        .cluster_url
+        .authority()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let layer = crate::metrics::rest::RestMetricsLayer::new(host);
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&layer)
+        .build())
 }

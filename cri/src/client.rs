@@ -73,7 +73,12 @@ pub struct CriClient {
     channel: Channel,
     timeouts: Timeouts,
     version: RuntimeVersion,
+    observer: Option<Observer>,
 }
+
+/// Called after every CRI call with the method name (`CreateContainer`), how long it took
+/// (retries included) and whether it succeeded: the hook metrics hang on.
+pub type Observer = std::sync::Arc<dyn Fn(&'static str, Duration, bool) + Send + Sync>;
 
 impl std::fmt::Debug for CriClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -99,6 +104,7 @@ impl CriClient {
                 runtime_version: String::new(),
                 runtime_api_version: String::new(),
             },
+            observer: None,
         };
         let v = client.version().await?;
         if v.runtime_api_version != "v1" {
@@ -110,6 +116,11 @@ impl CriClient {
         }
         client.version = v;
         Ok(client)
+    }
+
+    /// Sets the hook called after every call (this client and its clones made afterwards).
+    pub fn set_observer(&mut self, observer: Observer) {
+        self.observer = Some(observer);
     }
 
     /// The endpoint this client dials.
@@ -152,6 +163,25 @@ impl CriClient {
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let start = Instant::now();
+        let r = self.call_inner(op, deadline, retry, f, start).await;
+        if let Some(observe) = &self.observer {
+            observe(op, start.elapsed(), r.is_ok());
+        }
+        r
+    }
+
+    async fn call_inner<T, F, Fut>(
+        &self,
+        op: &'static str,
+        deadline: Duration,
+        retry: Retry,
+        f: F,
+        start: Instant,
+    ) -> Result<T>
+    where
+        F: Fn(Duration) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
         let mut attempt = 0;
         loop {
             attempt += 1;

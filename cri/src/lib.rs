@@ -9,7 +9,7 @@ mod endpoint;
 mod error;
 mod events;
 
-pub use client::{CriClient, ExecSyncOutput, RuntimeVersion, Timeouts};
+pub use client::{CriClient, ExecSyncOutput, Observer, RuntimeVersion, Timeouts};
 pub use endpoint::Endpoint;
 pub use error::{Code, CriError, Result};
 pub use events::ContainerEvents;

@@ -56,6 +56,7 @@ podLogsDir: {d}/pods
 containerRuntimeEndpoint: {endpoint}
 cgroupDriver: cgroupfs
 healthzPort: 0
+port: {port}
 resolvConf: {d}/resolv.conf
 clusterDNS: [10.96.0.10]
 clusterDomain: cluster.local
@@ -66,6 +67,7 @@ authentication:
             d = d.display(),
             endpoint = ctd.endpoint(),
             ca = env.var("CLUSTER_CA"),
+            port = ctd.server_port(),
         );
         std::fs::write(d.join("config.yaml"), config).expect("config");
         let args = vec![
@@ -96,6 +98,11 @@ authentication:
     /// The node's directory (config, manifests, logs).
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The port bosun serves HTTPS on (the kubelet's `port`), unique per test node.
+    pub fn server_port(&self) -> u16 {
+        self.ctd.server_port()
     }
 
     /// Starts bosun for this node, logging to `<dir>/bosun.log`.

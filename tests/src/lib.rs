@@ -4,11 +4,14 @@
 pub mod bosun;
 pub mod cluster;
 pub mod env;
+pub mod kubelet;
 pub mod node;
+pub mod prom;
 pub mod wait;
 
 pub use bosun::{Bosun, bosun_bin};
 pub use cluster::{ClusterNode, admin_client, kubectl};
 pub use env::{Env, repo_root};
+pub use kubelet::{KubeletClient, mint_client_cert};
 pub use node::Containerd;
 pub use wait::{wait_until, wait_until_async};

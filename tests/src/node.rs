@@ -11,6 +11,8 @@ use crate::env::{Env, env_dir, repo_root};
 
 /// Highest slot number: slot N gets bridge `bsnN` and subnet 10.89.N.0/24.
 const MAX_SLOT: u32 = 250;
+/// Slot N's bosun serves the kubelet port on 11250 + N (below the ephemeral port range).
+const SERVER_PORT_BASE: u16 = 11250;
 
 /// A containerd of one test node; killed, with everything it ran, when dropped.
 pub struct Containerd {
@@ -20,6 +22,8 @@ pub struct Containerd {
     child: Option<Child>,
     /// Pod subnet of this containerd's CNI bridge.
     pub subnet: String,
+    /// The slot claimed across test processes: unique while this containerd lives.
+    pub slot: u32,
 }
 
 impl Containerd {
@@ -54,6 +58,7 @@ impl Containerd {
             slot_file,
             child: None,
             subnet,
+            slot,
         };
         c.spawn();
         c
@@ -88,6 +93,11 @@ impl Containerd {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// A TCP port unique to this slot, for the bosun of this node (its kubelet `port`).
+    pub fn server_port(&self) -> u16 {
+        SERVER_PORT_BASE + self.slot as u16
     }
 
     /// The CRI endpoint, `unix:///.../containerd.sock`.

@@ -115,7 +115,7 @@ async fn registers_reports_the_machine_renews_the_lease_and_stops_on_sigterm() {
             .as_ref()
             .and_then(|d| d.kubelet_endpoint.as_ref())
             .map(|e| e.port),
-        Some(10250)
+        Some(i32::from(node.server_port()))
     );
 
     // nodeInfo against /proc, the runtime and `bosun --version`.

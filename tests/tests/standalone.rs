@@ -38,10 +38,12 @@ podLogsDir: {d}/pods
 containerRuntimeEndpoint: {endpoint}
 cgroupDriver: cgroupfs
 healthzPort: 0
+port: {port}
 resolvConf: {d}/resolv.conf
 ",
             d = d.display(),
-            endpoint = ctd.endpoint()
+            endpoint = ctd.endpoint(),
+            port = ctd.server_port(),
         );
         std::fs::write(d.join("config.yaml"), config).unwrap();
         let _ = env;

@@ -74,6 +74,8 @@ pub fn spawn(ctx: Arc<NodeContext>, pod: Arc<Pod>, cancel: CancellationToken) ->
         api_volumes: ApiVolumes::default(),
         volume_paths: None,
         deadline_exceeded: false,
+        synced: false,
+        start_sli: Default::default(),
     };
     let task = tokio::spawn(worker.run(rx, wake.clone(), cancel).instrument(span));
     WorkerHandle { tx, wake, task }
@@ -90,6 +92,10 @@ struct PodWorker {
     volume_paths: Option<HashMap<String, String>>,
     /// Set once activeDeadlineSeconds passed: the pod is stopped and Failed for good.
     deadline_exceeded: bool,
+    /// Synced at least once (kubelet_pod_worker_duration_seconds: create, then update or sync).
+    synced: bool,
+    /// kubelet_pod_start_sli_duration_seconds of this pod.
+    start_sli: crate::metrics::PodStartTracker,
 }
 
 /// What the runtime holds for this pod, ready for the plan.
@@ -110,10 +116,18 @@ impl PodWorker {
             let update = rx.borrow_and_update().clone();
             match update {
                 PodUpdate::Sync(pod) => {
+                    let op = match (self.synced, Arc::ptr_eq(&self.pod, &pod)) {
+                        (false, _) => "create",
+                        (true, false) => "update",
+                        (true, true) => "sync",
+                    };
                     self.pod = pod;
+                    let started = Instant::now();
                     if let Err(e) = self.sync().await {
                         warn!(error = %e, "pod sync failed; retrying");
                     }
+                    crate::metrics::global().observe_pod_sync(op, started.elapsed());
+                    self.synced = true;
                 }
                 PodUpdate::Terminate(grace, pod) => {
                     // The newest object: a deletionTimestamp on it makes us finish the deletion.
@@ -391,6 +405,7 @@ impl PodWorker {
             )),
         };
         let status = compute(&input);
+        self.start_sli.status(&self.pod, &status);
         let old_phase = previous.as_ref().and_then(|p| p.phase.clone());
         if self.ctx.statuses.set(&self.pod, status.clone()) && old_phase != status.phase {
             info!(
@@ -569,6 +584,7 @@ impl PodWorker {
             };
             (r, t.elapsed())
         };
+        self.start_sli.pulled(took);
         match pulled {
             Ok(_) => {
                 self.backoff.reset(&pull_key);
@@ -676,6 +692,7 @@ impl PodWorker {
             .await
             .map_err(|e| waiting("RunContainerError", e.to_string()))?;
         info!(container.id = %id, "Started: started container {}", start.name);
+        self.start_sli.container_started();
         self.event(
             Some(&start.name),
             EventType::Normal,

@@ -1,0 +1,137 @@
+//! The endpoints of the :10250 server and the filter in front of them: authenticate (401),
+//! authorize (403), then serve.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{StatusCode, header};
+use tracing::debug;
+
+use super::{PeerUser, Server, authz};
+
+/// The router: every route behind the auth filter.
+pub fn router(server: Arc<Server>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/healthz/ping", get(ping))
+        .route("/pods", get(pods))
+        .route("/pods/", get(pods))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(server.clone(), filter))
+        .with_state(server)
+}
+
+fn text(code: StatusCode, body: String) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// Authentication then authorization, as the kubelet's auth filter.
+async fn filter(State(s): State<Arc<Server>>, req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<PeerUser>()
+        .and_then(|p| p.0.as_ref());
+    let user = match s.authn.authenticate(peer, req.headers()).await {
+        Ok(u) => u,
+        Err(e) => {
+            debug!(path = req.uri().path(), error = %e, "unauthorized request");
+            return text(StatusCode::UNAUTHORIZED, "Unauthorized".into());
+        }
+    };
+    let attrs = authz::request_attributes(req.method(), req.uri().path(), &s.node_name);
+    let mut subresources = Vec::new();
+    for a in &attrs {
+        subresources.push(a.subresource);
+        match s.authz.authorize(&user, a).await {
+            Ok(true) => return next.run(req).await,
+            Ok(false) => {}
+            Err(_) => {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!(
+                        "Authorization error (user={}, verb={}, resource=nodes, subresource={})",
+                        user.name, a.verb, a.subresource
+                    ),
+                );
+            }
+        }
+    }
+    let verb = attrs.first().map_or("", |a| a.verb);
+    let msg = format!(
+        "Forbidden (user={}, verb={verb}, resource=nodes, subresource(s)=[{}])\n",
+        user.name,
+        subresources.join(" ")
+    );
+    debug!(path = req.uri().path(), "{}", msg.trim_end());
+    text(StatusCode::FORBIDDEN, msg)
+}
+
+async fn not_found() -> Response {
+    text(StatusCode::NOT_FOUND, "404 page not found\n".into())
+}
+
+async fn ping() -> Response {
+    text(StatusCode::OK, "ok".into())
+}
+
+/// `/healthz`: "ok" once the agent is up.
+async fn healthz(State(s): State<Arc<Server>>) -> Response {
+    if s.healthy.load(Ordering::Relaxed) {
+        text(StatusCode::OK, "ok".into())
+    } else {
+        text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "[-]syncloop failed: container runtime not ready\nhealthz check failed\n".into(),
+        )
+    }
+}
+
+fn json(value: &serde_json::Value) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("Internal Error: encoding: {e}"),
+        ),
+    }
+}
+
+/// `/pods`: the pods this node runs with their newest status, as a v1 PodList.
+async fn pods(State(s): State<Arc<Server>>) -> Response {
+    let mut pods = s.statuses.pods();
+    pods.sort_by(|a, b| {
+        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+    });
+    json(&serde_json::json!({
+        "kind": "PodList",
+        "apiVersion": "v1",
+        "metadata": {},
+        "items": pods,
+    }))
+}
+
+/// `/metrics`: bosun's own metrics.
+async fn metrics() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        crate::metrics::global().encode(),
+    )
+        .into_response()
+}

@@ -1,0 +1,250 @@
+//! The serving certificate and the TLS configuration of the :10250 server.
+//!
+//! As the kubelet: `tlsCertFile`/`tlsPrivateKeyFile` when given, else a self-signed certificate
+//! `<cert-dir>/kubelet.crt` + `kubelet.key`, generated once and reused. Client certificates are
+//! requested (never required) and verified against `authentication.x509.clientCAFile`: a verified
+//! certificate authenticates its subject; a request without one goes on to token or anonymous
+//! authentication.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::RootCertStore;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tracing::info;
+
+/// Why the TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A certificate or key file could not be read or holds no PEM of the expected kind.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The self-signed certificate could not be generated.
+    #[error("generating the self-signed serving certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// The self-signed certificate could not be written.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// rustls refused the certificates or the key.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The client CA bundle could not be used to verify client certificates.
+    #[error("client CA {path}: {message}")]
+    ClientCa {
+        /// The bundle.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Where the serving certificate comes from.
+#[derive(Debug, Clone)]
+pub struct ServingCert {
+    /// PEM certificate (chain) file.
+    pub cert_file: PathBuf,
+    /// PEM private key file.
+    pub key_file: PathBuf,
+}
+
+impl ServingCert {
+    /// The configured files, or the kubelet's self-signed pair under `cert_dir`, generated for
+    /// `host` and `ips` when missing.
+    pub fn resolve(
+        tls_cert_file: Option<&Path>,
+        tls_key_file: Option<&Path>,
+        cert_dir: &Path,
+        host: &str,
+        ips: &[IpAddr],
+    ) -> Result<ServingCert, TlsError> {
+        if let (Some(cert), Some(key)) = (tls_cert_file, tls_key_file) {
+            return Ok(ServingCert {
+                cert_file: cert.to_path_buf(),
+                key_file: key.to_path_buf(),
+            });
+        }
+        let cert_file = cert_dir.join("kubelet.crt");
+        let key_file = cert_dir.join("kubelet.key");
+        if load_certs(&cert_file).is_ok() && load_key(&key_file).is_ok() {
+            return Ok(ServingCert {
+                cert_file,
+                key_file,
+            });
+        }
+        let (cert_pem, key_pem) = self_signed(host, ips)?;
+        std::fs::create_dir_all(cert_dir).map_err(|source| TlsError::Write {
+            path: cert_dir.to_path_buf(),
+            source,
+        })?;
+        write_file(&cert_file, cert_pem.as_bytes(), 0o644)?;
+        write_file(&key_file, key_pem.as_bytes(), 0o600)?;
+        info!(cert = %cert_file.display(), "generated a self-signed serving certificate");
+        Ok(ServingCert {
+            cert_file,
+            key_file,
+        })
+    }
+}
+
+fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |source| TlsError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(err)?;
+    f.write_all(data).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// A self-signed certificate for `host` (CN and DNS SAN) and `ips` (IP SANs), valid for a year
+/// from now as the kubelet's; returns (certificate PEM, key PEM).
+pub fn self_signed(host: &str, ips: &[IpAddr]) -> Result<(String, String), TlsError> {
+    use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
+    let mut params = CertificateParams::new(vec![host.to_string()])?;
+    params
+        .subject_alt_names
+        .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    let mut dn = DistinguishedName::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    dn.push(DnType::CommonName, format!("{host}@{now}"));
+    params.distinguished_name = dn;
+    let (y, m, d) = civil_from_days((now / 86_400) as i64);
+    params.not_before = rcgen::date_time_ymd(y, m, d);
+    params.not_after = rcgen::date_time_ymd(y + 1, m, d.min(28));
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::DigitalSignature,
+        rcgen::KeyUsagePurpose::KeyEncipherment,
+    ];
+    let key = KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's civil_from_days).
+fn civil_from_days(z: i64) -> (i32, u8, u8) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let y = (yoe + era * 400 + i64::from(m <= 2)) as i32;
+    (y, m, d)
+}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let err = |message: String| TlsError::File {
+        path: path.to_path_buf(),
+        message,
+    };
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err("no CERTIFICATE block".into()));
+    }
+    Ok(certs)
+}
+
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::File {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// The rustls server configuration: the serving certificate, client certificates requested and
+/// verified against `client_ca` when given, ALPN h2 and http/1.1.
+pub fn server_config(
+    serving: &ServingCert,
+    client_ca: Option<&Path>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = RootCertStore::empty();
+            for cert in load_certs(path)? {
+                roots.add(cert).map_err(|e| TlsError::ClientCa {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| TlsError::ClientCa {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut cfg = builder.with_single_cert(
+        load_certs(&serving.cert_file)?,
+        load_key(&serving.key_file)?,
+    )?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_722), (2023, 12, 31));
+        assert_eq!(civil_from_days(20_517), (2026, 3, 5));
+    }
+
+    #[test]
+    fn self_signed_pair_is_generated_once_and_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let ips = [IpAddr::from([198, 18, 0, 1])];
+        let a = ServingCert::resolve(None, None, dir.path(), "node-a", &ips).unwrap();
+        let pem = std::fs::read_to_string(&a.cert_file).unwrap();
+        let b = ServingCert::resolve(None, None, dir.path(), "node-a", &ips).unwrap();
+        assert_eq!(pem, std::fs::read_to_string(&b.cert_file).unwrap());
+        server_config(&b, None).unwrap();
+        let der = load_certs(&b.cert_file).unwrap().remove(0);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let sans = cert.subject_alternative_name().unwrap().unwrap();
+        let names = format!("{:?}", sans.value.general_names);
+        assert!(names.contains("node-a"), "{names}");
+        assert!(names.contains("198"), "{names}");
+    }
+}

@@ -1,0 +1,203 @@
+//! A client of a node's kubelet port (bosun's or the kubelet's :10250): HTTPS verified against the
+//! node's serving certificate, with an optional client certificate or bearer token; and client
+//! certificates minted by the cluster CA for any user.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::TlsConnector;
+
+use crate::env::Env;
+
+/// An answer of the kubelet port.
+#[derive(Debug)]
+pub struct Answer {
+    /// HTTP status code.
+    pub status: u16,
+    /// Content-Type header.
+    pub content_type: String,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON, panicking with the body when it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// A client of one kubelet port.
+pub struct KubeletClient {
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    token: Option<String>,
+}
+
+fn certs(path: &Path) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_file_iter(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+impl KubeletClient {
+    /// A client of `addr` trusting `server_ca` (the node's serving certificate, or its CA), with
+    /// the client certificate and key `client` if given.
+    pub fn new(addr: SocketAddr, server_ca: &Path, client: Option<(&Path, &Path)>) -> Self {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in certs(server_ca) {
+            roots.add(c).expect("server CA");
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots);
+        let tls = match client {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => builder
+                .with_client_auth_cert(
+                    certs(cert),
+                    PrivateKeyDer::from_pem_file(key).expect("client key"),
+                )
+                .expect("client cert"),
+        };
+        KubeletClient {
+            addr,
+            tls: Arc::new(tls),
+            token: None,
+        }
+    }
+
+    /// The same client sending `Authorization: Bearer <token>`.
+    pub fn with_token(mut self, token: &str) -> Self {
+        self.token = Some(token.trim().to_string());
+        self
+    }
+
+    /// GET `path`; Err when the connection or TLS handshake fails, or no answer comes in 30 s.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Answer> {
+        tokio::time::timeout(std::time::Duration::from_secs(30), self.get_inner(path))
+            .await
+            .map_err(|_| anyhow::anyhow!("GET {path}: no answer within 30 s"))?
+    }
+
+    async fn get_inner(&self, path: &str) -> anyhow::Result<Answer> {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await?;
+        let name = ServerName::IpAddress(self.addr.ip().into());
+        let tls = TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await?;
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+        tokio::spawn(conn);
+        let mut req = hyper::Request::get(path).header("host", self.addr.to_string());
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = send.send_request(req.body(Empty::<Bytes>::new())?).await?;
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = resp.into_body().collect().await?.to_bytes().to_vec();
+        Ok(Answer {
+            status,
+            content_type,
+            body,
+        })
+    }
+}
+
+/// A client certificate for `user` in `groups`, signed by the cluster CA, written to `dir`;
+/// returns (cert, key) paths.
+pub fn mint_client_cert(dir: &Path, user: &str, groups: &[&str]) -> (PathBuf, PathBuf) {
+    let env = Env::cluster();
+    let base = dir.join(user.replace(':', "_"));
+    let (key, csr, crt, ext) = (
+        base.with_extension("key"),
+        base.with_extension("csr"),
+        base.with_extension("crt"),
+        base.with_extension("ext"),
+    );
+    let mut subject = String::new();
+    for g in groups {
+        subject.push_str(&format!("/O={g}"));
+    }
+    subject.push_str(&format!("/CN={user}"));
+    std::fs::write(
+        &ext,
+        "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n",
+    )
+    .expect("write ext");
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let p = |p: &Path| p.display().to_string();
+    run(&[
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &p(&key),
+        "-out",
+        &p(&csr),
+        "-subj",
+        &subject,
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &p(&csr),
+        "-CA",
+        env.var("CLUSTER_CA"),
+        "-CAkey",
+        env.var("CLUSTER_CA_KEY"),
+        "-set_serial",
+        &serial(),
+        "-days",
+        "1",
+        "-out",
+        &p(&crt),
+        "-extfile",
+        &p(&ext),
+    ]);
+    (crt, key)
+}
+
+/// A serial number unique enough for test certificates (no serial file next to the shared CA).
+fn serial() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}", nanos ^ (u128::from(std::process::id()) << 64))
+}
