@@ -7,10 +7,16 @@ use std::time::{Duration, Instant};
 
 use crate::env::repo_root;
 
-/// Path of the bosun binary of this build (built by `cargo build -p bosun` if it is missing).
+/// Path of the bosun binary: `$BOSUN_BIN` when set (the benchmark's release build), else the one
+/// of this build (built by `cargo build -p bosun` first).
 pub fn bosun_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("BOSUN_BIN") {
+            let bin = PathBuf::from(bin);
+            assert!(bin.exists(), "BOSUN_BIN={} does not exist", bin.display());
+            return bin;
+        }
         // target/<profile>/deps/<test> -> target/<profile>/bosun
         let exe = std::env::current_exe().expect("current exe");
         let profile_dir = exe

@@ -8,8 +8,16 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use crate::bosun::Bosun;
 use crate::env::{Env, repo_root};
 use crate::node::Containerd;
+use crate::upstream::Kubelet;
 
-/// One cluster node run by bosun.
+/// What a test node's config sets beyond the defaults every test node gets.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// `maxPods` (unset: the kubelet's default, 110).
+    pub max_pods: Option<u32>,
+}
+
+/// One cluster node run by bosun (or by the upstream kubelet: the config and flags suit both).
 pub struct ClusterNode {
     /// Node name (unique per test process and call).
     pub name: String,
@@ -25,6 +33,11 @@ pub struct ClusterNode {
 impl ClusterNode {
     /// Prepares node `<prefix>-<pid>-<n>`: credentials, containerd, dirs and a KubeletConfiguration.
     pub fn new(prefix: &str) -> ClusterNode {
+        ClusterNode::with_options(prefix, &NodeOptions::default())
+    }
+
+    /// As [`ClusterNode::new`], with `opts` in the config.
+    pub fn with_options(prefix: &str, opts: &NodeOptions) -> ClusterNode {
         static N: AtomicU32 = AtomicU32::new(0);
         let env = Env::cluster();
         let name = format!(
@@ -47,6 +60,12 @@ impl ClusterNode {
         assert!(status.success(), "mint-node-cred {name} failed");
         let kubeconfig = d.join("kubeconfig");
         std::fs::write(d.join("resolv.conf"), "nameserver 127.0.0.1\n").expect("resolv.conf");
+        let max_pods = opts
+            .max_pods
+            .map(|n| format!("maxPods: {n}\n"))
+            .unwrap_or_default();
+        // What the upstream kubelet needs here too (tests/cluster/README.md): cgroupfs, cgroup v1
+        // allowed, no swap check, its own cgroup root.
         let config = format!(
             "apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -55,6 +74,9 @@ fileCheckFrequency: 2s
 podLogsDir: {d}/pods
 containerRuntimeEndpoint: {endpoint}
 cgroupDriver: cgroupfs
+cgroupRoot: {cgroup_root}
+failCgroupV1: false
+failSwapOn: false
 healthzPort: 0
 port: {port}
 resolvConf: {d}/resolv.conf
@@ -63,9 +85,10 @@ clusterDomain: cluster.local
 authentication:
   x509:
     clientCAFile: {ca}
-",
+{max_pods}",
             d = d.display(),
             endpoint = ctd.endpoint(),
+            cgroup_root = ctd.cgroup_root(),
             ca = env.var("CLUSTER_CA"),
             port = ctd.server_port(),
         );
@@ -115,6 +138,12 @@ authentication:
         Bosun::start_with_env(&self.args, &self.path().join("bosun.log"), envs)
     }
 
+    /// Starts the upstream kubelet for this node (same config file and flags), logging to
+    /// `<dir>/kubelet.log`.
+    pub fn start_kubelet(&self) -> Kubelet {
+        Kubelet::start(self)
+    }
+
     /// Runs kubectl as the cluster admin; returns stdout, panicking with stderr on failure.
     pub fn kubectl(&self, args: &[&str]) -> String {
         kubectl(args)
@@ -159,6 +188,8 @@ impl Drop for ClusterNode {
                 dir.keep().display()
             );
         }
+        // Volumes an agent left mounted would keep the directory from being removed.
+        unmount_under(self.dir.path());
         let env = Env::cluster();
         let _ = Command::new(env.var("KUBECTL"))
             .args([
@@ -170,5 +201,21 @@ impl Drop for ClusterNode {
             ])
             .env("KUBECONFIG", env.var("KUBECONFIG"))
             .output();
+    }
+}
+
+/// Unmounts everything mounted under `dir`, deepest first.
+pub(crate) fn unmount_under(dir: &Path) {
+    let prefix = format!("{}/", dir.display());
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut mounts: Vec<&str> = info
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|m| format!("{m}/").starts_with(&prefix))
+        .collect();
+    mounts.sort_unstable_by(|a, b| b.cmp(a));
+    mounts.dedup();
+    for m in mounts {
+        let _ = Command::new("umount").arg("-l").arg(m).status();
     }
 }

@@ -1,17 +1,20 @@
 //! Test harness: starts the real runtime, registry and control plane (through `tests/env/up`) and
 //! hands each test its own parts: a private containerd per node, deadlines for waiting.
 
+pub mod bench;
 pub mod bosun;
 pub mod cluster;
 pub mod env;
 pub mod kubelet;
 pub mod node;
 pub mod prom;
+pub mod upstream;
 pub mod wait;
 
 pub use bosun::{Bosun, bosun_bin};
-pub use cluster::{ClusterNode, admin_client, kubectl};
+pub use cluster::{ClusterNode, NodeOptions, admin_client, kubectl};
 pub use env::{Env, repo_root};
 pub use kubelet::{KubeletClient, mint_client_cert};
 pub use node::Containerd;
+pub use upstream::Kubelet;
 pub use wait::{wait_until, wait_until_async};

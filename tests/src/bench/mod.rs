@@ -1,0 +1,11 @@
+//! The benchmark (`tests/bench/run`): Bosun against the upstream kubelet on the same machine,
+//! containerd, control plane, images and pods, one after the other in one run.
+
+pub mod audit;
+pub mod floor;
+pub mod pods;
+pub mod procfs;
+pub mod report;
+pub mod scenario;
+pub mod scrape;
+pub mod stats;

@@ -1,0 +1,164 @@
+//! The benchmark's pods and one watch over their namespace that timestamps, as events arrive,
+//! when each pod first shows Running with Ready=True and when it is gone from the API.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+
+use super::floor::COMMAND;
+use crate::Env;
+
+/// A benchmark pod bound to `node`: one busybox container that exits at once on SIGTERM, as a
+/// user would write it (default service account token, service links, BestEffort).
+pub fn pod(name: &str, node: &str) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "bench"}},
+        "spec": {
+            "nodeName": node,
+            "terminationGracePeriodSeconds": 10,
+            "containers": [{
+                "name": "main",
+                "image": Env::runtime().busybox_image(),
+                "command": COMMAND,
+            }],
+        }
+    }))
+    .expect("valid pod")
+}
+
+fn running_and_ready(p: &Pod) -> bool {
+    let Some(st) = p.status.as_ref() else {
+        return false;
+    };
+    st.phase.as_deref() == Some("Running")
+        && st
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+#[derive(Default)]
+struct Seen {
+    ready: HashMap<String, Instant>,
+    present: HashSet<String>,
+    gone: HashMap<String, Instant>,
+    failed: HashMap<String, String>,
+}
+
+/// Watches every pod of a namespace; stopped when dropped.
+pub struct Tracker {
+    seen: Arc<Mutex<Seen>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Tracker {
+    /// Starts watching `api`'s namespace and waits for the initial list.
+    pub async fn start(api: Api<Pod>) -> anyhow::Result<Tracker> {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
+        let task = {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut synced = Some(synced_tx);
+                let mut stream = watcher(api, watcher::Config::default())
+                    .default_backoff()
+                    .boxed();
+                while let Some(ev) = stream.next().await {
+                    let now = Instant::now();
+                    let Ok(ev) = ev else { continue };
+                    let mut s = seen.lock().expect("tracker lock");
+                    match ev {
+                        watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                            let name = p.metadata.name.clone().unwrap_or_default();
+                            s.present.insert(name.clone());
+                            s.gone.remove(&name);
+                            if running_and_ready(&p) {
+                                s.ready.entry(name.clone()).or_insert(now);
+                            }
+                            let phase = p.status.as_ref().and_then(|st| st.phase.as_deref());
+                            if phase == Some("Failed") {
+                                s.failed.insert(name, format!("{:?}", p.status));
+                            }
+                        }
+                        watcher::Event::Delete(p) => {
+                            let name = p.metadata.name.clone().unwrap_or_default();
+                            s.present.remove(&name);
+                            s.gone.insert(name, now);
+                        }
+                        watcher::Event::InitDone => {
+                            if let Some(tx) = synced.take() {
+                                let _ = tx.send(());
+                            }
+                        }
+                        watcher::Event::Init => {}
+                    }
+                }
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(30), synced_rx).await??;
+        Ok(Tracker { seen, task })
+    }
+
+    /// Waits until every pod of `names` has shown Running and Ready; when each first did.
+    pub async fn ready(&self, names: &[String], timeout: Duration) -> anyhow::Result<Vec<Instant>> {
+        self.wait(timeout, "Running and Ready", |s| {
+            if let Some((n, why)) = names.iter().find_map(|n| s.failed.get(n).map(|w| (n, w))) {
+                return Err(anyhow::anyhow!("pod {n} failed: {why}"));
+            }
+            Ok(names
+                .iter()
+                .map(|n| s.ready.get(n).copied())
+                .collect::<Option<Vec<_>>>())
+        })
+        .await
+    }
+
+    /// Waits until no pod of `names` exists any more; when each went.
+    pub async fn gone(&self, names: &[String], timeout: Duration) -> anyhow::Result<Vec<Instant>> {
+        self.wait(timeout, "gone", |s| {
+            Ok(names
+                .iter()
+                .map(|n| {
+                    (!s.present.contains(n))
+                        .then(|| s.gone.get(n).copied())
+                        .flatten()
+                })
+                .collect::<Option<Vec<_>>>())
+        })
+        .await
+    }
+
+    async fn wait<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        check: impl Fn(&Seen) -> anyhow::Result<Option<T>>,
+    ) -> anyhow::Result<T> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = check(&self.seen.lock().expect("tracker lock"))? {
+                return Ok(v);
+            }
+            if Instant::now() > deadline {
+                bail!("pods not {what} after {timeout:?}");
+            }
+            // The instants come from the watch task; this only decides when to look again.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

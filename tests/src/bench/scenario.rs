@@ -1,0 +1,437 @@
+//! One agent through the whole benchmark on a fresh node: idle window, pods one after another,
+//! a burst, a steady window with the burst running, scrapes, teardown.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, ServiceAccount};
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, PostParams};
+
+use super::audit::{self, Cursor};
+use super::pods::{self, Tracker};
+use super::procfs::{self, Usage};
+use super::{floor, scrape};
+use crate::{Bosun, ClusterNode, Env, Kubelet, NodeOptions, admin_client};
+
+/// Which agent runs the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agent {
+    /// This project's agent (`bosun_bin()`, `$BOSUN_BIN` for the release build).
+    Bosun,
+    /// The upstream kubelet (`$KUBELET_BIN`).
+    Kubelet,
+}
+
+impl Agent {
+    /// `bosun` or `kubelet`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Agent::Bosun => "bosun",
+            Agent::Kubelet => "kubelet",
+        }
+    }
+}
+
+/// Sizes and durations of a run.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// Pods created one after another (startup latency).
+    pub pods: usize,
+    /// Pods created at once (burst, steady state, scrapes, teardown).
+    pub burst: usize,
+    /// `maxPods` of both nodes.
+    pub max_pods: u32,
+    /// Pause before each steady window (after node Ready, after the burst).
+    pub settle: Duration,
+    /// Length of each steady window.
+    pub window: Duration,
+    /// Timed scrapes per endpoint.
+    pub scrapes: usize,
+    /// Where the agents' logs are copied.
+    pub log_dir: PathBuf,
+}
+
+/// A steady window: process usage and the API requests made during it.
+#[derive(Debug, Clone)]
+pub struct Window {
+    /// CPU and memory of the agent process.
+    pub usage: Usage,
+    /// Requests by `verb resource`.
+    pub requests: BTreeMap<String, usize>,
+    /// The window's length.
+    pub length: Duration,
+}
+
+impl Window {
+    /// API requests per minute over the window.
+    pub fn requests_per_minute(&self) -> f64 {
+        audit::total(&self.requests) as f64 * 60.0 / self.length.as_secs_f64()
+    }
+}
+
+/// What one agent measured.
+#[derive(Debug)]
+pub struct Outcome {
+    /// From start to the Node's Ready condition True, seconds.
+    pub node_ready_s: f64,
+    /// Per sequential pod: create call returned -> watch shows Running and Ready, ms.
+    pub startup_ms: Vec<f64>,
+    /// From the first create of the burst to the last pod Ready, seconds.
+    pub burst_all_ready_s: f64,
+    /// Per burst pod: its create call returned -> Running and Ready, ms.
+    pub burst_ms: Vec<f64>,
+    /// No pods.
+    pub idle: Window,
+    /// The burst's pods running.
+    pub steady: Window,
+    /// Median `/stats/summary` latency, ms, or why not.
+    pub summary_ms: Result<f64, String>,
+    /// Median `/metrics/resource` latency, ms, or why not.
+    pub resource_ms: Result<f64, String>,
+    /// From the delete call to every burst pod gone from the API, seconds.
+    pub teardown_s: f64,
+    /// Every request of the node's user from the agent's start to the end of the teardown.
+    pub run_requests: BTreeMap<String, usize>,
+}
+
+/// The agent process under test.
+enum Process {
+    Bosun(Bosun),
+    Kubelet(Kubelet),
+}
+
+impl Process {
+    fn pid(&self) -> u32 {
+        match self {
+            Process::Bosun(b) => b.pid(),
+            Process::Kubelet(k) => k.pid(),
+        }
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        match self {
+            Process::Bosun(b) => b.try_exit(),
+            Process::Kubelet(k) => k.try_exit(),
+        }
+    }
+
+    fn log(&self) -> &Path {
+        match self {
+            Process::Bosun(b) => &b.log,
+            Process::Kubelet(k) => &k.log,
+        }
+    }
+
+    fn stop(&mut self) {
+        match self {
+            Process::Bosun(b) => {
+                if b.try_exit().is_none() {
+                    b.terminate(Duration::from_secs(15));
+                }
+            }
+            Process::Kubelet(k) => k.terminate(Duration::from_secs(15)),
+        }
+    }
+}
+
+/// Prints a progress line on stderr.
+pub fn progress(msg: impl std::fmt::Display) {
+    eprintln!("[bench {}] {msg}", Timestamp::now().strftime("%H:%M:%S"));
+}
+
+/// Runs `agent` through the benchmark on a new node (own name, containerd and credentials).
+pub async fn run(agent: Agent, p: &Params) -> anyhow::Result<Outcome> {
+    let opts = NodeOptions {
+        max_pods: Some(p.max_pods),
+    };
+    let prefix = format!("bench-{}", agent.name());
+    let node =
+        tokio::task::spawn_blocking(move || ClusterNode::with_options(&prefix, &opts)).await?;
+    progress(format_args!("{}: node {}", agent.name(), node.name));
+    // Images present before the agent starts: nothing measured pulls.
+    floor::prepare(&node.ctd).await?;
+    let client = admin_client().await;
+    let ns = node.name.clone();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}}))?,
+        )
+        .await
+        .context("create namespace")?;
+    let mut process = None;
+    let result = measure(agent, p, &node, &client, &ns, &mut process).await;
+    if let Some(proc) = process.as_mut() {
+        proc.stop();
+        let to = p.log_dir.join(format!("{}.log", agent.name()));
+        if std::fs::copy(proc.log(), &to).is_ok() {
+            progress(format_args!("{}: log in {}", agent.name(), to.display()));
+        }
+    }
+    drop(process);
+    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+    tokio::task::spawn_blocking(move || drop(node)).await?;
+    result
+}
+
+async fn measure(
+    agent: Agent,
+    p: &Params,
+    node: &ClusterNode,
+    client: &kube::Client,
+    ns: &str,
+    process: &mut Option<Process>,
+) -> anyhow::Result<Outcome> {
+    let env = Env::cluster();
+    let audit_log = PathBuf::from(env.var("AUDIT_LOG"));
+    let user = format!("system:node:{}", node.name);
+    // Pods need the namespace's service account and root CA config map (token volume).
+    wait_for(
+        Duration::from_secs(60),
+        "service account and kube-root-ca.crt",
+        || async {
+            let sa: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+            let cm: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+            Ok(sa.get_opt("default").await?.is_some()
+                && cm.get_opt("kube-root-ca.crt").await?.is_some())
+        },
+    )
+    .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let tracker = Tracker::start(pods.clone()).await?;
+
+    let run_cursor = Cursor::at_end(&audit_log)?;
+    let run_from = Timestamp::now();
+    let t_start = Instant::now();
+    *process = Some(match agent {
+        // Bosun's default log level (info), as the kubelet runs at its default verbosity.
+        Agent::Bosun => Process::Bosun(Bosun::start_with_env(
+            &node.args,
+            &node.path().join("bosun.log"),
+            &[("RUST_LOG", "info")],
+        )),
+        Agent::Kubelet => Process::Kubelet(node.start_kubelet()),
+    });
+    let proc = process.as_mut().expect("just set");
+    let pid = proc.pid();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let ready_deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = proc.exited() {
+            bail!(
+                "{} exited ({status}); log: {}",
+                agent.name(),
+                proc.log().display()
+            );
+        }
+        if nodes
+            .get_opt(&node.name)
+            .await?
+            .as_ref()
+            .is_some_and(node_ready)
+        {
+            break;
+        }
+        if Instant::now() > ready_deadline {
+            bail!(
+                "node {} not Ready after 120 s; log: {}",
+                node.name,
+                proc.log().display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let node_ready_s = t_start.elapsed().as_secs_f64();
+    progress(format_args!(
+        "{}: node Ready after {node_ready_s:.1} s",
+        agent.name()
+    ));
+
+    tokio::time::sleep(p.settle).await;
+    let idle = window(pid, &user, &audit_log, p.window).await?;
+    progress(format_args!(
+        "{}: idle {:.0} s: cpu {:.3} s, rss {:.1} MiB, {:.1} API requests/min",
+        agent.name(),
+        p.window.as_secs_f64(),
+        idle.usage.cpu_seconds,
+        idle.usage.rss_mean_mb,
+        idle.requests_per_minute()
+    ));
+
+    // Startup latency: one pod after another.
+    let mut startup_ms = Vec::with_capacity(p.pods);
+    let seq: Vec<String> = (0..p.pods).map(|i| format!("seq-{i}")).collect();
+    for name in &seq {
+        pods.create(&PostParams::default(), &pods::pod(name, &node.name))
+            .await
+            .with_context(|| format!("create pod {name}"))?;
+        let created = Instant::now();
+        let ready = tracker
+            .ready(std::slice::from_ref(name), Duration::from_secs(120))
+            .await?;
+        startup_ms.push(ms(ready[0].saturating_duration_since(created)));
+    }
+    progress(format_args!(
+        "{}: {} pods one by one: {startup_ms:.0?} ms",
+        agent.name(),
+        p.pods
+    ));
+    pods.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await?;
+    tracker.gone(&seq, Duration::from_secs(180)).await?;
+
+    // Burst: all at once.
+    let names: Vec<String> = (0..p.burst).map(|i| format!("burst-{i}")).collect();
+    let t_burst = Instant::now();
+    let created = futures::future::join_all(names.iter().map(|name| {
+        let pods = pods.clone();
+        let pod = pods::pod(name, &node.name);
+        async move {
+            pods.create(&PostParams::default(), &pod)
+                .await
+                .with_context(|| format!("create pod {}", pod.metadata.name.unwrap_or_default()))
+                .map(|_| Instant::now())
+        }
+    }))
+    .await
+    .into_iter()
+    .collect::<anyhow::Result<Vec<_>>>()?;
+    let ready = tracker.ready(&names, Duration::from_secs(600)).await?;
+    let last = ready.iter().max().copied().unwrap_or(t_burst);
+    let burst_all_ready_s = last.saturating_duration_since(t_burst).as_secs_f64();
+    let burst_ms: Vec<f64> = ready
+        .iter()
+        .zip(&created)
+        .map(|(r, c)| ms(r.saturating_duration_since(*c)))
+        .collect();
+    progress(format_args!(
+        "{}: burst of {} all Ready after {burst_all_ready_s:.2} s",
+        agent.name(),
+        p.burst
+    ));
+
+    tokio::time::sleep(p.settle).await;
+    let steady = window(pid, &user, &audit_log, p.window).await?;
+    progress(format_args!(
+        "{}: {} pods {:.0} s: cpu {:.3} s, rss {:.1} MiB, {:.1} API requests/min",
+        agent.name(),
+        p.burst,
+        p.window.as_secs_f64(),
+        steady.usage.cpu_seconds,
+        steady.usage.rss_mean_mb,
+        steady.requests_per_minute()
+    ));
+
+    let (summary_ms, resource_ms) =
+        match scrape::client(env.var("NODE_IP"), node.server_port()).await {
+            Ok(c) => (
+                scrape::median_ms(&c, "/stats/summary", p.scrapes)
+                    .await
+                    .map_err(|e| format!("{e:#}")),
+                scrape::median_ms(&c, "/metrics/resource", p.scrapes)
+                    .await
+                    .map_err(|e| format!("{e:#}")),
+            ),
+            Err(e) => (Err(format!("{e:#}")), Err(format!("{e:#}"))),
+        };
+    for (path, r) in [
+        ("/stats/summary", &summary_ms),
+        ("/metrics/resource", &resource_ms),
+    ] {
+        match r {
+            Ok(v) => progress(format_args!("{}: {path} median {v:.1} ms", agent.name())),
+            Err(e) => progress(format_args!("{}: {path} not measured: {e}", agent.name())),
+        }
+    }
+
+    let t_delete = Instant::now();
+    pods.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await?;
+    let gone = tracker.gone(&names, Duration::from_secs(600)).await?;
+    let teardown_s = gone
+        .iter()
+        .max()
+        .map(|g| g.saturating_duration_since(t_delete).as_secs_f64())
+        .unwrap_or(0.0);
+    progress(format_args!(
+        "{}: {} pods gone after {teardown_s:.2} s",
+        agent.name(),
+        p.burst
+    ));
+    let run_to = Timestamp::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let run_requests = audit::requests(&run_cursor.read_since()?, &user, run_from, run_to);
+    if let Some(status) = proc.exited() {
+        bail!(
+            "{} exited during the run ({status}); log: {}",
+            agent.name(),
+            proc.log().display()
+        );
+    }
+    Ok(Outcome {
+        node_ready_s,
+        startup_ms,
+        burst_all_ready_s,
+        burst_ms,
+        idle,
+        steady,
+        summary_ms,
+        resource_ms,
+        teardown_s,
+        run_requests,
+    })
+}
+
+fn node_ready(n: &Node) -> bool {
+    n.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Measures the agent over `length` and counts the node's API requests received meanwhile.
+async fn window(
+    pid: u32,
+    user: &str,
+    audit_log: &Path,
+    length: Duration,
+) -> anyhow::Result<Window> {
+    let cursor = Cursor::at_end(audit_log)?;
+    let from = Timestamp::now();
+    let usage = procfs::measure(pid, length)
+        .await
+        .context("the agent process went away")?;
+    let to = Timestamp::now();
+    // Requests received just before `to` may still be writing their ResponseComplete event.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let requests = audit::requests(&cursor.read_since()?, user, from, to);
+    Ok(Window {
+        usage,
+        requests,
+        length,
+    })
+}
+
+async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await? {
+        if Instant::now() > deadline {
+            bail!("{what}: not there after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

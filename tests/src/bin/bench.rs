@@ -1,0 +1,366 @@
+//! `bench [--quick] [--pods N] [--burst M] [--window SECS] [--settle SECS] [--scrapes K]
+//! [--floor-runs R] [--only bosun|kubelet]`: Bosun against the upstream kubelet, side by side, in
+//! one run. Run through `tests/bench/run`, which builds Bosun in release mode.
+//! `bench --check FILE` exits non-zero unless FILE (a run's output) has every required line.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bosun_tests::bench::report::{self, Machine, Row};
+use bosun_tests::bench::scenario::{self, Agent, Outcome, Params, progress};
+use bosun_tests::bench::{audit, floor, stats};
+use bosun_tests::{Env, admin_client, bosun_bin};
+
+struct Args {
+    params: Params,
+    floor_runs: usize,
+    agents: Vec<Agent>,
+    quick: bool,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("--check") {
+        check_output(
+            argv.get(1)
+                .context("--check needs the file of a run's output")?,
+        );
+    }
+    let quick = argv.iter().any(|a| a == "--quick");
+    argv.retain(|a| a != "--quick");
+    let log_dir = bosun_tests::env::env_dir().join("bench");
+    let mut params = if quick {
+        Params {
+            pods: 3,
+            burst: 5,
+            max_pods: 110,
+            settle: Duration::from_secs(1),
+            window: Duration::from_secs(5),
+            scrapes: 3,
+            log_dir,
+        }
+    } else {
+        Params {
+            pods: 20,
+            burst: 50,
+            max_pods: 110,
+            settle: Duration::from_secs(10),
+            window: Duration::from_secs(60),
+            scrapes: 20,
+            log_dir,
+        }
+    };
+    let mut floor_runs = params.pods;
+    let mut agents = vec![Agent::Bosun, Agent::Kubelet];
+    let mut it = argv.into_iter();
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        let number = |v: String| -> anyhow::Result<u64> {
+            v.parse()
+                .with_context(|| format!("{flag}: not a number: {v}"))
+        };
+        match flag.as_str() {
+            "--pods" => params.pods = number(value()?)? as usize,
+            "--burst" => params.burst = number(value()?)? as usize,
+            "--window" => params.window = Duration::from_secs(number(value()?)?),
+            "--settle" => params.settle = Duration::from_secs(number(value()?)?),
+            "--scrapes" => params.scrapes = number(value()?)? as usize,
+            "--floor-runs" => floor_runs = number(value()?)? as usize,
+            "--only" => {
+                agents = match value()?.as_str() {
+                    "bosun" => vec![Agent::Bosun],
+                    "kubelet" => vec![Agent::Kubelet],
+                    other => bail!("--only: bosun or kubelet, not {other}"),
+                }
+            }
+            "-h" | "--help" => {
+                println!(
+                    "usage: bench [--quick] [--pods N] [--burst M] [--window SECS] [--settle SECS] \
+                     [--scrapes K] [--floor-runs R] [--only bosun|kubelet]"
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other} (see --help)"),
+        }
+    }
+    anyhow::ensure!(
+        params.pods > 0 && params.burst > 0 && params.scrapes > 0 && floor_runs > 0,
+        "--pods, --burst, --scrapes and --floor-runs must be at least 1"
+    );
+    anyhow::ensure!(!params.window.is_zero(), "--window must be at least 1 s");
+    // The burst plus nothing else on the node: maxPods at least the burst (same for both).
+    params.max_pods = params.max_pods.max(params.burst as u32);
+    Ok(Args {
+        params,
+        floor_runs,
+        agents,
+        quick,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let p = &args.params;
+    let env = Env::cluster();
+    std::fs::create_dir_all(&p.log_dir)?;
+    progress(format_args!(
+        "{} mode: {} pods one by one, burst {}, windows {} s after {} s, {} scrapes, floor {} runs; bosun {}",
+        if args.quick { "quick" } else { "full" },
+        p.pods,
+        p.burst,
+        p.window.as_secs(),
+        p.settle.as_secs(),
+        p.scrapes,
+        args.floor_runs,
+        bosun_bin().display()
+    ));
+
+    let mut machine = Machine::read();
+    let client = admin_client().await;
+    let apiserver = client
+        .apiserver_version()
+        .await
+        .map(|v| v.git_version)
+        .unwrap_or_else(|_| "?".into());
+    machine.kubernetes = format!("{apiserver} (kubelet {})", env.var("KUBE_VERSION"));
+
+    progress("CRI floor");
+    let (floor_runs, containerd) = floor::measure(args.floor_runs).await.context("CRI floor")?;
+    machine.containerd = containerd;
+    let floor_ms: Vec<f64> = floor_runs.iter().map(|r| r.total_ms()).collect();
+    let floor_p50 = stats::median(&floor_ms);
+    progress(format_args!("CRI floor: {floor_ms:.0?} ms"));
+
+    let mut bosun = None;
+    let mut kubelet = None;
+    for agent in &args.agents {
+        let outcome = scenario::run(*agent, p)
+            .await
+            .with_context(|| format!("{} run", agent.name()))?;
+        match agent {
+            Agent::Bosun => bosun = Some(outcome),
+            Agent::Kubelet => kubelet = Some(outcome),
+        }
+    }
+
+    let rows = rows(p, &floor_runs, floor_p50, bosun.as_ref(), kubelet.as_ref());
+    println!();
+    print!("{}", report::table(&rows, &machine));
+    println!();
+    for (name, o) in [("bosun", &bosun), ("kubelet", &kubelet)] {
+        if let Some(o) = o {
+            println!(
+                "{name} API requests, steady with {} pods over {} s: {}",
+                p.burst,
+                o.steady.length.as_secs(),
+                breakdown(&o.steady.requests)
+            );
+            println!(
+                "{name} API requests, whole run: {}",
+                breakdown(&o.run_requests)
+            );
+            if let Err(e) = &o.summary_ms {
+                println!("{name} /stats/summary: n/a ({e})");
+            }
+            if let Err(e) = &o.resource_ms {
+                println!("{name} /metrics/resource: n/a ({e})");
+            }
+        }
+    }
+    println!();
+    println!("{}", machine.line());
+    for r in &rows {
+        println!("{}", r.line());
+    }
+    Ok(())
+}
+
+/// `--check FILE`: exits 0 if FILE has every required `bench <metric>` line, else 1 naming them.
+fn check_output(file: &str) -> ! {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let missing = report::missing(&text);
+    if missing.is_empty() {
+        std::process::exit(0);
+    }
+    eprintln!("bench: no line for {}", missing.join(", "));
+    std::process::exit(1);
+}
+
+fn breakdown(by: &std::collections::BTreeMap<String, usize>) -> String {
+    let mut v: Vec<_> = by.iter().collect();
+    v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let parts: Vec<String> = v.iter().map(|(k, n)| format!("{k}={n}")).collect();
+    format!("{} total [{}]", audit::total(by), parts.join(", "))
+}
+
+fn rows(
+    p: &Params,
+    floor: &[floor::FloorRun],
+    floor_p50: Option<f64>,
+    bosun: Option<&Outcome>,
+    kubelet: Option<&Outcome>,
+) -> Vec<Row> {
+    let n = p.pods;
+    let m = p.burst;
+    let w = p.window.as_secs();
+    let mut rows = Vec::new();
+    let mut row =
+        |name: &'static str, what: String, decimals: usize, f: &dyn Fn(&Outcome) -> Option<f64>| {
+            rows.push(Row {
+                name,
+                what,
+                bosun: bosun.and_then(f),
+                kubelet: kubelet.and_then(f),
+                decimals,
+            })
+        };
+    row(
+        "pod_startup_p50_ms",
+        format!("pod startup (create returned -> Running+Ready), p50 of {n}, ms"),
+        1,
+        &|o| stats::median(&o.startup_ms),
+    );
+    row(
+        "pod_startup_p90_ms",
+        format!("pod startup, p90 of {n}, ms"),
+        1,
+        &|o| stats::percentile(&o.startup_ms, 90.0),
+    );
+    row(
+        "pod_startup_max_ms",
+        format!("pod startup, max of {n}, ms"),
+        1,
+        &|o| stats::max(&o.startup_ms),
+    );
+    row(
+        "agent_share_p50_ms",
+        "pod startup p50 minus CRI floor p50, ms".into(),
+        1,
+        &|o| Some(stats::median(&o.startup_ms)? - floor_p50?),
+    );
+    row(
+        "burst_all_ready_s",
+        format!("burst of {m} created at once: all Running+Ready, s"),
+        2,
+        &|o| Some(o.burst_all_ready_s),
+    );
+    row(
+        "burst_p50_ms",
+        format!("burst of {m}: per-pod startup p50, ms"),
+        1,
+        &|o| stats::median(&o.burst_ms),
+    );
+    row(
+        "burst_p90_ms",
+        format!("burst of {m}: per-pod startup p90, ms"),
+        1,
+        &|o| stats::percentile(&o.burst_ms, 90.0),
+    );
+    row(
+        "cpu_seconds",
+        format!("agent CPU (utime+stime), {m} pods, {w} s window, s"),
+        3,
+        &|o| Some(o.steady.usage.cpu_seconds),
+    );
+    row(
+        "cpu_seconds_idle",
+        format!("agent CPU, 0 pods, {w} s window, s"),
+        3,
+        &|o| Some(o.idle.usage.cpu_seconds),
+    );
+    row(
+        "rss_mb",
+        format!("agent RSS mean, {m} pods, MiB"),
+        1,
+        &|o| Some(o.steady.usage.rss_mean_mb),
+    );
+    row(
+        "rss_peak_mb",
+        format!("agent RSS peak, {m} pods, MiB"),
+        1,
+        &|o| Some(o.steady.usage.rss_peak_mb),
+    );
+    row(
+        "rss_mb_idle",
+        "agent RSS mean, 0 pods, MiB".into(),
+        1,
+        &|o| Some(o.idle.usage.rss_mean_mb),
+    );
+    row(
+        "api_requests",
+        format!("API requests per minute, {m} pods, steady"),
+        1,
+        &|o| Some(o.steady.requests_per_minute()),
+    );
+    row(
+        "api_requests_idle",
+        "API requests per minute, 0 pods, steady".into(),
+        1,
+        &|o| Some(o.idle.requests_per_minute()),
+    );
+    row(
+        "api_requests_run",
+        "API requests, whole run (start to teardown)".into(),
+        0,
+        &|o| Some(audit::total(&o.run_requests) as f64),
+    );
+    row(
+        "summary_scrape_ms",
+        format!("/stats/summary, {m} pods, median of {}, ms", p.scrapes),
+        1,
+        &|o| o.summary_ms.as_ref().ok().copied(),
+    );
+    row(
+        "resource_scrape_ms",
+        format!("/metrics/resource, {m} pods, median of {}, ms", p.scrapes),
+        1,
+        &|o| o.resource_ms.as_ref().ok().copied(),
+    );
+    row(
+        "teardown_s",
+        format!("delete {m} pods -> all gone from the API, s"),
+        2,
+        &|o| Some(o.teardown_s),
+    );
+    row(
+        "node_ready_s",
+        "agent start -> Node Ready, s".into(),
+        2,
+        &|o| Some(o.node_ready_s),
+    );
+    // The floor is the runtime's, the same for both agents.
+    let floor_row = |name: &'static str, what: String, v: Option<f64>| Row {
+        name,
+        what,
+        bosun: v,
+        kubelet: v,
+        decimals: 1,
+    };
+    let part =
+        |f: fn(&floor::FloorRun) -> f64| stats::median(&floor.iter().map(f).collect::<Vec<_>>());
+    rows.push(floor_row(
+        "cri_floor_ms",
+        format!(
+            "CRI floor: RunPodSandbox+CreateContainer+StartContainer, no agent, p50 of {}, ms",
+            floor.len()
+        ),
+        floor_p50,
+    ));
+    rows.push(floor_row(
+        "cri_floor_sandbox_ms",
+        "CRI floor: RunPodSandbox p50, ms".into(),
+        part(|r| r.sandbox_ms),
+    ));
+    rows.push(floor_row(
+        "cri_floor_create_ms",
+        "CRI floor: CreateContainer p50, ms".into(),
+        part(|r| r.create_ms),
+    ));
+    rows.push(floor_row(
+        "cri_floor_start_ms",
+        "CRI floor: StartContainer p50, ms".into(),
+        part(|r| r.start_ms),
+    ));
+    rows
+}
