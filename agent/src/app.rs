@@ -154,10 +154,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         },
     });
 
+    // The stats sampler publishes into this provider; the server reads the latest sample.
+    let stats = crate::stats::StatsProvider::new();
     tokio::spawn(crate::server::serve(
         server_listener,
         server_tls,
-        Arc::new(server_state(&cfg, &ctx, client.clone(), healthy.clone())),
+        Arc::new(server_state(
+            &cfg,
+            &ctx,
+            client.clone(),
+            stats.clone(),
+            healthy.clone(),
+        )),
         cancel.child_token(),
     ));
 
@@ -273,6 +281,7 @@ fn server_state(
     cfg: &Config,
     ctx: &NodeContext,
     client: Option<kube::Client>,
+    stats: crate::stats::StatsProvider,
     healthy: Arc<AtomicBool>,
 ) -> crate::server::Server {
     use crate::server::auth::{Authenticator, TokenReviewer};
@@ -293,6 +302,7 @@ fn server_state(
     crate::server::Server {
         node_name: cfg.node_name.clone(),
         statuses: ctx.statuses.clone(),
+        stats,
         healthy,
         authn: Authenticator::new(tokens, authn.webhook_cache_ttl, authn.anonymous_enabled),
         authz: Authorizer::new(

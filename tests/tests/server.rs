@@ -215,3 +215,87 @@ async fn port_in_use_exits_non_zero_with_a_clear_error() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn pods_served_directly_and_through_the_api_server_node_proxy() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::Api;
+    use kube::api::{DeleteParams, PostParams};
+    let node = ClusterNode::new("srv-pods");
+    let mut bosun = node.start();
+    let (addr, crt) = endpoint(&node);
+    let certs = tempfile::tempdir().unwrap();
+    let (admin_crt, admin_key) =
+        mint_client_cert(certs.path(), "bosun-test-admin", &["system:masters"]);
+    let admin = KubeletClient::new(addr, &crt, Some((&admin_crt, &admin_key)));
+    let name = format!("srv-pod-{}", std::process::id());
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "nodeName": node.name,
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": Env::runtime().busybox_image(),
+                            "command": ["sleep", "3600"]}],
+        }
+    }))
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(bosun_tests::admin_client().await, "default");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
+    // /pods on the kubelet port lists it with its status once it runs.
+    let served = wait_until_async("pod Running in /pods", Duration::from_secs(90), || async {
+        let list = admin.get("/pods").await.ok()?.json();
+        list["items"]
+            .as_array()?
+            .iter()
+            .find(|p| p["metadata"]["name"] == name.as_str() && p["status"]["phase"] == "Running")
+            .cloned()
+    })
+    .await;
+    assert_eq!(served["spec"]["nodeName"], node.name.as_str());
+    assert_eq!(served["status"]["containerStatuses"][0]["name"], "main");
+    // Through the API server: it dials the node's InternalIP at daemonEndpoints' port with its
+    // kubelet client certificate, which bosun authenticates and authorizes.
+    let path = format!("/api/v1/nodes/{}/proxy/pods", node.name);
+    let proxied: serde_json::Value =
+        wait_until_async("node proxy /pods", Duration::from_secs(60), || async {
+            let env = Env::cluster();
+            let out = std::process::Command::new(env.var("KUBECTL"))
+                .args(["get", "--raw", &path])
+                .env("KUBECONFIG", env.var("KUBECONFIG"))
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| serde_json::from_slice(&out.stdout).ok())
+                .flatten()
+        })
+        .await;
+    assert_eq!(proxied["kind"], "PodList");
+    assert!(
+        proxied["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|p| p["metadata"]["name"] == name.as_str()),
+        "{proxied}"
+    );
+    // /metrics/resource parses as Prometheus text whatever the stats sampler has so far.
+    let m = get_ok(&admin, "/metrics/resource").await;
+    let e = prom::parse(&m.text()).unwrap_or_else(|err| panic!("{err}\n{}", m.text()));
+    assert_eq!(
+        e.types.get("resource_scrape_error").map(String::as_str),
+        Some("gauge")
+    );
+    pods.delete(&name, &DeleteParams::default())
+        .await
+        .expect("delete pod");
+    wait_until_async("pod gone", Duration::from_secs(60), || async {
+        pods.get_opt(&name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    bosun.terminate(Duration::from_secs(10));
+}

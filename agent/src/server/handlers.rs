@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -22,6 +22,8 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/pods", get(pods))
         .route("/pods/", get(pods))
         .route("/metrics", get(metrics))
+        .route("/metrics/resource", get(resource_metrics))
+        .route("/stats/summary", get(summary).post(summary))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(server.clone(), filter))
         .with_state(server)
@@ -132,6 +134,77 @@ async fn metrics() -> Response {
         StatusCode::OK,
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         crate::metrics::global().encode(),
+    )
+        .into_response()
+}
+
+/// `/stats/summary`: the latest Summary (`?only_cpu_and_memory=true`: CPU and memory only).
+async fn summary(State(s): State<Arc<Server>>, RawQuery(query): RawQuery) -> Response {
+    let Some(summary) = s.stats.latest() else {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Error: no stats sampled yet".into(),
+        );
+    };
+    let only_cpu_and_memory = query.as_deref().unwrap_or_default().split('&').any(|kv| {
+        matches!(
+            kv.split_once('='),
+            Some(("only_cpu_and_memory", v)) if v.eq_ignore_ascii_case("true") || v == "1"
+        )
+    });
+    let body = if only_cpu_and_memory {
+        serde_json::to_vec(&cpu_and_memory(&summary))
+    } else {
+        serde_json::to_vec(&*summary)
+    };
+    match body {
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("Internal Error: encoding: {e}"),
+        ),
+    }
+}
+
+/// The Summary with only what the kubelet's GetCPUAndMemoryStats keeps: CPU, memory and swap.
+fn cpu_and_memory(s: &crate::stats::summary::Summary) -> crate::stats::summary::Summary {
+    let mut s = s.clone();
+    let strip_container = |c: &mut crate::stats::summary::ContainerStats| {
+        c.rootfs = None;
+        c.logs = None;
+        c.accelerators.clear();
+        c.user_defined_metrics.clear();
+    };
+    s.node.network = None;
+    s.node.fs = None;
+    s.node.runtime = None;
+    s.node.rlimit = None;
+    s.node
+        .system_containers
+        .iter_mut()
+        .for_each(strip_container);
+    for p in &mut s.pods {
+        p.network = None;
+        p.volume_stats.clear();
+        p.ephemeral_storage = None;
+        p.process_stats = None;
+        p.containers.iter_mut().for_each(strip_container);
+    }
+    s
+}
+
+/// `/metrics/resource`: the kubelet's resource metrics from the latest Summary.
+async fn resource_metrics(State(s): State<Arc<Server>>) -> Response {
+    let latest = s.stats.latest();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, super::resource_metrics::CONTENT_TYPE)],
+        super::resource_metrics::encode(latest.as_deref()),
     )
         .into_response()
 }

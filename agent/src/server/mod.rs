@@ -6,6 +6,7 @@ pub mod auth;
 pub mod authz;
 mod cache;
 pub mod handlers;
+pub mod resource_metrics;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
+use crate::stats::StatsProvider;
 use crate::status::StatusStore;
 use auth::{Authenticator, User};
 use authz::Authorizer;
@@ -53,6 +55,8 @@ pub struct Server {
     pub node_name: String,
     /// Pod statuses: what `/pods` serves.
     pub statuses: StatusStore,
+    /// The latest stats sample: what `/stats/summary` and `/metrics/resource` serve.
+    pub stats: StatsProvider,
     /// True once the agent is up (the runtime answered): `/healthz`.
     pub healthy: Arc<AtomicBool>,
     /// Request authentication.
