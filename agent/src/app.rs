@@ -168,6 +168,22 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         )),
         cancel.child_token(),
     ));
+    // Node, pod and container usage, sampled in the background; the :10250 server serves it.
+    let _stats = crate::stats::spawn(
+        ctx.cri.clone(),
+        crate::stats::NodeFacts {
+            node_name: cfg.node_name.clone(),
+            dirs: ctx.dirs.clone(),
+            cgroup_root: cfg.cgroup_root.clone(),
+        },
+        crate::stats::SamplerConfig::default(),
+        cancel.child_token(),
+    );
+    if let Err(e) =
+        crate::podresources::spawn(&cfg.root_dir, ctx.statuses.clone(), cancel.child_token())
+    {
+        warn!(error = %e, "pod-resources API not served");
+    }
 
     let (tx, rx) = mpsc::channel(16);
     let mut sources = Vec::new();

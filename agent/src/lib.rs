@@ -9,6 +9,7 @@ pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod pod;
+pub mod podresources;
 pub mod resource;
 pub mod runtime;
 pub mod sdnotify;

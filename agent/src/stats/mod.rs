@@ -1,7 +1,14 @@
 //! The stats provider: one sampling loop reads the runtime, the cgroups and procfs on an
 //! interval and keeps the latest [`summary::Summary`] in memory; scrapes only read it.
 
+pub mod cgroup;
+pub mod fs;
+pub mod procfs;
+pub mod rate;
+pub mod sampler;
 pub mod summary;
+
+pub use sampler::{NodeFacts, SamplerConfig, spawn};
 
 use std::sync::{Arc, RwLock};
 

@@ -517,4 +517,78 @@ mod tests {
         .unwrap();
         assert!(p.containers.is_empty());
     }
+
+    #[test]
+    fn a_full_pod_round_trips() {
+        let now = t(1_700_000_000);
+        let fs = FsStats {
+            available_bytes: Some(1),
+            capacity_bytes: Some(2),
+            used_bytes: Some(3),
+            inodes_free: Some(4),
+            inodes: Some(5),
+            inodes_used: Some(6),
+            ..FsStats::at(now.clone())
+        };
+        let cpu = CpuStats {
+            time: now.clone(),
+            usage_nano_cores: Some(1),
+            usage_core_nano_seconds: Some(2),
+        };
+        let mem = MemoryStats {
+            time: now.clone(),
+            available_bytes: Some(1),
+            usage_bytes: Some(2),
+            working_set_bytes: Some(3),
+            rss_bytes: Some(4),
+            page_faults: Some(5),
+            major_page_faults: Some(6),
+        };
+        let swap = SwapStats {
+            time: now.clone(),
+            swap_available_bytes: None,
+            swap_usage_bytes: Some(0),
+        };
+        let eth0 = InterfaceStats {
+            name: "eth0".into(),
+            rx_bytes: Some(1),
+            rx_errors: Some(0),
+            tx_bytes: Some(2),
+            tx_errors: Some(0),
+        };
+        let p = PodStats {
+            pod_ref: PodReference::default(),
+            start_time: now.clone(),
+            containers: vec![ContainerStats {
+                name: "c".into(),
+                start_time: now.clone(),
+                cpu: Some(cpu.clone()),
+                memory: Some(mem.clone()),
+                accelerators: vec![],
+                rootfs: Some(fs.clone()),
+                logs: Some(fs.clone()),
+                user_defined_metrics: vec![],
+                swap: Some(swap.clone()),
+            }],
+            cpu: Some(cpu),
+            memory: Some(mem),
+            network: Some(NetworkStats {
+                time: now.clone(),
+                default: eth0.clone(),
+                interfaces: vec![eth0],
+            }),
+            volume_stats: vec![VolumeStats {
+                fs: fs.clone(),
+                name: "v".into(),
+                pvc_ref: None,
+                volume_health_stats: None,
+            }],
+            ephemeral_storage: Some(fs),
+            process_stats: None,
+            swap: Some(swap),
+        };
+        let json = serde_json::to_string(&p).unwrap();
+        let back: PodStats = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+        assert_eq!(back, p);
+    }
 }

@@ -1,0 +1,297 @@
+//! Reading usage from cgroup files, v1 (`cpuacct`, `memory` hierarchies) and v2 (unified): a few
+//! small files per cgroup, parsed without allocation-heavy machinery. The mount points are found
+//! once; every path is relative to them, so unit tests point a reader at a tempdir.
+
+use std::path::{Path, PathBuf};
+
+/// Cumulative CPU and instantaneous memory of one cgroup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupSample {
+    /// Cumulative CPU time in ns.
+    pub cpu_usage_ns: Option<u64>,
+    /// Memory.
+    pub memory: Option<MemorySample>,
+}
+
+/// Memory figures of one cgroup, as the kubelet (cAdvisor) derives them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemorySample {
+    /// `memory.usage_in_bytes` (v1) / `memory.current` (v2).
+    pub usage: u64,
+    /// Usage minus inactive file pages (never below 0).
+    pub working_set: u64,
+    /// Anonymous and swap cache (`total_rss` v1 / `anon` v2).
+    pub rss: u64,
+    /// Cumulative minor+major faults (`total_pgfault` / `pgfault`).
+    pub page_faults: u64,
+    /// Cumulative major faults.
+    pub major_page_faults: u64,
+    /// The memory limit; `None` when unlimited.
+    pub limit: Option<u64>,
+    /// Swap in use, when the cgroup accounts it.
+    pub swap_usage: Option<u64>,
+}
+
+/// Which cgroup layout the machine has, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Separate v1 hierarchies.
+    V1 {
+        /// Mount of the `cpuacct` controller.
+        cpuacct: PathBuf,
+        /// Mount of the `memory` controller.
+        memory: PathBuf,
+    },
+    /// The unified hierarchy.
+    V2 {
+        /// Its mount.
+        root: PathBuf,
+    },
+}
+
+impl Layout {
+    /// Finds the mounts in /proc/self/mountinfo; `None` when neither layout is usable.
+    pub fn detect() -> Option<Layout> {
+        let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        Self::from_mountinfo(&text)
+    }
+
+    /// Parses mountinfo: v1 when `cpuacct` and `memory` hierarchies exist, else a pure v2 mount.
+    pub fn from_mountinfo(text: &str) -> Option<Layout> {
+        let (mut cpuacct, mut memory, mut unified) = (None, None, None);
+        for line in text.lines() {
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            let mount = left.split(' ').nth(4);
+            let mut r = right.split(' ');
+            let (fstype, _src, opts) = (r.next(), r.next(), r.next().unwrap_or(""));
+            let Some(mount) = mount.map(PathBuf::from) else {
+                continue;
+            };
+            match fstype {
+                Some("cgroup") => {
+                    let opts: Vec<&str> = opts.split(',').collect();
+                    if opts.contains(&"cpuacct") && cpuacct.is_none() {
+                        cpuacct = Some(mount.clone());
+                    }
+                    if opts.contains(&"memory") && memory.is_none() {
+                        memory = Some(mount);
+                    }
+                }
+                Some("cgroup2") if unified.is_none() => unified = Some(mount),
+                _ => {}
+            }
+        }
+        match (cpuacct, memory, unified) {
+            (Some(cpuacct), Some(memory), _) => Some(Layout::V1 { cpuacct, memory }),
+            (_, _, Some(root)) => Some(Layout::V2 { root }),
+            _ => None,
+        }
+    }
+
+    /// Whether the cgroup `rel` (e.g. `/kubepods/podX`) exists.
+    pub fn exists(&self, rel: &str) -> bool {
+        match self {
+            Layout::V1 { memory, .. } => join(memory, rel).is_dir(),
+            Layout::V2 { root } => join(root, rel).is_dir(),
+        }
+    }
+
+    /// The processes directly in cgroup `rel`.
+    pub fn procs(&self, rel: &str) -> Vec<u32> {
+        let dir = match self {
+            Layout::V1 { memory, .. } => join(memory, rel),
+            Layout::V2 { root } => join(root, rel),
+        };
+        std::fs::read_to_string(dir.join("cgroup.procs"))
+            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Reads CPU and memory of cgroup `rel`; missing files give `None`s, never an error.
+    pub fn sample(&self, rel: &str) -> CgroupSample {
+        match self {
+            Layout::V1 { cpuacct, memory } => {
+                let mem = join(memory, rel);
+                CgroupSample {
+                    cpu_usage_ns: read_u64(&join(cpuacct, rel).join("cpuacct.usage")),
+                    memory: read_u64(&mem.join("memory.usage_in_bytes")).map(|usage| {
+                        let stat =
+                            std::fs::read_to_string(mem.join("memory.stat")).unwrap_or_default();
+                        let limit = read_u64(&mem.join("memory.limit_in_bytes"));
+                        let memsw = read_u64(&mem.join("memory.memsw.usage_in_bytes"));
+                        memory_v1(usage, &stat, limit, memsw)
+                    }),
+                }
+            }
+            Layout::V2 { root } => {
+                let dir = join(root, rel);
+                let cpu = std::fs::read_to_string(dir.join("cpu.stat"))
+                    .ok()
+                    .and_then(|t| stat_field(&t, "usage_usec"))
+                    .map(|us| us.saturating_mul(1000));
+                CgroupSample {
+                    cpu_usage_ns: cpu,
+                    memory: read_u64(&dir.join("memory.current")).map(|usage| {
+                        let stat =
+                            std::fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
+                        let limit = std::fs::read_to_string(dir.join("memory.max"))
+                            .ok()
+                            .and_then(|t| t.trim().parse().ok());
+                        let swap = read_u64(&dir.join("memory.swap.current"));
+                        memory_v2(usage, &stat, limit, swap)
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// Limits at or above this are "unlimited" (v1 writes PAGE_COUNTER_MAX pages, ~2^63).
+const UNLIMITED: u64 = 1 << 62;
+
+/// Memory of a v1 cgroup from its `memory.usage_in_bytes`, `memory.stat`, limit and memsw usage.
+pub fn memory_v1(usage: u64, stat: &str, limit: Option<u64>, memsw: Option<u64>) -> MemorySample {
+    let f = |k| stat_field(stat, k).unwrap_or(0);
+    MemorySample {
+        usage,
+        working_set: usage.saturating_sub(f("total_inactive_file")),
+        rss: f("total_rss"),
+        page_faults: f("total_pgfault"),
+        major_page_faults: f("total_pgmajfault"),
+        limit: limit.filter(|&l| l < UNLIMITED),
+        swap_usage: memsw.map(|m| m.saturating_sub(usage)),
+    }
+}
+
+/// Memory of a v2 cgroup from its `memory.current`, `memory.stat`, `memory.max` (`max`: none)
+/// and `memory.swap.current`.
+pub fn memory_v2(usage: u64, stat: &str, limit: Option<u64>, swap: Option<u64>) -> MemorySample {
+    let f = |k| stat_field(stat, k).unwrap_or(0);
+    MemorySample {
+        usage,
+        working_set: usage.saturating_sub(f("inactive_file")),
+        rss: f("anon"),
+        page_faults: f("pgfault"),
+        major_page_faults: f("pgmajfault"),
+        limit: limit.filter(|&l| l < UNLIMITED),
+        swap_usage: swap,
+    }
+}
+
+/// The value of `key` in a flat-keyed file (`key value` per line).
+pub fn stat_field(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn join(mount: &Path, rel: &str) -> PathBuf {
+    mount.join(rel.trim_start_matches('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STAT_V1: &str = "cache 1000\nrss 10\ntotal_cache 4096\ntotal_rss 8192\ntotal_pgfault 77\ntotal_pgmajfault 3\ntotal_inactive_file 1024\n";
+
+    #[test]
+    fn v1_memory_uses_the_hierarchical_totals() {
+        let m = memory_v1(20480, STAT_V1, Some(9223372036854771712), None);
+        assert_eq!(
+            m,
+            MemorySample {
+                usage: 20480,
+                working_set: 19456,
+                rss: 8192,
+                page_faults: 77,
+                major_page_faults: 3,
+                limit: None,
+                swap_usage: None,
+            }
+        );
+        let m = memory_v1(500, STAT_V1, Some(33554432), Some(600));
+        assert_eq!(
+            (m.working_set, m.limit, m.swap_usage),
+            (0, Some(33554432), Some(100))
+        );
+    }
+
+    #[test]
+    fn v2_memory() {
+        let stat = "anon 4096\nfile 8192\ninactive_file 2048\npgfault 12\npgmajfault 1\n";
+        let m = memory_v2(16384, stat, None, Some(0));
+        assert_eq!(
+            (
+                m.working_set,
+                m.rss,
+                m.page_faults,
+                m.major_page_faults,
+                m.limit,
+                m.swap_usage
+            ),
+            (14336, 4096, 12, 1, None, Some(0))
+        );
+    }
+
+    #[test]
+    fn mountinfo_v1_and_v2() {
+        let v1 = "\
+30 25 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
+31 30 0:27 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
+35 30 0:31 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid - cgroup cgroup rw,cpu,cpuacct
+36 30 0:32 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory
+";
+        assert_eq!(
+            Layout::from_mountinfo(v1),
+            Some(Layout::V1 {
+                cpuacct: "/sys/fs/cgroup/cpu,cpuacct".into(),
+                memory: "/sys/fs/cgroup/memory".into()
+            })
+        );
+        let v2 = "31 25 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            Layout::from_mountinfo(v2),
+            Some(Layout::V2 {
+                root: "/sys/fs/cgroup".into()
+            })
+        );
+        assert_eq!(Layout::from_mountinfo(""), None);
+    }
+
+    #[test]
+    fn samples_a_fake_v1_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let (cpu, mem) = (d.path().join("cpuacct"), d.path().join("memory"));
+        let pod = "kubepods/burstable/podA";
+        std::fs::create_dir_all(cpu.join(pod)).unwrap();
+        std::fs::create_dir_all(mem.join(pod)).unwrap();
+        std::fs::write(cpu.join(pod).join("cpuacct.usage"), "123456789\n").unwrap();
+        std::fs::write(mem.join(pod).join("memory.usage_in_bytes"), "20480\n").unwrap();
+        std::fs::write(mem.join(pod).join("memory.stat"), STAT_V1).unwrap();
+        std::fs::write(mem.join(pod).join("memory.limit_in_bytes"), "65536\n").unwrap();
+        std::fs::write(mem.join(pod).join("cgroup.procs"), "12\n34\n").unwrap();
+        let l = Layout::V1 {
+            cpuacct: cpu,
+            memory: mem,
+        };
+        assert!(l.exists("/kubepods/burstable/podA"));
+        assert!(!l.exists("/kubepods/podA"));
+        assert_eq!(l.procs("/kubepods/burstable/podA"), vec![12, 34]);
+        let s = l.sample("/kubepods/burstable/podA");
+        assert_eq!(s.cpu_usage_ns, Some(123456789));
+        let m = s.memory.unwrap();
+        assert_eq!(
+            (m.usage, m.working_set, m.limit),
+            (20480, 19456, Some(65536))
+        );
+        assert_eq!(l.sample("/nope"), CgroupSample::default());
+    }
+}

@@ -1,0 +1,789 @@
+//! The sampling loop: every `interval` (the kubelet's housekeeping period) it asks the runtime
+//! once for its pods and their stats, reads the pod cgroups the runtime left unanswered, procfs
+//! and the root cgroup for the node, and publishes one [`Summary`]. Scrapes never sample.
+//! Volume usage (a directory walk) is refreshed on a slower interval.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use bosun_cri::CriClient;
+use bosun_cri::types::{ContainerState, ContainerStats as CriContainerStats, PodSandboxStats};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::StatsProvider;
+use super::cgroup::{CgroupSample, Layout, MemorySample};
+use super::fs::{self as sfs, FsCapacity, Usage};
+use super::procfs;
+use super::rate::CpuRates;
+use super::summary::*;
+use crate::runtime::{ObservedPod, PodDirs, observe_all};
+
+/// How often to sample.
+#[derive(Clone, Copy, Debug)]
+pub struct SamplerConfig {
+    /// Between samples (the kubelet's housekeeping interval: 10 s).
+    pub interval: Duration,
+    /// Between the first and second sample, so rates exist soon after start.
+    pub first_interval: Duration,
+    /// Between walks of the pods' volume directories.
+    pub volume_interval: Duration,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(10),
+            first_interval: Duration::from_secs(1),
+            volume_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the sampler needs of the node.
+pub struct NodeFacts {
+    /// This node's name.
+    pub node_name: String,
+    /// Paths and cgroup naming.
+    pub dirs: PodDirs,
+    /// `cgroupRoot`; empty or `/` for the root.
+    pub cgroup_root: String,
+}
+
+/// The sampler's memory between samples; everything the blocking half reads and updates.
+struct State {
+    facts: NodeFacts,
+    layout: Option<Layout>,
+    rates: CpuRates,
+    pod_cgroups: HashMap<String, String>,
+    volumes: HashMap<String, Vec<(VolumeStats, bool)>>,
+    volumes_at: Option<Instant>,
+    volume_interval: Duration,
+    boot: Time,
+}
+
+/// What the runtime answered in one round.
+struct Answers {
+    pods: HashMap<String, ObservedPod>,
+    /// Per sandbox id, when the runtime implements ListPodSandboxStats.
+    sandboxes: HashMap<String, PodSandboxStats>,
+    /// Per container id.
+    containers: HashMap<String, CriContainerStats>,
+    image_fs: Option<bosun_cri::types::ImageFsInfoResponse>,
+}
+
+/// Samples until `cancel`, publishing into `provider`.
+pub async fn run(
+    cri: CriClient,
+    facts: NodeFacts,
+    provider: StatsProvider,
+    cfg: SamplerConfig,
+    cancel: CancellationToken,
+) {
+    let boot = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|t| procfs::parse_btime(&t))
+        .and_then(|s| k8s_openapi::jiff::Timestamp::from_second(s).ok())
+        .map(Time)
+        .unwrap_or_else(|| time_of(SystemTime::now()));
+    let mut state = Some(State {
+        layout: Layout::detect(),
+        facts,
+        rates: CpuRates::default(),
+        pod_cgroups: HashMap::new(),
+        volumes: HashMap::new(),
+        volumes_at: None,
+        volume_interval: cfg.volume_interval,
+        boot,
+    });
+    if state.as_ref().is_some_and(|s| s.layout.is_none()) {
+        warn!("no cgroup v1 cpuacct+memory or v2 mount found: node and pod cgroup stats left out");
+    }
+    let mut sandbox_stats = true;
+    let mut first = true;
+    loop {
+        let answers = ask_runtime(&cri, &mut sandbox_stats).await;
+        let Some(mut st) = state.take() else { return };
+        let joined = tokio::task::spawn_blocking(move || {
+            let cpu = cpu_time();
+            let s = assemble(&mut st, answers, SystemTime::now());
+            (st, s, cpu_time().saturating_sub(cpu))
+        })
+        .await;
+        match joined {
+            Ok((st, summary, cpu)) => {
+                debug!(
+                    pods = summary.pods.len(),
+                    files_cpu_us = cpu.as_micros() as u64,
+                    "stats sampled"
+                );
+                provider.publish(summary);
+                state = Some(st);
+            }
+            Err(e) => {
+                warn!(error = %e, "stats sampling task failed; stats stop");
+                return;
+            }
+        }
+        let wait = if std::mem::take(&mut first) {
+            cfg.first_interval
+        } else {
+            cfg.interval
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// This thread's CPU time (for the debug log of the sampling cost).
+fn cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// One round of questions: the pods, the image filesystem, and the stats of every sandbox
+/// (ListPodSandboxStats) or, where the runtime does not implement it, of every container.
+async fn ask_runtime(cri: &CriClient, sandbox_stats: &mut bool) -> Answers {
+    let (pods, image_fs) = tokio::join!(observe_all(cri), cri.image_fs_info());
+    let pods = pods.unwrap_or_else(|e| {
+        warn!(error = %e, "stats: listing pods from the runtime failed");
+        HashMap::new()
+    });
+    let image_fs = image_fs
+        .map_err(|e| warn!(error = %e, "stats: ImageFsInfo failed"))
+        .ok();
+    let mut sandboxes = HashMap::new();
+    if *sandbox_stats {
+        match cri.list_pod_sandbox_stats(None).await {
+            Ok(v) => {
+                sandboxes = v
+                    .into_iter()
+                    .filter_map(|s| Some((s.attributes.as_ref()?.id.clone(), s)))
+                    .collect();
+            }
+            Err(e) if e.is_unimplemented() => {
+                debug!(
+                    "runtime does not implement ListPodSandboxStats: ListContainerStats and cgroups"
+                );
+                *sandbox_stats = false;
+            }
+            Err(e) => warn!(error = %e, "stats: ListPodSandboxStats failed"),
+        }
+    }
+    let containers = if *sandbox_stats && !sandboxes.is_empty() {
+        HashMap::new()
+    } else {
+        cri.list_container_stats(None)
+            .await
+            .map(|v| {
+                v.into_iter()
+                    .filter_map(|c| Some((c.attributes.as_ref()?.id.clone(), c)))
+                    .collect()
+            })
+            .unwrap_or_else(|e| {
+                warn!(error = %e, "stats: ListContainerStats failed");
+                HashMap::new()
+            })
+    };
+    Answers {
+        pods,
+        sandboxes,
+        containers,
+        image_fs,
+    }
+}
+
+fn time_of(t: SystemTime) -> Time {
+    Time(k8s_openapi::jiff::Timestamp::try_from(t).unwrap_or_default())
+}
+
+fn time_ns(ns: i64) -> Option<Time> {
+    (ns > 0)
+        .then(|| k8s_openapi::jiff::Timestamp::from_nanosecond(ns as i128).ok())
+        .flatten()
+        .map(Time)
+}
+
+fn nanos(t: &Time) -> i128 {
+    t.0.as_nanosecond()
+}
+
+/// The value of an optional CRI `UInt64Value`.
+macro_rules! u {
+    ($e:expr) => {
+        $e.as_ref().map(|v| v.value)
+    };
+}
+
+fn assemble(st: &mut State, a: Answers, now: SystemTime) -> Summary {
+    let now = time_of(now);
+    let root_dir = st.facts.dirs.root_dir.clone();
+    let nodefs = sfs::capacity(&root_dir);
+    let image_fs = a.image_fs.as_ref().and_then(|r| image_fs(r, &now));
+    if st
+        .volumes_at
+        .is_none_or(|t| t.elapsed() >= st.volume_interval)
+    {
+        st.volumes = a
+            .pods
+            .keys()
+            .map(|uid| (uid.clone(), volumes(&st.facts.dirs.pod_dir(uid), &now)))
+            .collect();
+        st.volumes_at = Some(Instant::now());
+    }
+    let mut pods = Vec::new();
+    for (uid, p) in &a.pods {
+        let Some(sandbox) = p.sandboxes.iter().find(|s| s.ready) else {
+            continue;
+        };
+        pods.push(pod_stats(
+            st,
+            &a,
+            uid,
+            p,
+            &sandbox.id,
+            sandbox.created_at,
+            &now,
+            nodefs,
+        ));
+    }
+    pods.sort_by(|x, y| {
+        (&x.pod_ref.namespace, &x.pod_ref.name).cmp(&(&y.pod_ref.namespace, &y.pod_ref.name))
+    });
+    let node = node_stats(st, &now, nodefs, image_fs);
+    st.rates.end_round();
+    Summary { node, pods }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pod_stats(
+    st: &mut State,
+    a: &Answers,
+    uid: &str,
+    p: &ObservedPod,
+    sandbox_id: &str,
+    created_at: i64,
+    now: &Time,
+    nodefs: Option<FsCapacity>,
+) -> PodStats {
+    let cg_rel = locate_pod_cgroup(st, uid);
+    let cg = match (&st.layout, &cg_rel) {
+        (Some(l), Some(rel)) => l.sample(rel),
+        _ => CgroupSample::default(),
+    };
+    let linux = a.sandboxes.get(sandbox_id).and_then(|s| s.linux.as_ref());
+    let cpu = cpu_stats(
+        &mut st.rates,
+        &format!("pod/{uid}"),
+        linux.and_then(|l| l.cpu.as_ref()),
+        cg.cpu_usage_ns,
+        now,
+    );
+    let memory = memory_stats(linux.and_then(|l| l.memory.as_ref()), cg.memory, now);
+    let network = match linux.and_then(|l| l.network.as_ref()) {
+        Some(n) => Some(cri_network(n, now)),
+        None => pod_net_dev(st, cg_rel.as_deref(), sandbox_id, now),
+    };
+    let process_stats = linux
+        .and_then(|l| l.process.as_ref())
+        .and_then(|pr| u!(pr.process_count))
+        .map(|n| ProcessStats {
+            process_count: Some(n),
+        });
+    let log_dir = st.facts.dirs.pod_log_dir(&p.namespace, &p.name, uid);
+    let log_fs = sfs::capacity(&log_dir);
+    let mut containers = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for c in &p.containers {
+        if c.sandbox_id != sandbox_id
+            || c.state != ContainerState::ContainerRunning
+            || !seen.insert(c.name.as_str())
+        {
+            continue;
+        }
+        let from_sandbox = linux.and_then(|l| {
+            l.containers
+                .iter()
+                .find(|s| s.attributes.as_ref().is_some_and(|at| at.id == c.id))
+        });
+        let cri = from_sandbox.or_else(|| a.containers.get(&c.id));
+        let cri_cpu = cri.and_then(|s| s.cpu.as_ref());
+        let cri_mem = cri.and_then(|s| s.memory.as_ref());
+        let complete = cri_cpu.is_some_and(|c| c.usage_core_nano_seconds.is_some())
+            && cri_mem.is_some_and(|m| m.usage_bytes.is_some() && m.working_set_bytes.is_some());
+        let ccg = match (&st.layout, &cg_rel, complete) {
+            (Some(l), Some(rel), false) => l.sample(&container_cgroup(st, rel, &c.id)),
+            _ => CgroupSample::default(),
+        };
+        let logs = sfs::usage(&log_dir.join(&c.name)).map(|us| FsStats {
+            used_bytes: Some(us.bytes),
+            inodes_used: Some(us.inodes),
+            ..fs_of(log_fs, now)
+        });
+        let rootfs = cri
+            .and_then(|s| s.writable_layer.as_ref())
+            .map(|w| FsStats {
+                used_bytes: u!(w.used_bytes),
+                inodes_used: u!(w.inodes_used),
+                ..fs_of(
+                    w.fs_id
+                        .as_ref()
+                        .and_then(|f| sfs::capacity(Path::new(&f.mountpoint))),
+                    &time_ns(w.timestamp).unwrap_or_else(|| now.clone()),
+                )
+            });
+        let swap = match cri.and_then(|s| s.swap.as_ref()) {
+            Some(s) => Some(SwapStats {
+                time: time_ns(s.timestamp).unwrap_or_else(|| now.clone()),
+                swap_available_bytes: u!(s.swap_available_bytes),
+                swap_usage_bytes: u!(s.swap_usage_bytes),
+            }),
+            None => ccg.memory.and_then(|m| m.swap_usage).map(|s| SwapStats {
+                time: now.clone(),
+                swap_available_bytes: None,
+                swap_usage_bytes: Some(s),
+            }),
+        };
+        containers.push(ContainerStats {
+            name: c.name.clone(),
+            start_time: time_ns(c.created_at).unwrap_or_else(|| now.clone()),
+            cpu: cpu_stats(&mut st.rates, &c.id, cri_cpu, ccg.cpu_usage_ns, now),
+            memory: memory_stats(cri_mem, ccg.memory, now),
+            accelerators: vec![],
+            rootfs,
+            logs,
+            user_defined_metrics: vec![],
+            swap,
+        });
+    }
+    containers.sort_by(|x, y| x.name.cmp(&y.name));
+    let vols = st.volumes.get(uid).cloned().unwrap_or_default();
+    let mut eph = Usage::default();
+    for c in &containers {
+        for f in [&c.rootfs, &c.logs].into_iter().flatten() {
+            eph += Usage {
+                bytes: f.used_bytes.unwrap_or(0),
+                inodes: f.inodes_used.unwrap_or(0),
+            };
+        }
+    }
+    for (v, local) in &vols {
+        if *local {
+            eph += Usage {
+                bytes: v.fs.used_bytes.unwrap_or(0),
+                inodes: v.fs.inodes_used.unwrap_or(0),
+            };
+        }
+    }
+    PodStats {
+        pod_ref: PodReference {
+            name: p.name.clone(),
+            namespace: p.namespace.clone(),
+            uid: uid.to_string(),
+        },
+        start_time: time_ns(created_at).unwrap_or_else(|| now.clone()),
+        containers,
+        cpu,
+        memory,
+        network,
+        volume_stats: vols.into_iter().map(|(v, _)| v).collect(),
+        ephemeral_storage: Some(FsStats {
+            used_bytes: Some(eph.bytes),
+            inodes_used: Some(eph.inodes),
+            ..fs_of(nodefs, now)
+        }),
+        process_stats,
+        swap: cg.memory.and_then(|m| m.swap_usage).map(|s| SwapStats {
+            time: now.clone(),
+            swap_available_bytes: None,
+            swap_usage_bytes: Some(s),
+        }),
+    }
+}
+
+/// The pod's cgroup, relative to the hierarchy mounts: looked up once among the QoS tiers (with
+/// and without the configured cgroup root) and remembered while it exists.
+fn locate_pod_cgroup(st: &mut State, uid: &str) -> Option<String> {
+    let layout = st.layout.as_ref()?;
+    if let Some(rel) = st.pod_cgroups.get(uid)
+        && layout.exists(rel)
+    {
+        return Some(rel.clone());
+    }
+    let root = st.facts.cgroup_root.trim_end_matches('/').to_string();
+    let tiers = ["", "burstable", "besteffort"];
+    let mut candidates = Vec::new();
+    for base in [root.as_str(), ""] {
+        for tier in tiers {
+            let rel = if st.facts.dirs.systemd_cgroups {
+                let u = uid.replace('-', "_");
+                match tier {
+                    "" => format!("{base}/kubepods.slice/kubepods-pod{u}.slice"),
+                    t => format!(
+                        "{base}/kubepods.slice/kubepods-{t}.slice/kubepods-{t}-pod{u}.slice"
+                    ),
+                }
+            } else {
+                match tier {
+                    "" => format!("{base}/kubepods/pod{uid}"),
+                    t => format!("{base}/kubepods/{t}/pod{uid}"),
+                }
+            };
+            candidates.push(rel);
+        }
+        if root.is_empty() {
+            break;
+        }
+    }
+    let found = candidates.into_iter().find(|c| layout.exists(c))?;
+    st.pod_cgroups.insert(uid.to_string(), found.clone());
+    Some(found)
+}
+
+fn container_cgroup(st: &State, pod: &str, id: &str) -> String {
+    if st.facts.dirs.systemd_cgroups {
+        format!("{pod}/cri-containerd-{id}.scope")
+    } else {
+        format!("{pod}/{id}")
+    }
+}
+
+/// The pod's interfaces from the network namespace of its sandbox's process.
+fn pod_net_dev(
+    st: &State,
+    pod: Option<&str>,
+    sandbox_id: &str,
+    now: &Time,
+) -> Option<NetworkStats> {
+    let layout = st.layout.as_ref()?;
+    let pid = *layout
+        .procs(&container_cgroup(st, pod?, sandbox_id))
+        .first()?;
+    let ifs = procfs::net_dev(Some(pid))?;
+    Some(network_of(ifs, now))
+}
+
+fn network_of(ifs: Vec<procfs::NetDev>, now: &Time) -> NetworkStats {
+    let interfaces: Vec<InterfaceStats> = ifs
+        .into_iter()
+        .map(|i| InterfaceStats {
+            name: i.name,
+            rx_bytes: Some(i.rx_bytes),
+            rx_errors: Some(i.rx_errors),
+            tx_bytes: Some(i.tx_bytes),
+            tx_errors: Some(i.tx_errors),
+        })
+        .collect();
+    NetworkStats {
+        time: now.clone(),
+        default: interfaces
+            .iter()
+            .find(|i| i.name == DEFAULT_INTERFACE)
+            .cloned()
+            .unwrap_or_default(),
+        interfaces,
+    }
+}
+
+/// The interface the kubelet reports inline as the pod's and node's network.
+const DEFAULT_INTERFACE: &str = "eth0";
+
+fn cri_network(n: &bosun_cri::types::NetworkUsage, now: &Time) -> NetworkStats {
+    macro_rules! conv {
+        ($i:expr) => {
+            InterfaceStats {
+                name: $i.name.clone(),
+                rx_bytes: u!($i.rx_bytes),
+                rx_errors: u!($i.rx_errors),
+                tx_bytes: u!($i.tx_bytes),
+                tx_errors: u!($i.tx_errors),
+            }
+        };
+    }
+    NetworkStats {
+        time: time_ns(n.timestamp).unwrap_or_else(|| now.clone()),
+        default: n
+            .default_interface
+            .as_ref()
+            .map(|i| conv!(i))
+            .unwrap_or_default(),
+        interfaces: n.interfaces.iter().map(|i| conv!(i)).collect(),
+    }
+}
+
+/// CPU from the runtime where it answered, else the cgroup; nanocores from this and the previous
+/// sample of `key`, else the runtime's.
+fn cpu_stats(
+    rates: &mut CpuRates,
+    key: &str,
+    cri: Option<&bosun_cri::types::CpuUsage>,
+    cgroup_ns: Option<u64>,
+    now: &Time,
+) -> Option<CpuStats> {
+    let (usage, time) = match cri.and_then(|c| Some((u!(c.usage_core_nano_seconds)?, c.timestamp)))
+    {
+        Some((v, ts)) => (v, time_ns(ts).unwrap_or_else(|| now.clone())),
+        None => (cgroup_ns?, now.clone()),
+    };
+    let computed = rates.rate(key, usage, nanos(&time));
+    Some(CpuStats {
+        // Our own two samples first, as the kubelet's default stats provider: consistent with
+        // the cumulative value published; the runtime's figure only before a second sample.
+        usage_nano_cores: computed.or_else(|| cri.and_then(|c| u!(c.usage_nano_cores))),
+        usage_core_nano_seconds: Some(usage),
+        time,
+    })
+}
+
+/// Memory from the runtime's fields where present, each missing one from the cgroup.
+fn memory_stats(
+    cri: Option<&bosun_cri::types::MemoryUsage>,
+    cg: Option<MemorySample>,
+    now: &Time,
+) -> Option<MemoryStats> {
+    if cri.is_none() && cg.is_none() {
+        return None;
+    }
+    let time = cri
+        .and_then(|m| time_ns(m.timestamp))
+        .unwrap_or_else(|| now.clone());
+    let pick = |f: fn(&bosun_cri::types::MemoryUsage) -> Option<u64>,
+                g: fn(&MemorySample) -> u64| {
+        cri.and_then(f).or_else(|| cg.as_ref().map(g))
+    };
+    let working_set = pick(|m| u!(m.working_set_bytes), |c| c.working_set);
+    Some(MemoryStats {
+        available_bytes: cri.and_then(|m| u!(m.available_bytes)).or_else(|| {
+            let limit = cg.as_ref()?.limit?;
+            Some(limit.saturating_sub(working_set?))
+        }),
+        usage_bytes: pick(|m| u!(m.usage_bytes), |c| c.usage),
+        working_set_bytes: working_set,
+        rss_bytes: pick(|m| u!(m.rss_bytes), |c| c.rss),
+        page_faults: pick(|m| u!(m.page_faults), |c| c.page_faults),
+        major_page_faults: pick(|m| u!(m.major_page_faults), |c| c.major_page_faults),
+        time,
+    })
+}
+
+fn fs_of(c: Option<FsCapacity>, time: &Time) -> FsStats {
+    FsStats {
+        available_bytes: c.map(|c| c.available),
+        capacity_bytes: c.map(|c| c.capacity),
+        inodes_free: c.map(|c| c.inodes_free),
+        inodes: c.map(|c| c.inodes),
+        ..FsStats::at(time.clone())
+    }
+}
+
+fn image_fs(r: &bosun_cri::types::ImageFsInfoResponse, now: &Time) -> Option<FsStats> {
+    let f = r.image_filesystems.first()?;
+    let cap = f
+        .fs_id
+        .as_ref()
+        .and_then(|id| sfs::capacity(Path::new(&id.mountpoint)));
+    Some(FsStats {
+        used_bytes: u!(f.used_bytes),
+        inodes_used: u!(f.inodes_used),
+        ..fs_of(cap, &time_ns(f.timestamp).unwrap_or_else(|| now.clone()))
+    })
+}
+
+/// Usage of every volume directory of a pod (`volumes/<plugin>/<name>`); the flag is true for
+/// emptyDir volumes on the node's disk (they count towards ephemeral storage).
+fn volumes(pod_dir: &Path, now: &Time) -> Vec<(VolumeStats, bool)> {
+    let mut out = Vec::new();
+    let pod_dev = std::fs::metadata(pod_dir).ok().map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.dev()
+    });
+    let Ok(plugins) = std::fs::read_dir(pod_dir.join("volumes")) else {
+        return out;
+    };
+    for plugin in plugins.flatten() {
+        let empty_dir = plugin.file_name() == "kubernetes.io~empty-dir";
+        let Ok(vols) = std::fs::read_dir(plugin.path()) else {
+            continue;
+        };
+        for v in vols.flatten() {
+            let path: PathBuf = v.path();
+            let Some(us) = sfs::usage(&path) else {
+                continue;
+            };
+            let dev = std::fs::metadata(&path).ok().map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.dev()
+            });
+            let stats = VolumeStats {
+                fs: FsStats {
+                    used_bytes: Some(us.bytes),
+                    inodes_used: Some(us.inodes),
+                    ..fs_of(sfs::capacity(&path), now)
+                },
+                name: v.file_name().to_string_lossy().into_owned(),
+                pvc_ref: None,
+                volume_health_stats: None,
+            };
+            out.push((stats, empty_dir && dev.is_some() && dev == pod_dev));
+        }
+    }
+    out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    out
+}
+
+fn node_stats(
+    st: &mut State,
+    now: &Time,
+    nodefs: Option<FsCapacity>,
+    image_fs: Option<FsStats>,
+) -> NodeStats {
+    let root = st
+        .layout
+        .as_ref()
+        .map(|l| l.sample("/"))
+        .unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let total = procfs::meminfo_field(&meminfo, "MemTotal");
+    let memory = root.memory.map(|m| MemoryStats {
+        time: now.clone(),
+        available_bytes: total.map(|t| t.saturating_sub(m.working_set)),
+        usage_bytes: Some(m.usage),
+        working_set_bytes: Some(m.working_set),
+        rss_bytes: Some(m.rss),
+        page_faults: Some(m.page_faults),
+        major_page_faults: Some(m.major_page_faults),
+    });
+    let cpu = root.cpu_usage_ns.map(|usage| CpuStats {
+        usage_nano_cores: st.rates.rate("node", usage, nanos(now)),
+        usage_core_nano_seconds: Some(usage),
+        time: now.clone(),
+    });
+    let swap = procfs::meminfo_field(&meminfo, "SwapTotal").map(|t| {
+        let free = procfs::meminfo_field(&meminfo, "SwapFree").unwrap_or(0);
+        SwapStats {
+            time: now.clone(),
+            swap_available_bytes: Some(free),
+            swap_usage_bytes: Some(t.saturating_sub(free)),
+        }
+    });
+    let pods_cg = st.layout.as_ref().map(|l| {
+        let root = st.facts.cgroup_root.trim_end_matches('/');
+        let name = if st.facts.dirs.systemd_cgroups {
+            "kubepods.slice"
+        } else {
+            "kubepods"
+        };
+        l.sample(&format!("{root}/{name}"))
+    });
+    let system_containers = pods_cg
+        .filter(|s| s.memory.is_some() || s.cpu_usage_ns.is_some())
+        .map(|s| {
+            let cpu = s.cpu_usage_ns.map(|usage| CpuStats {
+                usage_nano_cores: st.rates.rate("system/pods", usage, nanos(now)),
+                usage_core_nano_seconds: Some(usage),
+                time: now.clone(),
+            });
+            ContainerStats {
+                name: SYSTEM_CONTAINER_PODS.into(),
+                start_time: st.boot.clone(),
+                cpu,
+                memory: memory_stats(None, s.memory, now),
+                accelerators: vec![],
+                rootfs: None,
+                logs: None,
+                user_defined_metrics: vec![],
+                swap: None,
+            }
+        })
+        .into_iter()
+        .collect();
+    NodeStats {
+        node_name: st.facts.node_name.clone(),
+        system_containers,
+        start_time: st.boot.clone(),
+        cpu,
+        memory,
+        network: procfs::net_dev(None).map(|ifs| network_of(ifs, now)),
+        fs: nodefs.map(|c| FsStats {
+            used_bytes: Some(c.used),
+            inodes_used: Some(c.inodes.saturating_sub(c.inodes_free)),
+            ..fs_of(Some(c), now)
+        }),
+        runtime: Some(RuntimeStats {
+            image_fs,
+            container_fs: None,
+        }),
+        rlimit: Some(RlimitStats {
+            time: now.clone(),
+            max_pid: procfs::max_pid(Path::new("/proc/sys/kernel")),
+            num_of_running_processes: std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|t| procfs::parse_loadavg_tasks(&t)),
+        }),
+        swap,
+    }
+}
+
+/// Starts the sampling loop on the runtime and returns the handle scrapes read.
+pub fn spawn(
+    cri: CriClient,
+    facts: NodeFacts,
+    cfg: SamplerConfig,
+    cancel: CancellationToken,
+) -> StatsProvider {
+    let provider = StatsProvider::new();
+    tokio::spawn(run(cri, facts, provider.clone(), cfg, cancel));
+    provider
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_stats_of_this_machine_round_trip_through_json() {
+        let d = tempfile::tempdir().unwrap();
+        let mut st = State {
+            facts: NodeFacts {
+                node_name: "n".into(),
+                dirs: PodDirs {
+                    root_dir: d.path().into(),
+                    pod_logs_dir: d.path().into(),
+                    container_logs_link_dir: d.path().into(),
+                    cluster_dns: vec![],
+                    cluster_domain: String::new(),
+                    resolv_conf: d.path().join("resolv.conf"),
+                    systemd_cgroups: false,
+                },
+                cgroup_root: String::new(),
+            },
+            layout: Layout::detect(),
+            rates: CpuRates::default(),
+            pod_cgroups: HashMap::new(),
+            volumes: HashMap::new(),
+            volumes_at: None,
+            volume_interval: Duration::from_secs(60),
+            boot: time_of(SystemTime::now()),
+        };
+        let answers = || Answers {
+            pods: HashMap::new(),
+            sandboxes: HashMap::new(),
+            containers: HashMap::new(),
+            image_fs: None,
+        };
+        let t0 = SystemTime::now();
+        assemble(&mut st, answers(), t0);
+        let s = assemble(&mut st, answers(), t0 + Duration::from_secs(1));
+        let json = serde_json::to_string(&s).unwrap();
+        let back: Summary = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+        assert_eq!(back.node.node_name, "n");
+        assert!(s.node.fs.is_some() && s.node.rlimit.is_some());
+        if st.layout.is_some() {
+            assert!(s.node.cpu.unwrap().usage_nano_cores.is_some());
+        }
+    }
+}
