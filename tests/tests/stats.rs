@@ -225,7 +225,7 @@ async fn summary_agrees_with_the_cgroups_and_procfs() {
     // Both containers running, `mem` holding its memory, nanocores from two samples everywhere.
     let s: Arc<Summary> = wait_until_async(
         "a Summary with the pod, its containers and their rates",
-        Duration::from_secs(90),
+        Duration::from_secs(180),
         || async {
             let s = stats.latest()?;
             let p = pod(&s, &pod_name)?;
