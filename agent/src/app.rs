@@ -169,16 +169,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cancel.child_token(),
     ));
     // Node, pod and container usage, sampled in the background; the :10250 server serves it.
-    let _stats = crate::stats::spawn(
+    tokio::spawn(crate::stats::sampler::run(
         ctx.cri.clone(),
         crate::stats::NodeFacts {
             node_name: cfg.node_name.clone(),
             dirs: ctx.dirs.clone(),
             cgroup_root: cfg.cgroup_root.clone(),
         },
+        stats.clone(),
         crate::stats::SamplerConfig::default(),
         cancel.child_token(),
-    );
+    ));
     if let Err(e) =
         crate::podresources::spawn(&cfg.root_dir, ctx.statuses.clone(), cancel.child_token())
     {
