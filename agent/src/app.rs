@@ -12,7 +12,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{CgroupDriver, Config};
+use crate::config::Config;
 use crate::pod::context::memory_capacity;
 use crate::pod::{NodeContext, PodManager, source};
 use crate::runtime::PodDirs;
@@ -117,8 +117,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cluster_dns: cfg.cluster_dns.clone(),
         cluster_domain: cfg.cluster_domain.clone(),
         resolv_conf: cfg.resolv_conf.clone().into(),
-        systemd_cgroups: cfg.cgroup_driver == CgroupDriver::Systemd,
+        cgroups: crate::cgroup::Hierarchy::new(
+            cfg.cgroup_driver,
+            &cfg.cgroup_root,
+            cfg.cgroups_per_qos,
+        ),
     };
+    let cgroups = crate::cgroup::start(&cfg, &cri, &node_allocatable_cgroup(&cfg))
+        .await
+        .context("container manager")?;
     for d in [&dirs.root_dir, &dirs.pod_logs_dir] {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
@@ -152,6 +159,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             ),
             None => crate::events::Recorder::disabled(),
         },
+        cgroups,
     });
 
     // The stats sampler publishes into this provider; the server reads the latest sample.
@@ -245,6 +253,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     signals.abort();
     info!("bosun stopped");
     Ok(())
+}
+
+/// What the kubepods cgroup gets: capacity, less systemReserved and kubeReserved when
+/// enforceNodeAllocatable has `pods`.
+fn node_allocatable_cgroup(cfg: &Config) -> crate::cgroup::ResourceConfig {
+    use crate::node::allocatable;
+    use crate::node::machine::MachineInfo;
+    let cap = allocatable::capacity(&MachineInfo::read(), None, cfg.max_pods);
+    crate::cgroup::node_allocatable_config(
+        &cap,
+        crate::cgroup::manager::pid_capacity(),
+        &cfg.system_reserved,
+        &cfg.kube_reserved,
+        cfg.enforce_node_allocatable.iter().any(|v| v == "pods"),
+    )
 }
 
 /// What admission checks pods against: allocatable as the node reports it, and the node's labels.

@@ -257,6 +257,16 @@ impl CriClient {
         .await
     }
 
+    /// CRI RuntimeConfig: the runtime's cgroup driver, where it reports one (`Unimplemented`
+    /// from runtimes older than CRI 1.28, containerd 1.6 among them).
+    pub async fn runtime_config(&self) -> Result<cri::RuntimeConfigResponse> {
+        self.call("RuntimeConfig", self.timeouts.quick, Retry::Once, |t| {
+            let mut c = self.runtime();
+            async move { c.runtime_config(req(cri::RuntimeConfigRequest {}, t)).await }
+        })
+        .await
+    }
+
     /// CRI RunPodSandbox: creates and starts a sandbox, returning its id.
     pub async fn run_pod_sandbox(
         &self,

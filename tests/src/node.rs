@@ -40,6 +40,7 @@ impl Containerd {
         fs::create_dir_all(&node_dir).expect("create node dir");
         fs::write(node_dir.join("bridge"), &bridge).expect("write bridge name");
         fs::write(node_dir.join("name"), name).expect("write node name");
+        ensure_cgroup_root(&format!("/bosun-{bridge}"));
         let status = Command::new(repo_root().join("tests/env/containerd-config"))
             .arg(&dir)
             .arg(&bridge)
@@ -105,7 +106,8 @@ impl Containerd {
         format!("unix://{}", self.socket().display())
     }
 
-    /// The cgroup under which this node's pods go (`/bosun-<bridge>`), removed on drop.
+    /// The cgroup under which this node's pods go (`/bosun-<bridge>`, the node's `cgroupRoot`):
+    /// created on start in every hierarchy, removed on drop.
     pub fn cgroup_root(&self) -> String {
         format!("/bosun-{}", self.bridge)
     }
@@ -193,4 +195,34 @@ fn claim_slot() -> (u32, PathBuf) {
         }
     }
     panic!("no free containerd slot in {}", slots.display());
+}
+
+/// Creates cgroup `root` (`/bosun-bsn3`) in every hierarchy under /sys/fs/cgroup, as a cgroupRoot
+/// must exist before bosun (or a kubelet) starts; cpuset.cpus/mems copied from the parent on v1.
+fn ensure_cgroup_root(root: &str) {
+    let base = Path::new("/sys/fs/cgroup");
+    let rel = root.trim_start_matches('/');
+    if base.join("cgroup.controllers").exists() {
+        fs::create_dir_all(base.join(rel)).expect("create cgroup root");
+        return;
+    }
+    for e in fs::read_dir(base).expect("read /sys/fs/cgroup").flatten() {
+        let mount = e.path();
+        if !e.file_type().is_ok_and(|t| t.is_dir()) || !mount.join("cgroup.procs").exists() {
+            continue;
+        }
+        let dir = mount.join(rel);
+        fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("create {}: {err}", dir.display()));
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            if dir.join(f).exists()
+                && fs::read_to_string(dir.join(f))
+                    .unwrap_or_default()
+                    .trim()
+                    .is_empty()
+            {
+                let parent = fs::read_to_string(mount.join(f)).unwrap_or_default();
+                fs::write(dir.join(f), parent.trim()).unwrap_or_else(|err| panic!("{f}: {err}"));
+            }
+        }
+    }
 }

@@ -37,6 +37,7 @@ fileCheckFrequency: 1s
 podLogsDir: {d}/pods
 containerRuntimeEndpoint: {endpoint}
 cgroupDriver: cgroupfs
+cgroupRoot: {cgroup_root}
 healthzPort: 0
 port: {port}
 resolvConf: {d}/resolv.conf
@@ -44,6 +45,7 @@ resolvConf: {d}/resolv.conf
             d = d.display(),
             endpoint = ctd.endpoint(),
             port = ctd.server_port(),
+            cgroup_root = ctd.cgroup_root(),
         );
         std::fs::write(d.join("config.yaml"), config).unwrap();
         let _ = env;

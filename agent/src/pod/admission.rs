@@ -6,8 +6,6 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, Pod};
 
-use crate::resource::parse_quantity;
-
 /// Why a pod was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -26,42 +24,7 @@ pub struct Admission {
     pub node_labels: BTreeMap<String, String>,
 }
 
-/// The pod's effective request of `resource` in thousandths: the larger of the sum over app
-/// containers and the largest init container (as the scheduler and the kubelet count it).
-pub fn pod_request(pod: &Pod, resource: &str) -> i128 {
-    let Some(spec) = pod.spec.as_ref() else {
-        return 0;
-    };
-    let req = |c: &k8s_openapi::api::core::v1::Container| -> i128 {
-        let r = c.resources.as_ref();
-        let q = r
-            .and_then(|r| r.requests.as_ref())
-            .and_then(|m| m.get(resource))
-            .or_else(|| {
-                r.and_then(|r| r.limits.as_ref())
-                    .and_then(|m| m.get(resource))
-            });
-        q.and_then(|q| parse_quantity(&q.0).ok())
-            .map(|q| q.milli_value() as i128)
-            .unwrap_or(0)
-    };
-    let apps: i128 = spec.containers.iter().map(req).sum();
-    let init = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .map(req)
-        .max()
-        .unwrap_or(0);
-    let overhead = spec
-        .overhead
-        .as_ref()
-        .and_then(|m| m.get(resource))
-        .and_then(|q| parse_quantity(&q.0).ok())
-        .map(|q| q.milli_value() as i128)
-        .unwrap_or(0);
-    apps.max(init) + overhead
-}
+pub use crate::resource::pod_request;
 
 impl Admission {
     /// Admits `pod` on a node already running `admitted` pods, or says why not.

@@ -30,6 +30,8 @@ pub struct NodeContext {
     pub services: super::services::ServiceCache,
     /// Where pod events go.
     pub events: crate::events::Recorder,
+    /// Pod cgroups and QoS tiers.
+    pub cgroups: crate::cgroup::ContainerManager,
 }
 
 /// Memory capacity of the machine in bytes, from /proc/meminfo.

@@ -260,6 +260,17 @@ impl PodWorker {
     }
 
     async fn sync(&mut self) -> bosun_cri::Result<()> {
+        // The pod cgroup (with its limits) exists before the sandbox, as the kubelet makes it.
+        if let Err(e) = self.ctx.cgroups.ensure_pod(&self.pod) {
+            warn!(error = %e, "cannot create the pod cgroup");
+            self.event(
+                None,
+                EventType::Warning,
+                "FailedCreatePodContainer",
+                format!("unable to ensure pod container exists: {e}"),
+            );
+            return Ok(());
+        }
         for _round in 0..2 {
             let obs = self.observe().await?;
             self.remember_exited(&obs);
@@ -1057,6 +1068,9 @@ impl PodWorker {
             {
                 warn!(sandbox.id = %id, error = %e, "remove sandbox failed");
             }
+        }
+        if let Err(e) = self.ctx.cgroups.remove_pod(&self.pod) {
+            warn!(error = %e, "cannot remove the pod cgroup; orphan cleanup retries");
         }
         let dirs = &self.ctx.dirs;
         if let Err(e) = volume::tear_down(&dirs.pod_dir(&key.uid)) {

@@ -2,6 +2,8 @@
 
 pub mod qos;
 pub mod quantity;
+pub mod requests;
 
 pub use qos::{QosClass, qos_class};
 pub use quantity::{Quantity, QuantityError, parse_quantity};
+pub use requests::{PodLimit, pod_limit, pod_request};

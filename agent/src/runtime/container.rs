@@ -12,12 +12,11 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 
 use super::labels;
 use super::sandbox::PodKey;
+use crate::cgroup::resources::{QUOTA_PERIOD_US, milli_cpu_to_quota, milli_cpu_to_shares};
 use crate::resource::{QosClass, parse_quantity, qos_class};
 
 /// CFS period the kubelet uses for quotas (100 ms).
-pub const CPU_PERIOD_US: i64 = 100_000;
-const MIN_SHARES: i64 = 2;
-const MIN_QUOTA_US: i64 = 1000;
+pub const CPU_PERIOD_US: i64 = QUOTA_PERIOD_US as i64;
 
 /// Why a container config could not be built: the kubelet's CreateContainerConfigError.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -212,14 +211,8 @@ pub fn linux_resources(
     let cpu_request = get(false, "cpu").map(|q| q.milli_value()).or(cpu_limit);
     let mem_limit = get(true, "memory").map(|q| q.value());
     let mem_request = get(false, "memory").map(|q| q.value()).or(mem_limit);
-    let cpu_shares = match cpu_request {
-        Some(m) if m > 0 => (m * 1024 / 1000).max(MIN_SHARES),
-        _ => MIN_SHARES,
-    };
-    let cpu_quota = cpu_limit
-        .filter(|m| *m > 0)
-        .map(|m| (m * CPU_PERIOD_US / 1000).max(MIN_QUOTA_US))
-        .unwrap_or(0);
+    let cpu_shares = milli_cpu_to_shares(cpu_request.unwrap_or(0)) as i64;
+    let cpu_quota = milli_cpu_to_quota(cpu_limit.unwrap_or(0), QUOTA_PERIOD_US);
     let qos = qos_class(pod);
     LinuxContainerResources {
         cpu_period: if cpu_quota > 0 { CPU_PERIOD_US } else { 0 },

@@ -28,8 +28,8 @@ pub struct PodDirs {
     pub cluster_domain: String,
     /// The resolv.conf whose servers and searches `dnsPolicy: Default` pods get.
     pub resolv_conf: PathBuf,
-    /// `systemd` or `cgroupfs`.
-    pub systemd_cgroups: bool,
+    /// Cgroup names (driver, cgroupRoot, cgroupsPerQOS): where pod sandboxes go.
+    pub cgroups: crate::cgroup::Hierarchy,
 }
 
 impl PodDirs {
@@ -45,23 +45,7 @@ impl PodDirs {
 
     /// The pod's cgroup parent by QoS class, in the runtime's cgroup driver's syntax.
     pub fn cgroup_parent(&self, qos: QosClass, uid: &str) -> String {
-        let tier = match qos {
-            QosClass::Guaranteed => None,
-            QosClass::Burstable => Some("burstable"),
-            QosClass::BestEffort => Some("besteffort"),
-        };
-        if self.systemd_cgroups {
-            let uid = uid.replace('-', "_");
-            match tier {
-                None => format!("kubepods-pod{uid}.slice"),
-                Some(t) => format!("kubepods-{t}-pod{uid}.slice"),
-            }
-        } else {
-            match tier {
-                None => format!("/kubepods/pod{uid}"),
-                Some(t) => format!("/kubepods/{t}/pod{uid}"),
-            }
-        }
+        self.cgroups.cgroup_parent(qos, uid)
     }
 }
 
@@ -285,7 +269,7 @@ mod tests {
             cluster_dns: vec!["10.96.0.10".into()],
             cluster_domain: "cluster.local".into(),
             resolv_conf: "/nonexistent".into(),
-            systemd_cgroups: false,
+            cgroups: crate::cgroup::Hierarchy::new(crate::config::CgroupDriver::Cgroupfs, "", true),
         }
     }
 
@@ -350,14 +334,14 @@ mod tests {
             d.cgroup_parent(QosClass::Burstable, "a-b"),
             "/kubepods/burstable/poda-b"
         );
-        d.systemd_cgroups = true;
+        d.cgroups.driver = crate::config::CgroupDriver::Systemd;
         assert_eq!(
             d.cgroup_parent(QosClass::BestEffort, "a-b"),
-            "kubepods-besteffort-poda_b.slice"
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-poda_b.slice"
         );
         assert_eq!(
             d.cgroup_parent(QosClass::Guaranteed, "a-b"),
-            "kubepods-pod a_b.slice".replace(' ', "")
+            "/kubepods.slice/kubepods-poda_b.slice"
         );
     }
 

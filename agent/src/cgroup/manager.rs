@@ -1,0 +1,429 @@
+//! The container manager: creates the QoS hierarchy at start, each pod's cgroup with its limits
+//! before the sandbox, keeps the QoS tiers' shares in step as pods come and go, and removes the
+//! cgroups of pods that are gone (qos_container_manager_linux.go, pod_container_manager_linux.go,
+//! node_container_manager_linux.go).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use k8s_openapi::api::core::v1::Pod;
+use tracing::{info, warn};
+
+use super::fs::Backend;
+use super::name::Hierarchy;
+use super::resources::{MIN_SHARES, ResourceConfig, milli_cpu_to_shares, pod_resource_config};
+use super::{CgroupError, CgroupName};
+use crate::node::allocatable::{self, Resources};
+use crate::resource::{QosClass, pod_request, qos_class};
+
+/// The pod cgroups and QoS tiers of one node.
+pub struct ContainerManager {
+    backend: Box<dyn Backend>,
+    names: Hierarchy,
+    pod_pids_limit: Option<u64>,
+    /// Pods with a cgroup, by UID: their QoS class and cpu request (millicores), the input of
+    /// the burstable tier's shares.
+    active: Mutex<HashMap<String, (QosClass, i64)>>,
+}
+
+/// A pod cgroup found on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodCgroup {
+    /// The pod's UID.
+    pub uid: String,
+    /// The cgroup's literal path.
+    pub path: String,
+}
+
+impl ContainerManager {
+    /// A manager writing through `backend` with the names of `names`; `pod_pids_limit` is
+    /// podPidsLimit (None: no per-pod limit).
+    pub fn new(
+        backend: Box<dyn Backend>,
+        names: Hierarchy,
+        pod_pids_limit: Option<u64>,
+    ) -> ContainerManager {
+        ContainerManager {
+            backend,
+            names,
+            pod_pids_limit,
+            active: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The names this manager uses.
+    pub fn names(&self) -> &Hierarchy {
+        &self.names
+    }
+
+    /// The backend (cgroup version, reads for diagnostics).
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    /// The cgroup parent of the pod's sandbox, in the driver's syntax.
+    pub fn cgroup_parent(&self, pod: &Pod) -> String {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        self.names.cgroup_parent(qos_class(pod), uid)
+    }
+
+    /// Checks that cgroupRoot exists, then creates (or updates) kubepods with `node_allocatable`
+    /// and the burstable and besteffort tiers below it. Nothing without cgroupsPerQOS.
+    pub fn start(&self, node_allocatable: &ResourceConfig) -> Result<(), CgroupError> {
+        if !self.names.per_qos {
+            return Ok(());
+        }
+        let root = self.names.literal(&self.names.root);
+        if !self.backend.exists(&root) {
+            return Err(CgroupError::RootMissing(root));
+        }
+        self.create_or_update(&self.names.node(), node_allocatable)?;
+        for qos in [QosClass::Burstable, QosClass::BestEffort] {
+            let res = ResourceConfig {
+                cpu_shares: (qos == QosClass::BestEffort).then_some(MIN_SHARES),
+                ..Default::default()
+            };
+            self.create_or_update(&self.names.qos(qos), &res)?;
+        }
+        self.update_qos()?;
+        info!(
+            cgroup.node = %self.names.literal(&self.names.node()),
+            cgroup.version = ?self.backend.version(),
+            ?node_allocatable,
+            "QoS cgroup hierarchy ready"
+        );
+        Ok(())
+    }
+
+    fn create_or_update(&self, name: &CgroupName, res: &ResourceConfig) -> Result<(), CgroupError> {
+        let path = self.names.literal(name);
+        if self.backend.exists(&path) {
+            self.backend.update(&path, res)
+        } else {
+            self.backend.create(&path, res)
+        }
+    }
+
+    /// Sets the QoS tiers from the active pods: burstable's shares from the sum of its pods'
+    /// cpu requests, besteffort's always the minimum (QoS memory limits need qosReserved, which
+    /// bosun does not take).
+    pub fn update_qos(&self) -> Result<(), CgroupError> {
+        if !self.names.per_qos {
+            return Ok(());
+        }
+        let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        let burstable: i64 = active
+            .values()
+            .filter(|(q, _)| *q == QosClass::Burstable)
+            .map(|(_, cpu)| *cpu)
+            .sum();
+        let shares = |s| ResourceConfig {
+            cpu_shares: Some(s),
+            ..Default::default()
+        };
+        let b = self.names.literal(&self.names.qos(QosClass::Burstable));
+        self.backend
+            .update(&b, &shares(milli_cpu_to_shares(burstable)))?;
+        let be = self.names.literal(&self.names.qos(QosClass::BestEffort));
+        self.backend.update(&be, &shares(MIN_SHARES))
+    }
+
+    /// Makes sure the pod's cgroup exists with its limits, updating the QoS tiers first when the
+    /// pod is new (or its requests changed), as the kubelet does before the sandbox.
+    pub fn ensure_pod(&self, pod: &Pod) -> Result<(), CgroupError> {
+        if !self.names.per_qos {
+            return Ok(());
+        }
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let qos = qos_class(pod);
+        let entry = (qos, pod_request(pod, "cpu") as i64);
+        let changed = {
+            let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+            active.insert(uid.clone(), entry) != Some(entry)
+        };
+        if changed {
+            self.update_qos()?;
+        }
+        let path = self.names.literal(&self.names.pod(qos, &uid));
+        if !self.backend.exists(&path) {
+            let res = pod_resource_config(pod, true, self.pod_pids_limit);
+            self.backend.create(&path, &res)?;
+            info!(cgroup = %path, ?res, "pod cgroup created");
+        }
+        Ok(())
+    }
+
+    /// Removes the pod's cgroup once its containers and sandbox are gone, then updates the tiers.
+    pub fn remove_pod(&self, pod: &Pod) -> Result<(), CgroupError> {
+        if !self.names.per_qos {
+            return Ok(());
+        }
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let path = self.names.literal(&self.names.pod(qos_class(pod), &uid));
+        self.remove(&uid, &path, false)
+    }
+
+    /// Every pod cgroup under kubepods and the QoS tiers (GetAllPodsFromCgroups).
+    pub fn pod_cgroups(&self) -> Vec<PodCgroup> {
+        if !self.names.per_qos {
+            return vec![];
+        }
+        let mut out = Vec::new();
+        for qos in [
+            QosClass::Guaranteed,
+            QosClass::Burstable,
+            QosClass::BestEffort,
+        ] {
+            let parent = self.names.qos(qos);
+            for dir in self.backend.children(&self.names.literal(&parent)) {
+                if let Some(uid) = self.names.pod_uid_of(&dir) {
+                    let path = match self.names.driver {
+                        crate::config::CgroupDriver::Cgroupfs => {
+                            self.names.literal(&parent.child(&dir))
+                        }
+                        crate::config::CgroupDriver::Systemd => {
+                            format!("{}/{dir}", self.names.literal(&parent))
+                        }
+                    };
+                    out.push(PodCgroup { uid, path });
+                }
+            }
+        }
+        out
+    }
+
+    /// Removes the cgroup of a pod no longer known, killing what still runs in it first.
+    pub fn remove_orphan(&self, orphan: &PodCgroup) -> Result<(), CgroupError> {
+        self.remove(&orphan.uid, &orphan.path, true)
+    }
+
+    fn remove(&self, uid: &str, path: &str, kill: bool) -> Result<(), CgroupError> {
+        if kill {
+            for pid in self.backend.pids(path) {
+                warn!(cgroup = %path, pid, "killing a process left in an orphaned pod cgroup");
+                if let Some(p) = rustix::process::Pid::from_raw(pid) {
+                    let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                }
+            }
+        }
+        let removed = self.backend.remove(path);
+        if removed.is_ok() {
+            info!(cgroup = %path, pod.uid = %uid, "pod cgroup removed");
+        }
+        let was_active = {
+            let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+            active.remove(uid).is_some()
+        };
+        if was_active {
+            self.update_qos()?;
+        }
+        removed
+    }
+}
+
+/// The maximum number of processes on the node: the smaller of pid_max and threads-max.
+pub fn pid_capacity() -> Option<i64> {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+    };
+    match (
+        read("/proc/sys/kernel/pid_max"),
+        read("/proc/sys/kernel/threads-max"),
+    ) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What kubepods gets (the kubelet's enforceNodeAllocatableCgroups): cpu shares, memory and pids
+/// of the capacity, minus systemReserved and kubeReserved when `pods` is enforced (eviction
+/// thresholds are not subtracted here; huge pages come off memory).
+pub fn node_allocatable_config(
+    capacity: &Resources,
+    pids: Option<i64>,
+    system_reserved: &BTreeMap<String, String>,
+    kube_reserved: &BTreeMap<String, String>,
+    enforce_pods: bool,
+) -> ResourceConfig {
+    let mut cap = capacity.clone();
+    if let Some(p) = pids {
+        cap.insert(
+            "pid".into(),
+            allocatable::Amount::units(p as i128, allocatable::Format::DecimalSi),
+        );
+    }
+    let alloc = if enforce_pods {
+        let reserved =
+            allocatable::reservation(&cap, system_reserved, kube_reserved, &BTreeMap::new());
+        allocatable::allocatable(&cap, &reserved)
+    } else {
+        cap
+    };
+    let get = |k: &str| alloc.get(k).map(|a| a.milli);
+    ResourceConfig {
+        cpu_shares: get("cpu").map(|m| milli_cpu_to_shares(m as i64)),
+        memory: get("memory").map(|m| (m / 1000) as i64),
+        pids: get("pid").map(|m| (m / 1000) as i64),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroup::fs::V2;
+    use crate::config::CgroupDriver;
+
+    fn pod(uid: &str, containers: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": uid, "uid": uid},
+            "spec": {"containers": containers},
+        }))
+        .unwrap()
+    }
+
+    /// A v2 manager on a temp tree with cgroupRoot /bosun.
+    fn v2_manager(t: &tempfile::TempDir) -> ContainerManager {
+        std::fs::write(t.path().join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        std::fs::create_dir(t.path().join("bosun")).unwrap();
+        ContainerManager::new(
+            Box::new(V2::new(t.path())),
+            Hierarchy::new(CgroupDriver::Cgroupfs, "/bosun", true),
+            Some(256),
+        )
+    }
+
+    fn read(t: &tempfile::TempDir, path: &str) -> String {
+        std::fs::read_to_string(t.path().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn hierarchy_pods_and_tiers_on_a_v2_tree() {
+        let t = tempfile::tempdir().unwrap();
+        let m = v2_manager(&t);
+        let alloc = ResourceConfig {
+            cpu_shares: Some(2048),
+            memory: Some(4 << 30),
+            pids: Some(32768),
+            ..Default::default()
+        };
+        m.start(&alloc).unwrap();
+        assert_eq!(read(&t, "bosun/kubepods/cpu.weight"), "79");
+        assert_eq!(
+            read(&t, "bosun/kubepods/memory.max"),
+            (4u64 << 30).to_string()
+        );
+        assert_eq!(read(&t, "bosun/kubepods/pids.max"), "32768");
+        assert_eq!(read(&t, "bosun/kubepods/besteffort/cpu.weight"), "1");
+        assert_eq!(read(&t, "bosun/kubepods/burstable/cpu.weight"), "1");
+
+        let g = pod(
+            "g-1",
+            serde_json::json!([{"name": "c", "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}}]),
+        );
+        let b = pod(
+            "b-1",
+            serde_json::json!([{"name": "c", "resources": {"requests": {"cpu": "1"}}}]),
+        );
+        let be = pod("e-1", serde_json::json!([{"name": "c"}]));
+        for p in [&g, &b, &be] {
+            m.ensure_pod(p).unwrap();
+        }
+        assert_eq!(m.cgroup_parent(&g), "/bosun/kubepods/podg-1");
+        assert_eq!(read(&t, "bosun/kubepods/podg-1/cpu.max"), "50000 100000");
+        assert_eq!(
+            read(&t, "bosun/kubepods/podg-1/memory.max"),
+            (64 << 20).to_string()
+        );
+        assert_eq!(read(&t, "bosun/kubepods/podg-1/pids.max"), "256");
+        assert_eq!(read(&t, "bosun/kubepods/burstable/podb-1/cpu.weight"), "39");
+        assert!(
+            !t.path()
+                .join("bosun/kubepods/burstable/podb-1/memory.max")
+                .exists()
+        );
+        assert_eq!(read(&t, "bosun/kubepods/besteffort/pode-1/cpu.weight"), "1");
+        // The burstable tier's shares follow its pods' requests: 1 cpu = 1024 shares.
+        assert_eq!(read(&t, "bosun/kubepods/burstable/cpu.weight"), "39");
+        let mut found: Vec<String> = m.pod_cgroups().into_iter().map(|p| p.uid).collect();
+        found.sort();
+        assert_eq!(found, ["b-1", "e-1", "g-1"]);
+
+        m.remove_pod(&b).unwrap();
+        assert!(!t.path().join("bosun/kubepods/burstable/podb-1").exists());
+        assert_eq!(read(&t, "bosun/kubepods/burstable/cpu.weight"), "1");
+        let orphan = m
+            .pod_cgroups()
+            .into_iter()
+            .find(|p| p.uid == "e-1")
+            .unwrap();
+        assert_eq!(orphan.path, "/bosun/kubepods/besteffort/pode-1");
+        m.remove_orphan(&orphan).unwrap();
+        assert_eq!(m.pod_cgroups().len(), 1);
+    }
+
+    #[test]
+    fn a_missing_cgroup_root_is_a_startup_error() {
+        let t = tempfile::tempdir().unwrap();
+        let m = ContainerManager::new(
+            Box::new(V2::new(t.path())),
+            Hierarchy::new(CgroupDriver::Cgroupfs, "/absent", true),
+            None,
+        );
+        let e = m.start(&ResourceConfig::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: cgroup-root \"/absent\" doesn't exist"
+        );
+    }
+
+    #[test]
+    fn systemd_names_on_disk() {
+        let t = tempfile::tempdir().unwrap();
+        let m = ContainerManager::new(
+            Box::new(V2::new(t.path())),
+            Hierarchy::new(CgroupDriver::Systemd, "/", true),
+            None,
+        );
+        m.start(&ResourceConfig::default()).unwrap();
+        let b = pod(
+            "b-2",
+            serde_json::json!([{"name": "c", "resources": {"requests": {"cpu": "100m"}}}]),
+        );
+        m.ensure_pod(&b).unwrap();
+        let dir = "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podb_2.slice";
+        assert!(t.path().join(dir).is_dir());
+        assert_eq!(
+            m.pod_cgroups(),
+            [PodCgroup {
+                uid: "b-2".into(),
+                path: format!("/{dir}")
+            }]
+        );
+    }
+
+    #[test]
+    fn node_allocatable_subtracts_reservations_only_when_enforced() {
+        use allocatable::{Amount, Format};
+        let mut cap = Resources::new();
+        cap.insert("cpu".into(), Amount::units(2, Format::DecimalSi));
+        cap.insert("memory".into(), Amount::units(4 << 30, Format::BinarySi));
+        let sys = BTreeMap::from([("cpu".to_string(), "500m".to_string())]);
+        let kube = BTreeMap::from([
+            ("memory".to_string(), "1Gi".to_string()),
+            ("pid".to_string(), "1000".to_string()),
+        ]);
+        let off = node_allocatable_config(&cap, Some(32768), &sys, &kube, false);
+        assert_eq!(
+            (off.cpu_shares, off.memory, off.pids),
+            (Some(2048), Some(4 << 30), Some(32768))
+        );
+        let on = node_allocatable_config(&cap, Some(32768), &sys, &kube, true);
+        assert_eq!(
+            (on.cpu_shares, on.memory, on.pids),
+            (Some(1536), Some(3 << 30), Some(31768))
+        );
+    }
+}
