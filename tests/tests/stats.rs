@@ -106,7 +106,11 @@ resolvConf: {d}/resolv.conf
                     cluster_dns: vec![],
                     cluster_domain: String::new(),
                     resolv_conf: d.join("resolv.conf"),
-                    systemd_cgroups: false,
+                    cgroups: bosun::cgroup::Hierarchy::new(
+                        bosun::config::CgroupDriver::Cgroupfs,
+                        "",
+                        true,
+                    ),
                 },
                 cgroup_root: String::new(),
             },

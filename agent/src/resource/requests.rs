@@ -1,5 +1,7 @@
-//! A pod's effective requests and limits, summed as the scheduler and the kubelet count them:
-//! the larger of the app containers' sum and the largest init container, plus the pod overhead.
+//! A pod's effective requests and limits, summed as the scheduler and the kubelet count them
+//! (PodRequests, PodLimits): app containers and sidecars (restartable init containers) add up,
+//! each regular init container counts with the sidecars started before it, the larger wins, plus
+//! the pod overhead.
 
 use std::collections::BTreeMap;
 
@@ -8,6 +10,27 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
 
 use super::parse_quantity;
 
+/// Sums `value` over the pod's containers as PodRequests does: apps and sidecars add up; a
+/// regular init container runs alongside the sidecars before it; the larger total wins.
+fn effective(
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    value: impl Fn(&Container) -> i128,
+) -> i128 {
+    let mut total: i128 = spec.containers.iter().map(&value).sum();
+    let (mut sidecars, mut init_max) = (0i128, 0i128);
+    for c in spec.init_containers.iter().flatten() {
+        let v = value(c);
+        if c.restart_policy.as_deref() == Some("Always") {
+            total += v;
+            sidecars += v;
+            init_max = init_max.max(sidecars);
+        } else {
+            init_max = init_max.max(v + sidecars);
+        }
+    }
+    total.max(init_max)
+}
+
 /// A resource's value in thousandths, 0 when absent or unparsable.
 fn milli(list: Option<&BTreeMap<String, ApiQuantity>>, resource: &str) -> Option<i128> {
     list.and_then(|m| m.get(resource))
@@ -15,8 +38,8 @@ fn milli(list: Option<&BTreeMap<String, ApiQuantity>>, resource: &str) -> Option
         .map(|q| q.milli_value() as i128)
 }
 
-/// The pod's effective request of `resource` in thousandths: the larger of the sum over app
-/// containers and the largest init container (as the scheduler and the kubelet count it).
+/// The pod's effective request of `resource` in thousandths (a missing request counts as the
+/// limit, as the API defaults it).
 pub fn pod_request(pod: &Pod, resource: &str) -> i128 {
     let Some(spec) = pod.spec.as_ref() else {
         return 0;
@@ -27,23 +50,14 @@ pub fn pod_request(pod: &Pod, resource: &str) -> i128 {
             .or_else(|| milli(r.and_then(|r| r.limits.as_ref()), resource))
             .unwrap_or(0)
     };
-    let apps: i128 = spec.containers.iter().map(req).sum();
-    let init = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .map(req)
-        .max()
-        .unwrap_or(0);
     let overhead = milli(spec.overhead.as_ref(), resource).unwrap_or(0);
-    apps.max(init) + overhead
+    effective(spec, req) + overhead
 }
 
 /// A pod's limit of one resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PodLimit {
-    /// In thousandths: the larger of the app containers' sum and the largest init container,
-    /// plus the pod overhead.
+    /// In thousandths, summed as the requests are, plus the pod overhead.
     pub total: i128,
     /// True when every container (init containers included) sets a non-zero limit.
     pub every_container: bool,
@@ -67,17 +81,34 @@ pub fn pod_limit(pod: &Pod, resource: &str) -> Option<PodLimit> {
     if all.iter().all(Option::is_none) {
         return None;
     }
-    let apps: i128 = spec.containers.iter().filter_map(lim).sum();
-    let init = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .filter_map(lim)
-        .max()
-        .unwrap_or(0);
     let overhead = milli(spec.overhead.as_ref(), resource).unwrap_or(0);
     Some(PodLimit {
-        total: apps.max(init) + overhead,
+        total: effective(spec, |c| lim(c).unwrap_or(0)) + overhead,
         every_container: all.iter().all(|l| l.is_some_and(|v| v != 0)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sidecars_add_up_and_init_containers_run_beside_earlier_ones() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({"spec": {
+            "initContainers": [
+                {"name": "i1", "resources": {"requests": {"cpu": "1"}, "limits": {"cpu": "1"}}},
+                {"name": "s1", "restartPolicy": "Always", "resources": {"requests": {"cpu": "200m"}, "limits": {"cpu": "200m"}}},
+                {"name": "i2", "resources": {"requests": {"cpu": "900m"}, "limits": {"cpu": "900m"}}},
+            ],
+            "containers": [{"name": "a", "resources": {"requests": {"cpu": "300m"}, "limits": {"cpu": "500m"}}}],
+            "overhead": {"cpu": "10m"},
+        }}))
+        .unwrap();
+        // apps + sidecars = 500m; init i2 beside s1 = 1100m; i1 alone = 1000m.
+        assert_eq!(pod_request(&pod, "cpu"), 1110);
+        let l = pod_limit(&pod, "cpu").unwrap();
+        assert_eq!((l.total, l.every_container), (1110, true));
+        assert_eq!(pod_limit(&pod, "memory"), None);
+        assert_eq!(pod_request(&pod, "memory"), 0);
+    }
 }

@@ -419,7 +419,7 @@ fn locate_pod_cgroup(st: &mut State, uid: &str) -> Option<String> {
     let mut candidates = Vec::new();
     for base in [root.as_str(), ""] {
         for tier in tiers {
-            let rel = if st.facts.dirs.systemd_cgroups {
+            let rel = if st.facts.dirs.cgroups.driver == crate::config::CgroupDriver::Systemd {
                 let u = uid.replace('-', "_");
                 match tier {
                     "" => format!("{base}/kubepods.slice/kubepods-pod{u}.slice"),
@@ -445,7 +445,7 @@ fn locate_pod_cgroup(st: &mut State, uid: &str) -> Option<String> {
 }
 
 fn container_cgroup(st: &State, pod: &str, id: &str) -> String {
-    if st.facts.dirs.systemd_cgroups {
+    if st.facts.dirs.cgroups.driver == crate::config::CgroupDriver::Systemd {
         format!("{pod}/cri-containerd-{id}.scope")
     } else {
         format!("{pod}/{id}")
@@ -672,7 +672,7 @@ fn node_stats(
     });
     let pods_cg = st.layout.as_ref().map(|l| {
         let root = st.facts.cgroup_root.trim_end_matches('/');
-        let name = if st.facts.dirs.systemd_cgroups {
+        let name = if st.facts.dirs.cgroups.driver == crate::config::CgroupDriver::Systemd {
             "kubepods.slice"
         } else {
             "kubepods"
@@ -757,7 +757,11 @@ mod tests {
                     cluster_dns: vec![],
                     cluster_domain: String::new(),
                     resolv_conf: d.path().join("resolv.conf"),
-                    systemd_cgroups: false,
+                    cgroups: crate::cgroup::Hierarchy::new(
+                        crate::config::CgroupDriver::Cgroupfs,
+                        "",
+                        true,
+                    ),
                 },
                 cgroup_root: String::new(),
             },
