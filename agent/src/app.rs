@@ -134,13 +134,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     } else {
         cfg.max_parallel_image_pulls.unwrap_or(16) as usize
     };
-    let client = match &cfg.kubeconfig {
-        None => {
-            info!(node = %cfg.node_name, "no kubeconfig: standalone mode, static pods only");
-            None
-        }
-        Some(path) => Some(crate::client::from_kubeconfig(path, &cfg.node_name).await?),
-    };
+    let client = crate::client::connect(&cfg, &cancel).await?;
+    if client.is_none() {
+        info!(node = %cfg.node_name, "no kubeconfig: standalone mode, static pods only");
+    }
     let ctx = Arc::new(NodeContext {
         cri,
         dirs,

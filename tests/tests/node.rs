@@ -478,3 +478,146 @@ async fn runtime_down_turns_the_node_not_ready_and_back_with_events() {
     })
     .await;
 }
+
+/// The (not before, not after) unix seconds of the first certificate in a PEM file.
+fn cert_validity(path: &std::path::Path) -> (i64, i64, String) {
+    let pem = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (_, p) = x509_parser::pem::parse_x509_pem(&pem).expect("PEM");
+    let cert = p.parse_x509().expect("certificate");
+    let v = cert.validity();
+    (
+        v.not_before.timestamp(),
+        v.not_after.timestamp(),
+        cert.subject().to_string(),
+    )
+}
+
+/// With only a bootstrap token: a CSR, the signed client certificate in the cert dir, the
+/// kubeconfig written, and a Ready node.
+#[tokio::test]
+async fn tls_bootstrap_from_a_token_ends_with_a_signed_certificate_and_a_ready_node() {
+    let env = Env::cluster();
+    let mut node = ClusterNode::new("node-boot");
+    let kubeconfig = node.path().join("kubelet.conf");
+    let at = node.args.iter().position(|a| a == "--kubeconfig").unwrap();
+    node.args[at + 1] = kubeconfig.display().to_string();
+    node.args.extend([
+        "--bootstrap-kubeconfig".into(),
+        env.var("BOOTSTRAP_KUBECONFIG").to_string(),
+    ]);
+    let client = admin_client().await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let _bosun = node.start();
+    wait_ready(&nodes, &node.name, 120).await;
+
+    let current = node.path().join("pki/kubelet-client-current.pem");
+    let (_, not_after, subject) = cert_validity(&current);
+    assert!(
+        subject.contains(&format!("CN=system:node:{}", node.name))
+            && subject.contains("O=system:nodes"),
+        "{subject}"
+    );
+    assert!(not_after > k8s_openapi::jiff::Timestamp::now().as_second() + 3600);
+    let written = std::fs::read_to_string(&kubeconfig).expect("kubeconfig written");
+    assert!(written.contains("kubelet-client-current.pem"), "{written}");
+    // The CSR went through the kubelet client signer and was approved.
+    let csrs: Api<k8s_openapi::api::certificates::v1::CertificateSigningRequest> = Api::all(client);
+    let ours: Vec<_> = csrs
+        .list(&Default::default())
+        .await
+        .expect("list CSRs")
+        .items
+        .into_iter()
+        .filter(|c| {
+            c.spec
+                .username
+                .as_deref()
+                .is_some_and(|u| u.starts_with("system:bootstrap:"))
+                && c.status
+                    .as_ref()
+                    .and_then(|s| s.certificate.as_ref())
+                    .is_some()
+                && c.spec.signer_name == "kubernetes.io/kube-apiserver-client-kubelet"
+        })
+        .collect();
+    assert!(!ours.is_empty(), "no signed bootstrap CSR");
+}
+
+/// A client certificate close to its end is renewed through a CSR made with itself, stored in the
+/// cert dir, and used without restarting: the node stays Ready past the old certificate's end.
+#[tokio::test]
+async fn client_certificate_is_rotated_before_it_expires() {
+    let env = Env::cluster();
+    let node = ClusterNode::new("node-rotate");
+    let client = admin_client().await;
+    bosun_bin(); // built before the short certificate's clock starts
+    // A certificate living two minutes (one already gone): rotation due 24-48 s from now.
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(env.var("CLUSTER_CA_KEY")).unwrap())
+            .unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(
+        &std::fs::read_to_string(env.var("CLUSTER_CA")).unwrap(),
+        ca_key,
+    )
+    .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "system:nodes");
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("system:node:{}", node.name),
+    );
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::seconds(60);
+    params.not_after = now + time::Duration::seconds(60);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let short_end = (now + time::Duration::seconds(60)).unix_timestamp();
+    std::fs::write(node.path().join("short.crt"), cert.pem()).unwrap();
+    std::fs::write(node.path().join("short.key"), key.serialize_pem()).unwrap();
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": env.var("APISERVER"), "certificate-authority": env.var("CLUSTER_CA")}}],
+        "users": [{"name": "u", "user": {
+            "client-certificate": node.path().join("short.crt"),
+            "client-key": node.path().join("short.key")}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "x",
+    });
+    std::fs::write(node.path().join("kubeconfig"), kubeconfig.to_string()).unwrap();
+    let config = node.path().join("config.yaml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("rotateCertificates: true\n");
+    std::fs::write(&config, text).unwrap();
+
+    let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
+    let _bosun = node.start();
+    wait_ready(&nodes, &node.name, 50).await;
+    let current = node.path().join("pki/kubelet-client-current.pem");
+    let renewed = bosun_tests::wait_until("rotated certificate", Duration::from_secs(90), || {
+        current
+            .exists()
+            .then(|| cert_validity(&current))
+            .filter(|v| v.1 > short_end + 3600)
+    });
+    assert!(
+        renewed.2.contains(&format!("CN=system:node:{}", node.name)),
+        "{}",
+        renewed.2
+    );
+    // Past the old certificate's end the node still renews its Lease and stays Ready.
+    wait_until_async(
+        "lease renewed after the old certificate expired",
+        Duration::from_secs(90),
+        || async {
+            let l = leases.get_opt(&node.name).await.ok()??;
+            let renew = l.spec?.renew_time?.0.as_second();
+            (renew > short_end + 5).then_some(())
+        },
+    )
+    .await;
+    wait_ready(&nodes, &node.name, 30).await;
+}

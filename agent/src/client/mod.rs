@@ -1,0 +1,439 @@
+//! The API client: from `--kubeconfig` (client certificates or tokens) or in-cluster config;
+//! TLS bootstrap through `--bootstrap-kubeconfig` when the kubeconfig is missing or its
+//! certificate expired; and, with `rotateCertificates`, the client certificate renewed at 70-90%
+//! of its lifetime without a restart, as the kubelet does.
+
+pub mod certificate;
+pub mod csr;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::client::ConfigExt;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use certificate::{CertError, Loaded, Resolver};
+
+/// Why the API client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The kubeconfig file could not be read or parsed.
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig {
+        /// The file.
+        path: String,
+        /// Why.
+        source: kube::config::KubeconfigError,
+    },
+    /// The client could not be built from the config.
+    #[error("API client: {0}")]
+    Build(#[from] kube::Error),
+    /// In-cluster configuration failed.
+    #[error("in-cluster config: {0}")]
+    InCluster(#[from] kube::config::InClusterError),
+    /// The client certificate could not be loaded or stored.
+    #[error("client certificate: {0}")]
+    Cert(#[from] CertError),
+    /// TLS bootstrap could not get a certificate.
+    #[error("TLS bootstrap: {0}")]
+    Bootstrap(#[from] csr::CsrError),
+    /// The TLS configuration was refused.
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    /// Writing the kubeconfig failed.
+    #[error("writing kubeconfig {path}: {source}")]
+    Write {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The API client for `cfg`: None in standalone mode (no kubeconfig and not in a cluster).
+/// Bootstraps first when needed; starts certificate rotation when configured.
+pub async fn connect(
+    cfg: &Config,
+    cancel: &CancellationToken,
+) -> Result<Option<kube::Client>, ClientError> {
+    let Some(path) = &cfg.kubeconfig else {
+        if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+            && Path::new("/var/run/secrets/kubernetes.io/serviceaccount/token").exists()
+        {
+            info!("no kubeconfig: using the in-cluster service account");
+            let config = with_user_agent(kube::Config::incluster()?, &cfg.node_name);
+            return Ok(Some(standard_client(config)?));
+        }
+        return Ok(None);
+    };
+    if let Some(boot) = &cfg.bootstrap_kubeconfig
+        && !usable(path).await
+    {
+        bootstrap(path, boot, &cfg.cert_dir, &cfg.node_name, cancel).await?;
+    }
+    let config = with_user_agent(load(path).await?, &cfg.node_name);
+    if cfg.rotate_certificates
+        && let Some(initial) = identity(&config, &cfg.cert_dir)?
+    {
+        let resolver = Arc::new(Resolver::new(initial.key.clone()));
+        let (client, connections) = rotating_client(config, resolver.clone())?;
+        tokio::spawn(rotate(
+            client.clone(),
+            cfg.node_name.clone(),
+            cfg.cert_dir.clone(),
+            initial,
+            (resolver, connections),
+            cancel.child_token(),
+        ));
+        return Ok(Some(client));
+    }
+    Ok(Some(standard_client(config)?))
+}
+
+/// Builds a client from a kubeconfig file, with a user agent naming bosun and the node.
+pub async fn from_kubeconfig(path: &Path, node: &str) -> Result<kube::Client, ClientError> {
+    let config = with_user_agent(load(path).await?, node);
+    standard_client(config)
+}
+
+/// The rest client metrics layer (`rest_client_requests_total`) for the config's API server.
+fn metrics_layer(config: &kube::Config) -> crate::metrics::rest::RestMetricsLayer {
+    let host = config
+        .cluster_url
+        .authority()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    crate::metrics::rest::RestMetricsLayer::new(host)
+}
+
+/// kube's own client stack, with the request metrics.
+fn standard_client(config: kube::Config) -> Result<kube::Client, ClientError> {
+    let layer = metrics_layer(&config);
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&layer)
+        .build())
+}
+
+/// Reads a kubeconfig into a client config.
+async fn load(path: &Path) -> Result<kube::Config, ClientError> {
+    let err = |source| ClientError::Kubeconfig {
+        path: path.display().to_string(),
+        source,
+    };
+    let kc = Kubeconfig::read_from(path).map_err(err)?;
+    kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(err)
+}
+
+fn with_user_agent(mut config: kube::Config, node: &str) -> kube::Config {
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_str(&format!("bosun/{} ({node})", env!("CARGO_PKG_VERSION")))
+            .unwrap_or_else(|_| http::HeaderValue::from_static("bosun")),
+    ));
+    config
+}
+
+/// Whether the kubeconfig at `path` can be used as is: it loads and its client certificate, if
+/// any, has not expired (the kubelet's isClientConfigStillValid).
+async fn usable(path: &Path) -> bool {
+    let Ok(config) = load(path).await else {
+        return false;
+    };
+    match kubeconfig_identity(&config) {
+        Ok(Some(l)) => l.not_after > now(),
+        Ok(None) => true,
+        Err(e) => {
+            warn!(kubeconfig = %path.display(), error = %e, "kubeconfig client certificate unusable; bootstrapping");
+            false
+        }
+    }
+}
+
+/// The client certificate to start from: the cert dir's current one if valid, else the
+/// kubeconfig's. None for token (or no) authentication.
+fn identity(config: &kube::Config, cert_dir: &Path) -> Result<Option<Loaded>, ClientError> {
+    let Some(from_kubeconfig) = kubeconfig_identity(config)? else {
+        return Ok(None);
+    };
+    let current = cert_dir.join(certificate::CURRENT);
+    if let Ok(pem) = std::fs::read(&current)
+        && let Ok(l) = certificate::load(&pem, &pem)
+        && l.not_after > from_kubeconfig.not_after
+    {
+        return Ok(Some(l));
+    }
+    Ok(Some(from_kubeconfig))
+}
+
+/// The kubeconfig user's client certificate and key (files or inline data), if it has one.
+fn kubeconfig_identity(config: &kube::Config) -> Result<Option<Loaded>, ClientError> {
+    use base64::Engine;
+    use secrecy::ExposeSecret;
+    let a = &config.auth_info;
+    let read = |path: &Option<String>, data: Option<&str>| -> Result<Option<Vec<u8>>, CertError> {
+        if let Some(d) = data {
+            return base64::engine::general_purpose::STANDARD
+                .decode(d.trim())
+                .map(Some)
+                .map_err(|e| CertError::Pem(format!("kubeconfig certificate data: {e}")));
+        }
+        match path {
+            Some(p) => std::fs::read(p).map(Some).map_err(|source| CertError::Io {
+                path: PathBuf::from(p),
+                source,
+            }),
+            None => Ok(None),
+        }
+    };
+    let cert = read(&a.client_certificate, a.client_certificate_data.as_deref())?;
+    let key_data = a
+        .client_key_data
+        .as_ref()
+        .map(|k| k.expose_secret().to_string());
+    let key = read(&a.client_key, key_data.as_deref())?;
+    match (cert, key) {
+        (Some(c), Some(k)) => Ok(Some(certificate::load(&c, &k)?)),
+        _ => Ok(None),
+    }
+}
+
+/// The HTTP client under the API client, replaced by a fresh one (a new connection pool) when
+/// the client certificate rotates: the API server checks a certificate's validity on every
+/// request, so connections opened with the old certificate must go, as the kubelet closes them.
+#[derive(Clone)]
+struct Connections {
+    connector: HttpsConnector,
+    current: Arc<std::sync::RwLock<HyperClient>>,
+}
+
+type HttpsConnector =
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+type HyperClient = hyper_util::client::legacy::Client<HttpsConnector, kube::client::Body>;
+
+impl Connections {
+    fn new(connector: HttpsConnector) -> Connections {
+        let client = Self::pool(&connector);
+        Connections {
+            connector,
+            current: Arc::new(std::sync::RwLock::new(client)),
+        }
+    }
+
+    fn pool(connector: &HttpsConnector) -> HyperClient {
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector.clone())
+    }
+
+    /// New requests go over new connections; idle old ones close, running watches finish.
+    fn renew(&self) {
+        let fresh = Self::pool(&self.connector);
+        if let Ok(mut c) = self.current.write() {
+            *c = fresh;
+        }
+    }
+}
+
+impl tower::Service<http::Request<kube::client::Body>> for Connections {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper_util::client::legacy::Error;
+    type Future = hyper_util::client::legacy::ResponseFuture;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<kube::client::Body>) -> Self::Future {
+        let client = match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        client.request(req)
+    }
+}
+
+/// A client whose TLS handshakes take the client certificate from `resolver`, and the handle
+/// that renews its connections.
+fn rotating_client(
+    config: kube::Config,
+    resolver: Arc<Resolver>,
+) -> Result<(kube::Client, Connections), ClientError> {
+    use rustls::pki_types::CertificateDer;
+    use tower::ServiceBuilder;
+    let mut roots = rustls::RootCertStore::empty();
+    for der in config.root_cert.iter().flatten() {
+        roots.add(CertificateDer::from(der.clone()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(resolver);
+    // A resumed TLS session keeps the certificate of the handshake it came from: after a
+    // rotation the API server would still see the old one. Go's client (the kubelet's) does not
+    // resume either.
+    tls.resumption = rustls::client::Resumption::disabled();
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(config.connect_timeout);
+    let connections = Connections::new(hyper_rustls::HttpsConnector::from((http, Arc::new(tls))));
+    let service = ServiceBuilder::new()
+        .layer(metrics_layer(&config))
+        .layer(config.base_uri_layer())
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .map_err(tower::BoxError::from)
+        .service(connections.clone());
+    Ok((
+        kube::Client::new(service, config.default_namespace),
+        connections,
+    ))
+}
+
+/// Gets a client certificate with the bootstrap credentials (or reuses a valid one already in
+/// the cert dir) and writes the kubeconfig pointing at `kubelet-client-current.pem`.
+async fn bootstrap(
+    kubeconfig: &Path,
+    bootstrap: &Path,
+    cert_dir: &Path,
+    node: &str,
+    cancel: &CancellationToken,
+) -> Result<(), ClientError> {
+    let current = cert_dir.join(certificate::CURRENT);
+    let valid = std::fs::read(&current)
+        .ok()
+        .and_then(|pem| certificate::load(&pem, &pem).ok())
+        .is_some_and(|l| l.not_after > now());
+    if valid {
+        info!(cert = %current.display(), "TLS bootstrap: the cert dir holds a valid client certificate");
+    } else {
+        info!(bootstrap = %bootstrap.display(), "TLS bootstrap: requesting a client certificate");
+        let client = from_kubeconfig(bootstrap, node).await?;
+        let (request, key) = csr::new_request(node)?;
+        let cert = csr::request_certificate(&client, &request, cancel).await?;
+        certificate::store(cert_dir, &format!("{cert}{key}"))?;
+    }
+    write_kubeconfig(kubeconfig, bootstrap, &current)?;
+    info!(kubeconfig = %kubeconfig.display(), "TLS bootstrap: kubeconfig written");
+    Ok(())
+}
+
+/// Writes a kubeconfig with the bootstrap kubeconfig's cluster and the client certificate file,
+/// named as the kubelet names them.
+fn write_kubeconfig(path: &Path, bootstrap: &Path, cert_file: &Path) -> Result<(), ClientError> {
+    let err = |source| ClientError::Kubeconfig {
+        path: bootstrap.display().to_string(),
+        source,
+    };
+    let boot = Kubeconfig::read_from(bootstrap).map_err(err)?;
+    let context = boot
+        .current_context
+        .as_deref()
+        .and_then(|name| boot.contexts.iter().find(|c| c.name == name))
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone());
+    let cluster = boot
+        .clusters
+        .iter()
+        .find(|c| context.as_deref().is_none_or(|n| c.name == n))
+        .and_then(|c| c.cluster.clone())
+        .unwrap_or_default();
+    let cert = cert_file.display().to_string();
+    let doc = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "default-cluster", "cluster": cluster}],
+        "contexts": [{"name": "default-context", "context": {
+            "cluster": "default-cluster", "namespace": "default", "user": "default-auth"}}],
+        "current-context": "default-context",
+        "users": [{"name": "default-auth", "user": {
+            "client-certificate": cert, "client-key": cert}}],
+    });
+    let werr = |source| ClientError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(werr)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&doc).unwrap_or_default()).map_err(werr)?;
+    std::fs::rename(&tmp, path).map_err(werr)
+}
+
+/// Renews the client certificate at its rotation deadline, for as long as bosun runs; a failed
+/// attempt is retried with back-off (1 s doubling to 5 min).
+async fn rotate(
+    client: kube::Client,
+    node: String,
+    cert_dir: PathBuf,
+    mut current: Loaded,
+    (resolver, connections): (Arc<Resolver>, Connections),
+    cancel: CancellationToken,
+) {
+    loop {
+        let deadline =
+            certificate::rotation_deadline(current.not_before, current.not_after, jitter());
+        let wait = Duration::from_secs((deadline - now()).max(0) as u64);
+        info!(node = %node, in_secs = wait.as_secs(), "client certificate rotation scheduled");
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            match renew(&client, &node, &cert_dir, &cancel).await {
+                Ok(next) => {
+                    resolver.set(next.key.clone());
+                    connections.renew();
+                    info!(node = %node, not_after = next.not_after, "client certificate rotated");
+                    current = next;
+                    break;
+                }
+                Err(e) => {
+                    warn!(node = %node, error = %e, "client certificate rotation failed; retrying in {backoff:?}")
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(300));
+        }
+    }
+}
+
+/// One renewal: a new key and CSR with the current credentials, stored when signed.
+async fn renew(
+    client: &kube::Client,
+    node: &str,
+    cert_dir: &Path,
+    cancel: &CancellationToken,
+) -> Result<Loaded, ClientError> {
+    let (request, key) = csr::new_request(node)?;
+    let cert = csr::request_certificate(client, &request, cancel).await?;
+    let loaded = certificate::load(cert.as_bytes(), key.as_bytes())?;
+    certificate::store(cert_dir, &format!("{cert}{key}"))?;
+    Ok(loaded)
+}
+
+fn now() -> i64 {
+    k8s_openapi::jiff::Timestamp::now().as_second()
+}
+
+/// A number in [0, 1) that differs between nodes and restarts.
+fn jitter() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    f64::from(nanos % 1000) / 1000.0
+}
