@@ -176,6 +176,15 @@ async fn bound_pod_runs_and_reports_status_then_is_deleted_gracefully() {
     }
 
     // Graceful deletion: SIGTERM reaches the container (it logs it), then the pod object is gone.
+    let uid = api
+        .get(&name)
+        .await
+        .expect("pod")
+        .metadata
+        .uid
+        .expect("uid");
+    let pod_dir = node.path().join("root/pods").join(&uid);
+    assert!(pod_dir.exists(), "no pod directory {}", pod_dir.display());
     api.delete(&name, &DeleteParams::default())
         .await
         .expect("delete");
@@ -192,6 +201,18 @@ async fn bound_pod_runs_and_reports_status_then_is_deleted_gracefully() {
     assert!(
         cri.list_pod_sandbox(None).await.unwrap().is_empty(),
         "sandbox left behind"
+    );
+    // Volumes (the service account token's tmpfs included) unmounted and the directory removed.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&*pod_dir.to_string_lossy()),
+        "mounts left under {}",
+        pod_dir.display()
+    );
+    assert!(
+        !pod_dir.exists(),
+        "pod directory left: {}",
+        pod_dir.display()
     );
     assert!(
         bosun.try_exit().is_none(),

@@ -52,18 +52,31 @@ pub fn set_up(pod: &Pod, pod_dir: &Path) -> Result<HashMap<String, String>, Volu
     Ok(out)
 }
 
-/// Unmounts tmpfs volumes and removes the pod's directory.
+/// Unmounts every mount under the pod's directory (emptyDir medium Memory, secret, configMap and
+/// projected tmpfs), deepest first, then removes the directory.
 pub fn tear_down(pod_dir: &Path) -> std::io::Result<()> {
-    let empty = pod_dir.join("volumes/kubernetes.io~empty-dir");
-    if let Ok(entries) = std::fs::read_dir(&empty) {
-        for e in entries.flatten() {
-            let _ = unmount(&e.path());
-        }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for m in mounts_under(&mountinfo, pod_dir) {
+        let _ = std::process::Command::new("umount").arg(&m).status();
     }
     match std::fs::remove_dir_all(pod_dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
+}
+
+/// Mount points strictly under `dir` in a mountinfo text, deepest first.
+fn mounts_under(mountinfo: &str, dir: &Path) -> Vec<String> {
+    let prefix = format!("{}/", dir.to_string_lossy().trim_end_matches('/'));
+    let mut found: Vec<String> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&prefix))
+        .map(str::to_string)
+        .collect();
+    found.sort_by_key(|m| std::cmp::Reverse(m.matches('/').count()));
+    found.dedup();
+    found
 }
 
 fn set_perm(p: &Path, mode: u32) -> std::io::Result<()> {
@@ -151,12 +164,27 @@ pub(crate) fn mount_tmpfs(dir: &Path, size: Option<&str>) -> Result<(), String> 
     }
 }
 
-fn unmount(dir: &Path) -> std::io::Result<()> {
-    let mounted = std::fs::read_to_string("/proc/self/mountinfo")?
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(&*dir.to_string_lossy()));
-    if mounted {
-        std::process::Command::new("umount").arg(dir).status()?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts_under_the_pod_dir_deepest_first() {
+        let info = "\
+22 1 0:21 / / rw - ext4 /dev/vda rw
+90 22 0:50 / /var/lib/kubelet/pods/u1/volumes/kubernetes.io~projected/kube-api-access-x rw - tmpfs tmpfs rw
+91 22 0:51 / /var/lib/kubelet/pods/u1/volumes/kubernetes.io~empty-dir/cache rw - tmpfs tmpfs rw
+92 91 0:52 / /var/lib/kubelet/pods/u1/volumes/kubernetes.io~empty-dir/cache/inner rw - tmpfs tmpfs rw
+93 22 0:53 / /var/lib/kubelet/pods/u10/volumes/kubernetes.io~secret/s rw - tmpfs tmpfs rw
+94 22 0:54 / /var/lib/kubelet/pods/u1 rw - tmpfs tmpfs rw
+";
+        assert_eq!(
+            mounts_under(info, Path::new("/var/lib/kubelet/pods/u1")),
+            [
+                "/var/lib/kubelet/pods/u1/volumes/kubernetes.io~empty-dir/cache/inner",
+                "/var/lib/kubelet/pods/u1/volumes/kubernetes.io~projected/kube-api-access-x",
+                "/var/lib/kubelet/pods/u1/volumes/kubernetes.io~empty-dir/cache",
+            ]
+        );
     }
-    Ok(())
 }
