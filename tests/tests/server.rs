@@ -290,6 +290,61 @@ async fn pods_served_directly_and_through_the_api_server_node_proxy() {
         e.types.get("resource_scrape_error").map(String::as_str),
         Some("gauge")
     );
+    // Once sampled, the running container is in /stats/summary (client cert, over HTTPS) with
+    // CPU and memory, and /metrics/resource carries its series.
+    let summary = wait_until_async("pod in /stats/summary", Duration::from_secs(90), || async {
+        let s = admin.get("/stats/summary").await.ok()?.json();
+        let pod = s["pods"]
+            .as_array()?
+            .iter()
+            .find(|p| p["podRef"]["name"] == name.as_str())?
+            .clone();
+        let c = pod["containers"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == "main")?
+            .clone();
+        (c["cpu"]["usageCoreNanoSeconds"].is_u64() && c["memory"]["workingSetBytes"].is_u64())
+            .then_some(s)
+    })
+    .await;
+    assert_eq!(summary["node"]["nodeName"], node.name.as_str());
+    let series = wait_until_async(
+        "container series in /metrics/resource",
+        Duration::from_secs(60),
+        || async {
+            let text = admin.get("/metrics/resource").await.ok()?.text();
+            let e = prom::parse(&text).ok()?;
+            let ours = |metric: &str| {
+                e.named(metric).any(|s| {
+                    s.labels.get("container").map(String::as_str) == Some("main")
+                        && s.labels.get("pod") == Some(&name)
+                        && s.labels.get("namespace").map(String::as_str) == Some("default")
+                })
+            };
+            (ours("container_cpu_usage_seconds_total")
+                && ours("container_memory_working_set_bytes")
+                && ours("container_start_time_seconds"))
+            .then_some(text)
+        },
+    )
+    .await;
+    assert!(series.contains("node_cpu_usage_seconds_total"), "{series}");
+    // The Summary through the API server's node proxy too.
+    let path = format!("/api/v1/nodes/{}/proxy/stats/summary", node.name);
+    let env = Env::cluster();
+    let out = std::process::Command::new(env.var("KUBECTL"))
+        .args(["get", "--raw", &path])
+        .env("KUBECONFIG", env.var("KUBECONFIG"))
+        .output()
+        .expect("kubectl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let proxied: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary JSON");
+    assert_eq!(proxied["node"]["nodeName"], node.name.as_str());
     pods.delete(&name, &DeleteParams::default())
         .await
         .expect("delete pod");
