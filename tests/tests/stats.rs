@@ -610,7 +610,6 @@ fn quantity(q: &serde_json::Value) -> u64 {
 }
 
 #[tokio::test]
-#[ignore = "needs the :10250 server of issue #6 (metrics-server scrapes /metrics/resource)"]
 async fn metrics_server_scrapes_bosun_and_kubectl_top_works() {
     let node = bosun_tests::ClusterNode::new("stats-ms");
     let _bosun = node.start();
@@ -641,7 +640,7 @@ async fn metrics_server_scrapes_bosun_and_kubectl_top_works() {
             "automountServiceAccountToken": false,
             "terminationGracePeriodSeconds": 1,
             "containers": [{"name": "main", "image": Env::runtime().busybox_image(),
-                            "command": ["sh", "-c", "x=$(head -c 8388608 /dev/zero | tr '\\000' a); exec sleep 3600"]}]
+                            "command": ["sh", "-c", "x=$(head -c 8388608 /dev/zero | tr '\\000' a); while :; do sleep 3600; done"]}]
         }
     });
     let file = node.path().join("top-pod.json");
