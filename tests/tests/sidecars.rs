@@ -146,7 +146,7 @@ async fn sidecar_runs_through_init_restarts_under_never_and_ends_with_the_app() 
         ]),
     );
     api.create(&PostParams::default(), &p).await.unwrap();
-    let p = wait_pod(&api, &name, "pod Running and Ready", 90, |p| {
+    let p = wait_pod(&api, &name, "pod Running and Ready", 180, |p| {
         (phase(p) == "Running"
             && condition(p, "Ready").is_some_and(|c| c.0 == "True")
             && is_running(init_status(p, "side")))
@@ -248,7 +248,7 @@ async fn deletion_stops_the_app_then_the_sidecars_in_reverse_order() {
         ]),
     );
     api.create(&PostParams::default(), &p).await.unwrap();
-    let p = wait_pod(&api, &name, "pod Running and Ready", 90, |p| {
+    let p = wait_pod(&api, &name, "pod Running and Ready", 180, |p| {
         (condition(p, "Ready").is_some_and(|c| c.0 == "True")).then(|| p.clone())
     })
     .await;

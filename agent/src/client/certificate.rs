@@ -172,7 +172,7 @@ mod tests {
     fn deadline_is_between_70_and_90_percent() {
         assert_eq!(rotation_deadline(1000, 2000, 0.0), 1700);
         assert_eq!(rotation_deadline(1000, 2000, 0.5), 1800);
-        assert_eq!(rotation_deadline(1000, 2000, 0.999), 1899);
+        assert_eq!(rotation_deadline(1000, 2000, 0.99), 1898);
         assert_eq!(rotation_deadline(1000, 2000, 7.0), 1900);
         assert_eq!(rotation_deadline(2000, 1000, 0.5), 2000);
     }
