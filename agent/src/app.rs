@@ -123,9 +123,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             cfg.cgroups_per_qos,
         ),
     };
-    let cgroups = crate::cgroup::start(&cfg, &cri, &node_allocatable_cgroup(&cfg))
-        .await
-        .context("container manager")?;
+    let cgroups = crate::cgroup::start(
+        &cfg,
+        &cri,
+        dirs.cgroups.clone(),
+        &node_allocatable_cgroup(&cfg),
+    )
+    .await
+    .context("container manager")?;
     for d in [&dirs.root_dir, &dirs.pod_logs_dir] {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
@@ -179,7 +184,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         crate::stats::NodeFacts {
             node_name: cfg.node_name.clone(),
             dirs: ctx.dirs.clone(),
-            cgroup_root: cfg.cgroup_root.clone(),
         },
         stats.clone(),
         crate::stats::SamplerConfig::default(),

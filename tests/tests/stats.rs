@@ -112,7 +112,6 @@ resolvConf: {d}/resolv.conf
                         true,
                     ),
                 },
-                cgroup_root: String::new(),
             },
             SamplerConfig {
                 interval: Duration::from_secs(1),

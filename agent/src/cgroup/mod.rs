@@ -65,11 +65,12 @@ impl CgroupError {
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// Checks the configured driver against the machine and the runtime, opens the cgroups at
-/// [`CGROUP_ROOT`] (v1 or v2, detected) and creates the QoS hierarchy with kubepods limited to
-/// `node_allocatable`: what the kubelet's container manager does at start.
+/// [`CGROUP_ROOT`] (v1 or v2, detected) and creates the QoS hierarchy `names` with kubepods
+/// limited to `node_allocatable`: what the kubelet's container manager does at start.
 pub async fn start(
     cfg: &crate::config::Config,
     cri: &bosun_cri::CriClient,
+    names: Hierarchy,
     node_allocatable: &ResourceConfig,
 ) -> Result<ContainerManager, CgroupError> {
     use crate::config::CgroupDriver;
@@ -104,7 +105,6 @@ pub async fn start(
         Err(e) => tracing::warn!(error = %e, "CRI RuntimeConfig failed; using cgroupDriver"),
     }
     let backend = fs::open(Path::new(CGROUP_ROOT))?;
-    let names = Hierarchy::new(cfg.cgroup_driver, &cfg.cgroup_root, cfg.cgroups_per_qos);
     let manager = ContainerManager::new(backend, names, cfg.pod_pids_limit);
     manager.start(node_allocatable)?;
     Ok(manager)

@@ -90,21 +90,34 @@ impl Layout {
         }
     }
 
+    /// The directory of cgroup `rel` in the memory hierarchy (v1) or the unified one (v2).
+    fn dir(&self, rel: &str) -> PathBuf {
+        match self {
+            Layout::V1 { memory, .. } => join(memory, rel),
+            Layout::V2 { root } => join(root, rel),
+        }
+    }
+
     /// Whether the cgroup `rel` (e.g. `/kubepods/podX`) exists.
     pub fn exists(&self, rel: &str) -> bool {
-        match self {
-            Layout::V1 { memory, .. } => join(memory, rel).is_dir(),
-            Layout::V2 { root } => join(root, rel).is_dir(),
-        }
+        self.dir(rel).is_dir()
+    }
+
+    /// The names of the child cgroups of `rel`; none when it does not exist.
+    pub fn children(&self, rel: &str) -> Vec<String> {
+        std::fs::read_dir(self.dir(rel))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The processes directly in cgroup `rel`.
     pub fn procs(&self, rel: &str) -> Vec<u32> {
-        let dir = match self {
-            Layout::V1 { memory, .. } => join(memory, rel),
-            Layout::V2 { root } => join(root, rel),
-        };
-        std::fs::read_to_string(dir.join("cgroup.procs"))
+        std::fs::read_to_string(self.dir(rel).join("cgroup.procs"))
             .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
             .unwrap_or_default()
     }

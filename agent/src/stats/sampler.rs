@@ -19,6 +19,7 @@ use super::fs::{self as sfs, FsCapacity, Usage};
 use super::procfs;
 use super::rate::CpuRates;
 use super::summary::*;
+use crate::resource::QosClass;
 use crate::runtime::{ObservedPod, PodDirs, observe_all};
 
 /// How often to sample.
@@ -46,10 +47,9 @@ impl Default for SamplerConfig {
 pub struct NodeFacts {
     /// This node's name.
     pub node_name: String,
-    /// Paths and cgroup naming.
+    /// Paths and cgroup naming (`dirs.cgroups`: the container manager's [`Hierarchy`], the one
+    /// source of pod cgroup names).
     pub dirs: PodDirs,
-    /// `cgroupRoot`; empty or `/` for the root.
-    pub cgroup_root: String,
 }
 
 /// The sampler's memory between samples; everything the blocking half reads and updates.
@@ -316,7 +316,9 @@ fn pod_stats(
         let complete = cri_cpu.is_some_and(|c| c.usage_core_nano_seconds.is_some())
             && cri_mem.is_some_and(|m| m.usage_bytes.is_some() && m.working_set_bytes.is_some());
         let ccg = match (&st.layout, &cg_rel, complete) {
-            (Some(l), Some(rel), false) => l.sample(&container_cgroup(st, rel, &c.id)),
+            (Some(l), Some(rel), false) => container_cgroup(l, rel, &c.id)
+                .map(|c| l.sample(&c))
+                .unwrap_or_default(),
             _ => CgroupSample::default(),
         };
         let logs = sfs::usage(&log_dir.join(&c.name)).map(|us| FsStats {
@@ -405,51 +407,46 @@ fn pod_stats(
     }
 }
 
-/// The pod's cgroup, relative to the hierarchy mounts: looked up once among the QoS tiers (with
-/// and without the configured cgroup root) and remembered while it exists.
+/// The pod's cgroup, relative to the hierarchy mounts: the container manager's name for it in
+/// each QoS tier (the sampler does not know the pod's class), looked up once and remembered while
+/// it exists. `None` without cgroupsPerQOS: pods then have no cgroup of their own.
 fn locate_pod_cgroup(st: &mut State, uid: &str) -> Option<String> {
     let layout = st.layout.as_ref()?;
+    let names = &st.facts.dirs.cgroups;
+    if !names.per_qos {
+        return None;
+    }
     if let Some(rel) = st.pod_cgroups.get(uid)
         && layout.exists(rel)
     {
         return Some(rel.clone());
     }
-    let root = st.facts.cgroup_root.trim_end_matches('/').to_string();
-    let tiers = ["", "burstable", "besteffort"];
-    let mut candidates = Vec::new();
-    for base in [root.as_str(), ""] {
-        for tier in tiers {
-            let rel = if st.facts.dirs.cgroups.driver == crate::config::CgroupDriver::Systemd {
-                let u = uid.replace('-', "_");
-                match tier {
-                    "" => format!("{base}/kubepods.slice/kubepods-pod{u}.slice"),
-                    t => format!(
-                        "{base}/kubepods.slice/kubepods-{t}.slice/kubepods-{t}-pod{u}.slice"
-                    ),
-                }
-            } else {
-                match tier {
-                    "" => format!("{base}/kubepods/pod{uid}"),
-                    t => format!("{base}/kubepods/{t}/pod{uid}"),
-                }
-            };
-            candidates.push(rel);
-        }
-        if root.is_empty() {
-            break;
-        }
-    }
-    let found = candidates.into_iter().find(|c| layout.exists(c))?;
+    let found = [
+        QosClass::Guaranteed,
+        QosClass::Burstable,
+        QosClass::BestEffort,
+    ]
+    .into_iter()
+    .map(|q| names.cgroup_parent(q, uid))
+    .find(|c| layout.exists(c))?;
     st.pod_cgroups.insert(uid.to_string(), found.clone());
     Some(found)
 }
 
-fn container_cgroup(st: &State, pod: &str, id: &str) -> String {
-    if st.facts.dirs.cgroups.driver == crate::config::CgroupDriver::Systemd {
-        format!("{pod}/cri-containerd-{id}.scope")
-    } else {
-        format!("{pod}/{id}")
+/// The cgroup the runtime made for container (or sandbox) `id` under the pod cgroup `pod`: the
+/// runtime names it, not the kubelet (`<pod>/<id>` with cgroupfs; a `<prefix>-<id>.scope` unit
+/// with systemd, `cri-containerd-` or `crio-`).
+fn container_cgroup(layout: &Layout, pod: &str, id: &str) -> Option<String> {
+    let plain = format!("{}/{id}", pod.trim_end_matches('/'));
+    if layout.exists(&plain) {
+        return Some(plain);
     }
+    let scope = format!("-{id}.scope");
+    layout
+        .children(pod)
+        .into_iter()
+        .find(|c| c.ends_with(&scope))
+        .map(|c| format!("{}/{c}", pod.trim_end_matches('/')))
 }
 
 /// The pod's interfaces from the network namespace of its sandbox's process.
@@ -461,7 +458,7 @@ fn pod_net_dev(
 ) -> Option<NetworkStats> {
     let layout = st.layout.as_ref()?;
     let pid = *layout
-        .procs(&container_cgroup(st, pod?, sandbox_id))
+        .procs(&container_cgroup(layout, pod?, sandbox_id)?)
         .first()?;
     let ifs = procfs::net_dev(Some(pid))?;
     Some(network_of(ifs, now))
@@ -671,13 +668,8 @@ fn node_stats(
         }
     });
     let pods_cg = st.layout.as_ref().map(|l| {
-        let root = st.facts.cgroup_root.trim_end_matches('/');
-        let name = if st.facts.dirs.cgroups.driver == crate::config::CgroupDriver::Systemd {
-            "kubepods.slice"
-        } else {
-            "kubepods"
-        };
-        l.sample(&format!("{root}/{name}"))
+        let names = &st.facts.dirs.cgroups;
+        l.sample(&names.literal(&names.node()))
     });
     let system_containers = pods_cg
         .filter(|s| s.memory.is_some() || s.cpu_usage_ns.is_some())
@@ -743,45 +735,54 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cgroup::Hierarchy;
+    use crate::config::CgroupDriver;
+    use crate::runtime::{ObservedContainer, ObservedSandbox};
 
-    #[test]
-    fn node_stats_of_this_machine_round_trip_through_json() {
-        let d = tempfile::tempdir().unwrap();
-        let mut st = State {
+    fn state(dir: &Path, layout: Option<Layout>, cgroups: Hierarchy) -> State {
+        State {
             facts: NodeFacts {
                 node_name: "n".into(),
                 dirs: PodDirs {
-                    root_dir: d.path().into(),
-                    pod_logs_dir: d.path().into(),
-                    container_logs_link_dir: d.path().into(),
+                    root_dir: dir.into(),
+                    pod_logs_dir: dir.into(),
+                    container_logs_link_dir: dir.into(),
                     cluster_dns: vec![],
                     cluster_domain: String::new(),
-                    resolv_conf: d.path().join("resolv.conf"),
-                    cgroups: crate::cgroup::Hierarchy::new(
-                        crate::config::CgroupDriver::Cgroupfs,
-                        "",
-                        true,
-                    ),
+                    resolv_conf: dir.join("resolv.conf"),
+                    cgroups,
                 },
-                cgroup_root: String::new(),
             },
-            layout: Layout::detect(),
+            layout,
             rates: CpuRates::default(),
             pod_cgroups: HashMap::new(),
             volumes: HashMap::new(),
             volumes_at: None,
             volume_interval: Duration::from_secs(60),
             boot: time_of(SystemTime::now()),
-        };
-        let answers = || Answers {
+        }
+    }
+
+    fn no_answers() -> Answers {
+        Answers {
             pods: HashMap::new(),
             sandboxes: HashMap::new(),
             containers: HashMap::new(),
             image_fs: None,
-        };
+        }
+    }
+
+    #[test]
+    fn node_stats_of_this_machine_round_trip_through_json() {
+        let d = tempfile::tempdir().unwrap();
+        let mut st = state(
+            d.path(),
+            Layout::detect(),
+            Hierarchy::new(CgroupDriver::Cgroupfs, "", true),
+        );
         let t0 = SystemTime::now();
-        assemble(&mut st, answers(), t0);
-        let s = assemble(&mut st, answers(), t0 + Duration::from_secs(1));
+        assemble(&mut st, no_answers(), t0);
+        let s = assemble(&mut st, no_answers(), t0 + Duration::from_secs(1));
         let json = serde_json::to_string(&s).unwrap();
         let back: Summary = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
         assert_eq!(back.node.node_name, "n");
@@ -789,5 +790,152 @@ mod tests {
         if st.layout.is_some() {
             assert!(s.node.cpu.unwrap().usage_nano_cores.is_some());
         }
+    }
+
+    /// Writes a cgroup's CPU time (ns) and memory usage where `layout` reads them.
+    fn write_cgroup(layout: &Layout, rel: &str, cpu_ns: u64, memory: u64) {
+        let rel = rel.trim_start_matches('/');
+        match layout {
+            Layout::V1 {
+                cpuacct,
+                memory: mem,
+            } => {
+                std::fs::create_dir_all(cpuacct.join(rel)).unwrap();
+                std::fs::create_dir_all(mem.join(rel)).unwrap();
+                std::fs::write(cpuacct.join(rel).join("cpuacct.usage"), cpu_ns.to_string())
+                    .unwrap();
+                std::fs::write(
+                    mem.join(rel).join("memory.usage_in_bytes"),
+                    memory.to_string(),
+                )
+                .unwrap();
+                std::fs::write(mem.join(rel).join("memory.stat"), "total_rss 4096\n").unwrap();
+            }
+            Layout::V2 { root } => {
+                let d = root.join(rel);
+                std::fs::create_dir_all(&d).unwrap();
+                let us = cpu_ns / 1000;
+                std::fs::write(d.join("cpu.stat"), format!("usage_usec {us}\n")).unwrap();
+                std::fs::write(d.join("memory.current"), memory.to_string()).unwrap();
+                std::fs::write(d.join("memory.stat"), "anon 4096\n").unwrap();
+            }
+        }
+    }
+
+    /// The sampler finds the pod, container and kubepods cgroups at the kubelet's names for the
+    /// driver and cgroupRoot (written out literally here), v1 and v2, and reads their files when
+    /// the runtime answers no stats.
+    #[test]
+    fn reads_the_kubelet_named_cgroups_of_each_driver_and_layout() {
+        const UID: &str = "1a-2b";
+        const CID: &str = "c0ffee";
+        const SID: &str = "5a4d";
+        let cases = [
+            (
+                CgroupDriver::Cgroupfs,
+                "/bosun-bsn3",
+                "/bosun-bsn3/kubepods",
+                "/bosun-bsn3/kubepods/burstable/pod1a-2b",
+                "c0ffee",
+            ),
+            (
+                CgroupDriver::Systemd,
+                "/bosun-bsn3",
+                "/bosun_bsn3.slice/bosun_bsn3-kubepods.slice",
+                "/bosun_bsn3.slice/bosun_bsn3-kubepods.slice/bosun_bsn3-kubepods-burstable.slice/bosun_bsn3-kubepods-burstable-pod1a_2b.slice",
+                "cri-containerd-c0ffee.scope",
+            ),
+            (
+                CgroupDriver::Systemd,
+                "/",
+                "/kubepods.slice",
+                "/kubepods.slice/kubepods-pod1a_2b.slice",
+                "crio-c0ffee.scope",
+            ),
+            (
+                CgroupDriver::Cgroupfs,
+                "",
+                "/kubepods",
+                "/kubepods/besteffort/pod1a-2b",
+                "c0ffee",
+            ),
+        ];
+        for v2 in [false, true] {
+            for (driver, root, kubepods, pod, container) in cases {
+                let what = format!("{driver:?} root {root:?} v2 {v2}");
+                let d = tempfile::tempdir().unwrap();
+                let layout = if v2 {
+                    Layout::V2 {
+                        root: d.path().join("unified"),
+                    }
+                } else {
+                    Layout::V1 {
+                        cpuacct: d.path().join("cpuacct"),
+                        memory: d.path().join("memory"),
+                    }
+                };
+                write_cgroup(&layout, kubepods, 9_000_000, 900_000);
+                write_cgroup(&layout, pod, 5_000_000, 500_000);
+                write_cgroup(&layout, &format!("{pod}/{container}"), 3_000_000, 300_000);
+                let mut st = state(d.path(), Some(layout), Hierarchy::new(driver, root, true));
+                let mut a = no_answers();
+                a.pods.insert(
+                    UID.into(),
+                    ObservedPod {
+                        name: "p".into(),
+                        namespace: "ns".into(),
+                        sandboxes: vec![ObservedSandbox {
+                            id: SID.into(),
+                            ready: true,
+                            attempt: 0,
+                            created_at: 1,
+                        }],
+                        containers: vec![ObservedContainer {
+                            id: CID.into(),
+                            name: "c".into(),
+                            sandbox_id: SID.into(),
+                            state: ContainerState::ContainerRunning,
+                            restart_count: 0,
+                            created_at: 2,
+                            image_ref: String::new(),
+                            init: false,
+                        }],
+                    },
+                );
+                let s = assemble(&mut st, a, SystemTime::now());
+                let p = s.pods.first().unwrap_or_else(|| panic!("{what}: no pod"));
+                let cpu = |c: &Option<CpuStats>| c.as_ref().and_then(|c| c.usage_core_nano_seconds);
+                let mem = |m: &Option<MemoryStats>| m.as_ref().and_then(|m| m.usage_bytes);
+                assert_eq!(cpu(&p.cpu), Some(5_000_000), "{what}: pod cpu");
+                assert_eq!(mem(&p.memory), Some(500_000), "{what}: pod memory");
+                let c = &p.containers[0];
+                assert_eq!(cpu(&c.cpu), Some(3_000_000), "{what}: container cpu");
+                assert_eq!(mem(&c.memory), Some(300_000), "{what}: container memory");
+                let pods = s
+                    .node
+                    .system_containers
+                    .iter()
+                    .find(|c| c.name == SYSTEM_CONTAINER_PODS)
+                    .unwrap_or_else(|| panic!("{what}: no pods system container"));
+                assert_eq!(cpu(&pods.cpu), Some(9_000_000), "{what}: kubepods cpu");
+                assert_eq!(mem(&pods.memory), Some(900_000), "{what}: kubepods memory");
+            }
+        }
+    }
+
+    /// Without cgroupsPerQOS pods have no cgroup of their own: the root's usage is not theirs.
+    #[test]
+    fn no_pod_cgroup_without_cgroups_per_qos() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::V2 {
+            root: d.path().into(),
+        };
+        write_cgroup(&layout, "/r", 1_000, 1_000);
+        let mut st = state(
+            d.path(),
+            Some(layout),
+            Hierarchy::new(CgroupDriver::Cgroupfs, "/r", false),
+        );
+        assert_eq!(locate_pod_cgroup(&mut st, "u"), None);
     }
 }
