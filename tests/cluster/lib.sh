@@ -53,6 +53,55 @@ CLUSTER_DNS=10.96.0.10
 CLUSTER_DOMAIN=cluster.local
 CLUSTER_CIDR=10.244.0.0/16
 
+ETCD_URL="http://127.0.0.1:$ETCD_CLIENT_PORT"
+
+# apiserver_args PORT [AUDIT_LOG]: sets APISERVER_ARGS, the flags of a
+# kube-apiserver on 127.0.0.1:PORT against the test etcd (up runs one on 6443;
+# tests/cluster/apiserver-replica runs more on other ports, as an HA control
+# plane would). With AUDIT_LOG, every request is logged there (Metadata).
+apiserver_args() {
+    local port=$1 audit=${2:-}
+    APISERVER_ARGS=(
+        --advertise-address=127.0.0.1
+        --endpoint-reconciler-type=none
+        --bind-address="$APISERVER_HOST"
+        --secure-port="$port"
+        --etcd-servers="$ETCD_URL"
+        --service-cluster-ip-range="$SERVICE_CIDR"
+        --allow-privileged=true
+        --authorization-mode=Node,RBAC
+        --enable-admission-plugins=NodeRestriction
+        --enable-bootstrap-token-auth=true
+        --client-ca-file="$PKI_DIR/ca.crt"
+        --tls-cert-file="$PKI_DIR/apiserver.crt"
+        --tls-private-key-file="$PKI_DIR/apiserver.key"
+        --kubelet-client-certificate="$PKI_DIR/apiserver-kubelet-client.crt"
+        --kubelet-client-key="$PKI_DIR/apiserver-kubelet-client.key"
+        --kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname
+        --proxy-client-cert-file="$PKI_DIR/front-proxy-client.crt"
+        --proxy-client-key-file="$PKI_DIR/front-proxy-client.key"
+        --requestheader-client-ca-file="$PKI_DIR/front-proxy-ca.crt"
+        --requestheader-allowed-names=front-proxy-client
+        --requestheader-extra-headers-prefix=X-Remote-Extra-
+        --requestheader-group-headers=X-Remote-Group
+        --requestheader-username-headers=X-Remote-User
+        --service-account-issuer="https://kubernetes.default.svc.$CLUSTER_DOMAIN"
+        --service-account-key-file="$PKI_DIR/sa.pub"
+        --service-account-signing-key-file="$PKI_DIR/sa.key"
+        --profiling=false
+        --v=1
+    )
+    if [[ -n "$audit" ]]; then
+        APISERVER_ARGS+=(
+            --audit-policy-file="$CLUSTER_DIR/audit-policy.yaml"
+            --audit-log-path="$audit"
+            --audit-log-format=json
+            --audit-log-maxsize=200
+            --audit-log-maxbackup=3
+        )
+    fi
+}
+
 log() { printf '[cluster %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { printf '[cluster %s] ERROR: %s\n' "$(date +%T)" "$*" >&2; exit 1; }
 

@@ -1,6 +1,7 @@
 //! Test harness: starts the real runtime, registry and control plane (through `tests/env/up`) and
 //! hands each test its own parts: a private containerd per node, deadlines for waiting.
 
+pub mod apiserver;
 pub mod bench;
 pub mod bosun;
 pub mod cluster;
@@ -11,6 +12,7 @@ pub mod prom;
 pub mod upstream;
 pub mod wait;
 
+pub use apiserver::ApiServerReplica;
 pub use bosun::{Bosun, bosun_bin};
 pub use cluster::{ClusterNode, NodeOptions, admin_client, kubectl};
 pub use env::{Env, repo_root};

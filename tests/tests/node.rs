@@ -7,7 +7,7 @@ use std::io::{BufRead, Seek};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bosun_tests::{ClusterNode, Env, admin_client, bosun_bin, wait_until_async};
+use bosun_tests::{ApiServerReplica, ClusterNode, Env, admin_client, bosun_bin, wait_until_async};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
@@ -620,4 +620,133 @@ async fn client_certificate_is_rotated_before_it_expires() {
     )
     .await;
     wait_ready(&nodes, &node.name, 30).await;
+}
+
+/// A pod bound to `node` running busybox `sleep`, no token volume.
+fn sleeper(node: &str, name: &str) -> k8s_openapi::api::core::v1::Pod {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "nodeName": node,
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": Env::runtime().busybox_image(),
+                            "command": ["sleep", "3600"]}],
+        }
+    }))
+    .expect("pod")
+}
+
+/// The API server going away for 30 s does not stop bosun: it keeps retrying, and when the
+/// server is back the node is Ready again (also after the node lifecycle controller marked it
+/// Unknown meanwhile), the Lease is renewed, and a pod bound during the outage runs; same process.
+#[tokio::test]
+async fn api_server_outage_of_30_s_then_ready_again_without_restart() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Patch, PatchParams, PostParams};
+
+    let node = ClusterNode::new("node-apiout");
+    let mut replica = ApiServerReplica::start(&node.path().join("apiserver-replica.log")).await;
+    replica.point_kubeconfig(&node.kubeconfig);
+    let client = admin_client().await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let mut bosun = node.start();
+    wait_ready(&nodes, &node.name, 60).await;
+    let before = format!("{}-before", node.name);
+    pods.create(&PostParams::default(), &sleeper(&node.name, &before))
+        .await
+        .expect("create pod");
+    let running = |name: String| {
+        let pods = pods.clone();
+        async move {
+            wait_until_async(
+                &format!("pod {name} Running"),
+                Duration::from_secs(120),
+                || async {
+                    let p = pods.get_opt(&name).await.ok()??;
+                    (p.status?.phase.as_deref() == Some("Running")).then_some(())
+                },
+            )
+            .await
+        }
+    };
+    running(before.clone()).await;
+
+    replica.stop();
+    let stopped = k8s_openapi::jiff::Timestamp::now();
+    // What the node lifecycle controller does to a node that stopped posting status, and what
+    // the scheduler does meanwhile: both go through the shared API server.
+    let unknown = serde_json::json!({"status": {"conditions": [{
+        "type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+        "message": "Kubelet stopped posting node status.",
+        "lastHeartbeatTime": stopped, "lastTransitionTime": stopped,
+    }]}});
+    nodes
+        .patch_status(
+            &node.name,
+            &PatchParams::default(),
+            &Patch::Strategic(&unknown),
+        )
+        .await
+        .expect("mark the node Unknown");
+    let during = format!("{}-during", node.name);
+    pods.create(&PostParams::default(), &sleeper(&node.name, &during))
+        .await
+        .expect("create pod during the outage");
+    // The outage itself: 30 s with the node's API server gone.
+    let outage_end = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < outage_end {
+        assert!(
+            bosun.try_exit().is_none(),
+            "bosun exited while the API server was away: {}",
+            bosun.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let t = Instant::now();
+    replica.resume().await;
+    eprintln!("replica back after {:?}", t.elapsed());
+    let back = k8s_openapi::jiff::Timestamp::now();
+    let n = wait_until_async(
+        "node Ready=True again after the outage",
+        Duration::from_secs(60),
+        || async {
+            let n = nodes.get_opt(&node.name).await.ok()??;
+            (ready(&n) == Some("True") && heartbeat(&n) > stopped).then_some(n)
+        },
+    )
+    .await;
+    eprintln!("node Ready after {:?}", t.elapsed());
+    assert!(heartbeat(&n) >= stopped, "heartbeat not after the outage");
+    wait_until_async(
+        "Lease renewed after the outage",
+        Duration::from_secs(30),
+        || async {
+            let l = leases.get_opt(&node.name).await.ok()??;
+            (l.spec?.renew_time?.0 > back).then_some(())
+        },
+    )
+    .await;
+    eprintln!("lease renewed after {:?}", t.elapsed());
+    running(during).await;
+    eprintln!(
+        "pod bound during the outage Running after {:?}",
+        t.elapsed()
+    );
+    running(before).await;
+    assert!(
+        bosun.try_exit().is_none(),
+        "bosun exited after the outage: {}",
+        bosun.log_text()
+    );
+    assert!(
+        !bosun.log_text().contains("panicked"),
+        "bosun panicked: {}",
+        bosun.log_text()
+    );
 }

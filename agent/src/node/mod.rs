@@ -22,7 +22,7 @@ use bosun_cri::CriClient;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, NodeStatus};
 use kube::Api;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::{reflector, watcher};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -104,14 +104,15 @@ pub async fn run(
 
     let (store, writer) = reflector::store();
     let watch_cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let watch = reflector(writer, watcher(nodes.clone(), watch_cfg))
-        .default_backoff()
-        .for_each(|event| {
-            if let Err(e) = event {
-                warn!(error = %e, "node watch failed; retrying");
-            }
-            std::future::ready(())
-        });
+    let watch = crate::client::watch::with_backoff(
+        reflector(writer, watcher(nodes.clone(), watch_cfg)).boxed(),
+    )
+    .for_each(|event| {
+        if let Err(e) = event {
+            warn!(error = %e, "node watch failed; retrying");
+        }
+        std::future::ready(())
+    });
 
     let keeper = lease::LeaseKeeper::new(
         client,

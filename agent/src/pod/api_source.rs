@@ -1,5 +1,6 @@
 //! The API pod source: a watch of the pods bound to this node (`spec.nodeName=<node>`, the only
-//! pods the Node authorizer lets a node see), relisting on 410 Gone and backing off on errors.
+//! pods the Node authorizer lets a node see), relisting at once on 410 Gone and backing off on other errors
+//! as the kubelet's reflectors ([`crate::client::watch`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,7 +8,6 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +26,7 @@ pub async fn run(
 ) {
     let api: Api<Pod> = Api::all(client);
     let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
-    let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
+    let mut stream = crate::client::watch::with_backoff(watcher::watcher(api, cfg).boxed()).boxed();
     let mut pods: BTreeMap<String, Arc<Pod>> = BTreeMap::new();
     let mut listing: Option<BTreeMap<String, Arc<Pod>>> = None;
     let mut synced = false;

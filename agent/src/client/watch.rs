@@ -1,0 +1,176 @@
+//! Back-off for the agent's watches, as the kubelet's reflectors: exponential from 800 ms to
+//! 30 s with jitter, reset after 2 minutes without errors; but a 410 Gone (the resource version
+//! is too old, as after an API server restart) relists at once instead of waiting out the
+//! back-off that built up while the server was away.
+
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use kube::runtime::watcher;
+
+/// First delay after an error.
+const INITIAL: Duration = Duration::from_millis(800);
+/// Longest delay (before jitter).
+const CAP: Duration = Duration::from_secs(30);
+/// Quiet time after which the delay starts from [`INITIAL`] again.
+const RESET_AFTER: Duration = Duration::from_secs(120);
+
+/// The delay policy: what to wait after an error.
+#[derive(Debug, Clone, Default)]
+pub struct WatchBackoff {
+    next: Option<Duration>,
+    last_error: Option<Instant>,
+}
+
+impl WatchBackoff {
+    /// The delay before retrying after `err` at `now`; `jitter` in [0, 1) stretches it (the
+    /// kubelet's jitter factor 1.0: between d and 2d). Zero for 410 Gone.
+    pub fn delay(&mut self, err: &watcher::Error, now: Instant, jitter: f64) -> Duration {
+        if is_gone(err) {
+            return Duration::ZERO;
+        }
+        if self
+            .last_error
+            .is_some_and(|t| now.duration_since(t) >= RESET_AFTER)
+        {
+            self.next = None;
+        }
+        self.last_error = Some(now);
+        let base = self.next.unwrap_or(INITIAL);
+        self.next = Some((base * 2).min(CAP));
+        base.mul_f64(1.0 + jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// True when the error says the resource version is gone (HTTP 410): the watcher relists.
+pub fn is_gone(err: &watcher::Error) -> bool {
+    match err {
+        watcher::Error::WatchError(s) => s.code == 410,
+        watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s))
+        | watcher::Error::InitialListFailed(kube::Error::Api(s)) => s.code == 410,
+        _ => false,
+    }
+}
+
+/// A pseudo-random jitter in [0, 1) from the clock (no need for a real RNG here).
+fn jitter() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    f64::from(nanos % 1000) / 1000.0
+}
+
+/// Passes `stream`'s items through, sleeping after each error as [`WatchBackoff`] says before
+/// polling again (the watcher retries on the next poll).
+pub fn with_backoff<S, T>(stream: S) -> impl Stream<Item = Result<T, watcher::Error>> + Send
+where
+    S: Stream<Item = Result<T, watcher::Error>> + Send + Unpin,
+    T: Send,
+{
+    futures::stream::unfold(
+        (stream, WatchBackoff::default(), Duration::ZERO),
+        |(mut stream, mut backoff, wait)| async move {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            let item = stream.next().await?;
+            let wait = match &item {
+                Ok(_) => Duration::ZERO,
+                Err(e) => backoff.delay(e, Instant::now(), jitter()),
+            };
+            Some((item, (stream, backoff, wait)))
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    fn status(code: u16) -> Box<Status> {
+        let mut s = Status::failure("too old resource version", "Expired");
+        s.code = code;
+        Box::new(s)
+    }
+
+    fn refused() -> watcher::Error {
+        watcher::Error::WatchStartFailed(kube::Error::Api(status(503)))
+    }
+
+    #[test]
+    fn grows_from_800ms_to_the_30s_cap() {
+        let mut b = WatchBackoff::default();
+        let t = Instant::now();
+        let got: Vec<u64> = (0..8)
+            .map(|i| {
+                b.delay(&refused(), t + Duration::from_secs(i), 0.0)
+                    .as_millis() as u64
+            })
+            .collect();
+        assert_eq!(got, [800, 1600, 3200, 6400, 12800, 25600, 30000, 30000]);
+    }
+
+    #[test]
+    fn jitter_stretches_up_to_twice() {
+        let mut b = WatchBackoff::default();
+        let d = b.delay(&refused(), Instant::now(), 0.5);
+        assert_eq!(d, Duration::from_millis(1200));
+    }
+
+    #[test]
+    fn gone_relists_at_once_whatever_the_backoff_built_up() {
+        let mut b = WatchBackoff::default();
+        let t = Instant::now();
+        for i in 0..10 {
+            b.delay(&refused(), t + Duration::from_secs(i), 0.0);
+        }
+        let gone = watcher::Error::WatchError(status(410));
+        assert_eq!(
+            b.delay(&gone, t + Duration::from_secs(11), 0.9),
+            Duration::ZERO
+        );
+        let gone_at_start = watcher::Error::WatchStartFailed(kube::Error::Api(status(410)));
+        assert_eq!(b.delay(&gone_at_start, t, 0.0), Duration::ZERO);
+        // A later ordinary error continues at the cap: 410 does not reset the back-off.
+        assert_eq!(
+            b.delay(&refused(), t + Duration::from_secs(12), 0.0),
+            Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn resets_after_two_quiet_minutes() {
+        let mut b = WatchBackoff::default();
+        let t = Instant::now();
+        for i in 0..6 {
+            b.delay(&refused(), t + Duration::from_secs(i), 0.0);
+        }
+        let later = t + Duration::from_secs(5 + 120);
+        assert_eq!(b.delay(&refused(), later, 0.0), INITIAL);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stream_waits_after_errors_but_not_after_gone() {
+        let items: Vec<Result<u32, watcher::Error>> = vec![
+            Err(refused()),
+            Ok(1),
+            Err(watcher::Error::WatchError(status(410))),
+            Ok(2),
+        ];
+        let start = tokio::time::Instant::now();
+        let mut s = Box::pin(with_backoff(futures::stream::iter(items)));
+        assert!(s.next().await.expect("first").is_err());
+        assert!(matches!(s.next().await, Some(Ok(1))));
+        let after_error = start.elapsed();
+        assert!(
+            after_error >= INITIAL,
+            "no wait after an error: {after_error:?}"
+        );
+        assert!(s.next().await.expect("gone").is_err());
+        assert!(matches!(s.next().await, Some(Ok(2))));
+        assert_eq!(start.elapsed(), after_error, "waited after 410 Gone");
+    }
+}
