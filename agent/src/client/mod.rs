@@ -71,12 +71,17 @@ pub async fn connect(
         }
         return Ok(None);
     };
-    if let Some(boot) = &cfg.bootstrap_kubeconfig
-        && !usable(path).await
-    {
-        bootstrap(path, boot, &cfg.cert_dir, &cfg.node_name, cancel).await?;
-    }
-    let config = with_user_agent(load(path).await?, &cfg.node_name);
+    // The kubeconfig is read once: used as is when it is usable, read again only after a
+    // bootstrap has written it anew.
+    let loaded = load(path).await;
+    let config = match &cfg.bootstrap_kubeconfig {
+        Some(boot) if !usable(path, &loaded, now()) => {
+            bootstrap(path, boot, &cfg.cert_dir, &cfg.node_name, cancel).await?;
+            load(path).await?
+        }
+        _ => loaded?,
+    };
+    let config = with_user_agent(config, &cfg.node_name);
     if cfg.rotate_certificates
         && let Some(initial) = identity(&config, &cfg.cert_dir)?
     {
@@ -93,12 +98,6 @@ pub async fn connect(
         return Ok(Some(client));
     }
     Ok(Some(standard_client(config)?))
-}
-
-/// Builds a client from a kubeconfig file, with a user agent naming bosun and the node.
-pub async fn from_kubeconfig(path: &Path, node: &str) -> Result<kube::Client, ClientError> {
-    let config = with_user_agent(load(path).await?, node);
-    standard_client(config)
 }
 
 /// The rest client metrics layer (`rest_client_requests_total`) for the config's API server.
@@ -121,14 +120,25 @@ fn standard_client(config: kube::Config) -> Result<kube::Client, ClientError> {
 
 /// Reads a kubeconfig into a client config.
 async fn load(path: &Path) -> Result<kube::Config, ClientError> {
-    let err = |source| ClientError::Kubeconfig {
+    config_of(read_kubeconfig(path)?, path).await
+}
+
+/// Parses the kubeconfig file at `path`.
+fn read_kubeconfig(path: &Path) -> Result<Kubeconfig, ClientError> {
+    Kubeconfig::read_from(path).map_err(|source| ClientError::Kubeconfig {
         path: path.display().to_string(),
         source,
-    };
-    let kc = Kubeconfig::read_from(path).map_err(err)?;
+    })
+}
+
+/// The client config of a parsed kubeconfig (`path` names it in errors).
+async fn config_of(kc: Kubeconfig, path: &Path) -> Result<kube::Config, ClientError> {
     kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
-        .map_err(err)
+        .map_err(|source| ClientError::Kubeconfig {
+            path: path.display().to_string(),
+            source,
+        })
 }
 
 fn with_user_agent(mut config: kube::Config, node: &str) -> kube::Config {
@@ -140,14 +150,15 @@ fn with_user_agent(mut config: kube::Config, node: &str) -> kube::Config {
     config
 }
 
-/// Whether the kubeconfig at `path` can be used as is: it loads and its client certificate, if
-/// any, has not expired (the kubelet's isClientConfigStillValid).
-async fn usable(path: &Path) -> bool {
-    let Ok(config) = load(path).await else {
+/// Whether the kubeconfig loaded from `path` can be used as is at `now` (s since the epoch): it
+/// loaded and its client certificate, if any, has not expired (the kubelet's
+/// isClientConfigStillValid).
+fn usable(path: &Path, loaded: &Result<kube::Config, ClientError>, now: i64) -> bool {
+    let Ok(config) = loaded else {
         return false;
     };
-    match kubeconfig_identity(&config) {
-        Ok(Some(l)) => l.not_after > now(),
+    match kubeconfig_identity(config) {
+        Ok(Some(l)) => l.not_after > now,
         Ok(None) => true,
         Err(e) => {
             warn!(kubeconfig = %path.display(), error = %e, "kubeconfig client certificate unusable; bootstrapping");
@@ -313,28 +324,27 @@ async fn bootstrap(
         .ok()
         .and_then(|pem| certificate::load(&pem, &pem).ok())
         .is_some_and(|l| l.not_after > now());
+    // The bootstrap kubeconfig is read once: its credentials ask for the certificate, its
+    // cluster goes into the kubeconfig written.
+    let boot = read_kubeconfig(bootstrap)?;
     if valid {
         info!(cert = %current.display(), "TLS bootstrap: the cert dir holds a valid client certificate");
     } else {
         info!(bootstrap = %bootstrap.display(), "TLS bootstrap: requesting a client certificate");
-        let client = from_kubeconfig(bootstrap, node).await?;
+        let config = with_user_agent(config_of(boot.clone(), bootstrap).await?, node);
+        let client = standard_client(config)?;
         let (request, key) = csr::new_request(node)?;
         let cert = csr::request_certificate(&client, &request, cancel).await?;
         certificate::store(cert_dir, &format!("{cert}{key}"))?;
     }
-    write_kubeconfig(kubeconfig, bootstrap, &current)?;
+    write_kubeconfig(kubeconfig, &boot, &current)?;
     info!(kubeconfig = %kubeconfig.display(), "TLS bootstrap: kubeconfig written");
     Ok(())
 }
 
-/// Writes a kubeconfig with the bootstrap kubeconfig's cluster and the client certificate file,
-/// named as the kubelet names them.
-fn write_kubeconfig(path: &Path, bootstrap: &Path, cert_file: &Path) -> Result<(), ClientError> {
-    let err = |source| ClientError::Kubeconfig {
-        path: bootstrap.display().to_string(),
-        source,
-    };
-    let boot = Kubeconfig::read_from(bootstrap).map_err(err)?;
+/// Writes a kubeconfig with the (parsed) bootstrap kubeconfig's cluster and the client
+/// certificate file, named as the kubelet names them.
+fn write_kubeconfig(path: &Path, boot: &Kubeconfig, cert_file: &Path) -> Result<(), ClientError> {
     let context = boot
         .current_context
         .as_deref()
@@ -437,4 +447,94 @@ fn jitter() -> f64 {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     f64::from(nanos % 1000) / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kubeconfig for `server`, authenticating with `user` (a kubeconfig `user` object).
+    fn kubeconfig(server: &str, user: serde_json::Value) -> Kubeconfig {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "c", "cluster": {"server": server}}],
+            "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+            "current-context": "x",
+            "users": [{"name": "u", "user": user}],
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn usable_takes_the_loaded_config_and_checks_its_certificate_at_now() {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["n".into()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let p = Path::new("/kubeconfig");
+        let with_cert = config_of(
+            kubeconfig(
+                "https://127.0.0.1:6443",
+                serde_json::json!({
+                    "client-certificate-data": b64(&cert.pem()),
+                    "client-key-data": b64(&key.serialize_pem()),
+                }),
+            ),
+            p,
+        )
+        .await;
+        let (_, not_after) = certificate::validity(cert.der()).unwrap();
+        assert!(usable(p, &with_cert, not_after - 1));
+        assert!(!usable(p, &with_cert, not_after));
+        let token = config_of(
+            kubeconfig("https://127.0.0.1:6443", serde_json::json!({"token": "t"})),
+            p,
+        )
+        .await;
+        assert!(
+            usable(p, &token, i64::MAX),
+            "no certificate: nothing expires"
+        );
+        let missing = load(Path::new("/nonexistent/kubeconfig")).await;
+        assert!(
+            matches!(&missing, Err(ClientError::Kubeconfig { path, .. }) if path == "/nonexistent/kubeconfig")
+        );
+        assert!(!usable(p, &missing, 0));
+    }
+
+    #[test]
+    fn writes_the_current_contexts_cluster_of_the_parsed_bootstrap_kubeconfig() {
+        let d = tempfile::tempdir().unwrap();
+        let mut boot = kubeconfig(
+            "https://127.0.0.1:1",
+            serde_json::json!({"token": "bootstrap"}),
+        );
+        let mut other = boot.clusters[0].clone();
+        other.name = "other".into();
+        if let Some(c) = other.cluster.as_mut() {
+            c.server = Some("https://127.0.0.1:2".into());
+        }
+        boot.clusters.insert(0, other);
+        let out = d.path().join("sub/kubelet.conf");
+        let cert = d.path().join("pki/kubelet-client-current.pem");
+        write_kubeconfig(&out, &boot, &cert).unwrap();
+        let written = read_kubeconfig(&out).unwrap();
+        assert_eq!(written.current_context.as_deref(), Some("default-context"));
+        assert_eq!(
+            written.clusters[0]
+                .cluster
+                .as_ref()
+                .and_then(|c| c.server.as_deref()),
+            Some("https://127.0.0.1:1")
+        );
+        let user = written.auth_infos[0].auth_info.as_ref().unwrap();
+        let cert = cert.display().to_string();
+        assert_eq!(user.client_certificate.as_deref(), Some(cert.as_str()));
+        assert_eq!(user.client_key.as_deref(), Some(cert.as_str()));
+        assert!(
+            user.token.is_none(),
+            "the bootstrap token is not carried over"
+        );
+    }
 }
