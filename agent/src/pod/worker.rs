@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::backoff::Backoff;
 use super::context::NodeContext;
@@ -320,7 +320,23 @@ impl PodWorker {
                 acted = true;
             }
             if let Some(attempt) = actions.create_sandbox {
-                self.run_sandbox(attempt).await;
+                // The volumes are set up while the runtime makes the sandbox (the kubelet mounts
+                // them before creating it): their API round trips (token, config maps) then add
+                // nothing to the pod's startup. A failure here is reported when the containers
+                // start, which set the volumes up again.
+                let mut api_volumes = std::mem::take(&mut self.api_volumes);
+                let mut volume_paths = self.volume_paths.take();
+                let ((), early) = tokio::join!(
+                    self.run_sandbox(attempt),
+                    set_up_volumes(&self.ctx, &self.pod, &mut api_volumes, &mut volume_paths),
+                );
+                self.api_volumes = api_volumes;
+                self.volume_paths = volume_paths;
+                if let Err(e) = early {
+                    debug!(
+                        "volumes not set up with the sandbox (retried before the containers): {e}"
+                    );
+                }
                 // Start containers in the new sandbox right away.
                 continue;
             }
@@ -453,7 +469,7 @@ impl PodWorker {
         ips
     }
 
-    async fn run_sandbox(&mut self, attempt: u32) {
+    async fn run_sandbox(&self, attempt: u32) {
         let key = self.key();
         let dirs = &self.ctx.dirs;
         if let Err(e) =
@@ -758,31 +774,13 @@ impl PodWorker {
 
     /// Host paths of every volume of the pod, setting up (or refreshing) API-backed ones.
     async fn volumes(&mut self) -> Result<HashMap<String, String>, volume::VolumeError> {
-        let dir = self.ctx.dirs.pod_dir(&self.key().uid);
-        let mut paths = volume::set_up(&self.pod, &dir)?;
-        if let Some(client) = self.ctx.api.clone() {
-            if self.volume_paths.is_none() || self.api_volumes.due() {
-                let api_paths = self.api_volumes.set_up(&client, &self.pod, &dir).await?;
-                paths.extend(api_paths);
-                self.volume_paths = Some(paths.clone());
-            } else if let Some(known) = &self.volume_paths {
-                paths.extend(known.clone());
-            }
-        } else if self
-            .pod
-            .spec
-            .iter()
-            .flat_map(|s| s.volumes.iter().flatten())
-            .any(volume::api::is_api_volume)
-        {
-            return Err(volume::VolumeError {
-                volume: "*".into(),
-                reason: "configMap, secret and projected volumes need an API server".into(),
-            });
-        } else {
-            self.volume_paths = Some(paths.clone());
-        }
-        Ok(paths)
+        set_up_volumes(
+            &self.ctx,
+            &self.pod,
+            &mut self.api_volumes,
+            &mut self.volume_paths,
+        )
+        .await
     }
 
     /// The ConfigMaps and Secrets the container's env refers to (None where absent).
@@ -1109,6 +1107,41 @@ impl PodWorker {
 
 /// ConfigMap or Secret data by object name; None where the object does not exist.
 type EnvObjects = HashMap<String, Option<std::collections::BTreeMap<String, String>>>;
+
+/// Host paths of every volume of `pod`, setting up (or refreshing, when due) the API-backed ones
+/// and remembering their paths in `known`.
+async fn set_up_volumes(
+    ctx: &NodeContext,
+    pod: &Pod,
+    api_volumes: &mut ApiVolumes,
+    known: &mut Option<HashMap<String, String>>,
+) -> Result<HashMap<String, String>, volume::VolumeError> {
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let dir = ctx.dirs.pod_dir(uid);
+    let mut paths = volume::set_up(pod, &dir)?;
+    if let Some(client) = &ctx.api {
+        if known.is_none() || api_volumes.due() {
+            let api_paths = api_volumes.set_up(client, pod, &dir).await?;
+            paths.extend(api_paths);
+            *known = Some(paths.clone());
+        } else if let Some(known) = known.as_ref() {
+            paths.extend(known.clone());
+        }
+    } else if pod
+        .spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .any(volume::api::is_api_volume)
+    {
+        return Err(volume::VolumeError {
+            volume: "*".into(),
+            reason: "configMap, secret and projected volumes need an API server".into(),
+        });
+    } else {
+        *known = Some(paths.clone());
+    }
+    Ok(paths)
+}
 
 fn read_termination_message(path: &std::path::Path) -> String {
     let mut text = std::fs::read(path).unwrap_or_default();
