@@ -63,12 +63,32 @@ impl Bosun {
 
     /// Starts bosun with `args` and extra environment variables, logging to `log`.
     pub fn start_with_env(args: &[String], log: &Path, envs: &[(&str, &str)]) -> Bosun {
+        Bosun::start_under(&[], args, log, envs)
+    }
+
+    /// As [`Bosun::start_with_env`], run through `wrapper` (a command that ends by exec'ing its
+    /// arguments, e.g. `unshare --mount ... sh -c '...; exec "$@"' sh`), so the pid stays bosun's.
+    pub fn start_under(
+        wrapper: &[&str],
+        args: &[String],
+        log: &Path,
+        envs: &[(&str, &str)],
+    ) -> Bosun {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .expect("open bosun log");
-        let child = Command::new(bosun_bin())
+        let bin = bosun_bin();
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = cmd
             .args(args)
             .env("RUST_LOG", "info,bosun=debug")
             .envs(envs.iter().copied())

@@ -750,3 +750,106 @@ async fn api_server_outage_of_30_s_then_ready_again_without_restart() {
         bosun.log_text()
     );
 }
+
+/// Deletes the service account and its binding of the in-cluster test, whatever happens.
+struct InClusterIdentity(String);
+
+impl Drop for InClusterIdentity {
+    fn drop(&mut self) {
+        for what in [
+            vec![
+                "delete",
+                "clusterrolebinding",
+                &self.0,
+                "--ignore-not-found",
+            ],
+            vec![
+                "delete",
+                "serviceaccount",
+                &self.0,
+                "-n",
+                "default",
+                "--ignore-not-found",
+            ],
+        ] {
+            let _ = Command::new(Env::cluster().var("KUBECTL"))
+                .args(&what)
+                .env("KUBECONFIG", Env::cluster().var("KUBECONFIG"))
+                .status();
+        }
+    }
+}
+
+/// Without --kubeconfig but with a service account mounted where a pod has it
+/// (/var/run/secrets/kubernetes.io/serviceaccount, here in a private mount namespace) and
+/// KUBERNETES_SERVICE_HOST/PORT set, bosun talks to the cluster as that service account.
+#[tokio::test]
+async fn in_cluster_service_account_registers_the_node() {
+    let mut node = ClusterNode::new("node-incluster");
+    let i = node
+        .args
+        .iter()
+        .position(|a| a == "--kubeconfig")
+        .expect("--kubeconfig");
+    node.args.drain(i..i + 2);
+    let sa = node.name.clone();
+    let _identity = InClusterIdentity(sa.clone());
+    bosun_tests::kubectl(&["create", "serviceaccount", &sa, "-n", "default"]);
+    let binding = format!("--serviceaccount=default:{sa}");
+    bosun_tests::kubectl(&[
+        "create",
+        "clusterrolebinding",
+        &sa,
+        "--clusterrole=system:node",
+        &binding,
+    ]);
+    let token = bosun_tests::kubectl(&["create", "token", &sa, "-n", "default", "--duration=1h"]);
+    let mounted = node.path().join("serviceaccount");
+    std::fs::create_dir_all(&mounted).expect("mkdir");
+    std::fs::write(mounted.join("token"), token.trim()).expect("token");
+    std::fs::write(mounted.join("namespace"), "default").expect("namespace");
+    std::fs::copy(Env::cluster().var("CLUSTER_CA"), mounted.join("ca.crt")).expect("ca.crt");
+    // The mount point on the host stays empty; the tmpfs is only in bosun's mount namespace.
+    std::fs::create_dir_all("/run/secrets").expect("mkdir /run/secrets");
+    let script = format!(
+        "mount -t tmpfs tmpfs /run/secrets && \
+         mkdir -p /run/secrets/kubernetes.io/serviceaccount && \
+         cp {}/* /run/secrets/kubernetes.io/serviceaccount/ && exec \"$@\"",
+        mounted.display()
+    );
+    let audit_from = audit_len();
+    let api = Env::cluster().var("APISERVER");
+    let port = api.rsplit(':').next().expect("port");
+    let _bosun = bosun_tests::Bosun::start_under(
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+        ],
+        &node.args,
+        &node.path().join("bosun.log"),
+        &[
+            ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
+            ("KUBERNETES_SERVICE_PORT", port),
+        ],
+    );
+    let nodes: Api<Node> = Api::all(admin_client().await);
+    let t = Instant::now();
+    wait_ready(&nodes, &node.name, 60).await;
+    eprintln!("node Ready {:?} after start", t.elapsed());
+    let user = format!("system:serviceaccount:default:{sa}");
+    let requests = audit_requests(audit_from, &user);
+    assert!(
+        requests.iter().any(|(v, r)| v == "create" && r == "nodes"),
+        "the Node was not created as {user}: {requests:?}"
+    );
+    assert!(
+        !std::path::Path::new("/run/secrets/kubernetes.io").exists(),
+        "the service account leaked out of bosun's mount namespace"
+    );
+}
