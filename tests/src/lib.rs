@@ -8,7 +8,9 @@ pub mod cluster;
 pub mod env;
 pub mod kubelet;
 pub mod node;
+pub mod pod;
 pub mod prom;
+pub mod standalone;
 pub mod upstream;
 pub mod wait;
 
@@ -18,5 +20,7 @@ pub use cluster::{ClusterNode, NodeOptions, admin_client, kubectl};
 pub use env::{Env, repo_root};
 pub use kubelet::{KubeletClient, mint_client_cert};
 pub use node::Containerd;
+pub use pod::{Container, PodBuilder};
+pub use standalone::StandaloneNode;
 pub use upstream::Kubelet;
 pub use wait::{wait_until, wait_until_async};

@@ -7,10 +7,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bosun_tests::{ClusterNode, Env, admin_client, wait_until, wait_until_async};
+use bosun_tests::pod::{Container, PodBuilder, create, phase, running_uid, wait_pod};
+use bosun_tests::{ClusterNode, admin_client, wait_until, wait_until_async};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::DeleteParams;
 
 /// `/sys/fs/cgroup/<controller>/<node's cgroupRoot>/kubepods/<rel>/<file>`.
 fn knob(node: &ClusterNode, controller: &str, rel: &str, file: &str) -> PathBuf {
@@ -26,38 +27,16 @@ fn read(node: &ClusterNode, controller: &str, rel: &str, file: &str) -> String {
         .to_string()
 }
 
-fn pod(node: &ClusterNode, name: &str, policy: &str, containers: serde_json::Value) -> Pod {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "nodeName": node.name,
-            "restartPolicy": policy,
-            "automountServiceAccountToken": false,
-            "terminationGracePeriodSeconds": 1,
-            "containers": containers,
-        }
-    }))
-    .unwrap()
+fn pod(node: &ClusterNode, name: &str, policy: &str, main: Container) -> Pod {
+    PodBuilder::new(name)
+        .node(&node.name)
+        .restart_policy(policy)
+        .container(main)
+        .build()
 }
 
-fn sleeper(resources: serde_json::Value) -> serde_json::Value {
-    serde_json::json!([{"name": "main", "image": Env::runtime().busybox_image(),
-        "command": ["sleep", "3600"], "resources": resources}])
-}
-
-async fn running_uid(api: &Api<Pod>, name: &str) -> String {
-    wait_until_async(
-        &format!("{name} Running"),
-        Duration::from_secs(90),
-        || async {
-            let p = api.get_opt(name).await.ok()??;
-            let running = p.status.as_ref()?.phase.as_deref() == Some("Running");
-            running.then(|| p.metadata.uid.clone().unwrap_or_default())
-        },
-    )
-    .await
+fn sleeper() -> Container {
+    Container::exec("main", &["sleep", "3600"])
 }
 
 fn mem_total() -> i64 {
@@ -141,23 +120,16 @@ async fn qos_classes_land_in_their_cgroups_with_their_limits() {
         format!("{}-e", node.name),
     ];
     let specs = [
-        sleeper(serde_json::json!({"limits": {"cpu": "250m", "memory": "64Mi"}})),
-        sleeper(
-            serde_json::json!({"requests": {"cpu": "100m", "memory": "16Mi"}, "limits": {"cpu": "200m", "memory": "32Mi"}}),
-        ),
-        sleeper(serde_json::json!({})),
+        sleeper().limits("250m", "64Mi"),
+        sleeper().requests("100m", "16Mi").limits("200m", "32Mi"),
+        sleeper(),
     ];
-    for (name, containers) in names.iter().zip(specs) {
-        api.create(
-            &PostParams::default(),
-            &pod(&node, name, "Always", containers),
-        )
-        .await
-        .expect("create pod");
+    for (name, main) in names.iter().zip(specs) {
+        create(&api, &pod(&node, name, "Always", main)).await;
     }
     let mut uids = Vec::new();
     for name in &names {
-        uids.push(running_uid(&api, name).await);
+        uids.push(running_uid(&api, name, 90).await);
     }
     let g = format!("pod{}", uids[0]);
     let b = format!("burstable/pod{}", uids[1]);
@@ -229,17 +201,8 @@ async fn a_container_past_its_memory_limit_is_oom_killed() {
     let mut bosun = node.start();
     let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
     let name = format!("{}-oom", node.name);
-    let spec = pod(
-        &node,
-        &name,
-        "Never",
-        serde_json::json!([{"name": "hog", "image": Env::runtime().busybox_image(),
-            "command": ["tail", "/dev/zero"],
-            "resources": {"limits": {"memory": "32Mi"}}}]),
-    );
-    api.create(&PostParams::default(), &spec)
-        .await
-        .expect("create pod");
+    let hog = Container::exec("hog", &["tail", "/dev/zero"]).memory_limit("32Mi");
+    create(&api, &pod(&node, &name, "Never", hog)).await;
     let term = wait_until_async("container terminated", Duration::from_secs(90), || async {
         let p = api.get_opt(&name).await.ok()??;
         let cs = p.status?.container_statuses?.into_iter().next()?;
@@ -248,9 +211,8 @@ async fn a_container_past_its_memory_limit_is_oom_killed() {
     .await;
     assert_eq!(term.reason.as_deref(), Some("OOMKilled"), "{term:?}");
     assert_eq!(term.exit_code, 137, "{term:?}");
-    let p = wait_until_async("pod Failed", Duration::from_secs(30), || async {
-        let p = api.get_opt(&name).await.ok()??;
-        (p.status.as_ref()?.phase.as_deref() == Some("Failed")).then_some(p)
+    let p = wait_pod(&api, &name, "pod Failed", 30, |p| {
+        (phase(p) == "Failed").then(|| p.clone())
     })
     .await;
     let uid = p.metadata.uid.clone().unwrap();

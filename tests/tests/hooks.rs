@@ -5,19 +5,12 @@
 
 use std::time::Duration;
 
-use bosun_tests::{ClusterNode, Env, admin_client, wait_until_async};
-use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
+use bosun_tests::pod::{Container, PodBuilder, container_status, create, delete_and_wait_gone};
+use bosun_tests::{ClusterNode, admin_client, wait_until_async};
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, PostParams};
-
-fn status<'a>(p: &'a Pod, name: &str) -> Option<&'a ContainerStatus> {
-    p.status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .iter()
-        .find(|c| c.name == name)
-}
+use kube::api::ListParams;
+use serde_json::json;
 
 fn read(path: &std::path::Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
@@ -32,7 +25,6 @@ async fn post_start_and_pre_stop_hooks_run_as_the_kubelet() {
     let name = format!("{}-p", node.name);
     let shared = node.path().join("shared");
     std::fs::create_dir_all(&shared).unwrap();
-    let image = Env::runtime().busybox_image();
     // A plain-HTTP server for `fallback`'s HTTPS preStop: it answers whatever arrives (a TLS
     // ClientHello: after a second without a line) in HTTP and records each connection.
     let responder = shared.join("responder");
@@ -52,33 +44,39 @@ async fn post_start_and_pre_stop_hooks_run_as_the_kubelet() {
     // `web` serves a CGI script that records each request in /shared/http.
     let web = "mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho hit >> /shared/http\\necho Content-Type: text/plain\\necho\\necho ok\\n' > /www/cgi-bin/hook \
                && chmod +x /www/cgi-bin/hook && httpd -p 8080 -h /www; echo main >> /shared/log; while :; do sleep 1; done";
-    let p: Pod = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "nodeName": node.name,
-            "automountServiceAccountToken": false,
-            "terminationGracePeriodSeconds": 10,
-            "containers": [
-                {"name": "web", "image": image, "command": ["sh", "-c", web],
-                 "ports": [{"name": "http", "containerPort": 8080}],
-                 "lifecycle": {
-                     "postStart": {"exec": {"command": ["sh", "-c", "echo poststart >> /shared/log"]}},
-                     "preStop": {"httpGet": {"path": "/cgi-bin/hook", "port": "http"}}},
-                 "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]},
-                {"name": "bad", "image": image, "command": ["sh", "-c", "while :; do sleep 1; done"],
-                 "lifecycle": {"postStart": {"httpGet": {"path": "/", "port": 9}}}},
-                {"name": "fallback", "image": image,
-                 "command": ["sh", "-c", "nc -ll -p 8443 -e /shared/responder & while :; do sleep 1; done"],
-                 "lifecycle": {"preStop": {"httpGet": {"path": "/", "port": 8443, "scheme": "HTTPS"}}},
-                 "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]}
-            ],
-            "volumes": [{"name": "shared", "hostPath": {"path": shared, "type": "Directory"}}],
-        }
-    }))
-    .unwrap();
-    api.create(&PostParams::default(), &p).await.unwrap();
+    let forever = "while :; do sleep 1; done";
+    let p = PodBuilder::new(&name)
+        .node(&node.name)
+        .grace(10)
+        .host_dir("shared", &shared)
+        .container(
+            Container::sh("web", web)
+                .with("ports", json!([{"name": "http", "containerPort": 8080}]))
+                .with(
+                    "lifecycle",
+                    json!({
+                        "postStart": {"exec": {"command": ["sh", "-c", "echo poststart >> /shared/log"]}},
+                        "preStop": {"httpGet": {"path": "/cgi-bin/hook", "port": "http"}}}),
+                )
+                .mount("shared", "/shared"),
+        )
+        .container(Container::sh("bad", forever).with(
+            "lifecycle",
+            json!({"postStart": {"httpGet": {"path": "/", "port": 9}}}),
+        ))
+        .container(
+            Container::sh(
+                "fallback",
+                &format!("nc -ll -p 8443 -e /shared/responder & {forever}"),
+            )
+            .with(
+                "lifecycle",
+                json!({"preStop": {"httpGet": {"path": "/", "port": 8443, "scheme": "HTTPS"}}}),
+            )
+            .mount("shared", "/shared"),
+        )
+        .build();
+    create(&api, &p).await;
 
     // postStart exec ran in `web`; `bad` was killed for its hook and is being restarted.
     let p = wait_until_async(
@@ -86,17 +84,17 @@ async fn post_start_and_pre_stop_hooks_run_as_the_kubelet() {
         Duration::from_secs(90),
         || async {
             let p = api.get_opt(&name).await.ok()??;
-            let web = status(&p, "web")?;
-            let bad = status(&p, "bad")?;
+            let web = container_status(&p, "web")?;
+            let bad = container_status(&p, "bad")?;
             let running = web.state.as_ref()?.running.is_some();
             (running && bad.restart_count >= 1 && read(&shared.join("log")).contains("poststart"))
                 .then_some(p)
         },
     )
     .await;
-    let web = status(&p, "web").unwrap();
+    let web = container_status(&p, "web").unwrap();
     assert_eq!(web.restart_count, 0, "{web:?}");
-    let bad = status(&p, "bad").unwrap();
+    let bad = container_status(&p, "bad").unwrap();
     let last = bad.last_state.as_ref().and_then(|s| s.terminated.as_ref());
     assert!(last.is_some(), "killed instance in lastState: {bad:?}");
     let events: Api<Event> = Api::namespaced(client, "default");
@@ -132,14 +130,7 @@ async fn post_start_and_pre_stop_hooks_run_as_the_kubelet() {
     assert!(read(&shared.join("http")).is_empty(), "preStop ran early");
 
     // Deletion: the preStop httpGet reaches `web` at the pod IP, on its named port.
-    api.delete(&name, &DeleteParams::default()).await.unwrap();
-    wait_until_async("pod gone from the API", Duration::from_secs(60), || async {
-        api.get_opt(&name)
-            .await
-            .ok()
-            .and_then(|p| p.is_none().then_some(()))
-    })
-    .await;
+    delete_and_wait_gone(&api, &[&name], 60).await;
     assert_eq!(read(&shared.join("http")).trim(), "hit");
     // `fallback`'s HTTPS preStop got a plain HTTP answer and was sent again over HTTP (two
     // connections), as the kubelet's LifecycleHTTPFallback.

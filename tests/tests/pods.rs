@@ -3,43 +3,21 @@
 
 use std::time::Duration;
 
+use bosun_tests::pod::{
+    Container, PodBuilder, condition_status, container_status, create, delete_and_wait_gone, phase,
+    wait_gone, wait_pod,
+};
 use bosun_tests::{ClusterNode, Env, admin_client, wait_until_async};
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 
-fn pod(node: &ClusterNode, name: &str, policy: &str, containers: serde_json::Value) -> Pod {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "nodeName": node.name,
-            "restartPolicy": policy,
-            "automountServiceAccountToken": false,
-            "terminationGracePeriodSeconds": 3,
-            "containers": containers,
-        }
-    }))
-    .unwrap()
-}
-
-fn busybox(name: &str, script: &str) -> serde_json::Value {
-    serde_json::json!({"name": name, "image": Env::runtime().busybox_image(), "command": ["sh", "-c", script]})
-}
-
-async fn wait_pod<T>(
-    api: &Api<Pod>,
-    name: &str,
-    what: &str,
-    secs: u64,
-    check: impl Fn(&Pod) -> Option<T>,
-) -> T {
-    wait_until_async(what, Duration::from_secs(secs), || async {
-        let p = api.get_opt(name).await.ok()??;
-        check(&p)
-    })
-    .await
+/// A pod on `node` with a 3 s grace period.
+fn pod(node: &ClusterNode, name: &str, policy: &str) -> PodBuilder {
+    PodBuilder::new(name)
+        .node(&node.name)
+        .restart_policy(policy)
+        .grace(3)
 }
 
 /// Watches the pod and collects the distinct (reason, message) of its first container's waiting
@@ -85,57 +63,29 @@ async fn waiting_reasons(
     }
 }
 
-fn phase(p: &Pod) -> &str {
-    p.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("")
-}
-
-fn cstatus<'a>(p: &'a Pod, name: &str) -> Option<&'a ContainerStatus> {
-    p.status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .iter()
-        .find(|c| c.name == name)
-}
-
-fn condition(p: &Pod, kind: &str) -> Option<String> {
-    p.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == kind)
-        .map(|c| c.status.clone())
-}
-
 #[tokio::test]
 async fn bound_pod_runs_and_reports_status_then_is_deleted_gracefully() {
     let node = ClusterNode::new("pods-run");
     let mut bosun = node.start();
     let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
     let name = format!("{}-web", node.name);
-    let spec = pod(
-        &node,
-        &name,
-        "Always",
-        serde_json::json!([
-            {"name": "main", "image": Env::runtime().busybox_image(), "command": ["sh", "-c", "trap 'echo got TERM; exit 0' TERM; while :; do sleep 1; done"],
-             "resources": {"requests": {"cpu": "100m", "memory": "16Mi"}, "limits": {"cpu": "200m", "memory": "32Mi"}}}
-        ]),
-    );
-    api.create(&PostParams::default(), &spec)
-        .await
-        .expect("create pod");
+    let spec = pod(&node, &name, "Always")
+        .container(
+            Container::sh(
+                "main",
+                "trap 'echo got TERM; exit 0' TERM; while :; do sleep 1; done",
+            )
+            .requests("100m", "16Mi")
+            .limits("200m", "32Mi"),
+        )
+        .build();
+    create(&api, &spec).await;
     let p = wait_pod(&api, &name, "pod Running and Ready", 60, |p| {
-        (phase(p) == "Running" && condition(p, "Ready").as_deref() == Some("True"))
-            .then(|| p.clone())
+        (phase(p) == "Running" && condition_status(p, "Ready") == Some("True")).then(|| p.clone())
     })
     .await;
     let st = p.status.as_ref().unwrap();
-    let cs = cstatus(&p, "main").expect("container status");
+    let cs = container_status(&p, "main").expect("container status");
     assert!(
         cs.ready && cs.started == Some(true) && cs.restart_count == 0,
         "{cs:?}"
@@ -172,7 +122,7 @@ async fn bound_pod_runs_and_reports_status_then_is_deleted_gracefully() {
         "ContainersReady",
         "PodScheduled",
     ] {
-        assert_eq!(condition(&p, kind).as_deref(), Some("True"), "{kind}");
+        assert_eq!(condition_status(&p, kind), Some("True"), "{kind}");
     }
 
     // Graceful deletion: SIGTERM reaches the container (it logs it), then the pod object is gone.
@@ -185,16 +135,7 @@ async fn bound_pod_runs_and_reports_status_then_is_deleted_gracefully() {
         .expect("uid");
     let pod_dir = node.path().join("root/pods").join(&uid);
     assert!(pod_dir.exists(), "no pod directory {}", pod_dir.display());
-    api.delete(&name, &DeleteParams::default())
-        .await
-        .expect("delete");
-    wait_until_async("pod gone from the API", Duration::from_secs(60), || async {
-        api.get_opt(&name)
-            .await
-            .ok()
-            .and_then(|p| p.is_none().then_some(()))
-    })
-    .await;
+    delete_and_wait_gone(&api, &[&name], 60).await;
     let cri = bosun_cri::CriClient::connect(&node.ctd.endpoint(), Default::default())
         .await
         .unwrap();
@@ -229,45 +170,33 @@ async fn exit_codes_give_succeeded_and_failed() {
     let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
     let ok = format!("{}-ok", node.name);
     let bad = format!("{}-bad", node.name);
-    api.create(
-        &PostParams::default(),
-        &pod(
-            &node,
-            &ok,
-            "Never",
-            serde_json::json!([busybox("main", "exit 0")]),
-        ),
+    let main = |script| Container::sh("main", script);
+    create(
+        &api,
+        &pod(&node, &ok, "Never").container(main("exit 0")).build(),
     )
-    .await
-    .unwrap();
-    api.create(
-        &PostParams::default(),
-        &pod(
-            &node,
-            &bad,
-            "Never",
-            serde_json::json!([busybox(
-                "main",
-                "echo failing >/dev/termination-log; exit 3"
-            )]),
-        ),
+    .await;
+    create(
+        &api,
+        &pod(&node, &bad, "Never")
+            .container(main("echo failing >/dev/termination-log; exit 3"))
+            .build(),
     )
-    .await
-    .unwrap();
+    .await;
     let p = wait_pod(&api, &ok, "pod Succeeded", 60, |p| {
         (phase(p) == "Succeeded").then(|| p.clone())
     })
     .await;
-    let t = cstatus(&p, "main")
+    let t = container_status(&p, "main")
         .and_then(|c| c.state.as_ref()?.terminated.clone())
         .expect("terminated");
     assert_eq!((t.exit_code, t.reason.as_deref()), (0, Some("Completed")));
-    assert_eq!(condition(&p, "Ready").as_deref(), Some("False"));
+    assert_eq!(condition_status(&p, "Ready"), Some("False"));
     let p = wait_pod(&api, &bad, "pod Failed", 60, |p| {
         (phase(p) == "Failed").then(|| p.clone())
     })
     .await;
-    let t = cstatus(&p, "main")
+    let t = container_status(&p, "main")
         .and_then(|c| c.state.as_ref()?.terminated.clone())
         .expect("terminated");
     assert_eq!((t.exit_code, t.reason.as_deref()), (3, Some("Error")));
@@ -276,14 +205,7 @@ async fn exit_codes_give_succeeded_and_failed() {
         Some("failing"),
         "termination message"
     );
-    for n in [&ok, &bad] {
-        api.delete(n, &DeleteParams::default()).await.unwrap();
-    }
-    wait_until_async("pods gone", Duration::from_secs(60), || async {
-        (api.get_opt(&ok).await.ok()?.is_none() && api.get_opt(&bad).await.ok()?.is_none())
-            .then_some(())
-    })
-    .await;
+    delete_and_wait_gone(&api, &[&ok, &bad], 60).await;
     bosun.terminate(Duration::from_secs(10));
 }
 
@@ -293,26 +215,17 @@ async fn init_containers_run_in_order_before_the_app() {
     let mut bosun = node.start();
     let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
     let name = format!("{}-init", node.name);
-    let mut p = pod(
-        &node,
-        &name,
-        "Never",
-        serde_json::json!([
-            {"name": "main", "image": Env::runtime().busybox_image(), "command": ["sh", "-c", "test \"$(cat /work/order)\" = \"$(printf 'one\\ntwo')\""],
-             "volumeMounts": [{"name": "work", "mountPath": "/work"}]}
-        ]),
-    );
-    let spec = p.spec.as_mut().unwrap();
-    spec.volumes = Some(vec![
-        serde_json::from_value(serde_json::json!({"name": "work", "emptyDir": {}})).unwrap(),
-    ]);
-    spec.init_containers = Some(serde_json::from_value(serde_json::json!([
-        {"name": "first", "image": Env::runtime().busybox_image(), "command": ["sh", "-c", "sleep 1; echo one >> /work/order"],
-         "volumeMounts": [{"name": "work", "mountPath": "/work"}]},
-        {"name": "second", "image": Env::runtime().busybox_image(), "command": ["sh", "-c", "echo two >> /work/order"],
-         "volumeMounts": [{"name": "work", "mountPath": "/work"}]}
-    ])).unwrap());
-    api.create(&PostParams::default(), &p).await.unwrap();
+    let worker = |name, script| Container::sh(name, script).mount("work", "/work");
+    let p = pod(&node, &name, "Never")
+        .empty_dir("work")
+        .init_container(worker("first", "sleep 1; echo one >> /work/order"))
+        .init_container(worker("second", "echo two >> /work/order"))
+        .container(worker(
+            "main",
+            "test \"$(cat /work/order)\" = \"$(printf 'one\\ntwo')\"",
+        ))
+        .build();
+    create(&api, &p).await;
     let p = wait_pod(&api, &name, "pod finished", 90, |p| {
         matches!(phase(p), "Succeeded" | "Failed").then(|| p.clone())
     })
@@ -354,31 +267,27 @@ async fn missing_image_and_crash_loop_reasons() {
     let missing = format!("{}-missing", node.name);
     let crash = format!("{}-crash", node.name);
     let image = format!("{}/does-not-exist:1", Env::runtime().registry());
-    api.create(
-        &PostParams::default(),
-        &pod(
-            &node,
-            &missing,
-            "Always",
-            serde_json::json!([{"name": "main", "image": image}]),
-        ),
+    create(
+        &api,
+        &pod(&node, &missing, "Always")
+            .container(Container::image_only("main", &image))
+            .build(),
     )
-    .await
-    .unwrap();
-    api.create(
-        &PostParams::default(),
-        &pod(
-            &node,
-            &crash,
-            "Always",
-            serde_json::json!([busybox("main", "exit 1")]),
-        ),
+    .await;
+    create(
+        &api,
+        &pod(&node, &crash, "Always")
+            .container(Container::sh("main", "exit 1"))
+            .build(),
     )
-    .await
-    .unwrap();
+    .await;
     let waiting = |reason: &'static str| {
         move |p: &Pod| {
-            let w = cstatus(p, "main")?.state.as_ref()?.waiting.as_ref()?;
+            let w = container_status(p, "main")?
+                .state
+                .as_ref()?
+                .waiting
+                .as_ref()?;
             (w.reason.as_deref() == Some(reason)).then(|| w.message.clone().unwrap_or_default())
         }
     };
@@ -428,7 +337,7 @@ async fn missing_image_and_crash_loop_reasons() {
         (phase(p) == "Pending").then(|| p.clone())
     })
     .await;
-    assert_eq!(condition(&p, "Ready").as_deref(), Some("False"));
+    assert_eq!(condition_status(&p, "Ready"), Some("False"));
 
     let msg = wait_pod(
         &api,
@@ -440,15 +349,19 @@ async fn missing_image_and_crash_loop_reasons() {
     .await;
     assert!(msg.contains("back-off 10s"), "{msg}");
     let p = wait_pod(&api, &crash, "restartCount >= 2", 90, |p| {
-        (cstatus(p, "main")?.restart_count >= 2).then(|| p.clone())
+        (container_status(p, "main")?.restart_count >= 2).then(|| p.clone())
     })
     .await;
-    let last = cstatus(&p, "main")
+    let last = container_status(&p, "main")
         .and_then(|c| c.last_state.as_ref()?.terminated.clone())
         .expect("lastState terminated");
     assert_eq!(last.exit_code, 1);
     let msg = wait_pod(&api, &crash, "back-off doubled", 90, |p| {
-        let w = cstatus(p, "main")?.state.as_ref()?.waiting.as_ref()?;
+        let w = container_status(p, "main")?
+            .state
+            .as_ref()?
+            .waiting
+            .as_ref()?;
         w.message
             .as_deref()
             .filter(|m| m.contains("back-off 20s"))
@@ -492,14 +405,11 @@ async fn default_pod_gets_its_service_account_token_and_service_env() {
     let mut bosun = node.start();
     let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
     let name = format!("{}-sa", node.name);
-    let mut p = pod(
-        &node,
-        &name,
-        "Always",
-        serde_json::json!([busybox("main", "exec sleep 3600")]),
-    );
-    p.spec.as_mut().unwrap().automount_service_account_token = None;
-    api.create(&PostParams::default(), &p).await.unwrap();
+    let p = pod(&node, &name, "Always")
+        .service_account_token()
+        .container(Container::sh("main", "exec sleep 3600"))
+        .build();
+    create(&api, &p).await;
     let p = wait_pod(&api, &name, "pod Running", 60, |p| {
         (phase(p) == "Running").then(|| p.clone())
     })
@@ -562,21 +472,18 @@ async fn config_maps_in_env_and_volumes() {
 
     // A key that does not exist: CreateContainerConfigError with the kubelet's message.
     let bad = format!("{}-badkey", node.name);
-    let mut p = pod(
-        &node,
-        &bad,
-        "Always",
-        serde_json::json!([busybox("main", "exec sleep 3600")]),
-    );
-    p.spec.as_mut().unwrap().containers[0].env = Some(
-        serde_json::from_value(serde_json::json!([
-            {"name": "X", "valueFrom": {"configMapKeyRef": {"name": cm_name, "key": "nope"}}}
-        ]))
-        .unwrap(),
-    );
-    api.create(&PostParams::default(), &p).await.unwrap();
+    let from_cm =
+        |key| serde_json::json!({"valueFrom": {"configMapKeyRef": {"name": cm_name, "key": key}}});
+    let p = pod(&node, &bad, "Always")
+        .container(Container::sh("main", "exec sleep 3600").env("X", from_cm("nope")))
+        .build();
+    create(&api, &p).await;
     let msg = wait_pod(&api, &bad, "CreateContainerConfigError", 60, |p| {
-        let w = cstatus(p, "main")?.state.as_ref()?.waiting.as_ref()?;
+        let w = container_status(p, "main")?
+            .state
+            .as_ref()?
+            .waiting
+            .as_ref()?;
         (w.reason.as_deref() == Some("CreateContainerConfigError"))
             .then(|| w.message.clone().unwrap_or_default())
     })
@@ -588,26 +495,15 @@ async fn config_maps_in_env_and_volumes() {
 
     // Env from the key, and a volume whose file follows updates of the ConfigMap.
     let good = format!("{}-good", node.name);
-    let mut p = pod(
-        &node,
-        &good,
-        "Always",
-        serde_json::json!([busybox("main", "exec sleep 3600")]),
-    );
-    let spec = p.spec.as_mut().unwrap();
-    spec.containers[0].env = Some(serde_json::from_value(serde_json::json!([
-        {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": cm_name, "key": "greeting"}}}
-    ])).unwrap());
-    spec.containers[0].volume_mounts = Some(
-        serde_json::from_value(serde_json::json!([{"name": "cfg", "mountPath": "/cfg"}])).unwrap(),
-    );
-    spec.volumes = Some(
-        serde_json::from_value(
-            serde_json::json!([{"name": "cfg", "configMap": {"name": cm_name}}]),
+    let p = pod(&node, &good, "Always")
+        .volume(serde_json::json!({"name": "cfg", "configMap": {"name": cm_name}}))
+        .container(
+            Container::sh("main", "exec sleep 3600")
+                .env("GREETING", from_cm("greeting"))
+                .mount("cfg", "/cfg"),
         )
-        .unwrap(),
-    );
-    api.create(&PostParams::default(), &p).await.unwrap();
+        .build();
+    create(&api, &p).await;
     let p = wait_pod(&api, &good, "pod Running", 60, |p| {
         (phase(p) == "Running").then(|| p.clone())
     })
@@ -651,25 +547,13 @@ async fn oversized_pods_are_rejected_at_admission() {
     let big_mem = format!("{}-mem", node.name);
     let fits = format!("{}-fits", node.name);
     let with = |name: &str, cpu: &str, mem: &str| {
-        pod(
-            &node,
-            name,
-            "Always",
-            serde_json::json!([{
-                "name": "main", "image": Env::runtime().busybox_image(), "command": ["sleep", "3600"],
-                "resources": {"requests": {"cpu": cpu, "memory": mem}}
-            }]),
-        )
+        pod(&node, name, "Always")
+            .container(Container::exec("main", &["sleep", "3600"]).requests(cpu, mem))
+            .build()
     };
-    api.create(&PostParams::default(), &with(&big_cpu, "1000", "1Mi"))
-        .await
-        .unwrap();
-    api.create(&PostParams::default(), &with(&big_mem, "10m", "100Ti"))
-        .await
-        .unwrap();
-    api.create(&PostParams::default(), &with(&fits, "10m", "1Mi"))
-        .await
-        .unwrap();
+    create(&api, &with(&big_cpu, "1000", "1Mi")).await;
+    create(&api, &with(&big_mem, "10m", "100Ti")).await;
+    create(&api, &with(&fits, "10m", "1Mi")).await;
     for (name, reason, resource) in [
         (&big_cpu, "OutOfcpu", "cpu"),
         (&big_mem, "OutOfmemory", "memory"),
@@ -706,17 +590,10 @@ async fn oversized_pods_are_rejected_at_admission() {
 async fn create_many(api: &Api<Pod>, node: &ClusterNode, tag: &str, n: usize) -> Vec<String> {
     let names: Vec<String> = (0..n).map(|i| format!("{}-{tag}-{i}", node.name)).collect();
     let creates = names.iter().map(|name| {
-        let p = pod(
-            node,
-            name,
-            "Always",
-            serde_json::json!([busybox("main", "exec sleep 3600")]),
-        );
-        async move {
-            api.create(&PostParams::default(), &p)
-                .await
-                .expect("create pod")
-        }
+        let p = pod(node, name, "Always")
+            .container(Container::sh("main", "exec sleep 3600"))
+            .build();
+        async move { create(api, &p).await }
     });
     futures::future::join_all(creates).await;
     names
@@ -729,7 +606,7 @@ async fn running_container_ids(api: &Api<Pod>, names: &[String]) -> Option<Vec<S
         if phase(&p) != "Running" {
             return None;
         }
-        let cs = cstatus(&p, "main")?;
+        let cs = container_status(&p, "main")?;
         if !cs.ready || cs.restart_count != 0 {
             return None;
         }
@@ -835,14 +712,11 @@ async fn active_deadline_fails_the_pod() {
     let mut bosun = node.start();
     let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
     let name = format!("{}-dl", node.name);
-    let mut p = pod(
-        &node,
-        &name,
-        "Always",
-        serde_json::json!([busybox("main", "exec sleep 3600")]),
-    );
-    p.spec.as_mut().unwrap().active_deadline_seconds = Some(3);
-    api.create(&PostParams::default(), &p).await.unwrap();
+    let p = pod(&node, &name, "Always")
+        .spec("activeDeadlineSeconds", serde_json::json!(3))
+        .container(Container::sh("main", "exec sleep 3600"))
+        .build();
+    create(&api, &p).await;
     wait_pod(&api, &name, "pod Running", 60, |p| {
         (phase(p) == "Running").then_some(())
     })
@@ -879,22 +753,26 @@ async fn deletion_runs_pre_stop_then_sigterm_then_kills_after_the_grace_period()
     let name = format!("{}-stop", node.name);
     let host = node.path().join("shared");
     std::fs::create_dir_all(&host).unwrap();
-    let image = Env::runtime().busybox_image();
-    let mut p = pod(
-        &node,
-        &name,
-        "Always",
-        serde_json::json!([
-            {"name": "polite", "image": image, "command": ["sh", "-c", "trap 'echo term >> /shared/log; exit 0' TERM; echo started >> /shared/log; while :; do sleep 1; done"],
-             "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", "echo prestop >> /shared/log"]}}},
-             "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]},
-            {"name": "stubborn", "image": image, "command": ["sh", "-c", "trap '' TERM; while :; do sleep 1; done"]}
-        ]),
-    );
-    let spec = p.spec.as_mut().unwrap();
-    spec.termination_grace_period_seconds = Some(4);
-    spec.volumes = Some(serde_json::from_value(serde_json::json!([{"name": "shared", "hostPath": {"path": host, "type": "Directory"}}])).unwrap());
-    api.create(&PostParams::default(), &p).await.unwrap();
+    let p = pod(&node, &name, "Always")
+        .grace(4)
+        .host_dir("shared", &host)
+        .container(
+            Container::sh(
+                "polite",
+                "trap 'echo term >> /shared/log; exit 0' TERM; echo started >> /shared/log; while :; do sleep 1; done",
+            )
+            .with(
+                "lifecycle",
+                serde_json::json!({"preStop": {"exec": {"command": ["sh", "-c", "echo prestop >> /shared/log"]}}}),
+            )
+            .mount("shared", "/shared"),
+        )
+        .container(Container::sh(
+            "stubborn",
+            "trap '' TERM; while :; do sleep 1; done",
+        ))
+        .build();
+    create(&api, &p).await;
     wait_pod(&api, &name, "pod Running", 60, |p| {
         (phase(p) == "Running").then_some(())
     })
@@ -907,14 +785,7 @@ async fn deletion_runs_pre_stop_then_sigterm_then_kills_after_the_grace_period()
     })
     .await;
     let started = std::time::Instant::now();
-    api.delete(&name, &DeleteParams::default()).await.unwrap();
-    wait_until_async("pod gone from the API", Duration::from_secs(60), || async {
-        api.get_opt(&name)
-            .await
-            .ok()
-            .and_then(|p| p.is_none().then_some(()))
-    })
-    .await;
+    delete_and_wait_gone(&api, &[&name], 60).await;
     let took = started.elapsed();
     let log = std::fs::read_to_string(host.join("log")).unwrap();
     assert_eq!(
@@ -935,11 +806,8 @@ async fn deletion_runs_pre_stop_then_sigterm_then_kills_after_the_grace_period()
 async fn static_pods_get_mirror_pods_with_their_status() {
     let node = ClusterNode::new("pods-mirror");
     let manifest = node.path().join("manifests/web.yaml");
-    let yaml = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  namespace: default\nspec:\n  containers:\n  - name: main\n    image: {}\n    command: [sleep, '3600']\n",
-        Env::runtime().busybox_image()
-    );
-    std::fs::write(&manifest, yaml).unwrap();
+    let web = PodBuilder::new("web").container(Container::exec("main", &["sleep", "3600"]));
+    std::fs::write(&manifest, web.manifest()).unwrap();
     let mut bosun = node.start();
     let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
     let name = format!("web-{}", node.name);
@@ -966,16 +834,10 @@ async fn static_pods_get_mirror_pods_with_their_status() {
         ann.get("kubernetes.io/config.hash").cloned(),
         "the mirror has its own UID"
     );
-    assert!(cstatus(&m, "main").is_some_and(|c| c.ready));
+    assert!(container_status(&m, "main").is_some_and(|c| c.ready));
     // The manifest goes: the static pod stops and its mirror pod is deleted.
     std::fs::remove_file(&manifest).unwrap();
-    wait_until_async("mirror pod deleted", Duration::from_secs(60), || async {
-        api.get_opt(&name)
-            .await
-            .ok()
-            .and_then(|p| p.is_none().then_some(()))
-    })
-    .await;
+    wait_gone(&api, &[&name], 60).await;
     let cri = bosun_cri::CriClient::connect(&node.ctd.endpoint(), Default::default())
         .await
         .unwrap();

@@ -5,27 +5,23 @@
 
 use std::time::Duration;
 
+use bosun_tests::pod::{Container, PodBuilder, create, wait_pod};
 use bosun_tests::{ClusterNode, Env, admin_client, wait_until_async};
 use k8s_openapi::api::core::v1::{Event, Pod, Secret};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
 
 fn pod(node: &ClusterNode, name: &str, secret: &str, policy: &str) -> Pod {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "nodeName": node.name,
-            "automountServiceAccountToken": false,
-            "terminationGracePeriodSeconds": 1,
-            "imagePullSecrets": [{"name": secret}],
-            "containers": [{"name": "main", "image": Env::runtime().var("PRIVATE_BUSYBOX_IMAGE"),
-                            "imagePullPolicy": policy,
-                            "command": ["sh", "-c", "while :; do sleep 1; done"]}],
-        }
-    }))
-    .unwrap()
+    let image = Env::runtime().var("PRIVATE_BUSYBOX_IMAGE");
+    PodBuilder::new(name)
+        .node(&node.name)
+        .spec("imagePullSecrets", serde_json::json!([{"name": secret}]))
+        .container(
+            Container::sh("main", "while :; do sleep 1; done")
+                .image(image)
+                .with("imagePullPolicy", serde_json::json!(policy)),
+        )
+        .build()
 }
 
 /// (reason, message) of the pod's waiting container, or "Running".
@@ -71,18 +67,11 @@ async fn private_images_need_the_pull_secret() {
 
     // Without credentials (the secret it names does not exist): refused by the registry.
     let denied = format!("{}-denied", node.name);
-    pods.create(
-        &PostParams::default(),
-        &pod(&node, &denied, "no-such-secret", "Always"),
-    )
-    .await
-    .unwrap();
-    let (reason, message) =
-        wait_until_async("ImagePullBackOff", Duration::from_secs(90), || async {
-            let p = pods.get_opt(&denied).await.ok()??;
-            state(&p).filter(|(r, _)| r == "ImagePullBackOff")
-        })
-        .await;
+    create(&pods, &pod(&node, &denied, "no-such-secret", "Always")).await;
+    let (reason, message) = wait_pod(&pods, &denied, "ImagePullBackOff", 90, |p| {
+        state(p).filter(|(r, _)| r == "ImagePullBackOff")
+    })
+    .await;
     assert_eq!(reason, "ImagePullBackOff");
     assert!(message.contains("private/busybox"), "{message}");
     let lp = ListParams::default().fields(&format!("involvedObject.name={denied}"));
@@ -120,19 +109,13 @@ async fn private_images_need_the_pull_secret() {
 
     // With the dockerconfigjson secret: pulled with its credentials and running.
     let allowed = format!("{}-allowed", node.name);
-    pods.create(
-        &PostParams::default(),
-        &pod(&node, &allowed, &secret_name, "IfNotPresent"),
-    )
-    .await
-    .unwrap();
-    wait_until_async(
+    create(&pods, &pod(&node, &allowed, &secret_name, "IfNotPresent")).await;
+    wait_pod(
+        &pods,
+        &allowed,
         "the pod with the secret Running",
-        Duration::from_secs(90),
-        || async {
-            let p = pods.get_opt(&allowed).await.ok()??;
-            state(&p).filter(|(r, _)| r == "Running")
-        },
+        90,
+        |p| state(p).filter(|(r, _)| r == "Running"),
     )
     .await;
     // The one without still cannot pull (pull policy Always), although the image is on the node.

@@ -4,27 +4,19 @@
 
 use std::time::Duration;
 
-use bosun_tests::{ClusterNode, Env, admin_client, wait_until_async};
+use bosun_tests::pod::{Container, PodBuilder, create, phase, wait_pod};
+use bosun_tests::{ClusterNode, admin_client, wait_until_async};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
 
 fn pod(node: &ClusterNode, name: &str, class: &str) -> Pod {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "nodeName": node.name,
-            "runtimeClassName": class,
-            "automountServiceAccountToken": false,
-            "terminationGracePeriodSeconds": 1,
-            "containers": [{"name": "main", "image": Env::runtime().busybox_image(),
-                            "command": ["sh", "-c", "while :; do sleep 1; done"]}],
-        }
-    }))
-    .unwrap()
+    PodBuilder::new(name)
+        .node(&node.name)
+        .spec("runtimeClassName", serde_json::json!(class))
+        .container(Container::sh("main", "while :; do sleep 1; done"))
+        .build()
 }
 
 fn runtime_class(name: &str, handler: &str) -> RuntimeClass {
@@ -82,9 +74,7 @@ async fn runtime_class_handler_reaches_the_runtime() {
         format!("{}-gone", node.name),
     ];
     for (name, class) in names.iter().zip([&runc, &nope, &gone]) {
-        pods.create(&PostParams::default(), &pod(&node, name, class))
-            .await
-            .unwrap();
+        create(&pods, &pod(&node, name, class)).await;
     }
     classes
         .delete(&gone, &DeleteParams::default())
@@ -92,9 +82,8 @@ async fn runtime_class_handler_reaches_the_runtime() {
         .unwrap();
     let mut bosun = node.start();
 
-    wait_until_async("the runc pod Running", Duration::from_secs(60), || async {
-        let p = pods.get_opt(&names[0]).await.ok()??;
-        (p.status?.phase.as_deref() == Some("Running")).then_some(())
+    wait_pod(&pods, &names[0], "the runc pod Running", 60, |p| {
+        (phase(p) == "Running").then_some(())
     })
     .await;
     // The handler reached RunPodSandbox: containerd records it on the sandbox.
@@ -122,11 +111,7 @@ async fn runtime_class_handler_reaches_the_runtime() {
     );
     for name in &names[1..] {
         let p = pods.get(name).await.unwrap();
-        assert_eq!(
-            p.status.and_then(|s| s.phase).as_deref(),
-            Some("Pending"),
-            "{name}"
-        );
+        assert_eq!(phase(&p), "Pending", "{name}");
     }
     for name in &names {
         pods.delete(name, &DeleteParams::default()).await.unwrap();

@@ -218,9 +218,9 @@ async fn port_in_use_exits_non_zero_with_a_clear_error() {
 
 #[tokio::test]
 async fn pods_served_directly_and_through_the_api_server_node_proxy() {
+    use bosun_tests::pod::{Container, PodBuilder, create, delete_and_wait_gone};
     use k8s_openapi::api::core::v1::Pod;
     use kube::Api;
-    use kube::api::{DeleteParams, PostParams};
     let node = ClusterNode::new("srv-pods");
     let mut bosun = node.start();
     let (addr, crt) = endpoint(&node);
@@ -229,22 +229,12 @@ async fn pods_served_directly_and_through_the_api_server_node_proxy() {
         mint_client_cert(certs.path(), "bosun-test-admin", &["system:masters"]);
     let admin = KubeletClient::new(addr, &crt, Some((&admin_crt, &admin_key)));
     let name = format!("srv-pod-{}", std::process::id());
-    let pod: Pod = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "nodeName": node.name,
-            "automountServiceAccountToken": false,
-            "terminationGracePeriodSeconds": 1,
-            "containers": [{"name": "main", "image": Env::runtime().busybox_image(),
-                            "command": ["sleep", "3600"]}],
-        }
-    }))
-    .unwrap();
+    let pod = PodBuilder::new(&name)
+        .node(&node.name)
+        .container(Container::exec("main", &["sleep", "3600"]))
+        .build();
     let pods: Api<Pod> = Api::namespaced(bosun_tests::admin_client().await, "default");
-    pods.create(&PostParams::default(), &pod)
-        .await
-        .expect("create pod");
+    create(&pods, &pod).await;
     // /pods on the kubelet port lists it with its status once it runs.
     let served = wait_until_async("pod Running in /pods", Duration::from_secs(90), || async {
         let list = admin.get("/pods").await.ok()?.json();
@@ -345,12 +335,6 @@ async fn pods_served_directly_and_through_the_api_server_node_proxy() {
     );
     let proxied: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary JSON");
     assert_eq!(proxied["node"]["nodeName"], node.name.as_str());
-    pods.delete(&name, &DeleteParams::default())
-        .await
-        .expect("delete pod");
-    wait_until_async("pod gone", Duration::from_secs(60), || async {
-        pods.get_opt(&name).await.ok()?.is_none().then_some(())
-    })
-    .await;
+    delete_and_wait_gone(&pods, &[&name], 60).await;
     bosun.terminate(Duration::from_secs(10));
 }

@@ -2,109 +2,28 @@
 //! containerd, with the kubelet's restart policies, removal, and restarts of bosun itself.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 
+use bosun_cri::CriClient;
 use bosun_cri::types::{ContainerFilter, ContainerState, PodSandboxFilter, PodSandboxState};
-use bosun_cri::{CriClient, Timeouts};
-use bosun_tests::{Bosun, Containerd, Env, wait_until_async};
+use bosun_tests::{Container, PodBuilder, StandaloneNode, wait_until_async};
 
-struct Node {
-    ctd: Containerd,
-    dir: tempfile::TempDir,
-    args: Vec<String>,
-}
-
-impl Node {
-    fn new(name: &str) -> Node {
-        let env = Env::runtime();
-        let ctd = Containerd::start(name);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path();
-        for sub in ["manifests", "root", "pods", "containers"] {
-            std::fs::create_dir_all(d.join(sub)).unwrap();
-        }
-        std::fs::write(
-            d.join("resolv.conf"),
-            "nameserver 127.0.0.1\nsearch example.test\n",
+/// A static pod manifest: `main` runs `script` with POD_NAME from the downward API, limited to
+/// 200m and 32Mi, a 2 s grace period.
+fn pod_manifest(name: &str, policy: &str, script: &str) -> String {
+    PodBuilder::new(name)
+        .label("app", name)
+        .restart_policy(policy)
+        .grace(2)
+        .container(
+            Container::sh("main", script)
+                .env(
+                    "POD_NAME",
+                    serde_json::json!({"valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
+                )
+                .limits("200m", "32Mi"),
         )
-        .unwrap();
-        let config = format!(
-            "apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-staticPodPath: {d}/manifests
-fileCheckFrequency: 1s
-podLogsDir: {d}/pods
-containerRuntimeEndpoint: {endpoint}
-cgroupDriver: cgroupfs
-cgroupRoot: {cgroup_root}
-healthzPort: 0
-port: {port}
-resolvConf: {d}/resolv.conf
-",
-            d = d.display(),
-            endpoint = ctd.endpoint(),
-            port = ctd.server_port(),
-            cgroup_root = ctd.cgroup_root(),
-        );
-        std::fs::write(d.join("config.yaml"), config).unwrap();
-        let _ = env;
-        let args = vec![
-            "--config".into(),
-            d.join("config.yaml").display().to_string(),
-            "--root-dir".into(),
-            d.join("root").display().to_string(),
-            "--container-logs-link-dir".into(),
-            d.join("containers").display().to_string(),
-            "--hostname-override".into(),
-            name.into(),
-        ];
-        Node { ctd, dir, args }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn start(&self) -> Bosun {
-        Bosun::start(&self.args, &self.path().join("bosun.log"))
-    }
-
-    fn manifest(&self, file: &str, yaml: &str) {
-        let tmp = self.path().join(format!(".{file}"));
-        std::fs::write(&tmp, yaml).unwrap();
-        std::fs::rename(&tmp, self.path().join("manifests").join(file)).unwrap();
-    }
-
-    async fn cri(&self) -> CriClient {
-        CriClient::connect(&self.ctd.endpoint(), Timeouts::default())
-            .await
-            .expect("cri")
-    }
-}
-
-fn pod_yaml(name: &str, policy: &str, script: &str) -> String {
-    let image = Env::runtime().busybox_image();
-    format!(
-        "apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-  labels: {{app: {name}}}
-spec:
-  restartPolicy: {policy}
-  terminationGracePeriodSeconds: 2
-  containers:
-  - name: main
-    image: {image}
-    command: [sh, -c, '{script}']
-    env:
-    - name: POD_NAME
-      valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
-    resources:
-      limits: {{cpu: 200m, memory: 32Mi}}
-"
-    )
+        .manifest()
 }
 
 /// Containers of the pod named `name` (static pod name: `<name>-<node>`), newest first.
@@ -143,10 +62,10 @@ fn restart_count(c: &bosun_cri::types::Container) -> u32 {
 
 #[tokio::test]
 async fn static_pod_runs_logs_and_is_removed() {
-    let node = Node::new("sa-run");
+    let node = StandaloneNode::new("sa-run");
     node.manifest(
         "web.yaml",
-        &pod_yaml(
+        &pod_manifest(
             "web",
             "Always",
             "echo hello from $POD_NAME; exec sleep 3600",
@@ -249,10 +168,10 @@ async fn static_pod_runs_logs_and_is_removed() {
 
 #[tokio::test]
 async fn restart_policies_and_crash_loop_backoff() {
-    let node = Node::new("sa-policy");
-    node.manifest("once.yaml", &pod_yaml("once", "Never", "exit 3"));
-    node.manifest("crash.yaml", &pod_yaml("crash", "Always", "exit 1"));
-    node.manifest("done.yaml", &pod_yaml("done", "OnFailure", "exit 0"));
+    let node = StandaloneNode::new("sa-policy");
+    node.manifest("once.yaml", &pod_manifest("once", "Never", "exit 3"));
+    node.manifest("crash.yaml", &pod_manifest("crash", "Always", "exit 1"));
+    node.manifest("done.yaml", &pod_manifest("done", "OnFailure", "exit 0"));
     let mut bosun = node.start();
     let cri = node.cri().await;
 
@@ -326,9 +245,9 @@ async fn restart_policies_and_crash_loop_backoff() {
 
 #[tokio::test]
 async fn sigterm_leaves_pods_running_and_restart_adopts_them() {
-    let node = Node::new("sa-restart");
-    node.manifest("a.yaml", &pod_yaml("a", "Always", "exec sleep 3600"));
-    node.manifest("b.yaml", &pod_yaml("b", "Always", "exec sleep 3600"));
+    let node = StandaloneNode::new("sa-restart");
+    node.manifest("a.yaml", &pod_manifest("a", "Always", "exec sleep 3600"));
+    node.manifest("b.yaml", &pod_manifest("b", "Always", "exec sleep 3600"));
     let mut bosun = node.start();
     let cri = node.cri().await;
     let mut ids = Vec::new();

@@ -10,148 +10,58 @@ use std::time::Duration;
 use bosun::runtime::PodDirs;
 use bosun::stats::summary::{PodStats, Summary};
 use bosun::stats::{NodeFacts, SamplerConfig, StatsProvider};
+use bosun_cri::CriClient;
 use bosun_cri::types::{ContainerFilter, ContainerState};
-use bosun_cri::{CriClient, Timeouts};
 use bosun_proto::podresources_v1 as pr;
-use bosun_tests::{Bosun, Containerd, Env, wait_until, wait_until_async};
+use bosun_tests::{Container, Env, PodBuilder, StandaloneNode, wait_until, wait_until_async};
 use tokio_util::sync::CancellationToken;
 
-/// A standalone bosun node (static pods only) with its own containerd and directories.
-struct Node {
-    name: String,
-    ctd: Containerd,
-    dir: tempfile::TempDir,
-    args: Vec<String>,
-}
-
-impl Node {
-    fn new(prefix: &str) -> Node {
-        let name = format!("{prefix}-{}", std::process::id());
-        let ctd = Containerd::start(&name);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path();
-        for sub in ["manifests", "root", "pods", "containers"] {
-            std::fs::create_dir_all(d.join(sub)).unwrap();
-        }
-        std::fs::write(d.join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
-        let config = format!(
-            "apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-staticPodPath: {d}/manifests
-fileCheckFrequency: 1s
-podLogsDir: {d}/pods
-containerRuntimeEndpoint: {endpoint}
-cgroupDriver: cgroupfs
-healthzPort: 0
-resolvConf: {d}/resolv.conf
-",
-            d = d.display(),
-            endpoint = ctd.endpoint()
-        );
-        std::fs::write(d.join("config.yaml"), config).unwrap();
-        let args = vec![
-            "--config".into(),
-            d.join("config.yaml").display().to_string(),
-            "--root-dir".into(),
-            d.join("root").display().to_string(),
-            "--container-logs-link-dir".into(),
-            d.join("containers").display().to_string(),
-            "--hostname-override".into(),
-            name.clone(),
-        ];
-        Node {
-            name,
-            ctd,
-            dir,
-            args,
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn root(&self) -> PathBuf {
-        self.path().join("root")
-    }
-
-    fn start(&self) -> Bosun {
-        Bosun::start(&self.args, &self.path().join("bosun.log"))
-    }
-
-    fn manifest(&self, file: &str, yaml: &str) {
-        let tmp = self.path().join(format!(".{file}"));
-        std::fs::write(&tmp, yaml).unwrap();
-        std::fs::rename(&tmp, self.path().join("manifests").join(file)).unwrap();
-    }
-
-    async fn cri(&self) -> CriClient {
-        CriClient::connect(&self.ctd.endpoint(), Timeouts::default())
-            .await
-            .expect("cri")
-    }
-
-    /// The node's stats provider, run in this test process against the node's containerd and
-    /// directories, sampling every second.
-    async fn sampler(&self, cancel: &CancellationToken) -> StatsProvider {
-        let d = self.path();
-        bosun::stats::spawn(
-            self.cri().await,
-            NodeFacts {
-                node_name: self.name.clone(),
-                dirs: PodDirs {
-                    root_dir: d.join("root"),
-                    pod_logs_dir: d.join("pods"),
-                    container_logs_link_dir: d.join("containers"),
-                    cluster_dns: vec![],
-                    cluster_domain: String::new(),
-                    resolv_conf: d.join("resolv.conf"),
-                    cgroups: bosun::cgroup::Hierarchy::new(
-                        bosun::config::CgroupDriver::Cgroupfs,
-                        "",
-                        true,
-                    ),
-                },
+/// The node's stats provider, run in this test process against the node's containerd,
+/// directories and cgroupRoot, sampling every second.
+async fn sampler(node: &StandaloneNode, cancel: &CancellationToken) -> StatsProvider {
+    let d = node.path();
+    bosun::stats::spawn(
+        node.cri().await,
+        NodeFacts {
+            node_name: node.name.clone(),
+            dirs: PodDirs {
+                root_dir: node.root(),
+                pod_logs_dir: d.join("pods"),
+                container_logs_link_dir: d.join("containers"),
+                cluster_dns: vec![],
+                cluster_domain: String::new(),
+                resolv_conf: d.join("resolv.conf"),
+                cgroups: bosun::cgroup::Hierarchy::new(
+                    bosun::config::CgroupDriver::Cgroupfs,
+                    &node.ctd.cgroup_root(),
+                    true,
+                ),
             },
-            SamplerConfig {
-                interval: Duration::from_secs(1),
-                first_interval: Duration::from_secs(1),
-                volume_interval: Duration::from_secs(1),
-            },
-            cancel.child_token(),
-        )
-    }
+        },
+        SamplerConfig {
+            interval: Duration::from_secs(1),
+            first_interval: Duration::from_secs(1),
+            volume_interval: Duration::from_secs(1),
+        },
+        cancel.child_token(),
+    )
 }
 
 /// A static pod: `mem` holds ~24 MiB of anonymous memory and logs a line, `spin` burns CPU
 /// under a 100m limit, an emptyDir gets a 1 MiB file.
 fn stats_pod(name: &str) -> String {
-    let image = Env::runtime().busybox_image();
-    format!(
-        "apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-spec:
-  terminationGracePeriodSeconds: 1
-  volumes:
-  - name: scratch
-    emptyDir: {{}}
-  containers:
-  - name: mem
-    image: {image}
-    command: [sh, -c, 'echo started; dd if=/dev/zero of=/scratch/f bs=1024 count=1024 2>/dev/null; x=$(head -c 25165824 /dev/zero | tr \"\\\\000\" a); echo held; while :; do sleep 3600; done']
-    volumeMounts:
-    - {{name: scratch, mountPath: /scratch}}
-    resources:
-      limits: {{memory: 128Mi}}
-  - name: spin
-    image: {image}
-    command: [sh, -c, 'while :; do :; done']
-    resources:
-      limits: {{cpu: 100m, memory: 16Mi}}
-"
-    )
+    PodBuilder::new(name)
+        .empty_dir("scratch")
+        .container(
+            Container::sh(
+                "mem",
+                r#"echo started; dd if=/dev/zero of=/scratch/f bs=1024 count=1024 2>/dev/null; x=$(head -c 25165824 /dev/zero | tr "\000" a); echo held; while :; do sleep 3600; done"#,
+            )
+            .mount("scratch", "/scratch")
+            .memory_limit("128Mi"),
+        )
+        .container(Container::sh("spin", "while :; do :; done").limits("100m", "16Mi"))
+        .manifest()
 }
 
 /// The pod of the Summary named `name`.
@@ -217,13 +127,13 @@ fn meminfo(key: &str) -> u64 {
 
 #[tokio::test]
 async fn summary_agrees_with_the_cgroups_and_procfs() {
-    let node = Node::new("stats-sum");
+    let node = StandaloneNode::new(&format!("stats-sum-{}", std::process::id()));
     let _bosun = node.start();
     let pod_name = format!("sum-{}", node.name);
     node.manifest("sum.yaml", &stats_pod("sum"));
     let cri = node.cri().await;
     let cancel = CancellationToken::new();
-    let stats = node.sampler(&cancel).await;
+    let stats = sampler(&node, &cancel).await;
 
     // Both containers running, `mem` holding its memory, nanocores from two samples everywhere.
     let s: Arc<Summary> = wait_until_async(
@@ -387,25 +297,16 @@ async fn pod_resources(
 
 #[tokio::test]
 async fn pod_resources_socket_lists_the_running_pods() {
-    let node = Node::new("stats-podres");
+    let node = StandaloneNode::new(&format!("stats-podres-{}", std::process::id()));
     let _bosun = node.start();
-    let image = Env::runtime().busybox_image();
+    let sleeper = |name| Container::exec(name, &["sleep", "3600"]);
     node.manifest(
         "pr.yaml",
-        &format!(
-            "apiVersion: v1
-kind: Pod
-metadata:
-  name: pr
-spec:
-  terminationGracePeriodSeconds: 1
-  initContainers:
-  - {{name: setup, image: {image}, command: ['true']}}
-  containers:
-  - {{name: a, image: {image}, command: [sleep, '3600']}}
-  - {{name: b, image: {image}, command: [sleep, '3600']}}
-"
-        ),
+        &PodBuilder::new("pr")
+            .init_container(Container::exec("setup", &["true"]))
+            .container(sleeper("a"))
+            .container(sleeper("b"))
+            .manifest(),
     );
     let pod_name = format!("pr-{}", node.name);
     let mut client = pod_resources(&node.root()).await;
@@ -631,19 +532,14 @@ async fn metrics_server_scrapes_bosun_and_kubectl_top_works() {
         "--overwrite",
     ]);
     let pod_name = format!("{name}-top");
-    let pod = serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": pod_name, "namespace": "default"},
-        "spec": {
-            "nodeName": name,
-            "automountServiceAccountToken": false,
-            "terminationGracePeriodSeconds": 1,
-            "containers": [{"name": "main", "image": Env::runtime().busybox_image(),
-                            "command": ["sh", "-c", "x=$(head -c 8388608 /dev/zero | tr '\\000' a); while :; do sleep 3600; done"]}]
-        }
-    });
+    let pod = PodBuilder::new(&pod_name)
+        .node(&name)
+        .container(Container::sh(
+            "main",
+            r"x=$(head -c 8388608 /dev/zero | tr '\000' a); while :; do sleep 3600; done",
+        ));
     let file = node.path().join("top-pod.json");
-    std::fs::write(&file, pod.to_string()).unwrap();
+    std::fs::write(&file, pod.manifest()).unwrap();
     node.kubectl(&["apply", "-f", &file.display().to_string()]);
 
     let mut ms = MetricsServer::start(&name, node.path());

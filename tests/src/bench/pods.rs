@@ -12,26 +12,19 @@ use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::floor::COMMAND;
-use crate::Env;
+use crate::pod::{Container, PodBuilder};
 
 /// A benchmark pod bound to `node`: one busybox container that exits at once on SIGTERM, as a
 /// user would write it (default service account token, service links, BestEffort).
 pub fn pod(name: &str, node: &str) -> Pod {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": {"app": "bench"}},
-        "spec": {
-            "nodeName": node,
-            "terminationGracePeriodSeconds": 10,
-            "containers": [{
-                "name": "main",
-                "image": Env::runtime().busybox_image(),
-                "command": COMMAND,
-            }],
-        }
-    }))
-    .expect("valid pod")
+    PodBuilder::new(name)
+        .without_namespace()
+        .label("app", "bench")
+        .node(node)
+        .grace(10)
+        .service_account_token()
+        .container(Container::exec("main", COMMAND))
+        .build()
 }
 
 fn running_and_ready(p: &Pod) -> bool {
