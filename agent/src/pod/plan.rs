@@ -265,6 +265,16 @@ pub fn is_restartable_init(c: &Container) -> bool {
     c.restart_policy.as_deref() == Some("Always")
 }
 
+/// Whether starting the containers `started` lets the pod's initialization go on at once: a
+/// sidecar counts as initialized once it runs, so the init container after it (or, for the last,
+/// the app containers) may start now. The kubelet starts them on the SyncPod that the sidecar's
+/// ContainerStarted event triggers; a worker that just started it plans again instead.
+pub fn starts_unblock_init(pod: &Pod, started: &[&str]) -> bool {
+    pod.spec
+        .as_ref()
+        .is_some_and(|spec| started.iter().any(|n| is_sidecar(spec, n)))
+}
+
 fn is_sidecar(spec: &PodSpec, name: &str) -> bool {
     spec.init_containers
         .iter()
@@ -407,6 +417,62 @@ mod tests {
             ready,
             attempt: 0,
         }
+    }
+
+    /// The worker's rounds within one sync, against a runtime where a started container runs:
+    /// plan, start, and plan again while [`starts_unblock_init`] says a started sidecar lets the
+    /// next init step go. A chain of sidecars and the apps all start in one sync; a regular init
+    /// container (which must exit first) or an app ends the sync.
+    #[test]
+    fn started_sidecars_let_one_sync_start_the_next_init_step() {
+        let sync = |p: &Pod, running: &mut Vec<ContainerView>| {
+            let inits = p
+                .spec
+                .as_ref()
+                .unwrap()
+                .init_containers
+                .as_ref()
+                .map_or(0, Vec::len);
+            let mut rounds = Vec::new();
+            for _ in 0..2 + inits {
+                let a = plan(
+                    p,
+                    Some(&sb(true)),
+                    running,
+                    &Backoff::default(),
+                    Instant::now(),
+                );
+                let names: Vec<String> = a.start.iter().map(|s| s.name.clone()).collect();
+                let t = running.len() as i64;
+                running.extend(names.iter().map(|n| cv(n, RunState::Running, 0, 0, t)));
+                let started: Vec<&str> = names.iter().map(String::as_str).collect();
+                let again = starts_unblock_init(p, &started);
+                rounds.push(names);
+                if !again {
+                    break;
+                }
+            }
+            rounds
+        };
+        let p = pod("Always", &["side1", "side2"], &["app"]);
+        let mut running = vec![];
+        assert_eq!(
+            sync(&p, &mut running),
+            [vec!["side1"], vec!["side2"], vec!["app"]],
+            "one sync, three rounds"
+        );
+        // A sidecar restarted next to running apps: one more round, which has nothing to do.
+        running.retain(|c| c.name != "side2");
+        assert_eq!(sync(&p, &mut running), [vec!["side2"], vec![] as Vec<&str>]);
+        // A regular init after the sidecar: the sync ends once it started.
+        let p = pod("Always", &["side1", "init"], &["app"]);
+        assert_eq!(
+            sync(&p, &mut vec![]),
+            [vec!["side1"], vec!["init"]],
+            "the app waits for the init container to exit"
+        );
+        assert!(!starts_unblock_init(&p, &["init", "app"]));
+        assert!(starts_unblock_init(&p, &["side1"]));
     }
 
     fn start(name: &str, init: bool, n: u32) -> StartContainer {

@@ -21,6 +21,7 @@ use super::lifecycle::{self, HookError};
 use super::ordering::TerminationOrdering;
 use super::plan::{
     ContainerView, RestartPolicy, RunState, SandboxView, StartContainer, is_restartable_init, plan,
+    starts_unblock_init,
 };
 use crate::events::EventType;
 use crate::runtime::container::{ContainerContext, container_config};
@@ -271,7 +272,16 @@ impl PodWorker {
             );
             return Ok(());
         }
-        for _round in 0..2 {
+        // Rounds: one that makes the sandbox, then one per sidecar started on the way (each
+        // unblocks the next init step), then the one that finds everything started.
+        let inits = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.init_containers.as_ref())
+            .map_or(0, Vec::len);
+        let rounds = 2 + inits;
+        for round in 0..rounds {
             let obs = self.observe().await?;
             self.remember_exited(&obs);
             let now = Instant::now();
@@ -347,6 +357,7 @@ impl PodWorker {
                 .map(|c| c.name.clone())
                 .collect();
             self.waiting.retain(|name, _| !running_names.contains(name));
+            let mut started_now: Vec<&str> = Vec::new();
             if let Some(sb) = obs.sandbox.as_ref().filter(|s| s.ready) {
                 for start in &actions.start {
                     let restarting = start.restart_count > 0;
@@ -354,6 +365,9 @@ impl PodWorker {
                         self.backoff.next(&start.name, now);
                     }
                     let started = self.start_container(sb, start).await;
+                    if started {
+                        started_now.push(&start.name);
+                    }
                     acted = true;
                     // As the kubelet's SyncPod: a regular init container that failed to start
                     // holds back everything after it; a sidecar that failed does not.
@@ -399,6 +413,11 @@ impl PodWorker {
                 if let Err(e) = self.volumes().await {
                     warn!("FailedMount: {e}");
                 }
+            }
+            if round + 1 < rounds && starts_unblock_init(&self.pod, &started_now) {
+                // A plan made before these starts cannot see them: the next init step waits
+                // for no runtime event (whose wake this sync would drop as stale) nor resync.
+                continue;
             }
             let obs = if acted { self.observe().await? } else { obs };
             self.update_status(&obs).await;
