@@ -7,6 +7,7 @@ use std::io::{BufRead, Seek};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use bosun_tests::pod::{Container, PodBuilder, create, running_uid};
 use bosun_tests::{ApiServerReplica, ClusterNode, Env, admin_client, bosun_bin, wait_until_async};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
@@ -624,19 +625,10 @@ async fn client_certificate_is_rotated_before_it_expires() {
 
 /// A pod bound to `node` running busybox `sleep`, no token volume.
 fn sleeper(node: &str, name: &str) -> k8s_openapi::api::core::v1::Pod {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "nodeName": node,
-            "automountServiceAccountToken": false,
-            "terminationGracePeriodSeconds": 1,
-            "containers": [{"name": "c", "image": Env::runtime().busybox_image(),
-                            "command": ["sleep", "3600"]}],
-        }
-    }))
-    .expect("pod")
+    PodBuilder::new(name)
+        .node(node)
+        .container(Container::exec("c", &["sleep", "3600"]))
+        .build()
 }
 
 /// The API server going away for 30 s does not stop bosun: it keeps retrying, and when the
@@ -645,7 +637,7 @@ fn sleeper(node: &str, name: &str) -> k8s_openapi::api::core::v1::Pod {
 #[tokio::test]
 async fn api_server_outage_of_30_s_then_ready_again_without_restart() {
     use k8s_openapi::api::core::v1::Pod;
-    use kube::api::{Patch, PatchParams, PostParams};
+    use kube::api::{Patch, PatchParams};
 
     let node = ClusterNode::new("node-apiout");
     let mut replica = ApiServerReplica::start(&node.path().join("apiserver-replica.log")).await;
@@ -657,24 +649,8 @@ async fn api_server_outage_of_30_s_then_ready_again_without_restart() {
     let mut bosun = node.start();
     wait_ready(&nodes, &node.name, 60).await;
     let before = format!("{}-before", node.name);
-    pods.create(&PostParams::default(), &sleeper(&node.name, &before))
-        .await
-        .expect("create pod");
-    let running = |name: String| {
-        let pods = pods.clone();
-        async move {
-            wait_until_async(
-                &format!("pod {name} Running"),
-                Duration::from_secs(120),
-                || async {
-                    let p = pods.get_opt(&name).await.ok()??;
-                    (p.status?.phase.as_deref() == Some("Running")).then_some(())
-                },
-            )
-            .await
-        }
-    };
-    running(before.clone()).await;
+    create(&pods, &sleeper(&node.name, &before)).await;
+    running_uid(&pods, &before, 120).await;
 
     replica.stop();
     let stopped = k8s_openapi::jiff::Timestamp::now();
@@ -694,9 +670,7 @@ async fn api_server_outage_of_30_s_then_ready_again_without_restart() {
         .await
         .expect("mark the node Unknown");
     let during = format!("{}-during", node.name);
-    pods.create(&PostParams::default(), &sleeper(&node.name, &during))
-        .await
-        .expect("create pod during the outage");
+    create(&pods, &sleeper(&node.name, &during)).await;
     // The outage itself: 30 s with the node's API server gone.
     let outage_end = Instant::now() + Duration::from_secs(30);
     while Instant::now() < outage_end {
@@ -733,12 +707,12 @@ async fn api_server_outage_of_30_s_then_ready_again_without_restart() {
     )
     .await;
     eprintln!("lease renewed after {:?}", t.elapsed());
-    running(during).await;
+    running_uid(&pods, &during, 120).await;
     eprintln!(
         "pod bound during the outage Running after {:?}",
         t.elapsed()
     );
-    running(before).await;
+    running_uid(&pods, &before, 120).await;
     assert!(
         bosun.try_exit().is_none(),
         "bosun exited after the outage: {}",
