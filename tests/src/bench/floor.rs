@@ -61,11 +61,12 @@ pub async fn measure(runs: usize) -> anyhow::Result<(Vec<FloorRun>, String)> {
         let log_dir = logs.path().join(&uid);
         std::fs::create_dir_all(&log_dir)?;
         let sandbox = sandbox_config(&ctd, &name, &uid, &log_dir.display().to_string());
+        let mounts = pod_files(&log_dir)?;
         let t0 = Instant::now();
         let id = cri.run_pod_sandbox(sandbox.clone(), "").await?;
         let t1 = Instant::now();
         let cid = cri
-            .create_container(&id, container_config(env.busybox_image()), sandbox)
+            .create_container(&id, container_config(env.busybox_image(), mounts), sandbox)
             .await?;
         let t2 = Instant::now();
         cri.start_container(&cid).await?;
@@ -129,8 +130,32 @@ fn sandbox_config(ctd: &Containerd, name: &str, uid: &str, log_dir: &str) -> Pod
     }
 }
 
+/// The files an agent mounts into every container of the benchmark pods (the service-account
+/// token directory, /etc/hosts, the termination log), made under `dir`: the floor's container
+/// gets the same mounts as the agents' so that their CreateContainer/StartContainer compare.
+fn pod_files(dir: &std::path::Path) -> anyhow::Result<Vec<Mount>> {
+    let token = dir.join("token");
+    std::fs::create_dir_all(&token)?;
+    for f in ["token", "ca.crt", "namespace"] {
+        std::fs::write(token.join(f), "x")?;
+    }
+    std::fs::write(dir.join("etc-hosts"), "127.0.0.1 localhost\n")?;
+    std::fs::write(dir.join("termination-log"), "")?;
+    let mount = |host: std::path::PathBuf, container: &str, readonly: bool| Mount {
+        container_path: container.into(),
+        host_path: host.display().to_string(),
+        readonly,
+        ..Default::default()
+    };
+    Ok(vec![
+        mount(token, "/var/run/secrets/kubernetes.io/serviceaccount", true),
+        mount(dir.join("etc-hosts"), "/etc/hosts", false),
+        mount(dir.join("termination-log"), "/dev/termination-log", false),
+    ])
+}
+
 /// The benchmark pods' container.
-fn container_config(image: &str) -> ContainerConfig {
+fn container_config(image: &str, mounts: Vec<Mount>) -> ContainerConfig {
     ContainerConfig {
         metadata: Some(ContainerMetadata {
             name: "main".into(),
@@ -141,6 +166,7 @@ fn container_config(image: &str) -> ContainerConfig {
             ..Default::default()
         }),
         command: COMMAND.iter().map(|s| s.to_string()).collect(),
+        mounts,
         log_path: "main/0.log".into(),
         labels: labels(&[("io.kubernetes.container.name", "main")]),
         linux: Some(LinuxContainerConfig {
