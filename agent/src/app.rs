@@ -152,6 +152,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         statuses: StatusStore::default(),
         pulls: Arc::new(Semaphore::new(pulls.max(1))),
         api: client.clone(),
+        objects: client.clone().map(|c| {
+            Arc::new(crate::objects::Objects::new(
+                c,
+                cfg.config_map_and_secret_change_detection_strategy,
+                cfg.sync_frequency,
+                cancel.child_token(),
+            ))
+        }),
         services: Default::default(),
         events: match &client {
             Some(c) => crate::events::Recorder::spawn(

@@ -9,6 +9,7 @@ pub mod healthz;
 pub mod logging;
 pub mod metrics;
 pub mod node;
+pub mod objects;
 pub mod pod;
 pub mod podresources;
 pub mod resource;

@@ -539,6 +539,72 @@ async fn config_maps_in_env_and_volumes() {
 }
 
 #[tokio::test]
+async fn pods_sharing_kube_root_ca_make_no_periodic_configmap_gets() {
+    use bosun_tests::bench::audit::{Cursor, requests};
+    use k8s_openapi::jiff::Timestamp;
+    let audit_log = std::path::PathBuf::from(Env::cluster().var("AUDIT_LOG"));
+    let node = ClusterNode::new("pods-cmwatch");
+    let user = format!("system:node:{}", node.name);
+    let run = Cursor::at_end(&audit_log).unwrap();
+    let run_from = Timestamp::now();
+    let mut bosun = node.start();
+    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    // Three pods with the default token volume: each projects kube-root-ca.crt.
+    let names: Vec<String> = (0..3).map(|i| format!("{}-{i}", node.name)).collect();
+    for name in &names {
+        let mut p = pod(
+            &node,
+            name,
+            "Always",
+            serde_json::json!([busybox("main", "exec sleep 3600")]),
+        );
+        p.spec.as_mut().unwrap().automount_service_account_token = Some(true);
+        api.create(&PostParams::default(), &p).await.unwrap();
+    }
+    let pods = wait_until_async("3 pods Running", Duration::from_secs(120), || async {
+        let mut out = Vec::new();
+        for n in &names {
+            let p = api.get_opt(n).await.ok()??;
+            (phase(&p) == "Running").then_some(())?;
+            out.push(p);
+        }
+        Some(out)
+    })
+    .await;
+    for p in &pods {
+        assert!(
+            exec(
+                &node,
+                p,
+                "cat /var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+            )
+            .await
+            .contains("BEGIN CERTIFICATE")
+        );
+    }
+    // A window longer than the volumes' refresh period (60 s): every pod rewrites its token
+    // volume once in it, from the watch, with no GET.
+    let window = Cursor::at_end(&audit_log).unwrap();
+    let from = Timestamp::now();
+    tokio::time::sleep(Duration::from_secs(75)).await;
+    let to = Timestamp::now();
+    // Requests received just before `to` may still be writing their ResponseComplete event.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let steady = requests(&window.read_since().unwrap(), &user, from, to);
+    let whole = requests(&run.read_since().unwrap(), &user, run_from, to);
+    eprintln!("steady: {steady:?}\nwhole run: {whole:?}");
+    assert_eq!(steady.get("get configmaps"), None, "{steady:?}");
+    assert_eq!(whole.get("get configmaps"), None, "{whole:?}");
+    // One watch for the object all three pods share.
+    assert_eq!(whole.get("list configmaps"), Some(&1), "{whole:?}");
+    assert!(whole.contains_key("watch configmaps"), "{whole:?}");
+    for n in &names {
+        api.delete(n, &DeleteParams::default()).await.unwrap();
+    }
+    bosun.terminate(Duration::from_secs(10));
+}
+
+#[tokio::test]
 async fn oversized_pods_are_rejected_at_admission() {
     let node = ClusterNode::new("pods-admit");
     let mut bosun = node.start();

@@ -101,6 +101,10 @@ pub mod defaults {
     pub fn cgroup_driver() -> String {
         "cgroupfs".into()
     }
+    /// `configMapAndSecretChangeDetectionStrategy`: Watch.
+    pub fn config_map_and_secret_change_detection_strategy() -> String {
+        "Watch".into()
+    }
     /// `runtimeRequestTimeout`: 2m.
     pub fn runtime_request_timeout() -> Duration {
         Duration::from_secs(120)
@@ -275,6 +279,9 @@ pub struct KubeletConfiguration {
     /// Deadline of ordinary CRI calls.
     #[serde(default, with = "duration::serde")]
     pub runtime_request_timeout: Duration,
+    /// How configMaps and secrets pods use are kept current: `Watch`, `Cache` or `Get`.
+    #[serde(default)]
+    pub config_map_and_secret_change_detection_strategy: String,
     /// `promiscuous-bridge`, `hairpin-veth` or `none`.
     #[serde(default)]
     pub hairpin_mode: String,
@@ -544,6 +551,10 @@ impl KubeletConfiguration {
         zero_to(&mut self.image_minimum_gc_age, d::image_minimum_gc_age);
         zero_to(&mut self.cgroup_driver, d::cgroup_driver);
         zero_to(
+            &mut self.config_map_and_secret_change_detection_strategy,
+            d::config_map_and_secret_change_detection_strategy,
+        );
+        zero_to(
             &mut self.runtime_request_timeout,
             d::runtime_request_timeout,
         );
@@ -660,7 +671,6 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
     ("memorySwap", ""),
     ("containerLogMaxWorkers", "1"),
     ("containerLogMonitorInterval", "\"10s\""),
-    ("configMapAndSecretChangeDetectionStrategy", "\"Watch\""),
     ("reservedSystemCPUs", ""),
     ("showHiddenMetricsForVersion", ""),
     ("systemReservedCgroup", ""),

@@ -91,6 +91,8 @@ pub struct Config {
     pub resolv_conf: String,
     /// How cgroups are driven.
     pub cgroup_driver: CgroupDriver,
+    /// How the configMaps and secrets pods use are kept current.
+    pub config_map_and_secret_change_detection_strategy: ChangeDetectionStrategy,
     /// Root cgroup for pods; empty: the root.
     pub cgroup_root: String,
     /// QoS cgroup hierarchy on.
@@ -193,6 +195,19 @@ pub enum CgroupDriver {
     Cgroupfs,
     /// Go through systemd slices and scopes.
     Systemd,
+}
+
+/// `configMapAndSecretChangeDetectionStrategy`: how the configMaps and secrets pods refer to are
+/// read (the kubelet's configmap and secret managers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChangeDetectionStrategy {
+    /// A GET from the API server at every read.
+    Get,
+    /// A GET at most once per TTL (one minute) per object, shared by the pods using it.
+    Cache,
+    /// One watch per object referenced by a registered pod; reads come from it (the default).
+    #[default]
+    Watch,
 }
 
 /// Log output format.

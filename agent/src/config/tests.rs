@@ -72,6 +72,10 @@ fn without_a_file_the_defaults_are_the_kubelets_and_secure() {
         Duration::from_secs(30)
     );
     assert_eq!(c.cgroup_driver, CgroupDriver::Cgroupfs);
+    assert_eq!(
+        c.config_map_and_secret_change_detection_strategy,
+        ChangeDetectionStrategy::Watch
+    );
     assert!(c.cgroups_per_qos);
     assert_eq!(c.enforce_node_allocatable, ["pods"]);
     assert_eq!(c.eviction_hard, file::defaults::eviction_hard());
@@ -299,6 +303,11 @@ fn every_validation_error_names_its_field() {
             "cgroupDriver: foo\n",
             &[],
             "cgroupDriver: must be cgroupfs or systemd, got \"foo\"",
+        ),
+        (
+            "configMapAndSecretChangeDetectionStrategy: Poll\n",
+            &[],
+            "configMapAndSecretChangeDetectionStrategy: unknown configmap and secret manager mode: \"Poll\"",
         ),
         (
             "authorization:\n  mode: RBAC\n",
@@ -642,5 +651,23 @@ fn quantities() {
     ];
     for (s, want) in cases {
         assert_eq!(validate::parse_quantity(s), *want, "{s}");
+    }
+}
+
+#[test]
+fn change_detection_strategy_values() {
+    for (text, want) in [
+        ("Watch", ChangeDetectionStrategy::Watch),
+        ("Cache", ChangeDetectionStrategy::Cache),
+        ("Get", ChangeDetectionStrategy::Get),
+        ("\"\"", ChangeDetectionStrategy::Watch),
+    ] {
+        let c = from_text(
+            &format!("configMapAndSecretChangeDetectionStrategy: {text}\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.config_map_and_secret_change_detection_strategy, want);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::file::{KubeletConfiguration, Taint};
 use super::{
-    Authentication, Authorization, AuthorizationMode, CgroupDriver, Config, ConfigError,
-    FieldError, Flags, LogFormat, non_empty_path,
+    Authentication, Authorization, AuthorizationMode, CgroupDriver, ChangeDetectionStrategy,
+    Config, ConfigError, FieldError, Flags, LogFormat, non_empty_path,
 };
 
 /// The kubelet's state directory.
@@ -459,6 +459,18 @@ pub(super) fn build(
             CgroupDriver::Cgroupfs
         }
     };
+    let change_detection = match k.config_map_and_secret_change_detection_strategy.as_str() {
+        "Watch" => ChangeDetectionStrategy::Watch,
+        "Cache" => ChangeDetectionStrategy::Cache,
+        "Get" => ChangeDetectionStrategy::Get,
+        other => {
+            e.push(
+                "configMapAndSecretChangeDetectionStrategy",
+                format!("unknown configmap and secret manager mode: {other:?} (must be Watch, Cache or Get)"),
+            );
+            ChangeDetectionStrategy::Watch
+        }
+    };
     let mode = match k.authorization.mode.as_str() {
         "Webhook" => AuthorizationMode::Webhook,
         "AlwaysAllow" => AuthorizationMode::AlwaysAllow,
@@ -687,6 +699,7 @@ pub(super) fn build(
         cluster_domain: k.cluster_domain.clone(),
         resolv_conf: k.resolv_conf.clone(),
         cgroup_driver,
+        config_map_and_secret_change_detection_strategy: change_detection,
         cgroup_root: k.cgroup_root.clone(),
         cgroups_per_qos: k.cgroups_per_qos,
         enforce_node_allocatable: k.enforce_node_allocatable.clone(),

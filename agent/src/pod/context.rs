@@ -26,6 +26,8 @@ pub struct NodeContext {
     pub pulls: Arc<Semaphore>,
     /// The API client; none in standalone mode.
     pub api: Option<kube::Client>,
+    /// The configmap and secret managers; none in standalone mode.
+    pub objects: Option<Arc<crate::objects::Objects>>,
     /// Services for env vars.
     pub services: super::services::ServiceCache,
     /// Where pod events go.

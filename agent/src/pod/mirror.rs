@@ -27,9 +27,15 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let mut changed = store.subscribe();
+    // The first pass lists even without static pods: mirrors left by static pods removed while
+    // the agent was down are deleted once (the kubelet's orphaned mirror pod cleanup). Later, a
+    // node without static pods has no mirror pods to keep and lists nothing.
+    let mut must_list = true;
     loop {
-        if let Err(e) = reconcile(&client, &node, &store).await {
-            warn!(error = %e, "mirror pods not reconciled; retrying");
+        match reconcile(&client, &node, &store, must_list).await {
+            // The pass after the last static pod went still lists, to delete its mirror.
+            Ok(had_statics) => must_list = had_statics,
+            Err(e) => warn!(error = %e, "mirror pods not reconciled; retrying"),
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -45,11 +51,13 @@ fn hash(p: &Pod) -> Option<&String> {
     p.metadata.annotations.as_ref()?.get(labels::CONFIG_HASH)
 }
 
+/// One pass; true when there were static pods. Without static pods, lists only if `must_list`.
 async fn reconcile(
     client: &kube::Client,
     node: &str,
     store: &StatusStore,
-) -> Result<(), kube::Error> {
+    must_list: bool,
+) -> Result<bool, kube::Error> {
     let statics: BTreeMap<(String, String), Pod> = store
         .pods()
         .into_iter()
@@ -64,6 +72,9 @@ async fn reconcile(
             )
         })
         .collect();
+    if statics.is_empty() && !must_list {
+        return Ok(false);
+    }
     let all: Api<Pod> = Api::all(client.clone());
     let listed = all
         .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
@@ -127,7 +138,7 @@ async fn reconcile(
                 .uid;
         }
         let Some(uid) = node_uid.clone() else {
-            return Ok(());
+            return Ok(true);
         };
         let mut m = Pod {
             metadata: s.metadata.clone(),
@@ -160,5 +171,5 @@ async fn reconcile(
             }
         }
     }
-    Ok(())
+    Ok(!statics.is_empty())
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bosun_cri::types::{ContainerFilter, ContainerState, PodSandboxFilter, PodSandboxState};
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, Secret};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -122,6 +122,12 @@ impl PodWorker {
                         (true, false) => "update",
                         (true, true) => "sync",
                     };
+                    if op != "sync"
+                        && let Some(objects) = &self.ctx.objects
+                    {
+                        // The kubelet's RegisterPod: watch what the pod refers to.
+                        objects.register_pod(&pod);
+                    }
                     self.pod = pod;
                     let started = Instant::now();
                     if let Err(e) = self.sync().await {
@@ -136,6 +142,9 @@ impl PodWorker {
                         self.pod = pod;
                     }
                     self.terminate(grace).await;
+                    if let Some(objects) = &self.ctx.objects {
+                        objects.unregister_pod(&self.key().uid);
+                    }
                     return;
                 }
             }
@@ -762,15 +771,15 @@ impl PodWorker {
             .as_ref()
             .and_then(|s| s.image_pull_secrets.clone())
             .unwrap_or_default();
-        let Some(client) = self.ctx.api.as_ref().filter(|_| !refs.is_empty()) else {
+        let Some(objects) = self.ctx.objects.as_ref().filter(|_| !refs.is_empty()) else {
             return Ok(vec![]);
         };
         let ns = self.key().namespace;
         let mut secrets = Vec::new();
         let mut failed = Vec::new();
         for r in refs.iter().filter(|r| !r.name.is_empty()) {
-            match get_secret(client, &ns, &r.name).await {
-                Ok(Some(s)) => secrets.push(s),
+            match get_secret(objects, &ns, &r.name).await {
+                Ok(Some(s)) => secrets.push(Secret::clone(&s)),
                 Ok(None) | Err(_) => failed.push(r.name.clone()),
             }
         }
@@ -806,7 +815,7 @@ impl PodWorker {
     async fn env_objects(&self, c: &Container) -> Result<(EnvObjects, EnvObjects), String> {
         let mut cms: EnvObjects = HashMap::new();
         let mut secrets: EnvObjects = HashMap::new();
-        let Some(client) = &self.ctx.api else {
+        let Some(objects) = &self.ctx.objects else {
             return Ok((cms, secrets));
         };
         let ns = self.key().namespace;
@@ -825,16 +834,16 @@ impl PodWorker {
         secret_names.sort();
         secret_names.dedup();
         for name in cm_names {
-            let obj = get_config_map(client, &ns, &name).await?;
-            cms.insert(name, obj.map(|o| o.data.unwrap_or_default()));
+            let obj = get_config_map(objects, &ns, &name).await?;
+            cms.insert(name, obj.map(|o| o.data.clone().unwrap_or_default()));
         }
         for name in secret_names {
-            let obj = get_secret(client, &ns, &name).await?;
+            let obj = get_secret(objects, &ns, &name).await?;
             let data = obj.map(|o| {
                 o.data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()))
                     .collect()
             });
             secrets.insert(name, data);
@@ -1138,9 +1147,9 @@ async fn set_up_volumes(
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
     let dir = ctx.dirs.pod_dir(uid);
     let mut paths = volume::set_up(pod, &dir)?;
-    if let Some(client) = &ctx.api {
+    if let (Some(client), Some(objects)) = (&ctx.api, &ctx.objects) {
         if known.is_none() || api_volumes.due() {
-            let api_paths = api_volumes.set_up(client, pod, &dir).await?;
+            let api_paths = api_volumes.set_up(client, objects, pod, &dir).await?;
             paths.extend(api_paths);
             *known = Some(paths.clone());
         } else if let Some(known) = known.as_ref() {

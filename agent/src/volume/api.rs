@@ -13,8 +13,10 @@ use kube::Api;
 use kube::api::PostParams;
 
 use super::{VolumeError, atomic, mount_tmpfs};
+use crate::objects::{ObjectError, Objects};
 
-/// How often API-backed volume content is re-read (the kubelet's TTL cache default is 1 min).
+/// How often API-backed volume content is rewritten (the kubelet remounts on its pod sync, every
+/// syncFrequency, 1 min by default); configMaps and secrets come from the object managers.
 pub const REFRESH: Duration = Duration::from_secs(60);
 
 /// A token the pod holds, and when to renew it (at 80% of its lifetime, as the kubelet).
@@ -53,6 +55,7 @@ impl ApiVolumes {
     pub async fn set_up(
         &mut self,
         client: &kube::Client,
+        objects: &Objects,
         pod: &Pod,
         pod_dir: &Path,
     ) -> Result<HashMap<String, String>, VolumeError> {
@@ -73,7 +76,7 @@ impl ApiVolumes {
                 reason,
             };
             let (kind, files, tmpfs) = if let Some(cm) = &v.config_map {
-                let files = match get_config_map(client, &ns, &cm.name).await.map_err(err)? {
+                let files = match get_config_map(objects, &ns, &cm.name).await.map_err(err)? {
                     Some(obj) => config_map_files(
                         &obj,
                         cm.items.as_deref(),
@@ -86,7 +89,7 @@ impl ApiVolumes {
                 ("kubernetes.io~configmap", files, false)
             } else if let Some(s) = &v.secret {
                 let name = s.secret_name.clone().unwrap_or_default();
-                let files = match get_secret(client, &ns, &name).await.map_err(err)? {
+                let files = match get_secret(objects, &ns, &name).await.map_err(err)? {
                     Some(obj) => {
                         secret_files(&obj, s.items.as_deref(), s.default_mode.unwrap_or(0o644))
                             .map_err(err)?
@@ -108,7 +111,7 @@ impl ApiVolumes {
                 let mut files = Files::new();
                 for src in p.sources.iter().flatten() {
                     if let Some(cm) = &src.config_map {
-                        match get_config_map(client, &ns, &cm.name).await.map_err(err)? {
+                        match get_config_map(objects, &ns, &cm.name).await.map_err(err)? {
                             Some(obj) => files.extend(
                                 config_map_files(&obj, cm.items.as_deref(), mode).map_err(err)?,
                             ),
@@ -119,7 +122,7 @@ impl ApiVolumes {
                         }
                     }
                     if let Some(s) = &src.secret {
-                        match get_secret(client, &ns, &s.name).await.map_err(err)? {
+                        match get_secret(objects, &ns, &s.name).await.map_err(err)? {
                             Some(obj) => files
                                 .extend(secret_files(&obj, s.items.as_deref(), mode).map_err(err)?),
                             None if s.optional == Some(true) => {}
@@ -177,28 +180,30 @@ impl ApiVolumes {
     }
 }
 
-/// A ConfigMap, or None when it does not exist.
+/// A ConfigMap from the configmap manager, or None when it does not exist.
 pub async fn get_config_map(
-    client: &kube::Client,
+    objects: &Objects,
     ns: &str,
     name: &str,
-) -> Result<Option<ConfigMap>, String> {
-    Api::<ConfigMap>::namespaced(client.clone(), ns)
-        .get_opt(name)
+) -> Result<Option<std::sync::Arc<ConfigMap>>, String> {
+    objects
+        .config_maps
+        .get(ns, name)
         .await
-        .map_err(|e| format!("configmap \"{name}\": {e}"))
+        .map_err(|e: ObjectError| e.to_string())
 }
 
-/// A Secret, or None when it does not exist.
+/// A Secret from the secret manager, or None when it does not exist.
 pub async fn get_secret(
-    client: &kube::Client,
+    objects: &Objects,
     ns: &str,
     name: &str,
-) -> Result<Option<Secret>, String> {
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .get_opt(name)
+) -> Result<Option<std::sync::Arc<Secret>>, String> {
+    objects
+        .secrets
+        .get(ns, name)
         .await
-        .map_err(|e| format!("secret \"{name}\": {e}"))
+        .map_err(|e: ObjectError| e.to_string())
 }
 
 fn select(
