@@ -195,8 +195,9 @@ async fn a_410_gone_relists_and_serves_the_new_content() {
     );
     let cache = watch_cache(&s);
     cache.add_reference("ns", "cm");
-    let first = cache.get("ns", "cm").await.unwrap();
-    assert_eq!(value(&first).as_deref(), Some("v1"));
+    // The first list's v1 may already be replaced: a 410 relists at once.
+    let first = value(&cache.get("ns", "cm").await.unwrap());
+    assert!(matches!(first.as_deref(), Some("v1" | "v2")), "{first:?}");
     assert_eq!(read_until(&cache, Some("v2")).await.as_deref(), Some("v2"));
     let s = s.lock().unwrap();
     assert_eq!(s.listed, 2, "a 410 relists once");
@@ -211,10 +212,7 @@ async fn an_object_deleted_while_disconnected_is_gone_after_the_relist() {
     );
     let cache = watch_cache(&s);
     cache.add_reference("ns", "cm");
-    assert_eq!(
-        value(&cache.get("ns", "cm").await.unwrap()).as_deref(),
-        Some("v1")
-    );
+    cache.get("ns", "cm").await.unwrap();
     assert_eq!(read_until(&cache, None).await, None);
     assert!(cache.get("ns", "cm").await.unwrap().is_none());
 }

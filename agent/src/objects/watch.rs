@@ -1,9 +1,10 @@
 //! The watch-based object cache (the kubelet's `configMapAndSecretChangeDetectionStrategy:
 //! Watch`): one watch per referenced object (`fieldSelector=metadata.name=<name>` in its
-//! namespace), reference-counted across pods, relisting on 410 Gone and backing off on errors
-//! (kube's watcher). A read waits for the watch's first list (at most [`SYNC_WAIT`]); an object
-//! seen `immutable: true` stops being watched and keeps its last value; a watch nobody read for
-//! [`max_idle`] is stopped and restarted by the next read.
+//! namespace), reference-counted across pods, relisting at once on 410 Gone and backing off on
+//! other errors as the kubelet's reflectors ([`crate::client::watch`]). A read waits for the
+//! watch's first list (at most [`SYNC_WAIT`]); an object seen `immutable: true` stops being
+//! watched and keeps its last value; a watch nobody read for [`max_idle`] is stopped and
+//! restarted by the next read.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube::Api;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::watch as channel;
 use tokio_util::sync::CancellationToken;
@@ -207,7 +207,7 @@ async fn run<K: Object>(
     cancel: CancellationToken,
 ) {
     let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
+    let mut stream = crate::client::watch::with_backoff(watcher::watcher(api, cfg).boxed()).boxed();
     // The object of the list in progress, if any (a relist replaces what was known).
     let mut listing: Option<Option<Arc<K>>> = None;
     loop {
