@@ -552,13 +552,10 @@ async fn pods_sharing_kube_root_ca_make_no_periodic_configmap_gets() {
     // Three pods with the default token volume: each projects kube-root-ca.crt.
     let names: Vec<String> = (0..3).map(|i| format!("{}-{i}", node.name)).collect();
     for name in &names {
-        let mut p = pod(
-            &node,
-            name,
-            "Always",
-            serde_json::json!([busybox("main", "exec sleep 3600")]),
-        );
-        p.spec.as_mut().unwrap().automount_service_account_token = Some(true);
+        let p = pod(&node, name, "Always")
+            .service_account_token()
+            .container(Container::sh("main", "exec sleep 3600"))
+            .build();
         api.create(&PostParams::default(), &p).await.unwrap();
     }
     let pods = wait_until_async("3 pods Running", Duration::from_secs(120), || async {
