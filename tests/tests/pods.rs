@@ -558,7 +558,7 @@ async fn pods_sharing_kube_root_ca_make_no_periodic_configmap_gets() {
             .build();
         api.create(&PostParams::default(), &p).await.unwrap();
     }
-    let pods = wait_until_async("3 pods Running", Duration::from_secs(120), || async {
+    let pods = wait_until_async("3 pods Running", Duration::from_secs(240), || async {
         let mut out = Vec::new();
         for n in &names {
             let p = api.get_opt(n).await.ok()??;
