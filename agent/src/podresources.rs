@@ -3,6 +3,7 @@
 //! plugins, static CPU manager or memory manager, so devices, CPU ids and memory are always empty.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bosun_proto::podresources_v1 as pr;
 use k8s_openapi::api::core::v1::Pod;
@@ -72,13 +73,18 @@ impl PodResourcesLister for Lister {
         &self,
         _: Request<pr::ListPodResourcesRequest>,
     ) -> Result<Response<pr::ListPodResourcesResponse>, Status> {
-        let mut pods: Vec<Pod> = self.statuses.pods().into_iter().filter(active).collect();
+        let mut pods: Vec<Arc<Pod>> = self
+            .statuses
+            .pods()
+            .into_iter()
+            .filter(|p| active(p))
+            .collect();
         pods.sort_by(|a, b| {
             (&a.metadata.namespace, &a.metadata.name)
                 .cmp(&(&b.metadata.namespace, &b.metadata.name))
         });
         Ok(Response::new(pr::ListPodResourcesResponse {
-            pod_resources: pods.iter().map(resources).collect(),
+            pod_resources: pods.iter().map(|p| resources(p)).collect(),
         }))
     }
 

@@ -4,6 +4,7 @@
 //! pod that is gone, is deleted (and recreated when the manifest still exists).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -58,10 +59,10 @@ async fn reconcile(
     store: &StatusStore,
     must_list: bool,
 ) -> Result<bool, kube::Error> {
-    let statics: BTreeMap<(String, String), Pod> = store
+    let statics: BTreeMap<(String, String), Arc<Pod>> = store
         .pods()
         .into_iter()
-        .filter(labels::is_static)
+        .filter(|p| labels::is_static(p))
         .map(|p| {
             (
                 (

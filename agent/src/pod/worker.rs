@@ -130,7 +130,8 @@ impl PodWorker {
                     }
                     self.pod = pod;
                     let started = Instant::now();
-                    if let Err(e) = self.sync().await {
+                    // Boxed: the sync's state lives only while it runs, not in every idle worker's task.
+                    if let Err(e) = Box::pin(self.sync()).await {
                         warn!(error = %e, "pod sync failed; retrying");
                     }
                     crate::metrics::global().observe_pod_sync(op, started.elapsed());
@@ -141,7 +142,7 @@ impl PodWorker {
                     if let Some(pod) = pod {
                         self.pod = pod;
                     }
-                    self.terminate(grace).await;
+                    Box::pin(self.terminate(grace)).await;
                     if let Some(objects) = &self.ctx.objects {
                         objects.unregister_pod(&self.key().uid);
                     }

@@ -124,7 +124,7 @@ async fn pods(State(s): State<Arc<Server>>) -> Response {
         "kind": "PodList",
         "apiVersion": "v1",
         "metadata": {},
-        "items": pods,
+        "items": pods.iter().map(|p| &**p).collect::<Vec<&k8s_openapi::api::core::v1::Pod>>(),
     }))
 }
 

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 /// Statuses of the pods on this node by UID, with a version counter that ticks on every change.
 #[derive(Clone)]
 pub struct StatusStore {
-    inner: Arc<Mutex<HashMap<String, Pod>>>,
+    inner: Arc<Mutex<HashMap<String, Arc<Pod>>>>,
     changed: Arc<watch::Sender<u64>>,
 }
 
@@ -46,7 +46,7 @@ impl StatusStore {
         }
         let mut p = pod.clone();
         p.status = Some(status);
-        map.insert(uid, p);
+        map.insert(uid, Arc::new(p));
         drop(map);
         self.changed.send_modify(|v| *v += 1);
         true
@@ -63,7 +63,7 @@ impl StatusStore {
     }
 
     /// Every pod with its status (what `/pods` serves).
-    pub fn pods(&self) -> Vec<Pod> {
+    pub fn pods(&self) -> Vec<Arc<Pod>> {
         self.inner
             .lock()
             .map(|m| m.values().cloned().collect())
