@@ -1,7 +1,10 @@
 //! Back-off for the agent's watches, as the kubelet's reflectors: exponential from 800 ms to
 //! 30 s with jitter, reset after 2 minutes without errors; but a 410 Gone (the resource version
 //! is too old, as after an API server restart) relists at once instead of waiting out the
-//! back-off that built up while the server was away.
+//! back-off that built up while the server was away; and a 403 Forbidden before the watch's
+//! first success retries after 100 ms (ten times at most): the Node authorizer learns that a
+//! node may read a pod's configMap/secret from its own informer, a few milliseconds after the
+//! pod is bound, so a node's first read of a new pod's object can race it.
 
 use std::time::{Duration, Instant};
 
@@ -14,20 +17,35 @@ const INITIAL: Duration = Duration::from_millis(800);
 const CAP: Duration = Duration::from_secs(30);
 /// Quiet time after which the delay starts from [`INITIAL`] again.
 const RESET_AFTER: Duration = Duration::from_secs(120);
+/// Delay after a 403 before the first success.
+const FORBIDDEN_RETRY: Duration = Duration::from_millis(100);
+/// How many such quick retries.
+const FORBIDDEN_RETRIES: u8 = 10;
 
 /// The delay policy: what to wait after an error.
 #[derive(Debug, Clone, Default)]
 pub struct WatchBackoff {
     next: Option<Duration>,
     last_error: Option<Instant>,
+    succeeded: bool,
+    quick_retries: u8,
 }
 
 impl WatchBackoff {
+    /// Notes that the watch delivered something (its authorization is settled).
+    pub fn succeeded(&mut self) {
+        self.succeeded = true;
+    }
+
     /// The delay before retrying after `err` at `now`; `jitter` in [0, 1) stretches it (the
     /// kubelet's jitter factor 1.0: between d and 2d). Zero for 410 Gone.
     pub fn delay(&mut self, err: &watcher::Error, now: Instant, jitter: f64) -> Duration {
         if is_gone(err) {
             return Duration::ZERO;
+        }
+        if !self.succeeded && is_forbidden(err) && self.quick_retries < FORBIDDEN_RETRIES {
+            self.quick_retries += 1;
+            return FORBIDDEN_RETRY;
         }
         if self
             .last_error
@@ -49,6 +67,17 @@ pub fn is_gone(err: &watcher::Error) -> bool {
         watcher::Error::WatchStartFailed(kube::Error::Api(s))
         | watcher::Error::WatchFailed(kube::Error::Api(s))
         | watcher::Error::InitialListFailed(kube::Error::Api(s)) => s.code == 410,
+        _ => false,
+    }
+}
+
+/// True when the error is a 403 Forbidden.
+fn is_forbidden(err: &watcher::Error) -> bool {
+    match err {
+        watcher::Error::WatchError(s) => s.code == 403,
+        watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s))
+        | watcher::Error::InitialListFailed(kube::Error::Api(s)) => s.code == 403,
         _ => false,
     }
 }
@@ -77,7 +106,10 @@ where
             }
             let item = stream.next().await?;
             let wait = match &item {
-                Ok(_) => Duration::ZERO,
+                Ok(_) => {
+                    backoff.succeeded();
+                    Duration::ZERO
+                }
                 Err(e) => backoff.delay(e, Instant::now(), jitter()),
             };
             Some((item, (stream, backoff, wait)))
@@ -139,6 +171,20 @@ mod tests {
             b.delay(&refused(), t + Duration::from_secs(12), 0.0),
             Duration::from_secs(30)
         );
+    }
+
+    #[test]
+    fn forbidden_before_the_first_success_retries_quickly_ten_times() {
+        let forbidden = || watcher::Error::InitialListFailed(kube::Error::Api(status(403)));
+        let mut b = WatchBackoff::default();
+        let t = Instant::now();
+        for _ in 0..10 {
+            assert_eq!(b.delay(&forbidden(), t, 0.0), FORBIDDEN_RETRY);
+        }
+        assert_eq!(b.delay(&forbidden(), t, 0.0), INITIAL);
+        let mut b = WatchBackoff::default();
+        b.succeeded();
+        assert_eq!(b.delay(&forbidden(), t, 0.0), INITIAL);
     }
 
     #[test]
