@@ -104,12 +104,7 @@ impl ApiServerReplica {
 
     /// A kube client with the cluster admin's credentials, talking to this replica.
     pub async fn admin_client(&self) -> kube::Client {
-        let env = Env::cluster();
-        let kc =
-            kube::config::Kubeconfig::read_from(env.var("KUBECONFIG")).expect("admin kubeconfig");
-        let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .expect("admin config");
+        let mut cfg = crate::cluster::admin_config().await;
         cfg.cluster_url = self.url().parse().expect("replica url");
         kube::Client::try_from(cfg).expect("admin client")
     }

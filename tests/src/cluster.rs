@@ -169,12 +169,16 @@ pub fn kubectl(args: &[&str]) -> String {
 
 /// A kube client with the cluster admin's credentials.
 pub async fn admin_client() -> kube::Client {
+    kube::Client::try_from(admin_config().await).expect("admin client")
+}
+
+/// The cluster admin's client config (from the admin kubeconfig).
+pub async fn admin_config() -> kube::Config {
     let env = Env::cluster();
     let kc = kube::config::Kubeconfig::read_from(env.var("KUBECONFIG")).expect("admin kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+    kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
-        .expect("admin config");
-    kube::Client::try_from(cfg).expect("admin client")
+        .expect("admin config")
 }
 
 impl Drop for ClusterNode {

@@ -440,8 +440,8 @@ fn now() -> i64 {
     k8s_openapi::jiff::Timestamp::now().as_second()
 }
 
-/// A number in [0, 1) that differs between nodes and restarts.
-fn jitter() -> f64 {
+/// A number in [0, 1) that differs between nodes and restarts (clock-derived; no RNG needed).
+pub(crate) fn jitter() -> f64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())

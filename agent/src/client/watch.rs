@@ -62,33 +62,23 @@ impl WatchBackoff {
 
 /// True when the error says the resource version is gone (HTTP 410): the watcher relists.
 pub fn is_gone(err: &watcher::Error) -> bool {
-    match err {
-        watcher::Error::WatchError(s) => s.code == 410,
-        watcher::Error::WatchStartFailed(kube::Error::Api(s))
-        | watcher::Error::WatchFailed(kube::Error::Api(s))
-        | watcher::Error::InitialListFailed(kube::Error::Api(s)) => s.code == 410,
-        _ => false,
-    }
+    status_code(err) == Some(410)
 }
 
 /// True when the error is a 403 Forbidden.
 fn is_forbidden(err: &watcher::Error) -> bool {
-    match err {
-        watcher::Error::WatchError(s) => s.code == 403,
-        watcher::Error::WatchStartFailed(kube::Error::Api(s))
-        | watcher::Error::WatchFailed(kube::Error::Api(s))
-        | watcher::Error::InitialListFailed(kube::Error::Api(s)) => s.code == 403,
-        _ => false,
-    }
+    status_code(err) == Some(403)
 }
 
-/// A pseudo-random jitter in [0, 1) from the clock (no need for a real RNG here).
-fn jitter() -> f64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    f64::from(nanos % 1000) / 1000.0
+/// The HTTP status code the API server gave, if the error carries one.
+fn status_code(err: &watcher::Error) -> Option<u16> {
+    match err {
+        watcher::Error::WatchError(s) => Some(s.code),
+        watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s))
+        | watcher::Error::InitialListFailed(kube::Error::Api(s)) => Some(s.code),
+        _ => None,
+    }
 }
 
 /// Passes `stream`'s items through, sleeping after each error as [`WatchBackoff`] says before
@@ -110,7 +100,7 @@ where
                     backoff.succeeded();
                     Duration::ZERO
                 }
-                Err(e) => backoff.delay(e, Instant::now(), jitter()),
+                Err(e) => backoff.delay(e, Instant::now(), super::jitter()),
             };
             Some((item, (stream, backoff, wait)))
         },

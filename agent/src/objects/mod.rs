@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, EnvFromSource, EnvVarSource, Pod, Secret};
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
@@ -225,13 +225,34 @@ impl Objects {
     }
 }
 
-fn containers(pod: &Pod) -> Vec<&Container> {
+/// The `valueFrom` of every env var and every `envFrom` of the pod's init, app and ephemeral
+/// containers: where a pod's environment may name ConfigMaps and Secrets.
+fn env_sources(pod: &Pod) -> (Vec<&EnvVarSource>, Vec<&EnvFromSource>) {
     let Some(spec) = &pod.spec else {
-        return vec![];
+        return (vec![], vec![]);
     };
-    let mut out: Vec<&Container> = spec.init_containers.iter().flatten().collect();
-    out.extend(spec.containers.iter());
-    out
+    let envs = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+        .map(|c| (c.env.as_ref(), c.env_from.as_ref()))
+        .chain(
+            spec.ephemeral_containers
+                .iter()
+                .flatten()
+                .map(|c| (c.env.as_ref(), c.env_from.as_ref())),
+        );
+    let (mut values, mut froms) = (Vec::new(), Vec::new());
+    for (env, env_from) in envs {
+        values.extend(
+            env.into_iter()
+                .flatten()
+                .filter_map(|e| e.value_from.as_ref()),
+        );
+        froms.extend(env_from.into_iter().flatten());
+    }
+    (values, froms)
 }
 
 /// Names of the ConfigMaps `pod` refers to: configMap volumes, projected configMap sources, and
@@ -244,25 +265,12 @@ pub fn config_map_names(pod: &Pod) -> BTreeSet<String> {
             out.extend(src.config_map.as_ref().map(|c| c.name.clone()));
         }
     }
-    let ephemeral = pod
-        .spec
-        .iter()
-        .flat_map(|s| s.ephemeral_containers.iter().flatten());
-    let envs = containers(pod)
-        .into_iter()
-        .map(|c| (c.env.as_ref(), c.env_from.as_ref()))
-        .chain(ephemeral.map(|c| (c.env.as_ref(), c.env_from.as_ref())));
-    for (env, env_from) in envs {
-        for e in env
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.value_from.as_ref())
-        {
-            out.extend(e.config_map_key_ref.as_ref().map(|r| r.name.clone()));
-        }
-        for e in env_from.into_iter().flatten() {
-            out.extend(e.config_map_ref.as_ref().map(|r| r.name.clone()));
-        }
+    let (values, froms) = env_sources(pod);
+    for e in values {
+        out.extend(e.config_map_key_ref.as_ref().map(|r| r.name.clone()));
+    }
+    for e in froms {
+        out.extend(e.config_map_ref.as_ref().map(|r| r.name.clone()));
     }
     out.retain(|n| !n.is_empty());
     out
@@ -285,22 +293,12 @@ pub fn secret_names(pod: &Pod) -> BTreeSet<String> {
             out.extend(src.secret.as_ref().map(|s| s.name.clone()));
         }
     }
-    let ephemeral = spec.ephemeral_containers.iter().flatten();
-    let envs = containers(pod)
-        .into_iter()
-        .map(|c| (c.env.as_ref(), c.env_from.as_ref()))
-        .chain(ephemeral.map(|c| (c.env.as_ref(), c.env_from.as_ref())));
-    for (env, env_from) in envs {
-        for e in env
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.value_from.as_ref())
-        {
-            out.extend(e.secret_key_ref.as_ref().map(|r| r.name.clone()));
-        }
-        for e in env_from.into_iter().flatten() {
-            out.extend(e.secret_ref.as_ref().map(|r| r.name.clone()));
-        }
+    let (values, froms) = env_sources(pod);
+    for e in values {
+        out.extend(e.secret_key_ref.as_ref().map(|r| r.name.clone()));
+    }
+    for e in froms {
+        out.extend(e.secret_ref.as_ref().map(|r| r.name.clone()));
     }
     out.retain(|n| !n.is_empty());
     out
