@@ -148,6 +148,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         dirs,
         node_name: cfg.node_name.clone(),
         host_ip: host_ip(&cfg).to_string(),
+        host_ips: crate::node::node_ips(&cfg)
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         memory_capacity: memory_capacity(),
         statuses: StatusStore::default(),
         pulls: Arc::new(Semaphore::new(pulls.max(1))),
@@ -308,10 +312,7 @@ fn admission(cfg: &Config) -> crate::pod::admission::Admission {
 /// The TLS configuration of the kubelet port: the configured or self-signed serving certificate.
 fn server_tls(cfg: &Config) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     use crate::server::tls;
-    let mut ips = cfg.node_ips.clone();
-    if ips.is_empty() {
-        ips.push(host_ip(cfg));
-    }
+    let ips = crate::node::node_ips(cfg);
     let serving = tls::ServingCert::resolve(
         cfg.tls_cert_file.as_deref(),
         cfg.tls_private_key_file.as_deref(),

@@ -28,6 +28,7 @@ pub mod types {
         PodSandboxConfig, PodSandboxFilter, PodSandboxMetadata, PodSandboxNetworkStatus,
         PodSandboxState, PodSandboxStateValue, PodSandboxStats, PodSandboxStatsFilter,
         PodSandboxStatus, PodSandboxStatusResponse, PortMapping, Protocol, RuntimeCondition,
-        RuntimeStatus, SecurityProfile, StatusResponse,
+        RuntimeStatus, SeLinuxOption, SecurityProfile, StatusResponse, SupplementalGroupsPolicy,
+        security_profile,
     };
 }

@@ -1,6 +1,7 @@
 //! Test harness: starts the real runtime, registry and control plane (through `tests/env/up`) and
 //! hands each test its own parts: a private containerd per node, deadlines for waiting.
 
+pub mod agent;
 pub mod apiserver;
 pub mod bench;
 pub mod bosun;
@@ -14,6 +15,7 @@ pub mod standalone;
 pub mod upstream;
 pub mod wait;
 
+pub use agent::{Agent, AgentProcess};
 pub use apiserver::ApiServerReplica;
 pub use bosun::{Bosun, bosun_bin};
 pub use cluster::{ClusterNode, NodeOptions, admin_client, kubectl};

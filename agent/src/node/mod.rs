@@ -31,13 +31,18 @@ use crate::events::{EventType, Recorder};
 use setters::Settings;
 use status::{Observer, StatusUpdater};
 
-/// The node's settings from the configuration.
-pub fn settings(cfg: &Config) -> Settings {
-    let node_ips = if cfg.node_ips.is_empty() {
+/// The node's IPs as it reports them: `--node-ip` (one per family), else the detected host IP.
+pub fn node_ips(cfg: &Config) -> Vec<std::net::IpAddr> {
+    if cfg.node_ips.is_empty() {
         vec![crate::app::host_ip(cfg)]
     } else {
         cfg.node_ips.clone()
-    };
+    }
+}
+
+/// The node's settings from the configuration.
+pub fn settings(cfg: &Config) -> Settings {
+    let node_ips = node_ips(cfg);
     let version = crate::version::version_string();
     Settings {
         node_name: cfg.node_name.clone(),

@@ -18,6 +18,8 @@ pub struct NodeContext {
     pub node_name: String,
     /// This node's IP (status.hostIP).
     pub host_ip: String,
+    /// This node's IPs as its Node reports them (status.hostIPs; the podIPs of host-network pods).
+    pub host_ips: Vec<String>,
     /// Memory capacity in bytes (for oom_score_adj).
     pub memory_capacity: i64,
     /// Statuses of all pods.

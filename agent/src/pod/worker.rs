@@ -2,7 +2,7 @@
 //! runtime change (PLEG wake) and resync tick, and tears the pod down when told to.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,8 +25,9 @@ use super::plan::{
 };
 use crate::events::EventType;
 use crate::runtime::container::{ContainerContext, container_config};
-use crate::runtime::labels;
+use crate::runtime::hostname::PodHostname;
 use crate::runtime::sandbox::{PodKey, sandbox_config};
+use crate::runtime::{hosts, labels};
 use crate::status::{StatusInput, Waiting, compute};
 use crate::volume;
 use crate::volume::api::{ApiVolumes, get_config_map, get_secret};
@@ -438,9 +439,15 @@ impl PodWorker {
 
     async fn update_status(&mut self, obs: &Observed) {
         let sandbox_ready = obs.sandbox.as_ref().is_some_and(|s| s.ready);
-        let ips = match obs.sandbox.as_ref().filter(|s| s.ready) {
-            Some(s) => self.pod_ips(&s.id).await,
-            None => vec![],
+        // A host-network pod has the node's IPs from the start, sandbox or not (the kubelet's
+        // generateAPIPodStatus); others the IPs of their ready sandbox.
+        let ips = if self.host_network() {
+            self.ctx.host_ips.clone()
+        } else {
+            match obs.sandbox.as_ref().filter(|s| s.ready) {
+                Some(s) => self.pod_ips(&s.id).await,
+                None => vec![],
+            }
         };
         let previous = self.ctx.statuses.get(&self.key().uid);
         let input = StatusInput {
@@ -472,7 +479,19 @@ impl PodWorker {
         }
     }
 
+    fn host_network(&self) -> bool {
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false)
+    }
+
+    /// The pod's IPs: the node's on the host network, else those the runtime gave its sandbox.
     async fn pod_ips(&mut self, sandbox_id: &str) -> Vec<String> {
+        if self.host_network() {
+            return self.ctx.host_ips.clone();
+        }
         if let Some(ips) = self.sandbox_ips.get(sandbox_id) {
             return ips.clone();
         }
@@ -480,20 +499,10 @@ impl PodWorker {
             return vec![];
         };
         let net = resp.status.and_then(|s| s.network).unwrap_or_default();
-        let mut ips: Vec<String> = std::iter::once(net.ip)
+        let ips: Vec<String> = std::iter::once(net.ip)
             .chain(net.additional_ips.into_iter().map(|i| i.ip))
             .filter(|i| !i.is_empty())
             .collect();
-        if ips.is_empty()
-            && self
-                .pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.host_network)
-                .unwrap_or(false)
-        {
-            ips.push(self.ctx.host_ip.clone());
-        }
         self.sandbox_ips.insert(sandbox_id.to_string(), ips.clone());
         ips
     }
@@ -506,7 +515,19 @@ impl PodWorker {
         {
             warn!(error = %e, "cannot create the pod log directory");
         }
-        let config = sandbox_config(&self.pod, attempt, dirs);
+        let config = match sandbox_config(&self.pod, attempt, dirs) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "FailedCreatePodSandBox: failed to generate sandbox config");
+                self.event(
+                    None,
+                    EventType::Warning,
+                    "FailedCreatePodSandBox",
+                    format!("Failed to create pod sandbox: {e}"),
+                );
+                return;
+            }
+        };
         let handler = match self.runtime_handler().await {
             Ok(h) => h,
             Err(e) => {
@@ -701,7 +722,29 @@ impl PodWorker {
             )
         })?;
         let pod_ips = self.pod_ips(&sandbox.id).await;
+        let etc_hosts = if hosts::should_mount(&self.pod, &pod_ips) {
+            let name = PodHostname::of(&self.pod, &self.ctx.dirs.cluster_domain)
+                .map_err(|e| waiting("CreateContainerConfigError", e.to_string()))?;
+            let pod_dir = self.ctx.dirs.pod_dir(&key.uid);
+            let mount = hosts::ensure(
+                &self.pod,
+                &pod_dir,
+                &pod_ips,
+                &name,
+                Path::new(hosts::ETC_HOSTS),
+            )
+            .map_err(|e| {
+                waiting(
+                    "CreateContainerConfigError",
+                    format!("cannot write the pod's hosts file: {e}"),
+                )
+            })?;
+            Some(mount)
+        } else {
+            None
+        };
         let ctx = ContainerContext {
+            etc_hosts: etc_hosts.as_ref(),
             volumes: &volumes,
             pod_ip: pod_ips.first().map(String::as_str).unwrap_or_default(),
             host_ip: &self.ctx.host_ip,
@@ -719,7 +762,8 @@ impl PodWorker {
             .dirs
             .pod_log_dir(&key.namespace, &key.name, &key.uid)
             .join(&config.log_path);
-        let sandbox_config = sandbox_config(&self.pod, sandbox.attempt, &self.ctx.dirs);
+        let sandbox_config = sandbox_config(&self.pod, sandbox.attempt, &self.ctx.dirs)
+            .map_err(|e| waiting("CreateContainerConfigError", e.to_string()))?;
         let id = self
             .ctx
             .cri

@@ -10,8 +10,9 @@ use bosun_cri::types::{
 };
 use k8s_openapi::api::core::v1::{Container, Pod};
 
+use super::hosts;
 use super::labels;
-use super::sandbox::PodKey;
+use super::sandbox::{PodKey, namespace_options};
 use crate::cgroup::resources::{QUOTA_PERIOD_US, milli_cpu_to_quota, milli_cpu_to_shares};
 use crate::resource::{QosClass, parse_quantity, qos_class};
 
@@ -33,6 +34,8 @@ pub struct ContainerContext<'a> {
     pub host_ip: &'a str,
     /// The node's name, for `spec.nodeName`.
     pub node_name: &'a str,
+    /// The pod's managed /etc/hosts mount, when the pod gets one (see [`hosts::should_mount`]).
+    pub etc_hosts: Option<&'a Mount>,
     /// The host file mounted at the container's terminationMessagePath.
     pub termination_log: &'a Path,
     /// The node's memory capacity in bytes, for the Burstable oom_score_adj.
@@ -107,6 +110,11 @@ pub fn container_config(
         .termination_message_path
         .clone()
         .unwrap_or_else(|| "/dev/termination-log".into());
+    if let Some(hosts) = ctx.etc_hosts
+        && !mounts.iter().any(|m| m.container_path == hosts::ETC_HOSTS)
+    {
+        mounts.push(hosts.clone());
+    }
     mounts.push(Mount {
         container_path: tm_path.clone(),
         host_path: ctx.termination_log.display().to_string(),
@@ -151,9 +159,19 @@ pub fn container_config(
             .and_then(|s| s.run_as_group)
             .or(pod_sc.and_then(|s| s.run_as_group))
             .map(|v| bosun_cri::types::Int64Value { value: v }),
+        // fsGroup first, then the pod's supplementalGroups (the kubelet's order).
         supplemental_groups: pod_sc
-            .and_then(|s| s.supplemental_groups.clone())
-            .unwrap_or_default(),
+            .and_then(|s| s.fs_group)
+            .into_iter()
+            .chain(
+                pod_sc
+                    .and_then(|s| s.supplemental_groups.clone())
+                    .unwrap_or_default(),
+            )
+            .collect(),
+        // Each container joins the pod's namespaces as the sandbox has them; without this the
+        // runtime reads "POD" for the PID namespace and every pod would share one.
+        namespace_options: Some(namespace_options(pod)),
         no_new_privs: sc
             .and_then(|s| s.allow_privilege_escalation)
             .is_some_and(|a| !a),

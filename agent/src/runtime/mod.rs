@@ -2,6 +2,8 @@
 //! for a pod, and the calls that start and stop it.
 
 pub mod container;
+pub mod hostname;
+pub mod hosts;
 pub mod labels;
 pub mod observed;
 pub mod sandbox;

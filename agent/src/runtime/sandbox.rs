@@ -5,13 +5,17 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use bosun_cri::types::{
-    DnsConfig, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
-    PodSandboxConfig, PodSandboxMetadata, PortMapping, Protocol,
+    DnsConfig, Int64Value, LinuxContainerResources, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
+    PodSandboxMetadata, PortMapping, Protocol, SeLinuxOption, SecurityProfile,
+    SupplementalGroupsPolicy, security_profile::ProfileType,
 };
 use k8s_openapi::api::core::v1::Pod;
 
+use super::hostname::{HostnameError, PodHostname};
 use super::labels;
-use crate::resource::{QosClass, qos_class};
+use crate::cgroup::resources::{QUOTA_PERIOD_US, milli_cpu_to_quota, milli_cpu_to_shares};
+use crate::resource::{QosClass, parse_quantity, pod_limit, pod_request, qos_class};
 
 /// Where a node keeps pod files, and how it names cgroups and DNS.
 #[derive(Debug, Clone)]
@@ -75,65 +79,43 @@ impl PodKey {
     }
 }
 
-/// Builds the sandbox config of `pod` for the given attempt.
-pub fn sandbox_config(pod: &Pod, attempt: u32, dirs: &PodDirs) -> PodSandboxConfig {
+/// Builds the sandbox config of `pod` for the given attempt, as the kubelet's
+/// `generatePodSandboxConfig`; an invalid hostname, subdomain or FQDN is an error.
+pub fn sandbox_config(
+    pod: &Pod,
+    attempt: u32,
+    dirs: &PodDirs,
+) -> Result<PodSandboxConfig, HostnameError> {
     let key = PodKey::of(pod);
     let spec = pod.spec.clone().unwrap_or_default();
-    let host_network = spec.host_network.unwrap_or(false);
-    let mut hostname = spec.hostname.clone().unwrap_or_else(|| key.name.clone());
-    if host_network {
-        hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or(hostname);
-    }
-    hostname.truncate(63);
-    let mut annotations: HashMap<String, String> = pod
+    // A host-network sandbox shares the node's UTS namespace: it must not name a hostname (the
+    // runtime refuses "to set hostname without a private UTS namespace").
+    let hostname = if spec.host_network.unwrap_or(false) {
+        String::new()
+    } else {
+        PodHostname::of(pod, &dirs.cluster_domain)?
+            .kernel_hostname(spec.set_hostname_as_fqdn.unwrap_or(false))?
+    };
+    let annotations: HashMap<String, String> = pod
         .metadata
         .annotations
         .clone()
         .unwrap_or_default()
         .into_iter()
         .collect();
-    annotations.insert(
-        labels::POD_TERMINATION_GRACE.into(),
-        spec.termination_grace_period_seconds
-            .unwrap_or(30)
-            .to_string(),
-    );
-    let port_mappings = spec
-        .containers
+    let sc = spec.security_context.clone().unwrap_or_default();
+    let sysctls = sc
+        .sysctls
         .iter()
-        .flat_map(|c| c.ports.iter().flatten())
-        .filter(|p| p.host_port.unwrap_or(0) > 0)
-        .map(|p| PortMapping {
-            protocol: match p.protocol.as_deref() {
-                Some("UDP") => Protocol::Udp as i32,
-                Some("SCTP") => Protocol::Sctp as i32,
-                _ => Protocol::Tcp as i32,
-            },
-            container_port: p.container_port,
-            host_port: p.host_port.unwrap_or(0),
-            host_ip: p.host_ip.clone().unwrap_or_default(),
-        })
+        .flatten()
+        .map(|s| (s.name.clone(), s.value.clone()))
         .collect();
-    let mode = |host: bool| {
-        if host {
-            NamespaceMode::Node as i32
-        } else {
-            NamespaceMode::Pod as i32
-        }
-    };
-    let sysctls = spec
-        .security_context
-        .as_ref()
-        .and_then(|s| s.sysctls.as_ref())
-        .map(|v| {
-            v.iter()
-                .map(|s| (s.name.clone(), s.value.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
-    PodSandboxConfig {
+    let supplemental_groups = sc
+        .fs_group
+        .into_iter()
+        .chain(sc.supplemental_groups.iter().flatten().copied())
+        .collect();
+    Ok(PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
             name: key.name.clone(),
             uid: key.uid.clone(),
@@ -146,7 +128,7 @@ pub fn sandbox_config(pod: &Pod, attempt: u32, dirs: &PodDirs) -> PodSandboxConf
             .display()
             .to_string(),
         dns_config: dns_config(pod, dirs),
-        port_mappings,
+        port_mappings: port_mappings(&spec),
         labels: labels::sandbox_labels(
             &key.name,
             &key.namespace,
@@ -157,30 +139,169 @@ pub fn sandbox_config(pod: &Pod, attempt: u32, dirs: &PodDirs) -> PodSandboxConf
         linux: Some(LinuxPodSandboxConfig {
             cgroup_parent: dirs.cgroup_parent(qos_class(pod), &key.uid),
             security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    network: mode(host_network),
-                    pid: if spec.host_pid.unwrap_or(false) {
-                        NamespaceMode::Node as i32
-                    } else if spec.share_process_namespace.unwrap_or(false) {
-                        NamespaceMode::Pod as i32
-                    } else {
-                        NamespaceMode::Container as i32
-                    },
-                    ipc: mode(spec.host_ipc.unwrap_or(false)),
+                namespace_options: Some(namespace_options(pod)),
+                privileged: spec
+                    .containers
+                    .iter()
+                    .chain(spec.init_containers.iter().flatten())
+                    .any(|c| {
+                        c.security_context
+                            .as_ref()
+                            .and_then(|s| s.privileged)
+                            .unwrap_or(false)
+                    }),
+                // The sandbox runs the runtime's default seccomp profile whatever the pod asks,
+                // so that least-privileged pod-level profiles stay possible (as the kubelet).
+                seccomp: Some(SecurityProfile {
+                    profile_type: ProfileType::RuntimeDefault as i32,
                     ..Default::default()
                 }),
-                privileged: spec.containers.iter().any(|c| {
-                    c.security_context
-                        .as_ref()
-                        .and_then(|s| s.privileged)
-                        .unwrap_or(false)
+                run_as_user: sc.run_as_user.map(|value| Int64Value { value }),
+                run_as_group: sc.run_as_group.map(|value| Int64Value { value }),
+                supplemental_groups,
+                supplemental_groups_policy: match sc.supplemental_groups_policy.as_deref() {
+                    Some("Strict") => SupplementalGroupsPolicy::Strict as i32,
+                    _ => SupplementalGroupsPolicy::Merge as i32,
+                },
+                selinux_options: sc.se_linux_options.as_ref().map(|o| SeLinuxOption {
+                    user: o.user.clone().unwrap_or_default(),
+                    role: o.role.clone().unwrap_or_default(),
+                    r#type: o.type_.clone().unwrap_or_default(),
+                    level: o.level.clone().unwrap_or_default(),
                 }),
                 ..Default::default()
             }),
             sysctls,
-            ..Default::default()
+            resources: Some(sandbox_resources(pod)),
+            overhead: Some(overhead_resources(&spec)),
         }),
         windows: None,
+    })
+}
+
+/// The pod's namespaces (the kubelet's `NamespacesForPod`), for the sandbox and every container:
+/// the node's network/IPC/PID namespaces when asked for, one PID namespace for the whole pod with
+/// `shareProcessNamespace`, else one per container.
+pub fn namespace_options(pod: &Pod) -> NamespaceOption {
+    let spec = pod.spec.as_ref();
+    let flag = |f: fn(&k8s_openapi::api::core::v1::PodSpec) -> Option<bool>| {
+        spec.and_then(f).unwrap_or(false)
+    };
+    let mode = |host: bool| {
+        if host {
+            NamespaceMode::Node as i32
+        } else {
+            NamespaceMode::Pod as i32
+        }
+    };
+    NamespaceOption {
+        network: mode(flag(|s| s.host_network)),
+        ipc: mode(flag(|s| s.host_ipc)),
+        pid: if flag(|s| s.host_pid) {
+            NamespaceMode::Node as i32
+        } else if flag(|s| s.share_process_namespace) {
+            NamespaceMode::Pod as i32
+        } else {
+            NamespaceMode::Container as i32
+        },
+        ..Default::default()
+    }
+}
+
+/// Every declared container port, as the kubelet's `MakePortMappings` lists them (the runtime maps
+/// those with a hostPort); a port name used twice in one container counts once.
+fn port_mappings(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<PortMapping> {
+    let mut out = Vec::new();
+    for c in &spec.containers {
+        let mut names = std::collections::HashSet::new();
+        for p in c.ports.iter().flatten() {
+            let host_ip = p.host_ip.clone().unwrap_or_default();
+            let protocol = p.protocol.as_deref().unwrap_or("TCP");
+            let family = match host_ip.as_str() {
+                "" => "any",
+                ip if ip.contains(':') => "v6",
+                _ => "v4",
+            };
+            let name = match p.name.as_deref().filter(|n| !n.is_empty()) {
+                Some(n) => n.to_string(),
+                None => format!(
+                    "{family}-{protocol}-{host_ip}:{}:{}",
+                    p.container_port,
+                    p.host_port.unwrap_or(0)
+                ),
+            };
+            if !names.insert(name) {
+                continue;
+            }
+            out.push(PortMapping {
+                protocol: match protocol {
+                    "UDP" => Protocol::Udp as i32,
+                    "SCTP" => Protocol::Sctp as i32,
+                    _ => Protocol::Tcp as i32,
+                },
+                container_port: p.container_port,
+                host_port: p.host_port.unwrap_or(0),
+                host_ip,
+            });
+        }
+    }
+    out
+}
+
+/// The pod's resources without its overhead, as the kubelet's `calculateSandboxResources`: CPU
+/// shares from the request (else the limit), CFS quota from the limit, the memory limit.
+fn sandbox_resources(pod: &Pod) -> LinuxContainerResources {
+    let overhead = |r: &str| {
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.overhead.as_ref())
+            .and_then(|o| o.get(r))
+            .and_then(|q| parse_quantity(&q.0).ok())
+            .map_or(0, |q| q.milli_value() as i128)
+    };
+    let clamp = |v: i128| i64::try_from(v.max(0)).unwrap_or(i64::MAX);
+    let cpu_limit = pod_limit(pod, "cpu").map_or(0, |l| clamp(l.total - overhead("cpu")));
+    let cpu_request = clamp(pod_request(pod, "cpu") - overhead("cpu"));
+    let memory_limit =
+        pod_limit(pod, "memory").map_or(0, |l| clamp((l.total - overhead("memory")) / 1000));
+    linux_resources(
+        if cpu_request > 0 {
+            cpu_request
+        } else {
+            cpu_limit
+        },
+        cpu_limit,
+        memory_limit,
+    )
+}
+
+/// The pod overhead as resources (requests = limits), as `convertOverheadToLinuxResources`.
+fn overhead_resources(spec: &k8s_openapi::api::core::v1::PodSpec) -> LinuxContainerResources {
+    let Some(o) = spec.overhead.as_ref() else {
+        return LinuxContainerResources::default();
+    };
+    let get = |r: &str| {
+        o.get(r)
+            .and_then(|q| parse_quantity(&q.0).ok())
+            .map_or((0, 0), |q| (q.milli_value(), q.value()))
+    };
+    let cpu = get("cpu").0;
+    linux_resources(cpu, cpu, get("memory").1)
+}
+
+/// CPU shares, CFS quota/period and memory limit with the kubelet's formulas.
+fn linux_resources(
+    cpu_request_milli: i64,
+    cpu_limit_milli: i64,
+    memory: i64,
+) -> LinuxContainerResources {
+    let quota = milli_cpu_to_quota(cpu_limit_milli, QUOTA_PERIOD_US);
+    LinuxContainerResources {
+        cpu_shares: milli_cpu_to_shares(cpu_request_milli) as i64,
+        cpu_period: QUOTA_PERIOD_US as i64,
+        cpu_quota: quota,
+        memory_limit_in_bytes: memory,
+        ..Default::default()
     }
 }
 
@@ -286,7 +407,7 @@ mod tests {
         let p = pod(
             serde_json::json!({"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 8080}]}]}),
         );
-        let cfg = sandbox_config(&p, 2, &dirs());
+        let cfg = sandbox_config(&p, 2, &dirs()).unwrap();
         let md = cfg.metadata.as_ref().unwrap();
         assert_eq!(
             (
@@ -346,9 +467,13 @@ mod tests {
     }
 
     #[test]
-    fn host_network_pods_use_the_node_namespace() {
+    fn host_network_pods_use_the_node_namespace_and_name_no_hostname() {
         let p = pod(serde_json::json!({"hostNetwork": true, "containers": [{"name": "c"}]}));
-        let cfg = sandbox_config(&p, 0, &dirs());
+        let cfg = sandbox_config(&p, 0, &dirs()).unwrap();
+        assert_eq!(
+            cfg.hostname, "",
+            "the runtime refuses a hostname without a UTS namespace"
+        );
         let ns = cfg
             .linux
             .unwrap()
@@ -358,5 +483,121 @@ mod tests {
             .unwrap();
         assert_eq!(ns.network, NamespaceMode::Node as i32);
         assert_eq!(ns.pid, NamespaceMode::Container as i32);
+        assert_eq!(ns.ipc, NamespaceMode::Pod as i32);
+    }
+
+    #[test]
+    fn namespaces_by_pod_flags() {
+        let node = NamespaceMode::Node as i32;
+        let pod_ns = NamespaceMode::Pod as i32;
+        let own = NamespaceMode::Container as i32;
+        let cases = [
+            (serde_json::json!({}), (pod_ns, pod_ns, own)),
+            (
+                serde_json::json!({"hostPID": true, "hostIPC": true}),
+                (pod_ns, node, node),
+            ),
+            (
+                serde_json::json!({"shareProcessNamespace": true}),
+                (pod_ns, pod_ns, pod_ns),
+            ),
+            (
+                serde_json::json!({"hostNetwork": true}),
+                (node, pod_ns, own),
+            ),
+        ];
+        for (spec, (net, ipc, pid)) in cases {
+            let ns = namespace_options(&pod(spec.clone()));
+            assert_eq!((ns.network, ns.ipc, ns.pid), (net, ipc, pid), "{spec}");
+        }
+    }
+
+    #[test]
+    fn every_port_is_listed_once_per_name_as_make_port_mappings() {
+        let p = pod(serde_json::json!({"containers": [
+            {"name": "a", "ports": [
+                {"containerPort": 80},
+                {"containerPort": 53, "protocol": "UDP", "hostPort": 5353, "hostIP": "10.0.0.1"},
+                {"name": "x", "containerPort": 81},
+                {"name": "x", "containerPort": 82},
+            ]},
+            {"name": "b", "ports": [{"name": "x", "containerPort": 83}]},
+        ]}));
+        let pm = sandbox_config(&p, 0, &dirs()).unwrap().port_mappings;
+        let got: Vec<(i32, i32, i32, &str)> = pm
+            .iter()
+            .map(|m| {
+                (
+                    m.container_port,
+                    m.host_port,
+                    m.protocol,
+                    m.host_ip.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (80, 0, Protocol::Tcp as i32, ""),
+                (53, 5353, Protocol::Udp as i32, "10.0.0.1"),
+                (81, 0, Protocol::Tcp as i32, ""),
+                (83, 0, Protocol::Tcp as i32, ""),
+            ]
+        );
+    }
+
+    #[test]
+    fn sandbox_security_context_as_the_kubelet() {
+        let p = pod(serde_json::json!({
+            "securityContext": {
+                "runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000,
+                "supplementalGroups": [4000], "supplementalGroupsPolicy": "Strict",
+                "seLinuxOptions": {"level": "s0:c1,c2"},
+                "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}],
+            },
+            "initContainers": [{"name": "i", "securityContext": {"privileged": true}}],
+            "containers": [{"name": "c", "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}}],
+        }));
+        let linux = sandbox_config(&p, 0, &dirs()).unwrap().linux.unwrap();
+        let sc = linux.security_context.unwrap();
+        assert_eq!(sc.run_as_user.map(|v| v.value), Some(1000));
+        assert_eq!(sc.run_as_group.map(|v| v.value), Some(3000));
+        assert_eq!(sc.supplemental_groups, [2000, 4000]);
+        assert_eq!(
+            sc.supplemental_groups_policy,
+            SupplementalGroupsPolicy::Strict as i32
+        );
+        assert_eq!(sc.selinux_options.unwrap().level, "s0:c1,c2");
+        assert_eq!(
+            sc.seccomp.unwrap().profile_type,
+            ProfileType::RuntimeDefault as i32
+        );
+        assert!(sc.privileged, "an init container is privileged");
+        assert_eq!(
+            linux
+                .sysctls
+                .get("net.ipv4.ip_unprivileged_port_start")
+                .map(String::as_str),
+            Some("0")
+        );
+        let r = linux.resources.unwrap();
+        assert_eq!(
+            (r.cpu_shares, r.cpu_quota, r.cpu_period),
+            (512, 50_000, 100_000)
+        );
+        assert_eq!(r.memory_limit_in_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn hostname_from_spec_and_fqdn_when_asked() {
+        let p = pod(serde_json::json!({
+            "hostname": "db", "subdomain": "s", "setHostnameAsFQDN": true, "containers": []
+        }));
+        assert_eq!(
+            sandbox_config(&p, 0, &dirs()).unwrap().hostname,
+            "db.s.prod.svc.cluster.local"
+        );
+        let bad = pod(serde_json::json!({"hostname": "Not_A_Label", "containers": []}));
+        assert!(sandbox_config(&bad, 0, &dirs()).is_err());
     }
 }

@@ -15,26 +15,10 @@ use super::audit::{self, Cursor};
 use super::pods::{self, Tracker};
 use super::procfs::{self, Usage};
 use super::{floor, scrape};
-use crate::{Bosun, ClusterNode, Env, Kubelet, NodeOptions, admin_client};
+use crate::{ClusterNode, Env, NodeOptions, admin_client};
 
-/// Which agent runs the node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Agent {
-    /// This project's agent (`bosun_bin()`, `$BOSUN_BIN` for the release build).
-    Bosun,
-    /// The upstream kubelet (`$KUBELET_BIN`).
-    Kubelet,
-}
-
-impl Agent {
-    /// `bosun` or `kubelet`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Agent::Bosun => "bosun",
-            Agent::Kubelet => "kubelet",
-        }
-    }
-}
+pub use crate::agent::Agent;
+use crate::agent::{AgentProcess as Process, node_ready};
 
 /// Sizes and durations of a run.
 #[derive(Debug, Clone)]
@@ -96,46 +80,6 @@ pub struct Outcome {
     pub teardown_s: f64,
     /// Every request of the node's user from the agent's start to the end of the teardown.
     pub run_requests: BTreeMap<String, usize>,
-}
-
-/// The agent process under test.
-enum Process {
-    Bosun(Bosun),
-    Kubelet(Kubelet),
-}
-
-impl Process {
-    fn pid(&self) -> u32 {
-        match self {
-            Process::Bosun(b) => b.pid(),
-            Process::Kubelet(k) => k.pid(),
-        }
-    }
-
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        match self {
-            Process::Bosun(b) => b.try_exit(),
-            Process::Kubelet(k) => k.try_exit(),
-        }
-    }
-
-    fn log(&self) -> &Path {
-        match self {
-            Process::Bosun(b) => &b.log,
-            Process::Kubelet(k) => &k.log,
-        }
-    }
-
-    fn stop(&mut self) {
-        match self {
-            Process::Bosun(b) => {
-                if b.try_exit().is_none() {
-                    b.terminate(Duration::from_secs(15));
-                }
-            }
-            Process::Kubelet(k) => k.terminate(Duration::from_secs(15)),
-        }
-    }
 }
 
 /// Prints a progress line on stderr.
@@ -208,15 +152,7 @@ async fn measure(
     let run_cursor = Cursor::at_end(&audit_log)?;
     let run_from = Timestamp::now();
     let t_start = Instant::now();
-    *process = Some(match agent {
-        // Bosun's default log level (info), as the kubelet runs at its default verbosity.
-        Agent::Bosun => Process::Bosun(Bosun::start_with_env(
-            &node.args,
-            &node.path().join("bosun.log"),
-            &[("RUST_LOG", "info")],
-        )),
-        Agent::Kubelet => Process::Kubelet(node.start_kubelet()),
-    });
+    *process = Some(agent.start(node));
     let proc = process.as_mut().expect("just set");
     let pid = proc.pid();
     let nodes: Api<Node> = Api::all(client.clone());
@@ -385,13 +321,6 @@ async fn measure(
         teardown_s,
         run_requests,
     })
-}
-
-fn node_ready(n: &Node) -> bool {
-    n.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// Measures the agent over `length` and counts the node's API requests received meanwhile.

@@ -1,0 +1,131 @@
+//! The agent running a test node, Bosun or the upstream kubelet, behind one type: tests that must
+//! show identical results on both (and the benchmark) start either through [`Agent::start`].
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+
+use crate::{Bosun, ClusterNode, Kubelet};
+
+/// Which agent runs the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agent {
+    /// This project's agent (`bosun_bin()`, `$BOSUN_BIN` for the release build).
+    Bosun,
+    /// The upstream kubelet (`$KUBELET_BIN`).
+    Kubelet,
+}
+
+impl Agent {
+    /// `bosun` or `kubelet`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Agent::Bosun => "bosun",
+            Agent::Kubelet => "kubelet",
+        }
+    }
+
+    /// Starts this agent for `node` (Bosun at its default log level, as the kubelet runs at its
+    /// default verbosity).
+    pub fn start(self, node: &ClusterNode) -> AgentProcess {
+        match self {
+            Agent::Bosun => AgentProcess::Bosun(Bosun::start_with_env(
+                &node.args,
+                &node.path().join("bosun.log"),
+                &[("RUST_LOG", "info")],
+            )),
+            Agent::Kubelet => AgentProcess::Kubelet(node.start_kubelet()),
+        }
+    }
+
+    /// Starts this agent for `node` and waits up to `secs` for the Node's Ready condition.
+    pub async fn start_ready(
+        self,
+        node: &ClusterNode,
+        client: &kube::Client,
+        secs: u64,
+    ) -> AgentProcess {
+        let mut proc = self.start(node);
+        let nodes: Api<Node> = Api::all(client.clone());
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = proc.exited() {
+                panic!(
+                    "{} exited ({status}); log: {}",
+                    self.name(),
+                    proc.log().display()
+                );
+            }
+            if let Ok(Some(n)) = nodes.get_opt(&node.name).await
+                && node_ready(&n)
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} not Ready under {} after {secs} s; log: {}",
+                node.name,
+                self.name(),
+                proc.log().display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        proc
+    }
+}
+
+/// Whether the Node's Ready condition is True.
+pub fn node_ready(n: &Node) -> bool {
+    n.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// A running agent process; killed on drop (by the wrapped type).
+pub enum AgentProcess {
+    /// Bosun.
+    Bosun(Bosun),
+    /// The upstream kubelet.
+    Kubelet(Kubelet),
+}
+
+impl AgentProcess {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        match self {
+            AgentProcess::Bosun(b) => b.pid(),
+            AgentProcess::Kubelet(k) => k.pid(),
+        }
+    }
+
+    /// The exit status if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        match self {
+            AgentProcess::Bosun(b) => b.try_exit(),
+            AgentProcess::Kubelet(k) => k.try_exit(),
+        }
+    }
+
+    /// Where its output goes.
+    pub fn log(&self) -> &Path {
+        match self {
+            AgentProcess::Bosun(b) => &b.log,
+            AgentProcess::Kubelet(k) => &k.log,
+        }
+    }
+
+    /// SIGTERM, SIGKILL after 15 s.
+    pub fn stop(&mut self) {
+        match self {
+            AgentProcess::Bosun(b) => {
+                if b.try_exit().is_none() {
+                    b.terminate(Duration::from_secs(15));
+                }
+            }
+            AgentProcess::Kubelet(k) => k.terminate(Duration::from_secs(15)),
+        }
+    }
+}
