@@ -314,6 +314,38 @@ pub async fn wait_gone(api: &Api<Pod>, names: &[&str], secs: u64) {
     .await
 }
 
+/// What container `container` of pod `ns/name` (UID `uid`) has written so far, stdout and stderr
+/// in order, read from the CRI log files (`<pod_logs_dir>/<ns>_<name>_<uid>/<container>/*.log`,
+/// each line `<time> <stream> <P|F> <content>`, partial lines joined) as both agents write them.
+pub fn container_output(
+    pod_logs_dir: &std::path::Path,
+    ns: &str,
+    name: &str,
+    uid: &str,
+    container: &str,
+) -> String {
+    let dir = pod_logs_dir
+        .join(format!("{ns}_{name}_{uid}"))
+        .join(container);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "log"));
+    files.sort();
+    let mut out = String::new();
+    for f in files {
+        for line in std::fs::read_to_string(&f).unwrap_or_default().lines() {
+            let mut parts = line.splitn(4, ' ');
+            let (_time, _stream, tag) = (parts.next(), parts.next(), parts.next());
+            out.push_str(parts.next().unwrap_or_default());
+            if tag != Some("P") {
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,36 +394,4 @@ mod tests {
             None
         );
     }
-}
-
-/// What container `container` of pod `ns/name` (UID `uid`) has written so far, stdout and stderr
-/// in order, read from the CRI log files (`<pod_logs_dir>/<ns>_<name>_<uid>/<container>/*.log`,
-/// each line `<time> <stream> <P|F> <content>`, partial lines joined) as both agents write them.
-pub fn container_output(
-    pod_logs_dir: &std::path::Path,
-    ns: &str,
-    name: &str,
-    uid: &str,
-    container: &str,
-) -> String {
-    let dir = pod_logs_dir
-        .join(format!("{ns}_{name}_{uid}"))
-        .join(container);
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    files.retain(|p| p.extension().is_some_and(|e| e == "log"));
-    files.sort();
-    let mut out = String::new();
-    for f in files {
-        for line in std::fs::read_to_string(&f).unwrap_or_default().lines() {
-            let mut parts = line.splitn(4, ' ');
-            let (_time, _stream, tag) = (parts.next(), parts.next(), parts.next());
-            out.push_str(parts.next().unwrap_or_default());
-            if tag != Some("P") {
-                out.push('\n');
-            }
-        }
-    }
-    out
 }

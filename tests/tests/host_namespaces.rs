@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bosun_tests::pod::{container_output, create, wait_pod};
+use bosun_tests::pod::{container_output, create};
 use bosun_tests::{Agent, ClusterNode, Container, Env, PodBuilder, admin_client, wait_until_async};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;

@@ -328,8 +328,14 @@ fn dns_config(pod: &Pod, dirs: &PodDirs) -> Option<DnsConfig> {
             options: vec!["ndots:5".into()],
         }
     } else {
-        // Default policy, or ClusterFirst without cluster DNS: the host's resolver.
-        let (servers, searches, options) = host_resolv(&dirs.resolv_conf);
+        // Default policy, or ClusterFirst without cluster DNS: the host's resolver. Without a
+        // resolvConf (`resolvConf: ""`) the kubelet gives the local resolver and no search path
+        // instead of letting the runtime copy the node's file.
+        let (servers, searches, options) = if dirs.resolv_conf.as_os_str().is_empty() {
+            (vec!["127.0.0.1".into()], vec![".".into()], vec![])
+        } else {
+            host_resolv(&dirs.resolv_conf)
+        };
         DnsConfig {
             servers,
             searches,
@@ -484,6 +490,69 @@ mod tests {
         assert_eq!(ns.network, NamespaceMode::Node as i32);
         assert_eq!(ns.pid, NamespaceMode::Container as i32);
         assert_eq!(ns.ipc, NamespaceMode::Pod as i32);
+    }
+
+    #[test]
+    fn host_dns_by_policy_and_network() {
+        let dir = tempfile::tempdir().unwrap();
+        let resolv = dir.path().join("resolv.conf");
+        std::fs::write(
+            &resolv,
+            "nameserver 10.0.0.2\nsearch corp.example\noptions edns0\n",
+        )
+        .unwrap();
+        let mut d = dirs();
+        d.resolv_conf = resolv;
+        let dns = |spec: serde_json::Value, d: &PodDirs| {
+            let c = sandbox_config(&pod(spec), 0, d)
+                .unwrap()
+                .dns_config
+                .unwrap();
+            (c.servers, c.searches, c.options)
+        };
+        let cluster = (
+            vec!["10.96.0.10".to_string()],
+            [
+                "prod.svc.cluster.local",
+                "svc.cluster.local",
+                "cluster.local",
+                "corp.example",
+            ]
+            .map(String::from)
+            .to_vec(),
+            vec!["ndots:5".to_string()],
+        );
+        let host = (
+            vec!["10.0.0.2".to_string()],
+            vec!["corp.example".to_string()],
+            vec!["edns0".to_string()],
+        );
+        let cases = [
+            (serde_json::json!({"containers": []}), &cluster),
+            (
+                serde_json::json!({"hostNetwork": true, "containers": []}),
+                &host,
+            ),
+            (
+                serde_json::json!({"hostNetwork": true, "dnsPolicy": "ClusterFirstWithHostNet", "containers": []}),
+                &cluster,
+            ),
+            (
+                serde_json::json!({"dnsPolicy": "Default", "containers": []}),
+                &host,
+            ),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(&dns(spec.clone(), &d), want, "{spec}");
+        }
+        d.resolv_conf = PathBuf::new();
+        assert_eq!(
+            dns(
+                serde_json::json!({"dnsPolicy": "Default", "containers": []}),
+                &d
+            ),
+            (vec!["127.0.0.1".to_string()], vec![".".to_string()], vec![])
+        );
     }
 
     #[test]
