@@ -14,13 +14,14 @@ use kube::Api;
 use serde_json::json;
 
 /// What every test container prints first: its view of the machine, one `key=value` per line,
-/// then /etc/hosts and /etc/resolv.conf with a prefix per line.
+/// then /etc/hosts and /etc/resolv.conf with a prefix per line (`$$$$` is the shell's `$$` once
+/// the agent has expanded the command's `$$` escapes).
 const FACTS: &str = r#"
 echo "hostname=$(hostname)"
 for ns in net uts pid ipc; do echo "$ns=$(readlink /proc/self/ns/$ns)"; done
 if ip -o -4 addr show | grep -q " $NODE_IP/"; then echo node_ip_iface=yes; else echo node_ip_iface=no; fi
 echo "pod_ip=$POD_IP"
-echo "pid1=$(tr '\0' ' ' < /proc/1/cmdline)"
+if [ $$$$ = 1 ]; then echo self_pid1=yes; else echo self_pid1=no; fi
 echo "test_proc=$(cat /proc/$TEST_PID/comm 2>/dev/null)"
 sed 's/^/hosts:/' /etc/hosts
 sed 's/^/resolv:/' /etc/resolv.conf
@@ -207,7 +208,15 @@ async fn observe(agent: Agent, host: &Host) -> Facts {
             let pod = api.get_opt(&name).await.ok()??;
             let uid = pod.metadata.uid.clone()?;
             let out = container_output(&node.path().join("pods"), "default", &name, &uid, &last);
-            out.lines().any(|l| l == "END").then_some((pod, out))
+            // Printed, and the agent has reported the pod Running and Ready (its IPs with it).
+            let ready = pod.status.as_ref().is_some_and(|s| {
+                s.phase.as_deref() == Some("Running")
+                    && s.conditions
+                        .iter()
+                        .flatten()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+            });
+            (ready && out.lines().any(|l| l == "END")).then_some((pod, out))
         })
         .await;
         let st = pod.status.clone().unwrap_or_default();
@@ -303,6 +312,7 @@ async fn host_namespaces_as_on_the_kubelet() {
     let host = Host::read();
     let (bosun, kubelet) =
         tokio::join!(observe(Agent::Bosun, &host), observe(Agent::Kubelet, &host));
+    eprintln!("bosun: {bosun:#?}\nkubelet: {kubelet:#?}");
     for (agent, f) in [("bosun", &bosun), ("kubelet", &kubelet)] {
         let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("<missing>");
         let expect = |k: &str, want: &str| {
@@ -318,6 +328,7 @@ async fn host_namespaces_as_on_the_kubelet() {
             expect(&format!("{pod}.status.podIP"), "<node ip>");
             expect(&format!("{pod}.status.podIPs"), "<node ip>");
             expect(&format!("{pod}.pid"), "own");
+            expect(&format!("{pod}.self_pid1"), "yes");
         }
         expect("hostnet.spec.hostPortIsContainerPort", "true");
         expect("hostnet.node GET hostNetwork port", "served by <host>");
@@ -350,15 +361,17 @@ async fn host_namespaces_as_on_the_kubelet() {
         expect("hostpid.ipc", "host");
         expect("hostpid.net", "own");
         expect("hostpid.test_proc", "<test process>");
+        expect("hostpid.self_pid1", "no");
         expect("hostpid.status.podIP", "<pod ip>");
-        // shareProcessNamespace: the sandbox's pause is PID 1 and the other container shows.
+        // shareProcessNamespace: the sandbox's process is PID 1 and the other container shows.
         expect("shared.pid", "own");
         expect("shared.ipc", "own");
-        expect("shared.pid1", "/pause ");
+        expect("shared.self_pid1", "no");
         expect("shared.sees_a", "yes");
         expect("shared.test_proc", "");
         // A hostPort on a pod network answers on the node's address.
         expect("hostport.net", "own");
+        expect("hostport.self_pid1", "yes");
         expect("hostport.hostname", "<node>-hostport");
         expect("hostport.node GET hostPort", "served by <node>-hostport");
         expect("hostport.status.podIP", "<pod ip>");
