@@ -1,7 +1,8 @@
 //! Host namespaces end to end: hostNetwork (with both DNS policies a host-network pod may have),
 //! hostPID and hostIPC, shareProcessNamespace and a hostPort, each checked from inside the
 //! container (its hostname, namespaces, interfaces, processes, /etc/hosts, resolv.conf) and from
-//! the node (status IPs, the port answering on the node's address). The same pods run on a Bosun
+//! the node (status IPs, the port answering on the node's address, a second pod wanting the same
+//! hostPort rejected with NodePorts). The same pods run on a Bosun
 //! node and on an upstream kubelet node in the same run, and both must show the same facts.
 
 use std::collections::BTreeMap;
@@ -287,6 +288,27 @@ async fn observe(agent: Agent, host: &Host) -> Facts {
         put("/etc/resolv.conf", norm(&resolv));
     }
     let (net_port, host_port) = ports(&node);
+    // A second pod asking for the hostPort the running one holds is rejected at admission.
+    let clash = format!("{}-clash", node.name);
+    create(
+        &api,
+        &PodBuilder::new(&clash)
+            .node(&node.name)
+            .container(Container::exec("main", &["sleep", "3600"]).with(
+                "ports",
+                json!([{"containerPort": 80, "hostPort": host_port}]),
+            ))
+            .build(),
+    )
+    .await;
+    let what = format!("{clash} rejected by {}", agent.name());
+    let (reason, message) = wait_until_async(&what, Duration::from_secs(60), || async {
+        let st = api.get_opt(&clash).await.ok()??.status?;
+        (st.phase.as_deref() == Some("Failed")).then_some((st.reason, st.message))
+    })
+    .await;
+    facts.insert("clash.status.reason".into(), reason.unwrap_or_default());
+    facts.insert("clash.status.message".into(), message.unwrap_or_default());
     let served = http_get(&node_ip, net_port, 60).await;
     facts.insert(
         "hostnet.node GET hostNetwork port".into(),
@@ -300,6 +322,7 @@ async fn observe(agent: Agent, host: &Host) -> Facts {
     let names: Vec<String> = specs
         .iter()
         .filter_map(|p| p.metadata.name.clone())
+        .chain([clash])
         .collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     bosun_tests::pod::delete_and_wait_gone(&api, &names, 120).await;
@@ -376,6 +399,11 @@ async fn host_namespaces_as_on_the_kubelet() {
         expect("hostport.node GET hostPort", "served by <node>-hostport");
         expect("hostport.status.podIP", "<pod ip>");
         expect("hostport.status.hostIP", "<node ip>");
+        expect("clash.status.reason", "NodePorts");
+        expect(
+            "clash.status.message",
+            "Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports",
+        );
         expect(
             "hostport./etc/hosts",
             "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n<pod ip>\t<node>-hostport\n",

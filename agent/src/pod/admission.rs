@@ -1,6 +1,7 @@
 //! Pod admission as the kubelet's: a pod that does not fit the node's allocatable (OutOfcpu,
-//! OutOfmemory, OutOfpods) or whose nodeSelector / required node affinity does not match the
-//! node's labels (NodeAffinity) is rejected: it ends in phase Failed with the reason and a message.
+//! OutOfmemory, OutOfpods), whose nodeSelector / required node affinity does not match the
+//! node's labels (NodeAffinity) or whose host ports are taken by an admitted pod (NodePorts) is
+//! rejected: it ends in phase Failed with the reason and a message.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,7 @@ use k8s_openapi::api::core::v1::{NodeSelectorRequirement, Pod};
 /// Why a pod was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
-    /// OutOfcpu, OutOfmemory, OutOfpods, NodeAffinity.
+    /// OutOfcpu, OutOfmemory, OutOfpods, NodeAffinity, NodePorts.
     pub reason: String,
     /// The kubelet's message.
     pub message: String,
@@ -29,12 +30,8 @@ pub use crate::resource::pod_request;
 impl Admission {
     /// Admits `pod` on a node already running `admitted` pods, or says why not.
     pub fn admit(&self, pod: &Pod, admitted: &[&Pod]) -> Result<(), Rejection> {
-        if !self.matches_node(pod) {
-            return Err(Rejection {
-                reason: "NodeAffinity".into(),
-                message: "Pod was rejected: Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector".into(),
-            });
-        }
+        // The kubelet's order (AdmissionCheck): resources (pods first), node affinity, host
+        // ports; the first failure is the reason.
         if let Some(&max) = self.allocatable.get("pods") {
             let used = admitted.len() as i128;
             if (used + 1) * 1000 > max {
@@ -53,6 +50,22 @@ impl Admission {
             if used + want > cap {
                 return Err(out_of(resource, want / scale, used / scale, cap / scale));
             }
+        }
+        if !self.matches_node(pod) {
+            return Err(predicate(
+                "NodeAffinity",
+                "node(s) didn't match Pod's node affinity/selector",
+            ));
+        }
+        let used: Vec<HostPort> = admitted.iter().flat_map(|p| host_ports(p)).collect();
+        if host_ports(pod)
+            .iter()
+            .any(|want| used.iter().any(|u| want.conflicts(u)))
+        {
+            return Err(predicate(
+                "NodePorts",
+                "node(s) didn't have free ports for the requested pod ports",
+            ));
         }
         Ok(())
     }
@@ -108,6 +121,61 @@ impl Admission {
     }
 }
 
+/// A rejection by a scheduler predicate, worded as the kubelet's PredicateFailureError.
+fn predicate(name: &str, desc: &str) -> Rejection {
+    Rejection {
+        reason: name.into(),
+        message: format!("Pod was rejected: Predicate {name} failed: {desc}"),
+    }
+}
+
+/// One host port a pod binds: (host IP, `0.0.0.0` for all; protocol; port).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HostPort {
+    ip: String,
+    protocol: String,
+    port: i32,
+}
+
+impl HostPort {
+    /// Whether two bindings collide: same protocol and port, and the same IP or either on all.
+    fn conflicts(&self, other: &HostPort) -> bool {
+        const ALL: &str = "0.0.0.0";
+        self.protocol == other.protocol
+            && self.port == other.port
+            && (self.ip == ALL || other.ip == ALL || self.ip == other.ip)
+    }
+}
+
+/// The host ports of the pod's containers and sidecars (init containers that keep running), as
+/// the scheduler's GetHostPorts.
+fn host_ports(pod: &Pod) -> Vec<HostPort> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return vec![];
+    };
+    spec.init_containers
+        .iter()
+        .flatten()
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"))
+        .chain(&spec.containers)
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.host_port.unwrap_or(0) > 0)
+        .map(|p| HostPort {
+            ip: p
+                .host_ip
+                .clone()
+                .filter(|i| !i.is_empty())
+                .unwrap_or_else(|| "0.0.0.0".into()),
+            protocol: p
+                .protocol
+                .clone()
+                .filter(|i| !i.is_empty())
+                .unwrap_or_else(|| "TCP".into()),
+            port: p.host_port.unwrap_or(0),
+        })
+        .collect()
+}
+
 fn out_of(resource: &str, requested: i128, used: i128, capacity: i128) -> Rejection {
     Rejection {
         reason: format!("OutOf{resource}"),
@@ -139,6 +207,66 @@ mod tests {
             ]),
             node_labels: BTreeMap::from([("kubernetes.io/os".into(), "linux".into())]),
         }
+    }
+
+    fn with_ports(ports: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({"spec": {"containers": [
+            {"name": "c", "ports": ports}
+        ]}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn host_ports_conflict_as_the_scheduler_counts_them() {
+        let n = node();
+        let web = with_ports(serde_json::json!([{"containerPort": 80, "hostPort": 8080}]));
+        let cases = [
+            (
+                serde_json::json!([{"containerPort": 81, "hostPort": 8080}]),
+                false,
+            ),
+            (
+                serde_json::json!([{"containerPort": 80, "hostPort": 8080, "protocol": "UDP"}]),
+                true,
+            ),
+            (
+                serde_json::json!([{"containerPort": 80, "hostPort": 8080, "hostIP": "10.0.0.1"}]),
+                false,
+            ),
+            (
+                serde_json::json!([{"containerPort": 80, "hostPort": 8081}]),
+                true,
+            ),
+            (serde_json::json!([{"containerPort": 8080}]), true),
+        ];
+        for (ports, admitted) in cases {
+            let got = n.admit(&with_ports(ports.clone()), &[&web]);
+            assert_eq!(got.is_ok(), admitted, "{ports}: {got:?}");
+            if let Err(r) = got {
+                assert_eq!(r.reason, "NodePorts");
+                assert_eq!(
+                    r.message,
+                    "Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports"
+                );
+            }
+        }
+        let one_ip = with_ports(
+            serde_json::json!([{"containerPort": 80, "hostPort": 9000, "hostIP": "10.0.0.1"}]),
+        );
+        let other_ip = with_ports(
+            serde_json::json!([{"containerPort": 80, "hostPort": 9000, "hostIP": "10.0.0.2"}]),
+        );
+        assert!(n.admit(&other_ip, &[&one_ip]).is_ok());
+        let all = with_ports(serde_json::json!([{"containerPort": 80, "hostPort": 9000}]));
+        assert!(n.admit(&all, &[&one_ip]).is_err());
+    }
+
+    #[test]
+    fn resources_are_checked_before_affinity() {
+        let r = node()
+            .admit(&pod("3", "1Mi", serde_json::json!({"disk": "ssd"})), &[])
+            .unwrap_err();
+        assert_eq!(r.reason, "OutOfcpu");
     }
 
     #[test]
