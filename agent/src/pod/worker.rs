@@ -449,7 +449,7 @@ impl PodWorker {
             Some(s) => self.pod_ips(&s.id).await,
             None => vec![],
         };
-        let previous = self.ctx.statuses.get(&self.key().uid);
+        let previous = self.ctx.statuses.previous(&self.pod);
         let input = StatusInput {
             pod: &self.pod,
             previous: previous.as_ref(),
@@ -911,7 +911,7 @@ impl PodWorker {
         let Some(start) = self
             .ctx
             .statuses
-            .get(&self.key().uid)
+            .previous(&self.pod)
             .and_then(|s| s.start_time)
         else {
             return false;

@@ -47,6 +47,7 @@ pub async fn run(client: kube::Client, store: StatusStore, cancel: CancellationT
             };
             match patch(&client, pod, &target, &status).await {
                 Ok(()) => {
+                    debug!(pod.uid = %uid, "pod status written");
                     written.insert(uid, status);
                 }
                 Err(e) if matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409) => {
