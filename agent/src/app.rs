@@ -12,31 +12,46 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::backoff::{Policy, retry};
 use crate::config::Config;
 use crate::pod::context::memory_capacity;
 use crate::pod::{NodeContext, PodManager, source};
 use crate::runtime::PodDirs;
 use crate::status::StatusStore;
 
+/// Waiting for the runtime to answer: 200 ms doubling to 10 s.
+const RUNTIME_CONNECT: Policy =
+    Policy::exponential(Duration::from_millis(200), Duration::from_secs(10));
+
 /// Connects to the runtime, retrying with back-off until it answers or `cancel` fires.
 async fn connect_runtime(cfg: &Config, cancel: &CancellationToken) -> anyhow::Result<CriClient> {
+    use bosun_cri::CriError;
     let timeouts = Timeouts {
         long: cfg.runtime_request_timeout,
         ..Timeouts::default()
     };
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match CriClient::connect(&cfg.container_runtime_endpoint, timeouts).await {
-            Ok(c) => return Ok(c),
-            Err(e @ bosun_cri::CriError::InvalidEndpoint { .. }) => return Err(e.into()),
-            Err(e @ bosun_cri::CriError::UnsupportedVersion { .. }) => return Err(e.into()),
-            Err(e) => warn!(error = %e, "container runtime not ready; retrying in {delay:?}"),
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => anyhow::bail!("stopped before the runtime answered"),
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(10));
+    let endpoint = &cfg.container_runtime_endpoint;
+    let connected = retry(
+        RUNTIME_CONNECT,
+        cancel,
+        &mut (),
+        |s| async move {
+            let r = match CriClient::connect(endpoint, timeouts).await {
+                Ok(c) => Ok(Ok(c)),
+                // No retry fixes these: the attempt's value, not an error to retry.
+                Err(
+                    e @ (CriError::InvalidEndpoint { .. } | CriError::UnsupportedVersion { .. }),
+                ) => Ok(Err(e)),
+                Err(e) => Err(e),
+            };
+            (s, r)
+        },
+        |e, delay| warn!(error = %e, "container runtime not ready; retrying in {delay:?}"),
+    )
+    .await;
+    match connected {
+        Some(c) => Ok(c?),
+        None => anyhow::bail!("stopped before the runtime answered"),
     }
 }
 

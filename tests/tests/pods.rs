@@ -9,6 +9,7 @@ use bosun_tests::pod::{
 };
 use bosun_tests::{ClusterNode, Env, admin_client, wait_until_async};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 
@@ -766,6 +767,83 @@ async fn bosun_restart_keeps_twenty_pods_running_untouched() {
             .then_some(())
     })
     .await;
+    bosun.terminate(Duration::from_secs(10));
+}
+
+/// A pod's startTime and each condition's (type, status, lastTransitionTime), as the API holds
+/// them.
+type Times = (Option<Time>, Vec<(String, String, Option<Time>)>);
+
+/// The [`Times`] of `p`, conditions sorted by type.
+fn status_times(p: &Pod) -> Times {
+    let st = p.status.clone().unwrap_or_default();
+    let mut conds: Vec<_> = st
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| (c.type_, c.status, c.last_transition_time))
+        .collect();
+    conds.sort_by(|a, b| a.0.cmp(&b.0));
+    (st.start_time, conds)
+}
+
+#[tokio::test]
+async fn bosun_restart_keeps_start_and_transition_times() {
+    let node = ClusterNode::new("pods-restart-times");
+    let mut bosun = node.start();
+    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let name = format!("{}-t", node.name);
+    let p = pod(&node, &name, "Always")
+        .container(Container::sh("main", "exec sleep 3600"))
+        .build();
+    create(&api, &p).await;
+    let (uid, before) = wait_pod(&api, &name, "pod Ready", 90, |p| {
+        (condition_status(p, "Ready") == Some("True"))
+            .then(|| (p.metadata.uid.clone().unwrap_or_default(), status_times(p)))
+    })
+    .await;
+    assert!(before.0.is_some(), "no startTime: {before:?}");
+    assert!(before.1.len() >= 4, "conditions: {before:?}");
+    // The times have second precision: let the clock pass the newest of them, so that a time
+    // the new process sets afresh differs.
+    let newest = before
+        .1
+        .iter()
+        .filter_map(|c| c.2.clone())
+        .chain(before.0.clone())
+        .map(|t| t.0)
+        .max()
+        .expect("a time");
+    wait_until_async(
+        "the clock past the pod's times",
+        Duration::from_secs(10),
+        || async {
+            (k8s_openapi::jiff::Timestamp::now() > newest + Duration::from_secs(2)).then_some(())
+        },
+    )
+    .await;
+    let (took, code) = bosun.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "exit after {took:?}");
+
+    let mark = std::fs::metadata(&bosun.log).map_or(0, |m| m.len() as usize);
+    let mut bosun = node.start();
+    // The new process's status writer patches every pod once at start, after its worker computed
+    // the status: once it has written this pod's, the API holds what the new process computed.
+    wait_until_async(
+        "the new bosun wrote the pod's status",
+        Duration::from_secs(90),
+        || async {
+            let log = bosun.log_text();
+            log.get(mark..)?
+                .lines()
+                .any(|l| l.contains("pod status written") && l.contains(&uid))
+                .then_some(())
+        },
+    )
+    .await;
+    let after = status_times(&api.get(&name).await.expect("get pod"));
+    assert_eq!(after, before, "startTime or a transition time changed");
+    delete_and_wait_gone(&api, &[&name], 60).await;
     bosun.terminate(Duration::from_secs(10));
 }
 

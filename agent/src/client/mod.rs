@@ -391,8 +391,11 @@ async fn rotate(
     cancel: CancellationToken,
 ) {
     loop {
-        let deadline =
-            certificate::rotation_deadline(current.not_before, current.not_after, jitter());
+        let deadline = certificate::rotation_deadline(
+            current.not_before,
+            current.not_after,
+            crate::backoff::jitter(),
+        );
         let wait = Duration::from_secs((deadline - now()).max(0) as u64);
         info!(node = %node, in_secs = wait.as_secs(), "client certificate rotation scheduled");
         tokio::select! {
@@ -438,15 +441,6 @@ async fn renew(
 
 fn now() -> i64 {
     k8s_openapi::jiff::Timestamp::now().as_second()
-}
-
-/// A number in [0, 1) that differs between nodes and restarts (clock-derived; no RNG needed).
-pub(crate) fn jitter() -> f64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    f64::from(nanos % 1000) / 1000.0
 }
 
 #[cfg(test)]

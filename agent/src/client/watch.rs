@@ -11,24 +11,34 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt};
 use kube::runtime::watcher;
 
-/// First delay after an error.
-const INITIAL: Duration = Duration::from_millis(800);
-/// Longest delay (before jitter).
-const CAP: Duration = Duration::from_secs(30);
-/// Quiet time after which the delay starts from [`INITIAL`] again.
-const RESET_AFTER: Duration = Duration::from_secs(120);
+use crate::backoff::{Backoff, Policy};
+
+/// The kubelet's reflector back-off (client-go `defaultBackoffInit`/`Max`/`Reset`/`Jitter`):
+/// 800 ms doubling to 30 s, stretched by up to as much again, reset after 2 quiet minutes.
+pub const WATCH: Policy = Policy::exponential(Duration::from_millis(800), Duration::from_secs(30))
+    .with_jitter(1.0)
+    .with_reset_after(Duration::from_secs(120));
 /// Delay after a 403 before the first success.
 const FORBIDDEN_RETRY: Duration = Duration::from_millis(100);
 /// How many such quick retries.
 const FORBIDDEN_RETRIES: u8 = 10;
 
-/// The delay policy: what to wait after an error.
-#[derive(Debug, Clone, Default)]
+/// The delay policy: what to wait after an error ([`WATCH`], with the 410 and 403 exceptions).
+#[derive(Debug, Clone)]
 pub struct WatchBackoff {
-    next: Option<Duration>,
-    last_error: Option<Instant>,
+    backoff: Backoff,
     succeeded: bool,
     quick_retries: u8,
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self {
+            backoff: Backoff::new(WATCH),
+            succeeded: false,
+            quick_retries: 0,
+        }
+    }
 }
 
 impl WatchBackoff {
@@ -47,16 +57,7 @@ impl WatchBackoff {
             self.quick_retries += 1;
             return FORBIDDEN_RETRY;
         }
-        if self
-            .last_error
-            .is_some_and(|t| now.duration_since(t) >= RESET_AFTER)
-        {
-            self.next = None;
-        }
-        self.last_error = Some(now);
-        let base = self.next.unwrap_or(INITIAL);
-        self.next = Some((base * 2).min(CAP));
-        base.mul_f64(1.0 + jitter.clamp(0.0, 1.0))
+        self.backoff.fail(now, jitter)
     }
 }
 
@@ -100,7 +101,11 @@ where
                     backoff.succeeded();
                     Duration::ZERO
                 }
-                Err(e) => backoff.delay(e, Instant::now(), super::jitter()),
+                Err(e) => backoff.delay(
+                    e,
+                    tokio::time::Instant::now().into_std(),
+                    crate::backoff::jitter(),
+                ),
             };
             Some((item, (stream, backoff, wait)))
         },
@@ -171,10 +176,10 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(b.delay(&forbidden(), t, 0.0), FORBIDDEN_RETRY);
         }
-        assert_eq!(b.delay(&forbidden(), t, 0.0), INITIAL);
+        assert_eq!(b.delay(&forbidden(), t, 0.0), WATCH.initial);
         let mut b = WatchBackoff::default();
         b.succeeded();
-        assert_eq!(b.delay(&forbidden(), t, 0.0), INITIAL);
+        assert_eq!(b.delay(&forbidden(), t, 0.0), WATCH.initial);
     }
 
     #[test]
@@ -184,8 +189,9 @@ mod tests {
         for i in 0..6 {
             b.delay(&refused(), t + Duration::from_secs(i), 0.0);
         }
-        let later = t + Duration::from_secs(5 + 120);
-        assert_eq!(b.delay(&refused(), later, 0.0), INITIAL);
+        // More than 2 minutes, as the kubelet's reflector (`> resetInterval`).
+        let later = t + Duration::from_secs(5 + 121);
+        assert_eq!(b.delay(&refused(), later, 0.0), WATCH.initial);
     }
 
     #[tokio::test(start_paused = true)]
@@ -202,7 +208,7 @@ mod tests {
         assert!(matches!(s.next().await, Some(Ok(1))));
         let after_error = start.elapsed();
         assert!(
-            after_error >= INITIAL,
+            after_error >= WATCH.initial,
             "no wait after an error: {after_error:?}"
         );
         assert!(s.next().await.expect("gone").is_err());

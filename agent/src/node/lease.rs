@@ -12,6 +12,8 @@ use kube::api::PostParams;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::backoff::retry;
+
 /// The namespace of node Leases.
 pub const NAMESPACE: &str = "kube-node-lease";
 /// Attempts per renewal before waiting (the kubelet's maxUpdateRetries).
@@ -159,27 +161,29 @@ impl LeaseKeeper {
         Err(last_err.expect("at least one attempt"))
     }
 
-    /// Renews every [`Self::interval`] until cancelled, retrying failures with back-off (100 ms
-    /// doubling to 7 s, as the kubelet's ensure loop).
+    /// Renews every [`Self::interval`] until cancelled, retrying failures with back-off
+    /// ([`super::API_RETRY`], as the kubelet's lease controller).
     pub async fn run(mut self, cancel: CancellationToken) {
         let interval = self.interval();
-        let mut backoff = Duration::from_millis(100);
+        let node = self.owner.name.clone();
         loop {
-            let wait = match self.renew().await {
-                Ok(()) => {
-                    backoff = Duration::from_millis(100);
-                    interval
-                }
-                Err(e) => {
-                    warn!(node = %self.owner.name, error = %e, "failed to renew node lease; retrying in {backoff:?}");
-                    let w = backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(7));
-                    w
-                }
-            };
+            let renewed = retry(
+                super::API_RETRY,
+                &cancel,
+                &mut self,
+                |keeper| async move {
+                    let r = keeper.renew().await;
+                    (keeper, r)
+                },
+                |e, delay| warn!(node = %node, error = %e, "failed to renew node lease; retrying in {delay:?}"),
+            )
+            .await;
+            if renewed.is_none() {
+                return;
+            }
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(interval) => {}
             }
         }
     }

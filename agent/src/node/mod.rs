@@ -26,6 +26,7 @@ use kube::runtime::{reflector, watcher};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::backoff::{Policy, retry};
 use crate::config::Config;
 use crate::events::{EventType, Recorder};
 use setters::Settings;
@@ -147,8 +148,13 @@ pub async fn run(
     info!(node = %name, "node loops stopped");
 }
 
-/// Registers until it succeeds, backing off 100 ms doubling to 7 s as the kubelet; each attempt
-/// carries fresh facts (the runtime may have become ready meanwhile). None when cancelled.
+/// Retrying registration and the Lease: 100 ms doubling to 7 s, as the kubelet's
+/// `registerWithAPIServer` and its lease controller's `backoffEnsureLease`.
+pub const API_RETRY: Policy =
+    Policy::exponential(Duration::from_millis(100), Duration::from_secs(7));
+
+/// Registers until it succeeds, backing off as [`API_RETRY`]; each attempt carries fresh facts
+/// (the runtime may have become ready meanwhile). None when cancelled.
 async fn register(
     nodes: &Api<Node>,
     settings: &Settings,
@@ -156,45 +162,38 @@ async fn register(
     observer: &mut Observer,
     cancel: &CancellationToken,
 ) -> Option<register::Registered> {
-    let mut step = Duration::from_millis(100);
-    loop {
-        let facts = observer.observe().await;
-        let mut status = NodeStatus::default();
-        setters::apply(&mut status, settings, &facts);
-        let initial = register::initial_node(
-            &settings.node_name,
-            &cfg.node_labels,
-            &cfg.register_with_taints,
-            status,
-        );
-        match register::try_register(nodes, &initial).await {
-            Ok(r) => return Some(r),
-            Err(e) => {
-                warn!(error = %e, "unable to register node with the API server; retrying in {step:?}")
-            }
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return None,
-            _ = tokio::time::sleep(step) => {}
-        }
-        step = (step * 2).min(Duration::from_secs(7));
-    }
+    retry(
+        API_RETRY,
+        cancel,
+        observer,
+        |observer| async move {
+            let facts = observer.observe().await;
+            let mut status = NodeStatus::default();
+            setters::apply(&mut status, settings, &facts);
+            let initial = register::initial_node(
+                &settings.node_name,
+                &cfg.node_labels,
+                &cfg.register_with_taints,
+                status,
+            );
+            let r = register::try_register(nodes, &initial).await;
+            (observer, r)
+        },
+        |e, step| {
+            warn!(error = %e, "unable to register node with the API server; retrying in {step:?}")
+        },
+    )
+    .await
 }
 
 /// Without registration (`registerNode: false`), waits for someone else to create the Node.
 async fn wait_for_node(nodes: &Api<Node>, name: &str, cancel: &CancellationToken) -> Option<Node> {
-    let mut step = Duration::from_millis(100);
-    loop {
-        match nodes.get(name).await {
-            Ok(n) => return Some(n),
-            Err(e) => {
-                warn!(node = %name, error = %e, "registerNode is off: waiting for the Node to exist")
-            }
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return None,
-            _ = tokio::time::sleep(step) => {}
-        }
-        step = (step * 2).min(Duration::from_secs(7));
-    }
+    retry(
+        API_RETRY,
+        cancel,
+        &mut (),
+        |s| async move { (s, nodes.get(name).await) },
+        |e, _| warn!(node = %name, error = %e, "registerNode is off: waiting for the Node to exist"),
+    )
+    .await
 }

@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::machine::{self, MachineInfo};
 use super::setters::{self, Facts, Settings};
+use crate::backoff::{Policy, retry};
 use crate::events::{EventType, Recorder};
 
 /// The runtime is "down" when its status was last good this long ago (the kubelet's
@@ -307,21 +308,28 @@ impl StatusUpdater {
     }
 
     /// Updates every `every` until cancelled; after a failure the next round comes sooner
-    /// (back-off from 100 ms to `every`) so the status converges when the API server returns.
+    /// (back-off from 100 ms doubling to `every`) so the status converges when the API server
+    /// returns. [`Self::update`] logs its own failures.
     pub async fn run(mut self, every: Duration, cancel: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        let policy = Policy::exponential(Duration::from_millis(100), every);
         loop {
-            let wait = if self.update().await {
-                backoff = Duration::from_millis(100);
-                every
-            } else {
-                let w = backoff;
-                backoff = (backoff * 2).min(every);
-                w
-            };
+            let updated = retry(
+                policy,
+                &cancel,
+                &mut self,
+                |updater| async move {
+                    let ok = updater.update().await;
+                    (updater, if ok { Ok(()) } else { Err(()) })
+                },
+                |_, _| {},
+            )
+            .await;
+            if updated.is_none() {
+                return;
+            }
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(every) => {}
             }
         }
     }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 
-use super::backoff::Backoff;
+use crate::backoff::KeyedBackoff;
 
 /// One container instance as observed, with the details its status needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,7 +163,7 @@ pub fn plan(
     pod: &Pod,
     sandbox: Option<&SandboxView>,
     containers: &[ContainerView],
-    backoff: &Backoff,
+    backoff: &KeyedBackoff,
     now: Instant,
 ) -> PodActions {
     let mut actions = PodActions::default();
@@ -374,6 +374,7 @@ fn init_actions<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pod::backoff::CRASH_LOOP;
     use std::time::Duration;
 
     /// Init containers whose name starts with `side` are sidecars (restartPolicy Always).
@@ -439,7 +440,7 @@ mod tests {
                     p,
                     Some(&sb(true)),
                     running,
-                    &Backoff::default(),
+                    &KeyedBackoff::new(CRASH_LOOP),
                     Instant::now(),
                 );
                 let names: Vec<String> = a.start.iter().map(|s| s.name.clone()).collect();
@@ -771,7 +772,7 @@ mod tests {
         ];
         for c in cases {
             // `backoff` names the container that crashed a second ago and waits out its delay.
-            let mut b = Backoff::default();
+            let mut b = KeyedBackoff::new(CRASH_LOOP);
             if !c.backoff.is_empty() {
                 b.next(c.backoff, now - Duration::from_secs(1));
             }

@@ -13,7 +13,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::backoff::Backoff;
+use super::backoff::{CRASH_LOOP, IMAGE_PULL};
 use super::context::NodeContext;
 use super::image::{PullError, ensure_image};
 use super::keyring::Keyring;
@@ -23,6 +23,7 @@ use super::plan::{
     ContainerView, RestartPolicy, RunState, SandboxView, StartContainer, is_restartable_init, plan,
     starts_unblock_init,
 };
+use crate::backoff::KeyedBackoff;
 use crate::events::EventType;
 use crate::runtime::container::{ContainerContext, container_config};
 use crate::runtime::hostname::PodHostname;
@@ -36,8 +37,6 @@ use crate::volume::api::{ApiVolumes, get_config_map, get_secret};
 const RESYNC: Duration = Duration::from_secs(10);
 /// Longest a postStart hook may run (the kubelet has no limit).
 const POST_START_LIMIT: Duration = Duration::from_secs(120);
-/// A container that ran this long before exiting starts its back-off over.
-const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
 
 /// What the manager asks of a worker; the newest message wins.
 #[derive(Debug, Clone)]
@@ -69,7 +68,8 @@ pub fn spawn(ctx: Arc<NodeContext>, pod: Arc<Pod>, cancel: CancellationToken) ->
     let worker = PodWorker {
         ctx,
         pod,
-        backoff: Backoff::default(),
+        backoff: KeyedBackoff::new(CRASH_LOOP),
+        pulls: KeyedBackoff::new(IMAGE_PULL),
         waiting: HashMap::new(),
         sandbox_ips: HashMap::new(),
         exited: HashMap::new(),
@@ -86,7 +86,10 @@ pub fn spawn(ctx: Arc<NodeContext>, pod: Arc<Pod>, cancel: CancellationToken) ->
 struct PodWorker {
     ctx: Arc<NodeContext>,
     pod: Arc<Pod>,
-    backoff: Backoff,
+    /// Crash-loop back-off per container name.
+    backoff: KeyedBackoff,
+    /// Image-pull back-off per container name.
+    pulls: KeyedBackoff,
     waiting: HashMap<String, Waiting>,
     sandbox_ips: HashMap<String, Vec<String>>,
     exited: HashMap<String, ContainerView>,
@@ -156,9 +159,10 @@ impl PodWorker {
                 let _ = wake.notified().now_or_never();
             }
             let now = Instant::now();
-            let until = self
-                .backoff
-                .next_expiry(now)
+            let until = [&self.backoff, &self.pulls]
+                .iter()
+                .filter_map(|b| b.next_expiry(now))
+                .min()
                 .map(|t| t - now)
                 .unwrap_or(RESYNC)
                 .min(RESYNC);
@@ -302,7 +306,10 @@ impl PodWorker {
                 .iter()
                 .filter(|c| c.state == RunState::Exited)
             {
-                if c.finished_at - c.started_at >= BACKOFF_RESET_AFTER.as_nanos() as i64 {
+                if CRASH_LOOP
+                    .reset_after
+                    .is_some_and(|d| c.finished_at - c.started_at >= d.as_nanos() as i64)
+                {
                     self.backoff.reset(&c.name);
                 }
             }
@@ -449,7 +456,7 @@ impl PodWorker {
                 None => vec![],
             }
         };
-        let previous = self.ctx.statuses.get(&self.key().uid);
+        let previous = self.ctx.statuses.previous(&self.pod);
         let input = StatusInput {
             pod: &self.pod,
             previous: previous.as_ref(),
@@ -643,9 +650,9 @@ impl PodWorker {
             message,
         };
         let image = spec.image.clone().unwrap_or_default();
-        let pull_key = format!("pull:{}", start.name);
+        let pull_key = &start.name;
         let now = Instant::now();
-        if self.backoff.in_backoff(&pull_key, now) {
+        if self.pulls.in_backoff(pull_key, now) {
             let msg = format!("Back-off pulling image {image:?}");
             self.event(Some(&start.name), EventType::Normal, "BackOff", msg.clone());
             return Err(waiting("ImagePullBackOff", msg));
@@ -664,7 +671,7 @@ impl PodWorker {
         self.start_sli.pulled(took);
         match pulled {
             Ok(_) => {
-                self.backoff.reset(&pull_key);
+                self.pulls.reset(pull_key);
                 self.event(
                     Some(&start.name),
                     EventType::Normal,
@@ -674,7 +681,7 @@ impl PodWorker {
             }
             Err(e) => {
                 if matches!(e, PullError::Pull(_)) {
-                    self.backoff.next(&pull_key, now);
+                    self.pulls.next(pull_key, now);
                     self.event(
                         Some(&start.name),
                         EventType::Normal,
@@ -948,7 +955,7 @@ impl PodWorker {
         let Some(start) = self
             .ctx
             .statuses
-            .get(&self.key().uid)
+            .previous(&self.pod)
             .and_then(|s| s.start_time)
         else {
             return false;

@@ -11,7 +11,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::store::StatusStore;
+use crate::backoff::Policy;
 use crate::runtime::labels;
+
+/// A failed write is retried after this (the store's next change comes sooner if there is one).
+const WRITE_RETRY: Policy = Policy::constant(Duration::from_secs(1));
+/// With nothing changed and nothing failed, the writer looks again after this.
+const IDLE: Duration = Duration::from_secs(60);
 
 /// Writes the statuses of API pods until cancelled.
 pub async fn run(client: kube::Client, store: StatusStore, cancel: CancellationToken) {
@@ -41,6 +47,7 @@ pub async fn run(client: kube::Client, store: StatusStore, cancel: CancellationT
             };
             match patch(&client, pod, &target, &status).await {
                 Ok(()) => {
+                    debug!(pod.uid = %uid, "pod status written");
                     written.insert(uid, status);
                 }
                 Err(e) if matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409) => {
@@ -55,11 +62,7 @@ pub async fn run(client: kube::Client, store: StatusStore, cancel: CancellationT
             }
         }
         written.retain(|uid, _| pods.iter().any(|p| p.metadata.uid.as_deref() == Some(uid)));
-        let retry = if failed {
-            Duration::from_secs(1)
-        } else {
-            Duration::from_secs(60)
-        };
+        let retry = if failed { WRITE_RETRY.initial } else { IDLE };
         tokio::select! {
             _ = cancel.cancelled() => return,
             r = changed.changed() => if r.is_err() { return },

@@ -33,6 +33,16 @@ impl StatusStore {
             .and_then(|p| p.status.clone())
     }
 
+    /// The status a new one is computed from (its startTime and transition times carry over):
+    /// the last one set, else, for a pod not in the store yet (after a restart of the agent), the
+    /// status the pod object carries as the API server holds it, as the kubelet's status manager
+    /// does (`updateStatusInternal`: cached status, else the pod's). A static pod's manifest
+    /// carries none.
+    pub fn previous(&self, pod: &Pod) -> Option<PodStatus> {
+        let uid = pod.metadata.uid.as_deref()?;
+        self.get(uid).or_else(|| pod.status.clone())
+    }
+
     /// Records the pod with its new status; returns true when the status changed.
     pub fn set(&self, pod: &Pod, status: PodStatus) -> bool {
         let Some(uid) = pod.metadata.uid.clone() else {
@@ -73,5 +83,125 @@ impl StatusStore {
     /// A receiver that sees the counter tick on each change.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{StatusInput, compute};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn at(secs: i64) -> Time {
+        Time(Timestamp::from_second(secs).expect("timestamp"))
+    }
+
+    /// A pod as the API server holds it: started at `start`, every condition since `since`.
+    fn api_pod(start: i64, since: i64) -> Pod {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "default", "uid": "u1"},
+            "spec": {"containers": [{"name": "app", "image": "busybox"}]},
+        }))
+        .expect("pod");
+        let cond = |kind: &str, status: &str| {
+            serde_json::json!({"type": kind, "status": status,
+                "lastTransitionTime": at(since).0.to_string()})
+        };
+        pod.status = Some(
+            serde_json::from_value(serde_json::json!({
+                "phase": "Pending",
+                "startTime": at(start).0.to_string(),
+                "conditions": [
+                    cond("PodReadyToStartContainers", "False"),
+                    cond("Initialized", "True"),
+                    cond("Ready", "False"),
+                    cond("ContainersReady", "False"),
+                    cond("PodScheduled", "True"),
+                ],
+            }))
+            .expect("status"),
+        );
+        pod
+    }
+
+    fn computed(pod: &Pod, previous: Option<&PodStatus>, now: i64) -> PodStatus {
+        compute(&StatusInput {
+            pod,
+            previous,
+            sandbox_ready: false,
+            pod_ips: &[],
+            host_ip: "",
+            containers: &[],
+            sandbox_id: None,
+            waiting: &Default::default(),
+            runtime_name: "containerd",
+            now: at(now),
+            terminal: None,
+        })
+    }
+
+    #[test]
+    fn previous_is_the_stored_status_else_the_api_pods() {
+        let store = StatusStore::default();
+        let pod = api_pod(1_000, 1_000);
+        assert_eq!(
+            store.previous(&pod),
+            pod.status,
+            "not in the store: the API's"
+        );
+        let mine = PodStatus {
+            phase: Some("Running".into()),
+            ..Default::default()
+        };
+        store.set(&pod, mine.clone());
+        assert_eq!(
+            store.previous(&pod),
+            Some(mine),
+            "in the store: the store's"
+        );
+        let mut manifest = pod.clone();
+        manifest.status = None;
+        manifest.metadata.uid = Some("static".into());
+        assert_eq!(store.previous(&manifest), None, "a manifest carries none");
+    }
+
+    #[test]
+    fn a_restart_keeps_start_and_transition_times() {
+        let store = StatusStore::default();
+        let pod = api_pod(1_000, 1_010);
+        let seeded = computed(&pod, store.previous(&pod).as_ref(), 5_000);
+        assert_eq!(seeded.start_time, Some(at(1_000)));
+        let conditions = seeded.conditions.clone().unwrap_or_default();
+        assert!(!conditions.is_empty());
+        for c in &conditions {
+            assert_eq!(c.last_transition_time, Some(at(1_010)), "{}", c.type_);
+        }
+        // Without the seed (the behaviour this replaces) every time would be now.
+        let fresh = computed(&pod, None, 5_000);
+        assert_eq!(fresh.start_time, Some(at(5_000)));
+    }
+
+    #[test]
+    fn a_changed_condition_still_moves_its_transition_time() {
+        let store = StatusStore::default();
+        let mut pod = api_pod(1_000, 1_010);
+        let ready = pod
+            .status
+            .as_mut()
+            .and_then(|s| s.conditions.as_mut())
+            .and_then(|cs| cs.iter_mut().find(|c| c.type_ == "Ready"))
+            .expect("Ready");
+        ready.status = "True".into();
+        let s = computed(&pod, store.previous(&pod).as_ref(), 5_000);
+        let ltt = |kind: &str| {
+            s.conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == kind)
+                .and_then(|c| c.last_transition_time.clone())
+        };
+        assert_eq!(ltt("Ready"), Some(at(5_000)), "True -> False moves");
+        assert_eq!(ltt("PodScheduled"), Some(at(1_010)), "unchanged keeps");
     }
 }
