@@ -23,8 +23,8 @@ const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 /// Detects the version of `root` as the kubelet and runc do: v2 when it is a cgroup2 mount.
 pub fn detect(root: &Path) -> Result<CgroupVersion, CgroupError> {
-    let st = rustix::fs::statfs(root).map_err(|e| CgroupError::io(root, e.into()))?;
-    Ok(if st.f_type as i64 == CGROUP2_SUPER_MAGIC {
+    let st = nix::sys::statfs::statfs(root).map_err(|e| CgroupError::io(root, e.into()))?;
+    Ok(if st.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC {
         CgroupVersion::V2
     } else {
         CgroupVersion::V1

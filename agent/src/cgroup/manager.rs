@@ -201,8 +201,11 @@ impl ContainerManager {
         if kill {
             for pid in self.backend.pids(path) {
                 warn!(cgroup = %path, pid, "killing a process left in an orphaned pod cgroup");
-                if let Some(p) = rustix::process::Pid::from_raw(pid) {
-                    let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                if pid > 0 {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
             }
         }

@@ -65,8 +65,8 @@ impl MachineInfo {
 /// Size in bytes of the filesystem holding `path` (blocks x fragment size), as cAdvisor's
 /// capacity of the kubelet's root filesystem.
 pub fn fs_capacity(path: &Path) -> std::io::Result<u64> {
-    let st = rustix::fs::statvfs(path)?;
-    Ok(st.f_blocks.saturating_mul(st.f_frsize))
+    let st = nix::sys::statvfs::statvfs(path)?;
+    Ok(st.blocks().saturating_mul(st.fragment_size()))
 }
 
 /// A `<key>: <n> kB` line of /proc/meminfo, in bytes.

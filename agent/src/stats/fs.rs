@@ -21,18 +21,21 @@ pub struct FsCapacity {
 
 /// statvfs of `path`; `None` when it cannot be read.
 pub fn capacity(path: &Path) -> Option<FsCapacity> {
-    let s = rustix::fs::statvfs(path).ok()?;
-    let unit = if s.f_frsize > 0 {
-        s.f_frsize
+    let s = nix::sys::statvfs::statvfs(path).ok()?;
+    let unit = if s.fragment_size() > 0 {
+        s.fragment_size()
     } else {
-        s.f_bsize
+        s.block_size()
     };
     Some(FsCapacity {
-        capacity: s.f_blocks.saturating_mul(unit),
-        available: s.f_bavail.saturating_mul(unit),
-        used: s.f_blocks.saturating_sub(s.f_bfree).saturating_mul(unit),
-        inodes: s.f_files,
-        inodes_free: s.f_ffree,
+        capacity: s.blocks().saturating_mul(unit),
+        available: s.blocks_available().saturating_mul(unit),
+        used: s
+            .blocks()
+            .saturating_sub(s.blocks_free())
+            .saturating_mul(unit),
+        inodes: s.files(),
+        inodes_free: s.files_free(),
     })
 }
 

@@ -3,7 +3,7 @@
 
 pub mod cgroup;
 pub mod fs;
-pub mod procfs;
+pub mod node_proc;
 pub mod rate;
 pub mod sampler;
 pub mod summary;

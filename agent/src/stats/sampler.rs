@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 use super::StatsProvider;
 use super::cgroup::{CgroupSample, Layout, MemorySample};
 use super::fs::{self as sfs, FsCapacity, Usage};
-use super::procfs;
+use super::node_proc;
 use super::rate::CpuRates;
 use super::summary::*;
 use crate::resource::QosClass;
@@ -82,9 +82,7 @@ pub async fn run(
     cfg: SamplerConfig,
     cancel: CancellationToken,
 ) {
-    let boot = std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|t| procfs::parse_btime(&t))
+    let boot = node_proc::boot_time()
         .and_then(|s| k8s_openapi::jiff::Timestamp::from_second(s).ok())
         .map(Time)
         .unwrap_or_else(|| time_of(SystemTime::now()));
@@ -141,8 +139,9 @@ pub async fn run(
 
 /// This thread's CPU time (for the debug log of the sampling cost).
 fn cpu_time() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(Duration::from)
+        .unwrap_or_default()
 }
 
 /// One round of questions: the pods, the image filesystem, and the stats of every sandbox
@@ -460,11 +459,11 @@ fn pod_net_dev(
     let pid = *layout
         .procs(&container_cgroup(layout, pod?, sandbox_id)?)
         .first()?;
-    let ifs = procfs::net_dev(Some(pid))?;
+    let ifs = node_proc::net_dev(Some(pid))?;
     Some(network_of(ifs, now))
 }
 
-fn network_of(ifs: Vec<procfs::NetDev>, now: &Time) -> NetworkStats {
+fn network_of(ifs: Vec<node_proc::NetDev>, now: &Time) -> NetworkStats {
     let interfaces: Vec<InterfaceStats> = ifs
         .into_iter()
         .map(|i| InterfaceStats {
@@ -643,8 +642,8 @@ fn node_stats(
         .as_ref()
         .map(|l| l.sample("/"))
         .unwrap_or_default();
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let total = procfs::meminfo_field(&meminfo, "MemTotal");
+    let meminfo = node_proc::meminfo();
+    let total = meminfo.as_ref().map(|m| m.mem_total);
     let memory = root.memory.map(|m| MemoryStats {
         time: now.clone(),
         available_bytes: total.map(|t| t.saturating_sub(m.working_set)),
@@ -659,8 +658,8 @@ fn node_stats(
         usage_core_nano_seconds: Some(usage),
         time: now.clone(),
     });
-    let swap = procfs::meminfo_field(&meminfo, "SwapTotal").map(|t| {
-        let free = procfs::meminfo_field(&meminfo, "SwapFree").unwrap_or(0);
+    let swap = meminfo.as_ref().map(|m| {
+        let (t, free) = (m.swap_total, m.swap_free);
         SwapStats {
             time: now.clone(),
             swap_available_bytes: Some(free),
@@ -699,7 +698,7 @@ fn node_stats(
         start_time: st.boot.clone(),
         cpu,
         memory,
-        network: procfs::net_dev(None).map(|ifs| network_of(ifs, now)),
+        network: node_proc::net_dev(None).map(|ifs| network_of(ifs, now)),
         fs: nodefs.map(|c| FsStats {
             used_bytes: Some(c.used),
             inodes_used: Some(c.inodes.saturating_sub(c.inodes_free)),
@@ -711,10 +710,8 @@ fn node_stats(
         }),
         rlimit: Some(RlimitStats {
             time: now.clone(),
-            max_pid: procfs::max_pid(Path::new("/proc/sys/kernel")),
-            num_of_running_processes: std::fs::read_to_string("/proc/loadavg")
-                .ok()
-                .and_then(|t| procfs::parse_loadavg_tasks(&t)),
+            max_pid: node_proc::max_pid(),
+            num_of_running_processes: node_proc::tasks(),
         }),
         swap,
     }
