@@ -1,6 +1,7 @@
 //! Wiring: build every part from the config, spawn the loops, stop them on SIGTERM/SIGINT.
 //! Stopping bosun stops bosun, never the pods.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -222,6 +223,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         warn!(error = %e, "pod-resources API not served");
     }
 
+    // The Node's labels for admission: the ones bosun registers with until the Node is seen.
+    let (labels_tx, labels_rx) = tokio::sync::watch::channel(
+        crate::node::register::initial_labels(&cfg.node_name, &cfg.node_labels),
+    );
     let (tx, rx) = mpsc::channel(16);
     let mut sources = Vec::new();
     if let Some(dir) = cfg.static_pod_path.clone() {
@@ -248,6 +253,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             Arc::new(cfg.clone()),
             ctx.cri.clone(),
             registered,
+            labels_tx,
             ctx.events.clone(),
             cancel.child_token(),
         ));
@@ -274,7 +280,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         notifier.notify("READY=1");
     }
     drop(tx);
-    let manager = PodManager::new(ctx, sources, admission(&cfg), cancel.child_token());
+    let manager = PodManager::new(
+        ctx,
+        sources,
+        admission(&cfg, labels_rx),
+        cancel.child_token(),
+    );
     let manager = tokio::spawn(manager.run(rx));
     cancel.cancelled().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), manager).await;
@@ -298,8 +309,12 @@ fn node_allocatable_cgroup(cfg: &Config) -> crate::cgroup::ResourceConfig {
     )
 }
 
-/// What admission checks pods against: allocatable as the node reports it, and the node's labels.
-fn admission(cfg: &Config) -> crate::pod::admission::Admission {
+/// What admission checks pods against: allocatable as the node reports it, and the node's labels
+/// as `node_labels` has them.
+fn admission(
+    cfg: &Config,
+    node_labels: tokio::sync::watch::Receiver<BTreeMap<String, String>>,
+) -> crate::pod::admission::Admission {
     use crate::node::allocatable;
     use crate::node::machine::{MachineInfo, fs_capacity};
     let machine = MachineInfo::read();
@@ -311,13 +326,6 @@ fn admission(cfg: &Config) -> crate::pod::admission::Admission {
         &cfg.eviction_hard,
     );
     let alloc = allocatable::allocatable(&cap, &reserved);
-    let mut node_labels = cfg.node_labels.clone();
-    node_labels.insert("kubernetes.io/hostname".into(), cfg.node_name.clone());
-    node_labels.insert("kubernetes.io/os".into(), "linux".into());
-    node_labels.insert(
-        "kubernetes.io/arch".into(),
-        crate::node::machine::go_arch().into(),
-    );
     crate::pod::admission::Admission {
         allocatable: alloc.into_iter().map(|(k, v)| (k, v.milli)).collect(),
         node_labels,
