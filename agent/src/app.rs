@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use crate::backoff::{Policy, retry};
 use crate::config::Config;
-use crate::pod::context::memory_capacity;
+use crate::node::machine::MachineInfo;
 use crate::pod::{NodeContext, PodManager, source};
 use crate::runtime::PodDirs;
 use crate::status::StatusStore;
@@ -126,6 +126,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         ));
     }
 
+    // The machine's facts (cores, MemTotal, huge pages) read once for the cgroups, the runtime's
+    // OOM scores and admission; the node status re-reads them on its own period.
+    let machine = MachineInfo::read();
     let dirs = PodDirs {
         root_dir: cfg.root_dir.clone(),
         pod_logs_dir: cfg.pod_logs_dir.clone(),
@@ -143,7 +146,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         &cfg,
         &cri,
         dirs.cgroups.clone(),
-        &node_allocatable_cgroup(&cfg),
+        &node_allocatable_cgroup(&cfg, &machine),
     )
     .await
     .context("container manager")?;
@@ -168,7 +171,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             .iter()
             .map(ToString::to_string)
             .collect(),
-        memory_capacity: memory_capacity(),
+        memory_capacity: machine.memory_capacity as i64,
         statuses: StatusStore::default(),
         pulls: Arc::new(Semaphore::new(pulls.max(1))),
         api: client.clone(),
@@ -283,7 +286,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let manager = PodManager::new(
         ctx,
         sources,
-        admission(&cfg, labels_rx),
+        admission(&cfg, &machine, labels_rx),
         cancel.child_token(),
     );
     let manager = tokio::spawn(manager.run(rx));
@@ -296,10 +299,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
 /// What the kubepods cgroup gets: capacity, less systemReserved and kubeReserved when
 /// enforceNodeAllocatable has `pods`.
-fn node_allocatable_cgroup(cfg: &Config) -> crate::cgroup::ResourceConfig {
+fn node_allocatable_cgroup(cfg: &Config, machine: &MachineInfo) -> crate::cgroup::ResourceConfig {
     use crate::node::allocatable;
-    use crate::node::machine::MachineInfo;
-    let cap = allocatable::capacity(&MachineInfo::read(), None, cfg.max_pods);
+    let cap = allocatable::capacity(machine, None, cfg.max_pods);
     crate::cgroup::node_allocatable_config(
         &cap,
         crate::cgroup::manager::pid_capacity(),
@@ -313,19 +315,18 @@ fn node_allocatable_cgroup(cfg: &Config) -> crate::cgroup::ResourceConfig {
 /// as `node_labels` has them.
 fn admission(
     cfg: &Config,
+    machine: &MachineInfo,
     node_labels: tokio::sync::watch::Receiver<BTreeMap<String, String>>,
 ) -> crate::pod::admission::Admission {
     use crate::node::allocatable;
-    use crate::node::machine::{MachineInfo, fs_capacity};
-    let machine = MachineInfo::read();
-    let cap = allocatable::capacity(&machine, fs_capacity(&cfg.root_dir).ok(), cfg.max_pods);
-    let reserved = allocatable::reservation(
+    use crate::node::machine::fs_capacity;
+    let cap = allocatable::capacity(machine, fs_capacity(&cfg.root_dir).ok(), cfg.max_pods);
+    let alloc = allocatable::node_allocatable(
         &cap,
         &cfg.system_reserved,
         &cfg.kube_reserved,
         &cfg.eviction_hard,
     );
-    let alloc = allocatable::allocatable(&cap, &reserved);
     crate::pod::admission::Admission {
         allocatable: alloc.into_iter().map(|(k, v)| (k, v.milli)).collect(),
         node_labels,
