@@ -1,6 +1,7 @@
 //! Wiring: build every part from the config, spawn the loops, stop them on SIGTERM/SIGINT.
 //! Stopping bosun stops bosun, never the pods.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +15,7 @@ use tracing::{info, warn};
 
 use crate::backoff::{Policy, retry};
 use crate::config::Config;
-use crate::pod::context::memory_capacity;
+use crate::node::machine::MachineInfo;
 use crate::pod::{NodeContext, PodManager, source};
 use crate::runtime::PodDirs;
 use crate::status::StatusStore;
@@ -125,6 +126,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         ));
     }
 
+    // The machine's facts (cores, MemTotal, huge pages) read once for the cgroups, the runtime's
+    // OOM scores and admission; the node status re-reads them on its own period.
+    let machine = MachineInfo::read();
     let dirs = PodDirs {
         root_dir: cfg.root_dir.clone(),
         pod_logs_dir: cfg.pod_logs_dir.clone(),
@@ -142,7 +146,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         &cfg,
         &cri,
         dirs.cgroups.clone(),
-        &node_allocatable_cgroup(&cfg),
+        &node_allocatable_cgroup(&cfg, &machine),
     )
     .await
     .context("container manager")?;
@@ -167,7 +171,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             .iter()
             .map(ToString::to_string)
             .collect(),
-        memory_capacity: memory_capacity(),
+        memory_capacity: machine.memory_capacity as i64,
         statuses: StatusStore::default(),
         pulls: Arc::new(Semaphore::new(pulls.max(1))),
         api: client.clone(),
@@ -222,6 +226,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         warn!(error = %e, "pod-resources API not served");
     }
 
+    // The Node's labels for admission: the ones bosun registers with until the Node is seen.
+    let (labels_tx, labels_rx) = tokio::sync::watch::channel(
+        crate::node::register::initial_labels(&cfg.node_name, &cfg.node_labels),
+    );
     let (tx, rx) = mpsc::channel(16);
     let mut sources = Vec::new();
     if let Some(dir) = cfg.static_pod_path.clone() {
@@ -248,6 +256,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             Arc::new(cfg.clone()),
             ctx.cri.clone(),
             registered,
+            labels_tx,
             ctx.events.clone(),
             cancel.child_token(),
         ));
@@ -274,7 +283,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         notifier.notify("READY=1");
     }
     drop(tx);
-    let manager = PodManager::new(ctx, sources, admission(&cfg), cancel.child_token());
+    let manager = PodManager::new(
+        ctx,
+        sources,
+        admission(&cfg, &machine, labels_rx),
+        cancel.child_token(),
+    );
     let manager = tokio::spawn(manager.run(rx));
     cancel.cancelled().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), manager).await;
@@ -285,10 +299,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
 /// What the kubepods cgroup gets: capacity, less systemReserved and kubeReserved when
 /// enforceNodeAllocatable has `pods`.
-fn node_allocatable_cgroup(cfg: &Config) -> crate::cgroup::ResourceConfig {
+fn node_allocatable_cgroup(cfg: &Config, machine: &MachineInfo) -> crate::cgroup::ResourceConfig {
     use crate::node::allocatable;
-    use crate::node::machine::MachineInfo;
-    let cap = allocatable::capacity(&MachineInfo::read(), None, cfg.max_pods);
+    let cap = allocatable::capacity(machine, None, cfg.max_pods);
     crate::cgroup::node_allocatable_config(
         &cap,
         crate::cgroup::manager::pid_capacity(),
@@ -298,25 +311,21 @@ fn node_allocatable_cgroup(cfg: &Config) -> crate::cgroup::ResourceConfig {
     )
 }
 
-/// What admission checks pods against: allocatable as the node reports it, and the node's labels.
-fn admission(cfg: &Config) -> crate::pod::admission::Admission {
+/// What admission checks pods against: allocatable as the node reports it, and the node's labels
+/// as `node_labels` has them.
+fn admission(
+    cfg: &Config,
+    machine: &MachineInfo,
+    node_labels: tokio::sync::watch::Receiver<BTreeMap<String, String>>,
+) -> crate::pod::admission::Admission {
     use crate::node::allocatable;
-    use crate::node::machine::{MachineInfo, fs_capacity};
-    let machine = MachineInfo::read();
-    let cap = allocatable::capacity(&machine, fs_capacity(&cfg.root_dir).ok(), cfg.max_pods);
-    let reserved = allocatable::reservation(
+    use crate::node::machine::fs_capacity;
+    let cap = allocatable::capacity(machine, fs_capacity(&cfg.root_dir).ok(), cfg.max_pods);
+    let alloc = allocatable::node_allocatable(
         &cap,
         &cfg.system_reserved,
         &cfg.kube_reserved,
         &cfg.eviction_hard,
-    );
-    let alloc = allocatable::allocatable(&cap, &reserved);
-    let mut node_labels = cfg.node_labels.clone();
-    node_labels.insert("kubernetes.io/hostname".into(), cfg.node_name.clone());
-    node_labels.insert("kubernetes.io/os".into(), "linux".into());
-    node_labels.insert(
-        "kubernetes.io/arch".into(),
-        crate::node::machine::go_arch().into(),
     );
     crate::pod::admission::Admission {
         allocatable: alloc.into_iter().map(|(k, v)| (k, v.milli)).collect(),

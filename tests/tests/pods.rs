@@ -651,6 +651,71 @@ async fn oversized_pods_are_rejected_at_admission() {
     bosun.terminate(Duration::from_secs(10));
 }
 
+#[tokio::test]
+async fn node_labels_added_through_the_api_are_admitted() {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::{Patch, PatchParams};
+    let node = ClusterNode::new("pods-admit-label");
+    let mut bosun = node.start();
+    let client = admin_client().await;
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let nodes: Api<Node> = Api::all(client);
+    let key = "bosun.test/disk";
+    let on = |name: &str, value: &str| {
+        pod(&node, name, "Always")
+            .spec("nodeSelector", serde_json::json!({ key: value }))
+            .container(Container::exec("main", &["sleep", "3600"]))
+            .build()
+    };
+    wait_until_async("the Node registered", Duration::from_secs(60), || async {
+        nodes.get_opt(&node.name).await.ok()?.map(|_| ())
+    })
+    .await;
+    // As `kubectl label node <node> bosun.test/disk=ssd`: nothing in bosun's flags names it.
+    let label = serde_json::json!({"metadata": {"labels": { key: "ssd" }}});
+    nodes
+        .patch(&node.name, &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .expect("label the node");
+    wait_until_async(
+        "bosun saw the new label",
+        Duration::from_secs(30),
+        || async {
+            bosun
+                .log_text()
+                .lines()
+                .any(|l| l.contains("node labels changed") && l.contains(key))
+                .then_some(())
+        },
+    )
+    .await;
+    let ssd = format!("{}-ssd", node.name);
+    let hdd = format!("{}-hdd", node.name);
+    create(&api, &on(&ssd, "ssd")).await;
+    create(&api, &on(&hdd, "hdd")).await;
+    wait_pod(
+        &api,
+        &ssd,
+        "the pod selecting the API's label runs",
+        60,
+        |p| (phase(p) == "Running").then_some(()),
+    )
+    .await;
+    let p = wait_pod(
+        &api,
+        &hdd,
+        "the pod selecting another value fails",
+        60,
+        |p| (phase(p) == "Failed").then(|| p.clone()),
+    )
+    .await;
+    assert_eq!(p.status.unwrap().reason.as_deref(), Some("NodeAffinity"));
+    for n in [&ssd, &hdd] {
+        api.delete(n, &DeleteParams::default()).await.unwrap();
+    }
+    bosun.terminate(Duration::from_secs(10));
+}
+
 async fn create_many(api: &Api<Pod>, node: &ClusterNode, tag: &str, n: usize) -> Vec<String> {
     let names: Vec<String> = (0..n).map(|i| format!("{}-{tag}-{i}", node.name)).collect();
     let creates = names.iter().map(|name| {

@@ -599,17 +599,6 @@ impl KubeletConfiguration {
     }
 }
 
-/// Kubelet v1beta1 fields bosun reads but does not act on yet, with the kubelet's default.
-///
-/// A file setting one of these to something other than its zero value or this default gets a
-/// warning. Remove a field from this list once bosun implements it.
-const NOT_ACTED_ON: &[(&str, &str)] = &[
-    ("hairpinMode", "promiscuous-bridge"),
-    ("imageMaximumGCAge", "0s"),
-    ("shutdownGracePeriod", "0s"),
-    ("shutdownGracePeriodCriticalPods", "0s"),
-];
-
 /// Kubelet v1beta1 fields bosun does not read, with the kubelet's default (JSON), if not zero.
 ///
 /// They are not unknown: a file setting one to something other than its zero value or this
@@ -750,25 +739,6 @@ fn ignored_field_warning(root: &Value, path: &str) -> Option<String> {
     }
 }
 
-/// Warnings for modelled fields bosun does not act on yet, and for feature gates.
-fn not_acted_on_warnings(root: &Value, warnings: &mut Vec<String>) {
-    for (name, default) in NOT_ACTED_ON {
-        if let Some(value) = lookup(root, name)
-            && !is_zero(value)
-            && !is_default(value, &format!("{default:?}"))
-        {
-            warnings.push(format!("{name}: not acted on by bosun yet; ignored"));
-        }
-    }
-    if let Some(Value::Object(gates)) = root.get("featureGates") {
-        for gate in gates.keys() {
-            warnings.push(format!(
-                "featureGates.{gate}: bosun has no feature gates; ignored"
-            ));
-        }
-    }
-}
-
 /// Parses a configuration file's text (YAML or JSON) and applies the kubelet's defaults.
 ///
 /// Relative paths are made relative to `path`'s directory. Returns the configuration and the
@@ -807,11 +777,10 @@ pub fn parse(path: &Path, text: &str) -> Result<(KubeletConfiguration, Vec<Strin
         let field = e.path().to_string();
         ConfigError::invalid(field, e.into_inner().to_string())
     })?;
-    let mut warnings: Vec<String> = ignored
+    let warnings: Vec<String> = ignored
         .iter()
         .filter_map(|p| ignored_field_warning(&root, p))
         .collect();
-    not_acted_on_warnings(&root, &mut warnings);
     config.set_defaults();
     if let Some(dir) = path.parent() {
         config.resolve_relative_paths(dir);
@@ -1098,8 +1067,6 @@ mod tests {
             "cpuManagerPolicy: kubelet field not supported by bosun; ignored",
             "logging.vmodule: kubelet field not supported by bosun; ignored",
             "registerWithTaints.0.timeAdded: unknown field; ignored",
-            "hairpinMode: not acted on by bosun yet; ignored",
-            "featureGates.Foo: bosun has no feature gates; ignored",
         ];
         let mut got = warnings.clone();
         got.sort();

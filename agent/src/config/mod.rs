@@ -4,11 +4,13 @@
 //! kubelet's v1beta1 defaults, flags override it as in the kubelet, and the result is validated
 //! with the offending field named in the error. Without `--config` the v1beta1 defaults apply,
 //! never the kubelet's insecure flag-only defaults: anonymous auth off, webhook authn/authz on,
-//! read-only port off. Unknown, unsupported and deprecated settings become [`Config::warnings`].
+//! read-only port off. Unknown, unsupported and deprecated settings, and fields accepted but not
+//! acted on yet, become [`Config::warnings`].
 
 pub mod duration;
 pub mod file;
 pub mod flags;
+mod not_acted_on;
 mod validate;
 
 #[cfg(test)]

@@ -634,23 +634,128 @@ fn file_errors() {
 }
 
 #[test]
-fn quantities() {
-    let cases: &[(&str, Option<f64>)] = &[
-        ("10Mi", Some(10.0 * 1024.0 * 1024.0)),
-        ("100m", Some(0.1)),
-        ("1.5G", Some(1.5e9)),
-        ("1e3", Some(1000.0)),
-        ("2E", Some(2e18)),
-        ("5", Some(5.0)),
-        ("-1Gi", Some(-1073741824.0)),
-        ("ten", None),
-        ("10MB", None),
-        ("", None),
-        ("1.2.3", None),
-        ("Mi", None),
+fn quantities_are_validated_by_the_parser_that_uses_them() {
+    // Validation and allocatable read systemReserved with the same exact parser: what one
+    // accepts the other computes with.
+    let cases: &[(&str, bool)] = &[
+        ("10Mi", true),
+        ("100m", true),
+        ("1.5G", true),
+        ("1e3", true),
+        ("2E", true),
+        ("0", true),
+        ("-1Gi", false),
+        ("ten", false),
+        ("10MB", false),
+        ("1.2.3", false),
+        ("Mi", false),
     ];
-    for (s, want) in cases {
-        assert_eq!(validate::parse_quantity(s), *want, "{s}");
+    for (q, ok) in cases {
+        let got = from_text(&format!("systemReserved:\n  memory: \"{q}\"\n"), &[]);
+        assert_eq!(got.is_ok(), *ok, "{q}: {got:?}");
+        if let Err(e) = got {
+            assert!(e.to_string().contains("systemReserved.memory"), "{q}: {e}");
+        }
+    }
+    // A fraction of a byte rounds up as the API server does; below one byte is refused.
+    assert_eq!(
+        from_text("containerLogMaxSize: 10Mi\n", &[])
+            .unwrap()
+            .container_log_max_size,
+        10 << 20
+    );
+    assert!(from_text("containerLogMaxSize: 500m\n", &[]).is_err());
+}
+
+/// The not-acted-on warning for `field`.
+fn not_acted_on(field: &str) -> String {
+    format!("field accepted but not acted on yet: {field} (")
+}
+
+#[test]
+fn fields_not_acted_on_are_warned_about_by_name() {
+    // (file body, flags, the fields warned about); defaults, and the same value spelled
+    // differently, warn about nothing.
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        ("", &[], &[]),
+        (
+            "imageGCHighThresholdPercent: 85\nimageGCLowThresholdPercent: 80\n\
+             imageMinimumGCAge: 2m0s\ncontainerLogMaxSize: \"10485760\"\ncontainerLogMaxFiles: 5\n\
+             failSwapOn: true\nenforceNodeAllocatable: [pods]\nhairpinMode: promiscuous-bridge\n",
+            &[],
+            &[],
+        ),
+        (
+            "imageGCHighThresholdPercent: 90\n",
+            &[],
+            &["imageGCHighThresholdPercent"],
+        ),
+        (
+            "imageGCLowThresholdPercent: 70\n",
+            &[],
+            &["imageGCLowThresholdPercent"],
+        ),
+        ("imageMinimumGCAge: 5m\n", &[], &["imageMinimumGCAge"]),
+        ("imageMaximumGCAge: 168h\n", &[], &["imageMaximumGCAge"]),
+        ("containerLogMaxSize: 50Mi\n", &[], &["containerLogMaxSize"]),
+        ("containerLogMaxFiles: 3\n", &[], &["containerLogMaxFiles"]),
+        ("serverTLSBootstrap: true\n", &[], &["serverTLSBootstrap"]),
+        ("failSwapOn: false\n", &[], &["failSwapOn"]),
+        ("", &["--fail-swap-on=false"], &["failSwapOn"]),
+        ("failCgroupV1: false\n", &[], &["failCgroupV1"]),
+        ("hairpinMode: hairpin-veth\n", &[], &["hairpinMode"]),
+        (
+            "evictionHard:\n  memory.available: 200Mi\n",
+            &[],
+            &["evictionHard"],
+        ),
+        (
+            "evictionHard:\n  memory.available: 100Mi\n  nodefs.available: 10%\n  \
+             nodefs.inodesFree: 5%\n  imagefs.available: 15%\n  imagefs.inodesFree: 5%\n",
+            &[],
+            &[],
+        ),
+        (
+            "enforceNodeAllocatable: [pods, system-reserved]\nsystemReserved:\n  cpu: 100m\n",
+            &[],
+            &["enforceNodeAllocatable"],
+        ),
+        ("shutdownGracePeriod: 30s\n", &[], &["shutdownGracePeriod"]),
+        (
+            "shutdownGracePeriod: 30s\nshutdownGracePeriodCriticalPods: 10s\n",
+            &[],
+            &["shutdownGracePeriod", "shutdownGracePeriodCriticalPods"],
+        ),
+        (
+            "",
+            &["--image-service-endpoint=unix:///run/other.sock"],
+            &["imageServiceEndpoint"],
+        ),
+        (
+            "imageServiceEndpoint: unix:///run/containerd/containerd.sock\n",
+            &[],
+            &[],
+        ),
+        ("featureGates:\n  Foo: true\n", &[], &["featureGates.Foo"]),
+        ("", &["--feature-gates=Bar=false"], &["featureGates.Bar"]),
+    ];
+    for (body, args, want) in cases {
+        let c = from_text(body, args).unwrap_or_else(|e| panic!("{body}{args:?}: {e}"));
+        let got: Vec<&String> = c
+            .warnings
+            .iter()
+            .filter(|w| w.starts_with("field accepted but not acted on yet: "))
+            .collect();
+        assert_eq!(got.len(), want.len(), "{body}{args:?}: {got:?}");
+        for field in *want {
+            assert_eq!(
+                got.iter()
+                    .filter(|w| w.starts_with(&not_acted_on(field)))
+                    .count(),
+                1,
+                "{body}{args:?}: {field} in {got:?}"
+            );
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use super::{
     Authentication, Authorization, AuthorizationMode, CgroupDriver, ChangeDetectionStrategy,
     Config, ConfigError, FieldError, Flags, LogFormat, non_empty_path,
 };
+use crate::resource::parse_quantity;
 
 /// The kubelet's state directory.
 const DEFAULT_ROOT_DIR: &str = "/var/lib/kubelet";
@@ -191,41 +192,9 @@ fn apply_flags(k: &mut KubeletConfiguration, f: &Flags, errors: &mut Errors) {
     }
 }
 
-/// A Kubernetes quantity (`100m`, `64Mi`, `1.5G`, `1e3`) in base units.
-pub(super) fn parse_quantity(s: &str) -> Option<f64> {
-    let number_len = s
-        .char_indices()
-        .find(|&(i, c)| !(c.is_ascii_digit() || c == '.' || (i == 0 && (c == '+' || c == '-'))))
-        .map_or(s.len(), |(i, _)| i);
-    let (number, suffix) = s.split_at(number_len);
-    if !number.bytes().any(|b| b.is_ascii_digit()) || number.matches('.').count() > 1 {
-        return None;
-    }
-    let value: f64 = number.parse().ok()?;
-    let multiplier = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024f64,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        exp if exp.starts_with(['e', 'E']) => {
-            let exp: i32 = exp[1..].parse().ok()?;
-            10f64.powi(exp)
-        }
-        _ => return None,
-    };
-    Some(value * multiplier)
+/// True when `s` is a quantity (the exact parser resources use) of at least zero.
+fn non_negative_quantity(s: &str) -> bool {
+    parse_quantity(s).is_ok_and(|q| q.milli_value() >= 0)
 }
 
 /// Eviction signals the kubelet knows.
@@ -250,7 +219,7 @@ fn check_eviction(field: &str, map: &BTreeMap<String, String>, errors: &mut Erro
         }
         let ok = match value.strip_suffix('%') {
             Some(pct) => pct.parse::<f64>().is_ok_and(|p| (0.0..=100.0).contains(&p)),
-            None => parse_quantity(value).is_some_and(|q| q >= 0.0),
+            None => non_negative_quantity(value),
         };
         if !ok {
             errors.push(
@@ -269,7 +238,7 @@ fn check_reserved(field: &str, map: &BTreeMap<String, String>, errors: &mut Erro
                 name,
                 "cannot reserve this resource (cpu, memory, ephemeral-storage or pid)",
             );
-        } else if !parse_quantity(value).is_some_and(|q| q >= 0.0) {
+        } else if !non_negative_quantity(value) {
             errors.push(
                 name,
                 format!("must be a non-negative quantity, got {value:?}"),
@@ -434,6 +403,7 @@ pub(super) fn build(
 ) -> Result<Config, ConfigError> {
     let mut e = Errors::default();
     apply_flags(&mut k, f, &mut e);
+    warnings.extend(super::not_acted_on::warnings(&k));
 
     let port = e.port("port", k.port, false);
     let healthz_port = e.port("healthzPort", k.healthz_port, true);
@@ -537,7 +507,8 @@ pub(super) fn build(
         0
     };
     let container_log_max_size = match parse_quantity(&k.container_log_max_size) {
-        Some(q) if q >= 1.0 => q as u64,
+        // At least one byte; a fraction of a byte rounds up as the API server does.
+        Ok(q) if q.milli_value() >= 1000 => q.value() as u64,
         _ => {
             e.push(
                 "containerLogMaxSize",

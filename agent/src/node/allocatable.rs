@@ -188,6 +188,18 @@ pub fn allocatable(capacity: &Resources, reservation: &BTreeMap<String, i128>) -
     a
 }
 
+/// The node's allocatable as it reports it and admission checks it: `capacity` less
+/// [`reservation`], as [`allocatable`].
+pub fn node_allocatable(
+    capacity: &Resources,
+    system_reserved: &BTreeMap<String, String>,
+    kube_reserved: &BTreeMap<String, String>,
+    eviction_hard: &BTreeMap<String, String>,
+) -> Resources {
+    let reserved = reservation(capacity, system_reserved, kube_reserved, eviction_hard);
+    allocatable(capacity, &reserved)
+}
+
 /// As the API's resource list.
 pub fn to_api(resources: &Resources) -> BTreeMap<String, ApiQuantity> {
     resources

@@ -15,6 +15,7 @@ pub mod register;
 pub mod setters;
 pub mod status;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,13 +61,30 @@ pub fn settings(cfg: &Config) -> Settings {
     }
 }
 
+/// The labels admission reads: the Node's as the API server holds them, published by [`run`].
+pub type LabelsTx = tokio::sync::watch::Sender<BTreeMap<String, String>>;
+
+/// Publishes `node`'s labels when they differ from the last published.
+fn publish_labels(labels: &LabelsTx, node: &Node) {
+    let now = node.metadata.labels.clone().unwrap_or_default();
+    labels.send_if_modified(|l| {
+        if *l == now {
+            return false;
+        }
+        info!(labels = ?now, "node labels changed");
+        *l = now;
+        true
+    });
+}
+
 /// Registers the node (then signals `registered_tx`) and keeps its status and Lease current until
-/// `cancel` fires.
+/// `cancel` fires; the Node's labels, registered and then as watched, go to `labels`.
 pub async fn run(
     client: kube::Client,
     cfg: Arc<Config>,
     cri: CriClient,
     registered_tx: tokio::sync::oneshot::Sender<()>,
+    labels: LabelsTx,
     events: Recorder,
     cancel: CancellationToken,
 ) {
@@ -96,6 +114,7 @@ pub async fn run(
         }
     };
     let uid = registered.node.metadata.uid.clone().unwrap_or_default();
+    publish_labels(&labels, &registered.node);
     let _ = registered_tx.send(());
     // As the kubelet's setters on its freshly built Node: every condition is new at start.
     let initial = registered.node.status.clone().unwrap_or_default();
@@ -114,8 +133,12 @@ pub async fn run(
         reflector(writer, watcher(nodes.clone(), watch_cfg)).boxed(),
     )
     .for_each(|event| {
-        if let Err(e) = event {
-            warn!(error = %e, "node watch failed; retrying");
+        match event {
+            Ok(watcher::Event::Apply(node) | watcher::Event::InitApply(node)) => {
+                publish_labels(&labels, &node)
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "node watch failed; retrying"),
         }
         std::future::ready(())
     });

@@ -33,14 +33,12 @@ pub const DEFAULT_LABELS: &[&str] = &[
     "beta.kubernetes.io/arch",
 ];
 
-/// The Node bosun registers: default labels plus `--node-labels`, the attach/detach annotation,
-/// the registration taints, and the status computed by the setters.
-pub fn initial_node(
+/// The labels bosun registers the Node with: hostname, os and arch (also under their beta
+/// names), then `--node-labels`.
+pub fn initial_labels(
     name: &str,
     node_labels: &BTreeMap<String, String>,
-    taints: &[ConfigTaint],
-    status: NodeStatus,
-) -> Node {
+) -> BTreeMap<String, String> {
     let (os, arch) = (machine::go_os(), machine::go_arch());
     let mut labels: BTreeMap<String, String> = [
         ("kubernetes.io/hostname", name),
@@ -53,6 +51,18 @@ pub fn initial_node(
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     labels.extend(node_labels.clone());
+    labels
+}
+
+/// The Node bosun registers: default labels plus `--node-labels`, the attach/detach annotation,
+/// the registration taints, and the status computed by the setters.
+pub fn initial_node(
+    name: &str,
+    node_labels: &BTreeMap<String, String>,
+    taints: &[ConfigTaint],
+    status: NodeStatus,
+) -> Node {
+    let labels = initial_labels(name, node_labels);
     let taints: Vec<Taint> = taints
         .iter()
         .map(|t| Taint {

@@ -180,13 +180,12 @@ pub fn machine_info(status: &mut NodeStatus, s: &Settings, f: &Facts) {
         capacity: Some(m.swap_capacity as i64),
     });
     let capacity: Resources = allocatable::capacity(m, f.rootfs_capacity, s.max_pods);
-    let reservation = allocatable::reservation(
+    let alloc = allocatable::node_allocatable(
         &capacity,
         &s.system_reserved,
         &s.kube_reserved,
         &s.eviction_hard,
     );
-    let alloc = allocatable::allocatable(&capacity, &reservation);
     // Resources others own (extended resources) are kept as they are.
     let cap_out = status.capacity.get_or_insert_with(Default::default);
     cap_out.extend(allocatable::to_api(&capacity));

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, Pod};
+use tokio::sync::watch;
 
 /// Why a pod was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,12 +18,13 @@ pub struct Rejection {
 }
 
 /// What admission checks pods against.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Admission {
     /// Allocatable by resource, in thousandths (millicores for cpu, milli-bytes for memory).
     pub allocatable: BTreeMap<String, i128>,
-    /// The node's labels.
-    pub node_labels: BTreeMap<String, String>,
+    /// The node's labels, current: the Node's as the API server holds them once it has been
+    /// seen, the startup labels before (the kubelet's `getNodeAnyWay`).
+    pub node_labels: watch::Receiver<BTreeMap<String, String>>,
 }
 
 pub use crate::resource::pod_request;
@@ -51,7 +53,7 @@ impl Admission {
                 return Err(out_of(resource, want / scale, used / scale, cap / scale));
             }
         }
-        if !self.matches_node(pod) {
+        if !matches_node(&self.node_labels.borrow(), pod) {
             return Err(predicate(
                 "NodeAffinity",
                 "node(s) didn't match Pod's node affinity/selector",
@@ -69,55 +71,57 @@ impl Admission {
         }
         Ok(())
     }
+}
 
-    fn matches_node(&self, pod: &Pod) -> bool {
-        let Some(spec) = pod.spec.as_ref() else {
-            return true;
-        };
-        let selector_ok = spec
-            .node_selector
-            .iter()
-            .flatten()
-            .all(|(k, v)| self.node_labels.get(k) == Some(v));
-        let required = spec
-            .affinity
-            .as_ref()
-            .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|n| {
-                n.required_during_scheduling_ignored_during_execution
-                    .as_ref()
-            });
-        // Terms are ORed, expressions within a term ANDed.
-        let affinity_ok = required.is_none_or(|r| {
-            r.node_selector_terms.iter().any(|t| {
-                t.match_expressions
-                    .iter()
-                    .flatten()
-                    .all(|e| self.requirement(e))
-            })
+/// True when `pod`'s nodeSelector and required node affinity match `labels`.
+fn matches_node(labels: &BTreeMap<String, String>, pod: &Pod) -> bool {
+    let Some(spec) = pod.spec.as_ref() else {
+        return true;
+    };
+    let selector_ok = spec
+        .node_selector
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let required = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
         });
-        selector_ok && affinity_ok
-    }
+    // Terms are ORed, expressions within a term ANDed.
+    let affinity_ok = required.is_none_or(|r| {
+        r.node_selector_terms.iter().any(|t| {
+            t.match_expressions
+                .iter()
+                .flatten()
+                .all(|e| requirement(labels, e))
+        })
+    });
+    selector_ok && affinity_ok
+}
 
-    fn requirement(&self, e: &NodeSelectorRequirement) -> bool {
-        let v = self.node_labels.get(&e.key);
-        let values = e.values.clone().unwrap_or_default();
-        match e.operator.as_str() {
-            "In" => v.is_some_and(|v| values.contains(v)),
-            "NotIn" => v.is_none_or(|v| !values.contains(v)),
-            "Exists" => v.is_some(),
-            "DoesNotExist" => v.is_none(),
-            "Gt" | "Lt" => {
-                let (Some(v), Some(x)) = (
-                    v.and_then(|v| v.parse::<i64>().ok()),
-                    values.first().and_then(|x| x.parse::<i64>().ok()),
-                ) else {
-                    return false;
-                };
-                if e.operator == "Gt" { v > x } else { v < x }
-            }
-            _ => false,
+/// True when the node's `labels` satisfy one node selector requirement.
+fn requirement(labels: &BTreeMap<String, String>, e: &NodeSelectorRequirement) -> bool {
+    let v = labels.get(&e.key);
+    let values = e.values.clone().unwrap_or_default();
+    match e.operator.as_str() {
+        "In" => v.is_some_and(|v| values.contains(v)),
+        "NotIn" => v.is_none_or(|v| !values.contains(v)),
+        "Exists" => v.is_some(),
+        "DoesNotExist" => v.is_none(),
+        "Gt" | "Lt" => {
+            let (Some(v), Some(x)) = (
+                v.and_then(|v| v.parse::<i64>().ok()),
+                values.first().and_then(|x| x.parse::<i64>().ok()),
+            ) else {
+                return false;
+            };
+            if e.operator == "Gt" { v > x } else { v < x }
         }
+        _ => false,
     }
 }
 
@@ -205,7 +209,11 @@ mod tests {
                 ("memory".into(), (1i128 << 30) * 1000),
                 ("pods".into(), 2000),
             ]),
-            node_labels: BTreeMap::from([("kubernetes.io/os".into(), "linux".into())]),
+            node_labels: watch::channel(BTreeMap::from([(
+                "kubernetes.io/os".into(),
+                "linux".into(),
+            )]))
+            .1,
         }
     }
 
@@ -259,6 +267,22 @@ mod tests {
         assert!(n.admit(&other_ip, &[&one_ip]).is_ok());
         let all = with_ports(serde_json::json!([{"containerPort": 80, "hostPort": 9000}]));
         assert!(n.admit(&all, &[&one_ip]).is_err());
+    }
+
+    #[test]
+    fn node_labels_are_read_at_each_admission() {
+        let (tx, rx) = watch::channel(BTreeMap::new());
+        let n = Admission {
+            node_labels: rx,
+            ..node()
+        };
+        let ssd = pod("1m", "1Mi", serde_json::json!({"disk": "ssd"}));
+        assert_eq!(n.admit(&ssd, &[]).unwrap_err().reason, "NodeAffinity");
+        // A label added to the Node through the API after admission was built.
+        tx.send_modify(|l| {
+            l.insert("disk".into(), "ssd".into());
+        });
+        assert_eq!(n.admit(&ssd, &[]), Ok(()));
     }
 
     #[test]
