@@ -2,7 +2,6 @@
 //! Stopping bosun stops bosun, never the pods.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -54,21 +53,6 @@ async fn connect_runtime(cfg: &Config, cancel: &CancellationToken) -> anyhow::Re
         Some(c) => Ok(c?),
         None => anyhow::bail!("stopped before the runtime answered"),
     }
-}
-
-/// The node's IP: `--node-ip`, else the address of the default route's interface, else loopback.
-pub fn host_ip(cfg: &Config) -> IpAddr {
-    if let Some(ip) = cfg.node_ip {
-        return ip;
-    }
-    // A UDP "connect" picks the source address of the default route without sending anything.
-    std::net::UdpSocket::bind("0.0.0.0:0")
-        .and_then(|s| {
-            s.connect("192.0.2.1:9")?;
-            s.local_addr()
-        })
-        .map(|a| a.ip())
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
 }
 
 /// Runs bosun until SIGTERM or SIGINT.
@@ -166,7 +150,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cri,
         dirs,
         node_name: cfg.node_name.clone(),
-        host_ip: host_ip(&cfg).to_string(),
+        host_ip: crate::node::host_ip(&cfg).to_string(),
         host_ips: crate::node::node_ips(&cfg)
             .iter()
             .map(ToString::to_string)

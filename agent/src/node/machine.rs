@@ -39,7 +39,7 @@ impl MachineInfo {
     /// Reads the facts of this machine; what cannot be read stays empty (or zero).
     pub fn read() -> MachineInfo {
         let text = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-        let meminfo = text("/proc/meminfo");
+        let meminfo = crate::stats::node_proc::meminfo();
         let num_cores = parse_cpu_list(&text("/sys/devices/system/cpu/online"))
             .or_else(|| count_processors(&text("/proc/cpuinfo")))
             .unwrap_or(0);
@@ -50,8 +50,8 @@ impl MachineInfo {
             .unwrap_or_default();
         MachineInfo {
             num_cores,
-            memory_capacity: meminfo_bytes(&meminfo, "MemTotal").unwrap_or(0),
-            swap_capacity: meminfo_bytes(&meminfo, "SwapTotal").unwrap_or(0),
+            memory_capacity: meminfo.as_ref().map_or(0, |m| m.mem_total),
+            swap_capacity: meminfo.as_ref().map_or(0, |m| m.swap_total),
             huge_pages: read_huge_pages(Path::new("/sys/kernel/mm/hugepages")),
             machine_id,
             system_uuid: text("/sys/class/dmi/id/product_uuid").trim().to_string(),
@@ -67,24 +67,6 @@ impl MachineInfo {
 pub fn fs_capacity(path: &Path) -> std::io::Result<u64> {
     let st = nix::sys::statvfs::statvfs(path)?;
     Ok(st.blocks().saturating_mul(st.fragment_size()))
-}
-
-/// A `<key>: <n> kB` line of /proc/meminfo, in bytes.
-pub fn meminfo_bytes(meminfo: &str, key: &str) -> Option<u64> {
-    meminfo.lines().find_map(|l| {
-        let (k, rest) = l.split_once(':')?;
-        if k.trim() != key {
-            return None;
-        }
-        let mut parts = rest.split_whitespace();
-        let n: u64 = parts.next()?.parse().ok()?;
-        let mul = match parts.next() {
-            Some("kB") => 1024,
-            None => 1,
-            Some(_) => return None,
-        };
-        Some(n * mul)
-    })
 }
 
 /// Number of CPUs in a kernel CPU list (`0-3,8,10-11`).
@@ -200,15 +182,6 @@ mod tests {
         let cpuinfo = "processor\t: 0\nmodel name\t: X\n\nprocessor\t: 1\nmodel name\t: X\n";
         assert_eq!(count_processors(cpuinfo), Some(2));
         assert_eq!(count_processors(""), None);
-    }
-
-    #[test]
-    fn meminfo() {
-        let m = "MemTotal:        8141236 kB\nMemFree:  1 kB\nSwapTotal:             0 kB\nHugePages_Total:       0\n";
-        assert_eq!(meminfo_bytes(m, "MemTotal"), Some(8141236 * 1024));
-        assert_eq!(meminfo_bytes(m, "SwapTotal"), Some(0));
-        assert_eq!(meminfo_bytes(m, "HugePages_Total"), Some(0));
-        assert_eq!(meminfo_bytes(m, "Mem"), None);
     }
 
     #[test]

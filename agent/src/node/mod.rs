@@ -33,10 +33,25 @@ use crate::events::{EventType, Recorder};
 use setters::Settings;
 use status::{Observer, StatusUpdater};
 
+/// The node's IP: `--node-ip`, else the address of the default route's interface, else loopback.
+pub fn host_ip(cfg: &Config) -> std::net::IpAddr {
+    if let Some(ip) = cfg.node_ip {
+        return ip;
+    }
+    // A UDP "connect" picks the source address of the default route without sending anything.
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("192.0.2.1:9")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
+}
+
 /// The node's IPs as it reports them: `--node-ip` (one per family), else the detected host IP.
 pub fn node_ips(cfg: &Config) -> Vec<std::net::IpAddr> {
     if cfg.node_ips.is_empty() {
-        vec![crate::app::host_ip(cfg)]
+        vec![host_ip(cfg)]
     } else {
         cfg.node_ips.clone()
     }
