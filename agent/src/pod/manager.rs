@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use super::admission::Admission;
 use super::context::NodeContext;
+use super::runtime_class::RuntimeClasses;
 use super::source::SourceUpdate;
 use super::worker::{self, PodUpdate, WorkerHandle};
 use crate::runtime::{ObservedPod, observe_all};
@@ -36,6 +37,8 @@ pub struct PodManager {
     restart: HashSet<String>,
     /// Every source's pods, merged: what `reconcile` works from.
     all: BTreeMap<String, Arc<Pod>>,
+    /// The RuntimeClass reader the workers share.
+    classes: Arc<RuntimeClasses>,
     cancel: CancellationToken,
 }
 
@@ -80,6 +83,7 @@ impl PodManager {
         admission: Admission,
         cancel: CancellationToken,
     ) -> Self {
+        let classes = Arc::new(RuntimeClasses::new(ctx.api.clone()));
         PodManager {
             ctx,
             sources,
@@ -91,6 +95,7 @@ impl PodManager {
             rejected: HashSet::new(),
             restart: HashSet::new(),
             all: BTreeMap::new(),
+            classes,
             cancel,
         }
     }
@@ -144,7 +149,12 @@ impl PodManager {
                 continue;
             }
             let Some(w) = self.workers.get(uid) else {
-                let w = worker::spawn(self.ctx.clone(), pod.clone(), self.cancel.child_token());
+                let w = worker::spawn(
+                    self.ctx.clone(),
+                    self.classes.clone(),
+                    pod.clone(),
+                    self.cancel.child_token(),
+                );
                 if let Mailbox::Send(u @ PodUpdate::Terminate(..)) =
                     mailbox(&PodUpdate::Sync(pod.clone()), pod)
                 {
