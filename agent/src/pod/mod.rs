@@ -15,6 +15,7 @@ pub mod observe;
 pub mod ordering;
 pub mod plan;
 pub mod report;
+pub mod runtime;
 pub mod runtime_class;
 pub mod sandbox;
 pub mod services;
