@@ -166,6 +166,77 @@ async fn static_pod_runs_logs_and_is_removed() {
     );
 }
 
+/// A static pod whose manifest is removed and put back during its grace period runs again once
+/// its old instance is terminated (the kubelet's restartRequested): the pending Terminate is
+/// neither overwritten nor the pod forgotten.
+#[tokio::test]
+async fn static_pod_put_back_during_grace_period_runs_again() {
+    let node = StandaloneNode::new("sa-back");
+    // The container ignores SIGTERM: it lives the whole 8 s grace period.
+    let manifest = PodBuilder::new("back")
+        .restart_policy("Always")
+        .grace(8)
+        .container(Container::sh(
+            "main",
+            "trap '' TERM; while true; do sleep 1; done",
+        ))
+        .manifest();
+    node.manifest("back.yaml", &manifest);
+    let mut bosun = node.start();
+    let cri = node.cri().await;
+    let pod = "back-sa-back";
+    let running = |cs: Vec<bosun_cri::types::Container>| {
+        cs.into_iter()
+            .find(|c| c.state == ContainerState::ContainerRunning as i32)
+    };
+    let first = wait_until_async("static pod running", Duration::from_secs(60), || async {
+        running(containers(&cri, pod).await)
+    })
+    .await;
+
+    std::fs::remove_file(node.path().join("manifests/back.yaml")).unwrap();
+    wait_until_async(
+        "the worker terminating",
+        Duration::from_secs(30),
+        || async { bosun.log_text().contains("terminating pod").then_some(()) },
+    )
+    .await;
+    node.manifest("back.yaml", &manifest);
+    // Still within the grace period: the old container has not stopped yet.
+    let st = cri
+        .container_status(&first.id, false)
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(st.state, ContainerState::ContainerRunning as i32);
+
+    let second = wait_until_async(
+        "the pod running again after its termination",
+        Duration::from_secs(90),
+        || async {
+            let cs = containers(&cri, pod).await;
+            let old_gone = cs.iter().all(|c| c.id != first.id);
+            running(cs).filter(|_| old_gone)
+        },
+    )
+    .await;
+    assert_eq!(
+        restart_count(&second),
+        0,
+        "a new pod instance, not a restart"
+    );
+    assert_eq!(ready_sandboxes(&cri, pod).await, 1);
+    assert!(
+        bosun
+            .log_text()
+            .contains("pod wanted again while terminating"),
+        "{}",
+        bosun.log_text()
+    );
+    bosun.terminate(Duration::from_secs(10));
+}
+
 #[tokio::test]
 async fn restart_policies_and_crash_loop_backoff() {
     let node = StandaloneNode::new("sa-policy");

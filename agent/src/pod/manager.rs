@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use super::admission::Admission;
 use super::context::NodeContext;
+use super::runtime_class::RuntimeClasses;
 use super::source::SourceUpdate;
 use super::worker::{self, PodUpdate, WorkerHandle};
 use crate::runtime::{ObservedPod, observe_all};
@@ -31,7 +32,47 @@ pub struct PodManager {
     admission: Admission,
     /// Pods that failed admission, by UID: they never get a worker.
     rejected: HashSet<String>,
+    /// Pods wanted again while their worker terminates them (a static pod's manifest removed
+    /// and put back), by UID: a new worker runs them once the old one is done.
+    restart: HashSet<String>,
+    /// Every source's pods, merged: what `reconcile` works from.
+    all: BTreeMap<String, Arc<Pod>>,
+    /// The RuntimeClass reader the workers share.
+    classes: Arc<RuntimeClasses>,
     cancel: CancellationToken,
+}
+
+/// What the manager does with a worker's mailbox for a new desired version of its pod.
+#[derive(Debug)]
+enum Mailbox {
+    /// Nothing: the mailbox already says this.
+    Keep,
+    /// Replace the message.
+    Send(PodUpdate),
+    /// A Terminate is pending or running: it stays, and a new worker runs the pod after it.
+    RestartAfterTermination,
+}
+
+/// The mailbox decision for `pod`, desired by the sources, against the worker's current message:
+/// a pending Terminate is never overwritten by a Sync (the kubelet's pod workers mark such a pod
+/// restartRequested and start it again once terminated), nor by a second Terminate.
+fn mailbox(current: &PodUpdate, pod: &Arc<Pod>) -> Mailbox {
+    let terminating = matches!(current, PodUpdate::Terminate(..));
+    if pod.metadata.deletion_timestamp.is_some() {
+        // Graceful deletion: the worker stops the pod with the remaining grace period.
+        return match terminating {
+            true => Mailbox::Keep,
+            false => Mailbox::Send(PodUpdate::Terminate(
+                pod.metadata.deletion_grace_period_seconds,
+                Some(pod.clone()),
+            )),
+        };
+    }
+    match current {
+        PodUpdate::Terminate(..) => Mailbox::RestartAfterTermination,
+        PodUpdate::Sync(p) if p == pod => Mailbox::Keep,
+        PodUpdate::Sync(_) => Mailbox::Send(PodUpdate::Sync(pod.clone())),
+    }
 }
 
 impl PodManager {
@@ -42,6 +83,7 @@ impl PodManager {
         admission: Admission,
         cancel: CancellationToken,
     ) -> Self {
+        let classes = Arc::new(RuntimeClasses::new(ctx.api.clone()));
         PodManager {
             ctx,
             sources,
@@ -51,6 +93,9 @@ impl PodManager {
             last_relist: HashMap::new(),
             admission,
             rejected: HashSet::new(),
+            restart: HashSet::new(),
+            all: BTreeMap::new(),
+            classes,
             cancel,
         }
     }
@@ -86,42 +131,48 @@ impl PodManager {
         for pods in self.desired.values() {
             all.extend(pods.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
+        self.all = all;
+        self.reconcile();
+    }
+
+    /// Brings the workers in line with the desired pods: a worker for each new pod, the newest
+    /// version to each running one, Terminate to those of pods no longer wanted.
+    fn reconcile(&mut self) {
+        let all = std::mem::take(&mut self.all);
         self.admit_new(&all);
+        self.restart.retain(|uid| {
+            all.get(uid)
+                .is_some_and(|p| p.metadata.deletion_timestamp.is_none())
+        });
         for (uid, pod) in &all {
             if self.rejected.contains(uid) {
                 continue;
             }
-            if pod.metadata.deletion_timestamp.is_some() {
-                // Graceful deletion: the worker stops the pod with the remaining grace period.
-                let update = PodUpdate::Terminate(
-                    pod.metadata.deletion_grace_period_seconds,
-                    Some(pod.clone()),
+            let Some(w) = self.workers.get(uid) else {
+                let w = worker::spawn(
+                    self.ctx.clone(),
+                    self.classes.clone(),
+                    pod.clone(),
+                    self.cancel.child_token(),
                 );
-                match self.workers.get(uid) {
-                    Some(w) => {
-                        if !matches!(&*w.tx.borrow(), PodUpdate::Terminate(..)) {
-                            let _ = w.tx.send(update);
-                        }
-                    }
-                    None => {
-                        let w =
-                            worker::spawn(self.ctx.clone(), pod.clone(), self.cancel.child_token());
-                        let _ = w.tx.send(update);
-                        self.workers.insert(uid.clone(), w);
-                    }
+                if let Mailbox::Send(u @ PodUpdate::Terminate(..)) =
+                    mailbox(&PodUpdate::Sync(pod.clone()), pod)
+                {
+                    let _ = w.tx.send(u);
                 }
+                self.workers.insert(uid.clone(), w);
                 continue;
-            }
-            match self.workers.get(uid) {
-                Some(w) => {
-                    let same = matches!(&*w.tx.borrow(), PodUpdate::Sync(p) if p == pod);
-                    if !same {
-                        let _ = w.tx.send(PodUpdate::Sync(pod.clone()));
-                    }
+            };
+            let decision = mailbox(&w.tx.borrow(), pod);
+            match decision {
+                Mailbox::Keep => {}
+                Mailbox::Send(u) => {
+                    let _ = w.tx.send(u);
                 }
-                None => {
-                    let w = worker::spawn(self.ctx.clone(), pod.clone(), self.cancel.child_token());
-                    self.workers.insert(uid.clone(), w);
+                Mailbox::RestartAfterTermination => {
+                    if self.restart.insert(uid.clone()) {
+                        info!(pod.uid = %uid, "pod wanted again while terminating: it restarts once terminated");
+                    }
                 }
             }
         }
@@ -138,6 +189,7 @@ impl PodManager {
                 let _ = w.tx.send(PodUpdate::Terminate(None, None));
             }
         }
+        self.all = all;
     }
 
     /// Runs admission for pods without a worker, oldest first, against the pods already running;
@@ -195,6 +247,15 @@ impl PodManager {
 
     async fn relist(&mut self) {
         self.workers.retain(|_, w| !w.task.is_finished());
+        if self
+            .restart
+            .iter()
+            .any(|uid| !self.workers.contains_key(uid))
+        {
+            // A pod wanted again has been terminated: its new worker starts it.
+            self.restart.retain(|uid| self.workers.contains_key(uid));
+            self.reconcile();
+        }
         let observed = match observe_all(&self.ctx.cri).await {
             Ok(o) => o,
             Err(e) => {
@@ -296,4 +357,87 @@ fn rejected_status(
         terminal: Some(("Failed", &r.reason, &r.message)),
     };
     crate::status::compute(&input)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(uid: &str, image: &str, deleted: Option<i64>) -> Arc<Pod> {
+        let mut p: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "default", "uid": uid},
+            "spec": {"containers": [{"name": "c", "image": image}]},
+        }))
+        .unwrap();
+        if let Some(grace) = deleted {
+            p.metadata.deletion_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ));
+            p.metadata.deletion_grace_period_seconds = Some(grace);
+        }
+        Arc::new(p)
+    }
+
+    fn kind(m: &Mailbox) -> String {
+        match m {
+            Mailbox::Keep => "keep".into(),
+            Mailbox::RestartAfterTermination => "restart after termination".into(),
+            Mailbox::Send(PodUpdate::Sync(p)) => {
+                format!(
+                    "sync {}",
+                    p.spec.as_ref().unwrap().containers[0]
+                        .image
+                        .as_deref()
+                        .unwrap()
+                )
+            }
+            Mailbox::Send(PodUpdate::Terminate(g, p)) => {
+                format!("terminate {g:?} with pod: {}", p.is_some())
+            }
+        }
+    }
+
+    #[test]
+    fn a_pending_terminate_is_never_overwritten() {
+        let v1 = pod("u", "a:1", None);
+        let v2 = pod("u", "a:2", None);
+        let deleted = pod("u", "a:1", Some(5));
+        let terminate = PodUpdate::Terminate(None, None);
+        let deleting = PodUpdate::Terminate(Some(5), Some(deleted.clone()));
+        let cases: [(&str, PodUpdate, &Arc<Pod>, &str); 8] = [
+            ("same version", PodUpdate::Sync(v1.clone()), &v1, "keep"),
+            ("new version", PodUpdate::Sync(v1.clone()), &v2, "sync a:2"),
+            (
+                "deleted while syncing",
+                PodUpdate::Sync(v1.clone()),
+                &deleted,
+                "terminate Some(5) with pod: true",
+            ),
+            // The static pod whose manifest is removed, then put back during its grace period.
+            (
+                "back while terminating",
+                terminate.clone(),
+                &v1,
+                "restart after termination",
+            ),
+            (
+                "new version while terminating",
+                terminate.clone(),
+                &v2,
+                "restart after termination",
+            ),
+            ("deleted while terminating", terminate, &deleted, "keep"),
+            ("deletion pending, same", deleting.clone(), &deleted, "keep"),
+            (
+                "deletion pending, undeleted version",
+                deleting,
+                &v2,
+                "restart after termination",
+            ),
+        ];
+        for (name, current, desired, want) in cases {
+            assert_eq!(kind(&mailbox(&current, desired)), want, "{name}");
+        }
+    }
 }

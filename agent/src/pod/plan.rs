@@ -260,6 +260,29 @@ pub fn plan(
     actions
 }
 
+/// True when the pod, started at `start` (its status' startTime, in seconds), has run for its
+/// spec.activeDeadlineSeconds by `now`; never without a deadline or a start.
+pub fn past_active_deadline(pod: &Pod, start: Option<i64>, now: i64) -> bool {
+    let deadline = pod.spec.as_ref().and_then(|s| s.active_deadline_seconds);
+    match (deadline, start) {
+        (Some(deadline), Some(start)) => now - start >= deadline,
+        _ => false,
+    }
+}
+
+/// The spec of the pod's container (or init container) `name`.
+pub fn container_spec<'a>(pod: &'a Pod, name: &str, init: bool) -> Option<&'a Container> {
+    let spec = pod.spec.as_ref()?;
+    if init {
+        spec.init_containers
+            .iter()
+            .flatten()
+            .find(|c| c.name == name)
+    } else {
+        spec.containers.iter().find(|c| c.name == name)
+    }
+}
+
 /// True for a restartable init container (a sidecar: an init container with restartPolicy Always).
 pub fn is_restartable_init(c: &Container) -> bool {
     c.restart_policy.as_deref() == Some("Always")
@@ -778,6 +801,31 @@ mod tests {
             }
             let got = plan(&c.pod, c.sandbox.as_ref(), &c.containers, &b, now);
             assert_eq!(got, c.want, "{}", c.what);
+        }
+    }
+
+    #[test]
+    fn active_deadline_counts_from_the_start_time() {
+        let pod = |deadline: Option<i64>| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p"},
+                "spec": {"containers": [], "activeDeadlineSeconds": deadline},
+            }))
+            .unwrap()
+        };
+        let cases = [
+            ("no deadline", None, Some(0), 1000, false),
+            ("not started", Some(5), None, 1000, false),
+            ("before", Some(5), Some(100), 104, false),
+            ("at the deadline", Some(5), Some(100), 105, true),
+            ("after", Some(5), Some(100), 200, true),
+        ];
+        for (what, deadline, start, now, want) in cases {
+            assert_eq!(
+                past_active_deadline(&pod(deadline), start, now),
+                want,
+                "{what}"
+            );
         }
     }
 }

@@ -1,0 +1,355 @@
+//! Starting one container, step by step as the kubelet's startContainer: pull the image, build
+//! its config, create it, start it, run its postStart hook. Each step that fails says why with
+//! the kubelet's Waiting reason ([`StartError::reason`]).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bosun_cri::types::{ContainerConfig, Mount, PodSandboxConfig};
+use k8s_openapi::api::core::v1::{Container, Pod};
+use tracing::{info, warn};
+
+use super::context::NodeContext;
+use super::image::{PullError, ensure_image};
+use super::inputs::{env_objects, pull_credentials, service_env};
+use super::lifecycle;
+use super::observe::termination_log;
+use super::plan::{ContainerView, RunState, SandboxView, StartContainer};
+use super::teardown;
+use crate::backoff::KeyedBackoff;
+use crate::events::EventType;
+use crate::metrics::PodStartTracker;
+use crate::runtime::container::{ContainerContext, container_config};
+use crate::runtime::hostname::PodHostname;
+use crate::runtime::hosts;
+use crate::runtime::sandbox::{PodKey, sandbox_config};
+use crate::status::Waiting;
+
+/// Longest a postStart hook may run (the kubelet has no limit).
+pub const POST_START_LIMIT: Duration = Duration::from_secs(120);
+
+/// Why a container did not start; each variant is one of the kubelet's Waiting reasons.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    /// The image pull is backing off after a failure (ImagePullBackOff).
+    #[error("Back-off pulling image {0:?}")]
+    PullBackOff(String),
+    /// The image is not there: ErrImagePull, ErrImageNeverPull or InvalidImageName.
+    #[error("{}", .0.message())]
+    Pull(PullError),
+    /// The pod's volumes are not set up yet (ContainerCreating).
+    #[error("{0}")]
+    Volumes(String),
+    /// The container's config cannot be built: a missing ConfigMap key, a bad hostname
+    /// (CreateContainerConfigError).
+    #[error("{0}")]
+    Config(String),
+    /// The runtime refused to create it (CreateContainerError).
+    #[error("{0}")]
+    Create(String),
+    /// The runtime refused to start it (RunContainerError).
+    #[error("{0}")]
+    Run(String),
+    /// Its postStart hook failed and it was killed (PostStartHookError).
+    #[error("{0}")]
+    PostStart(String),
+}
+
+impl StartError {
+    /// The container's Waiting reason, as the kubelet reports it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            StartError::PullBackOff(_) => "ImagePullBackOff",
+            StartError::Pull(e) => e.reason(),
+            StartError::Volumes(_) => "ContainerCreating",
+            StartError::Config(_) => "CreateContainerConfigError",
+            StartError::Create(_) => "CreateContainerError",
+            StartError::Run(_) => "RunContainerError",
+            StartError::PostStart(_) => "PostStartHookError",
+        }
+    }
+
+    /// The Waiting state the pod's status shows for it.
+    pub fn waiting(&self) -> Waiting {
+        Waiting {
+            reason: self.reason().into(),
+            message: self.to_string(),
+        }
+    }
+}
+
+/// One container to start and what it starts with.
+pub struct Start<'a> {
+    /// The node's shared context.
+    pub ctx: &'a NodeContext,
+    /// The pod.
+    pub pod: &'a Pod,
+    /// The ready sandbox it runs in.
+    pub sandbox: &'a SandboxView,
+    /// Which container, and its restart count.
+    pub start: &'a StartContainer,
+    /// Its spec.
+    pub spec: &'a Container,
+}
+
+impl Start<'_> {
+    fn event(&self, kind: EventType, reason: &str, message: String) {
+        let name = Some(self.start.name.as_str());
+        self.ctx.events.pod(self.pod, name, kind, reason, message);
+    }
+
+    /// Makes sure the image is there by its pull policy, through the pull back-off `pulls` (by
+    /// container name) and the node's pull limit; the time it took goes to `sli`.
+    pub async fn pull(
+        &self,
+        pulls: &mut KeyedBackoff,
+        sli: &mut PodStartTracker,
+    ) -> Result<(), StartError> {
+        let image = self.spec.image.clone().unwrap_or_default();
+        let key = &self.start.name;
+        let now = Instant::now();
+        if pulls.in_backoff(key, now) {
+            let e = StartError::PullBackOff(image);
+            self.event(EventType::Normal, "BackOff", e.to_string());
+            return Err(e);
+        }
+        let auths = pull_credentials(self.ctx, self.pod, &image).await;
+        let (pulled, took) = {
+            let _permit = self.ctx.pulls.acquire().await;
+            info!("Pulling: pulling image {image:?}");
+            let t = Instant::now();
+            let r = match auths {
+                Ok(auths) => ensure_image(&self.ctx.cri, self.spec, &auths).await,
+                Err(e) => Err(PullError::Pull(e)),
+            };
+            (r, t.elapsed())
+        };
+        sli.pulled(took);
+        match pulled {
+            Ok(_) => {
+                pulls.reset(key);
+                let msg = format!("Container image {image:?} ready after {took:?}");
+                self.event(EventType::Normal, "Pulled", msg);
+                Ok(())
+            }
+            Err(e) => {
+                if matches!(e, PullError::Pull(_)) {
+                    pulls.next(key, now);
+                    let msg = format!("Pulling image {image:?}");
+                    self.event(EventType::Normal, "Pulling", msg);
+                }
+                self.event(EventType::Warning, "Failed", e.message().to_string());
+                let msg = format!("Error: {}", e.reason());
+                self.event(EventType::Warning, "Failed", msg);
+                Err(StartError::Pull(e))
+            }
+        }
+    }
+
+    /// The container's CRI config and its sandbox's, and the log file it writes: env read from
+    /// the API, the termination log made empty, the pod's managed /etc/hosts written.
+    pub async fn config(
+        &self,
+        volumes: &HashMap<String, String>,
+        pod_ips: &[String],
+    ) -> Result<(ContainerConfig, PodSandboxConfig, PathBuf), StartError> {
+        let (ctx, pod, spec) = (self.ctx, self.pod, self.spec);
+        let key = PodKey::of(pod);
+        let (config_maps, secrets) = env_objects(ctx, pod, spec)
+            .await
+            .map_err(StartError::Config)?;
+        let service_env = service_env(ctx, pod).await;
+        let pod_dir = ctx.dirs.pod_dir(&key.uid);
+        let tlog = termination_log(&pod_dir, &self.start.name, self.start.restart_count);
+        if let Some(parent) = tlog.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        std::fs::write(&tlog, b"")
+            .map_err(|e| StartError::Create(format!("termination log {}: {e}", tlog.display())))?;
+        let etc_hosts = self.etc_hosts(&pod_dir, pod_ips)?;
+        let cctx = ContainerContext {
+            etc_hosts: etc_hosts.as_ref(),
+            volumes,
+            pod_ip: pod_ips.first().map(String::as_str).unwrap_or_default(),
+            host_ip: &ctx.host_ip,
+            node_name: &ctx.node_name,
+            termination_log: &tlog,
+            memory_capacity: ctx.memory_capacity,
+            config_maps: &config_maps,
+            secrets: &secrets,
+            service_env: &service_env,
+        };
+        let (restarts, init) = (self.start.restart_count, self.start.init);
+        let config = container_config(pod, spec, restarts, init, &cctx)
+            .map_err(|e| StartError::Config(e.0))?;
+        let log_path = ctx
+            .dirs
+            .pod_log_dir(&key.namespace, &key.name, &key.uid)
+            .join(&config.log_path);
+        let sandbox_config = sandbox_config(pod, self.sandbox.attempt, &ctx.dirs)
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        Ok((config, sandbox_config, log_path))
+    }
+
+    /// The pod's managed /etc/hosts mount, when the container gets one.
+    fn etc_hosts(&self, pod_dir: &Path, pod_ips: &[String]) -> Result<Option<Mount>, StartError> {
+        if !hosts::should_mount(self.pod, pod_ips) {
+            return Ok(None);
+        }
+        let name = PodHostname::of(self.pod, &self.ctx.dirs.cluster_domain)
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let etc = Path::new(hosts::ETC_HOSTS);
+        let mount = hosts::ensure(self.pod, pod_dir, pod_ips, &name, etc)
+            .map_err(|e| StartError::Config(format!("cannot write the pod's hosts file: {e}")))?;
+        Ok(Some(mount))
+    }
+
+    /// Creates the container, links its log under /var/log/containers and starts it; returns
+    /// its ID.
+    pub async fn create_and_start(
+        &self,
+        config: ContainerConfig,
+        sandbox_config: PodSandboxConfig,
+        log_path: &Path,
+    ) -> Result<String, StartError> {
+        let (ctx, name) = (self.ctx, &self.start.name);
+        let id = ctx
+            .cri
+            .create_container(&self.sandbox.id, config, sandbox_config)
+            .await
+            .map_err(|e| StartError::Create(e.to_string()))?;
+        info!(container.id = %id, "Created: created container {name}");
+        self.event(
+            EventType::Normal,
+            "Created",
+            format!("Created container: {name}"),
+        );
+        let key = PodKey::of(self.pod);
+        let link = ctx.dirs.container_logs_link_dir.join(format!(
+            "{}_{}_{}-{}.log",
+            key.name, key.namespace, name, id
+        ));
+        let _ = std::fs::create_dir_all(&ctx.dirs.container_logs_link_dir);
+        let _ = std::fs::remove_file(&link);
+        if let Err(e) = std::os::unix::fs::symlink(log_path, &link) {
+            warn!(error = %e, link = %link.display(), "cannot create the container log symlink");
+        }
+        ctx.cri
+            .start_container(&id)
+            .await
+            .map_err(|e| StartError::Run(e.to_string()))?;
+        info!(container.id = %id, "Started: started container {name}");
+        self.event(
+            EventType::Normal,
+            "Started",
+            format!("Started container {name}"),
+        );
+        Ok(id)
+    }
+
+    /// Runs the postStart hook of container `id`, just started, with `pod_ip` for HTTP hooks; on
+    /// failure kills it as the kubelet does (FailedPostStartHook).
+    pub async fn post_start(&self, id: &str, pod_ip: &str) -> Result<(), StartError> {
+        let spec = self.spec;
+        let Some(hook) = spec.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) else {
+            return Ok(());
+        };
+        // The kubelet waits for postStart without a limit; bosun bounds it so that a hung hook
+        // cannot hold the pod's worker forever.
+        let run = lifecycle::run(&self.ctx.cri, id, spec, pod_ip, hook, POST_START_LIMIT).await;
+        let e = match run {
+            Ok(run) => {
+                teardown::http_fallback_event(self.ctx, self.pod, &run);
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        warn!(container.id = %id, error = %e, "Failed to execute PostStartHook");
+        // The hook's message may hold secrets: the event does not carry it.
+        let msg = "PostStartHook failed".to_string();
+        self.event(EventType::Warning, "FailedPostStartHook", msg);
+        let msg = "FailedPostStartHook".to_string();
+        self.event(EventType::Normal, "Killing", msg);
+        let view = ContainerView {
+            id: id.to_string(),
+            name: spec.name.clone(),
+            sandbox_id: self.sandbox.id.clone(),
+            state: RunState::Running,
+            restart_count: self.start.restart_count,
+            exit_code: 0,
+            started_at: 0,
+            finished_at: 0,
+            reason: String::new(),
+            message: String::new(),
+            image_ref: String::new(),
+            created_at: 0,
+        };
+        teardown::stop_container(self.ctx, self.pod, &view, pod_ip).await;
+        Err(StartError::PostStart(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_failure_carries_the_kubelets_reason_and_message() {
+        let cases = [
+            (
+                StartError::PullBackOff("busybox:1".into()),
+                "ImagePullBackOff",
+                "Back-off pulling image \"busybox:1\"",
+            ),
+            (
+                StartError::Pull(PullError::Pull("denied".into())),
+                "ErrImagePull",
+                "denied",
+            ),
+            (
+                StartError::Pull(PullError::NeverPull("absent".into())),
+                "ErrImageNeverPull",
+                "absent",
+            ),
+            (
+                StartError::Pull(PullError::InvalidImageName("bad".into())),
+                "InvalidImageName",
+                "bad",
+            ),
+            (
+                StartError::Volumes("no cm".into()),
+                "ContainerCreating",
+                "no cm",
+            ),
+            (
+                StartError::Config("configmap \"x\" not found".into()),
+                "CreateContainerConfigError",
+                "configmap \"x\" not found",
+            ),
+            (
+                StartError::Create("exists".into()),
+                "CreateContainerError",
+                "exists",
+            ),
+            (
+                StartError::Run("exec failed".into()),
+                "RunContainerError",
+                "exec failed",
+            ),
+            (
+                StartError::PostStart("exit 1".into()),
+                "PostStartHookError",
+                "exit 1",
+            ),
+        ];
+        for (e, reason, message) in cases {
+            let w = e.waiting();
+            assert_eq!(
+                (w.reason.as_str(), w.message.as_str()),
+                (reason, message),
+                "{e:?}"
+            );
+        }
+    }
+}
