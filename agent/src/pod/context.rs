@@ -37,17 +37,3 @@ pub struct NodeContext {
     /// Pod cgroups and QoS tiers.
     pub cgroups: crate::cgroup::ContainerManager,
 }
-
-/// Memory capacity of the machine in bytes, from /proc/meminfo.
-pub fn memory_capacity() -> i64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<i64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
-}
