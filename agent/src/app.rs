@@ -18,6 +18,7 @@ use crate::node::machine::MachineInfo;
 use crate::pod::{NodeContext, PodManager, source};
 use crate::runtime::PodDirs;
 use crate::status::StatusStore;
+use crate::tasks::Tasks;
 
 /// Waiting for the runtime to answer: 200 ms doubling to 10 s.
 const RUNTIME_CONNECT: Policy =
@@ -55,9 +56,14 @@ async fn connect_runtime(cfg: &Config, cancel: &CancellationToken) -> anyhow::Re
     }
 }
 
-/// Runs bosun until SIGTERM or SIGINT.
+/// How long the tasks get to stop after SIGTERM before they are aborted.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Runs bosun until SIGTERM or SIGINT: binds its ports, builds the node's parts, spawns every
+/// loop as a named task, then drains them within [`SHUTDOWN_DEADLINE`].
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
+    let mut tasks = Tasks::default();
     let healthy = Arc::new(AtomicBool::new(false));
     let notifier = crate::sdnotify::Notifier::from_env();
     if cfg.healthz_port != 0 {
@@ -65,34 +71,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .with_context(|| format!("healthz: cannot listen on {addr}"))?;
-        tokio::spawn(crate::healthz::serve(
-            listener,
-            healthy.clone(),
-            cancel.child_token(),
-        ));
+        let serve = crate::healthz::serve(listener, healthy.clone(), cancel.child_token());
+        tasks.spawn("healthz", serve);
     }
     // Bind the kubelet port first: a port in use is a clear error and a non-zero exit.
     let server_listener = crate::server::bind(&cfg.address, cfg.port).await?;
     let server_tls = server_tls(&cfg)?;
-    let signals = {
-        let cancel = cancel.clone();
-        let notifier = notifier.clone();
-        tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut term), Ok(mut int)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) else {
-                return;
-            };
-            tokio::select! {
-                _ = term.recv() => info!("SIGTERM: stopping bosun (pods keep running)"),
-                _ = int.recv() => info!("SIGINT: stopping bosun (pods keep running)"),
-            }
-            notifier.notify("STOPPING=1");
-            cancel.cancel();
-        })
-    };
+    tasks.spawn("signals", on_signal(cancel.clone(), notifier.clone()));
 
     let mut cri = connect_runtime(&cfg, &cancel).await?;
     cri.set_observer(Arc::new(|op, took, ok| {
@@ -103,16 +88,126 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     healthy.store(true, Ordering::Relaxed);
     {
         let healthy = healthy.clone();
-        let watchdog = notifier.clone();
-        tokio::spawn(watchdog.watchdog(
+        let watchdog = notifier.clone().watchdog(
             move || healthy.load(Ordering::Relaxed),
             cancel.child_token(),
-        ));
+        );
+        tasks.spawn("watchdog", watchdog);
     }
 
     // The machine's facts (cores, MemTotal, huge pages) read once for the cgroups, the runtime's
     // OOM scores and admission; the node status re-reads them on its own period.
     let machine = MachineInfo::read();
+    let client = crate::client::connect(&cfg, &cancel).await?;
+    if client.is_none() {
+        info!(node = %cfg.node_name, "no kubeconfig: standalone mode, static pods only");
+    }
+    let ctx = node_context(&cfg, cri, &machine, client.clone(), &cancel).await?;
+
+    // The stats sampler publishes into this provider; the server reads the latest sample.
+    let stats = crate::stats::StatsProvider::new();
+    let state = server_state(&cfg, &ctx, client.clone(), stats.clone(), healthy.clone());
+    let serve = crate::server::serve(
+        server_listener,
+        server_tls,
+        Arc::new(state),
+        cancel.child_token(),
+    );
+    tasks.spawn("server", serve);
+    // Node, pod and container usage, sampled in the background; the :10250 server serves it.
+    let facts = crate::stats::NodeFacts {
+        node_name: cfg.node_name.clone(),
+        dirs: ctx.dirs.clone(),
+    };
+    let sampler = crate::stats::sampler::run(
+        ctx.cri.clone(),
+        facts,
+        stats.clone(),
+        crate::stats::SamplerConfig::default(),
+        cancel.child_token(),
+    );
+    tasks.spawn("stats", sampler);
+    if let Err(e) =
+        crate::podresources::spawn(&cfg.root_dir, ctx.statuses.clone(), cancel.child_token())
+    {
+        warn!(error = %e, "pod-resources API not served");
+    }
+
+    // The Node's labels for admission: the ones bosun registers with until the Node is seen.
+    let (labels_tx, labels_rx) = tokio::sync::watch::channel(
+        crate::node::register::initial_labels(&cfg.node_name, &cfg.node_labels),
+    );
+    let (tx, rx) = mpsc::channel(16);
+    let mut sources = Vec::new();
+    if let Some(dir) = cfg.static_pod_path.clone() {
+        sources.push("file");
+        let watch = source::run_static(
+            dir,
+            cfg.node_name.clone(),
+            cfg.file_check_frequency,
+            tx.clone(),
+            cancel.child_token(),
+        );
+        tasks.spawn("static-pods", watch);
+    }
+    match &client {
+        Some(client) => {
+            sources.push("api");
+            let loops = ApiLoops {
+                client: client.clone(),
+                ctx: &ctx,
+                cfg: &cfg,
+                notifier: &notifier,
+                labels: labels_tx,
+                pods: tx.clone(),
+                cancel: &cancel,
+            };
+            loops.spawn(&mut tasks);
+        }
+        None => notifier.notify("READY=1"),
+    }
+    drop(tx);
+    let manager = PodManager::new(
+        ctx,
+        sources,
+        admission(&cfg, &machine, labels_rx),
+        cancel.child_token(),
+    );
+    tasks.spawn("pod-manager", manager.run(rx));
+    info!(tasks = ?tasks.running(), "bosun running");
+    cancel.cancelled().await;
+    tasks.drain(SHUTDOWN_DEADLINE).await;
+    info!("bosun stopped");
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT, then tells systemd and cancels everything.
+async fn on_signal(cancel: CancellationToken, notifier: crate::sdnotify::Notifier) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: stopping bosun (pods keep running)"),
+        _ = int.recv() => info!("SIGINT: stopping bosun (pods keep running)"),
+        _ = cancel.cancelled() => return,
+    }
+    notifier.notify("STOPPING=1");
+    cancel.cancel();
+}
+
+/// What every pod worker shares: paths, the container manager (started here: the QoS tiers and
+/// node allocatable cgroup exist before any pod), the API-backed managers and the status store.
+async fn node_context(
+    cfg: &Config,
+    cri: CriClient,
+    machine: &MachineInfo,
+    client: Option<kube::Client>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Arc<NodeContext>> {
     let dirs = PodDirs {
         root_dir: cfg.root_dir.clone(),
         pod_logs_dir: cfg.pod_logs_dir.clone(),
@@ -127,10 +222,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         ),
     };
     let cgroups = crate::cgroup::start(
-        &cfg,
+        cfg,
         &cri,
         dirs.cgroups.clone(),
-        &node_allocatable_cgroup(&cfg, &machine),
+        &node_allocatable_cgroup(cfg, machine),
     )
     .await
     .context("container manager")?;
@@ -142,16 +237,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     } else {
         cfg.max_parallel_image_pulls.unwrap_or(16) as usize
     };
-    let client = crate::client::connect(&cfg, &cancel).await?;
-    if client.is_none() {
-        info!(node = %cfg.node_name, "no kubeconfig: standalone mode, static pods only");
-    }
-    let ctx = Arc::new(NodeContext {
+    Ok(Arc::new(NodeContext {
         cri,
         dirs,
         node_name: cfg.node_name.clone(),
-        host_ip: crate::node::host_ip(&cfg).to_string(),
-        host_ips: crate::node::node_ips(&cfg)
+        host_ip: crate::node::host_ip(cfg).to_string(),
+        host_ips: crate::node::node_ips(cfg)
             .iter()
             .map(ToString::to_string)
             .collect(),
@@ -177,108 +268,60 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             None => crate::events::Recorder::disabled(),
         },
         cgroups,
-    });
+    }))
+}
 
-    // The stats sampler publishes into this provider; the server reads the latest sample.
-    let stats = crate::stats::StatsProvider::new();
-    tokio::spawn(crate::server::serve(
-        server_listener,
-        server_tls,
-        Arc::new(server_state(
-            &cfg,
-            &ctx,
-            client.clone(),
-            stats.clone(),
-            healthy.clone(),
-        )),
-        cancel.child_token(),
-    ));
-    // Node, pod and container usage, sampled in the background; the :10250 server serves it.
-    tokio::spawn(crate::stats::sampler::run(
-        ctx.cri.clone(),
-        crate::stats::NodeFacts {
-            node_name: cfg.node_name.clone(),
-            dirs: ctx.dirs.clone(),
-        },
-        stats.clone(),
-        crate::stats::SamplerConfig::default(),
-        cancel.child_token(),
-    ));
-    if let Err(e) =
-        crate::podresources::spawn(&cfg.root_dir, ctx.statuses.clone(), cancel.child_token())
-    {
-        warn!(error = %e, "pod-resources API not served");
-    }
+/// The loops that need the API server: the node (registration, status, Lease), the pod watch,
+/// mirror pods and the status writer.
+struct ApiLoops<'a> {
+    client: kube::Client,
+    ctx: &'a Arc<NodeContext>,
+    cfg: &'a Config,
+    notifier: &'a crate::sdnotify::Notifier,
+    labels: tokio::sync::watch::Sender<BTreeMap<String, String>>,
+    pods: mpsc::Sender<source::SourceUpdate>,
+    cancel: &'a CancellationToken,
+}
 
-    // The Node's labels for admission: the ones bosun registers with until the Node is seen.
-    let (labels_tx, labels_rx) = tokio::sync::watch::channel(
-        crate::node::register::initial_labels(&cfg.node_name, &cfg.node_labels),
-    );
-    let (tx, rx) = mpsc::channel(16);
-    let mut sources = Vec::new();
-    if let Some(dir) = cfg.static_pod_path.clone() {
-        sources.push("file");
-        tokio::spawn(source::run_static(
-            dir,
-            cfg.node_name.clone(),
-            cfg.file_check_frequency,
-            tx.clone(),
-            cancel.child_token(),
-        ));
-    }
-    if let Some(client) = &client {
+impl ApiLoops<'_> {
+    fn spawn(self, tasks: &mut Tasks) {
+        let (client, ctx, cfg, cancel) = (self.client, self.ctx, self.cfg, self.cancel);
         // READY=1 once the node is registered (the runtime already answered).
         let (registered, is_registered) = tokio::sync::oneshot::channel();
-        let ready = notifier.clone();
-        tokio::spawn(async move {
+        let ready = self.notifier.clone();
+        tasks.spawn("sd-ready", async move {
             if is_registered.await.is_ok() {
                 ready.notify("READY=1");
             }
         });
-        tokio::spawn(crate::node::run(
+        let node = crate::node::run(
             client.clone(),
             Arc::new(cfg.clone()),
             ctx.cri.clone(),
             registered,
-            labels_tx,
+            self.labels,
             ctx.events.clone(),
             cancel.child_token(),
-        ));
-        sources.push("api");
-        tokio::spawn(crate::pod::api_source::run(
+        );
+        tasks.spawn("node", node);
+        let pods = crate::pod::api_source::run(
             client.clone(),
             cfg.node_name.clone(),
-            tx.clone(),
+            self.pods,
             cancel.child_token(),
-        ));
-        tokio::spawn(crate::pod::mirror::run(
+        );
+        tasks.spawn("pod-watch", pods);
+        let mirror = crate::pod::mirror::run(
             client.clone(),
             cfg.node_name.clone(),
             ctx.statuses.clone(),
             cancel.child_token(),
-        ));
-        tokio::spawn(crate::status::manager::run(
-            client.clone(),
-            ctx.statuses.clone(),
-            cancel.child_token(),
-        ));
+        );
+        tasks.spawn("mirror-pods", mirror);
+        let writer =
+            crate::status::manager::run(client, ctx.statuses.clone(), cancel.child_token());
+        tasks.spawn("status-writer", writer);
     }
-    if client.is_none() {
-        notifier.notify("READY=1");
-    }
-    drop(tx);
-    let manager = PodManager::new(
-        ctx,
-        sources,
-        admission(&cfg, &machine, labels_rx),
-        cancel.child_token(),
-    );
-    let manager = tokio::spawn(manager.run(rx));
-    cancel.cancelled().await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), manager).await;
-    signals.abort();
-    info!("bosun stopped");
-    Ok(())
 }
 
 /// What the kubepods cgroup gets: capacity, less systemReserved and kubeReserved when

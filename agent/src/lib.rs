@@ -19,5 +19,6 @@ pub mod sdnotify;
 pub mod server;
 pub mod stats;
 pub mod status;
+pub mod tasks;
 pub mod version;
 pub mod volume;
