@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::fcntl::{Flock, FlockArg};
+
 use crate::env::{Env, env_dir, repo_root};
 
 /// Highest slot number: slot N gets bridge `bsnN` and subnet 10.89.N.0/24.
@@ -18,7 +20,8 @@ const SERVER_PORT_BASE: u16 = 11250;
 pub struct Containerd {
     dir: PathBuf,
     bridge: String,
-    slot_file: PathBuf,
+    /// Held while this containerd lives; the kernel releases it when the process dies.
+    _slot_lock: Flock<fs::File>,
     child: Option<Child>,
     /// Pod subnet of this containerd's CNI bridge.
     pub subnet: String,
@@ -30,7 +33,7 @@ impl Containerd {
     /// Starts a containerd for node `name` and waits until it answers.
     pub fn start(name: &str) -> Containerd {
         let env = Env::runtime();
-        let (slot, slot_file) = claim_slot();
+        let (slot, slot_lock) = claim_slot();
         // Short paths: unix socket paths under it must stay below 108 bytes.
         let node_dir = env_dir().join("nodes").join(slot.to_string());
         let dir = node_dir.join("containerd");
@@ -56,7 +59,7 @@ impl Containerd {
         let mut c = Containerd {
             dir,
             bridge,
-            slot_file,
+            _slot_lock: slot_lock,
             child: None,
             subnet,
             slot,
@@ -160,7 +163,6 @@ impl Drop for Containerd {
         if let Some(parent) = self.dir.parent() {
             let _ = fs::remove_dir_all(parent);
         }
-        let _ = fs::remove_file(&self.slot_file);
     }
 }
 
@@ -171,27 +173,28 @@ fn teardown(dir: &Path, bridge: &str) {
         .status();
 }
 
-/// Claims a free slot number across all test processes (a file holding the owner's pid; slots of
-/// dead owners are reclaimed).
-fn claim_slot() -> (u32, PathBuf) {
+/// Claims a free slot number across all test processes and threads: an exclusive `flock` on the
+/// slot's file, held until the [`Containerd`] is dropped or its process dies (so a crashed test
+/// leaves no stale claim, and two claimants can never both win one slot, as the pid-file check
+/// before it allowed when both found the same stale file).
+fn claim_slot() -> (u32, Flock<fs::File>) {
     let slots = env_dir().join("slots");
     fs::create_dir_all(&slots).expect("create slots dir");
     for slot in 1..=MAX_SLOT {
-        let file = slots.join(slot.to_string());
-        if let Ok(owner) = fs::read_to_string(&file) {
-            let alive = owner
-                .trim()
-                .parse::<u32>()
-                .map(|pid| Path::new(&format!("/proc/{pid}")).exists())
-                .unwrap_or(false);
-            if alive {
-                continue;
-            }
-            let _ = fs::remove_file(&file);
-        }
-        if let Ok(mut f) = OpenOptions::new().write(true).create_new(true).open(&file) {
-            let _ = write!(f, "{}", std::process::id());
-            return (slot, file);
+        let path = slots.join(slot.to_string());
+        let Ok(file) = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+        else {
+            continue;
+        };
+        if let Ok(mut lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            // The owner, for a human looking at the slots.
+            let _ = lock.set_len(0);
+            let _ = write!(*lock, "{}", std::process::id());
+            return (slot, lock);
         }
     }
     panic!("no free containerd slot in {}", slots.display());
