@@ -45,6 +45,12 @@ impl ClusterNode {
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
         );
+        // Names repeat once test pids wrap around on a long-lived machine: a Node left by an
+        // earlier run (killed before its drop ran) would be taken for this one, Ready and all.
+        let _ = Command::new(env.var("KUBECTL"))
+            .args(["delete", "node", &name, "--ignore-not-found"])
+            .env("KUBECONFIG", env.var("KUBECONFIG"))
+            .output();
         let ctd = Containerd::start(&name);
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
