@@ -237,15 +237,17 @@ async fn node_context(
     } else {
         cfg.max_parallel_image_pulls.unwrap_or(16) as usize
     };
+    // One detection of the node's addresses: the first is status.hostIP.
+    let host_ips: Vec<String> = crate::node::node_ips(cfg)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     Ok(Arc::new(NodeContext {
         cri,
         dirs,
         node_name: cfg.node_name.clone(),
-        host_ip: crate::node::host_ip(cfg).to_string(),
-        host_ips: crate::node::node_ips(cfg)
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
+        host_ip: host_ips.first().cloned().unwrap_or_default(),
+        host_ips,
         memory_capacity: machine.memory_capacity as i64,
         statuses: StatusStore::default(),
         pulls: Arc::new(Semaphore::new(pulls.max(1))),

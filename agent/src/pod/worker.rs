@@ -28,6 +28,7 @@ use super::start::{Start, StartError};
 use super::teardown;
 use crate::backoff::KeyedBackoff;
 use crate::events::EventType;
+use crate::runtime::hosts;
 use crate::runtime::sandbox::PodKey;
 use crate::status::Waiting;
 use crate::volume;
@@ -376,11 +377,7 @@ impl PodWorker {
     }
 
     fn host_network(&self) -> bool {
-        self.pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.host_network)
-            .unwrap_or(false)
+        hosts::host_network(&self.pod)
     }
 
     /// The pod's IPs: the node's on the host network, else those the runtime gave its sandbox.

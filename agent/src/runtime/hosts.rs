@@ -19,7 +19,8 @@ pub fn should_mount(pod: &Pod, pod_ips: &[String]) -> bool {
     !pod_ips.is_empty() || host_network(pod)
 }
 
-fn host_network(pod: &Pod) -> bool {
+/// Whether the pod runs in the node's network namespace (`spec.hostNetwork`).
+pub fn host_network(pod: &Pod) -> bool {
     pod.spec
         .as_ref()
         .and_then(|s| s.host_network)
