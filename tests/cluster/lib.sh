@@ -105,6 +105,37 @@ apiserver_args() {
 log() { printf '[cluster %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { printf '[cluster %s] ERROR: %s\n' "$(date +%T)" "$*" >&2; exit 1; }
 
+# ours PID: alive and started by tests/cluster/up for this cluster dir (its
+# command line names the dir), so a recycled pid is never taken for ours.
+ours() {
+    [[ -r "/proc/$1/cmdline" ]] && tr '\0' ' ' < "/proc/$1/cmdline" | grep -qF -- "$CLUSTER_DIR"
+}
+
+# stop_component NAME: SIGTERM the component whose pid file is
+# $PID_DIR/NAME.pid if it is ours, SIGKILL after 10 s; the pid file goes.
+stop_component() {
+    local name=$1 pf="$PID_DIR/$1.pid" pid i
+    [[ -s "$pf" ]] || return 0
+    pid="$(cat "$pf")"
+    if [[ "$pid" =~ ^[0-9]+$ ]] && ours "$pid"; then
+        log "stopping $name (pid $pid)"
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < 100; i++)); do
+            ours "$pid" || break
+            sleep 0.1
+        done
+        if ours "$pid"; then
+            log "$name did not stop in 10 s: SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+            for ((i = 0; i < 50; i++)); do
+                ours "$pid" || break
+                sleep 0.1
+            done
+        fi
+    fi
+    rm -f "$pf"
+}
+
 apt_install() {
     command -v apt-get >/dev/null 2>&1 || die "need packages $*, and there is no apt-get to install them"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null 2>&1 || {

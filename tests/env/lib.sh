@@ -57,6 +57,23 @@ pid_alive() {
   tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$2"
 }
 
+# stop_if_unanswering FILE NAME MARK CMD...: a process left by an earlier run (FILE, MARK as
+# pid_alive) that is alive but where CMD fails for 10 s is stopped, so it is started anew
+# rather than waited on (CI once found a control plane process alive and deaf).
+stop_if_unanswering() {
+  local file=$1 name=$2 mark=$3; shift 3
+  pid_alive "$file" "$mark" || return 0
+  local deadline=$((SECONDS + 10))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      say "$name (pid $(cat "$file")) is alive but does not answer: restarting it"
+      stop_pidfile "$file" "$name" "$mark"
+      return 0
+    fi
+    sleep 0.2
+  done
+}
+
 # stop_pidfile FILE NAME MARK: SIGTERM, then SIGKILL after 10 s, the process whose pid FILE holds,
 # if its command line contains MARK.
 stop_pidfile() {
