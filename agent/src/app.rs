@@ -414,5 +414,7 @@ fn server_state(
             authz.cache_authorized_ttl,
             authz.cache_unauthorized_ttl,
         ),
+        runtime: Some(ctx.cri.clone()),
+        stream_idle_timeout: crate::server::stream_proxy::MAX_STREAM_LIFETIME,
     }
 }

@@ -90,12 +90,25 @@ impl KubeletClient {
 
     /// GET `path`; Err when the connection or TLS handshake fails, or no answer comes in 30 s.
     pub async fn get(&self, path: &str) -> anyhow::Result<Answer> {
-        tokio::time::timeout(std::time::Duration::from_secs(30), self.get_inner(path))
-            .await
-            .map_err(|_| anyhow::anyhow!("GET {path}: no answer within 30 s"))?
+        self.request(hyper::Method::GET, path).await
     }
 
-    async fn get_inner(&self, path: &str) -> anyhow::Result<Answer> {
+    /// POST `path` with an empty body, as [`KubeletClient::get`].
+    pub async fn post(&self, path: &str) -> anyhow::Result<Answer> {
+        self.request(hyper::Method::POST, path).await
+    }
+
+    /// `method` `path` with an empty body, as [`KubeletClient::get`].
+    pub async fn request(&self, method: hyper::Method, path: &str) -> anyhow::Result<Answer> {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            self.request_inner(method.clone(), path),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("{method} {path}: no answer within 30 s"))?
+    }
+
+    async fn request_inner(&self, method: hyper::Method, path: &str) -> anyhow::Result<Answer> {
         let tcp = tokio::net::TcpStream::connect(self.addr).await?;
         let name = ServerName::IpAddress(self.addr.ip().into());
         let tls = TlsConnector::from(self.tls.clone())
@@ -104,7 +117,10 @@ impl KubeletClient {
         let (mut send, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
         tokio::spawn(conn);
-        let mut req = hyper::Request::get(path).header("host", self.addr.to_string());
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.addr.to_string());
         if let Some(t) = &self.token {
             req = req.header("authorization", format!("Bearer {t}"));
         }

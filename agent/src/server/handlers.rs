@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::{RawQuery, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use http::{StatusCode, header};
 use tracing::debug;
 
@@ -24,6 +24,19 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/metrics", get(metrics))
         .route("/metrics/resource", get(resource_metrics))
         .route("/stats/summary", get(summary).post(summary))
+        .route(
+            "/exec/{*rest}",
+            get(super::streaming::exec).post(super::streaming::exec),
+        )
+        .route(
+            "/attach/{*rest}",
+            get(super::streaming::attach).post(super::streaming::attach),
+        )
+        .route(
+            "/portForward/{*rest}",
+            get(super::streaming::port_forward).post(super::streaming::port_forward),
+        )
+        .route("/run/{*rest}", post(super::streaming::run))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(server.clone(), filter))
         .with_state(server)

@@ -1,12 +1,15 @@
 //! The kubelet's HTTPS server on `address:port` (0.0.0.0:10250): TLS with the serving certificate,
 //! every request authenticated ([`auth`]) and authorized ([`authz`]) as the kubelet does, then
-//! `/healthz`, `/pods`, `/stats/summary`, `/metrics/resource` and `/metrics` ([`handlers`]).
+//! `/healthz`, `/pods`, `/stats/summary`, `/metrics/resource` and `/metrics` ([`handlers`]),
+//! `/exec`, `/attach`, `/portForward` and `/run` ([`streaming`]).
 
 pub mod auth;
 pub mod authz;
 mod cache;
 pub mod handlers;
 pub mod resource_metrics;
+pub mod stream_proxy;
+pub mod streaming;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -63,6 +66,10 @@ pub struct Server {
     pub authn: Authenticator,
     /// Request authorization.
     pub authz: Authorizer,
+    /// The runtime that serves exec, attach and port-forward; none in tests of the server alone.
+    pub runtime: Option<bosun_cri::CriClient>,
+    /// How long a proxied stream may be idle before it is closed (zero: never).
+    pub stream_idle_timeout: Duration,
 }
 
 /// The verified client certificate's user of the connection a request came on.

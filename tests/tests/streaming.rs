@@ -1,0 +1,359 @@
+//! `kubectl exec`, `attach`, `cp` and `port-forward` against a bosun node, through the real API
+//! server with the real kubectl (the API server speaks SPDY to the node; bosun proxies it to
+//! containerd's streaming server), and `/run` on the node port, with the kubelet's answers for
+//! pods and containers that do not exist.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use bosun_tests::pod::{Container, PodBuilder, condition_status, create, wait_pod};
+use bosun_tests::{ClusterNode, Env, KubeletClient, admin_client, mint_client_cert, wait_until};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+/// What a kubectl run printed and how it exited.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// kubectl as the cluster admin.
+fn kubectl_cmd(args: &[&str]) -> Command {
+    let env = Env::cluster();
+    let mut c = Command::new(env.var("KUBECTL"));
+    c.args(args)
+        .env("KUBECONFIG", env.var("KUBECONFIG"))
+        .kill_on_drop(true);
+    c
+}
+
+/// Runs `cmd` with `stdin` written to it (then closed), within 60 s.
+async fn run(mut cmd: Command, stdin: &[u8]) -> Run {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin).await.expect("write stdin");
+    drop(input);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("command did not finish within 60 s")
+        .expect("wait");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+async fn kubectl(args: &[&str], stdin: &[u8]) -> Run {
+    run(kubectl_cmd(args), stdin).await
+}
+
+/// The node's kubelet port and the serving certificate to trust.
+fn endpoint(node: &ClusterNode) -> (SocketAddr, PathBuf) {
+    let ip = Env::cluster().var("NODE_IP").parse().expect("NODE_IP");
+    let crt = node.path().join("pki/kubelet.crt");
+    wait_until("serving certificate", Duration::from_secs(30), || {
+        crt.exists().then_some(())
+    });
+    (SocketAddr::new(ip, node.server_port()), crt)
+}
+
+/// A pod with a web server (`web`, busybox httpd on 8080) and a line echoer reading its stdin
+/// (`echo`, `stdin: true`), Running and Ready on `node`.
+async fn streaming_pod(node: &ClusterNode, api: &Api<Pod>, name: &str) -> Pod {
+    let spec = PodBuilder::new(name)
+        .node(&node.name)
+        .restart_policy("Always")
+        .grace(1)
+        .container(Container::sh(
+            "web",
+            "mkdir -p /www && echo hello-from-pod > /www/index.html && exec httpd -f -p 8080 -h /www",
+        ))
+        .container(
+            Container::sh("echo", "while read l; do echo \"got $l\"; done")
+                .with("stdin", json!(true)),
+        )
+        .build();
+    create(api, &spec).await;
+    wait_pod(api, name, "pod Running and Ready", 90, |p| {
+        (condition_status(p, "Ready") == Some("True")).then(|| p.clone())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn exec_attach_cp_and_run_work_as_on_a_kubelet_node() {
+    let node = ClusterNode::new("stream");
+    let mut bosun = node.start();
+    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let name = format!("{}-pod", node.name);
+    streaming_pod(&node, &api, &name).await;
+
+    // exec: stdout and stderr apart, the exit code back to kubectl.
+    let r = kubectl(
+        &[
+            "exec",
+            &name,
+            "-c",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "echo to-out; echo to-err >&2; exit 7",
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(r.stdout, "to-out\n", "stderr: {}", r.stderr);
+    assert!(r.stderr.contains("to-err"), "{}", r.stderr);
+    assert_eq!(
+        r.code,
+        Some(7),
+        "kubectl exec exits with the command's code"
+    );
+
+    // exec -i: stdin reaches the process, its end ends the process.
+    let r = kubectl(
+        &["exec", "-i", &name, "-c", "web", "--", "wc", "-c"],
+        &[b'x'; 100_000],
+    )
+    .await;
+    assert_eq!(r.stdout.trim(), "100000", "stderr: {}", r.stderr);
+    assert_eq!(r.code, Some(0));
+
+    // exec -it under a pseudo-terminal: the process gets a TTY of the terminal's size (kubectl
+    // sends it as a resize on the resize stream).
+    let env = Env::cluster();
+    let line = format!(
+        "stty rows 33 cols 77; {} exec -it {name} -c web -- sh -c 'tty; stty size'",
+        env.var("KUBECTL")
+    );
+    let mut script = Command::new("script");
+    script
+        .args(["-qec", &line, "/dev/null"])
+        .env("KUBECONFIG", env.var("KUBECONFIG"))
+        .kill_on_drop(true);
+    let r = run(script, b"").await;
+    assert!(
+        r.stdout.contains("/dev/pts/"),
+        "{} / {}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(r.stdout.contains("33 77"), "{} / {}", r.stdout, r.stderr);
+    assert_eq!(r.code, Some(0), "{} / {}", r.stdout, r.stderr);
+
+    // attach -i: lines go to the container's stdin, its answers come back.
+    let mut attach = kubectl_cmd(&["attach", "-i", &name, "-c", "echo", "-q"]);
+    attach
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = attach.spawn().expect("kubectl attach");
+    let mut input = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // The attach may take a moment to be wired: say hello until it answers.
+    let got = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            input.write_all(b"hello\n").await.expect("write");
+            if let Ok(Ok(Some(l))) =
+                tokio::time::timeout(Duration::from_secs(2), lines.next_line()).await
+            {
+                return l;
+            }
+        }
+    })
+    .await
+    .expect("attach: no answer from the container within 30 s");
+    assert_eq!(got, "got hello");
+    drop(input);
+    let _ = child.kill().await;
+
+    // cp both ways (tar through exec).
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("up.bin");
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&local, &data).unwrap();
+    let r = kubectl(
+        &[
+            "cp",
+            "-c",
+            "web",
+            &local.display().to_string(),
+            &format!("{name}:/tmp/up.bin"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(r.code, Some(0), "cp to the pod: {}", r.stderr);
+    let back = dir.path().join("down.bin");
+    let r = kubectl(
+        &[
+            "cp",
+            "-c",
+            "web",
+            &format!("{name}:/tmp/up.bin"),
+            &back.display().to_string(),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(r.code, Some(0), "cp from the pod: {}", r.stderr);
+    assert_eq!(
+        std::fs::read(&back).unwrap(),
+        data,
+        "the file came back intact"
+    );
+
+    // The node port itself: /run, and the kubelet's answers for what does not exist.
+    let (addr, crt) = endpoint(&node);
+    let certs = tempfile::tempdir().unwrap();
+    let (admin_crt, admin_key) =
+        mint_client_cert(certs.path(), "bosun-test-admin", &["system:masters"]);
+    let admin = KubeletClient::new(addr, &crt, Some((&admin_crt, &admin_key)));
+    let a = admin
+        .post(&format!(
+            "/run/default/{name}/web?cmd=cat%20/www/index.html"
+        ))
+        .await
+        .expect("run");
+    assert_eq!((a.status, a.text().as_str()), (200, "hello-from-pod\n"));
+    let a = admin
+        .post(&format!("/run/default/{name}/web?cmd=ls%20/nonexistent"))
+        .await
+        .expect("run");
+    assert_eq!(a.status, 500, "{}", a.text());
+    assert!(
+        a.text()
+            .starts_with("command 'ls /nonexistent' exited with 1: "),
+        "{}",
+        a.text()
+    );
+    let a = admin
+        .get(&format!("/run/default/{name}/web?cmd=true"))
+        .await
+        .unwrap();
+    assert_eq!(a.status, 405, "/run is POST only: {}", a.text());
+    let a = admin
+        .get("/exec/default/no-such-pod/web?command=true&output=1")
+        .await
+        .unwrap();
+    assert_eq!((a.status, a.text().as_str()), (404, "pod does not exist"));
+    let a = admin
+        .get(&format!("/exec/default/{name}/nope?command=true&output=1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (a.status, a.text().as_str()),
+        (500, "container not found (\"nope\")")
+    );
+    let a = admin
+        .get(&format!("/exec/default/{name}/web?command=true"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (a.status, a.text().as_str()),
+        (400, "you must specify at least 1 of stdin, stdout, stderr")
+    );
+    let a = admin
+        .get(&format!("/attach/default/{name}/nope?output=1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (a.status, a.text()),
+        (
+            500,
+            format!("container nope not found in pod {name}_default")
+        )
+    );
+    // Without credentials: 401; without nodes/proxy rights: 403 naming it.
+    let anonymous = KubeletClient::new(addr, &crt, None);
+    let a = anonymous
+        .get(&format!("/exec/default/{name}/web?command=true&output=1"))
+        .await
+        .unwrap();
+    assert_eq!(a.status, 401);
+    let (nobody_crt, nobody_key) = mint_client_cert(certs.path(), "bosun-test-nobody", &[]);
+    let nobody = KubeletClient::new(addr, &crt, Some((&nobody_crt, &nobody_key)));
+    let a = nobody
+        .post(&format!("/run/default/{name}/web?cmd=true"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (a.status, a.text().as_str()),
+        (
+            403,
+            "Forbidden (user=bosun-test-nobody, verb=create, resource=nodes, subresource(s)=[proxy])\n"
+        )
+    );
+    assert!(
+        bosun.try_exit().is_none(),
+        "bosun exited: {}",
+        bosun.log_text()
+    );
+}
+
+#[tokio::test]
+async fn port_forward_carries_http_over_concurrent_connections() {
+    let node = ClusterNode::new("portfwd");
+    let mut bosun = node.start();
+    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let name = format!("{}-pod", node.name);
+    streaming_pod(&node, &api, &name).await;
+
+    let mut pf = kubectl_cmd(&["port-forward", &format!("pod/{name}"), ":8080"]);
+    pf.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = pf.spawn().expect("kubectl port-forward");
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    // "Forwarding from 127.0.0.1:PORT -> 8080"
+    let port: u16 = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let l = out
+                .next_line()
+                .await
+                .expect("read")
+                .expect("port-forward ended");
+            if let Some(rest) = l.strip_prefix("Forwarding from 127.0.0.1:") {
+                return rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        }
+    })
+    .await
+    .expect("port-forward did not start within 30 s");
+    tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });
+
+    // Ten HTTP exchanges at once, each on its own connection through the tunnel.
+    let gets = (0..10).map(|i| async move {
+        use tokio::io::AsyncReadExt;
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let req = format!("GET /index.html?n={i} HTTP/1.0\r\nHost: x\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.unwrap();
+        body
+    });
+    let answers = tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(gets))
+        .await
+        .expect("HTTP through port-forward within 60 s");
+    for a in answers {
+        assert!(a.starts_with("HTTP/1.1 200 OK"), "{a}");
+        assert!(a.ends_with("hello-from-pod\n"), "{a}");
+    }
+    let _ = child.kill().await;
+    assert!(
+        bosun.try_exit().is_none(),
+        "bosun exited: {}",
+        bosun.log_text()
+    );
+}
