@@ -130,11 +130,16 @@ async fn exec_attach_cp_and_run_work_as_on_a_kubelet_node() {
     assert_eq!(r.stdout.trim(), "100000", "stderr: {}", r.stderr);
     assert_eq!(r.code, Some(0));
 
-    // exec -it under a pseudo-terminal: the process gets a TTY of the terminal's size (kubectl
-    // sends it as a resize on the resize stream).
+    // exec -it under a pseudo-terminal: the process gets a TTY, and a resize of the terminal
+    // reaches it (kubectl sends each SIGWINCH's size on the resize stream; the terminal is
+    // resized every second, as the size sent before containerd has started the process can be
+    // lost, on a kubelet node too).
     let env = Env::cluster();
+    let wait_size = "tty; for i in $(seq 150); do s=$(stty size 2>/dev/null); \
+                     case \"$s\" in \"40 \"*) echo \"size $s\"; exit 0;; esac; sleep 0.1; done; exit 1";
     let line = format!(
-        "stty rows 33 cols 77; {} exec -it {name} -c web -- sh -c 'tty; stty size'",
+        "stty rows 33 cols 77; (for i in $(seq 14); do sleep 1; stty rows 40 cols $((80 + i)) < /dev/tty; done) & \
+         {} exec -it {name} -c web -- sh -c '{wait_size}'",
         env.var("KUBECTL")
     );
     let mut script = Command::new("script");
@@ -149,7 +154,12 @@ async fn exec_attach_cp_and_run_work_as_on_a_kubelet_node() {
         r.stdout,
         r.stderr
     );
-    assert!(r.stdout.contains("33 77"), "{} / {}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("size 40 8"),
+        "{} / {}",
+        r.stdout,
+        r.stderr
+    );
     assert_eq!(r.code, Some(0), "{} / {}", r.stdout, r.stderr);
 
     // attach -i: lines go to the container's stdin, its answers come back.
