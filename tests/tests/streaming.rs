@@ -367,3 +367,88 @@ async fn port_forward_carries_http_over_concurrent_connections() {
         bosun.log_text()
     );
 }
+
+#[tokio::test]
+async fn kubectl_debug_starts_an_ephemeral_container_sharing_the_targets_processes() {
+    let node = ClusterNode::new("debug");
+    let mut bosun = node.start();
+    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let name = format!("{}-pod", node.name);
+    streaming_pod(&node, &api, &name).await;
+    let image = Env::runtime().busybox_image();
+
+    // kubectl debug -i: the ephemeral container starts in the web container's process
+    // namespace (it sees httpd), and kubectl attaches to its stdin and output (stdin stays open
+    // until the container ends, as a user's terminal would).
+    let mut debug = kubectl_cmd(&[
+        "debug",
+        "-i",
+        "-q",
+        &name,
+        &format!("--image={image}"),
+        "--target=web",
+        "-c",
+        "dbg",
+        "--",
+        "sh",
+        "-c",
+        "read l; echo \"got $l\"; ps -o comm | grep -x httpd",
+    ]);
+    debug
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = debug.spawn().expect("kubectl debug");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"hello\n").await.unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("kubectl debug did not end within 60 s")
+        .unwrap();
+    drop(input);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(stdout, "got hello\nhttpd\n", "stderr: {stderr}");
+
+    // Its status: terminated with its exit code, never ready, never restarted; the pod's own
+    // containers untouched and the pod still Ready.
+    let p = wait_pod(&api, &name, "ephemeral container terminated", 60, |p| {
+        let s = p.status.as_ref()?.ephemeral_container_statuses.as_ref()?;
+        let st = s.iter().find(|c| c.name == "dbg")?;
+        st.state.as_ref()?.terminated.as_ref()?;
+        Some(st.clone())
+    })
+    .await;
+    let t = p.state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!(t.exit_code, 0, "{p:?}");
+    assert!(!p.ready && p.restart_count == 0, "{p:?}");
+    assert!(
+        p.container_id
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("containerd://"),
+        "{p:?}"
+    );
+    let pod = api.get(&name).await.unwrap();
+    assert_eq!(condition_status(&pod, "Ready"), Some("True"));
+    // Never started again, whatever later syncs see.
+    let r = kubectl(&["exec", &name, "-c", "web", "--", "true"], b"").await;
+    assert_eq!(r.code, Some(0));
+    let pod = api.get(&name).await.unwrap();
+    let again = pod
+        .status
+        .as_ref()
+        .unwrap()
+        .ephemeral_container_statuses
+        .as_ref()
+        .unwrap();
+    assert_eq!(again[0].container_id, p.container_id);
+
+    assert!(
+        bosun.try_exit().is_none(),
+        "bosun exited: {}",
+        bosun.log_text()
+    );
+}

@@ -82,6 +82,9 @@ pub struct PodActions {
     pub start: Vec<StartContainer>,
     /// Containers waiting out a crash-loop back-off: (name, delay seconds).
     pub backing_off: Vec<(String, u64)>,
+    /// Ephemeral containers (`kubectl debug`) to start before the rest: those that never ran
+    /// in any sandbox. They are never restarted.
+    pub ephemeral: Vec<String>,
 }
 
 /// The pod's restart policy.
@@ -195,6 +198,15 @@ pub fn plan(
         actions.kill_pod = true;
         return actions;
     }
+    // Ephemeral containers, as the kubelet's computePodActions: started even while
+    // initialization is incomplete, once, whatever becomes of them.
+    actions.ephemeral = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .filter(|ec| latest(containers, &ec.name, None).is_none())
+        .map(|ec| ec.name.clone())
+        .collect();
     let in_sandbox = |name: &str| latest(containers, name, Some(&sandbox.id));
     let start_or_backoff = |actions: &mut PodActions, name: &str, init: bool, exited: bool| {
         if exited && backoff.in_backoff(name, now) {
@@ -215,6 +227,7 @@ pub fn plan(
     match init_actions(pod, policy, &in_sandbox) {
         InitPlan::KillPod => {
             actions.kill_pod = true;
+            actions.ephemeral.clear();
             return actions;
         }
         InitPlan::Start(to_start, initialized) => {
@@ -281,6 +294,25 @@ pub fn container_spec<'a>(pod: &'a Pod, name: &str, init: bool) -> Option<&'a Co
     } else {
         spec.containers.iter().find(|c| c.name == name)
     }
+}
+
+/// The pod's ephemeral container `name` as a container spec (the fields it shares), and the
+/// container whose process namespace it targets, if any.
+pub fn ephemeral_spec(pod: &Pod, name: &str) -> Option<(Container, Option<String>)> {
+    let ec = pod
+        .spec
+        .as_ref()?
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == name)?;
+    let mut value = serde_json::to_value(ec).ok()?;
+    if let Some(map) = value.as_object_mut() {
+        map.remove("targetContainerName");
+    }
+    let container: Container = serde_json::from_value(value).ok()?;
+    let target = ec.target_container_name.clone().filter(|t| !t.is_empty());
+    Some((container, target))
 }
 
 /// True for a restartable init container (a sidecar: an init container with restartPolicy Always).
@@ -433,6 +465,50 @@ mod tests {
             image_ref: String::new(),
             created_at: created,
         }
+    }
+
+    #[test]
+    fn ephemeral_containers_start_once_even_before_initialization() {
+        let mut p = pod("Always", &["init"], &["app"]);
+        let spec = p.spec.as_mut().unwrap();
+        spec.ephemeral_containers = Some(vec![
+            serde_json::from_value(serde_json::json!({
+                "name": "dbg", "image": "busybox", "targetContainerName": "app"}))
+            .unwrap(),
+        ]);
+        let backoff = KeyedBackoff::new(CRASH_LOOP);
+        let now = Instant::now();
+        // Initialization still running: the debug container starts anyway.
+        let running_init = [cv("init", RunState::Running, 0, 0, 1)];
+        let a = plan(&p, Some(&sb(true)), &running_init, &backoff, now);
+        assert_eq!(a.ephemeral, vec!["dbg".to_string()]);
+        // Once it ran (in this sandbox or an older one, whatever its end), never again.
+        for state in [RunState::Running, RunState::Exited] {
+            let mut dbg = cv("dbg", state, 1, 0, 2);
+            dbg.sandbox_id = "old".into();
+            let a = plan(
+                &p,
+                Some(&sb(true)),
+                &[dbg, running_init[0].clone()],
+                &backoff,
+                now,
+            );
+            assert!(a.ephemeral.is_empty(), "{state:?}: {a:?}");
+        }
+        // Not without a ready sandbox.
+        assert!(
+            plan(&p, Some(&sb(false)), &[], &backoff, now)
+                .ephemeral
+                .is_empty()
+        );
+        // The spec the runtime gets: the shared fields, and the target apart.
+        let (c, target) = ephemeral_spec(&p, "dbg").unwrap();
+        assert_eq!(
+            (c.name.as_str(), c.image.as_deref()),
+            ("dbg", Some("busybox"))
+        );
+        assert_eq!(target.as_deref(), Some("app"));
+        assert!(ephemeral_spec(&p, "app").is_none());
     }
 
     fn sb(ready: bool) -> SandboxView {

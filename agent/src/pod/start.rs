@@ -91,6 +91,9 @@ pub struct Start<'a> {
     pub start: &'a StartContainer,
     /// Its spec.
     pub spec: &'a Container,
+    /// For an ephemeral container: the CRI id of the container whose process namespace it
+    /// targets.
+    pub pid_target: Option<&'a str>,
 }
 
 impl Start<'_> {
@@ -179,6 +182,7 @@ impl Start<'_> {
             config_maps: &config_maps,
             secrets: &secrets,
             service_env: &service_env,
+            pid_target: self.pid_target,
         };
         let (restarts, init) = (self.start.restart_count, self.start.init);
         let config = container_config(pod, spec, restarts, init, &cctx)

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -18,7 +18,8 @@ use super::inputs::set_up_volumes;
 use super::observe::{Observed, observe, remember_exited};
 use super::plan::{
     ContainerView, PodActions, RestartPolicy, RunState, SandboxView, StartContainer,
-    container_spec, is_restartable_init, past_active_deadline, plan, starts_unblock_init,
+    container_spec, ephemeral_spec, is_restartable_init, past_active_deadline, plan,
+    starts_unblock_init,
 };
 use super::report::DEADLINE_MESSAGE;
 use super::report::report_status;
@@ -324,6 +325,15 @@ impl PodWorker {
         let Some(sb) = obs.sandbox.as_ref().filter(|s| s.ready) else {
             return started_now;
         };
+        // As the kubelet's SyncPod: ephemeral containers first, so a debug container runs even
+        // while an init container fails.
+        if !actions.kill_pod {
+            for name in &actions.ephemeral {
+                if self.start_ephemeral(sb, obs, name).await {
+                    started_now.push(name.clone());
+                }
+            }
+        }
         for start in &actions.start {
             if start.restart_count > 0 {
                 self.backoff.next(&start.name, now);
@@ -408,6 +418,50 @@ impl PodWorker {
         let Some(spec) = container_spec(&pod, &start.name, start.init) else {
             return false;
         };
+        self.start_spec(sandbox, start, spec, None).await
+    }
+
+    /// Starts the pod's ephemeral container `name` (never restarted, so its restart count is
+    /// 0), in the process namespace of its target container if it names one; false when it did
+    /// not start (the reason is recorded, and the next sync tries again, as the kubelet's).
+    async fn start_ephemeral(&mut self, sandbox: &SandboxView, obs: &Observed, name: &str) -> bool {
+        let pod = self.pod.clone();
+        let Some((spec, target)) = ephemeral_spec(&pod, name) else {
+            return false;
+        };
+        let start = StartContainer {
+            name: name.to_string(),
+            init: false,
+            restart_count: 0,
+        };
+        let target_id = match target {
+            None => None,
+            Some(t) => match obs.containers.iter().find(|c| c.name == t) {
+                Some(c) => Some(c.id.clone()),
+                None => {
+                    let msg = format!("unable to find target container {t}");
+                    warn!(container.name = %name, "CreateContainerConfigError: {msg}");
+                    let event = format!("Error: {msg}");
+                    self.event(Some(name), EventType::Warning, "Failed", event);
+                    let e = StartError::Config(msg);
+                    self.waiting.insert(name.to_string(), e.waiting());
+                    return false;
+                }
+            },
+        };
+        self.start_spec(sandbox, &start, &spec, target_id.as_deref())
+            .await
+    }
+
+    /// Creates and starts the container `start` with `spec`; false when it did not start.
+    async fn start_spec(
+        &mut self,
+        sandbox: &SandboxView,
+        start: &StartContainer,
+        spec: &Container,
+        pid_target: Option<&str>,
+    ) -> bool {
+        let pod = self.pod.clone();
         let span = info_span!("container", container.name = %start.name);
         let step = Start {
             ctx: &self.ctx.clone(),
@@ -415,6 +469,7 @@ impl PodWorker {
             sandbox,
             start,
             spec,
+            pid_target,
         };
         match self.start_steps(&step).instrument(span).await {
             Ok(()) => {

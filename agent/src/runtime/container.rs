@@ -6,7 +6,7 @@ use std::path::Path;
 
 use bosun_cri::types::{
     Capability, ContainerConfig, ContainerMetadata, ImageSpec, KeyValue, LinuxContainerConfig,
-    LinuxContainerResources, LinuxContainerSecurityContext, Mount,
+    LinuxContainerResources, LinuxContainerSecurityContext, Mount, NamespaceMode, NamespaceOption,
 };
 use k8s_openapi::api::core::v1::{Container, Pod};
 
@@ -46,6 +46,23 @@ pub struct ContainerContext<'a> {
     pub secrets: &'a HashMap<String, Option<BTreeMap<String, String>>>,
     /// Service link variables (KUBERNETES_SERVICE_HOST, ...), set before the container's own env.
     pub service_env: &'a [(String, String)],
+    /// For an ephemeral container with a targetContainerName: the CRI id of that container,
+    /// whose process namespace it joins (when the pod's containers have their own).
+    pub pid_target: Option<&'a str>,
+}
+
+/// The container's namespaces: the pod's, with the PID namespace of `pid_target` instead of
+/// its own when it has one (an ephemeral container targeting another), as the kubelet's
+/// generateLinuxContainerConfig.
+fn container_namespaces(pod: &Pod, pid_target: Option<&str>) -> NamespaceOption {
+    let mut ns = namespace_options(pod);
+    if let Some(target) = pid_target
+        && ns.pid == NamespaceMode::Container as i32
+    {
+        ns.pid = NamespaceMode::Target as i32;
+        ns.target_id = target.to_string();
+    }
+    ns
 }
 
 /// Builds the CRI config of `container` for its `restart_count`-th run.
@@ -171,7 +188,7 @@ pub fn container_config(
             .collect(),
         // Each container joins the pod's namespaces as the sandbox has them; without this the
         // runtime reads "POD" for the PID namespace and every pod would share one.
-        namespace_options: Some(namespace_options(pod)),
+        namespace_options: Some(container_namespaces(pod, ctx.pid_target)),
         no_new_privs: sc
             .and_then(|s| s.allow_privilege_escalation)
             .is_some_and(|a| !a),

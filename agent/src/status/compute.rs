@@ -317,6 +317,21 @@ pub fn compute(input: &StatusInput<'_>) -> PodStatus {
         })
         .collect();
 
+    // Ephemeral containers (GeneratePodStatus): as app containers, never ready, and with no
+    // `started` (the prober sets it for containers and init containers only).
+    let ephemeral_statuses: Vec<ContainerStatus> = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .map(|ec| {
+            let image = ec.image.as_deref().unwrap_or_default();
+            let mut s = container_status(input, &ec.name, image, default_waiting);
+            s.ready = false;
+            s.started = None;
+            s
+        })
+        .collect();
+
     let has_initialized = input.sandbox_id.is_some()
         && spec
             .containers
@@ -432,6 +447,8 @@ pub fn compute(input: &StatusInput<'_>) -> PodStatus {
         conditions: Some(conditions),
         container_statuses: Some(statuses),
         init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
+        ephemeral_container_statuses: (!ephemeral_statuses.is_empty())
+            .then_some(ephemeral_statuses),
         pod_ip: input.pod_ips.first().cloned(),
         pod_ips: (!input.pod_ips.is_empty()).then(|| {
             input
