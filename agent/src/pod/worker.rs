@@ -237,10 +237,13 @@ impl PodWorker {
             if self.deadline_exceeded || self.past_active_deadline() {
                 return self.stop_past_deadline(&obs).await;
             }
+            let unstarted = self.unstarted_sidecars(&obs);
+            let unstarted: Vec<&str> = unstarted.iter().map(String::as_str).collect();
             let actions = plan(
                 &self.pod,
                 obs.sandbox.as_ref(),
                 &obs.containers,
+                &unstarted,
                 &self.backoff,
                 now,
             );
@@ -442,6 +445,28 @@ impl PodWorker {
             wake: self.wake.clone(),
         });
         statuses
+    }
+
+    /// Ids of running sidecars whose startup probe has not passed: they hold the next init
+    /// step back (the kubelet's computeInitContainerActions).
+    fn unstarted_sidecars(&self, obs: &Observed) -> Vec<String> {
+        let previous = self.ctx.statuses.previous(&self.pod);
+        obs.containers
+            .iter()
+            .filter(|c| c.state == RunState::Running)
+            .filter_map(|c| {
+                let spec = container_spec(&self.pod, &c.name, true)
+                    .filter(|s| is_restartable_init(s) && s.startup_probe.is_some())?;
+                let st = self.ctx.prober.container_status(
+                    &self.pod,
+                    spec,
+                    &c.id,
+                    c.started_at,
+                    previous.as_ref(),
+                );
+                (!st.started).then(|| c.id.clone())
+            })
+            .collect()
     }
 
     /// Kills the running containers whose liveness or startup probe failed (the kubelet's
