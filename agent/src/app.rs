@@ -242,6 +242,17 @@ async fn node_context(
         .iter()
         .map(ToString::to_string)
         .collect();
+    let events = match &client {
+        Some(c) => {
+            crate::events::Recorder::spawn(c.clone(), cfg.node_name.clone(), cancel.child_token())
+        }
+        None => crate::events::Recorder::disabled(),
+    };
+    let prober = crate::prober::Prober::spawn(
+        Arc::new(crate::prober::Handlers::new(cri.clone())),
+        events.clone(),
+        cancel.child_token(),
+    );
     Ok(Arc::new(NodeContext {
         cri,
         dirs,
@@ -261,15 +272,9 @@ async fn node_context(
             ))
         }),
         services: Default::default(),
-        events: match &client {
-            Some(c) => crate::events::Recorder::spawn(
-                c.clone(),
-                cfg.node_name.clone(),
-                cancel.child_token(),
-            ),
-            None => crate::events::Recorder::disabled(),
-        },
+        events,
         cgroups,
+        prober,
     }))
 }
 

@@ -13,6 +13,7 @@ pub mod node;
 pub mod objects;
 pub mod pod;
 pub mod podresources;
+pub mod prober;
 pub mod resource;
 pub mod runtime;
 pub mod sdnotify;

@@ -5,3 +5,9 @@ pub mod podresources_v1 {
     #![allow(missing_docs, clippy::all)]
     tonic::include_proto!("v1");
 }
+
+/// The gRPC health checking protocol (`grpc.health.v1.Health`): what grpc probes call.
+pub mod health_v1 {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("grpc.health.v1");
+}

@@ -3,6 +3,7 @@
 //! worker latency, API client requests, process metrics), so dashboards built for the kubelet
 //! keep working.
 
+pub mod probes;
 mod process;
 pub mod rest;
 
@@ -37,7 +38,7 @@ pub struct RestRequest {
     pub method: String,
 }
 
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+pub(crate) type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every metric bosun records, and the registry that serves them.
 pub struct Metrics {
@@ -54,10 +55,12 @@ pub struct Metrics {
     pub pod_worker_duration: HistogramFamily<Operation>,
     /// rest_client_requests_total{code,host,method}.
     pub rest_client_requests: Family<RestRequest, Counter>,
+    /// bosun_prober_probe_lag_seconds: how late probes start after their scheduled time.
+    pub probe_lag: Histogram,
 }
 
 /// Prometheus' default buckets (client_golang DefBuckets), the kubelet's for pod worker latency.
-const DEF_BUCKETS: [f64; 11] = [
+pub(crate) const DEF_BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
@@ -85,6 +88,7 @@ impl Metrics {
             runtime_operations_duration: Family::new_with_constructor(runtime_histogram),
             pod_worker_duration: Family::new_with_constructor(worker_histogram),
             rest_client_requests: Family::default(),
+            probe_lag: Histogram::new(exponential_buckets(0.001, 2.0, 12)),
             registry: Registry::default(),
         };
         registry.register(
@@ -119,6 +123,11 @@ impl Metrics {
             "rest_client_requests",
             "[ALPHA] Number of HTTP requests, partitioned by status code, method, and host",
             m.rest_client_requests.clone(),
+        );
+        registry.register(
+            "bosun_prober_probe_lag_seconds",
+            "Delay between a probe's scheduled time and its start",
+            m.probe_lag.clone(),
         );
         registry.register_collector(Box::new(process::ProcessCollector::new()));
         Metrics { registry, ..m }

@@ -36,4 +36,6 @@ pub struct NodeContext {
     pub events: crate::events::Recorder,
     /// Pod cgroups and QoS tiers.
     pub cgroups: crate::cgroup::ContainerManager,
+    /// Liveness, readiness and startup probes of every running container.
+    pub prober: crate::prober::Prober,
 }

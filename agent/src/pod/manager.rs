@@ -355,6 +355,7 @@ fn rejected_status(
         runtime_name: "",
         now,
         terminal: Some(("Failed", &r.reason, &r.message)),
+        probes: &HashMap::new(),
     };
     crate::status::compute(&input)
 }

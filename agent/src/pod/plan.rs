@@ -161,11 +161,12 @@ pub fn pod_is_done(pod: &Pod, containers: &[ContainerView]) -> bool {
 }
 
 /// Decides the next steps for `pod`. `containers` are all instances of the pod's containers,
-/// newest first.
+/// newest first; `unstarted` the ids of running sidecars whose startup probe has not passed yet.
 pub fn plan(
     pod: &Pod,
     sandbox: Option<&SandboxView>,
     containers: &[ContainerView],
+    unstarted: &[&str],
     backoff: &KeyedBackoff,
     now: Instant,
 ) -> PodActions {
@@ -224,7 +225,7 @@ pub fn plan(
 
     // Init containers (the kubelet's computeInitContainerActions): regular ones one at a time, each
     // to success before the next; sidecars started in order and kept running.
-    match init_actions(pod, policy, &in_sandbox) {
+    match init_actions(pod, policy, &in_sandbox, unstarted) {
         InitPlan::KillPod => {
             actions.kill_pod = true;
             actions.ephemeral.clear();
@@ -348,12 +349,13 @@ enum InitPlan {
 
 /// The kubelet's computeInitContainerActions over the instances in the current sandbox: walk the
 /// init containers from the last, so that the newest progress wins; a running sidecar counts as
-/// initialized once started (Bosun has no startup probes), and sidecars that exited are restarted
+/// initialized once started (its startup probe passed), and sidecars that exited are restarted
 /// whatever the pod's restart policy.
 fn init_actions<'a>(
     pod: &Pod,
     policy: RestartPolicy,
     in_sandbox: &dyn Fn(&str) -> Option<&'a ContainerView>,
+    unstarted: &[&str],
 ) -> InitPlan {
     let Some(spec) = pod.spec.as_ref() else {
         return InitPlan::Start(vec![], true);
@@ -385,6 +387,8 @@ fn init_actions<'a>(
         match v.state {
             // Created but never started: the start failed; start a new instance.
             RunState::Created => start.push(i),
+            // A sidecar whose startup probe has not passed holds initialization back.
+            RunState::Running if sidecar && unstarted.contains(&v.id.as_str()) => {}
             RunState::Running if sidecar => {
                 if i == last {
                     initialized = true;
@@ -519,6 +523,25 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_sidecar_not_started_by_its_startup_probe_holds_the_next_init_step() {
+        let p = pod("Always", &["side", "init"], &["app"]);
+        let running = [cv("side", RunState::Running, 0, 0, 1)];
+        let b = KeyedBackoff::new(CRASH_LOOP);
+        let names = |a: PodActions| a.start.into_iter().map(|s| s.name).collect::<Vec<_>>();
+        let held = plan(
+            &p,
+            Some(&sb(true)),
+            &running,
+            &["side-1"],
+            &b,
+            Instant::now(),
+        );
+        assert_eq!(names(held), Vec::<String>::new());
+        let go = plan(&p, Some(&sb(true)), &running, &[], &b, Instant::now());
+        assert_eq!(names(go), vec!["init".to_string()]);
+    }
+
     /// The worker's rounds within one sync, against a runtime where a started container runs:
     /// plan, start, and plan again while [`starts_unblock_init`] says a started sidecar lets the
     /// next init step go. A chain of sidecars and the apps all start in one sync; a regular init
@@ -539,6 +562,7 @@ mod tests {
                     p,
                     Some(&sb(true)),
                     running,
+                    &[],
                     &KeyedBackoff::new(CRASH_LOOP),
                     Instant::now(),
                 );
@@ -875,7 +899,7 @@ mod tests {
             if !c.backoff.is_empty() {
                 b.next(c.backoff, now - Duration::from_secs(1));
             }
-            let got = plan(&c.pod, c.sandbox.as_ref(), &c.containers, &b, now);
+            let got = plan(&c.pod, c.sandbox.as_ref(), &c.containers, &[], &b, now);
             assert_eq!(got, c.want, "{}", c.what);
         }
     }

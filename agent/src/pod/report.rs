@@ -7,13 +7,13 @@ use tracing::info;
 
 use super::context::NodeContext;
 use super::observe::Observed;
-use crate::status::{StatusInput, Waiting, compute};
+use crate::status::{ProbeStatus, StatusInput, Waiting, compute};
 
 /// The status message of a pod past its activeDeadlineSeconds.
 pub const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
 
 /// Computes the pod's status from `obs` (its IPs `ips`, the Waiting reasons of containers that
-/// did not start; Failed with DeadlineExceeded and `deadline` as message when given), stores it,
+/// did not start, the probe results of running ones; Failed with DeadlineExceeded and `deadline` as message when given), stores it,
 /// logs a phase change, and returns it.
 pub fn report_status(
     ctx: &NodeContext,
@@ -21,6 +21,7 @@ pub fn report_status(
     obs: &Observed,
     ips: &[String],
     waiting: &HashMap<String, Waiting>,
+    probes: &HashMap<String, ProbeStatus>,
     deadline: Option<&str>,
 ) -> PodStatus {
     let previous = ctx.statuses.previous(pod);
@@ -36,6 +37,7 @@ pub fn report_status(
         runtime_name: &ctx.cri.runtime_version().runtime_name,
         now: crate::status::compute::now(),
         terminal: deadline.map(|m| ("Failed", "DeadlineExceeded", m)),
+        probes,
     };
     let status = compute(&input);
     let old_phase = previous.as_ref().and_then(|p| p.phase.clone());

@@ -289,7 +289,7 @@ impl Start<'_> {
             image_ref: String::new(),
             created_at: 0,
         };
-        teardown::stop_container(self.ctx, self.pod, &view, pod_ip).await;
+        teardown::stop_container(self.ctx, self.pod, &view, pod_ip, None).await;
         Err(StartError::PostStart(e.to_string()))
     }
 }

@@ -81,10 +81,17 @@ pub async fn pre_stop(
     started.elapsed()
 }
 
-/// Stops one running container: its preStop hook, then the stop with what is left of the pod's
-/// grace period (the kill after a failed postStart hook).
-pub async fn stop_container(ctx: &NodeContext, pod: &Pod, c: &ContainerView, pod_ip: &str) {
-    let grace = grace_period(pod, None);
+/// Stops one running container: its preStop hook, then the stop with what is left of the grace
+/// period (`grace` when given, as a failed probe's own; else the pod's): the kill after a failed
+/// postStart hook or a failed liveness or startup probe.
+pub async fn stop_container(
+    ctx: &NodeContext,
+    pod: &Pod,
+    c: &ContainerView,
+    pod_ip: &str,
+    grace: Option<i64>,
+) {
+    let grace = grace_period(pod, grace);
     let left = grace.saturating_sub(pre_stop(ctx, pod, c, pod_ip, grace).await);
     let left = left.max(MIN_STOP.min(grace));
     if let Err(e) = ctx.cri.stop_container(&c.id, left).await

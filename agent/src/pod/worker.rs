@@ -29,6 +29,7 @@ use super::start::{Start, StartError};
 use super::teardown;
 use crate::backoff::KeyedBackoff;
 use crate::events::EventType;
+use crate::prober::{PodProbes, ProbeStatus, ProbeType, RunningContainer};
 use crate::runtime::hosts;
 use crate::runtime::sandbox::PodKey;
 use crate::status::Waiting;
@@ -84,6 +85,7 @@ pub fn spawn(
         deadline_exceeded: false,
         synced: false,
         start_sli: Default::default(),
+        wake: wake.clone(),
     };
     let task = tokio::spawn(worker.run(rx, wake.clone(), cancel).instrument(span));
     WorkerHandle { tx, wake, task }
@@ -108,6 +110,8 @@ struct PodWorker {
     synced: bool,
     /// kubelet_pod_start_sli_duration_seconds of this pod.
     start_sli: crate::metrics::PodStartTracker,
+    /// This worker's wake-up (PLEG, and the prober on a changed result).
+    wake: Arc<Notify>,
 }
 
 impl PodWorker {
@@ -146,6 +150,7 @@ impl PodWorker {
                     if let Some(pod) = pod {
                         self.pod = pod;
                     }
+                    self.ctx.prober.remove_pod(&self.key().uid);
                     Box::pin(self.terminate(grace)).await;
                     if let Some(objects) = &self.ctx.objects {
                         objects.unregister_pod(&self.key().uid);
@@ -212,6 +217,10 @@ impl PodWorker {
         for round in 0..rounds {
             let obs = self.observe().await?;
             remember_exited(&mut self.exited, &obs);
+            if self.kill_unhealthy(&obs).await {
+                // Plan with the killed containers exited: they restart per restartPolicy.
+                continue;
+            }
             let now = Instant::now();
             // A container that ran long enough before exiting starts its back-off over.
             for c in obs
@@ -229,10 +238,13 @@ impl PodWorker {
             if self.deadline_exceeded || self.past_active_deadline() {
                 return self.stop_past_deadline(&obs).await;
             }
+            let unstarted = self.unstarted_sidecars(&obs);
+            let unstarted: Vec<&str> = unstarted.iter().map(String::as_str).collect();
             let actions = plan(
                 &self.pod,
                 obs.sandbox.as_ref(),
                 &obs.containers,
+                &unstarted,
                 &self.backoff,
                 now,
             );
@@ -382,8 +394,137 @@ impl PodWorker {
             None => vec![],
         };
         let terminal = self.deadline_exceeded.then_some(DEADLINE_MESSAGE);
-        let status = report_status(&self.ctx, &self.pod, obs, &ips, &self.waiting, terminal);
+        let probes = self.probes(obs, ips.first().map(String::as_str).unwrap_or_default());
+        let status = report_status(
+            &self.ctx,
+            &self.pod,
+            obs,
+            &ips,
+            &self.waiting,
+            &probes,
+            terminal,
+        );
         self.start_sli.status(&self.pod, &status);
+    }
+
+    /// Tells the prober which containers run now (`pod_ip` their pod's IP) and returns what
+    /// their probes say for the status.
+    fn probes(&self, obs: &Observed, pod_ip: &str) -> HashMap<String, ProbeStatus> {
+        let sandbox = obs
+            .sandbox
+            .as_ref()
+            .filter(|s| s.ready)
+            .map(|s| s.id.as_str());
+        let running: Vec<&ContainerView> = obs
+            .containers
+            .iter()
+            .filter(|c| c.state == RunState::Running && Some(c.sandbox_id.as_str()) == sandbox)
+            .collect();
+        let previous = self.ctx.statuses.previous(&self.pod);
+        let now = crate::prober::now_ns();
+        let mut statuses = HashMap::new();
+        let mut targets = Vec::new();
+        for c in running {
+            let Some(spec) = container_spec(&self.pod, &c.name, false)
+                .or_else(|| container_spec(&self.pod, &c.name, true))
+            else {
+                continue;
+            };
+            if ProbeType::ALL.iter().all(|k| k.of(spec).is_none()) {
+                continue;
+            }
+            let st = self.ctx.prober.container_status(
+                &self.pod,
+                spec,
+                &c.id,
+                c.started_at,
+                previous.as_ref(),
+            );
+            statuses.insert(c.name.clone(), st);
+            targets.push(RunningContainer {
+                name: c.name.clone(),
+                id: c.id.clone(),
+                running_for: std::time::Duration::from_nanos((now - c.started_at).max(0) as u64),
+                started_before: crate::prober::previous_started(previous.as_ref(), &c.name, &c.id),
+            });
+        }
+        self.ctx.prober.sync_pod(PodProbes {
+            pod: self.pod.clone(),
+            pod_ip: pod_ip.to_string(),
+            running: targets,
+            wake: self.wake.clone(),
+        });
+        statuses
+    }
+
+    /// Ids of running sidecars whose startup probe has not passed: they hold the next init
+    /// step back (the kubelet's computeInitContainerActions).
+    fn unstarted_sidecars(&self, obs: &Observed) -> Vec<String> {
+        let previous = self.ctx.statuses.previous(&self.pod);
+        obs.containers
+            .iter()
+            .filter(|c| c.state == RunState::Running)
+            .filter_map(|c| {
+                let spec = container_spec(&self.pod, &c.name, true)
+                    .filter(|s| is_restartable_init(s) && s.startup_probe.is_some())?;
+                let st = self.ctx.prober.container_status(
+                    &self.pod,
+                    spec,
+                    &c.id,
+                    c.started_at,
+                    previous.as_ref(),
+                );
+                (!st.started).then(|| c.id.clone())
+            })
+            .collect()
+    }
+
+    /// Kills the running containers whose liveness or startup probe failed (the kubelet's
+    /// computePodActions, then killContainer with the probe's grace period); true when any.
+    async fn kill_unhealthy(&mut self, obs: &Observed) -> bool {
+        let sandbox = obs
+            .sandbox
+            .as_ref()
+            .filter(|s| s.ready)
+            .map(|s| s.id.clone());
+        let mut killed = false;
+        for c in obs
+            .containers
+            .iter()
+            .filter(|c| c.state == RunState::Running && Some(&c.sandbox_id) == sandbox.as_ref())
+        {
+            let Some(kind) = self.ctx.prober.kill_reason(&c.id) else {
+                continue;
+            };
+            let pod = self.pod.clone();
+            let (spec, init) = match container_spec(&pod, &c.name, false) {
+                Some(s) => (s, false),
+                None => match container_spec(&pod, &c.name, true) {
+                    Some(s) => (s, true),
+                    None => continue,
+                },
+            };
+            let what = kind.as_str().to_ascii_lowercase();
+            let mut message = if init {
+                format!("Init container {} failed {what} probe", c.name)
+            } else {
+                format!("Container {} failed {what} probe", c.name)
+            };
+            if !init && RestartPolicy::of(&pod) != RestartPolicy::Never {
+                message.push_str(", will be restarted");
+            }
+            info!(container.name = %c.name, "Killing: {message}");
+            self.event(Some(&c.name), EventType::Normal, "Killing", message);
+            // The kubelet's setTerminationGracePeriod: a deletion's grace, else the probe's.
+            let grace = pod.metadata.deletion_grace_period_seconds.or_else(|| {
+                kind.of(spec)
+                    .and_then(|p| p.termination_grace_period_seconds)
+            });
+            let ip = self.hook_ip(&c.sandbox_id).to_string();
+            teardown::stop_container(&self.ctx, &pod, c, &ip, grace).await;
+            killed = true;
+        }
+        killed
     }
 
     fn host_network(&self) -> bool {

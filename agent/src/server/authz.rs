@@ -203,6 +203,7 @@ mod tests {
             ("/statsx", &["proxy"]),
             ("/metrics", &["metrics"]),
             ("/metrics/resource", &["metrics"]),
+            ("/metrics/probes", &["metrics"]),
             ("/metrics/cadvisor", &["metrics"]),
             ("/logs/", &["log"]),
             ("/pods", &["pods", "proxy"]),

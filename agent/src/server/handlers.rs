@@ -23,6 +23,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/pods/", get(pods))
         .route("/metrics", get(metrics))
         .route("/metrics/resource", get(resource_metrics))
+        .route("/metrics/probes", get(probe_metrics))
         .route("/stats/summary", get(summary).post(summary))
         .route(
             "/exec/{*rest}",
@@ -209,6 +210,16 @@ fn cpu_and_memory(s: &crate::stats::summary::Summary) -> crate::stats::summary::
         p.containers.iter_mut().for_each(strip_container);
     }
     s
+}
+
+/// `/metrics/probes`: the kubelet's prober series.
+async fn probe_metrics() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        crate::metrics::probes::encode(),
+    )
+        .into_response()
 }
 
 /// `/metrics/resource`: the kubelet's resource metrics from the latest Summary.

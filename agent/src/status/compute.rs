@@ -20,6 +20,15 @@ pub struct Waiting {
     pub message: String,
 }
 
+/// What the prober says of a running container: `started` and `ready` in its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProbeStatus {
+    /// The startup probe passed (or there is none).
+    pub started: bool,
+    /// The readiness probe passes (or there is none), once started.
+    pub ready: bool,
+}
+
 /// Everything status computation reads.
 pub struct StatusInput<'a> {
     /// The pod.
@@ -44,6 +53,9 @@ pub struct StatusInput<'a> {
     pub now: Time,
     /// Set when the pod failed admission or is being ended: (phase, reason, message).
     pub terminal: Option<(&'a str, &'a str, &'a str)>,
+    /// Probe results of running containers by name; a running container not here is started
+    /// and ready.
+    pub probes: &'a HashMap<String, ProbeStatus>,
 }
 
 /// Now, at the second precision the API keeps for these times.
@@ -138,8 +150,12 @@ fn container_status(
                 }),
                 ..Default::default()
             });
-            st.ready = true;
-            st.started = Some(true);
+            let probed = input.probes.get(name).copied().unwrap_or(ProbeStatus {
+                started: true,
+                ready: true,
+            });
+            st.ready = probed.ready;
+            st.started = Some(probed.started);
             st.last_state = previous_terminated;
         }
         (Some(c), Some(w)) if c.state == RunState::Exited => {
@@ -271,6 +287,33 @@ fn get_phase(
     }
 }
 
+/// The kubelet's messages for the pod's readiness gates whose condition is missing or not True.
+fn readiness_gates(pod: &Pod) -> Vec<String> {
+    let conditions = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    let gates = pod.spec.as_ref().and_then(|s| s.readiness_gates.as_deref());
+    gates
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|g| {
+            let t = &g.condition_type;
+            match conditions.iter().find(|c| &c.type_ == t) {
+                None => Some(format!(
+                    "corresponding condition of pod readiness gate {t:?} does not exist."
+                )),
+                Some(c) if c.status != "True" => Some(format!(
+                    "the status of pod readiness gate {t:?} is not \"True\", but {}",
+                    c.status
+                )),
+                Some(_) => None,
+            }
+        })
+        .collect()
+}
+
 /// Computes the pod's status.
 pub fn compute(input: &StatusInput<'_>) -> PodStatus {
     let pod = input.pod;
@@ -294,10 +337,10 @@ pub fn compute(input: &StatusInput<'_>) -> PodStatus {
                 ic.image.as_deref().unwrap_or_default(),
                 default_waiting,
             );
-            // A sidecar is ready while it runs (no readiness probe); a regular init container once
-            // it succeeded.
+            // A sidecar is ready while it runs and its probes say so; a regular init container
+            // once it succeeded.
             s.ready = if is_restartable_init(ic) {
-                running(&s)
+                running(&s) && s.ready
             } else {
                 terminated_of(&s).is_some_and(|t| t.exit_code == 0)
             };
@@ -409,6 +452,18 @@ pub fn compute(input: &StatusInput<'_>) -> PodStatus {
             )),
         ),
     };
+    // Ready also needs every readiness gate's condition True (GeneratePodReadyCondition), as
+    // the pod object carries them.
+    let gates = readiness_gates(pod);
+    let (pod_ready, pod_ready_reason, pod_ready_message) = if ready && !gates.is_empty() {
+        (
+            false,
+            Some("ReadinessGatesNotReady"),
+            Some(gates.join(", ")),
+        )
+    } else {
+        (ready, ready_reason, ready_message.clone())
+    };
     let conditions = vec![
         condition(
             prev,
@@ -422,9 +477,9 @@ pub fn compute(input: &StatusInput<'_>) -> PodStatus {
         condition(
             prev,
             "Ready",
-            ready,
-            ready_reason,
-            ready_message.clone(),
+            pod_ready,
+            pod_ready_reason,
+            pod_ready_message,
             now,
         ),
         condition(
@@ -525,6 +580,7 @@ mod tests {
             runtime_name: "containerd",
             now: now(),
             terminal: None,
+            probes: &HashMap::new(),
         })
     }
 

@@ -5,5 +5,5 @@ pub mod compute;
 pub mod manager;
 pub mod store;
 
-pub use compute::{StatusInput, Waiting, compute};
+pub use compute::{ProbeStatus, StatusInput, Waiting, compute};
 pub use store::StatusStore;

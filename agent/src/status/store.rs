@@ -138,6 +138,7 @@ mod tests {
             runtime_name: "containerd",
             now: at(now),
             terminal: None,
+            probes: &HashMap::new(),
         })
     }
 
