@@ -484,7 +484,7 @@ mod tests {
         let now = Instant::now();
         // Initialization still running: the debug container starts anyway.
         let running_init = [cv("init", RunState::Running, 0, 0, 1)];
-        let a = plan(&p, Some(&sb(true)), &running_init, &backoff, now);
+        let a = plan(&p, Some(&sb(true)), &running_init, &[], &backoff, now);
         assert_eq!(a.ephemeral, vec!["dbg".to_string()]);
         // Once it ran (in this sandbox or an older one, whatever its end), never again.
         for state in [RunState::Running, RunState::Exited] {
@@ -494,6 +494,7 @@ mod tests {
                 &p,
                 Some(&sb(true)),
                 &[dbg, running_init[0].clone()],
+                &[],
                 &backoff,
                 now,
             );
@@ -501,7 +502,7 @@ mod tests {
         }
         // Not without a ready sandbox.
         assert!(
-            plan(&p, Some(&sb(false)), &[], &backoff, now)
+            plan(&p, Some(&sb(false)), &[], &[], &backoff, now)
                 .ephemeral
                 .is_empty()
         );
