@@ -321,6 +321,14 @@ staticPodPath: $dir/manifests
 podLogsDir: $dir/pods-logs
 rotateCertificates: true
 serverTLSBootstrap: false
+# Disk thresholds a shared machine's disk does not cross (the defaults, 10%/15% free, made the
+# upstream kubelet reject every pod with DiskPressure on a machine at 11% free).
+evictionHard:
+  memory.available: 100Mi
+  nodefs.available: 1%
+  nodefs.inodesFree: 1%
+  imagefs.available: 1%
+  imagefs.inodesFree: 1%
 $runtime
 NCFG
     mv -f "$file.tmp" "$file"

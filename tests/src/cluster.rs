@@ -71,7 +71,9 @@ impl ClusterNode {
             .map(|n| format!("maxPods: {n}\n"))
             .unwrap_or_default();
         // What the upstream kubelet needs here too (tests/cluster/README.md): cgroupfs, cgroup v1
-        // allowed, no swap check, its own cgroup root.
+        // allowed, no swap check, its own cgroup root; and disk eviction thresholds that a shared
+        // machine's disk does not cross (at 11% free the kubelet's default imagefs.available 15%
+        // made it reject every pod with DiskPressure, failing a benchmark run).
         let config = format!(
             "apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -88,6 +90,12 @@ port: {port}
 resolvConf: {d}/resolv.conf
 clusterDNS: [10.96.0.10]
 clusterDomain: cluster.local
+evictionHard:
+  memory.available: 100Mi
+  nodefs.available: 1%
+  nodefs.inodesFree: 1%
+  imagefs.available: 1%
+  imagefs.inodesFree: 1%
 authentication:
   x509:
     clientCAFile: {ca}

@@ -15,6 +15,8 @@ pub const REQUIRED: &[&str] = &[
     "api_requests",
     "summary_scrape_ms",
     "resource_scrape_ms",
+    "exec_roundtrip_ms",
+    "port_forward_mib_s",
     "teardown_s",
 ];
 

@@ -33,8 +33,10 @@ pub struct Params {
     pub settle: Duration,
     /// Length of each steady window.
     pub window: Duration,
-    /// Timed scrapes per endpoint.
+    /// Timed scrapes per endpoint (and `/run` round trips).
     pub scrapes: usize,
+    /// Size of the file downloaded through port-forward, MiB.
+    pub stream_mib: usize,
     /// Where the agents' logs are copied.
     pub log_dir: PathBuf,
 }
@@ -76,6 +78,8 @@ pub struct Outcome {
     pub summary_ms: Result<f64, String>,
     /// Median `/metrics/resource` latency, ms, or why not.
     pub resource_ms: Result<f64, String>,
+    /// `/run` round trips and port-forward throughput.
+    pub streaming: super::streaming::Figures,
     /// From the delete call to every burst pod gone from the API, seconds.
     pub teardown_s: f64,
     /// Every request of the node's user from the agent's start to the end of the teardown.
@@ -263,18 +267,18 @@ async fn measure(
         steady.requests_per_minute()
     ));
 
-    let (summary_ms, resource_ms) =
-        match scrape::client(env.var("NODE_IP"), node.server_port()).await {
-            Ok(c) => (
-                scrape::median_ms(&c, "/stats/summary", p.scrapes)
-                    .await
-                    .map_err(|e| format!("{e:#}")),
-                scrape::median_ms(&c, "/metrics/resource", p.scrapes)
-                    .await
-                    .map_err(|e| format!("{e:#}")),
-            ),
-            Err(e) => (Err(format!("{e:#}")), Err(format!("{e:#}"))),
-        };
+    let scraper = scrape::client(env.var("NODE_IP"), node.server_port()).await;
+    let (summary_ms, resource_ms) = match &scraper {
+        Ok(c) => (
+            scrape::median_ms(c, "/stats/summary", p.scrapes)
+                .await
+                .map_err(|e| format!("{e:#}")),
+            scrape::median_ms(c, "/metrics/resource", p.scrapes)
+                .await
+                .map_err(|e| format!("{e:#}")),
+        ),
+        Err(e) => (Err(format!("{e:#}")), Err(format!("{e:#}"))),
+    };
     for (path, r) in [
         ("/stats/summary", &summary_ms),
         ("/metrics/resource", &resource_ms),
@@ -284,6 +288,23 @@ async fn measure(
             Err(e) => progress(format_args!("{}: {path} not measured: {e}", agent.name())),
         }
     }
+
+    let streaming = super::streaming::measure(
+        scraper.as_ref().ok(),
+        &pods,
+        &tracker,
+        &node.name,
+        ns,
+        p.scrapes,
+        p.stream_mib,
+    )
+    .await?;
+    progress(format_args!(
+        "{}: /run median {:?} ms, port-forward median {:?} MiB/s",
+        agent.name(),
+        streaming.exec_ms,
+        streaming.forward_mib_s
+    ));
 
     let t_delete = Instant::now();
     pods.delete_collection(&DeleteParams::default(), &ListParams::default())
@@ -318,6 +339,7 @@ async fn measure(
         steady,
         summary_ms,
         resource_ms,
+        streaming,
         teardown_s,
         run_requests,
     })

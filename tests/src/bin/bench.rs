@@ -37,6 +37,7 @@ fn parse_args() -> anyhow::Result<Args> {
             settle: Duration::from_secs(1),
             window: Duration::from_secs(5),
             scrapes: 3,
+            stream_mib: 4,
             log_dir,
         }
     } else {
@@ -47,6 +48,7 @@ fn parse_args() -> anyhow::Result<Args> {
             settle: Duration::from_secs(10),
             window: Duration::from_secs(60),
             scrapes: 20,
+            stream_mib: 64,
             log_dir,
         }
     };
@@ -165,6 +167,12 @@ async fn main() -> anyhow::Result<()> {
             }
             if let Err(e) = &o.resource_ms {
                 println!("{name} /metrics/resource: n/a ({e})");
+            }
+            if let Err(e) = &o.streaming.exec_ms {
+                println!("{name} /run: n/a ({e})");
+            }
+            if let Err(e) = &o.streaming.forward_mib_s {
+                println!("{name} port-forward: n/a ({e})");
             }
         }
     }
@@ -316,6 +324,24 @@ fn rows(
         format!("/metrics/resource, {m} pods, median of {}, ms", p.scrapes),
         1,
         &|o| o.resource_ms.as_ref().ok().copied(),
+    );
+    row(
+        "exec_roundtrip_ms",
+        format!(
+            "/run of `true` through the node port (CRI ExecSync), median of {}, ms",
+            p.scrapes
+        ),
+        1,
+        &|o| o.streaming.exec_ms.as_ref().ok().copied(),
+    );
+    row(
+        "port_forward_mib_s",
+        format!(
+            "{} MiB over HTTP through kubectl port-forward, median of 3, MiB/s",
+            p.stream_mib
+        ),
+        1,
+        &|o| o.streaming.forward_mib_s.as_ref().ok().copied(),
     );
     row(
         "teardown_s",
