@@ -124,6 +124,7 @@ async fn container_view(
         message,
         image_ref: st.image_ref.clone(),
         created_at: c.created_at,
+        spec_image: c.annotations.get(labels::BOSUN_SPEC_IMAGE).cloned(),
     })
 }
 

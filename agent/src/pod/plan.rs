@@ -34,6 +34,8 @@ pub struct ContainerView {
     pub image_ref: String,
     /// Creation time, ns since the epoch.
     pub created_at: i64,
+    /// The image its spec named when it was created (None: made before Bosun recorded it).
+    pub spec_image: Option<String>,
 }
 
 /// The lifecycle state of a container instance.
@@ -82,6 +84,9 @@ pub struct PodActions {
     pub start: Vec<StartContainer>,
     /// Containers waiting out a crash-loop back-off: (name, delay seconds).
     pub backing_off: Vec<(String, u64)>,
+    /// Running containers to stop before the starts (their definition changed): (CRI id, the
+    /// Killing event's message).
+    pub kill: Vec<(String, String)>,
     /// Ephemeral containers (`kubectl debug`) to start before the rest: those that never ran
     /// in any sandbox. They are never restarted.
     pub ephemeral: Vec<String>,
@@ -255,6 +260,15 @@ pub fn plan(
                 all_done = false;
                 start_or_backoff(&mut actions, &c.name, false, false);
             }
+            // The kubelet's containerChanged: its hash covers the name and the image, so a
+            // running container whose spec now names another image is restarted, whatever the
+            // restart policy.
+            Some(v) if v.state == RunState::Running && definition_changed(v, c) => {
+                all_done = false;
+                let message = format!("Container {} definition changed, will be restarted", c.name);
+                actions.kill.push((v.id.clone(), message));
+                start_or_backoff(&mut actions, &c.name, false, false);
+            }
             Some(v) if v.state == RunState::Exited => {
                 if policy.restarts(v.exit_code) {
                     all_done = false;
@@ -295,6 +309,14 @@ pub fn container_spec<'a>(pod: &'a Pod, name: &str, init: bool) -> Option<&'a Co
     } else {
         spec.containers.iter().find(|c| c.name == name)
     }
+}
+
+/// True when the running instance `v` was made from another image than `spec` names now
+/// (instances made before Bosun recorded the image are left alone).
+pub fn definition_changed(v: &ContainerView, spec: &Container) -> bool {
+    v.spec_image
+        .as_deref()
+        .is_some_and(|img| img != spec.image.as_deref().unwrap_or_default())
 }
 
 /// The pod's ephemeral container `name` as a container spec (the fields it shares), and the
@@ -468,6 +490,7 @@ mod tests {
             message: String::new(),
             image_ref: String::new(),
             created_at: created,
+            spec_image: Some("busybox".into()),
         }
     }
 
@@ -514,6 +537,33 @@ mod tests {
         );
         assert_eq!(target.as_deref(), Some("app"));
         assert!(ephemeral_spec(&p, "app").is_none());
+    }
+
+    #[test]
+    fn a_running_container_whose_image_changed_is_restarted_whatever_the_policy() {
+        let backoff = KeyedBackoff::new(CRASH_LOOP);
+        let now = Instant::now();
+        for policy in ["Always", "Never"] {
+            let p = pod(policy, &[], &["app"]);
+            let mut old = cv("app", RunState::Running, 0, 2, 1);
+            old.spec_image = Some("busybox:old".into());
+            let a = plan(&p, Some(&sb(true)), &[old.clone()], &[], &backoff, now);
+            assert_eq!(
+                a.kill,
+                vec![(
+                    old.id.clone(),
+                    "Container app definition changed, will be restarted".to_string()
+                )],
+                "{policy}"
+            );
+            assert_eq!(a.start, vec![start("app", false, 3)], "{policy}");
+            // Same image, or a container made before the image was recorded: left alone.
+            for spec_image in [Some("busybox".to_string()), None] {
+                old.spec_image = spec_image;
+                let a = plan(&p, Some(&sb(true)), &[old.clone()], &[], &backoff, now);
+                assert!(a.kill.is_empty() && a.start.is_empty(), "{a:?}");
+            }
+        }
     }
 
     fn sb(ready: bool) -> SandboxView {

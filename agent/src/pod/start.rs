@@ -288,6 +288,7 @@ impl Start<'_> {
             message: String::new(),
             image_ref: String::new(),
             created_at: 0,
+            spec_image: None,
         };
         teardown::stop_container(self.ctx, self.pod, &view, pod_ip, None).await;
         Err(StartError::PostStart(e.to_string()))

@@ -258,6 +258,7 @@ impl PodWorker {
                 // Start containers in the new sandbox right away.
                 continue;
             }
+            acted |= self.kill_changed(&obs, &actions).await;
             let started_now = self.start_containers(&obs, &actions, now).await;
             acted |= !actions.start.is_empty() && obs.sandbox.as_ref().is_some_and(|s| s.ready);
             self.back_off(&actions);
@@ -477,6 +478,22 @@ impl PodWorker {
                 (!st.started).then(|| c.id.clone())
             })
             .collect()
+    }
+
+    /// Stops the running containers the plan restarts because their definition changed, with
+    /// the kubelet's Killing event; true when any.
+    async fn kill_changed(&mut self, obs: &Observed, actions: &PodActions) -> bool {
+        let pod = self.pod.clone();
+        for (id, message) in &actions.kill {
+            let Some(c) = obs.containers.iter().find(|c| &c.id == id) else {
+                continue;
+            };
+            info!(container.name = %c.name, "Killing: {message}");
+            self.event(Some(&c.name), EventType::Normal, "Killing", message.clone());
+            let ip = self.hook_ip(&c.sandbox_id).to_string();
+            teardown::stop_container(&self.ctx, &pod, c, &ip, None).await;
+        }
+        !actions.kill.is_empty()
     }
 
     /// Kills the running containers whose liveness or startup probe failed (the kubelet's

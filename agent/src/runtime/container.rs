@@ -160,6 +160,10 @@ pub fn container_config(
     if init {
         annotations.insert(labels::BOSUN_CONTAINER_KIND.into(), "init".into());
     }
+    annotations.insert(
+        labels::BOSUN_SPEC_IMAGE.into(),
+        container.image.clone().unwrap_or_default(),
+    );
     let sc = container.security_context.as_ref();
     let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     let caps = sc.and_then(|s| s.capabilities.as_ref());

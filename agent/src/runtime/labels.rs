@@ -23,6 +23,9 @@ pub const TERMINATION_MESSAGE_PATH: &str = "io.kubernetes.container.terminationM
 pub const TERMINATION_MESSAGE_POLICY: &str = "io.kubernetes.container.terminationMessagePolicy";
 /// Annotation: the pod's termination grace period in seconds.
 pub const POD_TERMINATION_GRACE: &str = "io.kubernetes.pod.terminationGracePeriod";
+/// Annotation (bosun): the image the container's spec named when it was created; a container
+/// whose spec now names another is restarted (the kubelet hashes the name and image only).
+pub const BOSUN_SPEC_IMAGE: &str = "bosun.dev/spec-image";
 /// Annotation (bosun): "init" for init containers, absent for app containers.
 pub const BOSUN_CONTAINER_KIND: &str = "bosun.dev/container-kind";
 /// Pod annotation: where the pod came from (file, api).

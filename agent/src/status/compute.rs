@@ -554,6 +554,7 @@ mod tests {
             message: String::new(),
             image_ref: String::new(),
             created_at: created,
+            spec_image: None,
         }
     }
 
