@@ -1127,3 +1127,56 @@ async fn an_image_change_restarts_the_container_with_the_kubelets_event() {
         bosun.log_text()
     );
 }
+
+#[tokio::test]
+async fn run_as_non_root_is_verified_against_the_image_user() {
+    let node = ClusterNode::new("pods-nonroot");
+    let mut bosun = node.start();
+    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let root = format!("{}-root", node.name);
+    let spec = pod(&node, &root, "Never")
+        .container(Container::sh("main", "sleep 3600"))
+        .spec("securityContext", serde_json::json!({"runAsNonRoot": true}))
+        .build();
+    let created = api.create(&PostParams::default(), &spec).await.unwrap();
+    let uid = created.metadata.uid.unwrap();
+    // busybox runs as root: refused with the kubelet's reason and message.
+    let reasons = waiting_reasons(&api, &root, "CreateContainerConfigError", 60).await;
+    let (_, message) = reasons.last().unwrap();
+    assert_eq!(
+        message,
+        &format!(
+            "container has runAsNonRoot and image will run as root (pod: \"{root}_default({uid})\", container: main)"
+        )
+    );
+    // A numeric non-root runAsUser passes, and the process runs as that user.
+    let user = format!("{}-user", node.name);
+    let spec = pod(&node, &user, "Never")
+        .container(Container::sh("main", "id -u; sleep 3600"))
+        .spec(
+            "securityContext",
+            serde_json::json!({"runAsNonRoot": true, "runAsUser": 1234}),
+        )
+        .build();
+    create(&api, &spec).await;
+    wait_pod(&api, &user, "pod Running", 60, |p| {
+        (phase(p) == "Running").then_some(())
+    })
+    .await;
+    // runAsUser 0 under runAsNonRoot: refused.
+    let zero = format!("{}-zero", node.name);
+    let spec = pod(&node, &zero, "Never")
+        .container(Container::sh("main", "sleep 3600").with(
+            "securityContext",
+            serde_json::json!({"runAsNonRoot": true, "runAsUser": 0}),
+        ))
+        .build();
+    let created = api.create(&PostParams::default(), &spec).await.unwrap();
+    let uid = created.metadata.uid.unwrap();
+    let reasons = waiting_reasons(&api, &zero, "CreateContainerConfigError", 60).await;
+    assert_eq!(
+        reasons.last().unwrap().1,
+        format!("container's runAsUser breaks non-root policy (pod: \"{zero}_default({uid})\", container: main)")
+    );
+    assert!(bosun.try_exit().is_none(), "bosun exited: {}", bosun.log_text());
+}

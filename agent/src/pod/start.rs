@@ -151,8 +151,22 @@ impl Start<'_> {
     }
 
     /// The container's CRI config and its sandbox's, and the log file it writes: env read from
-    /// the API, the termination log made empty, the pod's managed /etc/hosts written.
+    /// the API, runAsNonRoot verified against the image's user, the termination log made
+    /// empty, the pod's managed /etc/hosts written. A config that cannot be made gets the
+    /// kubelet's Failed event ("Error: ...").
     pub async fn config(
+        &self,
+        volumes: &HashMap<String, String>,
+        pod_ips: &[String],
+    ) -> Result<(ContainerConfig, PodSandboxConfig, PathBuf), StartError> {
+        let r = self.make_config(volumes, pod_ips).await;
+        if let Err(StartError::Config(msg)) = &r {
+            self.event(EventType::Warning, "Failed", format!("Error: {msg}"));
+        }
+        r
+    }
+
+    async fn make_config(
         &self,
         volumes: &HashMap<String, String>,
         pod_ips: &[String],
@@ -162,6 +176,7 @@ impl Start<'_> {
         let (config_maps, secrets) = env_objects(ctx, pod, spec)
             .await
             .map_err(StartError::Config)?;
+        self.verify_run_as_non_root().await?;
         let service_env = service_env(ctx, pod).await;
         let pod_dir = ctx.dirs.pod_dir(&key.uid);
         let tlog = termination_log(&pod_dir, &self.start.name, self.start.restart_count);
@@ -194,6 +209,60 @@ impl Start<'_> {
         let sandbox_config = sandbox_config(pod, self.sandbox.attempt, &ctx.dirs)
             .map_err(|e| StartError::Config(e.to_string()))?;
         Ok((config, sandbox_config, log_path))
+    }
+
+    /// The kubelet's verifyRunAsNonRoot: with runAsNonRoot, the effective runAsUser must not
+    /// be 0, and without one the image's user (CRI ImageStatus) must be numeric and not root.
+    async fn verify_run_as_non_root(&self) -> Result<(), StartError> {
+        let (pod, spec) = (self.pod, self.spec);
+        let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+        let sc = spec.security_context.as_ref();
+        let non_root = sc
+            .and_then(|s| s.run_as_non_root)
+            .or(pod_sc.and_then(|s| s.run_as_non_root));
+        if non_root != Some(true) {
+            return Ok(());
+        }
+        let key = PodKey::of(pod);
+        let who = format!(
+            "(pod: \"{}_{}({})\", container: {})",
+            key.name, key.namespace, key.uid, spec.name
+        );
+        let run_as = sc
+            .and_then(|s| s.run_as_user)
+            .or(pod_sc.and_then(|s| s.run_as_user));
+        if let Some(uid) = run_as {
+            return match uid {
+                0 => Err(StartError::Config(format!(
+                    "container's runAsUser breaks non-root policy {who}"
+                ))),
+                _ => Ok(()),
+            };
+        }
+        let image = spec.image.as_deref().unwrap_or_default();
+        let status = self
+            .ctx
+            .cri
+            .image_status(image)
+            .await
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let uid = status.as_ref().and_then(|i| i.uid.as_ref()).map(|u| u.value);
+        let username = status.map(|i| i.username).unwrap_or_default();
+        match uid {
+            None if !username.is_empty() => Err(StartError::Config(format!(
+                "container has runAsNonRoot and image has non-numeric user ({username}), \
+                 cannot verify user is non-root {who}"
+            ))),
+            Some(0) | None => Err(StartError::Config(format!(
+                "container has runAsNonRoot and image will run as root {who}"
+            ))),
+            Some(u) if u < 0 || u > i64::from(i32::MAX) => Err(StartError::Config(format!(
+                "container has runAsNonRoot and image has an invalid user id ({u}). \
+                 (Must be 1-({})): must be between 0 and 2147483647, inclusive {who}",
+                i32::MAX
+            ))),
+            Some(_) => Ok(()),
+        }
     }
 
     /// The pod's managed /etc/hosts mount, when the container gets one.
