@@ -414,5 +414,13 @@ fn server_state(
             authz.cache_authorized_ttl,
             authz.cache_unauthorized_ttl,
         ),
+        runtime: Arc::new(ctx.cri.clone()),
+        pod_logs_dir: cfg.pod_logs_dir.clone(),
+        node_log_dir: "/var/log".into(),
+        endpoints: crate::server::Endpoints {
+            debugging_handlers: cfg.kubelet.enable_debugging_handlers,
+            system_log_handler: cfg.kubelet.enable_system_log_handler,
+        },
+        configz: crate::config::file::effective(&cfg.kubelet),
     }
 }

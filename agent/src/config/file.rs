@@ -174,6 +174,10 @@ pub mod defaults {
     pub fn fail_cgroup_v1() -> bool {
         true
     }
+    /// The `enable*Handler` switches that default to on.
+    pub fn enabled() -> bool {
+        true
+    }
 }
 
 /// The kubelet's v1beta1 KubeletConfiguration, restricted to the fields bosun reads.
@@ -351,6 +355,18 @@ pub struct KubeletConfiguration {
     /// Refuse to start on a cgroup v1 host.
     #[serde(default = "defaults::fail_cgroup_v1", rename = "failCgroupV1")]
     pub fail_cgroup_v1: bool,
+    /// Serve exec, attach, portForward, containerLogs, runningpods, logs and pprof.
+    #[serde(default = "defaults::enabled")]
+    pub enable_debugging_handlers: bool,
+    /// Serve the node's log directory at `/logs/` (with the debugging handlers).
+    #[serde(default = "defaults::enabled")]
+    pub enable_system_log_handler: bool,
+    /// The node log query on `/logs/` (bosun serves files only; see not_acted_on).
+    #[serde(default)]
+    pub enable_system_log_query: bool,
+    /// Serve `/debug/pprof/` (bosun has no Go profiler: it answers as the kubelet with it off).
+    #[serde(default = "defaults::enabled")]
+    pub enable_profiling_handler: bool,
 }
 
 /// `authentication`.
@@ -620,7 +636,6 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
     ("preloadedImagesVerificationAllowlist", ""),
     ("eventRecordQPS", "50"),
     ("eventBurst", "100"),
-    ("enableDebuggingHandlers", "true"),
     ("enableContentionProfiling", ""),
     ("oomScoreAdj", "-999"),
     ("streamingConnectionIdleTimeout", "\"4h\""),
@@ -671,12 +686,9 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
     ),
     ("providerID", ""),
     ("kernelMemcgNotification", ""),
-    ("enableSystemLogHandler", "true"),
-    ("enableSystemLogQuery", ""),
     ("shutdownGracePeriodByPodPriority", ""),
     ("crashLoopBackOff", ""),
     ("reservedMemory", ""),
-    ("enableProfilingHandler", "true"),
     ("enableDebugFlagsHandler", "true"),
     ("seccompDefault", ""),
     ("memoryThrottlingFactor", "0.9"),
@@ -689,6 +701,34 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
     ("logging.options", ""),
     ("logging.vmodule", ""),
 ];
+
+/// The configuration as the kubelet's `/configz` shows it (`kubelet.config.k8s.io/v1beta1`): the
+/// fields bosun reads with their effective values, and the kubelet's defaults of the ones it does
+/// not read (zero-valued ones left out, as Go's `omitempty` does).
+pub fn effective(k: &KubeletConfiguration) -> Value {
+    let mut v = serde_json::to_value(k).unwrap_or_default();
+    let Value::Object(m) = &mut v else {
+        return v;
+    };
+    for (field, default) in NOT_SUPPORTED {
+        let Ok(default) = serde_json::from_str::<Value>(default) else {
+            continue;
+        };
+        match field.split_once('.') {
+            Some((parent, child)) => {
+                if let Some(Value::Object(p)) = m.get_mut(parent) {
+                    p.entry(child.to_string()).or_insert(default);
+                }
+            }
+            None => {
+                m.entry(field.to_string()).or_insert(default);
+            }
+        }
+    }
+    m.insert("apiVersion".into(), API_VERSION.into());
+    m.insert("kind".into(), KIND.into());
+    v
+}
 
 /// True for the values a Go zero value serializes to: null, false, 0, "", "0", "0s", [] and {} of those.
 fn is_zero(v: &Value) -> bool {

@@ -16,17 +16,81 @@ use super::{PeerUser, Server, authz};
 
 /// The router: every route behind the auth filter.
 pub fn router(server: Arc<Server>) -> Router {
-    Router::new()
+    let base = Router::new()
         .route("/healthz", get(healthz))
         .route("/healthz/ping", get(ping))
         .route("/pods", get(pods))
         .route("/pods/", get(pods))
         .route("/metrics", get(metrics))
         .route("/metrics/resource", get(resource_metrics))
-        .route("/stats/summary", get(summary).post(summary))
-        .fallback(not_found)
+        .route("/stats/summary", get(summary).post(summary));
+    let endpoints = server.endpoints;
+    let app = if endpoints.debugging_handlers {
+        debugging(base, endpoints)
+    } else {
+        debugging_disabled(base)
+    };
+    app.fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(server.clone(), filter))
         .with_state(server)
+}
+
+/// The kubelet's debugging handlers (`InstallAuthRequiredHandlers`, `InstallSystemLogHandler`,
+/// `InstallProfilingHandler`); exec, attach, portForward and run are added next to these.
+fn debugging(r: Router<Arc<Server>>, endpoints: super::Endpoints) -> Router<Arc<Server>> {
+    let r = r
+        .route(
+            "/containerLogs/{namespace}/{pod}/{container}",
+            get(super::container_logs::get),
+        )
+        .route("/configz", get(super::configz::get))
+        .route("/runningpods/", get(super::running_pods::get));
+    // Bosun has no Go profiler to serve: the answer of a kubelet with profiling off.
+    let r = disabled(r, "/debug/pprof/", "profiling endpoint is disabled.");
+    if endpoints.system_log_handler {
+        r.route("/logs/", get(super::node_logs::root))
+            .route("/logs/{*path}", get(super::node_logs::get))
+    } else {
+        disabled(r, "/logs/", "logs endpoint is disabled.")
+    }
+}
+
+/// With `enableDebuggingHandlers: false`, as the kubelet's `InstallDebuggingDisabledHandlers`.
+fn debugging_disabled(mut r: Router<Arc<Server>>) -> Router<Arc<Server>> {
+    for prefix in [
+        "/run/",
+        "/exec/",
+        "/attach/",
+        "/portForward/",
+        "/containerLogs/",
+        "/runningpods/",
+        "/debug/pprof/",
+        "/logs/",
+    ] {
+        r = disabled(r, prefix, "Debug endpoints are disabled.");
+    }
+    r
+}
+
+/// `prefix` and everything below it answer 405 with `message`, as Go's `http.Error`.
+fn disabled(
+    r: Router<Arc<Server>>,
+    prefix: &'static str,
+    message: &'static str,
+) -> Router<Arc<Server>> {
+    let answer = move || async move {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            format!("{message}\n"),
+        )
+            .into_response()
+    };
+    r.route(prefix, axum::routing::any(answer))
+        .route(&format!("{prefix}{{*rest}}"), axum::routing::any(answer))
 }
 
 fn text(code: StatusCode, body: String) -> Response {
