@@ -7,7 +7,7 @@
 //! hostile paths against `/containerLogs` on the node port, and `/configz` through the API
 //! server's node proxy.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bosun_tests::pod::{create, delete_and_wait_gone, wait_pod};
 use bosun_tests::{
     Agent, ClusterNode, Container, Env, KubeletClient, PodBuilder, admin_client, mint_client_cert,
-    wait_until,
+    prom, wait_until, wait_until_async,
 };
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -113,8 +113,104 @@ fn pods(node: &ClusterNode) -> Vec<(&'static str, Pod)> {
     ]
 }
 
-/// Runs the pods on a node of `agent` and returns every kubectl outcome, node names masked.
-async fn observe(agent: Agent) -> BTreeMap<String, Outcome> {
+/// For each cAdvisor family with a series of pod `pod`: `<family> container=<container label>`
+/// -> the label names of those series.
+type Shape = BTreeMap<String, BTreeSet<String>>;
+
+/// Scrapes `/metrics/cadvisor` of `node` through the API server's node proxy, strictly parsed.
+async fn cadvisor(node: &str) -> prom::Exposition {
+    let path = format!("/api/v1/nodes/{node}/proxy/metrics/cadvisor");
+    let (code, text, err) = kubectl(&["get", "--raw", &path], 30).await;
+    assert_eq!(code, 0, "{path}: {err}");
+    prom::parse(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The shape of pod `pod`'s series once every `required` key of it shows (60 s at most), and,
+/// when its container `main` has series, facts about them: `name` is the runtime's container
+/// ID, `id` the cgroup ending in it, `image` the status's, CPU and working set above zero.
+async fn cadvisor_of(node: &str, pod: &Pod, required: &[&str]) -> (Shape, String) {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let st = bosun_tests::pod::container_status(pod, "main").expect("main's status");
+    let cid = st.container_id.clone().unwrap_or_default();
+    let cid = cid
+        .split_once("://")
+        .map_or(cid.as_str(), |(_, id)| id)
+        .to_string();
+    let shape_of = |expo: &prom::Exposition| {
+        let mut shape = Shape::new();
+        for s in expo
+            .samples
+            .iter()
+            .filter(|s| s.labels.get("pod") == Some(&name))
+        {
+            let c = s.labels.get("container").cloned().unwrap_or_default();
+            shape
+                .entry(format!("{} container={c}", s.name))
+                .or_default()
+                .extend(s.labels.keys().cloned());
+        }
+        shape
+    };
+    let what = format!("cAdvisor series {required:?} of {name} on {node}");
+    let (expo, shape) = wait_until_async(&what, Duration::from_secs(60), || async {
+        let e = cadvisor(node).await;
+        let shape = shape_of(&e);
+        required
+            .iter()
+            .all(|k| shape.contains_key(*k))
+            .then_some((e, shape))
+    })
+    .await;
+    let main = |s: &&prom::Sample| {
+        s.labels.get("pod") == Some(&name)
+            && s.labels.get("container").map(String::as_str) == Some("main")
+    };
+    let value = |family: &str| {
+        expo.named(family)
+            .filter(main)
+            .map(|s| s.value)
+            .fold(0.0, f64::max)
+    };
+    let facts = match expo.named("container_cpu_usage_seconds_total").find(main) {
+        None => "no series of container main".to_string(),
+        Some(cpu) => format!(
+            "name is the container ID: {}, id ends with it: {}, image: {}, cpu > 0: {}, working set > 0: {}, started: {}",
+            cpu.labels["name"] == cid,
+            cpu.labels["id"].ends_with(&cid),
+            cpu.labels["image"] == st.image,
+            value("container_cpu_usage_seconds_total") > 0.0,
+            value("container_memory_working_set_bytes") > 0.0,
+            value("container_start_time_seconds") > 1.7e9,
+        ),
+    };
+    (shape, facts)
+}
+
+/// What Bosun's cAdvisor series of a pod must have: dashboards read these.
+const BOSUN_CADVISOR: &[&str] = &[
+    "container_cpu_usage_seconds_total container=main",
+    "container_memory_working_set_bytes container=main",
+    "container_memory_usage_bytes container=main",
+    "container_memory_rss container=main",
+    "container_fs_usage_bytes container=main",
+    "container_start_time_seconds container=main",
+    "container_cpu_usage_seconds_total container=",
+    "container_memory_working_set_bytes container=",
+    "container_network_receive_bytes_total container=",
+    "container_network_transmit_bytes_total container=",
+    "container_start_time_seconds container=",
+];
+
+/// What the reference kubelet's cAdvisor has of a pod here: its cAdvisor cannot reach the test's
+/// private containerd socket, so it labels the pod cgroup alone (through the kubelet).
+const KUBELET_CADVISOR: &[&str] = &[
+    "container_memory_working_set_bytes container=",
+    "container_start_time_seconds container=",
+];
+
+/// Runs the pods on a node of `agent` and returns every kubectl outcome, node names masked, and
+/// the shape of the restarting pod's cAdvisor series.
+async fn observe(agent: Agent) -> (BTreeMap<String, Outcome>, Shape) {
     let client = admin_client().await;
     let node = ClusterNode::new(&format!("logs-{}", agent.name()));
     let mut proc = agent.start_ready(&node, &client, 120).await;
@@ -171,6 +267,22 @@ async fn observe(agent: Agent) -> BTreeMap<String, Outcome> {
         (s.restart_count >= 1 && bosun_tests::pod::is_running(Some(s))).then_some(())
     })
     .await;
+    let required = match agent {
+        Agent::Bosun => BOSUN_CADVISOR,
+        Agent::Kubelet => KUBELET_CADVISOR,
+    };
+    let (shape, facts) = cadvisor_of(
+        &node.name,
+        &api.get(&restarts).await.expect("pod"),
+        required,
+    )
+    .await;
+    if agent == Agent::Bosun {
+        assert_eq!(
+            facts,
+            "name is the container ID: true, id ends with it: true, image: true, cpu > 0: true, working set > 0: true, started: true"
+        );
+    }
     let checks: &[(&str, &[&str])] = &[
         ("restarts", &[]),
         ("restarts --previous", &["--previous"]),
@@ -234,13 +346,28 @@ async fn observe(agent: Agent) -> BTreeMap<String, Outcome> {
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     delete_and_wait_gone(&api, &names, 120).await;
     proc.stop();
-    seen
+    (seen, shape)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_logs_as_on_the_kubelet() {
-    let (bosun, kubelet) = tokio::join!(observe(Agent::Bosun), observe(Agent::Kubelet));
+    let ((bosun, bosun_shape), (kubelet, kubelet_shape)) =
+        tokio::join!(observe(Agent::Bosun), observe(Agent::Kubelet));
     eprintln!("bosun: {bosun:#?}\nkubelet: {kubelet:#?}");
+    eprintln!("cAdvisor series, bosun: {bosun_shape:#?}\nkubelet: {kubelet_shape:#?}");
+    // The pod's series both serve carry the same labels (the kubelet's container series have no
+    // pod labels here: see KUBELET_CADVISOR).
+    let mut common = 0;
+    for (family, labels) in &bosun_shape {
+        if let Some(theirs) = kubelet_shape.get(family) {
+            assert_eq!(labels, theirs, "cAdvisor {family}");
+            common += 1;
+        }
+    }
+    assert!(
+        common >= KUBELET_CADVISOR.len(),
+        "too few cAdvisor series in common"
+    );
     let ok = |out: &str| (0, out.to_string(), String::new());
     let err = |msg: &str| {
         (

@@ -23,6 +23,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/pods/", get(pods))
         .route("/metrics", get(metrics))
         .route("/metrics/resource", get(resource_metrics))
+        .route("/metrics/cadvisor", get(cadvisor_metrics))
         .route("/stats/summary", get(summary).post(summary));
     let endpoints = server.endpoints;
     let app = if endpoints.debugging_handlers {
@@ -269,6 +270,31 @@ async fn resource_metrics(State(s): State<Arc<Server>>) -> Response {
         StatusCode::OK,
         [(header::CONTENT_TYPE, super::resource_metrics::CONTENT_TYPE)],
         super::resource_metrics::encode(latest.as_deref()),
+    )
+        .into_response()
+}
+
+/// `/metrics/cadvisor`: cAdvisor's container series from the latest sample.
+async fn cadvisor_metrics(State(s): State<Arc<Server>>) -> Response {
+    let latest = s.stats.latest();
+    let mut images = super::cadvisor::Images::new();
+    for pod in s.statuses.pods() {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let statuses = pod.status.iter().flat_map(|st| {
+            [&st.container_statuses, &st.init_container_statuses]
+                .into_iter()
+                .flatten()
+                .flatten()
+        });
+        for c in statuses {
+            images.insert((uid.clone(), c.name.clone()), c.image.clone());
+        }
+    }
+    let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, super::resource_metrics::CONTENT_TYPE)],
+        super::cadvisor::encode(latest.as_deref(), &s.stats.identities(), &images, now),
     )
         .into_response()
 }

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod authz;
 mod cache;
+pub mod cadvisor;
 pub mod configz;
 pub mod container_logs;
 pub mod handlers;
