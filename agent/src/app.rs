@@ -379,6 +379,17 @@ fn server_tls(cfg: &Config) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     )?)
 }
 
+/// The effective configuration `/configz` serves: with no serving certificate configured, the
+/// self-signed one's paths, as the kubelet fills them in.
+fn configz(cfg: &Config) -> serde_json::Value {
+    let mut k = cfg.kubelet.clone();
+    if k.tls_cert_file.is_empty() && k.tls_private_key_file.is_empty() {
+        k.tls_cert_file = cfg.cert_dir.join("kubelet.crt").display().to_string();
+        k.tls_private_key_file = cfg.cert_dir.join("kubelet.key").display().to_string();
+    }
+    crate::config::file::effective(&k)
+}
+
 /// What the server's handlers and auth filter need.
 fn server_state(
     cfg: &Config,
@@ -421,6 +432,6 @@ fn server_state(
             debugging_handlers: cfg.kubelet.enable_debugging_handlers,
             system_log_handler: cfg.kubelet.enable_system_log_handler,
         },
-        configz: crate::config::file::effective(&cfg.kubelet),
+        configz: configz(cfg),
     }
 }

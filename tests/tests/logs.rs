@@ -210,7 +210,7 @@ const KUBELET_CADVISOR: &[&str] = &[
 
 /// Runs the pods on a node of `agent` and returns every kubectl outcome, node names masked, and
 /// the shape of the restarting pod's cAdvisor series.
-async fn observe(agent: Agent) -> (BTreeMap<String, Outcome>, Shape) {
+async fn observe(agent: Agent) -> (BTreeMap<String, Outcome>, Shape, serde_json::Value) {
     let client = admin_client().await;
     let node = ClusterNode::new(&format!("logs-{}", agent.name()));
     let mut proc = agent.start_ready(&node, &client, 120).await;
@@ -339,6 +339,40 @@ async fn observe(agent: Agent) -> (BTreeMap<String, Outcome>, Shape) {
     }
     seen.insert("nopull".into(), mask(last.expect("one try")));
 
+    let configz = {
+        let path = format!("/api/v1/nodes/{}/proxy/configz", node.name);
+        let (code, out, err) = kubectl(&["get", "--raw", &path], 30).await;
+        assert_eq!(code, 0, "{}: {path}: {err}", agent.name());
+        let v: serde_json::Value = serde_json::from_str(&out).expect("configz JSON");
+        v["kubeletconfig"].clone()
+    };
+
+    // enableDebuggingHandlers: false, the agent restarted on the same node, its pods running.
+    proc.stop();
+    let config = node.path().join("config.yaml");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str("enableDebuggingHandlers: false\n");
+    std::fs::write(&config, text).expect("config");
+    let mut proc = agent.start_ready(&node, &client, 120).await;
+    // The Node is still Ready from before: wait for the new process's port to answer.
+    let healthz = format!("/api/v1/nodes/{}/proxy/healthz", node.name);
+    wait_until_async(
+        "the restarted agent's port",
+        Duration::from_secs(60),
+        || async { (kubectl(&["get", "--raw", &healthz], 30).await.0 == 0).then_some(()) },
+    )
+    .await;
+    seen.insert(
+        "debugging off: restarts".into(),
+        mask(kubectl(&["logs", &restarts], 30).await),
+    );
+    let configz_path = format!("/api/v1/nodes/{}/proxy/configz", node.name);
+    let (code, _, err) = kubectl(&["get", "--raw", &configz_path], 30).await;
+    seen.insert(
+        "debugging off: configz".into(),
+        mask((code, String::new(), err)),
+    );
+
     let names: Vec<String> = specs
         .iter()
         .filter_map(|(_, p)| p.metadata.name.clone())
@@ -346,13 +380,37 @@ async fn observe(agent: Agent) -> (BTreeMap<String, Outcome>, Shape) {
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     delete_and_wait_gone(&api, &names, 120).await;
     proc.stop();
-    (seen, shape)
+    (seen, shape, configz)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_logs_as_on_the_kubelet() {
-    let ((bosun, bosun_shape), (kubelet, kubelet_shape)) =
+    let ((bosun, bosun_shape, bosun_configz), (kubelet, kubelet_shape, kubelet_configz)) =
         tokio::join!(observe(Agent::Bosun), observe(Agent::Kubelet));
+    // /configz: the same effective configuration, node-specific values aside.
+    let node_specific = [
+        "cgroupRoot",
+        "containerRuntimeEndpoint",
+        "podLogsDir",
+        "port",
+        "resolvConf",
+        "staticPodPath",
+        "tlsCertFile",
+        "tlsPrivateKeyFile",
+    ];
+    let mut configz = [bosun_configz, kubelet_configz];
+    for c in &mut configz {
+        let m = c.as_object_mut().expect("configz object");
+        for key in node_specific {
+            let v = m.remove(key);
+            assert!(v.is_some_and(|v| v != json!("")), "configz {key}");
+        }
+    }
+    assert_eq!(
+        configz[0], configz[1],
+        "configz differs\nbosun: {:#}\nkubelet: {:#}",
+        configz[0], configz[1]
+    );
     eprintln!("bosun: {bosun:#?}\nkubelet: {kubelet:#?}");
     eprintln!("cAdvisor series, bosun: {bosun_shape:#?}\nkubelet: {kubelet_shape:#?}");
     // The pod's series both serve carry the same labels (the kubelet's container series have no
@@ -403,6 +461,22 @@ async fn kubectl_logs_as_on_the_kubelet() {
             ok("<ts> out 3\n"),
         ),
         ("restarts --tail=-1", ok("second run\n")),
+        (
+            "debugging off: restarts",
+            (
+                1,
+                String::new(),
+                "Error from server (MethodNotAllowed): the server does not allow this method on the requested resource ( pods/log <node>-restarts)\n".into(),
+            ),
+        ),
+        (
+            "debugging off: configz",
+            (
+                1,
+                String::new(),
+                "Error from server (NotFound): the server could not find the requested resource\n".into(),
+            ),
+        ),
         (
             "nopull",
             err(

@@ -702,18 +702,118 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
     ("logging.vmodule", ""),
 ];
 
+/// What `/configz` shows for fields [`NOT_SUPPORTED`] lists differently: a default the kubelet
+/// fills only in its internal conversion (`None`: it shows nothing), as v1.37 serves them.
+const CONFIGZ_DEFAULTS: &[(&str, Option<&str>)] = &[
+    ("draManagerReconcilePeriod", None),
+    ("memoryThrottlingFactor", None),
+    ("podHousekeepingPeriod", None),
+    ("seccompDefault", Some("false")),
+    ("memorySwap", Some("{}")),
+    (
+        "crashLoopBackOff",
+        Some(r#"{"maxContainerRestartPeriod": "5m0s"}"#),
+    ),
+    (
+        "logging.options",
+        Some(r#"{"json": {"infoBufferSize": "0"}, "text": {"infoBufferSize": "0"}}"#),
+    ),
+];
+
+/// v1beta1 fields that are pointers (or not `omitempty`) in the kubelet: their zero value is
+/// shown; every other zero value is left out, as Go's `omitempty` does.
+const SHOWN_WHEN_ZERO: &[&str] = &[
+    "enableServer",
+    "cgroupsPerQOS",
+    "enableControllerAttachDetach",
+    "makeIPTablesUtilChains",
+    "failSwapOn",
+    "failCgroupV1",
+    "enableDebuggingHandlers",
+    "enableSystemLogHandler",
+    "enableSystemLogQuery",
+    "enableProfilingHandler",
+    "enableDebugFlagsHandler",
+    "seccompDefault",
+    "localStorageCapacityIsolation",
+    "registerNode",
+    "serializeImagePulls",
+    "mergeDefaultEvictionSettings",
+    "cpuCFSQuota",
+    "healthzPort",
+    "podPidsLimit",
+    "eventRecordQPS",
+    "eventBurst",
+    "registryPullQPS",
+    "registryBurst",
+    "kubeAPIQPS",
+    "kubeAPIBurst",
+    "nodeStatusMaxImages",
+    "oomScoreAdj",
+    "iptablesMasqueradeBit",
+    "iptablesDropBit",
+    "imageGCHighThresholdPercent",
+    "imageGCLowThresholdPercent",
+    "containerLogMaxFiles",
+    "containerLogMaxWorkers",
+    "nodeLeaseDurationSeconds",
+    "memorySwap",
+    "enabled",
+    "verbosity",
+    "infoBufferSize",
+];
+
+/// Drops what Go's `omitempty` would, recursively (see [`SHOWN_WHEN_ZERO`]).
+fn omit_empty(v: &mut Value) {
+    if let Value::Object(m) = v {
+        m.retain(|k, v| {
+            omit_empty(v);
+            let empty = match v {
+                Value::Null => true,
+                Value::String(s) => s.is_empty(),
+                Value::Array(a) => a.is_empty(),
+                Value::Object(o) => o.is_empty(),
+                Value::Bool(b) => !*b,
+                Value::Number(n) => n.as_f64() == Some(0.0),
+            };
+            !empty || SHOWN_WHEN_ZERO.contains(&k.as_str())
+        });
+    }
+}
+
+/// A default as the kubelet prints it: durations in Go's form (`5m` is `5m0s`).
+fn go_form(v: Value) -> Value {
+    match &v {
+        Value::String(s) => match duration::parse(s) {
+            Ok(d) if s.chars().any(|c| c.is_ascii_alphabetic()) => {
+                Value::String(duration::format(d))
+            }
+            _ => v,
+        },
+        _ => v,
+    }
+}
+
 /// The configuration as the kubelet's `/configz` shows it (`kubelet.config.k8s.io/v1beta1`): the
-/// fields bosun reads with their effective values, and the kubelet's defaults of the ones it does
-/// not read (zero-valued ones left out, as Go's `omitempty` does).
+/// fields bosun reads with their effective values, the kubelet's defaults of the ones it does not
+/// read, zero values left out as Go's `omitempty` does.
 pub fn effective(k: &KubeletConfiguration) -> Value {
     let mut v = serde_json::to_value(k).unwrap_or_default();
     let Value::Object(m) = &mut v else {
         return v;
     };
-    for (field, default) in NOT_SUPPORTED {
-        let Ok(default) = serde_json::from_str::<Value>(default) else {
+    let defaults = NOT_SUPPORTED.iter().map(|(field, default)| {
+        let shown = CONFIGZ_DEFAULTS
+            .iter()
+            .find(|(f, _)| f == field)
+            .map_or(Some(*default), |(_, d)| *d);
+        (*field, shown)
+    });
+    for (field, default) in defaults {
+        let Some(Ok(default)) = default.map(serde_json::from_str::<Value>) else {
             continue;
         };
+        let default = go_form(default);
         match field.split_once('.') {
             Some((parent, child)) => {
                 if let Some(Value::Object(p)) = m.get_mut(parent) {
@@ -727,6 +827,7 @@ pub fn effective(k: &KubeletConfiguration) -> Value {
     }
     m.insert("apiVersion".into(), API_VERSION.into());
     m.insert("kind".into(), KIND.into());
+    omit_empty(&mut v);
     v
 }
 
@@ -831,6 +932,50 @@ pub fn parse(path: &Path, text: &str) -> Result<(KubeletConfiguration, Vec<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn configz_shows_what_the_kubelets_shows() {
+        let mut k = KubeletConfiguration::default();
+        k.set_defaults();
+        let v = effective(&k);
+        let cases: &[(&str, serde_json::Value)] = &[
+            ("kind", serde_json::json!("KubeletConfiguration")),
+            ("port", serde_json::json!(10250)),
+            (
+                "evictionPressureTransitionPeriod",
+                serde_json::json!("5m0s"),
+            ),
+            (
+                "streamingConnectionIdleTimeout",
+                serde_json::json!("4h0m0s"),
+            ),
+            (
+                "crashLoopBackOff",
+                serde_json::json!({"maxContainerRestartPeriod": "5m0s"}),
+            ),
+            ("seccompDefault", serde_json::json!(false)),
+            ("memorySwap", serde_json::json!({})),
+            ("enableDebuggingHandlers", serde_json::json!(true)),
+            ("enableSystemLogQuery", serde_json::json!(false)),
+        ];
+        for (key, want) in cases {
+            assert_eq!(&v[*key], want, "{key}");
+        }
+        assert_eq!(v["authentication"]["anonymous"]["enabled"], false);
+        assert_eq!(v["logging"]["verbosity"], 0);
+        // Zero values of omitempty fields and defaults the kubelet does not show are left out.
+        for key in [
+            "readOnlyPort",
+            "rotateCertificates",
+            "featureGates",
+            "registerWithTaints",
+            "draManagerReconcilePeriod",
+            "podHousekeepingPeriod",
+            "imageServiceEndpoint",
+        ] {
+            assert!(v.get(key).is_none(), "{key}: {}", v[key]);
+        }
+    }
 
     fn parse_str(text: &str) -> Result<(KubeletConfiguration, Vec<String>), ConfigError> {
         parse(Path::new("/etc/bosun/config.yaml"), text)
