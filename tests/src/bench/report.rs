@@ -15,6 +15,7 @@ pub const REQUIRED: &[&str] = &[
     "api_requests",
     "summary_scrape_ms",
     "resource_scrape_ms",
+    "logs_follow_mb_s",
     "teardown_s",
 ];
 

@@ -37,6 +37,8 @@ pub struct Params {
     pub scrapes: usize,
     /// Where the agents' logs are copied.
     pub log_dir: PathBuf,
+    /// MiB of container log followed for `logs_follow_mb_s`.
+    pub log_mib: u64,
 }
 
 /// A steady window: process usage and the API requests made during it.
@@ -76,6 +78,8 @@ pub struct Outcome {
     pub summary_ms: Result<f64, String>,
     /// Median `/metrics/resource` latency, ms, or why not.
     pub resource_ms: Result<f64, String>,
+    /// A container's log followed on the node port, or why not.
+    pub logs_follow: Result<super::logs::Follow, String>,
     /// From the delete call to every burst pod gone from the API, seconds.
     pub teardown_s: f64,
     /// Every request of the node's user from the agent's start to the end of the teardown.
@@ -263,7 +267,7 @@ async fn measure(
         steady.requests_per_minute()
     ));
 
-    let (summary_ms, resource_ms) =
+    let (summary_ms, resource_ms, logs_follow) =
         match scrape::client(env.var("NODE_IP"), node.server_port()).await {
             Ok(c) => (
                 scrape::median_ms(&c, "/stats/summary", p.scrapes)
@@ -272,9 +276,29 @@ async fn measure(
                 scrape::median_ms(&c, "/metrics/resource", p.scrapes)
                     .await
                     .map_err(|e| format!("{e:#}")),
+                super::logs::measure(&pods, &tracker, &c, ns, &node.name, pid, p.log_mib)
+                    .await
+                    .map_err(|e| format!("{e:#}")),
             ),
-            Err(e) => (Err(format!("{e:#}")), Err(format!("{e:#}"))),
+            Err(e) => (
+                Err(format!("{e:#}")),
+                Err(format!("{e:#}")),
+                Err(format!("{e:#}")),
+            ),
         };
+    match &logs_follow {
+        Ok(f) => progress(format_args!(
+            "{}: {} MiB log followed at {:.1} MiB/s, agent cpu {:.3} s",
+            agent.name(),
+            p.log_mib,
+            f.mib_s,
+            f.cpu_seconds
+        )),
+        Err(e) => progress(format_args!(
+            "{}: log follow not measured: {e}",
+            agent.name()
+        )),
+    }
     for (path, r) in [
         ("/stats/summary", &summary_ms),
         ("/metrics/resource", &resource_ms),
@@ -318,6 +342,7 @@ async fn measure(
         steady,
         summary_ms,
         resource_ms,
+        logs_follow,
         teardown_s,
         run_requests,
     })
