@@ -384,6 +384,17 @@ fn server_tls(cfg: &Config) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     )?)
 }
 
+/// The effective configuration `/configz` serves: with no serving certificate configured, the
+/// self-signed one's paths, as the kubelet fills them in.
+fn configz(cfg: &Config) -> serde_json::Value {
+    let mut k = cfg.kubelet.clone();
+    if k.tls_cert_file.is_empty() && k.tls_private_key_file.is_empty() {
+        k.tls_cert_file = cfg.cert_dir.join("kubelet.crt").display().to_string();
+        k.tls_private_key_file = cfg.cert_dir.join("kubelet.key").display().to_string();
+    }
+    crate::config::file::effective(&k)
+}
+
 /// What the server's handlers and auth filter need.
 fn server_state(
     cfg: &Config,
@@ -419,7 +430,15 @@ fn server_state(
             authz.cache_authorized_ttl,
             authz.cache_unauthorized_ttl,
         ),
-        runtime: Some(ctx.cri.clone()),
-        stream_idle_timeout: crate::server::stream_proxy::MAX_STREAM_LIFETIME,
+        streaming_runtime: Some(ctx.cri.clone()),
+        stream_idle_timeout: cfg.kubelet.streaming_connection_idle_timeout,
+        runtime: Arc::new(ctx.cri.clone()),
+        pod_logs_dir: cfg.pod_logs_dir.clone(),
+        node_log_dir: "/var/log".into(),
+        endpoints: crate::server::Endpoints {
+            debugging_handlers: cfg.kubelet.enable_debugging_handlers,
+            system_log_handler: cfg.kubelet.enable_system_log_handler,
+        },
+        configz: configz(cfg),
     }
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod events;
 pub mod healthz;
 pub mod logging;
+pub mod logs;
 pub mod metrics;
 pub mod node;
 pub mod objects;

@@ -1176,7 +1176,13 @@ async fn run_as_non_root_is_verified_against_the_image_user() {
     let reasons = waiting_reasons(&api, &zero, "CreateContainerConfigError", 60).await;
     assert_eq!(
         reasons.last().unwrap().1,
-        format!("container's runAsUser breaks non-root policy (pod: \"{zero}_default({uid})\", container: main)")
+        format!(
+            "container's runAsUser breaks non-root policy (pod: \"{zero}_default({uid})\", container: main)"
+        )
     );
-    assert!(bosun.try_exit().is_none(), "bosun exited: {}", bosun.log_text());
+    assert!(
+        bosun.try_exit().is_none(),
+        "bosun exited: {}",
+        bosun.log_text()
+    );
 }

@@ -81,6 +81,10 @@ pub mod defaults {
     pub fn node_lease_duration_seconds() -> i32 {
         40
     }
+    /// `streamingConnectionIdleTimeout`: 4h.
+    pub fn streaming_connection_idle_timeout() -> Duration {
+        Duration::from_secs(4 * 3600)
+    }
     /// `imageMinimumGCAge`: 2m.
     pub fn image_minimum_gc_age() -> Duration {
         Duration::from_secs(120)
@@ -174,6 +178,10 @@ pub mod defaults {
     pub fn fail_cgroup_v1() -> bool {
         true
     }
+    /// The `enable*Handler` switches that default to on.
+    pub fn enabled() -> bool {
+        true
+    }
 }
 
 /// The kubelet's v1beta1 KubeletConfiguration, restricted to the fields bosun reads.
@@ -249,6 +257,9 @@ pub struct KubeletConfiguration {
     /// Duration of the node Lease.
     #[serde(default)]
     pub node_lease_duration_seconds: i32,
+    /// How long an exec, attach or port-forward stream may be idle before it is closed.
+    #[serde(default, with = "duration::serde")]
+    pub streaming_connection_idle_timeout: Duration,
     /// Minimum age of an unused image before GC.
     #[serde(default, rename = "imageMinimumGCAge", with = "duration::serde")]
     pub image_minimum_gc_age: Duration,
@@ -351,6 +362,18 @@ pub struct KubeletConfiguration {
     /// Refuse to start on a cgroup v1 host.
     #[serde(default = "defaults::fail_cgroup_v1", rename = "failCgroupV1")]
     pub fail_cgroup_v1: bool,
+    /// Serve exec, attach, portForward, containerLogs, runningpods, logs and pprof.
+    #[serde(default = "defaults::enabled")]
+    pub enable_debugging_handlers: bool,
+    /// Serve the node's log directory at `/logs/` (with the debugging handlers).
+    #[serde(default = "defaults::enabled")]
+    pub enable_system_log_handler: bool,
+    /// The node log query on `/logs/` (bosun serves files only; see not_acted_on).
+    #[serde(default)]
+    pub enable_system_log_query: bool,
+    /// Serve `/debug/pprof/` (bosun has no Go profiler: it answers as the kubelet with it off).
+    #[serde(default = "defaults::enabled")]
+    pub enable_profiling_handler: bool,
 }
 
 /// `authentication`.
@@ -549,6 +572,10 @@ impl KubeletConfiguration {
             d::node_lease_duration_seconds,
         );
         zero_to(&mut self.image_minimum_gc_age, d::image_minimum_gc_age);
+        zero_to(
+            &mut self.streaming_connection_idle_timeout,
+            d::streaming_connection_idle_timeout,
+        );
         zero_to(&mut self.cgroup_driver, d::cgroup_driver);
         zero_to(
             &mut self.config_map_and_secret_change_detection_strategy,
@@ -620,10 +647,8 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
     ("preloadedImagesVerificationAllowlist", ""),
     ("eventRecordQPS", "50"),
     ("eventBurst", "100"),
-    ("enableDebuggingHandlers", "true"),
     ("enableContentionProfiling", ""),
     ("oomScoreAdj", "-999"),
-    ("streamingConnectionIdleTimeout", "\"4h\""),
     ("volumeStatsAggPeriod", "\"1m\""),
     ("kubeletCgroups", ""),
     ("systemCgroups", ""),
@@ -671,12 +696,9 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
     ),
     ("providerID", ""),
     ("kernelMemcgNotification", ""),
-    ("enableSystemLogHandler", "true"),
-    ("enableSystemLogQuery", ""),
     ("shutdownGracePeriodByPodPriority", ""),
     ("crashLoopBackOff", ""),
     ("reservedMemory", ""),
-    ("enableProfilingHandler", "true"),
     ("enableDebugFlagsHandler", "true"),
     ("seccompDefault", ""),
     ("memoryThrottlingFactor", "0.9"),
@@ -689,6 +711,135 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
     ("logging.options", ""),
     ("logging.vmodule", ""),
 ];
+
+/// What `/configz` shows for fields [`NOT_SUPPORTED`] lists differently: a default the kubelet
+/// fills only in its internal conversion (`None`: it shows nothing), as v1.37 serves them.
+const CONFIGZ_DEFAULTS: &[(&str, Option<&str>)] = &[
+    ("draManagerReconcilePeriod", None),
+    ("memoryThrottlingFactor", None),
+    ("podHousekeepingPeriod", None),
+    ("seccompDefault", Some("false")),
+    ("memorySwap", Some("{}")),
+    (
+        "crashLoopBackOff",
+        Some(r#"{"maxContainerRestartPeriod": "5m0s"}"#),
+    ),
+    (
+        "logging.options",
+        Some(r#"{"json": {"infoBufferSize": "0"}, "text": {"infoBufferSize": "0"}}"#),
+    ),
+];
+
+/// v1beta1 fields that are pointers (or not `omitempty`) in the kubelet: their zero value is
+/// shown; every other zero value is left out, as Go's `omitempty` does.
+const SHOWN_WHEN_ZERO: &[&str] = &[
+    "enableServer",
+    "cgroupsPerQOS",
+    "enableControllerAttachDetach",
+    "makeIPTablesUtilChains",
+    "failSwapOn",
+    "failCgroupV1",
+    "enableDebuggingHandlers",
+    "enableSystemLogHandler",
+    "enableSystemLogQuery",
+    "enableProfilingHandler",
+    "enableDebugFlagsHandler",
+    "seccompDefault",
+    "localStorageCapacityIsolation",
+    "registerNode",
+    "serializeImagePulls",
+    "mergeDefaultEvictionSettings",
+    "cpuCFSQuota",
+    "healthzPort",
+    "podPidsLimit",
+    "eventRecordQPS",
+    "eventBurst",
+    "registryPullQPS",
+    "registryBurst",
+    "kubeAPIQPS",
+    "kubeAPIBurst",
+    "nodeStatusMaxImages",
+    "oomScoreAdj",
+    "iptablesMasqueradeBit",
+    "iptablesDropBit",
+    "imageGCHighThresholdPercent",
+    "imageGCLowThresholdPercent",
+    "containerLogMaxFiles",
+    "containerLogMaxWorkers",
+    "nodeLeaseDurationSeconds",
+    "memorySwap",
+    "enabled",
+    "verbosity",
+    "infoBufferSize",
+];
+
+/// Drops what Go's `omitempty` would, recursively (see [`SHOWN_WHEN_ZERO`]).
+fn omit_empty(v: &mut Value) {
+    if let Value::Object(m) = v {
+        m.retain(|k, v| {
+            omit_empty(v);
+            let empty = match v {
+                Value::Null => true,
+                Value::String(s) => s.is_empty(),
+                Value::Array(a) => a.is_empty(),
+                Value::Object(o) => o.is_empty(),
+                Value::Bool(b) => !*b,
+                Value::Number(n) => n.as_f64() == Some(0.0),
+            };
+            !empty || SHOWN_WHEN_ZERO.contains(&k.as_str())
+        });
+    }
+}
+
+/// A default as the kubelet prints it: durations in Go's form (`5m` is `5m0s`).
+fn go_form(v: Value) -> Value {
+    match &v {
+        Value::String(s) => match duration::parse(s) {
+            Ok(d) if s.chars().any(|c| c.is_ascii_alphabetic()) => {
+                Value::String(duration::format(d))
+            }
+            _ => v,
+        },
+        _ => v,
+    }
+}
+
+/// The configuration as the kubelet's `/configz` shows it (`kubelet.config.k8s.io/v1beta1`): the
+/// fields bosun reads with their effective values, the kubelet's defaults of the ones it does not
+/// read, zero values left out as Go's `omitempty` does.
+pub fn effective(k: &KubeletConfiguration) -> Value {
+    let mut v = serde_json::to_value(k).unwrap_or_default();
+    let Value::Object(m) = &mut v else {
+        return v;
+    };
+    let defaults = NOT_SUPPORTED.iter().map(|(field, default)| {
+        let shown = CONFIGZ_DEFAULTS
+            .iter()
+            .find(|(f, _)| f == field)
+            .map_or(Some(*default), |(_, d)| *d);
+        (*field, shown)
+    });
+    for (field, default) in defaults {
+        let Some(Ok(default)) = default.map(serde_json::from_str::<Value>) else {
+            continue;
+        };
+        let default = go_form(default);
+        match field.split_once('.') {
+            Some((parent, child)) => {
+                if let Some(Value::Object(p)) = m.get_mut(parent) {
+                    p.entry(child.to_string()).or_insert(default);
+                }
+            }
+            None => {
+                m.entry(field.to_string()).or_insert(default);
+            }
+        }
+    }
+    m.insert("apiVersion".into(), API_VERSION.into());
+    m.insert("kind".into(), KIND.into());
+    omit_empty(&mut v);
+    v
+}
 
 /// True for the values a Go zero value serializes to: null, false, 0, "", "0", "0s", [] and {} of those.
 fn is_zero(v: &Value) -> bool {
@@ -791,6 +942,50 @@ pub fn parse(path: &Path, text: &str) -> Result<(KubeletConfiguration, Vec<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn configz_shows_what_the_kubelets_shows() {
+        let mut k = KubeletConfiguration::default();
+        k.set_defaults();
+        let v = effective(&k);
+        let cases: &[(&str, serde_json::Value)] = &[
+            ("kind", serde_json::json!("KubeletConfiguration")),
+            ("port", serde_json::json!(10250)),
+            (
+                "evictionPressureTransitionPeriod",
+                serde_json::json!("5m0s"),
+            ),
+            (
+                "streamingConnectionIdleTimeout",
+                serde_json::json!("4h0m0s"),
+            ),
+            (
+                "crashLoopBackOff",
+                serde_json::json!({"maxContainerRestartPeriod": "5m0s"}),
+            ),
+            ("seccompDefault", serde_json::json!(false)),
+            ("memorySwap", serde_json::json!({})),
+            ("enableDebuggingHandlers", serde_json::json!(true)),
+            ("enableSystemLogQuery", serde_json::json!(false)),
+        ];
+        for (key, want) in cases {
+            assert_eq!(&v[*key], want, "{key}");
+        }
+        assert_eq!(v["authentication"]["anonymous"]["enabled"], false);
+        assert_eq!(v["logging"]["verbosity"], 0);
+        // Zero values of omitempty fields and defaults the kubelet does not show are left out.
+        for key in [
+            "readOnlyPort",
+            "rotateCertificates",
+            "featureGates",
+            "registerWithTaints",
+            "draManagerReconcilePeriod",
+            "podHousekeepingPeriod",
+            "imageServiceEndpoint",
+        ] {
+            assert!(v.get(key).is_none(), "{key}: {}", v[key]);
+        }
+    }
 
     fn parse_str(text: &str) -> Result<(KubeletConfiguration, Vec<String>), ConfigError> {
         parse(Path::new("/etc/bosun/config.yaml"), text)

@@ -111,6 +111,11 @@ const FIELDS: &[NotActedOn] = &[
         set: |k, d| k.shutdown_grace_period_critical_pods != d.shutdown_grace_period_critical_pods,
     },
     NotActedOn {
+        field: "enableSystemLogQuery",
+        why: "the node log query is not implemented; /logs/ serves the node's log files",
+        set: |k, d| k.enable_system_log_query != d.enable_system_log_query,
+    },
+    NotActedOn {
         field: "imageServiceEndpoint",
         why: "images are pulled through containerRuntimeEndpoint",
         set: |k, _| {

@@ -246,7 +246,10 @@ impl Start<'_> {
             .image_status(image)
             .await
             .map_err(|e| StartError::Config(e.to_string()))?;
-        let uid = status.as_ref().and_then(|i| i.uid.as_ref()).map(|u| u.value);
+        let uid = status
+            .as_ref()
+            .and_then(|i| i.uid.as_ref())
+            .map(|u| u.value);
         let username = status.map(|i| i.username).unwrap_or_default();
         match uid {
             None if !username.is_empty() => Err(StartError::Config(format!(

@@ -16,7 +16,7 @@ use super::{PeerUser, Server, authz};
 
 /// The router: every route behind the auth filter.
 pub fn router(server: Arc<Server>) -> Router {
-    Router::new()
+    let base = Router::new()
         .route("/healthz", get(healthz))
         .route("/healthz/ping", get(ping))
         .route("/pods", get(pods))
@@ -24,7 +24,29 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/metrics", get(metrics))
         .route("/metrics/resource", get(resource_metrics))
         .route("/metrics/probes", get(probe_metrics))
-        .route("/stats/summary", get(summary).post(summary))
+        .route("/metrics/cadvisor", get(cadvisor_metrics))
+        .route("/stats/summary", get(summary).post(summary));
+    let endpoints = server.endpoints;
+    let app = if endpoints.debugging_handlers {
+        debugging(base, endpoints)
+    } else {
+        debugging_disabled(base)
+    };
+    app.fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(server.clone(), filter))
+        .with_state(server)
+}
+
+/// The kubelet's debugging handlers (`InstallAuthRequiredHandlers`, `InstallSystemLogHandler`,
+/// `InstallProfilingHandler`), with exec, attach, portForward and run ([`super::streaming`]).
+fn debugging(r: Router<Arc<Server>>, endpoints: super::Endpoints) -> Router<Arc<Server>> {
+    let r = r
+        .route(
+            "/containerLogs/{namespace}/{pod}/{container}",
+            get(super::container_logs::get),
+        )
+        .route("/configz", get(super::configz::get))
+        .route("/runningpods/", get(super::running_pods::get))
         .route(
             "/exec/{*rest}",
             get(super::streaming::exec).post(super::streaming::exec),
@@ -37,10 +59,53 @@ pub fn router(server: Arc<Server>) -> Router {
             "/portForward/{*rest}",
             get(super::streaming::port_forward).post(super::streaming::port_forward),
         )
-        .route("/run/{*rest}", post(super::streaming::run))
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(server.clone(), filter))
-        .with_state(server)
+        .route("/run/{*rest}", post(super::streaming::run));
+    // Bosun has no Go profiler to serve: the answer of a kubelet with profiling off.
+    let r = disabled(r, "/debug/pprof/", "profiling endpoint is disabled.");
+    if endpoints.system_log_handler {
+        r.route("/logs/", get(super::node_logs::root))
+            .route("/logs/{*path}", get(super::node_logs::get))
+    } else {
+        disabled(r, "/logs/", "logs endpoint is disabled.")
+    }
+}
+
+/// With `enableDebuggingHandlers: false`, as the kubelet's `InstallDebuggingDisabledHandlers`.
+fn debugging_disabled(mut r: Router<Arc<Server>>) -> Router<Arc<Server>> {
+    for prefix in [
+        "/run/",
+        "/exec/",
+        "/attach/",
+        "/portForward/",
+        "/containerLogs/",
+        "/runningpods/",
+        "/debug/pprof/",
+        "/logs/",
+    ] {
+        r = disabled(r, prefix, "Debug endpoints are disabled.");
+    }
+    r
+}
+
+/// `prefix` and everything below it answer 405 with `message`, as Go's `http.Error`.
+fn disabled(
+    r: Router<Arc<Server>>,
+    prefix: &'static str,
+    message: &'static str,
+) -> Router<Arc<Server>> {
+    let answer = move || async move {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            format!("{message}\n"),
+        )
+            .into_response()
+    };
+    r.route(prefix, axum::routing::any(answer))
+        .route(&format!("{prefix}{{*rest}}"), axum::routing::any(answer))
 }
 
 fn text(code: StatusCode, body: String) -> Response {
@@ -229,6 +294,31 @@ async fn resource_metrics(State(s): State<Arc<Server>>) -> Response {
         StatusCode::OK,
         [(header::CONTENT_TYPE, super::resource_metrics::CONTENT_TYPE)],
         super::resource_metrics::encode(latest.as_deref()),
+    )
+        .into_response()
+}
+
+/// `/metrics/cadvisor`: cAdvisor's container series from the latest sample.
+async fn cadvisor_metrics(State(s): State<Arc<Server>>) -> Response {
+    let latest = s.stats.latest();
+    let mut images = super::cadvisor::Images::new();
+    for pod in s.statuses.pods() {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let statuses = pod.status.iter().flat_map(|st| {
+            [&st.container_statuses, &st.init_container_statuses]
+                .into_iter()
+                .flatten()
+                .flatten()
+        });
+        for c in statuses {
+            images.insert((uid.clone(), c.name.clone()), c.image.clone());
+        }
+    }
+    let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, super::resource_metrics::CONTENT_TYPE)],
+        super::cadvisor::encode(latest.as_deref(), &s.stats.identities(), &images, now),
     )
         .into_response()
 }

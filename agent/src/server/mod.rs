@@ -1,18 +1,26 @@
 //! The kubelet's HTTPS server on `address:port` (0.0.0.0:10250): TLS with the serving certificate,
 //! every request authenticated ([`auth`]) and authorized ([`authz`]) as the kubelet does, then
-//! `/healthz`, `/pods`, `/stats/summary`, `/metrics/resource` and `/metrics` ([`handlers`]),
-//! `/exec`, `/attach`, `/portForward` and `/run` ([`streaming`]).
+//! `/healthz`, `/pods`, `/stats/summary`, `/metrics/resource` and `/metrics` ([`handlers`]), and
+//! with the debugging handlers `/containerLogs`, `/configz`, `/runningpods/`, `/logs/` and
+//! `/exec`, `/attach`, `/portForward`, `/run` ([`streaming`]).
 
 pub mod auth;
 pub mod authz;
 mod cache;
+pub mod cadvisor;
+pub mod configz;
+pub mod container_logs;
 pub mod handlers;
+pub mod node_logs;
 pub mod resource_metrics;
+pub mod running_pods;
+pub mod runtime_view;
 pub mod stream_proxy;
 pub mod streaming;
 pub mod tls;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -67,9 +75,38 @@ pub struct Server {
     /// Request authorization.
     pub authz: Authorizer,
     /// The runtime that serves exec, attach and port-forward; none in tests of the server alone.
-    pub runtime: Option<bosun_cri::CriClient>,
+    pub streaming_runtime: Option<bosun_cri::CriClient>,
     /// How long a proxied stream may be idle before it is closed (zero: never).
     pub stream_idle_timeout: Duration,
+    /// The runtime, asked for log paths and running pods.
+    pub runtime: Arc<dyn runtime_view::RuntimeView>,
+    /// Root of the pod log directories (`podLogsDir`).
+    pub pod_logs_dir: PathBuf,
+    /// The node's log directory served at `/logs/` (/var/log).
+    pub node_log_dir: PathBuf,
+    /// Which of the kubelet's optional endpoints are on.
+    pub endpoints: Endpoints,
+    /// The effective KubeletConfiguration, served by `/configz`.
+    pub configz: serde_json::Value,
+}
+
+/// The kubelet's switches for optional endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoints {
+    /// `enableDebuggingHandlers`: exec, attach, portForward, run, containerLogs, runningpods,
+    /// configz, logs and pprof; off, they answer 405 (configz 404) as in the kubelet.
+    pub debugging_handlers: bool,
+    /// `enableSystemLogHandler`: `/logs/` (with the debugging handlers).
+    pub system_log_handler: bool,
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        Endpoints {
+            debugging_handlers: true,
+            system_log_handler: true,
+        }
+    }
 }
 
 /// The verified client certificate's user of the connection a request came on.

@@ -257,7 +257,7 @@ async fn ready_sandbox(cri: &CriClient, uid: &str) -> Result<Option<String>, Cri
 
 /// The runtime, or the answer for a server without one.
 fn runtime(s: &Server) -> Result<&CriClient, Refused> {
-    s.runtime.as_ref().ok_or_else(|| {
+    s.streaming_runtime.as_ref().ok_or_else(|| {
         Refused(
             StatusCode::INTERNAL_SERVER_ERROR,
             "streaming is not available: no container runtime".into(),

@@ -10,14 +10,37 @@ pub mod summary;
 
 pub use sampler::{NodeFacts, SamplerConfig, spawn};
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use summary::Summary;
+
+/// What the runtime and the cgroups call the sampled pods and containers (the `id` and `name`
+/// labels of cAdvisor's series), from the same round as the Summary.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Identities {
+    /// Pod UID -> its cgroup as cAdvisor names it (`/kubepods/burstable/pod<uid>`).
+    pub pod_cgroups: HashMap<String, String>,
+    /// (pod UID, container name) -> the running instance.
+    pub containers: HashMap<(String, String), ContainerIdentity>,
+}
+
+/// One running container's runtime ID, image and cgroup.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContainerIdentity {
+    /// The runtime's container ID.
+    pub id: String,
+    /// The image reference the runtime reports.
+    pub image_ref: String,
+    /// Its cgroup as cAdvisor names it (`/kubepods/.../pod<uid>/<id>`), if found.
+    pub cgroup: Option<String>,
+}
 
 /// A cheap, clonable handle on the latest sampled Summary.
 #[derive(Clone, Debug, Default)]
 pub struct StatsProvider {
     latest: Arc<RwLock<Option<Arc<Summary>>>>,
+    identities: Arc<RwLock<Arc<Identities>>>,
 }
 
 impl StatsProvider {
@@ -37,5 +60,19 @@ impl StatsProvider {
     /// Replaces the latest Summary (the sampling loop, or tests).
     pub fn publish(&self, summary: Summary) {
         *self.latest.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(summary));
+    }
+
+    /// The identities of the latest round.
+    pub fn identities(&self) -> Arc<Identities> {
+        self.identities
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the latest Summary and the identities of its round.
+    pub fn publish_with(&self, summary: Summary, identities: Identities) {
+        *self.identities.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(identities);
+        self.publish(summary);
     }
 }

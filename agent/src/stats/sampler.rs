@@ -62,6 +62,8 @@ struct State {
     volumes_at: Option<Instant>,
     volume_interval: Duration,
     boot: Time,
+    /// The identities of the round being assembled.
+    ids: super::Identities,
 }
 
 /// What the runtime answered in one round.
@@ -95,6 +97,7 @@ pub async fn run(
         volumes_at: None,
         volume_interval: cfg.volume_interval,
         boot,
+        ids: super::Identities::default(),
     });
     if state.as_ref().is_some_and(|s| s.layout.is_none()) {
         warn!("no cgroup v1 cpuacct+memory or v2 mount found: node and pod cgroup stats left out");
@@ -107,17 +110,18 @@ pub async fn run(
         let joined = tokio::task::spawn_blocking(move || {
             let cpu = cpu_time();
             let s = assemble(&mut st, answers, SystemTime::now());
-            (st, s, cpu_time().saturating_sub(cpu))
+            let ids = std::mem::take(&mut st.ids);
+            (st, s, ids, cpu_time().saturating_sub(cpu))
         })
         .await;
         match joined {
-            Ok((st, summary, cpu)) => {
+            Ok((st, summary, ids, cpu)) => {
                 debug!(
                     pods = summary.pods.len(),
                     files_cpu_us = cpu.as_micros() as u64,
                     "stats sampled"
                 );
-                provider.publish(summary);
+                provider.publish_with(summary, ids);
                 state = Some(st);
             }
             Err(e) => {
@@ -270,6 +274,11 @@ fn pod_stats(
     nodefs: Option<FsCapacity>,
 ) -> PodStats {
     let cg_rel = locate_pod_cgroup(st, uid);
+    if let Some(rel) = &cg_rel {
+        st.ids
+            .pod_cgroups
+            .insert(uid.to_string(), cadvisor_name(rel));
+    }
     let cg = match (&st.layout, &cg_rel) {
         (Some(l), Some(rel)) => l.sample(rel),
         _ => CgroupSample::default(),
@@ -310,6 +319,18 @@ fn pod_stats(
                 .find(|s| s.attributes.as_ref().is_some_and(|at| at.id == c.id))
         });
         let cri = from_sandbox.or_else(|| a.containers.get(&c.id));
+        let cgroup = match (&st.layout, &cg_rel) {
+            (Some(l), Some(rel)) => container_cgroup(l, rel, &c.id).map(|c| cadvisor_name(&c)),
+            _ => None,
+        };
+        st.ids.containers.insert(
+            (uid.to_string(), c.name.clone()),
+            super::ContainerIdentity {
+                id: c.id.clone(),
+                image_ref: c.image_ref.clone(),
+                cgroup,
+            },
+        );
         let cri_cpu = cri.and_then(|s| s.cpu.as_ref());
         let cri_mem = cri.and_then(|s| s.memory.as_ref());
         let complete = cri_cpu.is_some_and(|c| c.usage_core_nano_seconds.is_some())
@@ -404,6 +425,11 @@ fn pod_stats(
             swap_usage_bytes: Some(s),
         }),
     }
+}
+
+/// A cgroup relative to the hierarchy mounts as cAdvisor names it: absolute, no trailing slash.
+fn cadvisor_name(rel: &str) -> String {
+    format!("/{}", rel.trim_matches('/'))
 }
 
 /// The pod's cgroup, relative to the hierarchy mounts: the container manager's name for it in
@@ -757,6 +783,7 @@ mod tests {
             volumes_at: None,
             volume_interval: Duration::from_secs(60),
             boot: time_of(SystemTime::now()),
+            ids: crate::stats::Identities::default(),
         }
     }
 
@@ -916,6 +943,15 @@ mod tests {
                     .unwrap_or_else(|| panic!("{what}: no pods system container"));
                 assert_eq!(cpu(&pods.cpu), Some(9_000_000), "{what}: kubepods cpu");
                 assert_eq!(mem(&pods.memory), Some(900_000), "{what}: kubepods memory");
+                // The names cAdvisor's series carry, from the same round.
+                assert_eq!(
+                    st.ids.pod_cgroups.get(UID),
+                    Some(&pod.to_string()),
+                    "{what}"
+                );
+                let c = &st.ids.containers[&(UID.to_string(), "c".to_string())];
+                assert_eq!(c.id, CID, "{what}");
+                assert_eq!(c.cgroup, Some(format!("{pod}/{container}")), "{what}");
             }
         }
     }

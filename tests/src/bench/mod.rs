@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod floor;
+pub mod logs;
 pub mod pods;
 pub mod procfs;
 pub mod report;

@@ -17,6 +17,7 @@ pub const REQUIRED: &[&str] = &[
     "resource_scrape_ms",
     "exec_roundtrip_ms",
     "port_forward_mib_s",
+    "logs_follow_mb_s",
     "teardown_s",
 ];
 

@@ -39,6 +39,8 @@ pub struct Params {
     pub stream_mib: usize,
     /// Where the agents' logs are copied.
     pub log_dir: PathBuf,
+    /// MiB of container log followed for `logs_follow_mb_s`.
+    pub log_mib: u64,
 }
 
 /// A steady window: process usage and the API requests made during it.
@@ -80,6 +82,8 @@ pub struct Outcome {
     pub resource_ms: Result<f64, String>,
     /// `/run` round trips and port-forward throughput.
     pub streaming: super::streaming::Figures,
+    /// A container's log followed on the node port, or why not.
+    pub logs_follow: Result<super::logs::Follow, String>,
     /// From the delete call to every burst pod gone from the API, seconds.
     pub teardown_s: f64,
     /// Every request of the node's user from the agent's start to the end of the teardown.
@@ -279,6 +283,25 @@ async fn measure(
         ),
         Err(e) => (Err(format!("{e:#}")), Err(format!("{e:#}"))),
     };
+    let logs_follow = match &scraper {
+        Ok(c) => super::logs::measure(&pods, &tracker, c, ns, &node.name, pid, p.log_mib)
+            .await
+            .map_err(|e| format!("{e:#}")),
+        Err(e) => Err(format!("{e:#}")),
+    };
+    match &logs_follow {
+        Ok(f) => progress(format_args!(
+            "{}: {} MiB log followed at {:.1} MiB/s, agent cpu {:.3} s",
+            agent.name(),
+            p.log_mib,
+            f.mib_s,
+            f.cpu_seconds
+        )),
+        Err(e) => progress(format_args!(
+            "{}: log follow not measured: {e}",
+            agent.name()
+        )),
+    }
     for (path, r) in [
         ("/stats/summary", &summary_ms),
         ("/metrics/resource", &resource_ms),
@@ -340,6 +363,7 @@ async fn measure(
         summary_ms,
         resource_ms,
         streaming,
+        logs_follow,
         teardown_s,
         run_requests,
     })

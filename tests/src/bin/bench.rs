@@ -1,5 +1,5 @@
 //! `bench [--quick] [--pods N] [--burst M] [--window SECS] [--settle SECS] [--scrapes K]
-//! [--floor-runs R] [--only bosun|kubelet]`: Bosun against the upstream kubelet, side by side, in
+//! [--log-mib L] [--floor-runs R] [--only bosun|kubelet]`: Bosun against the upstream kubelet, side by side, in
 //! one run. Run through `tests/bench/run`, which builds Bosun in release mode.
 //! `bench --check FILE` exits non-zero unless FILE (a run's output) has every required line.
 
@@ -39,6 +39,7 @@ fn parse_args() -> anyhow::Result<Args> {
             scrapes: 3,
             stream_mib: 4,
             log_dir,
+            log_mib: 8,
         }
     } else {
         Params {
@@ -50,6 +51,7 @@ fn parse_args() -> anyhow::Result<Args> {
             scrapes: 20,
             stream_mib: 64,
             log_dir,
+            log_mib: 100,
         }
     };
     let mut floor_runs = params.pods;
@@ -67,6 +69,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--window" => params.window = Duration::from_secs(number(value()?)?),
             "--settle" => params.settle = Duration::from_secs(number(value()?)?),
             "--scrapes" => params.scrapes = number(value()?)? as usize,
+            "--log-mib" => params.log_mib = number(value()?)?,
             "--floor-runs" => floor_runs = number(value()?)? as usize,
             "--only" => {
                 agents = match value()?.as_str() {
@@ -78,7 +81,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "-h" | "--help" => {
                 println!(
                     "usage: bench [--quick] [--pods N] [--burst M] [--window SECS] [--settle SECS] \
-                     [--scrapes K] [--floor-runs R] [--only bosun|kubelet]"
+                     [--scrapes K] [--log-mib L] [--floor-runs R] [--only bosun|kubelet]"
                 );
                 std::process::exit(0);
             }
@@ -173,6 +176,9 @@ async fn main() -> anyhow::Result<()> {
             }
             if let Err(e) = &o.streaming.forward_mib_s {
                 println!("{name} port-forward: n/a ({e})");
+            }
+            if let Err(e) = &o.logs_follow {
+                println!("{name} log follow: n/a ({e})");
             }
         }
     }
@@ -342,6 +348,21 @@ fn rows(
         ),
         1,
         &|o| o.streaming.forward_mib_s.as_ref().ok().copied(),
+    );
+    row(
+        "logs_follow_mb_s",
+        format!(
+            "{} MiB container log followed on the node port, MiB/s",
+            p.log_mib
+        ),
+        1,
+        &|o| o.logs_follow.as_ref().ok().map(|f| f.mib_s),
+    );
+    row(
+        "logs_follow_cpu_s",
+        format!("agent CPU while following the {} MiB log, s", p.log_mib),
+        3,
+        &|o| o.logs_follow.as_ref().ok().map(|f| f.cpu_seconds),
     );
     row(
         "teardown_s",
