@@ -44,6 +44,7 @@ pub struct KubeletClient {
     addr: SocketAddr,
     tls: Arc<rustls::ClientConfig>,
     token: Option<String>,
+    server_name: Option<String>,
 }
 
 fn certs(path: &Path) -> Vec<CertificateDer<'static>> {
@@ -79,12 +80,20 @@ impl KubeletClient {
             addr,
             tls: Arc::new(tls),
             token: None,
+            server_name: None,
         }
     }
 
     /// The same client sending `Authorization: Bearer <token>`.
     pub fn with_token(mut self, token: &str) -> Self {
         self.token = Some(token.trim().to_string());
+        self
+    }
+
+    /// The same client verifying the server's certificate for DNS name `name` instead of the
+    /// address (the upstream kubelet's self-signed certificate names only the node's hostname).
+    pub fn with_server_name(mut self, name: &str) -> Self {
+        self.server_name = Some(name.to_string());
         self
     }
 
@@ -110,7 +119,10 @@ impl KubeletClient {
 
     async fn request_inner(&self, method: hyper::Method, path: &str) -> anyhow::Result<Answer> {
         let tcp = tokio::net::TcpStream::connect(self.addr).await?;
-        let name = ServerName::IpAddress(self.addr.ip().into());
+        let name = match &self.server_name {
+            Some(n) => ServerName::try_from(n.clone())?,
+            None => ServerName::IpAddress(self.addr.ip().into()),
+        };
         let tls = TlsConnector::from(self.tls.clone())
             .connect(name, tcp)
             .await?;

@@ -1,7 +1,8 @@
 //! `kubectl exec`, `attach`, `cp` and `port-forward` against a bosun node, through the real API
 //! server with the real kubectl (the API server speaks SPDY to the node; bosun proxies it to
 //! containerd's streaming server), and `/run` on the node port, with the kubelet's answers for
-//! pods and containers that do not exist.
+//! pods and containers that do not exist. Every check runs on a Bosun node and on an upstream
+//! kubelet node side by side: both must pass the same assertions.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +10,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bosun_tests::pod::{Container, PodBuilder, condition_status, create, wait_pod};
-use bosun_tests::{ClusterNode, Env, KubeletClient, admin_client, mint_client_cert, wait_until};
+use bosun_tests::{
+    Agent, AgentProcess, ClusterNode, Env, KubeletClient, admin_client, mint_client_cert,
+    wait_until,
+};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use serde_json::json;
@@ -90,10 +94,31 @@ async fn streaming_pod(node: &ClusterNode, api: &Api<Pod>, name: &str) -> Pod {
     .await
 }
 
+/// A node of `agent` named `<prefix>-<agent>`, Ready.
+async fn node_of(agent: Agent, prefix: &str) -> (ClusterNode, AgentProcess) {
+    let node = ClusterNode::new(&format!("{prefix}-{}", agent.name()));
+    let proc = agent.start_ready(&node, &admin_client().await, 120).await;
+    (node, proc)
+}
+
+/// The agent is still running at the end of a test.
+fn still_running(agent: Agent, proc: &mut AgentProcess) {
+    if let Some(status) = proc.exited() {
+        let log = std::fs::read_to_string(proc.log()).unwrap_or_default();
+        panic!("{} exited ({status}): {log}", agent.name());
+    }
+}
+
 #[tokio::test]
 async fn exec_attach_cp_and_run_work_as_on_a_kubelet_node() {
-    let node = ClusterNode::new("stream");
-    let mut bosun = node.start();
+    tokio::join!(
+        exec_attach_cp_run(Agent::Bosun),
+        exec_attach_cp_run(Agent::Kubelet)
+    );
+}
+
+async fn exec_attach_cp_run(agent: Agent) {
+    let (node, mut proc) = node_of(agent, "stream").await;
     let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
     let name = format!("{}-pod", node.name);
     streaming_pod(&node, &api, &name).await;
@@ -229,7 +254,8 @@ async fn exec_attach_cp_and_run_work_as_on_a_kubelet_node() {
     let certs = tempfile::tempdir().unwrap();
     let (admin_crt, admin_key) =
         mint_client_cert(certs.path(), "bosun-test-admin", &["system:masters"]);
-    let admin = KubeletClient::new(addr, &crt, Some((&admin_crt, &admin_key)));
+    let admin =
+        KubeletClient::new(addr, &crt, Some((&admin_crt, &admin_key))).with_server_name(&node.name);
     let a = admin
         .post(&format!(
             "/run/default/{name}/web?cmd=cat%20/www/index.html"
@@ -286,14 +312,15 @@ async fn exec_attach_cp_and_run_work_as_on_a_kubelet_node() {
         )
     );
     // Without credentials: 401; without nodes/proxy rights: 403 naming it.
-    let anonymous = KubeletClient::new(addr, &crt, None);
+    let anonymous = KubeletClient::new(addr, &crt, None).with_server_name(&node.name);
     let a = anonymous
         .get(&format!("/exec/default/{name}/web?command=true&output=1"))
         .await
         .unwrap();
     assert_eq!(a.status, 401);
     let (nobody_crt, nobody_key) = mint_client_cert(certs.path(), "bosun-test-nobody", &[]);
-    let nobody = KubeletClient::new(addr, &crt, Some((&nobody_crt, &nobody_key)));
+    let nobody = KubeletClient::new(addr, &crt, Some((&nobody_crt, &nobody_key)))
+        .with_server_name(&node.name);
     let a = nobody
         .post(&format!("/run/default/{name}/web?cmd=true"))
         .await
@@ -305,17 +332,16 @@ async fn exec_attach_cp_and_run_work_as_on_a_kubelet_node() {
             "Forbidden (user=bosun-test-nobody, verb=create, resource=nodes, subresource(s)=[proxy])\n"
         )
     );
-    assert!(
-        bosun.try_exit().is_none(),
-        "bosun exited: {}",
-        bosun.log_text()
-    );
+    still_running(agent, &mut proc);
 }
 
 #[tokio::test]
 async fn port_forward_carries_http_over_concurrent_connections() {
-    let node = ClusterNode::new("portfwd");
-    let mut bosun = node.start();
+    tokio::join!(port_forward(Agent::Bosun), port_forward(Agent::Kubelet));
+}
+
+async fn port_forward(agent: Agent) {
+    let (node, mut proc) = node_of(agent, "portfwd").await;
     let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
     let name = format!("{}-pod", node.name);
     streaming_pod(&node, &api, &name).await;
@@ -361,17 +387,16 @@ async fn port_forward_carries_http_over_concurrent_connections() {
         assert!(a.ends_with("hello-from-pod\n"), "{a}");
     }
     let _ = child.kill().await;
-    assert!(
-        bosun.try_exit().is_none(),
-        "bosun exited: {}",
-        bosun.log_text()
-    );
+    still_running(agent, &mut proc);
 }
 
 #[tokio::test]
 async fn kubectl_debug_starts_an_ephemeral_container_sharing_the_targets_processes() {
-    let node = ClusterNode::new("debug");
-    let mut bosun = node.start();
+    tokio::join!(debug(Agent::Bosun), debug(Agent::Kubelet));
+}
+
+async fn debug(agent: Agent) {
+    let (node, mut proc) = node_of(agent, "debug").await;
     let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
     let name = format!("{}-pod", node.name);
     streaming_pod(&node, &api, &name).await;
@@ -446,9 +471,5 @@ async fn kubectl_debug_starts_an_ephemeral_container_sharing_the_targets_process
         .unwrap();
     assert_eq!(again[0].container_id, p.container_id);
 
-    assert!(
-        bosun.try_exit().is_none(),
-        "bosun exited: {}",
-        bosun.log_text()
-    );
+    still_running(agent, &mut proc);
 }
