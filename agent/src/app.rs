@@ -275,6 +275,8 @@ async fn node_context(
         events,
         cgroups,
         prober,
+        seccomp_default: cfg.kubelet.seccomp_default,
+        seccomp_root: cfg.root_dir.join("seccomp"),
     }))
 }
 
@@ -364,6 +366,8 @@ fn admission(
     crate::pod::admission::Admission {
         allocatable: alloc.into_iter().map(|(k, v)| (k, v.milli)).collect(),
         node_labels,
+        sysctls: cfg.sysctls.clone(),
+        apparmor_enabled: crate::pod::admission::host_apparmor_enabled(),
     }
 }
 

@@ -362,6 +362,12 @@ pub struct KubeletConfiguration {
     /// Refuse to start on a cgroup v1 host.
     #[serde(default = "defaults::fail_cgroup_v1", rename = "failCgroupV1")]
     pub fail_cgroup_v1: bool,
+    /// Containers without a seccomp profile run the runtime's default instead of Unconfined.
+    #[serde(default)]
+    pub seccomp_default: bool,
+    /// Sysctl names or `prefix*` patterns pods may set beyond the safe set.
+    #[serde(default)]
+    pub allowed_unsafe_sysctls: Vec<String>,
     /// Serve exec, attach, portForward, containerLogs, runningpods, logs and pprof.
     #[serde(default = "defaults::enabled")]
     pub enable_debugging_handlers: bool,
@@ -689,7 +695,6 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
     ("showHiddenMetricsForVersion", ""),
     ("systemReservedCgroup", ""),
     ("kubeReservedCgroup", ""),
-    ("allowedUnsafeSysctls", ""),
     (
         "volumePluginDir",
         "\"/usr/libexec/kubernetes/kubelet-plugins/volume/exec/\"",
@@ -700,7 +705,6 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
     ("crashLoopBackOff", ""),
     ("reservedMemory", ""),
     ("enableDebugFlagsHandler", "true"),
-    ("seccompDefault", ""),
     ("memoryThrottlingFactor", "0.9"),
     ("memoryReservationPolicy", "\"None\""),
     ("tracing", ""),
@@ -718,7 +722,6 @@ const CONFIGZ_DEFAULTS: &[(&str, Option<&str>)] = &[
     ("draManagerReconcilePeriod", None),
     ("memoryThrottlingFactor", None),
     ("podHousekeepingPeriod", None),
-    ("seccompDefault", Some("false")),
     ("memorySwap", Some("{}")),
     (
         "crashLoopBackOff",

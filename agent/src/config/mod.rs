@@ -121,6 +121,8 @@ pub struct Config {
     pub node_status_report_frequency: Duration,
     /// Node Lease duration.
     pub node_lease_duration_seconds: u32,
+    /// The sysctls pods may set: the safe ones and `allowedUnsafeSysctls`.
+    pub sysctls: crate::pod::sysctls::SysctlAllowlist,
     /// Minimum age of an unused image before GC.
     pub image_minimum_gc_age: Duration,
     /// Maximum unused age of an image; None: no age-based GC.

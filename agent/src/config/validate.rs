@@ -609,6 +609,11 @@ pub(super) fn build(
         )
     };
     check_taints("registerWithTaints", &k.register_with_taints, &mut e);
+    let sysctls = crate::pod::sysctls::SysctlAllowlist::new(&k.allowed_unsafe_sysctls)
+        .unwrap_or_else(|m| {
+            e.push("allowedUnsafeSysctls", m);
+            Default::default()
+        });
 
     let node_ips = f
         .node_ip
@@ -635,6 +640,7 @@ pub(super) fn build(
         node_ips,
         node_labels,
         register_with_taints: k.register_with_taints.clone(),
+        sysctls,
         cert_dir: f.cert_dir.clone().unwrap_or_else(|| root_dir.join("pki")),
         root_dir,
         static_pod_path: non_empty_path(&k.static_pod_path),

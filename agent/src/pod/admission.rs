@@ -1,7 +1,9 @@
-//! Pod admission as the kubelet's: a pod that does not fit the node's allocatable (OutOfcpu,
+//! Pod admission as the kubelet's: a pod setting a sysctl it may not (SysctlForbidden), that does
+//! not fit the node's allocatable (OutOfcpu,
 //! OutOfmemory, OutOfpods), whose nodeSelector / required node affinity does not match the
 //! node's labels (NodeAffinity) or whose host ports are taken by an admitted pod (NodePorts) is
-//! rejected: it ends in phase Failed with the reason and a message.
+//! rejected, as is one asking for an AppArmor profile on a host without AppArmor (AppArmor): it
+//! ends in phase Failed with the reason and a message.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +27,10 @@ pub struct Admission {
     /// The node's labels, current: the Node's as the API server holds them once it has been
     /// seen, the startup labels before (the kubelet's `getNodeAnyWay`).
     pub node_labels: watch::Receiver<BTreeMap<String, String>>,
+    /// The sysctls pods may set (safe ones and `allowedUnsafeSysctls`).
+    pub sysctls: super::sysctls::SysctlAllowlist,
+    /// Whether the host enforces AppArmor profiles.
+    pub apparmor_enabled: bool,
 }
 
 pub use crate::resource::pod_request;
@@ -32,8 +38,9 @@ pub use crate::resource::pod_request;
 impl Admission {
     /// Admits `pod` on a node already running `admitted` pods, or says why not.
     pub fn admit(&self, pod: &Pod, admitted: &[&Pod]) -> Result<(), Rejection> {
-        // The kubelet's order (AdmissionCheck): resources (pods first), node affinity, host
-        // ports; the first failure is the reason.
+        // The kubelet's order: sysctls, then its predicates (resources, pods first; node
+        // affinity; host ports), then AppArmor; the first failure is the reason.
+        self.sysctls.admit(pod)?;
         if let Some(&max) = self.allocatable.get("pods") {
             let used = admitted.len() as i128;
             if (used + 1) * 1000 > max {
@@ -69,8 +76,64 @@ impl Admission {
                 "node(s) didn't have free ports for the requested pod ports",
             ));
         }
-        Ok(())
+        self.admit_apparmor(pod)
     }
+
+    /// The kubelet's AppArmor admission: a Pending pod asking for a confined profile on a host
+    /// without AppArmor is rejected.
+    fn admit_apparmor(&self, pod: &Pod) -> Result<(), Rejection> {
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if self.apparmor_enabled || phase.is_some_and(|p| p != "Pending") || !apparmor_required(pod)
+        {
+            return Ok(());
+        }
+        Err(Rejection {
+            reason: "AppArmor".into(),
+            message: "Cannot enforce AppArmor: AppArmor is not enabled on the host".into(),
+        })
+    }
+}
+
+/// True when the host enforces AppArmor (the kubelet's apparmor.IsEnabled).
+pub fn host_apparmor_enabled() -> bool {
+    std::path::Path::new("/sys/kernel/security/apparmor").exists()
+        && std::fs::read("/sys/module/apparmor/parameters/enabled")
+            .is_ok_and(|b| b.len() > 1 && b[0] == b'Y')
+}
+
+/// True when any profile the pod asks for is not Unconfined (the kubelet's isRequired).
+fn apparmor_required(pod: &Pod) -> bool {
+    let Some(spec) = pod.spec.as_ref() else {
+        return false;
+    };
+    let confined = |p: Option<&k8s_openapi::api::core::v1::AppArmorProfile>| {
+        p.is_some_and(|p| p.type_ != "Unconfined")
+    };
+    if confined(
+        spec.security_context
+            .as_ref()
+            .and_then(|s| s.app_armor_profile.as_ref()),
+    ) {
+        return true;
+    }
+    let containers = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
+    let ephemeral = spec.ephemeral_containers.iter().flatten();
+    if containers
+        .map(|c| c.security_context.as_ref())
+        .chain(ephemeral.map(|c| c.security_context.as_ref()))
+        .any(|sc| confined(sc.and_then(|s| s.app_armor_profile.as_ref())))
+    {
+        return true;
+    }
+    use crate::runtime::security_context::APPARMOR_ANNOTATION_PREFIX;
+    pod.metadata
+        .annotations
+        .iter()
+        .flatten()
+        .any(|(k, v)| k.starts_with(APPARMOR_ANNOTATION_PREFIX) && v != "unconfined")
 }
 
 /// True when `pod`'s nodeSelector and required node affinity match `labels`.
@@ -214,7 +277,38 @@ mod tests {
                 "linux".into(),
             )]))
             .1,
+            sysctls: super::super::sysctls::SysctlAllowlist::new(&[]).unwrap(),
+            apparmor_enabled: false,
         }
+    }
+
+    #[test]
+    fn apparmor_profiles_need_apparmor_on_the_host() {
+        let n = node();
+        let of = |v: serde_json::Value| -> Pod { serde_json::from_value(v).unwrap() };
+        let runtime_default = of(serde_json::json!({"spec": {"containers": [{"name": "c",
+            "securityContext": {"appArmorProfile": {"type": "RuntimeDefault"}}}]}}));
+        let r = n.admit(&runtime_default, &[]).unwrap_err();
+        assert_eq!(
+            (r.reason.as_str(), r.message.as_str()),
+            (
+                "AppArmor",
+                "Cannot enforce AppArmor: AppArmor is not enabled on the host"
+            )
+        );
+        let annotated = of(serde_json::json!({"metadata": {"annotations": {
+            "container.apparmor.security.beta.kubernetes.io/c": "localhost/x"}},
+            "spec": {"containers": [{"name": "c"}]}}));
+        assert_eq!(n.admit(&annotated, &[]).unwrap_err().reason, "AppArmor");
+        let unconfined = of(serde_json::json!({"spec": {
+            "securityContext": {"appArmorProfile": {"type": "Unconfined"}},
+            "containers": [{"name": "c"}]}}));
+        assert_eq!(n.admit(&unconfined, &[]), Ok(()));
+        let with = Admission {
+            apparmor_enabled: true,
+            ..node()
+        };
+        assert_eq!(with.admit(&runtime_default, &[]), Ok(()));
     }
 
     fn with_ports(ports: serde_json::Value) -> Pod {

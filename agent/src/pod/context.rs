@@ -38,4 +38,8 @@ pub struct NodeContext {
     pub cgroups: crate::cgroup::ContainerManager,
     /// Liveness, readiness and startup probes of every running container.
     pub prober: crate::prober::Prober,
+    /// `seccompDefault`: containers without a seccomp profile get RuntimeDefault.
+    pub seccomp_default: bool,
+    /// Where Localhost seccomp profiles live (`<rootDir>/seccomp`).
+    pub seccomp_root: std::path::PathBuf,
 }

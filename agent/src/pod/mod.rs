@@ -21,6 +21,7 @@ pub mod sandbox;
 pub mod services;
 pub mod source;
 pub mod start;
+pub mod sysctls;
 pub mod teardown;
 pub mod worker;
 

@@ -24,6 +24,7 @@ use crate::runtime::container::{ContainerContext, container_config};
 use crate::runtime::hostname::PodHostname;
 use crate::runtime::hosts;
 use crate::runtime::sandbox::{PodKey, sandbox_config};
+use crate::runtime::security_context::SecurityInputs;
 use crate::status::Waiting;
 
 /// Longest a postStart hook may run (the kubelet has no limit).
@@ -176,7 +177,8 @@ impl Start<'_> {
         let (config_maps, secrets) = env_objects(ctx, pod, spec)
             .await
             .map_err(StartError::Config)?;
-        self.verify_run_as_non_root().await?;
+        let image_user = self.image_user().await?;
+        self.verify_run_as_non_root(&image_user)?;
         let service_env = service_env(ctx, pod).await;
         let pod_dir = ctx.dirs.pod_dir(&key.uid);
         let tlog = termination_log(&pod_dir, &self.start.name, self.start.restart_count);
@@ -198,6 +200,12 @@ impl Start<'_> {
             secrets: &secrets,
             service_env: &service_env,
             pid_target: self.pid_target,
+            security: SecurityInputs {
+                seccomp_default: ctx.seccomp_default,
+                seccomp_root: &ctx.seccomp_root,
+                image_uid: image_user.0,
+                image_username: &image_user.1,
+            },
         };
         let (restarts, init) = (self.start.restart_count, self.start.init);
         let config = container_config(pod, spec, restarts, init, &cctx)
@@ -211,9 +219,31 @@ impl Start<'_> {
         Ok((config, sandbox_config, log_path))
     }
 
+    /// The image's user as the kubelet's getImageUser (CRI ImageStatus): its numeric uid, else
+    /// its user name; an image naming neither runs as root (uid 0).
+    async fn image_user(&self) -> Result<(Option<i64>, String), StartError> {
+        let image = self.spec.image.as_deref().unwrap_or_default();
+        let status = self
+            .ctx
+            .cri
+            .image_status(image)
+            .await
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let uid = status
+            .as_ref()
+            .and_then(|i| i.uid.as_ref())
+            .map(|u| u.value);
+        let username = status.map(|i| i.username).unwrap_or_default();
+        Ok(match (uid, username) {
+            (Some(u), _) => (Some(u), String::new()),
+            (None, name) if !name.is_empty() => (None, name),
+            (None, _) => (Some(0), String::new()),
+        })
+    }
+
     /// The kubelet's verifyRunAsNonRoot: with runAsNonRoot, the effective runAsUser must not
-    /// be 0, and without one the image's user (CRI ImageStatus) must be numeric and not root.
-    async fn verify_run_as_non_root(&self) -> Result<(), StartError> {
+    /// be 0, and without one the image's user must be numeric and not root.
+    fn verify_run_as_non_root(&self, image_user: &(Option<i64>, String)) -> Result<(), StartError> {
         let (pod, spec) = (self.pod, self.spec);
         let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
         let sc = spec.security_context.as_ref();
@@ -239,32 +269,20 @@ impl Start<'_> {
                 _ => Ok(()),
             };
         }
-        let image = spec.image.as_deref().unwrap_or_default();
-        let status = self
-            .ctx
-            .cri
-            .image_status(image)
-            .await
-            .map_err(|e| StartError::Config(e.to_string()))?;
-        let uid = status
-            .as_ref()
-            .and_then(|i| i.uid.as_ref())
-            .map(|u| u.value);
-        let username = status.map(|i| i.username).unwrap_or_default();
-        match uid {
-            None if !username.is_empty() => Err(StartError::Config(format!(
+        match image_user {
+            (None, username) => Err(StartError::Config(format!(
                 "container has runAsNonRoot and image has non-numeric user ({username}), \
                  cannot verify user is non-root {who}"
             ))),
-            Some(0) | None => Err(StartError::Config(format!(
+            (Some(0), _) => Err(StartError::Config(format!(
                 "container has runAsNonRoot and image will run as root {who}"
             ))),
-            Some(u) if u < 0 || u > i64::from(i32::MAX) => Err(StartError::Config(format!(
+            (Some(u), _) if *u < 0 || *u > i64::from(i32::MAX) => Err(StartError::Config(format!(
                 "container has runAsNonRoot and image has an invalid user id ({u}). \
-                 (Must be 1-({})): must be between 0 and 2147483647, inclusive {who}",
+                     (Must be 1-({})): must be between 0 and 2147483647, inclusive {who}",
                 i32::MAX
             ))),
-            Some(_) => Ok(()),
+            _ => Ok(()),
         }
     }
 

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use bosun_cri::types::{
-    Capability, ContainerConfig, ContainerMetadata, ImageSpec, KeyValue, LinuxContainerConfig,
-    LinuxContainerResources, LinuxContainerSecurityContext, Mount, NamespaceMode, NamespaceOption,
+    ContainerConfig, ContainerMetadata, ImageSpec, KeyValue, LinuxContainerConfig,
+    LinuxContainerResources, Mount, NamespaceMode, NamespaceOption,
 };
 use k8s_openapi::api::core::v1::{Container, Pod};
 
@@ -49,6 +49,8 @@ pub struct ContainerContext<'a> {
     /// For an ephemeral container with a targetContainerName: the CRI id of that container,
     /// whose process namespace it joins (when the pod's containers have their own).
     pub pid_target: Option<&'a str>,
+    /// Node settings and the image's user for the security context.
+    pub security: super::security_context::SecurityInputs<'a>,
 }
 
 /// The container's namespaces: the pod's, with the PID namespace of `pid_target` instead of
@@ -164,45 +166,15 @@ pub fn container_config(
         labels::BOSUN_SPEC_IMAGE.into(),
         container.image.clone().unwrap_or_default(),
     );
-    let sc = container.security_context.as_ref();
-    let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
-    let caps = sc.and_then(|s| s.capabilities.as_ref());
-    let security = LinuxContainerSecurityContext {
-        privileged: sc.and_then(|s| s.privileged).unwrap_or(false),
-        readonly_rootfs: sc
-            .and_then(|s| s.read_only_root_filesystem)
-            .unwrap_or(false),
-        run_as_user: sc
-            .and_then(|s| s.run_as_user)
-            .or(pod_sc.and_then(|s| s.run_as_user))
-            .map(|v| bosun_cri::types::Int64Value { value: v }),
-        run_as_group: sc
-            .and_then(|s| s.run_as_group)
-            .or(pod_sc.and_then(|s| s.run_as_group))
-            .map(|v| bosun_cri::types::Int64Value { value: v }),
-        // fsGroup first, then the pod's supplementalGroups (the kubelet's order).
-        supplemental_groups: pod_sc
-            .and_then(|s| s.fs_group)
-            .into_iter()
-            .chain(
-                pod_sc
-                    .and_then(|s| s.supplemental_groups.clone())
-                    .unwrap_or_default(),
-            )
-            .collect(),
-        // Each container joins the pod's namespaces as the sandbox has them; without this the
-        // runtime reads "POD" for the PID namespace and every pod would share one.
-        namespace_options: Some(container_namespaces(pod, ctx.pid_target)),
-        no_new_privs: sc
-            .and_then(|s| s.allow_privilege_escalation)
-            .is_some_and(|a| !a),
-        capabilities: caps.map(|c| Capability {
-            add_capabilities: c.add.clone().unwrap_or_default(),
-            drop_capabilities: c.drop.clone().unwrap_or_default(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    // Each container joins the pod's namespaces as the sandbox has them; without this the
+    // runtime reads "POD" for the PID namespace and every pod would share one.
+    let security = super::security_context::effective(
+        pod,
+        container,
+        &ctx.security,
+        container_namespaces(pod, ctx.pid_target),
+    )
+    .map_err(ConfigError)?;
     Ok(ContainerConfig {
         metadata: Some(ContainerMetadata {
             name: container.name.clone(),

@@ -7,6 +7,7 @@ pub mod hosts;
 pub mod labels;
 pub mod observed;
 pub mod sandbox;
+pub mod security_context;
 
 pub use observed::{ObservedContainer, ObservedPod, ObservedSandbox, observe_all};
 pub use sandbox::PodDirs;
