@@ -168,17 +168,47 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     drop(tx);
     let manager = PodManager::new(
-        ctx,
+        ctx.clone(),
         sources,
         admission(&cfg, &machine, labels_rx),
         cancel.child_token(),
     );
+    spawn_gc(&cfg, &ctx, manager.known_pods(), &cancel, &mut tasks);
     tasks.spawn("pod-manager", manager.run(rx));
     info!(tasks = ?tasks.running(), "bosun running");
     cancel.cancelled().await;
     tasks.drain(SHUTDOWN_DEADLINE).await;
     info!("bosun stopped");
     Ok(())
+}
+
+/// Spawns the garbage collectors on the kubelet's periods.
+fn spawn_gc(
+    cfg: &Config,
+    ctx: &Arc<NodeContext>,
+    known: crate::pod::manager::KnownPods,
+    cancel: &CancellationToken,
+    tasks: &mut Tasks,
+) {
+    use crate::gc;
+    let containers = gc::container::ContainerGc {
+        cri: ctx.cri.clone(),
+        policy: cfg.container_gc,
+        known,
+        pod_logs_dir: cfg.pod_logs_dir.clone(),
+        container_logs_link_dir: cfg.container_logs_link_dir.clone(),
+    };
+    let period = gc::period_from_env("BOSUN_CONTAINER_GC_PERIOD", gc::CONTAINER_GC_PERIOD);
+    tasks.spawn(
+        "container-gc",
+        gc::run_containers(
+            containers,
+            period,
+            ctx.events.clone(),
+            cfg.node_name.clone(),
+            cancel.child_token(),
+        ),
+    );
 }
 
 /// Waits for SIGTERM or SIGINT, then tells systemd and cancels everything.

@@ -690,6 +690,11 @@ pub(super) fn build(
         image_gc_low_threshold_percent: low,
         container_log_max_size,
         container_log_max_files,
+        container_gc: super::ContainerGcPolicy {
+            min_age: f.minimum_container_ttl_duration.unwrap_or_default(),
+            max_per_pod_container: f.maximum_dead_containers_per_container.unwrap_or(1),
+            max_containers: f.maximum_dead_containers.unwrap_or(-1),
+        },
         fail_swap_on: k.fail_swap_on,
         fail_cgroup_v1: k.fail_cgroup_v1,
         register_node: k.register_node,
