@@ -209,6 +209,22 @@ fn spawn_gc(
             cancel.child_token(),
         ),
     );
+    let images = gc::image::ImageGc::new(
+        ctx.cri.clone(),
+        gc::image_policy::ImageGcPolicy {
+            high_threshold_percent: cfg.image_gc_high_threshold_percent,
+            low_threshold_percent: cfg.image_gc_low_threshold_percent,
+            min_age: cfg.image_minimum_gc_age,
+            max_age: cfg.image_maximum_gc_age,
+        },
+        ctx.events.clone(),
+        cfg.node_name.clone(),
+    );
+    let period = gc::period_from_env("BOSUN_IMAGE_GC_PERIOD", gc::IMAGE_GC_PERIOD);
+    tasks.spawn(
+        "image-gc",
+        gc::run_images(images, period, cancel.child_token()),
+    );
 }
 
 /// Waits for SIGTERM or SIGINT, then tells systemd and cancels everything.

@@ -34,26 +34,6 @@ const FIELDS: &[NotActedOn] = &[
         set: |k, d| k.server_tls_bootstrap != d.server_tls_bootstrap,
     },
     NotActedOn {
-        field: "imageMinimumGCAge",
-        why: "image garbage collection is not implemented",
-        set: |k, d| k.image_minimum_gc_age != d.image_minimum_gc_age,
-    },
-    NotActedOn {
-        field: "imageMaximumGCAge",
-        why: "image garbage collection is not implemented",
-        set: |k, d| k.image_maximum_gc_age != d.image_maximum_gc_age,
-    },
-    NotActedOn {
-        field: "imageGCHighThresholdPercent",
-        why: "image garbage collection is not implemented",
-        set: |k, d| k.image_gc_high_threshold_percent != d.image_gc_high_threshold_percent,
-    },
-    NotActedOn {
-        field: "imageGCLowThresholdPercent",
-        why: "image garbage collection is not implemented",
-        set: |k, d| k.image_gc_low_threshold_percent != d.image_gc_low_threshold_percent,
-    },
-    NotActedOn {
         field: "hairpinMode",
         why: "hairpin traffic is the runtime's CNI configuration",
         set: |k, d| k.hairpin_mode != d.hairpin_mode,

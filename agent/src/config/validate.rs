@@ -497,6 +497,16 @@ pub(super) fn build(
             format!("must be less than imageGCHighThresholdPercent ({high}), got {low}"),
         );
     }
+    if !k.image_maximum_gc_age.is_zero() && k.image_maximum_gc_age <= k.image_minimum_gc_age {
+        e.push(
+            "imageMaximumGCAge",
+            format!(
+                "must be greater than imageMinimumGCAge ({}), got {}",
+                super::duration::format(k.image_minimum_gc_age),
+                super::duration::format(k.image_maximum_gc_age)
+            ),
+        );
+    }
     let container_log_max_files = if k.container_log_max_files >= 2 {
         k.container_log_max_files as u32
     } else {

@@ -1,11 +1,14 @@
 //! Garbage collection, as the kubelet's: dead containers and sandboxes every
-//! [`CONTAINER_GC_PERIOD`] (`kuberuntime_gc.go`).
+//! [`CONTAINER_GC_PERIOD`] (`kuberuntime_gc.go`), unused images every [`IMAGE_GC_PERIOD`]
+//! (`image_gc_manager.go`).
 //!
 //! The periods are the kubelet's constants, not configuration; `BOSUN_CONTAINER_GC_PERIOD` and
 //! `BOSUN_IMAGE_GC_PERIOD` (Go durations) shorten them for tests only.
 
 pub mod container;
 pub mod container_policy;
+pub mod image;
+pub mod image_policy;
 
 use std::time::Duration;
 
@@ -16,6 +19,9 @@ use crate::events::{EventType, Recorder};
 
 /// The kubelet's `ContainerGCPeriod`.
 pub const CONTAINER_GC_PERIOD: Duration = Duration::from_secs(60);
+
+/// The kubelet's `ImageGCPeriod`.
+pub const IMAGE_GC_PERIOD: Duration = Duration::from_secs(300);
 
 /// `default`, or the Go duration in environment variable `var` (tests shorten periods with it).
 pub fn period_from_env(var: &str, default: Duration) -> Duration {
@@ -60,6 +66,48 @@ pub async fn run_containers(
                 failed = false;
             }
             Ok(()) => debug!("Container garbage collection succeeded"),
+        }
+    }
+}
+
+/// Runs image GC at once and then every `period` until cancelled, as the kubelet's
+/// `StartGarbageCollection`: not at all when the high threshold is 100 and there is no maximum
+/// age; a failure is logged, and an ImageGCFailed event is recorded when it fails again in a row.
+pub async fn run_images(mut gc: image::ImageGc, period: Duration, cancel: CancellationToken) {
+    if gc.policy.high_threshold_percent >= 100 && gc.policy.max_age.is_none() {
+        info!(
+            "ImageGCHighThresholdPercent is set 100 and ImageMaximumGCAge is 0, Disable image GC"
+        );
+        return;
+    }
+    let began = std::time::SystemTime::now();
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failed = false;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match gc.collect(began).await {
+            Err(e) if failed => {
+                error!(error = %e, "Image garbage collection failed multiple times in a row");
+                gc.events.node(
+                    &gc.node_name,
+                    EventType::Warning,
+                    "ImageGCFailed",
+                    e.to_string(),
+                );
+            }
+            Err(e) => {
+                error!(error = %e, "Image garbage collection failed once. Stats initialization may not have completed yet");
+                failed = true;
+            }
+            Ok(()) if failed => {
+                info!("Image garbage collection succeeded");
+                failed = false;
+            }
+            Ok(()) => debug!("Image garbage collection succeeded"),
         }
     }
 }
