@@ -174,6 +174,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cancel.child_token(),
     );
     spawn_gc(&cfg, &ctx, manager.known_pods(), &cancel, &mut tasks);
+    spawn_log_rotation(&cfg, &ctx, &cancel, &mut tasks);
     tasks.spawn("pod-manager", manager.run(rx));
     info!(tasks = ?tasks.running(), "bosun running");
     cancel.cancelled().await;
@@ -225,6 +226,23 @@ fn spawn_gc(
         "image-gc",
         gc::run_images(images, period, cancel.child_token()),
     );
+}
+
+/// Spawns the container log manager (the kubelet's `containerLogManager`).
+fn spawn_log_rotation(
+    cfg: &Config,
+    ctx: &Arc<NodeContext>,
+    cancel: &CancellationToken,
+    tasks: &mut Tasks,
+) {
+    let logs = crate::logs::manager::LogManager {
+        cri: ctx.cri.clone(),
+        max_size: cfg.container_log_max_size,
+        max_files: cfg.container_log_max_files,
+        workers: cfg.container_log_max_workers as usize,
+        interval: cfg.container_log_monitor_interval,
+    };
+    tasks.spawn("log-rotation", logs.run(cancel.child_token()));
 }
 
 /// Waits for SIGTERM or SIGINT, then tells systemd and cancels everything.

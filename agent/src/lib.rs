@@ -9,6 +9,7 @@ pub mod events;
 pub mod gc;
 pub mod healthz;
 pub mod logging;
+pub mod logs;
 pub mod metrics;
 pub mod node;
 pub mod objects;

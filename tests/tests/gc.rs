@@ -318,3 +318,97 @@ async fn images_over_the_high_threshold_are_removed_down_to_the_low_one_in_use_k
     assert_eq!(bosun_tests::pod::phase(&p), "Running");
     let _ = api.delete(&name, &Default::default()).await;
 }
+
+#[tokio::test]
+async fn a_chatty_container_keeps_at_most_max_files_logs_older_ones_gzipped() {
+    let started = Instant::now();
+    let opts = NodeOptions {
+        // The kubelet's minimum interval, so that the test sees several rotations quickly.
+        extra_config: "containerLogMaxSize: 1Mi\ncontainerLogMaxFiles: 3\n\
+                       containerLogMonitorInterval: 3s\n"
+            .into(),
+        ..Default::default()
+    };
+    let node = ClusterNode::with_options("gc-logs", &opts);
+    let _bosun = node.start();
+    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let name = format!("{}-chatty", node.name);
+    // About 1 MB of 100-character lines a second.
+    let pod = PodBuilder::new(&name)
+        .node(&node.name)
+        .restart_policy("Always")
+        .grace(1)
+        .container(Container::sh(
+            "chatty",
+            "while true; do head -c 1000000 /dev/zero | tr '\\0' x | fold -w 100; sleep 1; done",
+        ))
+        .build();
+    create(&api, &pod).await;
+    let uid = bosun_tests::pod::running_uid(&api, &name, 60).await;
+    let log_dir = node
+        .path()
+        .join("pods")
+        .join(format!("default_{name}_{uid}"))
+        .join("chatty");
+    // Every look: at most 3 files (the live log, the newest rotated one, one gzipped); until
+    // three rotations were seen.
+    let mut rotated = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let files = loop {
+        let files = files_under(&log_dir);
+        assert!(files.len() <= 3, "more than 3 log files: {files:?}");
+        for f in &files {
+            let n = f.file_name().unwrap().to_string_lossy().into_owned();
+            if n != "0.log" {
+                rotated.insert(n.trim_end_matches(".gz").to_string());
+            }
+        }
+        let gz = files.iter().any(|f| f.to_string_lossy().ends_with(".gz"));
+        if rotated.len() >= 3 && gz && files.len() == 3 {
+            break files;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rotations seen {rotated:?}; files now {files:?}; log {}",
+            node.path().join("bosun.log").display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!(
+        "after {:?}: {} rotations seen, files {files:?}",
+        started.elapsed(),
+        rotated.len()
+    );
+    // The live log, the newest rotated one as is, the older one gzipped (CRI log lines inside).
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names[0], "0.log", "{names:?}");
+    assert!(
+        names[1].starts_with("0.log.") && names[1].ends_with(".gz"),
+        "{names:?}"
+    );
+    assert!(
+        names[2].starts_with("0.log.") && !names[2].ends_with(".gz"),
+        "{names:?}"
+    );
+    let out = std::process::Command::new("gzip")
+        .arg("-dc")
+        .arg(&files[1])
+        .output()
+        .expect("run gzip");
+    assert!(out.status.success(), "gzip -dc {}", files[1].display());
+    let first = String::from_utf8_lossy(&out.stdout);
+    let first = first.lines().next().unwrap_or_default();
+    assert!(
+        first.contains(" stdout F ") && first.ends_with(&"x".repeat(100)),
+        "first line of {}: {first:?}",
+        files[1].display()
+    );
+    // The container kept writing through the rotations.
+    let p = api.get(&name).await.expect("pod");
+    let st = container_status(&p, "chatty").expect("status");
+    assert_eq!(st.restart_count, 0, "{st:?}");
+    let _ = api.delete(&name, &Default::default()).await;
+}

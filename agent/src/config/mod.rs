@@ -133,6 +133,10 @@ pub struct Config {
     pub container_log_max_size: u64,
     /// Log files kept per container.
     pub container_log_max_files: u32,
+    /// Containers whose logs are rotated concurrently.
+    pub container_log_max_workers: u32,
+    /// How often container logs are checked for rotation.
+    pub container_log_monitor_interval: Duration,
     /// Container garbage collection (the kubelet's deprecated GC flags).
     pub container_gc: ContainerGcPolicy,
     /// Refuse to start with swap on.

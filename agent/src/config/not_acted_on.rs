@@ -61,16 +61,6 @@ const FIELDS: &[NotActedOn] = &[
         set: |k, d| k.fail_cgroup_v1 != d.fail_cgroup_v1,
     },
     NotActedOn {
-        field: "containerLogMaxSize",
-        why: "log rotation is not implemented",
-        set: |k, d| quantity_differs(&k.container_log_max_size, &d.container_log_max_size),
-    },
-    NotActedOn {
-        field: "containerLogMaxFiles",
-        why: "log rotation is not implemented",
-        set: |k, d| k.container_log_max_files != d.container_log_max_files,
-    },
-    NotActedOn {
         field: "enforceNodeAllocatable",
         why: "only pods is enforced (the kubepods cgroup); system-reserved and kube-reserved \
               cgroups are not limited",

@@ -366,6 +366,16 @@ fn every_validation_error_names_its_field() {
             "imageMaximumGCAge: must be greater than imageMinimumGCAge (2m0s), got 1m0s",
         ),
         (
+            "containerLogMaxWorkers: 0\n",
+            &[],
+            "containerLogMaxWorkers: must be greater than or equal to 1, got 0",
+        ),
+        (
+            "containerLogMonitorInterval: 2s\n",
+            &[],
+            "containerLogMonitorInterval: must be a positive time duration greater than or equal to 3s, got 2s",
+        ),
+        (
             "containerLogMaxFiles: 1\n",
             &[],
             "containerLogMaxFiles: must be at least 2, got 1",
@@ -697,8 +707,13 @@ fn fields_not_acted_on_are_warned_about_by_name() {
             &[],
             &[],
         ),
-        ("containerLogMaxSize: 50Mi\n", &[], &["containerLogMaxSize"]),
-        ("containerLogMaxFiles: 3\n", &[], &["containerLogMaxFiles"]),
+        // Log rotation honours its four fields: no warning.
+        (
+            "containerLogMaxSize: 50Mi\ncontainerLogMaxFiles: 3\ncontainerLogMaxWorkers: 2\n\
+             containerLogMonitorInterval: 5s\n",
+            &[],
+            &[],
+        ),
         ("serverTLSBootstrap: true\n", &[], &["serverTLSBootstrap"]),
         ("failSwapOn: false\n", &[], &["failSwapOn"]),
         ("", &["--fail-swap-on=false"], &["failSwapOn"]),
