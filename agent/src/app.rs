@@ -168,17 +168,81 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     drop(tx);
     let manager = PodManager::new(
-        ctx,
+        ctx.clone(),
         sources,
         admission(&cfg, &machine, labels_rx),
         cancel.child_token(),
     );
+    spawn_gc(&cfg, &ctx, manager.known_pods(), &cancel, &mut tasks);
+    spawn_log_rotation(&cfg, &ctx, &cancel, &mut tasks);
     tasks.spawn("pod-manager", manager.run(rx));
     info!(tasks = ?tasks.running(), "bosun running");
     cancel.cancelled().await;
     tasks.drain(SHUTDOWN_DEADLINE).await;
     info!("bosun stopped");
     Ok(())
+}
+
+/// Spawns the garbage collectors on the kubelet's periods.
+fn spawn_gc(
+    cfg: &Config,
+    ctx: &Arc<NodeContext>,
+    known: crate::pod::manager::KnownPods,
+    cancel: &CancellationToken,
+    tasks: &mut Tasks,
+) {
+    use crate::gc;
+    let containers = gc::container::ContainerGc {
+        cri: ctx.cri.clone(),
+        policy: cfg.container_gc,
+        known,
+        pod_logs_dir: cfg.pod_logs_dir.clone(),
+        container_logs_link_dir: cfg.container_logs_link_dir.clone(),
+    };
+    let period = gc::period_from_env("BOSUN_CONTAINER_GC_PERIOD", gc::CONTAINER_GC_PERIOD);
+    tasks.spawn(
+        "container-gc",
+        gc::run_containers(
+            containers,
+            period,
+            ctx.events.clone(),
+            cfg.node_name.clone(),
+            cancel.child_token(),
+        ),
+    );
+    let images = gc::image::ImageGc::new(
+        ctx.cri.clone(),
+        gc::image_policy::ImageGcPolicy {
+            high_threshold_percent: cfg.image_gc_high_threshold_percent,
+            low_threshold_percent: cfg.image_gc_low_threshold_percent,
+            min_age: cfg.image_minimum_gc_age,
+            max_age: cfg.image_maximum_gc_age,
+        },
+        ctx.events.clone(),
+        cfg.node_name.clone(),
+    );
+    let period = gc::period_from_env("BOSUN_IMAGE_GC_PERIOD", gc::IMAGE_GC_PERIOD);
+    tasks.spawn(
+        "image-gc",
+        gc::run_images(images, period, cancel.child_token()),
+    );
+}
+
+/// Spawns the container log manager (the kubelet's `containerLogManager`).
+fn spawn_log_rotation(
+    cfg: &Config,
+    ctx: &Arc<NodeContext>,
+    cancel: &CancellationToken,
+    tasks: &mut Tasks,
+) {
+    let logs = crate::logs::manager::LogManager {
+        cri: ctx.cri.clone(),
+        max_size: cfg.container_log_max_size,
+        max_files: cfg.container_log_max_files,
+        workers: cfg.container_log_max_workers as usize,
+        interval: cfg.container_log_monitor_interval,
+    };
+    tasks.spawn("log-rotation", logs.run(cancel.child_token()));
 }
 
 /// Waits for SIGTERM or SIGINT, then tells systemd and cancels everything.

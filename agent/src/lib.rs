@@ -6,6 +6,7 @@ pub mod cgroup;
 pub mod client;
 pub mod config;
 pub mod events;
+pub mod gc;
 pub mod healthz;
 pub mod logging;
 pub mod logs;

@@ -15,6 +15,11 @@ use crate::upstream::Kubelet;
 pub struct NodeOptions {
     /// `maxPods` (unset: the kubelet's default, 110).
     pub max_pods: Option<u32>,
+    /// More KubeletConfiguration lines (YAML at the top level), appended as they are.
+    pub extra_config: String,
+    /// Size of a tmpfs mounted as the node's containerd root (`64Mi`), so that the image
+    /// filesystem is small and the test's own; unset: the containerd root is a plain directory.
+    pub containerd_root_size: Option<String>,
 }
 
 /// One cluster node run by bosun (or by the upstream kubelet: the config and flags suit both).
@@ -51,7 +56,7 @@ impl ClusterNode {
             .args(["delete", "node", &name, "--ignore-not-found"])
             .env("KUBECONFIG", env.var("KUBECONFIG"))
             .output();
-        let ctd = Containerd::start(&name);
+        let ctd = Containerd::start_with_root_size(&name, opts.containerd_root_size.as_deref());
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         for sub in ["manifests", "root", "pods", "containers", "pki"] {
@@ -99,12 +104,13 @@ evictionHard:
 authentication:
   x509:
     clientCAFile: {ca}
-{max_pods}",
+{max_pods}{extra}",
             d = d.display(),
             endpoint = ctd.endpoint(),
             cgroup_root = ctd.cgroup_root(),
             ca = env.var("CLUSTER_CA"),
             port = ctd.server_port(),
+            extra = opts.extra_config,
         );
         std::fs::write(d.join("config.yaml"), config).expect("config");
         let args = vec![

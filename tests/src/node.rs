@@ -32,6 +32,12 @@ pub struct Containerd {
 impl Containerd {
     /// Starts a containerd for node `name` and waits until it answers.
     pub fn start(name: &str) -> Containerd {
+        Containerd::start_with_root_size(name, None)
+    }
+
+    /// As [`Containerd::start`], with its root (content store, snapshots) on a tmpfs of `size`
+    /// when given: a small image filesystem of its own (unmounted by the teardown).
+    pub fn start_with_root_size(name: &str, size: Option<&str>) -> Containerd {
         let env = Env::runtime();
         let (slot, slot_lock) = claim_slot();
         // Short paths: unix socket paths under it must stay below 108 bytes.
@@ -56,6 +62,15 @@ impl Containerd {
             "containerd-config failed for {}",
             dir.display()
         );
+        if let Some(size) = size {
+            let root = dir.join("root");
+            let status = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(&root)
+                .status()
+                .expect("run mount");
+            assert!(status.success(), "mount a tmpfs on {}", root.display());
+        }
         let mut c = Containerd {
             dir,
             bridge,

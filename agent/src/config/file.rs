@@ -154,6 +154,14 @@ pub mod defaults {
     pub fn container_log_max_files() -> i32 {
         5
     }
+    /// `containerLogMaxWorkers`: 1.
+    pub fn container_log_max_workers() -> i32 {
+        1
+    }
+    /// `containerLogMonitorInterval`: 10s.
+    pub fn container_log_monitor_interval() -> Duration {
+        Duration::from_secs(10)
+    }
     /// `enforceNodeAllocatable`: `[pods]`.
     pub fn enforce_node_allocatable() -> Vec<String> {
         vec!["pods".into()]
@@ -329,6 +337,15 @@ pub struct KubeletConfiguration {
     /// Number of log files kept per container.
     #[serde(default = "defaults::container_log_max_files")]
     pub container_log_max_files: i32,
+    /// Containers whose logs are rotated concurrently.
+    #[serde(default = "defaults::container_log_max_workers")]
+    pub container_log_max_workers: i32,
+    /// How often container logs are checked for rotation.
+    #[serde(
+        default = "defaults::container_log_monitor_interval",
+        with = "duration::serde"
+    )]
+    pub container_log_monitor_interval: Duration,
     /// Resources reserved for the OS (resource name -> quantity).
     #[serde(default)]
     pub system_reserved: BTreeMap<String, String>,
@@ -689,8 +706,6 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
     ("iptablesMasqueradeBit", "14"),
     ("iptablesDropBit", "15"),
     ("memorySwap", ""),
-    ("containerLogMaxWorkers", "1"),
-    ("containerLogMonitorInterval", "\"10s\""),
     ("reservedSystemCPUs", ""),
     ("showHiddenMetricsForVersion", ""),
     ("systemReservedCgroup", ""),
@@ -1120,6 +1135,16 @@ mod tests {
                 "containerLogMaxFiles",
                 c.container_log_max_files.to_string(),
                 "5".into(),
+            ),
+            (
+                "containerLogMaxWorkers",
+                c.container_log_max_workers.to_string(),
+                "1".into(),
+            ),
+            (
+                "containerLogMonitorInterval",
+                format!("{:?}", c.container_log_monitor_interval),
+                format!("{:?}", s(10)),
             ),
             ("podLogsDir", c.pod_logs_dir.clone(), "/var/log/pods".into()),
             ("failSwapOn", c.fail_swap_on.to_string(), "true".into()),

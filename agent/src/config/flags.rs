@@ -120,6 +120,15 @@ pub struct Flags {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = go_bool)]
     pub fail_swap_on: Option<bool>,
+    /// Deprecated (kubelet): minimum age of a dead container before it is garbage collected.
+    #[arg(long, value_name = "DURATION", value_parser = go_duration)]
+    pub minimum_container_ttl_duration: Option<Duration>,
+    /// Deprecated (kubelet): dead instances kept per container (default 1).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub maximum_dead_containers_per_container: Option<i32>,
+    /// Deprecated (kubelet): dead containers kept on the node; negative: no limit (default -1).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub maximum_dead_containers: Option<i32>,
     /// Deprecated: runtimeRequestTimeout.
     #[arg(long, value_name = "DURATION", value_parser = go_duration)]
     pub runtime_request_timeout: Option<Duration>,
@@ -329,6 +338,26 @@ impl Flags {
                 "bosun has no in-tree cloud provider",
             ),
         ];
+        // The container GC flags still work in the kubelet, deprecated with this message.
+        let gc = [
+            (
+                "minimum-container-ttl-duration",
+                self.minimum_container_ttl_duration.is_some(),
+            ),
+            (
+                "maximum-dead-containers-per-container",
+                self.maximum_dead_containers_per_container.is_some(),
+            ),
+            (
+                "maximum-dead-containers",
+                self.maximum_dead_containers.is_some(),
+            ),
+        ];
+        for (flag, _) in gc.iter().filter(|(_, given)| *given) {
+            warnings.push(format!(
+                "--{flag} is deprecated: Use --eviction-hard or --eviction-soft instead. Will be removed in a future version."
+            ));
+        }
         for (flag, value, why) in no_ops {
             if value.is_some() {
                 warnings.push(format!("--{flag} is deprecated and ignored: {why}"));

@@ -135,6 +135,12 @@ pub struct Config {
     pub container_log_max_size: u64,
     /// Log files kept per container.
     pub container_log_max_files: u32,
+    /// Containers whose logs are rotated concurrently.
+    pub container_log_max_workers: u32,
+    /// How often container logs are checked for rotation.
+    pub container_log_monitor_interval: Duration,
+    /// Container garbage collection (the kubelet's deprecated GC flags).
+    pub container_gc: ContainerGcPolicy,
     /// Refuse to start with swap on.
     pub fail_swap_on: bool,
     /// Refuse to start on cgroup v1.
@@ -342,4 +348,26 @@ pub fn machine_hostname() -> std::io::Result<String> {
 /// `path` as an Option, None when empty.
 fn non_empty_path(path: &str) -> Option<PathBuf> {
     (!path.is_empty()).then(|| Path::new(path).to_path_buf())
+}
+
+/// The kubelet's container GC policy (`kubecontainer.GCPolicy`), set only by its deprecated flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerGcPolicy {
+    /// Minimum age of a dead container before it may be removed (`--minimum-container-ttl-duration`, 0).
+    pub min_age: Duration,
+    /// Dead instances kept per pod and container name; negative: no limit
+    /// (`--maximum-dead-containers-per-container`, 1).
+    pub max_per_pod_container: i32,
+    /// Dead containers kept on the node; negative: no limit (`--maximum-dead-containers`, -1).
+    pub max_containers: i32,
+}
+
+impl Default for ContainerGcPolicy {
+    fn default() -> Self {
+        ContainerGcPolicy {
+            min_age: Duration::ZERO,
+            max_per_pod_container: 1,
+            max_containers: -1,
+        }
+    }
 }

@@ -34,26 +34,6 @@ const FIELDS: &[NotActedOn] = &[
         set: |k, d| k.server_tls_bootstrap != d.server_tls_bootstrap,
     },
     NotActedOn {
-        field: "imageMinimumGCAge",
-        why: "image garbage collection is not implemented",
-        set: |k, d| k.image_minimum_gc_age != d.image_minimum_gc_age,
-    },
-    NotActedOn {
-        field: "imageMaximumGCAge",
-        why: "image garbage collection is not implemented",
-        set: |k, d| k.image_maximum_gc_age != d.image_maximum_gc_age,
-    },
-    NotActedOn {
-        field: "imageGCHighThresholdPercent",
-        why: "image garbage collection is not implemented",
-        set: |k, d| k.image_gc_high_threshold_percent != d.image_gc_high_threshold_percent,
-    },
-    NotActedOn {
-        field: "imageGCLowThresholdPercent",
-        why: "image garbage collection is not implemented",
-        set: |k, d| k.image_gc_low_threshold_percent != d.image_gc_low_threshold_percent,
-    },
-    NotActedOn {
         field: "hairpinMode",
         why: "hairpin traffic is the runtime's CNI configuration",
         set: |k, d| k.hairpin_mode != d.hairpin_mode,
@@ -79,16 +59,6 @@ const FIELDS: &[NotActedOn] = &[
         field: "failCgroupV1",
         why: "bosun runs on cgroup v1 and v2 alike",
         set: |k, d| k.fail_cgroup_v1 != d.fail_cgroup_v1,
-    },
-    NotActedOn {
-        field: "containerLogMaxSize",
-        why: "log rotation is not implemented",
-        set: |k, d| quantity_differs(&k.container_log_max_size, &d.container_log_max_size),
-    },
-    NotActedOn {
-        field: "containerLogMaxFiles",
-        why: "log rotation is not implemented",
-        set: |k, d| k.container_log_max_files != d.container_log_max_files,
     },
     NotActedOn {
         field: "enforceNodeAllocatable",

@@ -361,6 +361,21 @@ fn every_validation_error_names_its_field() {
             "imageGCLowThresholdPercent: must be less than imageGCHighThresholdPercent (85), got 90",
         ),
         (
+            "imageMaximumGCAge: 1m\n",
+            &[],
+            "imageMaximumGCAge: must be greater than imageMinimumGCAge (2m0s), got 1m0s",
+        ),
+        (
+            "containerLogMaxWorkers: 0\n",
+            &[],
+            "containerLogMaxWorkers: must be greater than or equal to 1, got 0",
+        ),
+        (
+            "containerLogMonitorInterval: 2s\n",
+            &[],
+            "containerLogMonitorInterval: must be a positive time duration greater than or equal to 3s, got 2s",
+        ),
+        (
             "containerLogMaxFiles: 1\n",
             &[],
             "containerLogMaxFiles: must be at least 2, got 1",
@@ -685,20 +700,20 @@ fn fields_not_acted_on_are_warned_about_by_name() {
             &[],
             &[],
         ),
+        // Image GC honours its four fields: no warning.
         (
-            "imageGCHighThresholdPercent: 90\n",
+            "imageGCHighThresholdPercent: 90\nimageGCLowThresholdPercent: 70\n\
+             imageMinimumGCAge: 5m\nimageMaximumGCAge: 168h\n",
             &[],
-            &["imageGCHighThresholdPercent"],
+            &[],
         ),
+        // Log rotation honours its four fields: no warning.
         (
-            "imageGCLowThresholdPercent: 70\n",
+            "containerLogMaxSize: 50Mi\ncontainerLogMaxFiles: 3\ncontainerLogMaxWorkers: 2\n\
+             containerLogMonitorInterval: 5s\n",
             &[],
-            &["imageGCLowThresholdPercent"],
+            &[],
         ),
-        ("imageMinimumGCAge: 5m\n", &[], &["imageMinimumGCAge"]),
-        ("imageMaximumGCAge: 168h\n", &[], &["imageMaximumGCAge"]),
-        ("containerLogMaxSize: 50Mi\n", &[], &["containerLogMaxSize"]),
-        ("containerLogMaxFiles: 3\n", &[], &["containerLogMaxFiles"]),
         ("serverTLSBootstrap: true\n", &[], &["serverTLSBootstrap"]),
         ("failSwapOn: false\n", &[], &["failSwapOn"]),
         ("", &["--fail-swap-on=false"], &["failSwapOn"]),

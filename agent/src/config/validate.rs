@@ -497,6 +497,16 @@ pub(super) fn build(
             format!("must be less than imageGCHighThresholdPercent ({high}), got {low}"),
         );
     }
+    if !k.image_maximum_gc_age.is_zero() && k.image_maximum_gc_age <= k.image_minimum_gc_age {
+        e.push(
+            "imageMaximumGCAge",
+            format!(
+                "must be greater than imageMinimumGCAge ({}), got {}",
+                super::duration::format(k.image_minimum_gc_age),
+                super::duration::format(k.image_maximum_gc_age)
+            ),
+        );
+    }
     let container_log_max_files = if k.container_log_max_files >= 2 {
         k.container_log_max_files as u32
     } else {
@@ -520,6 +530,27 @@ pub(super) fn build(
             0
         }
     };
+    let container_log_max_workers = if k.container_log_max_workers >= 1 {
+        k.container_log_max_workers as u32
+    } else {
+        e.push(
+            "containerLogMaxWorkers",
+            format!(
+                "must be greater than or equal to 1, got {}",
+                k.container_log_max_workers
+            ),
+        );
+        0
+    };
+    if k.container_log_monitor_interval < Duration::from_secs(3) {
+        e.push(
+            "containerLogMonitorInterval",
+            format!(
+                "must be a positive time duration greater than or equal to 3s, got {}",
+                super::duration::format(k.container_log_monitor_interval)
+            ),
+        );
+    }
     let max_parallel_image_pulls = match k.max_parallel_image_pulls {
         None => None,
         Some(n) if n >= 1 => Some(n as u32),
@@ -696,6 +727,13 @@ pub(super) fn build(
         image_gc_low_threshold_percent: low,
         container_log_max_size,
         container_log_max_files,
+        container_log_max_workers,
+        container_log_monitor_interval: k.container_log_monitor_interval,
+        container_gc: super::ContainerGcPolicy {
+            min_age: f.minimum_container_ttl_duration.unwrap_or_default(),
+            max_per_pod_container: f.maximum_dead_containers_per_container.unwrap_or(1),
+            max_containers: f.maximum_dead_containers.unwrap_or(-1),
+        },
         fail_swap_on: k.fail_swap_on,
         fail_cgroup_v1: k.fail_cgroup_v1,
         register_node: k.register_node,

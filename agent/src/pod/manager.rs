@@ -39,7 +39,33 @@ pub struct PodManager {
     all: BTreeMap<String, Arc<Pod>>,
     /// The RuntimeClass reader the workers share.
     classes: Arc<RuntimeClasses>,
+    /// Publishes the UIDs of the pods with a worker, for garbage collection.
+    known: tokio::sync::watch::Sender<Option<Arc<HashSet<String>>>>,
     cancel: CancellationToken,
+}
+
+/// The pods the manager has a worker for (running or terminating), by UID, once every source has
+/// sent its first full set (`None` before): the kubelet's `ShouldPodContentBeRemoved` is true for
+/// the others. Published whenever the workers change.
+#[derive(Clone)]
+pub struct KnownPods(tokio::sync::watch::Receiver<Option<Arc<HashSet<String>>>>);
+
+impl KnownPods {
+    /// A fixed set (`None`: the sources are not all seen yet), for tests.
+    pub fn fixed(uids: Option<HashSet<String>>) -> Self {
+        KnownPods(tokio::sync::watch::channel(uids.map(Arc::new)).1)
+    }
+
+    /// True when the pod's sandboxes, containers and logs may all be removed: every source has
+    /// been seen and no worker owns the pod.
+    pub fn content_removable(&self, uid: &str) -> bool {
+        self.0.borrow().as_ref().is_some_and(|k| !k.contains(uid))
+    }
+
+    /// True once every source has sent its first full set.
+    pub fn all_sources_ready(&self) -> bool {
+        self.0.borrow().is_some()
+    }
 }
 
 /// What the manager does with a worker's mailbox for a new desired version of its pod.
@@ -96,7 +122,27 @@ impl PodManager {
             restart: HashSet::new(),
             all: BTreeMap::new(),
             classes,
+            known: tokio::sync::watch::channel(None).0,
             cancel,
+        }
+    }
+
+    /// The pods this manager owns, as garbage collection reads them.
+    pub fn known_pods(&self) -> KnownPods {
+        KnownPods(self.known.subscribe())
+    }
+
+    /// Publishes the UIDs with a worker, once every source has been seen.
+    fn publish_known(&self) {
+        if self.all_sources_seen() {
+            let uids: HashSet<String> = self.workers.keys().cloned().collect();
+            self.known.send_if_modified(|k| {
+                let changed = k.as_deref() != Some(&uids);
+                if changed {
+                    *k = Some(Arc::new(uids));
+                }
+                changed
+            });
         }
     }
 
@@ -190,6 +236,7 @@ impl PodManager {
             }
         }
         self.all = all;
+        self.publish_known();
     }
 
     /// Runs admission for pods without a worker, oldest first, against the pods already running;
@@ -256,6 +303,7 @@ impl PodManager {
             self.restart.retain(|uid| self.workers.contains_key(uid));
             self.reconcile();
         }
+        self.publish_known();
         let observed = match observe_all(&self.ctx.cri).await {
             Ok(o) => o,
             Err(e) => {

@@ -99,6 +99,7 @@ pub fn progress(msg: impl std::fmt::Display) {
 pub async fn run(agent: Agent, p: &Params) -> anyhow::Result<Outcome> {
     let opts = NodeOptions {
         max_pods: Some(p.max_pods),
+        ..Default::default()
     };
     let prefix = format!("bench-{}", agent.name());
     let node =

@@ -126,7 +126,8 @@ async fn liveness_failures_publish_at_the_threshold_then_hold() {
         None,
         "two failures: under the threshold"
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The first run is jittered by up to one period, so the third failure lands by 4 s.
+    tokio::time::sleep(Duration::from_millis(1_150)).await;
     assert_eq!(p.kill_reason("cid"), Some(ProbeType::Liveness));
     tokio::time::timeout(Duration::from_millis(1), wake.notified())
         .await
