@@ -89,7 +89,9 @@ impl Admission {
         }
         Err(Rejection {
             reason: "AppArmor".into(),
-            message: "Cannot enforce AppArmor: AppArmor is not enabled on the host".into(),
+            message:
+                "Pod was rejected: Cannot enforce AppArmor: AppArmor is not enabled on the host"
+                    .into(),
         })
     }
 }

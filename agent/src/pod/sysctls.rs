@@ -210,7 +210,7 @@ impl SysctlAllowlist {
             if let Err(e) = self.validate(&s.name, net, ipc, host_users) {
                 return Err(Rejection {
                     reason: "SysctlForbidden".into(),
-                    message: format!("forbidden sysctl: {e}"),
+                    message: format!("Pod was rejected: forbidden sysctl: {e}"),
                 });
             }
         }
@@ -247,19 +247,23 @@ mod tests {
                 &["net.ipv4.tcp_syncookies", "kernel.shmmax"],
                 false,
                 false,
-                Some("forbidden sysctl: \"kernel.shmmax\" not allowlisted"),
+                Some("Pod was rejected: forbidden sysctl: \"kernel.shmmax\" not allowlisted"),
             ),
             (
                 &["net.core.somaxconn"],
                 true,
                 false,
-                Some("forbidden sysctl: \"net.core.somaxconn\" not allowed with host Net enabled"),
+                Some(
+                    "Pod was rejected: forbidden sysctl: \"net.core.somaxconn\" not allowed with host Net enabled",
+                ),
             ),
             (
                 &["kernel.msgmax"],
                 false,
                 true,
-                Some("forbidden sysctl: \"kernel.msgmax\" not allowed with host IPC enabled"),
+                Some(
+                    "Pod was rejected: forbidden sysctl: \"kernel.msgmax\" not allowed with host IPC enabled",
+                ),
             ),
             (&["kernel.msgmax"], true, false, None),
         ];
