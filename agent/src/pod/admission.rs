@@ -295,7 +295,7 @@ mod tests {
             (r.reason.as_str(), r.message.as_str()),
             (
                 "AppArmor",
-                "Cannot enforce AppArmor: AppArmor is not enabled on the host"
+                "Pod was rejected: Cannot enforce AppArmor: AppArmor is not enabled on the host"
             )
         );
         let annotated = of(serde_json::json!({"metadata": {"annotations": {
