@@ -80,7 +80,27 @@ fn pods(node: &ClusterNode) -> Vec<Pod> {
         .spec("securityContext", json!({"runAsNonRoot": true}))
         .container(Container::sh("main", "sleep 3600"))
         .build();
-    vec![restricted, plain, unsafe_sysctl, apparmor, root_image]
+    // 100 lines of 40 bytes, then a failure without a termination message.
+    let fallback = PodBuilder::new(&n("fallback"))
+        .node(&node.name)
+        .grace(1)
+        .restart_policy("Never")
+        .container(
+            Container::sh(
+                "main",
+                "for i in $(seq -w 100); do echo \"line-$i-0123456789012345678901234567890\"; done; exit 3",
+            )
+            .with("terminationMessagePolicy", json!("FallbackToLogsOnError")),
+        )
+        .build();
+    vec![
+        restricted,
+        plain,
+        unsafe_sysctl,
+        apparmor,
+        root_image,
+        fallback,
+    ]
 }
 
 /// What one agent's node showed, node-specific names masked.
@@ -157,6 +177,19 @@ async fn observe(agent: Agent) -> Facts {
         },
     )
     .await;
+    let name = format!("{}-fallback", node.name);
+    let fallback = wait_until_async(
+        &format!("{name} ({}) terminated", agent.name()),
+        Duration::from_secs(90),
+        || async {
+            let pod = api.get_opt(&name).await.ok()??;
+            let s = bosun_tests::pod::container_status(&pod, "main")?;
+            let t = s.state.as_ref()?.terminated.as_ref()?;
+            Some(t.message.clone().unwrap_or_default())
+        },
+    )
+    .await;
+    facts.insert("fallback.message".into(), fallback);
     facts.insert("rootimage.reason".into(), reason);
     facts.insert("rootimage.message".into(), message);
     if let Some(status) = proc.exited() {
@@ -196,7 +229,17 @@ async fn security_context_sysctls_and_apparmor_as_on_the_kubelet() {
             "container has runAsNonRoot and image will run as root (pod: \"<pod>_default(<uid>)\", container: main)",
         ),
     ];
+    // FallbackToLogsOnError: the last 80 lines of the log, cut to its last 2048 bytes.
+    let tail: String = (21..=100)
+        .map(|i| format!("line-{i:03}-0123456789012345678901234567890\n"))
+        .collect();
+    let want_fallback = &tail[tail.len() - 2048..];
     for (agent, f) in [("bosun", &bosun), ("kubelet", &kubelet)] {
+        assert_eq!(
+            f.get("fallback.message").map(String::as_str),
+            Some(want_fallback),
+            "{agent}: the fallback termination message"
+        );
         for (k, v) in want {
             assert_eq!(
                 f.get(*k).map(String::as_str),

@@ -108,8 +108,25 @@ async fn container_view(
         _ => RunState::Unknown,
     };
     let mut message = st.message.clone();
-    if state == RunState::Exited && message.is_empty() {
-        message = read_termination_message(&termination_log(pod_dir, &name, restart_count));
+    if state == RunState::Exited {
+        // As the kubelet's convertToKubeContainerStatus: the termination log (or, with
+        // FallbackToLogsOnError after a failure, the log's tail) after the runtime's message.
+        let fallback = c
+            .annotations
+            .get(labels::TERMINATION_MESSAGE_POLICY)
+            .is_some_and(|p| p == "FallbackToLogsOnError")
+            && st.exit_code != 0
+            && st.reason != "ContainerCannotRun";
+        let mut text = read_termination_message(&termination_log(pod_dir, &name, restart_count));
+        if fallback && text.is_empty() {
+            text = last_log_lines(Path::new(&st.log_path)).await;
+        }
+        if !text.is_empty() {
+            if !message.is_empty() {
+                message.push_str(": ");
+            }
+            message.push_str(&text);
+        }
     }
     Ok(ContainerView {
         id: c.id.clone(),
@@ -139,6 +156,49 @@ pub fn remember_exited(exited: &mut HashMap<String, ContainerView>, obs: &Observ
     }
     let live: HashSet<&str> = obs.containers.iter().map(|c| c.id.as_str()).collect();
     exited.retain(|id, _| live.contains(id.as_str()));
+}
+
+/// Lines and bytes of a failed container's log that stand in for an empty termination message
+/// (the kubelet's MaxContainerTerminationMessageLogLines and ...LogLength).
+const FALLBACK_LINES: u64 = 80;
+const FALLBACK_BYTES: usize = 2048;
+
+/// The last [`FALLBACK_LINES`] lines of a stopped container's CRI log, at most the last
+/// [`FALLBACK_BYTES`] bytes of them; the kubelet's text when the log cannot be read.
+async fn last_log_lines(path: &Path) -> String {
+    use crate::logs::{LogOptions, read_logs};
+    struct Stopped;
+    impl crate::logs::Liveness for Stopped {
+        fn running(&self) -> futures::future::BoxFuture<'_, bool> {
+            Box::pin(async { false })
+        }
+    }
+    let opts = LogOptions {
+        tail_lines: Some(FALLBACK_LINES),
+        limit_bytes: None,
+        since: None,
+        follow: false,
+        timestamps: false,
+        stdout: true,
+        stderr: true,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let read = read_logs(path, &opts, &Stopped, tx);
+    let collect = async {
+        let mut out: Vec<u8> = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            out.extend_from_slice(&chunk);
+            if out.len() > FALLBACK_BYTES {
+                out.drain(..out.len() - FALLBACK_BYTES);
+            }
+        }
+        out
+    };
+    let (r, out) = tokio::join!(read, collect);
+    match r {
+        Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+        Err(e) => format!("Error on reading termination message from logs: {e}"),
+    }
 }
 
 /// The first 4096 bytes of a termination log, empty when there is none.
