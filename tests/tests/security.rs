@@ -4,7 +4,9 @@
 //! print what the kernel says of them (uid/gid, CapEff, Seccomp, NoNewPrivs, a root filesystem
 //! write, a masked /proc file); a safe sysctl and one allowed by `allowedUnsafeSysctls` are set
 //! in the pod; an unsafe sysctl and an AppArmor profile on a host without AppArmor are rejected
-//! at admission; runAsNonRoot on a root image is a CreateContainerConfigError. The same pods run
+//! at admission; runAsNonRoot on a root image is a CreateContainerConfigError; hostUsers: false
+//! on a runtime without user namespaces gets no sandbox (FailedCreatePodSandBox);
+//! FallbackToLogsOnError fills a failed container's message from its log. The same pods run
 //! on a Bosun node and an upstream kubelet node in one run; both must show the same facts.
 
 use std::collections::BTreeMap;
@@ -14,8 +16,9 @@ use bosun_tests::pod::{container_output, create};
 use bosun_tests::{
     Agent, ClusterNode, Container, NodeOptions, PodBuilder, admin_client, wait_until_async,
 };
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::Api;
+use kube::api::ListParams;
 use serde_json::json;
 
 /// What the running pods print: their identity and confinement as the kernel reports it.
@@ -93,6 +96,12 @@ fn pods(node: &ClusterNode) -> Vec<Pod> {
             .with("terminationMessagePolicy", json!("FallbackToLogsOnError")),
         )
         .build();
+    let userns = PodBuilder::new(&n("userns"))
+        .node(&node.name)
+        .grace(1)
+        .spec("hostUsers", json!(false))
+        .container(Container::sh("main", "sleep 3600"))
+        .build();
     vec![
         restricted,
         plain,
@@ -100,6 +109,7 @@ fn pods(node: &ClusterNode) -> Vec<Pod> {
         apparmor,
         root_image,
         fallback,
+        userns,
     ]
 }
 
@@ -190,6 +200,41 @@ async fn observe(agent: Agent) -> Facts {
     )
     .await;
     facts.insert("fallback.message".into(), fallback);
+    // hostUsers: false on a runtime without user namespaces: no sandbox, an event saying why.
+    let name = format!("{}-userns", node.name);
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let lp = ListParams::default().fields(&format!("involvedObject.name={name}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let sandbox_failure = loop {
+        let list = events.list(&lp).await.map(|l| l.items).unwrap_or_default();
+        if let Some(m) = list
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("FailedCreatePodSandBox"))
+            .and_then(|e| e.message)
+        {
+            break m;
+        }
+        if std::time::Instant::now() > deadline {
+            let log = std::fs::read_to_string(proc.log()).unwrap_or_default();
+            let tail: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("userns") || l.contains("WARN") || l.contains("ERROR"))
+                .collect();
+            let pod = api.get_opt(&name).await.ok().flatten();
+            panic!(
+                "{name} ({}): no FailedCreatePodSandBox event in 60 s; pod {:?}; the agent logged:\n{}",
+                agent.name(),
+                pod.map(|p| (p.spec.map(|s| (s.node_name, s.host_users)), p.status)),
+                tail.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    facts.insert("userns.event".into(), sandbox_failure);
+    let pod = api.get(&name).await.expect("userns pod");
+    let running = bosun_tests::pod::container_status(&pod, "main")
+        .is_some_and(|s| s.state.as_ref().is_some_and(|st| st.running.is_some()));
+    facts.insert("userns.running".into(), running.to_string());
     facts.insert("rootimage.reason".into(), reason);
     facts.insert("rootimage.message".into(), message);
     if let Some(status) = proc.exited() {
@@ -223,6 +268,11 @@ async fn security_context_sysctls_and_apparmor_as_on_the_kubelet() {
             "apparmor.message",
             "Pod was rejected: Cannot enforce AppArmor: AppArmor is not enabled on the host",
         ),
+        (
+            "userns.event",
+            "Failed to create pod sandbox: can't set `spec.hostUsers: false`, runtime does not support user namespaces",
+        ),
+        ("userns.running", "false"),
         ("rootimage.reason", "CreateContainerConfigError"),
         (
             "rootimage.message",

@@ -43,6 +43,10 @@ pub async fn run_sandbox(ctx: &NodeContext, classes: &RuntimeClasses, pod: &Pod,
             return failed(&e);
         }
     };
+    if let Err(e) = check_user_namespace(ctx, pod, &handler).await {
+        warn!("FailedCreatePodSandBox: {e}");
+        return failed(&e);
+    }
     let started = Instant::now();
     match ctx.cri.run_pod_sandbox(config, &handler).await {
         Ok(id) => {
@@ -53,6 +57,36 @@ pub async fn run_sandbox(ctx: &NodeContext, classes: &RuntimeClasses, pod: &Pod,
             failed(&e);
         }
     }
+}
+
+/// `hostUsers: false` needs a runtime handler that supports user namespaces (CRI Status
+/// runtime_handlers, as the kubelet's userns manager asks); a pod asking for one never runs in
+/// the host's user namespace. Bosun does not allocate user namespace mappings yet, so a pod
+/// asking for one is refused on every runtime, with the kubelet's message where the runtime
+/// lacks support and a message naming the missing piece where it has it.
+async fn check_user_namespace(ctx: &NodeContext, pod: &Pod, handler: &str) -> Result<(), String> {
+    if pod.spec.as_ref().and_then(|s| s.host_users) != Some(false) {
+        return Ok(());
+    }
+    let supported = ctx.cri.status(false).await.is_ok_and(|s| {
+        s.runtime_handlers
+            .iter()
+            .any(|h| h.name == handler && h.features.as_ref().is_some_and(|f| f.user_namespaces))
+    });
+    if !supported {
+        return Err(match handler {
+            "" => {
+                "can't set `spec.hostUsers: false`, runtime does not support user namespaces".into()
+            }
+            h => format!(
+                "can't set `spec.hostUsers: false`, RuntimeClass handler {h:?} does not support user namespaces"
+            ),
+        });
+    }
+    Err(
+        "can't set `spec.hostUsers: false`: bosun does not allocate user namespace mappings yet"
+            .into(),
+    )
 }
 
 /// The IPs the runtime gave sandbox `id` (primary first); none when it cannot say.
