@@ -29,6 +29,11 @@ if touch /rootfs-write 2>/dev/null; then echo rootfs=writable; else echo rootfs=
 echo "timer_list=$(cat /proc/timer_list 2>/dev/null | wc -c)"
 echo "port_range=$(cat /proc/sys/net/ipv4/ip_local_port_range | tr '\t' ' ')"
 echo "msgmax=$(cat /proc/sys/kernel/msgmax)"
+if [ -d /data ]; then
+  echo "data=$(stat -c '%g %a' /data)"
+  echo "data_write=$(touch /data/f 2>&1 && stat -c '%g' /data/f)"
+  echo "info=$(stat -L -c '%g %a' /info/name)"
+fi
 echo END
 exec sleep 3600
 "#;
@@ -41,13 +46,22 @@ fn pods(node: &ClusterNode) -> Vec<Pod> {
         .spec(
             "securityContext",
             json!({"runAsNonRoot": true, "runAsUser": 1000, "runAsGroup": 3000,
-                   "supplementalGroups": [4000], "seccompProfile": {"type": "RuntimeDefault"}}),
+                   "supplementalGroups": [4000], "fsGroup": 2000,
+                   "seccompProfile": {"type": "RuntimeDefault"}}),
         )
-        .container(Container::sh("main", FACTS).with(
-            "securityContext",
-            json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
-                   "capabilities": {"drop": ["ALL"]}}),
-        ))
+        .empty_dir("data")
+        .volume(json!({"name": "info", "downwardAPI": {"items": [
+            {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}}))
+        .container(
+            Container::sh("main", FACTS)
+                .with(
+                    "securityContext",
+                    json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                           "capabilities": {"drop": ["ALL"]}}),
+                )
+                .mount("data", "/data")
+                .mount("info", "/info"),
+        )
         .build();
     let plain = PodBuilder::new(&n("plain"))
         .node(&node.name)
@@ -247,7 +261,10 @@ async fn observe(agent: Agent) -> Facts {
 async fn security_context_sysctls_and_apparmor_as_on_the_kubelet() {
     let (bosun, kubelet) = tokio::join!(observe(Agent::Bosun), observe(Agent::Kubelet));
     let want: &[(&str, &str)] = &[
-        ("restricted.id", "1000:3000:3000 4000"),
+        ("restricted.id", "1000:3000:3000 2000 4000"),
+        ("restricted.data", "2000 2777"),
+        ("restricted.data_write", "2000"),
+        ("restricted.info", "2000 644"),
         ("restricted.CapEff", "0000000000000000"),
         ("restricted.Seccomp", "2"),
         ("restricted.NoNewPrivs", "1"),

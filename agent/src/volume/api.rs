@@ -171,8 +171,14 @@ impl ApiVolumes {
             if tmpfs {
                 mount_tmpfs(&dir, None).map_err(err)?;
             }
-            atomic::write(&dir, &files)
+            let changed = atomic::write(&dir, &files)
                 .map_err(|e| err(format!("write {}: {e}", dir.display())))?;
+            // New content gets the group (read-only volumes: group read, never group write,
+            // the kubelet's roMask); unchanged content already has it.
+            if let Some((gid, _)) = super::ownership::fs_group(pod).filter(|_| changed) {
+                super::ownership::set_volume_ownership(&dir, gid, true, false)
+                    .map_err(|e| err(format!("fsGroup {gid} on {}: {e}", dir.display())))?;
+            }
             out.insert(v.name.clone(), dir.display().to_string());
         }
         self.last_refresh = Some(Instant::now());

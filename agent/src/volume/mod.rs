@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod atomic;
+pub mod ownership;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,10 @@ pub fn set_up(pod: &Pod, pod_dir: &Path) -> Result<HashMap<String, String>, Volu
             set_perm(&dir, 0o777).map_err(|e| err(e.to_string()))?;
             if ed.medium.as_deref() == Some("Memory") {
                 mount_tmpfs(&dir, ed.size_limit.as_ref().map(|q| q.0.as_str())).map_err(err)?;
+            }
+            if let Some((gid, on_root_mismatch)) = ownership::fs_group(pod) {
+                ownership::set_volume_ownership(&dir, gid, false, on_root_mismatch)
+                    .map_err(|e| err(format!("fsGroup {gid} on {}: {e}", dir.display())))?;
             }
             dir
         } else if let Some(hp) = &v.host_path {
