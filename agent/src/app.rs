@@ -134,9 +134,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
 
     // The Node's labels for admission: the ones bosun registers with until the Node is seen.
-    let (labels_tx, labels_rx) = tokio::sync::watch::channel(
-        crate::node::register::initial_labels(&cfg.node_name, &cfg.node_labels),
-    );
+    let (labels_tx, labels_rx) = tokio::sync::watch::channel(crate::node::NodeView {
+        labels: crate::node::register::initial_labels(&cfg.node_name, &cfg.node_labels),
+        taints: crate::node::register::api_taints(&cfg.register_with_taints),
+    });
     let (tx, rx) = mpsc::channel(16);
     let mut sources = Vec::new();
     if let Some(dir) = cfg.static_pod_path.clone() {
@@ -351,7 +352,7 @@ struct ApiLoops<'a> {
     ctx: &'a Arc<NodeContext>,
     cfg: &'a Config,
     notifier: &'a crate::sdnotify::Notifier,
-    labels: tokio::sync::watch::Sender<BTreeMap<String, String>>,
+    labels: crate::node::LabelsTx,
     pods: mpsc::Sender<source::SourceUpdate>,
     cancel: &'a CancellationToken,
 }
@@ -416,7 +417,7 @@ fn node_allocatable_cgroup(cfg: &Config, machine: &MachineInfo) -> crate::cgroup
 fn admission(
     cfg: &Config,
     machine: &MachineInfo,
-    node_labels: tokio::sync::watch::Receiver<BTreeMap<String, String>>,
+    node_labels: tokio::sync::watch::Receiver<crate::node::NodeView>,
 ) -> crate::pod::admission::Admission {
     use crate::node::allocatable;
     use crate::node::machine::fs_capacity;

@@ -684,7 +684,7 @@ async fn node_labels_added_through_the_api_are_admitted() {
             bosun
                 .log_text()
                 .lines()
-                .any(|l| l.contains("node labels changed") && l.contains(key))
+                .any(|l| l.contains("node labels or taints changed") && l.contains(key))
                 .then_some(())
         },
     )
@@ -710,8 +710,41 @@ async fn node_labels_added_through_the_api_are_admitted() {
     )
     .await;
     assert_eq!(p.status.unwrap().reason.as_deref(), Some("NodeAffinity"));
-    for n in [&ssd, &hdd] {
-        api.delete(n, &DeleteParams::default()).await.unwrap();
+    // As `kubectl taint node <node> bosun.test/drain=yes:NoExecute`: a pod bound to the node
+    // without a toleration is rejected as the kubelet does (it checks NoExecute only).
+    let taint = serde_json::json!({"spec": {"taints": [
+        {"key": "bosun.test/drain", "value": "yes", "effect": "NoExecute"}]}});
+    nodes
+        .patch(&node.name, &PatchParams::default(), &Patch::Merge(&taint))
+        .await
+        .expect("taint the node");
+    wait_until_async("bosun saw the taint", Duration::from_secs(30), || async {
+        bosun
+            .log_text()
+            .lines()
+            .any(|l| l.contains("node labels or taints changed") && l.contains("bosun.test/drain"))
+            .then_some(())
+    })
+    .await;
+    let untolerated = format!("{}-untolerated", node.name);
+    create(&api, &on(&untolerated, "ssd")).await;
+    // The controller-manager's taint eviction deletes such a pod too, possibly before bosun's
+    // Failed status lands: bosun's rejection is read from its log.
+    wait_until_async("bosun rejected the untolerating pod", Duration::from_secs(60), || async {
+        bosun
+            .log_text()
+            .lines()
+            .any(|l| {
+                l.contains(&untolerated)
+                    && l.contains("Pod was rejected: Predicate TaintToleration failed: node(s) had taints that the pod didn't tolerate")
+                    && l.contains("TaintToleration")
+            })
+            .then_some(())
+    })
+    .await;
+    // The controller-manager's taint eviction may have deleted them already.
+    for n in [&ssd, &hdd, &untolerated] {
+        let _ = api.delete(n, &DeleteParams::default()).await;
     }
     bosun.terminate(Duration::from_secs(10));
 }

@@ -76,17 +76,34 @@ pub fn settings(cfg: &Config) -> Settings {
     }
 }
 
-/// The labels admission reads: the Node's as the API server holds them, published by [`run`].
-pub type LabelsTx = tokio::sync::watch::Sender<BTreeMap<String, String>>;
+/// What admission reads of the Node as the API server holds it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeView {
+    /// The Node's labels.
+    pub labels: BTreeMap<String, String>,
+    /// The Node's taints.
+    pub taints: Vec<k8s_openapi::api::core::v1::Taint>,
+}
 
-/// Publishes `node`'s labels when they differ from the last published.
+/// The Node as admission reads it, published by [`run`].
+pub type LabelsTx = tokio::sync::watch::Sender<NodeView>;
+
+/// Publishes `node`'s labels and taints when they differ from the last published.
 fn publish_labels(labels: &LabelsTx, node: &Node) {
-    let now = node.metadata.labels.clone().unwrap_or_default();
+    let now = NodeView {
+        labels: node.metadata.labels.clone().unwrap_or_default(),
+        taints: node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default(),
+    };
     labels.send_if_modified(|l| {
         if *l == now {
             return false;
         }
-        info!(labels = ?now, "node labels changed");
+        let taints: Vec<&str> = now.taints.iter().map(|t| t.key.as_str()).collect();
+        info!(labels = ?now.labels, ?taints, "node labels or taints changed");
         *l = now;
         true
     });

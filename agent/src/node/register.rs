@@ -63,20 +63,7 @@ pub fn initial_node(
     status: NodeStatus,
 ) -> Node {
     let labels = initial_labels(name, node_labels);
-    let taints: Vec<Taint> = taints
-        .iter()
-        .map(|t| Taint {
-            key: t.key.clone(),
-            value: (!t.value.is_empty()).then(|| t.value.clone()),
-            effect: match t.effect {
-                TaintEffect::NoSchedule => "NoSchedule",
-                TaintEffect::PreferNoSchedule => "PreferNoSchedule",
-                TaintEffect::NoExecute => "NoExecute",
-            }
-            .into(),
-            time_added: None,
-        })
-        .collect();
+    let taints = api_taints(taints);
     Node {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -257,4 +244,22 @@ mod tests {
             }}))
         );
     }
+}
+
+/// The registration taints (registerWithTaints) as Node taints.
+pub fn api_taints(taints: &[ConfigTaint]) -> Vec<Taint> {
+    taints
+        .iter()
+        .map(|t| Taint {
+            key: t.key.clone(),
+            value: (!t.value.is_empty()).then(|| t.value.clone()),
+            effect: match t.effect {
+                TaintEffect::NoSchedule => "NoSchedule",
+                TaintEffect::PreferNoSchedule => "PreferNoSchedule",
+                TaintEffect::NoExecute => "NoExecute",
+            }
+            .into(),
+            time_added: None,
+        })
+        .collect()
 }

@@ -26,7 +26,7 @@ pub struct Admission {
     pub allocatable: BTreeMap<String, i128>,
     /// The node's labels, current: the Node's as the API server holds them once it has been
     /// seen, the startup labels before (the kubelet's `getNodeAnyWay`).
-    pub node_labels: watch::Receiver<BTreeMap<String, String>>,
+    pub node_labels: watch::Receiver<crate::node::NodeView>,
     /// The sysctls pods may set (safe ones and `allowedUnsafeSysctls`).
     pub sysctls: super::sysctls::SysctlAllowlist,
     /// Whether the host enforces AppArmor profiles.
@@ -60,7 +60,26 @@ impl Admission {
                 return Err(out_of(resource, want / scale, used / scale, cap / scale));
             }
         }
-        if !matches_node(&self.node_labels.borrow(), pod) {
+        if pod_os_mismatch(pod) {
+            return Err(Rejection {
+                reason: "PodOSSelectorNodeLabelDoesNotMatch".into(),
+                message: "Pod was rejected: Failed to admit pod as the `kubernetes.io/os` label doesn't match node label".into(),
+            });
+        }
+        if pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.os.as_ref())
+            .is_some_and(|os| os.name != "linux")
+        {
+            return Err(Rejection {
+                reason: "PodOSNotSupported".into(),
+                message:
+                    "Pod was rejected: Failed to admit pod as the OS field doesn't match node OS"
+                        .into(),
+            });
+        }
+        if !matches_node(&self.node_labels.borrow().labels, pod) {
             return Err(predicate(
                 "NodeAffinity",
                 "node(s) didn't match Pod's node affinity/selector",
@@ -74,6 +93,14 @@ impl Admission {
             return Err(predicate(
                 "NodePorts",
                 "node(s) didn't have free ports for the requested pod ports",
+            ));
+        }
+        if !crate::runtime::labels::is_static(pod)
+            && untolerated_no_execute(&self.node_labels.borrow().taints, pod)
+        {
+            return Err(predicate(
+                "TaintToleration",
+                "node(s) had taints that the pod didn't tolerate",
             ));
         }
         self.admit_apparmor(pod)
@@ -94,6 +121,45 @@ impl Admission {
                     .into(),
         })
     }
+}
+
+/// The kubelet's rejectPodAdmissionBasedOnOSSelector: a pod *labelled* kubernetes.io/os with
+/// another OS than this node's (always linux here).
+fn pod_os_mismatch(pod: &Pod) -> bool {
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("kubernetes.io/os"))
+        .is_some_and(|os| os != "linux")
+}
+
+/// True when one of the node's NoExecute taints is tolerated by none of the pod's tolerations
+/// (the kubelet checks only NoExecute; the scheduler handles the rest).
+fn untolerated_no_execute(taints: &[k8s_openapi::api::core::v1::Taint], pod: &Pod) -> bool {
+    let tolerations = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.tolerations.as_deref())
+        .unwrap_or_default();
+    taints.iter().filter(|t| t.effect == "NoExecute").any(|t| {
+        !tolerations.iter().any(|tol| {
+            let effect_ok = tol
+                .effect
+                .as_deref()
+                .is_none_or(|e| e.is_empty() || e == t.effect);
+            let key = tol.key.as_deref().unwrap_or_default();
+            let key_ok = key.is_empty() || key == t.key;
+            let value_ok = match tol.operator.as_deref().unwrap_or("Equal") {
+                "Exists" => true,
+                "Equal" | "" => {
+                    tol.value.as_deref().unwrap_or_default()
+                        == t.value.as_deref().unwrap_or_default()
+                }
+                _ => false,
+            };
+            effect_ok && key_ok && value_ok
+        })
+    })
 }
 
 /// True when the host enforces AppArmor (the kubelet's apparmor.IsEnabled).
@@ -274,10 +340,10 @@ mod tests {
                 ("memory".into(), (1i128 << 30) * 1000),
                 ("pods".into(), 2000),
             ]),
-            node_labels: watch::channel(BTreeMap::from([(
-                "kubernetes.io/os".into(),
-                "linux".into(),
-            )]))
+            node_labels: watch::channel(crate::node::NodeView {
+                labels: BTreeMap::from([("kubernetes.io/os".into(), "linux".into())]),
+                taints: vec![],
+            })
             .1,
             sysctls: super::super::sysctls::SysctlAllowlist::new(&[]).unwrap(),
             apparmor_enabled: false,
@@ -367,7 +433,7 @@ mod tests {
 
     #[test]
     fn node_labels_are_read_at_each_admission() {
-        let (tx, rx) = watch::channel(BTreeMap::new());
+        let (tx, rx) = watch::channel(crate::node::NodeView::default());
         let n = Admission {
             node_labels: rx,
             ..node()
@@ -375,10 +441,79 @@ mod tests {
         let ssd = pod("1m", "1Mi", serde_json::json!({"disk": "ssd"}));
         assert_eq!(n.admit(&ssd, &[]).unwrap_err().reason, "NodeAffinity");
         // A label added to the Node through the API after admission was built.
-        tx.send_modify(|l| {
-            l.insert("disk".into(), "ssd".into());
+        tx.send_modify(|v| {
+            v.labels.insert("disk".into(), "ssd".into());
         });
         assert_eq!(n.admit(&ssd, &[]), Ok(()));
+    }
+
+    #[test]
+    fn no_execute_taints_and_the_pod_os_as_the_kubelet() {
+        let (tx, rx) = watch::channel(crate::node::NodeView::default());
+        let n = Admission {
+            node_labels: rx,
+            ..node()
+        };
+        let taint = |key: &str, value: &str, effect: &str| k8s_openapi::api::core::v1::Taint {
+            key: key.into(),
+            value: Some(value.into()),
+            effect: effect.into(),
+            ..Default::default()
+        };
+        tx.send_modify(|v| {
+            v.taints = vec![taint("a", "1", "NoSchedule"), taint("b", "2", "NoExecute")];
+        });
+        let with = |extra: serde_json::Value| -> Pod {
+            let mut v = serde_json::json!({"metadata": {"name": "p"},
+                "spec": {"containers": [{"name": "c"}]}});
+            if let serde_json::Value::Object(m) = extra {
+                for (k, x) in m {
+                    v["spec"][k] = x;
+                }
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        let r = n.admit(&with(serde_json::json!({})), &[]).unwrap_err();
+        assert_eq!(
+            (r.reason.as_str(), r.message.as_str()),
+            (
+                "TaintToleration",
+                "Pod was rejected: Predicate TaintToleration failed: node(s) had taints that the pod didn't tolerate"
+            )
+        );
+        let cases = [
+            (serde_json::json!([{"key": "b", "value": "2"}]), true),
+            (
+                serde_json::json!([{"key": "b", "operator": "Exists", "effect": "NoExecute"}]),
+                true,
+            ),
+            (serde_json::json!([{"operator": "Exists"}]), true),
+            (serde_json::json!([{"key": "b", "value": "3"}]), false),
+            (
+                serde_json::json!([{"key": "b", "operator": "Exists", "effect": "NoSchedule"}]),
+                false,
+            ),
+        ];
+        for (tolerations, ok) in cases {
+            let got = n.admit(&with(serde_json::json!({"tolerations": tolerations})), &[]);
+            assert_eq!(got.is_ok(), ok, "{tolerations}: {got:?}");
+        }
+        let windows = with(
+            serde_json::json!({"os": {"name": "windows"}, "tolerations": [{"operator": "Exists"}]}),
+        );
+        assert_eq!(
+            n.admit(&windows, &[]).unwrap_err().reason,
+            "PodOSNotSupported"
+        );
+        let mut labelled = with(serde_json::json!({"tolerations": [{"operator": "Exists"}]}));
+        labelled.metadata.labels = Some(BTreeMap::from([(
+            "kubernetes.io/os".into(),
+            "windows".into(),
+        )]));
+        assert_eq!(
+            n.admit(&labelled, &[]).unwrap_err().reason,
+            "PodOSSelectorNodeLabelDoesNotMatch"
+        );
     }
 
     #[test]
