@@ -1,7 +1,6 @@
 //! Wiring: build every part from the config, spawn the loops, stop them on SIGTERM/SIGINT.
 //! Stopping bosun stops bosun, never the pods.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

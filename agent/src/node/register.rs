@@ -163,6 +163,24 @@ pub async fn try_register(api: &Api<Node>, initial: &Node) -> Result<Registered,
     })
 }
 
+/// The registration taints (registerWithTaints) as Node taints.
+pub fn api_taints(taints: &[ConfigTaint]) -> Vec<Taint> {
+    taints
+        .iter()
+        .map(|t| Taint {
+            key: t.key.clone(),
+            value: (!t.value.is_empty()).then(|| t.value.clone()),
+            effect: match t.effect {
+                TaintEffect::NoSchedule => "NoSchedule",
+                TaintEffect::PreferNoSchedule => "PreferNoSchedule",
+                TaintEffect::NoExecute => "NoExecute",
+            }
+            .into(),
+            time_added: None,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,22 +262,4 @@ mod tests {
             }}))
         );
     }
-}
-
-/// The registration taints (registerWithTaints) as Node taints.
-pub fn api_taints(taints: &[ConfigTaint]) -> Vec<Taint> {
-    taints
-        .iter()
-        .map(|t| Taint {
-            key: t.key.clone(),
-            value: (!t.value.is_empty()).then(|| t.value.clone()),
-            effect: match t.effect {
-                TaintEffect::NoSchedule => "NoSchedule",
-                TaintEffect::PreferNoSchedule => "PreferNoSchedule",
-                TaintEffect::NoExecute => "NoExecute",
-            }
-            .into(),
-            time_added: None,
-        })
-        .collect()
 }
