@@ -6,6 +6,7 @@
 //! This slice reports pressure and lets admission act on it; it does not yet reclaim node
 //! resources or evict pods.
 
+pub mod message;
 pub mod rank;
 pub mod signals;
 pub mod synchronize;
