@@ -421,11 +421,6 @@ fn every_validation_error_names_its_field() {
             "evictionMinimumReclaim.nodefs.available: must be a positive percentage",
         ),
         (
-            "evictionMaxPodGracePeriod: -1\n",
-            &[],
-            "evictionMaxPodGracePeriod: must not be negative",
-        ),
-        (
             "evictionHard:\n  cpu.available: 1Gi\n",
             &[],
             "evictionHard.cpu.available: unknown eviction signal",

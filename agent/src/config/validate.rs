@@ -565,9 +565,6 @@ pub(super) fn build(
         }
         Vec::new()
     });
-    if k.eviction_max_pod_grace_period < 0 {
-        e.push("evictionMaxPodGracePeriod", "must not be negative");
-    }
     check_reserved("systemReserved", &k.system_reserved, &mut e);
     check_reserved("kubeReserved", &k.kube_reserved, &mut e);
     const ENFORCE: &[&str] = &[
