@@ -7,6 +7,7 @@
 //! resources or evict pods.
 
 pub mod message;
+pub mod plan;
 pub mod rank;
 pub mod signals;
 pub mod synchronize;
