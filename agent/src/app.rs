@@ -126,6 +126,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cancel.child_token(),
     );
     tasks.spawn("stats", sampler);
+    // Pressure conditions from the sampled stats, for the node status and admission.
+    let (eviction, pressure) = crate::eviction::Manager::new(cfg.eviction.clone(), stats.clone());
+    tasks.spawn(
+        "eviction",
+        eviction.run(crate::eviction::MONITORING_PERIOD, cancel.child_token()),
+    );
     if let Err(e) =
         crate::podresources::spawn(&cfg.root_dir, ctx.statuses.clone(), cancel.child_token())
     {
@@ -159,6 +165,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 cfg: &cfg,
                 notifier: &notifier,
                 labels: labels_tx,
+                pressure: pressure.clone(),
                 pods: tx.clone(),
                 cancel: &cancel,
             };
@@ -170,7 +177,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let manager = PodManager::new(
         ctx.clone(),
         sources,
-        admission(&cfg, &machine, labels_rx),
+        admission(&cfg, &machine, labels_rx, pressure),
         cancel.child_token(),
     );
     spawn_gc(&cfg, &ctx, manager.known_pods(), &cancel, &mut tasks);
@@ -352,6 +359,7 @@ struct ApiLoops<'a> {
     cfg: &'a Config,
     notifier: &'a crate::sdnotify::Notifier,
     labels: crate::node::LabelsTx,
+    pressure: crate::eviction::ConditionsRx,
     pods: mpsc::Sender<source::SourceUpdate>,
     cancel: &'a CancellationToken,
 }
@@ -370,7 +378,8 @@ impl ApiLoops<'_> {
         let node = crate::node::run(
             client.clone(),
             Arc::new(cfg.clone()),
-            ctx.cri.clone(),
+            crate::node::status::Observer::new(ctx.cri.clone(), cfg.root_dir.clone())
+                .with_pressure(self.pressure),
             registered,
             self.labels,
             ctx.events.clone(),
@@ -411,12 +420,13 @@ fn node_allocatable_cgroup(cfg: &Config, machine: &MachineInfo) -> crate::cgroup
     )
 }
 
-/// What admission checks pods against: allocatable as the node reports it, and the node's labels
-/// as `node_labels` has them.
+/// What admission checks pods against: allocatable as the node reports it, the node's labels
+/// as `node_labels` has them, and the eviction manager's pressure conditions.
 fn admission(
     cfg: &Config,
     machine: &MachineInfo,
     node_labels: tokio::sync::watch::Receiver<crate::node::NodeView>,
+    pressure: crate::eviction::ConditionsRx,
 ) -> crate::pod::admission::Admission {
     use crate::node::allocatable;
     use crate::node::machine::fs_capacity;
@@ -432,6 +442,7 @@ fn admission(
         node_labels,
         sysctls: cfg.sysctls.clone(),
         apparmor_enabled: crate::pod::admission::host_apparmor_enabled(),
+        pressure,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod cgroup;
 pub mod client;
 pub mod config;
 pub mod events;
+pub mod eviction;
 pub mod gc;
 pub mod healthz;
 pub mod logging;

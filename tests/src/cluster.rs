@@ -15,8 +15,13 @@ use crate::upstream::Kubelet;
 pub struct NodeOptions {
     /// `maxPods` (unset: the kubelet's default, 110).
     pub max_pods: Option<u32>,
-    /// More KubeletConfiguration lines (YAML at the top level), appended as they are.
+    /// More KubeletConfiguration lines (YAML at the top level), appended as they are; a key
+    /// the defaults already set must not be repeated (YAML forbids duplicate keys): evictionHard
+    /// has its own option.
     pub extra_config: String,
+    /// `evictionHard` (signal -> threshold) in place of the test nodes' default block (1% disk
+    /// thresholds and memory.available 100Mi).
+    pub eviction_hard: Option<Vec<(String, String)>>,
     /// Size of a tmpfs mounted as the node's containerd root (`64Mi`), so that the image
     /// filesystem is small and the test's own; unset: the containerd root is a plain directory.
     pub containerd_root_size: Option<String>,
@@ -79,6 +84,18 @@ impl ClusterNode {
         // allowed, no swap check, its own cgroup root; and disk eviction thresholds that a shared
         // machine's disk does not cross (at 11% free the kubelet's default imagefs.available 15%
         // made it reject every pod with DiskPressure, failing a benchmark run).
+        let eviction_hard: String = match &opts.eviction_hard {
+            Some(thresholds) => thresholds
+                .iter()
+                .map(|(signal, value)| format!("  {signal}: {value:?}\n"))
+                .collect(),
+            None => {
+                "  memory.available: 100Mi\n  nodefs.available: 1%\n  nodefs.inodesFree: 1%\n  \
+                     imagefs.available: 1%\n  imagefs.inodesFree: 1%\n"
+                    .into()
+            }
+        };
+        let eviction_hard = format!("evictionHard:\n{eviction_hard}");
         let config = format!(
             "apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -95,13 +112,7 @@ port: {port}
 resolvConf: {d}/resolv.conf
 clusterDNS: [10.96.0.10]
 clusterDomain: cluster.local
-evictionHard:
-  memory.available: 100Mi
-  nodefs.available: 1%
-  nodefs.inodesFree: 1%
-  imagefs.available: 1%
-  imagefs.inodesFree: 1%
-authentication:
+{eviction_hard}authentication:
   x509:
     clientCAFile: {ca}
 {max_pods}{extra}",
@@ -111,6 +122,7 @@ authentication:
             ca = env.var("CLUSTER_CA"),
             port = ctd.server_port(),
             extra = opts.extra_config,
+            eviction_hard = eviction_hard,
         );
         std::fs::write(d.join("config.yaml"), config).expect("config");
         let args = vec![

@@ -142,6 +142,10 @@ pub mod defaults {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
     }
+    /// `evictionPressureTransitionPeriod`: 5m.
+    pub fn eviction_pressure_transition_period() -> Duration {
+        Duration::from_secs(300)
+    }
     /// `failSwapOn`: true.
     pub fn fail_swap_on() -> bool {
         true
@@ -325,6 +329,21 @@ pub struct KubeletConfiguration {
     /// Merge the default evictionHard signals into a partial evictionHard.
     #[serde(default)]
     pub merge_default_eviction_settings: bool,
+    /// Soft eviction thresholds by signal (each needs a grace period).
+    #[serde(default)]
+    pub eviction_soft: BTreeMap<String, String>,
+    /// How long each soft threshold must be met before it is acted on, by signal.
+    #[serde(default)]
+    pub eviction_soft_grace_period: BTreeMap<String, String>,
+    /// How long a pressure condition stays True after its thresholds stop being met.
+    #[serde(default, with = "duration::serde")]
+    pub eviction_pressure_transition_period: Duration,
+    /// The longest grace period (seconds) a pod evicted on a soft threshold gets.
+    #[serde(default)]
+    pub eviction_max_pod_grace_period: i32,
+    /// The least amount reclaimed beyond a met threshold, by signal.
+    #[serde(default)]
+    pub eviction_minimum_reclaim: BTreeMap<String, String>,
     /// Feature gates by name.
     #[serde(default)]
     pub feature_gates: BTreeMap<String, bool>,
@@ -623,6 +642,10 @@ impl KubeletConfiguration {
                 hard.entry(signal).or_insert(value);
             }
         }
+        zero_to(
+            &mut self.eviction_pressure_transition_period,
+            d::eviction_pressure_transition_period,
+        );
         zero_to(&mut self.container_log_max_size, d::container_log_max_size);
         zero_to(&mut self.logging.format, d::log_format);
         zero_to(
@@ -694,11 +717,6 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
     ("contentType", "\"application/vnd.kubernetes.protobuf\""),
     ("kubeAPIQPS", "50"),
     ("kubeAPIBurst", "100"),
-    ("evictionSoft", ""),
-    ("evictionSoftGracePeriod", ""),
-    ("evictionPressureTransitionPeriod", "\"5m\""),
-    ("evictionMaxPodGracePeriod", ""),
-    ("evictionMinimumReclaim", ""),
     ("podsPerCore", ""),
     ("enableControllerAttachDetach", "true"),
     ("protectKernelDefaults", ""),

@@ -8,6 +8,7 @@
 //! acted on yet, become [`Config::warnings`].
 
 pub mod duration;
+pub mod eviction;
 pub mod file;
 pub mod flags;
 mod not_acted_on;
@@ -107,6 +108,8 @@ pub struct Config {
     pub kube_reserved: BTreeMap<String, String>,
     /// Hard eviction thresholds (signal -> quantity or percentage).
     pub eviction_hard: BTreeMap<String, String>,
+    /// The eviction manager's thresholds and periods.
+    pub eviction: eviction::EvictionConfig,
     /// Maximum number of pods.
     pub max_pods: u32,
     /// Maximum PIDs per pod; None: no per-pod limit.

@@ -40,7 +40,7 @@ const FIELDS: &[NotActedOn] = &[
     },
     NotActedOn {
         field: "evictionHard",
-        why: "the thresholds are subtracted from allocatable, but no pod is evicted",
+        why: "pressure conditions and admission honour the thresholds, but no pod is evicted yet",
         set: |k, d| match (&k.eviction_hard, &d.eviction_hard) {
             (Some(k), Some(d)) => {
                 k.len() != d.len()
@@ -49,6 +49,27 @@ const FIELDS: &[NotActedOn] = &[
             }
             (k, d) => k != d,
         },
+    },
+    NotActedOn {
+        field: "evictionSoft",
+        why: "pressure conditions and admission honour the thresholds, but no pod is evicted yet",
+        set: |k, _| !k.eviction_soft.is_empty(),
+    },
+    NotActedOn {
+        field: "evictionSoftGracePeriod",
+        why: "only pod eviction waits for a grace period, and no pod is evicted yet",
+        set: |k, _| !k.eviction_soft_grace_period.is_empty(),
+    },
+    NotActedOn {
+        field: "evictionMaxPodGracePeriod",
+        why: "no pod is evicted yet",
+        set: |k, d| k.eviction_max_pod_grace_period != d.eviction_max_pod_grace_period,
+    },
+    NotActedOn {
+        field: "evictionMinimumReclaim",
+        why: "pressure lasts until the minimum is reclaimed, but nothing is reclaimed or evicted \
+              yet",
+        set: |k, _| !k.eviction_minimum_reclaim.is_empty(),
     },
     NotActedOn {
         field: "failSwapOn",

@@ -406,6 +406,21 @@ fn every_validation_error_names_its_field() {
             "evictionHard.nodefs.available: must be",
         ),
         (
+            "evictionHard:\n  memory.available: \"0\"\n",
+            &[],
+            "evictionHard.memory.available: must be positive",
+        ),
+        (
+            "evictionSoft:\n  memory.available: 1Gi\n",
+            &[],
+            "evictionSoft.memory.available: grace period must be specified",
+        ),
+        (
+            "evictionMinimumReclaim:\n  nodefs.available: 0%\n",
+            &[],
+            "evictionMinimumReclaim.nodefs.available: must be a positive percentage",
+        ),
+        (
             "evictionHard:\n  cpu.available: 1Gi\n",
             &[],
             "evictionHard.cpu.available: unknown eviction signal",
@@ -751,6 +766,24 @@ fn fields_not_acted_on_are_warned_about_by_name() {
             &[],
             &[],
         ),
+        // Pressure conditions honour the transition period: no warning; the fields only pod
+        // eviction (not built yet) acts on are still named.
+        ("evictionPressureTransitionPeriod: 30s\n", &[], &[]),
+        (
+            "evictionSoft:\n  memory.available: 1Gi\nevictionSoftGracePeriod:\n  memory.available: 1m\n",
+            &[],
+            &["evictionSoft", "evictionSoftGracePeriod"],
+        ),
+        (
+            "evictionMaxPodGracePeriod: 30\n",
+            &[],
+            &["evictionMaxPodGracePeriod"],
+        ),
+        (
+            "evictionMinimumReclaim:\n  memory.available: 500Mi\n",
+            &[],
+            &["evictionMinimumReclaim"],
+        ),
         ("featureGates:\n  Foo: true\n", &[], &["featureGates.Foo"]),
         ("", &["--feature-gates=Bar=false"], &["featureGates.Bar"]),
     ];
@@ -772,6 +805,39 @@ fn fields_not_acted_on_are_warned_about_by_name() {
             );
         }
     }
+}
+
+#[test]
+fn eviction_settings_are_parsed_once_into_thresholds() {
+    use super::eviction::{Signal, ThresholdValue};
+    let c = from_text("", &[]).unwrap();
+    assert_eq!(
+        c.eviction.pressure_transition_period,
+        Duration::from_secs(300)
+    );
+    // The kubelet's five default hard thresholds, and memory.available for the pods cgroup.
+    let signals: Vec<Signal> = c.eviction.thresholds.iter().map(|t| t.signal).collect();
+    assert_eq!(signals.len(), 6, "{signals:?}");
+    assert!(signals.contains(&Signal::AllocatableMemoryAvailable));
+    let c = from_text(
+        "evictionPressureTransitionPeriod: 30s\nevictionSoft:\n  nodefs.available: 20%\n\
+         evictionSoftGracePeriod:\n  nodefs.available: 1m30s\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        c.eviction.pressure_transition_period,
+        Duration::from_secs(30)
+    );
+    let soft = c.eviction.thresholds.iter().find(|t| !t.is_hard()).unwrap();
+    assert_eq!(
+        (soft.signal, soft.value, soft.grace_period),
+        (
+            Signal::NodeFsAvailable,
+            ThresholdValue::Percentage(0.2),
+            Duration::from_secs(90)
+        )
+    );
 }
 
 #[test]

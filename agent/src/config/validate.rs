@@ -197,39 +197,6 @@ fn non_negative_quantity(s: &str) -> bool {
     parse_quantity(s).is_ok_and(|q| q.milli_value() >= 0)
 }
 
-/// Eviction signals the kubelet knows.
-const EVICTION_SIGNALS: &[&str] = &[
-    "memory.available",
-    "allocatableMemory.available",
-    "nodefs.available",
-    "nodefs.inodesFree",
-    "imagefs.available",
-    "imagefs.inodesFree",
-    "containerfs.available",
-    "containerfs.inodesFree",
-    "pid.available",
-];
-
-fn check_eviction(field: &str, map: &BTreeMap<String, String>, errors: &mut Errors) {
-    for (signal, value) in map {
-        let name = format!("{field}.{signal}");
-        if !EVICTION_SIGNALS.contains(&signal.as_str()) {
-            errors.push(name, "unknown eviction signal");
-            continue;
-        }
-        let ok = match value.strip_suffix('%') {
-            Some(pct) => pct.parse::<f64>().is_ok_and(|p| (0.0..=100.0).contains(&p)),
-            None => non_negative_quantity(value),
-        };
-        if !ok {
-            errors.push(
-                name,
-                format!("must be a non-negative quantity or a percentage, got {value:?}"),
-            );
-        }
-    }
-}
-
 fn check_reserved(field: &str, map: &BTreeMap<String, String>, errors: &mut Errors) {
     for (resource, value) in map {
         let name = format!("{field}.{resource}");
@@ -585,7 +552,19 @@ pub(super) fn build(
         );
     }
     let eviction_hard = k.eviction_hard.clone().unwrap_or_default();
-    check_eviction("evictionHard", &eviction_hard, &mut e);
+    let thresholds = super::eviction::thresholds(super::eviction::Fields {
+        hard: &eviction_hard,
+        soft: &k.eviction_soft,
+        soft_grace_period: &k.eviction_soft_grace_period,
+        minimum_reclaim: &k.eviction_minimum_reclaim,
+        enforce_node_allocatable: &k.enforce_node_allocatable,
+    })
+    .unwrap_or_else(|problems| {
+        for (field, message) in problems {
+            e.push(field, message);
+        }
+        Vec::new()
+    });
     check_reserved("systemReserved", &k.system_reserved, &mut e);
     check_reserved("kubeReserved", &k.kube_reserved, &mut e);
     const ENFORCE: &[&str] = &[
@@ -714,6 +693,11 @@ pub(super) fn build(
         system_reserved: k.system_reserved.clone(),
         kube_reserved: k.kube_reserved.clone(),
         eviction_hard,
+        eviction: super::eviction::EvictionConfig {
+            thresholds,
+            pressure_transition_period: k.eviction_pressure_transition_period,
+            max_pod_grace_period: k.eviction_max_pod_grace_period,
+        },
         max_pods,
         pod_pids_limit: u64::try_from(k.pod_pids_limit).ok(),
         serialize_image_pulls,

@@ -19,7 +19,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bosun_cri::CriClient;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, NodeStatus};
 use kube::Api;
@@ -109,12 +108,13 @@ fn publish_labels(labels: &LabelsTx, node: &Node) {
     });
 }
 
-/// Registers the node (then signals `registered_tx`) and keeps its status and Lease current until
-/// `cancel` fires; the Node's labels, registered and then as watched, go to `labels`.
+/// Registers the node (then signals `registered_tx`) and keeps its status (from what `observer`
+/// sees) and Lease current until `cancel` fires; the Node's labels, registered and then as
+/// watched, go to `labels`.
 pub async fn run(
     client: kube::Client,
     cfg: Arc<Config>,
-    cri: CriClient,
+    mut observer: Observer,
     registered_tx: tokio::sync::oneshot::Sender<()>,
     labels: LabelsTx,
     events: Recorder,
@@ -129,7 +129,6 @@ pub async fn run(
         "Starting kubelet.".into(),
     );
     let nodes: Api<Node> = Api::all(client.clone());
-    let mut observer = Observer::new(cri, cfg.root_dir.clone());
 
     let registered = if cfg.register_node {
         match register(&nodes, &settings, &cfg, &mut observer, &cancel).await {

@@ -15,6 +15,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::allocatable::{self, Resources};
 use super::machine::{self, MachineInfo};
+use crate::eviction::{Condition, Conditions};
 
 /// At most this many images are reported (the kubelet's default nodeStatusMaxImages).
 pub const MAX_IMAGES: usize = 50;
@@ -63,6 +64,8 @@ pub struct Facts {
     pub runtime_features: Option<NodeFeatures>,
     /// Images on the node, largest first.
     pub images: Vec<ContainerImage>,
+    /// The eviction manager's pressure conditions.
+    pub pressure: Conditions,
 }
 
 /// One setter: updates the fields it owns.
@@ -249,15 +252,23 @@ pub fn features(status: &mut NodeStatus, _: &Settings, f: &Facts) {
     }
 }
 
-/// Sets a pressure condition: heartbeat always, status/reason/message/transition on a change.
-fn pressure(status: &mut NodeStatus, now: &Timestamp, type_: &str, ok: (&str, &str)) {
+/// What a pressure condition says when True and when False: (reason, message) each.
+struct PressureTexts {
+    type_: &'static str,
+    pressure: (&'static str, &'static str),
+    no_pressure: (&'static str, &'static str),
+}
+
+/// Sets a pressure condition as the kubelet's setters: heartbeat always, status, reason, message
+/// and transition time on a change (a new condition starts Unknown, so it always changes).
+fn pressure(status: &mut NodeStatus, now: &Timestamp, under: bool, texts: PressureTexts) {
     let now = Time(*now);
     let conditions = status.conditions.get_or_insert_with(Vec::new);
-    let i = match conditions.iter().position(|c| c.type_ == type_) {
+    let i = match conditions.iter().position(|c| c.type_ == texts.type_) {
         Some(i) => i,
         None => {
             conditions.push(NodeCondition {
-                type_: type_.into(),
+                type_: texts.type_.into(),
                 status: "Unknown".into(),
                 ..Default::default()
             });
@@ -266,48 +277,73 @@ fn pressure(status: &mut NodeStatus, now: &Timestamp, type_: &str, ok: (&str, &s
     };
     let c = &mut conditions[i];
     c.last_heartbeat_time = Some(now.clone());
-    // Eviction (which would set True) is not built yet: no pressure is ever observed.
-    if c.status != "False" {
-        c.status = "False".into();
-        c.reason = Some(ok.0.into());
-        c.message = Some(ok.1.into());
+    let (want, (reason, message)) = if under {
+        ("True", texts.pressure)
+    } else {
+        ("False", texts.no_pressure)
+    };
+    if c.status != want {
+        c.status = want.into();
+        c.reason = Some(reason.into());
+        c.message = Some(message.into());
         c.last_transition_time = Some(now);
     }
 }
 
-/// MemoryPressure.
+/// MemoryPressure, from the eviction manager.
 pub fn memory_pressure_condition(status: &mut NodeStatus, _: &Settings, f: &Facts) {
+    let under = f.pressure.contains(&Condition::MemoryPressure);
     pressure(
         status,
         &f.now,
-        "MemoryPressure",
-        (
-            "KubeletHasSufficientMemory",
-            "kubelet has sufficient memory available",
-        ),
+        under,
+        PressureTexts {
+            type_: "MemoryPressure",
+            pressure: (
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available",
+            ),
+            no_pressure: (
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+            ),
+        },
     );
 }
 
-/// DiskPressure.
+/// DiskPressure, from the eviction manager.
 pub fn disk_pressure_condition(status: &mut NodeStatus, _: &Settings, f: &Facts) {
+    let under = f.pressure.contains(&Condition::DiskPressure);
     pressure(
         status,
         &f.now,
-        "DiskPressure",
-        ("KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        under,
+        PressureTexts {
+            type_: "DiskPressure",
+            pressure: ("KubeletHasDiskPressure", "kubelet has disk pressure"),
+            no_pressure: ("KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        },
     );
 }
 
-/// PIDPressure.
+/// PIDPressure, from the eviction manager.
 pub fn pid_pressure_condition(status: &mut NodeStatus, _: &Settings, f: &Facts) {
+    let under = f.pressure.contains(&Condition::PidPressure);
     pressure(
         status,
         &f.now,
-        "PIDPressure",
-        (
-            "KubeletHasSufficientPID",
-            "kubelet has sufficient PID available",
-        ),
+        under,
+        PressureTexts {
+            type_: "PIDPressure",
+            pressure: (
+                "KubeletHasInsufficientPID",
+                "kubelet has insufficient PID available",
+            ),
+            no_pressure: (
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+            ),
+        },
     );
 }
 
@@ -513,6 +549,111 @@ mod tests {
             let mp = condition(&st, "MemoryPressure").unwrap();
             assert_eq!(mp.last_transition_time, Some(Time(ts(100))));
         }
+    }
+
+    /// The pressure conditions follow the eviction manager, with the kubelet's texts.
+    #[test]
+    fn pressure_conditions_follow_the_eviction_manager() {
+        use Condition::*;
+        // (round time, pressure, condition, want status, reason, message, transition time)
+        type Round = (
+            i64,
+            &'static [Condition],
+            &'static str,
+            &'static str,
+            &'static str,
+            &'static str,
+            i64,
+        );
+        let rounds: &[Round] = &[
+            (
+                100,
+                &[],
+                "MemoryPressure",
+                "False",
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+                100,
+            ),
+            (
+                110,
+                &[MemoryPressure],
+                "MemoryPressure",
+                "True",
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available",
+                110,
+            ),
+            (
+                120,
+                &[MemoryPressure, DiskPressure],
+                "DiskPressure",
+                "True",
+                "KubeletHasDiskPressure",
+                "kubelet has disk pressure",
+                120,
+            ),
+            (
+                120,
+                &[MemoryPressure, DiskPressure],
+                "MemoryPressure",
+                "True",
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available",
+                110,
+            ),
+            (
+                130,
+                &[PidPressure],
+                "PIDPressure",
+                "True",
+                "KubeletHasInsufficientPID",
+                "kubelet has insufficient PID available",
+                130,
+            ),
+            (
+                130,
+                &[PidPressure],
+                "DiskPressure",
+                "False",
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure",
+                130,
+            ),
+            (
+                140,
+                &[],
+                "PIDPressure",
+                "False",
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+                140,
+            ),
+        ];
+        let mut st = NodeStatus::default();
+        let mut events = Vec::new();
+        for &(now, under, type_, want, reason, message, transition) in rounds {
+            let mut f = facts(now);
+            f.pressure = under.iter().copied().collect();
+            let old = st.clone();
+            apply(&mut st, &settings(), &f);
+            events.extend(transition_events(&old, &st));
+            let c = condition(&st, type_).unwrap();
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_deref(), c.message.as_deref()),
+                (want, Some(reason), Some(message)),
+                "{type_} at {now}"
+            );
+            assert_eq!(
+                c.last_transition_time,
+                Some(Time(ts(transition))),
+                "{type_} at {now}"
+            );
+            assert_eq!(c.last_heartbeat_time, Some(Time(ts(now))));
+        }
+        assert!(events.contains(&"NodeHasInsufficientMemory"), "{events:?}");
+        assert!(events.contains(&"NodeHasDiskPressure"), "{events:?}");
+        assert!(events.contains(&"NodeHasInsufficientPID"), "{events:?}");
     }
 
     #[test]

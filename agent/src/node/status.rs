@@ -36,6 +36,7 @@ pub struct Observer {
     root_dir: PathBuf,
     runtime_version: String,
     last_runtime_sync: Option<Instant>,
+    pressure: Option<crate::eviction::ConditionsRx>,
 }
 
 /// The runtime's view of a CRI condition, written as the kubelet's `%v` of it.
@@ -58,7 +59,14 @@ impl Observer {
             root_dir,
             runtime_version,
             last_runtime_sync: None,
+            pressure: None,
         }
+    }
+
+    /// Reports the pressure conditions `pressure` holds (none without it).
+    pub fn with_pressure(mut self, pressure: crate::eviction::ConditionsRx) -> Observer {
+        self.pressure = Some(pressure);
+        self
     }
 
     /// Everything the setters need, now.
@@ -150,6 +158,11 @@ impl Observer {
             runtime_handlers: handlers,
             runtime_features: features,
             images,
+            pressure: self
+                .pressure
+                .as_ref()
+                .map(|p| p.borrow().clone())
+                .unwrap_or_default(),
         }
     }
 }

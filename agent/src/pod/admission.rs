@@ -1,4 +1,6 @@
-//! Pod admission as the kubelet's: a pod setting a sysctl it may not (SysctlForbidden), that does
+//! Pod admission as the kubelet's: under node pressure, a pod the eviction manager would refuse
+//! (Evicted: BestEffort under memory pressure, every non-critical pod under disk or PID
+//! pressure), a pod setting a sysctl it may not (SysctlForbidden), that does
 //! not fit the node's allocatable (OutOfcpu,
 //! OutOfmemory, OutOfpods), whose nodeSelector / required node affinity does not match the
 //! node's labels (NodeAffinity) or whose host ports are taken by an admitted pod (NodePorts) is
@@ -31,6 +33,8 @@ pub struct Admission {
     pub sysctls: super::sysctls::SysctlAllowlist,
     /// Whether the host enforces AppArmor profiles.
     pub apparmor_enabled: bool,
+    /// The eviction manager's pressure conditions, current.
+    pub pressure: crate::eviction::ConditionsRx,
 }
 
 pub use crate::resource::pod_request;
@@ -38,8 +42,9 @@ pub use crate::resource::pod_request;
 impl Admission {
     /// Admits `pod` on a node already running `admitted` pods, or says why not.
     pub fn admit(&self, pod: &Pod, admitted: &[&Pod]) -> Result<(), Rejection> {
-        // The kubelet's order: sysctls, then its predicates (resources, pods first; node
-        // affinity; host ports), then AppArmor; the first failure is the reason.
+        // The kubelet's order: eviction, sysctls, then its predicates (resources, pods first;
+        // node affinity; host ports), then AppArmor; the first failure is the reason.
+        admit_under_pressure(&self.pressure.borrow(), pod)?;
         self.sysctls.admit(pod)?;
         if let Some(&max) = self.allocatable.get("pods") {
             let used = admitted.len() as i128;
@@ -159,6 +164,53 @@ fn untolerated_no_execute(taints: &[k8s_openapi::api::core::v1::Taint], pod: &Po
             };
             effect_ok && key_ok && value_ok
         })
+    })
+}
+
+/// The kubelet's eviction admit handler (eviction_manager.go Admit): with no pressure every pod
+/// is admitted, and so is a critical pod under any; under memory pressure alone a pod that is not
+/// BestEffort, or that tolerates the memory-pressure NoSchedule taint; otherwise the pod is
+/// rejected with reason Evicted naming the conditions.
+pub fn admit_under_pressure(
+    conditions: &crate::eviction::Conditions,
+    pod: &Pod,
+) -> Result<(), Rejection> {
+    use crate::eviction::Condition;
+    use crate::resource::{QosClass, qos_class};
+    if conditions.is_empty() || crate::eviction::is_critical(pod) {
+        return Ok(());
+    }
+    if conditions.len() == 1
+        && conditions.contains(&Condition::MemoryPressure)
+        && (qos_class(pod) != QosClass::BestEffort || tolerates_memory_pressure(pod))
+    {
+        return Ok(());
+    }
+    let names: Vec<&str> = conditions.iter().map(|c| c.as_str()).collect();
+    Err(Rejection {
+        reason: "Evicted".into(),
+        message: format!(
+            "Pod was rejected: The node had condition: [{}]. ",
+            names.join(" ")
+        ),
+    })
+}
+
+/// True when a toleration of `pod` tolerates the `node.kubernetes.io/memory-pressure:NoSchedule`
+/// taint (no value), as the kubelet's TolerationsTolerateTaint.
+fn tolerates_memory_pressure(pod: &Pod) -> bool {
+    const KEY: &str = "node.kubernetes.io/memory-pressure";
+    let tolerations = pod.spec.as_ref().and_then(|s| s.tolerations.as_ref());
+    tolerations.into_iter().flatten().any(|t| {
+        let effect = t.effect.as_deref().unwrap_or("");
+        let key = t.key.as_deref().unwrap_or("");
+        (effect.is_empty() || effect == "NoSchedule")
+            && (key.is_empty() || key == KEY)
+            && match t.operator.as_deref().unwrap_or("") {
+                "" | "Equal" => t.value.as_deref().unwrap_or("").is_empty(),
+                "Exists" => true,
+                _ => false,
+            }
     })
 }
 
@@ -347,7 +399,106 @@ mod tests {
             .1,
             sysctls: super::super::sysctls::SysctlAllowlist::new(&[]).unwrap(),
             apparmor_enabled: false,
+            pressure: watch::channel(Default::default()).1,
         }
+    }
+
+    #[test]
+    fn pressure_rejects_as_the_eviction_admit_handler() {
+        use crate::eviction::{Condition, Conditions};
+        use Condition::*;
+        let of = |v: serde_json::Value| -> Pod { serde_json::from_value(v).unwrap() };
+        let best_effort = of(serde_json::json!({"spec": {"containers": [{"name": "c"}]}}));
+        let burstable = pod("100m", "10Mi", serde_json::json!({}));
+        let static_pod = of(serde_json::json!({
+            "metadata": {"annotations": {"kubernetes.io/config.source": "file"}},
+            "spec": {"containers": [{"name": "c"}]}}));
+        let critical = of(serde_json::json!({"spec": {"priority": 2_000_001_000,
+            "priorityClassName": "system-node-critical", "containers": [{"name": "c"}]}}));
+        let tolerant = |t: serde_json::Value| {
+            of(serde_json::json!({"spec": {"tolerations": [t], "containers": [{"name": "c"}]}}))
+        };
+        let exists = tolerant(serde_json::json!({"operator": "Exists"}));
+        let memory = tolerant(serde_json::json!({
+            "key": "node.kubernetes.io/memory-pressure", "operator": "Exists",
+            "effect": "NoSchedule"}));
+        let disk = tolerant(serde_json::json!({
+            "key": "node.kubernetes.io/disk-pressure", "operator": "Exists"}));
+        let no_execute = tolerant(serde_json::json!({
+            "key": "node.kubernetes.io/memory-pressure", "effect": "NoExecute"}));
+        let cases: &[(&[Condition], &Pod, Option<&str>)] = &[
+            (&[], &best_effort, None),
+            (&[MemoryPressure], &burstable, None),
+            (
+                &[MemoryPressure],
+                &best_effort,
+                Some("Pod was rejected: The node had condition: [MemoryPressure]. "),
+            ),
+            (&[MemoryPressure], &static_pod, None),
+            (&[MemoryPressure], &exists, None),
+            (&[MemoryPressure], &memory, None),
+            (
+                &[MemoryPressure],
+                &disk,
+                Some("Pod was rejected: The node had condition: [MemoryPressure]. "),
+            ),
+            (
+                &[MemoryPressure],
+                &no_execute,
+                Some("Pod was rejected: The node had condition: [MemoryPressure]. "),
+            ),
+            (
+                &[DiskPressure],
+                &burstable,
+                Some("Pod was rejected: The node had condition: [DiskPressure]. "),
+            ),
+            (
+                &[DiskPressure],
+                &memory,
+                Some("Pod was rejected: The node had condition: [DiskPressure]. "),
+            ),
+            (&[DiskPressure], &critical, None),
+            (
+                &[PidPressure],
+                &burstable,
+                Some("Pod was rejected: The node had condition: [PIDPressure]. "),
+            ),
+            (
+                &[MemoryPressure, DiskPressure],
+                &burstable,
+                Some("Pod was rejected: The node had condition: [MemoryPressure DiskPressure]. "),
+            ),
+        ];
+        for (conditions, p, want) in cases {
+            let (tx, rx) = watch::channel(Conditions::new());
+            let n = Admission {
+                pressure: rx,
+                ..node()
+            };
+            tx.send_replace(conditions.iter().copied().collect());
+            let got = n.admit(p, &[]);
+            match want {
+                None => assert_eq!(got, Ok(()), "{conditions:?}"),
+                Some(m) => {
+                    let r = got.unwrap_err();
+                    assert_eq!((r.reason.as_str(), r.message.as_str()), ("Evicted", *m));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pressure_is_checked_before_sysctls_and_resources() {
+        use crate::eviction::Condition;
+        let (_tx, rx) = watch::channel([Condition::DiskPressure].into_iter().collect());
+        let n = Admission {
+            pressure: rx,
+            ..node()
+        };
+        let r = n
+            .admit(&pod("3", "1Mi", serde_json::json!({})), &[])
+            .unwrap_err();
+        assert_eq!(r.reason, "Evicted");
     }
 
     #[test]

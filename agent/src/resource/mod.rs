@@ -1,9 +1,11 @@
 //! Resource quantities and the pod's QoS class, as the kubelet computes them.
 
+pub mod amount;
 pub mod qos;
 pub mod quantity;
 pub mod requests;
 
+pub use amount::{Amount, Format};
 pub use qos::{QosClass, qos_class};
 pub use quantity::{Quantity, QuantityError, parse_quantity};
 pub use requests::{PodLimit, pod_limit, pod_request};
