@@ -175,12 +175,7 @@ async fn last_log_lines(path: &Path) -> String {
     }
     let opts = LogOptions {
         tail_lines: Some(FALLBACK_LINES),
-        limit_bytes: None,
-        since: None,
-        follow: false,
-        timestamps: false,
-        stdout: true,
-        stderr: true,
+        ..LogOptions::default()
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     let read = read_logs(path, &opts, &Stopped, tx);
