@@ -167,12 +167,13 @@ async fn registers_reports_the_machine_renews_the_lease_and_stops_on_sigterm() {
         .into_iter()
         .map(|(k, v)| (k, v.0))
         .collect();
-    // The kubelet's defaults: evictionHard memory.available=100Mi, nodefs.available=10%.
+    // The test node's evictionHard (tests/src/cluster.rs): memory.available=100Mi,
+    // nodefs.available=1%.
     assert_eq!(bytes(&alloc["memory"]), mem_total_kb * 1024 - (100 << 20));
     let storage = bytes(&cap["ephemeral-storage"]);
     assert_eq!(
         bytes(&alloc["ephemeral-storage"]),
-        storage - (storage as f64 * f64::from(0.1f32)) as u64
+        storage - (storage as f64 * f64::from(0.01f32)) as u64
     );
 
     // Addresses: the --node-ip, then the hostname.
