@@ -122,12 +122,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         ctx.cri.clone(),
         facts,
         stats.clone(),
-        crate::stats::SamplerConfig::default(),
+        crate::stats::SamplerConfig {
+            volume_interval: cfg.volume_stats_agg_period,
+            ..Default::default()
+        },
         cancel.child_token(),
     );
     tasks.spawn("stats", sampler);
-    // Pressure conditions from the sampled stats, for the node status and admission.
+    // Pressure conditions from the sampled stats, for the node status and admission; evictions
+    // through the pod manager.
     let (eviction, pressure) = crate::eviction::Manager::new(cfg.eviction.clone(), stats.clone());
+    let (evict_tx, evict_rx) = mpsc::channel(4);
+    let dedicated = dedicated_image_fs(&ctx, &cfg.root_dir).await;
+    let eviction = eviction.with_pods(evict_tx, dedicated);
     tasks.spawn(
         "eviction",
         eviction.run(crate::eviction::MONITORING_PERIOD, cancel.child_token()),
@@ -182,12 +189,33 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     );
     spawn_gc(&cfg, &ctx, manager.known_pods(), &cancel, &mut tasks);
     spawn_log_rotation(&cfg, &ctx, &cancel, &mut tasks);
-    tasks.spawn("pod-manager", manager.run(rx));
+    tasks.spawn("pod-manager", manager.run(rx, Some(evict_rx)));
     info!(tasks = ?tasks.running(), "bosun running");
     cancel.cancelled().await;
     tasks.drain(SHUTDOWN_DEADLINE).await;
     info!("bosun stopped");
     Ok(())
+}
+
+/// True when the runtime keeps images on another filesystem than the root dir's (the kubelet's
+/// dedicatedImageFs, from the devices of the two); false when it cannot tell.
+async fn dedicated_image_fs(ctx: &NodeContext, root_dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(info) = ctx.cri.image_fs_info().await else {
+        return false;
+    };
+    let Some(mountpoint) = info
+        .image_filesystems
+        .first()
+        .and_then(|f| f.fs_id.as_ref())
+        .map(|id| id.mountpoint.clone())
+    else {
+        return false;
+    };
+    match (std::fs::metadata(&mountpoint), std::fs::metadata(root_dir)) {
+        (Ok(image), Ok(root)) => image.dev() != root.dev(),
+        _ => false,
+    }
 }
 
 /// Spawns the garbage collectors on the kubelet's periods.

@@ -25,6 +25,9 @@ pub struct NodeOptions {
     /// Size of a tmpfs mounted as the node's containerd root (`64Mi`), so that the image
     /// filesystem is small and the test's own; unset: the containerd root is a plain directory.
     pub containerd_root_size: Option<String>,
+    /// Size of a tmpfs mounted as the node's root dir (`400m`, as mount -o size takes it): nodefs (pod directories,
+    /// emptyDirs) small and the test's own; unset: a plain directory.
+    pub root_dir_size: Option<String>,
 }
 
 /// One cluster node run by bosun (or by the upstream kubelet: the config and flags suit both).
@@ -66,6 +69,15 @@ impl ClusterNode {
         let d = dir.path();
         for sub in ["manifests", "root", "pods", "containers", "pki"] {
             std::fs::create_dir_all(d.join(sub)).expect("mkdir");
+        }
+        if let Some(size) = &opts.root_dir_size {
+            // Unmounted with everything else under the node's directory when it is dropped.
+            let status = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(d.join("root"))
+                .status()
+                .expect("run mount");
+            assert!(status.success(), "mount a tmpfs on the root dir");
         }
         let status = Command::new(repo_root().join("tests/cluster/mint-node-cred"))
             .arg(&name)

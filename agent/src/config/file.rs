@@ -33,6 +33,10 @@ pub mod defaults {
     pub fn file_check_frequency() -> Duration {
         Duration::from_secs(20)
     }
+    /// `volumeStatsAggPeriod`: 1m.
+    pub fn volume_stats_agg_period() -> Duration {
+        Duration::from_secs(60)
+    }
     /// `address`: all interfaces.
     pub fn address() -> String {
         "0.0.0.0".into()
@@ -221,6 +225,9 @@ pub struct KubeletConfiguration {
     /// Period of rescanning staticPodPath.
     #[serde(default, with = "duration::serde")]
     pub file_check_frequency: Duration,
+    /// Period of measuring the disk usage of the pods' volumes.
+    #[serde(default, with = "duration::serde")]
+    pub volume_stats_agg_period: Duration,
     /// IP the :10250 server listens on.
     #[serde(default)]
     pub address: String,
@@ -581,6 +588,10 @@ impl KubeletConfiguration {
         use defaults as d;
         zero_to(&mut self.sync_frequency, d::sync_frequency);
         zero_to(&mut self.file_check_frequency, d::file_check_frequency);
+        zero_to(
+            &mut self.volume_stats_agg_period,
+            d::volume_stats_agg_period,
+        );
         zero_to(&mut self.address, d::address);
         zero_to(&mut self.port, d::port);
         let authn = &mut self.authentication;
@@ -695,7 +706,6 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
     ("eventBurst", "100"),
     ("enableContentionProfiling", ""),
     ("oomScoreAdj", "-999"),
-    ("volumeStatsAggPeriod", "\"1m\""),
     ("kubeletCgroups", ""),
     ("systemCgroups", ""),
     ("cpuManagerPolicy", "\"none\""),
@@ -1046,6 +1056,11 @@ mod tests {
                 "fileCheckFrequency",
                 format!("{:?}", c.file_check_frequency),
                 format!("{:?}", s(20)),
+            ),
+            (
+                "volumeStatsAggPeriod",
+                format!("{:?}", c.volume_stats_agg_period),
+                format!("{:?}", s(60)),
             ),
             ("address", c.address.clone(), "0.0.0.0".into()),
             ("port", c.port.to_string(), "10250".into()),

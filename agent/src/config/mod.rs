@@ -60,6 +60,8 @@ pub struct Config {
     pub container_logs_link_dir: PathBuf,
     /// Period of rescanning the static pod path.
     pub file_check_frequency: Duration,
+    /// Period of measuring the pods' volume usage (volumeStatsAggPeriod).
+    pub volume_stats_agg_period: Duration,
     /// Maximum period between pod syncs.
     pub sync_frequency: Duration,
     /// Deadline of ordinary CRI calls.

@@ -6,7 +6,6 @@
 //! Remove a field from [`FIELDS`] in the change that makes bosun act on it.
 
 use super::file::KubeletConfiguration;
-use crate::resource::parse_quantity;
 
 /// One field bosun reads but does not act on.
 struct NotActedOn {
@@ -16,14 +15,6 @@ struct NotActedOn {
     why: &'static str,
     /// True when the configuration (`got`) sets the field away from the defaults (`default`).
     set: fn(got: &KubeletConfiguration, default: &KubeletConfiguration) -> bool,
-}
-
-/// True when two quantity strings differ in value (`10Mi` and `10485760` are the same).
-fn quantity_differs(a: &str, b: &str) -> bool {
-    match (parse_quantity(a), parse_quantity(b)) {
-        (Ok(a), Ok(b)) => a != b,
-        _ => a != b,
-    }
 }
 
 /// The fields, in the order of the kubelet's KubeletConfiguration.
@@ -37,39 +28,6 @@ const FIELDS: &[NotActedOn] = &[
         field: "hairpinMode",
         why: "hairpin traffic is the runtime's CNI configuration",
         set: |k, d| k.hairpin_mode != d.hairpin_mode,
-    },
-    NotActedOn {
-        field: "evictionHard",
-        why: "pressure conditions and admission honour the thresholds, but no pod is evicted yet",
-        set: |k, d| match (&k.eviction_hard, &d.eviction_hard) {
-            (Some(k), Some(d)) => {
-                k.len() != d.len()
-                    || k.iter()
-                        .any(|(s, v)| d.get(s).is_none_or(|dv| quantity_differs(v, dv)))
-            }
-            (k, d) => k != d,
-        },
-    },
-    NotActedOn {
-        field: "evictionSoft",
-        why: "pressure conditions and admission honour the thresholds, but no pod is evicted yet",
-        set: |k, _| !k.eviction_soft.is_empty(),
-    },
-    NotActedOn {
-        field: "evictionSoftGracePeriod",
-        why: "only pod eviction waits for a grace period, and no pod is evicted yet",
-        set: |k, _| !k.eviction_soft_grace_period.is_empty(),
-    },
-    NotActedOn {
-        field: "evictionMaxPodGracePeriod",
-        why: "no pod is evicted yet",
-        set: |k, d| k.eviction_max_pod_grace_period != d.eviction_max_pod_grace_period,
-    },
-    NotActedOn {
-        field: "evictionMinimumReclaim",
-        why: "pressure lasts until the minimum is reclaimed, but nothing is reclaimed or evicted \
-              yet",
-        set: |k, _| !k.eviction_minimum_reclaim.is_empty(),
     },
     NotActedOn {
         field: "failSwapOn",

@@ -734,11 +734,7 @@ fn fields_not_acted_on_are_warned_about_by_name() {
         ("", &["--fail-swap-on=false"], &["failSwapOn"]),
         ("failCgroupV1: false\n", &[], &["failCgroupV1"]),
         ("hairpinMode: hairpin-veth\n", &[], &["hairpinMode"]),
-        (
-            "evictionHard:\n  memory.available: 200Mi\n",
-            &[],
-            &["evictionHard"],
-        ),
+        ("evictionHard:\n  memory.available: 200Mi\n", &[], &[]),
         (
             "evictionHard:\n  memory.available: 100Mi\n  nodefs.available: 10%\n  \
              nodefs.inodesFree: 5%\n  imagefs.available: 15%\n  imagefs.inodesFree: 5%\n",
@@ -766,23 +762,18 @@ fn fields_not_acted_on_are_warned_about_by_name() {
             &[],
             &[],
         ),
-        // Pressure conditions honour the transition period: no warning; the fields only pod
-        // eviction (not built yet) acts on are still named.
+        // The eviction manager acts on every eviction field: no warning.
         ("evictionPressureTransitionPeriod: 30s\n", &[], &[]),
         (
             "evictionSoft:\n  memory.available: 1Gi\nevictionSoftGracePeriod:\n  memory.available: 1m\n",
             &[],
-            &["evictionSoft", "evictionSoftGracePeriod"],
-        ),
-        (
-            "evictionMaxPodGracePeriod: 30\n",
             &[],
-            &["evictionMaxPodGracePeriod"],
         ),
+        ("evictionMaxPodGracePeriod: 30\n", &[], &[]),
         (
             "evictionMinimumReclaim:\n  memory.available: 500Mi\n",
             &[],
-            &["evictionMinimumReclaim"],
+            &[],
         ),
         ("featureGates:\n  Foo: true\n", &[], &["featureGates.Foo"]),
         ("", &["--feature-gates=Bar=false"], &["featureGates.Bar"]),

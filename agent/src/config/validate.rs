@@ -660,6 +660,7 @@ pub(super) fn build(
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTAINER_LOGS_LINK_DIR)),
         file_check_frequency: k.file_check_frequency,
+        volume_stats_agg_period: k.volume_stats_agg_period,
         sync_frequency: k.sync_frequency,
         runtime_request_timeout: k.runtime_request_timeout,
         healthz_bind_address: k.healthz_bind_address.clone(),

@@ -3,8 +3,11 @@
 //! met and which pressure conditions (MemoryPressure, DiskPressure, PIDPressure) the node
 //! reports, and publishes those conditions for the node status and for admission.
 //!
-//! This slice reports pressure and lets admission act on it; it does not yet reclaim node
-//! resources or evict pods.
+//! When a threshold is met it evicts one pod per round, as the kubelet: the pods the pod manager
+//! calls active are ranked for the signal ([`plan`]), and the first that is not critical is
+//! stopped through the pod manager ([`PodsRequest::Evict`]) with phase Failed, reason Evicted,
+//! the kubelet's message and the DisruptionTarget condition. Node-level reclaim (container and
+//! image GC) before an eviction is not done yet: the periodic collectors run on their own.
 
 pub mod message;
 pub mod plan;
@@ -12,12 +15,13 @@ pub mod rank;
 pub mod signals;
 pub mod synchronize;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::config::eviction::EvictionConfig;
 use crate::stats::StatsProvider;
@@ -51,12 +55,38 @@ pub fn is_critical(pod: &Pod) -> bool {
             .is_some_and(|p| p >= SYSTEM_CRITICAL_PRIORITY)
 }
 
+/// What the eviction manager asks of the pod manager (the kubelet's activePodsFunc and
+/// killPodFunc).
+#[derive(Debug)]
+pub enum PodsRequest {
+    /// The pods that may be evicted: admitted, not terminal, not being terminated.
+    Active(oneshot::Sender<Vec<Arc<Pod>>>),
+    /// Stop this pod for good with the eviction's grace period and status; answered true once
+    /// its containers are stopped, false when there is no such active pod.
+    Evict(plan::Eviction, oneshot::Sender<bool>),
+}
+
+/// How long an eviction may take beyond its grace period before the manager moves on (the
+/// kubelet's podCleanupTimeout).
+pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The eviction manager: thresholds, what earlier rounds saw, and where conditions go.
 pub struct Manager {
     config: EvictionConfig,
     stats: StatsProvider,
     state: synchronize::State,
     conditions: watch::Sender<Conditions>,
+    /// The pod manager, when pods may be evicted (None: conditions only).
+    pods: Option<mpsc::Sender<PodsRequest>>,
+    /// True when images live on their own filesystem (the kubelet's dedicatedImageFs).
+    dedicated_image_fs: bool,
+}
+
+/// One round's outcome: the thresholds met and the signals observed, to act on.
+struct Round {
+    met: Vec<crate::config::eviction::Threshold>,
+    observations: signals::Observations,
+    summary: Arc<crate::stats::summary::Summary>,
 }
 
 impl Manager {
@@ -68,18 +98,34 @@ impl Manager {
             stats,
             state: synchronize::State::default(),
             conditions: tx,
+            pods: None,
+            dedicated_image_fs: false,
         };
         (m, rx)
     }
 
+    /// The manager, evicting pods through `pods` when a threshold is met; `dedicated_image_fs`
+    /// when images live on a filesystem of their own (ranks disk usage as the kubelet does).
+    pub fn with_pods(mut self, pods: mpsc::Sender<PodsRequest>, dedicated_image_fs: bool) -> Self {
+        self.pods = Some(pods);
+        self.dedicated_image_fs = dedicated_image_fs;
+        self
+    }
+
     /// One round at `now`: observe, decide, publish the conditions when they changed.
     pub fn synchronize(&mut self, now: Instant) {
+        let _ = self.decide(now);
+    }
+
+    /// One round at `now`: observe, decide and publish the conditions; the thresholds met, if
+    /// any, to evict for.
+    fn decide(&mut self, now: Instant) -> Option<Round> {
         if self.config.thresholds.is_empty() {
-            return;
+            return None;
         }
         let Some(summary) = self.stats.latest() else {
             debug!("eviction manager: no stats yet");
-            return;
+            return None;
         };
         let observations = signals::observe(&summary);
         let acted = synchronize::synchronize(
@@ -89,10 +135,6 @@ impl Manager {
             now,
             self.config.pressure_transition_period,
         );
-        if !acted.is_empty() {
-            let signals: Vec<&str> = acted.iter().map(|t| t.signal.as_str()).collect();
-            info!(thresholds = ?signals, "eviction manager: thresholds met; pod eviction is not implemented yet");
-        }
         let now_reported = self.state.conditions.clone();
         self.conditions.send_if_modified(|c| {
             if *c == now_reported {
@@ -103,6 +145,76 @@ impl Manager {
             *c = now_reported;
             true
         });
+        (!acted.is_empty()).then_some(Round {
+            met: acted,
+            observations,
+            summary,
+        })
+    }
+
+    /// Evicts at most one pod for the round's thresholds (the end of the kubelet's synchronize)
+    /// and waits until it is stopped; returns the evicted pod's UID.
+    async fn evict(&self, round: Round) -> Option<String> {
+        let signals: Vec<&str> = round.met.iter().map(|t| t.signal.as_str()).collect();
+        let Some(pods) = &self.pods else {
+            info!(thresholds = ?signals, "eviction manager: thresholds met; no pod manager to evict from");
+            return None;
+        };
+        let (tx, rx) = oneshot::channel();
+        pods.send(PodsRequest::Active(tx)).await.ok()?;
+        let active = rx.await.ok()?;
+        if active.is_empty() {
+            warn!(thresholds = ?signals, "Eviction manager: eviction thresholds have been met, but no pods are active to evict");
+            return None;
+        }
+        let candidates: Vec<rank::Candidate<'_>> = active
+            .iter()
+            .map(|p| rank::Candidate {
+                pod: p,
+                stats: round
+                    .summary
+                    .pods
+                    .iter()
+                    .find(|s| Some(&s.pod_ref.uid) == p.metadata.uid.as_ref()),
+            })
+            .collect();
+        let Some(eviction) = plan::plan(
+            &round.met,
+            &round.observations,
+            candidates,
+            self.dedicated_image_fs,
+            i64::from(self.config.max_pod_grace_period),
+        ) else {
+            info!(thresholds = ?signals, "Eviction manager: unable to evict any pods from the node");
+            return None;
+        };
+        let signal = plan::first_signal(&round.met)?;
+        info!(resource = eviction.resource, pod.uid = %eviction.uid, grace_seconds = eviction.grace_seconds,
+            message = %eviction.message, "Eviction manager: must evict pod(s) to reclaim");
+        let uid = eviction.uid.clone();
+        let wait = Duration::from_secs(eviction.grace_seconds.max(0) as u64) + CLEANUP_TIMEOUT;
+        let (tx, rx) = oneshot::channel();
+        pods.send(PodsRequest::Evict(eviction, tx)).await.ok()?;
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(true)) => {
+                crate::metrics::global()
+                    .evictions
+                    .get_or_create(&crate::metrics::EvictionSignal {
+                        eviction_signal: signal.as_str(),
+                    })
+                    .inc();
+                info!(pod.uid = %uid, "Eviction manager: pod is evicted successfully");
+                Some(uid)
+            }
+            Ok(_) => {
+                warn!(pod.uid = %uid, "Eviction manager: pod failed to evict: not active any more");
+                None
+            }
+            Err(_) => {
+                warn!(pod.uid = %uid, ?wait, "Eviction manager: timed out waiting for the evicted pod to stop");
+                Some(uid)
+            }
+        }
     }
 
     /// Synchronizes every `period` until `cancel` fires.
@@ -113,7 +225,12 @@ impl Manager {
             "eviction manager: starting control loop"
         );
         loop {
-            self.synchronize(Instant::now());
+            if let Some(round) = self.decide(Instant::now()) {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = self.evict(round) => {}
+                }
+            }
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(period) => {}
@@ -156,6 +273,134 @@ mod tests {
         for (p, want) in cases {
             assert_eq!(is_critical(&pod(p.clone())), want, "{p}");
         }
+    }
+
+    /// A pod manager answering the eviction manager: `active` as the active pods, every
+    /// eviction recorded and answered true.
+    fn fake_pod_manager(
+        active: Vec<Arc<Pod>>,
+    ) -> (
+        mpsc::Sender<PodsRequest>,
+        tokio::task::JoinHandle<Vec<plan::Eviction>>,
+    ) {
+        let (tx, mut rx) = mpsc::channel(4);
+        let task = tokio::spawn(async move {
+            let mut evicted = Vec::new();
+            while let Some(r) = rx.recv().await {
+                match r {
+                    PodsRequest::Active(reply) => {
+                        let _ = reply.send(active.clone());
+                    }
+                    PodsRequest::Evict(e, done) => {
+                        evicted.push(e);
+                        let _ = done.send(true);
+                    }
+                }
+            }
+            evicted
+        });
+        (tx, task)
+    }
+
+    #[tokio::test]
+    async fn evicts_the_top_ranked_pod_that_is_not_critical_once_per_round() {
+        let pod = |name: &str, annotations: serde_json::Value| -> Arc<Pod> {
+            Arc::new(
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": name, "namespace": "default", "uid": name,
+                                 "annotations": annotations},
+                    "spec": {"containers": [{"name": "c", "image": "i"}],
+                             "volumes": [{"name": "data", "emptyDir": {}}]},
+                }))
+                .unwrap(),
+            )
+        };
+        let stats = |name: &str, used: u64| {
+            serde_json::json!({
+                "podRef": {"name": name, "namespace": "default", "uid": name},
+                "startTime": "2026-12-02T20:00:00Z",
+                "containers": [{"name": "c", "startTime": "2026-12-02T20:00:00Z"}],
+                "volume": [{"time": "2026-12-02T20:00:00Z", "name": "data", "usedBytes": used}]
+            })
+        };
+        let provider = StatsProvider::new();
+        provider.publish(
+            serde_json::from_value(serde_json::json!({
+                "node": {"nodeName": "n", "startTime": "2026-12-02T20:00:00Z",
+                    "fs": {"time": "2026-12-02T20:00:00Z", "availableBytes": 10u64 << 20,
+                           "capacityBytes": 400u64 << 20}},
+                "pods": [stats("quiet", 1 << 10), stats("filler", 300 << 20),
+                         stats("static", 350 << 20)]
+            }))
+            .unwrap(),
+        );
+        let config = EvictionConfig {
+            thresholds: vec![Threshold {
+                signal: Signal::NodeFsAvailable,
+                value: ThresholdValue::Quantity(150 * 1024 * 1024 * 1000),
+                grace_period: Duration::ZERO,
+                min_reclaim: None,
+            }],
+            pressure_transition_period: Duration::from_secs(300),
+            max_pod_grace_period: 0,
+        };
+        let active = vec![
+            pod("quiet", serde_json::json!({})),
+            pod(
+                "static",
+                serde_json::json!({"kubernetes.io/config.source": "file"}),
+            ),
+            pod("filler", serde_json::json!({})),
+        ];
+        let (tx, task) = fake_pod_manager(active);
+        let (m, _rx) = Manager::new(config, provider);
+        let mut m = m.with_pods(tx, false);
+        let round = m.decide(Instant::now()).expect("threshold met");
+        assert_eq!(m.evict(round).await.as_deref(), Some("filler"));
+        drop(m);
+        let evicted = task.await.unwrap();
+        assert_eq!(evicted.len(), 1, "one pod per round: {evicted:?}");
+        let e = &evicted[0];
+        assert_eq!(
+            (e.uid.as_str(), e.grace_seconds, e.resource),
+            ("filler", 1, "ephemeral-storage")
+        );
+        assert_eq!(
+            e.message,
+            "The node was low on resource: ephemeral-storage. Threshold quantity: 150Mi, \
+             available: 10Mi. "
+        );
+    }
+
+    #[tokio::test]
+    async fn no_eviction_without_active_pods() {
+        let provider = StatsProvider::new();
+        provider.publish(
+            serde_json::from_value(serde_json::json!({
+                "node": {"nodeName": "n", "startTime": "2026-12-02T20:00:00Z",
+                    "fs": {"time": "2026-12-02T20:00:00Z", "availableBytes": 1,
+                           "capacityBytes": 100}},
+                "pods": []
+            }))
+            .unwrap(),
+        );
+        let config = EvictionConfig {
+            thresholds: vec![Threshold {
+                signal: Signal::NodeFsAvailable,
+                value: ThresholdValue::Percentage(0.5),
+                grace_period: Duration::ZERO,
+                min_reclaim: None,
+            }],
+            pressure_transition_period: Duration::from_secs(300),
+            max_pod_grace_period: 0,
+        };
+        let (tx, task) = fake_pod_manager(vec![]);
+        let (m, _rx) = Manager::new(config, provider);
+        let mut m = m.with_pods(tx, false);
+        let round = m.decide(Instant::now()).expect("threshold met");
+        assert_eq!(m.evict(round).await, None);
+        drop(m);
+        assert!(task.await.unwrap().is_empty());
     }
 
     #[test]

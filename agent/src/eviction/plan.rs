@@ -27,6 +27,21 @@ pub struct Eviction {
     pub resource: &'static str,
 }
 
+/// The signal the round evicts for: the first memory threshold met, else the first met.
+pub fn first_signal(met: &[Threshold]) -> Option<Signal> {
+    met.iter()
+        .find(|t| is_memory(t.signal))
+        .or_else(|| met.first())
+        .map(|t| t.signal)
+}
+
+fn is_memory(s: Signal) -> bool {
+    matches!(
+        s,
+        Signal::MemoryAvailable | Signal::AllocatableMemoryAvailable
+    )
+}
+
 /// The eviction this round calls for under `met` (thresholds whose grace periods are
 /// satisfied), or None: nothing met, or no candidate that may be evicted.
 pub fn plan(
@@ -38,12 +53,7 @@ pub fn plan(
 ) -> Option<Eviction> {
     let mut ordered: Vec<Threshold> = met.to_vec();
     // Stable: memory first, the rest in the order they were met.
-    ordered.sort_by_key(|t| {
-        !matches!(
-            t.signal,
-            Signal::MemoryAvailable | Signal::AllocatableMemoryAvailable
-        )
-    });
+    ordered.sort_by_key(|t| !is_memory(t.signal));
     let threshold = *ordered.first()?;
     let resource = resource_of(threshold.signal);
     rank(threshold.signal, dedicated_image_fs, &mut candidates);

@@ -27,6 +27,13 @@ pub struct Operation {
     pub operation_type: &'static str,
 }
 
+/// The `eviction_signal` label of `kubelet_evictions_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EvictionSignal {
+    /// The signal whose threshold the eviction reclaimed for (`memory.available`, ...).
+    pub eviction_signal: &'static str,
+}
+
 /// The labels of `rest_client_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RestRequest {
@@ -57,6 +64,8 @@ pub struct Metrics {
     pub rest_client_requests: Family<RestRequest, Counter>,
     /// bosun_prober_probe_lag_seconds: how late probes start after their scheduled time.
     pub probe_lag: Histogram,
+    /// kubelet_evictions_total{eviction_signal}.
+    pub evictions: Family<EvictionSignal, Counter>,
 }
 
 /// Prometheus' default buckets (client_golang DefBuckets), the kubelet's for pod worker latency.
@@ -89,6 +98,7 @@ impl Metrics {
             pod_worker_duration: Family::new_with_constructor(worker_histogram),
             rest_client_requests: Family::default(),
             probe_lag: Histogram::new(exponential_buckets(0.001, 2.0, 12)),
+            evictions: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -123,6 +133,11 @@ impl Metrics {
             "rest_client_requests",
             "[ALPHA] Number of HTTP requests, partitioned by status code, method, and host",
             m.rest_client_requests.clone(),
+        );
+        registry.register(
+            "kubelet_evictions",
+            "[ALPHA] Cumulative number of pod evictions by eviction signal",
+            m.evictions.clone(),
         );
         registry.register(
             "bosun_prober_probe_lag_seconds",

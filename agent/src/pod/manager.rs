@@ -15,6 +15,7 @@ use super::context::NodeContext;
 use super::runtime_class::RuntimeClasses;
 use super::source::SourceUpdate;
 use super::worker::{self, PodUpdate, WorkerHandle};
+use crate::eviction::PodsRequest;
 use crate::runtime::{ObservedPod, observe_all};
 
 /// PLEG relist period (the kubelet's generic PLEG relists every second).
@@ -151,16 +152,31 @@ impl PodManager {
         self.sources.iter().all(|s| self.desired.contains_key(s))
     }
 
-    /// Runs until cancelled: applies source updates and relists the runtime every second.
-    pub async fn run(mut self, mut updates: mpsc::Receiver<SourceUpdate>) {
+    /// Runs until cancelled: applies source updates, answers the eviction manager's `requests`
+    /// (when there is one) and relists the runtime every second.
+    pub async fn run(
+        mut self,
+        mut updates: mpsc::Receiver<SourceUpdate>,
+        mut requests: Option<mpsc::Receiver<PodsRequest>>,
+    ) {
         let mut tick = tokio::time::interval(RELIST);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let request = async {
+                match requests.as_mut() {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
                 u = updates.recv() => match u {
                     Some(u) => self.apply(u),
                     None => break,
+                },
+                r = request => match r {
+                    Some(r) => self.answer(r),
+                    None => requests = None,
                 },
                 _ = tick.tick() => self.relist().await,
             }
@@ -169,6 +185,45 @@ impl PodManager {
         for (_, w) in self.workers.drain() {
             w.task.abort();
         }
+    }
+
+    /// Answers the eviction manager: the active pods, or an eviction handed to the pod's worker.
+    fn answer(&mut self, request: PodsRequest) {
+        match request {
+            PodsRequest::Active(tx) => {
+                let _ = tx.send(self.active_pods());
+            }
+            PodsRequest::Evict(eviction, done) => {
+                let active = self.workers.get(&eviction.uid).filter(|w| {
+                    matches!(&*w.tx.borrow(), PodUpdate::Sync(_))
+                        && !self.is_terminal(&eviction.uid)
+                });
+                match active {
+                    Some(w) => w.evict(eviction, done),
+                    None => {
+                        let _ = done.send(false);
+                    }
+                }
+            }
+        }
+    }
+
+    /// True when the pod's last status has a terminal phase (Succeeded or Failed).
+    fn is_terminal(&self, uid: &str) -> bool {
+        let phase = self.ctx.statuses.get(uid).and_then(|s| s.phase);
+        matches!(phase.as_deref(), Some("Succeeded" | "Failed"))
+    }
+
+    /// The pods admitted and still to run (the kubelet's GetActivePods): a worker syncing them
+    /// and a phase that is not terminal.
+    fn active_pods(&self) -> Vec<Arc<Pod>> {
+        self.workers
+            .iter()
+            .filter_map(|(uid, w)| match &*w.tx.borrow() {
+                PodUpdate::Sync(p) => (!self.is_terminal(uid)).then(|| p.clone()),
+                PodUpdate::Terminate(..) => None,
+            })
+            .collect()
     }
 
     fn apply(&mut self, update: SourceUpdate) {
@@ -259,17 +314,7 @@ impl PodManager {
                 .map(|t| t.0.as_second())
                 .unwrap_or(0)
         });
-        let mut admitted: Vec<Arc<Pod>> = self
-            .workers
-            .iter()
-            .filter_map(|(uid, w)| match &*w.tx.borrow() {
-                PodUpdate::Sync(p) => {
-                    let phase = self.ctx.statuses.get(uid).and_then(|s| s.phase);
-                    (!matches!(phase.as_deref(), Some("Succeeded" | "Failed"))).then(|| p.clone())
-                }
-                PodUpdate::Terminate(..) => None,
-            })
-            .collect();
+        let mut admitted = self.active_pods();
         for pod in new {
             let refs: Vec<&Pod> = admitted.iter().map(|p| p.as_ref()).collect();
             match self.admission.admit(pod, &refs) {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
 use tracing::info;
 
 use super::context::NodeContext;
@@ -12,9 +12,32 @@ use crate::status::{ProbeStatus, StatusInput, Waiting, compute};
 /// The status message of a pod past its activeDeadlineSeconds.
 pub const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
 
+/// Why a pod was stopped for good by the node: its status is Failed with this reason and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Terminal {
+    /// The status reason (`DeadlineExceeded`, `Evicted`).
+    pub reason: &'static str,
+    /// The status message.
+    pub message: String,
+    /// True when the status also carries the DisruptionTarget condition (reason
+    /// TerminationByKubelet), as the kubelet adds for an eviction.
+    pub disruption_target: bool,
+}
+
+impl Terminal {
+    /// A pod past its activeDeadlineSeconds.
+    pub fn deadline() -> Terminal {
+        Terminal {
+            reason: "DeadlineExceeded",
+            message: DEADLINE_MESSAGE.to_string(),
+            disruption_target: false,
+        }
+    }
+}
+
 /// Computes the pod's status from `obs` (its IPs `ips`, the Waiting reasons of containers that
-/// did not start, the probe results of running ones; Failed with DeadlineExceeded and `deadline` as message when given), stores it,
-/// logs a phase change, and returns it.
+/// did not start, the probe results of running ones; Failed as `terminal` says when given),
+/// stores it, logs a phase change, and returns it.
 pub fn report_status(
     ctx: &NodeContext,
     pod: &Pod,
@@ -22,7 +45,7 @@ pub fn report_status(
     ips: &[String],
     waiting: &HashMap<String, Waiting>,
     probes: &HashMap<String, ProbeStatus>,
-    deadline: Option<&str>,
+    terminal: Option<&Terminal>,
 ) -> PodStatus {
     let previous = ctx.statuses.previous(pod);
     let input = StatusInput {
@@ -36,10 +59,13 @@ pub fn report_status(
         waiting,
         runtime_name: &ctx.cri.runtime_version().runtime_name,
         now: crate::status::compute::now(),
-        terminal: deadline.map(|m| ("Failed", "DeadlineExceeded", m)),
+        terminal: terminal.map(|t| ("Failed", t.reason, t.message.as_str())),
         probes,
     };
-    let status = compute(&input);
+    let mut status = compute(&input);
+    if let Some(t) = terminal.filter(|t| t.disruption_target) {
+        add_disruption_target(&mut status, previous.as_ref(), pod, &t.message, &input.now);
+    }
     let old_phase = previous.as_ref().and_then(|p| p.phase.clone());
     if ctx.statuses.set(pod, status.clone()) && old_phase != status.phase {
         info!(
@@ -49,4 +75,32 @@ pub fn report_status(
         );
     }
     status
+}
+
+/// Adds the DisruptionTarget condition the kubelet sets on a pod it stops for good (status True,
+/// reason TerminationByKubelet, the eviction's message), keeping its first transition time.
+fn add_disruption_target(
+    status: &mut PodStatus,
+    previous: Option<&PodStatus>,
+    pod: &Pod,
+    message: &str,
+    now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) {
+    const TYPE: &str = "DisruptionTarget";
+    let since = previous
+        .and_then(|p| p.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == TYPE && c.status == "True"))
+        .and_then(|c| c.last_transition_time.clone());
+    let condition = PodCondition {
+        type_: TYPE.into(),
+        status: "True".into(),
+        reason: Some("TerminationByKubelet".into()),
+        message: Some(message.into()),
+        last_transition_time: Some(since.unwrap_or_else(|| now.clone())),
+        observed_generation: pod.metadata.generation,
+        ..Default::default()
+    };
+    let conditions = status.conditions.get_or_insert_with(Vec::new);
+    conditions.retain(|c| c.type_ != TYPE);
+    conditions.push(condition);
 }

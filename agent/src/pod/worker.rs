@@ -4,11 +4,11 @@
 //! modules: [`super::observe`], [`super::start`], [`super::teardown`], [`super::runtime_class`].
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -21,14 +21,14 @@ use super::plan::{
     container_spec, ephemeral_spec, is_restartable_init, past_active_deadline, plan,
     starts_unblock_init,
 };
-use super::report::DEADLINE_MESSAGE;
-use super::report::report_status;
+use super::report::{Terminal, report_status};
 use super::runtime_class::RuntimeClasses;
 use super::sandbox::{run_sandbox, sandbox_ips};
 use super::start::{Start, StartError};
 use super::teardown;
 use crate::backoff::KeyedBackoff;
 use crate::events::EventType;
+use crate::eviction::plan::Eviction;
 use crate::prober::{PodProbes, ProbeStatus, ProbeType, RunningContainer};
 use crate::runtime::hosts;
 use crate::runtime::sandbox::PodKey;
@@ -49,6 +49,9 @@ pub enum PodUpdate {
     Terminate(Option<i64>, Option<Arc<Pod>>),
 }
 
+/// An eviction waiting for the worker, and who waits for it to be done.
+type EvictSlot = Arc<Mutex<Option<(Eviction, oneshot::Sender<bool>)>>>;
+
 /// The manager's handle on a running worker.
 pub struct WorkerHandle {
     /// Latest-wins mailbox.
@@ -57,6 +60,23 @@ pub struct WorkerHandle {
     pub wake: Arc<Notify>,
     /// The task.
     pub task: tokio::task::JoinHandle<()>,
+    /// The eviction the worker is to carry out next.
+    evict: EvictSlot,
+}
+
+impl WorkerHandle {
+    /// Hands the worker an eviction (the kubelet's killPodNow): it stops the pod for good and
+    /// answers `done` once its containers are stopped. An eviction still pending is dropped.
+    pub fn evict(&self, eviction: Eviction, done: oneshot::Sender<bool>) {
+        let replaced = match self.evict.lock() {
+            Ok(mut slot) => slot.replace((eviction, done)),
+            Err(_) => return,
+        };
+        if let Some((_, earlier)) = replaced {
+            let _ = earlier.send(false);
+        }
+        self.wake.notify_one();
+    }
 }
 
 /// Spawns the worker of `pod`; `classes` reads the RuntimeClass of its sandboxes.
@@ -68,6 +88,7 @@ pub fn spawn(
 ) -> WorkerHandle {
     let (tx, rx) = watch::channel(PodUpdate::Sync(pod.clone()));
     let wake = Arc::new(Notify::new());
+    let evict = EvictSlot::default();
     let key = PodKey::of(&pod);
     let span =
         info_span!("pod", pod.namespace = %key.namespace, pod.name = %key.name, pod.uid = %key.uid);
@@ -82,13 +103,19 @@ pub fn spawn(
         exited: HashMap::new(),
         api_volumes: ApiVolumes::default(),
         volume_paths: None,
-        deadline_exceeded: false,
+        terminal: None,
+        evict: evict.clone(),
         synced: false,
         start_sli: Default::default(),
         wake: wake.clone(),
     };
     let task = tokio::spawn(worker.run(rx, wake.clone(), cancel).instrument(span));
-    WorkerHandle { tx, wake, task }
+    WorkerHandle {
+        tx,
+        wake,
+        task,
+        evict,
+    }
 }
 
 struct PodWorker {
@@ -104,8 +131,11 @@ struct PodWorker {
     exited: HashMap<String, ContainerView>,
     api_volumes: ApiVolumes,
     volume_paths: Option<HashMap<String, String>>,
-    /// Set once activeDeadlineSeconds passed: the pod is stopped and Failed for good.
-    deadline_exceeded: bool,
+    /// Set once the pod is stopped for good (past activeDeadlineSeconds, evicted): it stays
+    /// stopped and Failed.
+    terminal: Option<Terminal>,
+    /// An eviction handed over by the manager, not carried out yet.
+    evict: EvictSlot,
     /// Synced at least once (kubelet_pod_worker_duration_seconds: create, then update or sync).
     synced: bool,
     /// kubelet_pod_start_sli_duration_seconds of this pod.
@@ -151,6 +181,9 @@ impl PodWorker {
                         self.pod = pod;
                     }
                     self.ctx.prober.remove_pod(&self.key().uid);
+                    if let Some((_, done)) = self.take_eviction() {
+                        let _ = done.send(false);
+                    }
                     Box::pin(self.terminate(grace)).await;
                     if let Some(objects) = &self.ctx.objects {
                         objects.unregister_pod(&self.key().uid);
@@ -162,6 +195,10 @@ impl PodWorker {
             {
                 use futures::FutureExt;
                 let _ = wake.notified().now_or_never();
+            }
+            if self.evict.lock().is_ok_and(|s| s.is_some()) {
+                // An eviction came during the sync: carry it out now.
+                continue;
             }
             let now = Instant::now();
             let until = [&self.backoff, &self.pulls]
@@ -235,8 +272,17 @@ impl PodWorker {
                     self.backoff.reset(&c.name);
                 }
             }
-            if self.deadline_exceeded || self.past_active_deadline() {
-                return self.stop_past_deadline(&obs).await;
+            if let Some((eviction, done)) = self.take_eviction() {
+                return self.evict(&obs, eviction, done).await;
+            }
+            if self.terminal.is_none() && self.past_active_deadline() {
+                let t = Terminal::deadline();
+                warn!("DeadlineExceeded: {}", t.message);
+                self.event(None, EventType::Normal, t.reason, t.message.clone());
+                self.terminal = Some(t);
+            }
+            if self.terminal.is_some() {
+                return self.stop_for_good(&obs).await;
             }
             let unstarted = self.unstarted_sidecars(&obs);
             let unstarted: Vec<&str> = unstarted.iter().map(String::as_str).collect();
@@ -285,16 +331,61 @@ impl PodWorker {
         Ok(())
     }
 
-    /// The pod ran past activeDeadlineSeconds: stopped for good, Failed with DeadlineExceeded.
-    async fn stop_past_deadline(&mut self, obs: &Observed) -> bosun_cri::Result<()> {
-        if !self.deadline_exceeded {
-            self.deadline_exceeded = true;
-            warn!("DeadlineExceeded: {DEADLINE_MESSAGE}");
-            let msg = DEADLINE_MESSAGE.to_string();
-            self.event(None, EventType::Normal, "DeadlineExceeded", msg);
+    /// The eviction the manager handed over, if any.
+    fn take_eviction(&self) -> Option<(Eviction, oneshot::Sender<bool>)> {
+        self.evict.lock().ok()?.take()
+    }
+
+    /// Evicts the pod as the kubelet's eviction manager does: a Warning Evicted event with the
+    /// message, every container stopped within the eviction's grace period, the status Failed
+    /// with reason Evicted and the DisruptionTarget condition; `done` answered once stopped.
+    async fn evict(
+        &mut self,
+        obs: &Observed,
+        eviction: Eviction,
+        done: oneshot::Sender<bool>,
+    ) -> bosun_cri::Result<()> {
+        if self.terminal.is_some() {
+            // Already stopped for good: nothing to evict.
+            let _ = done.send(false);
+            return self.stop_for_good(obs).await;
         }
+        warn!(
+            grace_seconds = eviction.grace_seconds,
+            "Evicted: {}", eviction.message
+        );
+        self.event(
+            None,
+            EventType::Warning,
+            "Evicted",
+            eviction.message.clone(),
+        );
+        self.terminal = Some(Terminal {
+            reason: "Evicted",
+            message: eviction.message,
+            disruption_target: true,
+        });
+        let grace = Some(eviction.grace_seconds);
+        if obs.anything_running() {
+            teardown::kill(&self.ctx, &self.pod, obs, &self.sandbox_ips, grace).await;
+        }
+        let result = self.stop_for_good(obs).await;
+        let _ = done.send(true);
+        result
+    }
+
+    /// The pod is stopped for good (past its deadline, evicted): whatever still runs is
+    /// stopped, its volumes torn down (the kubelet unmounts a terminated pod's volumes), and its
+    /// status reported Failed with the reason.
+    async fn stop_for_good(&mut self, obs: &Observed) -> bosun_cri::Result<()> {
         if obs.anything_running() {
             teardown::kill(&self.ctx, &self.pod, obs, &self.sandbox_ips, None).await;
+        }
+        if self.volume_paths.take().is_some() {
+            let dir = self.ctx.dirs.pod_dir(&self.key().uid).join("volumes");
+            if let Err(e) = volume::tear_down(&dir) {
+                warn!(error = %e, "cannot tear down the volumes of a stopped pod");
+            }
         }
         let obs = self.observe().await?;
         self.update_status(&obs).await;
@@ -394,7 +485,7 @@ impl PodWorker {
             Some(s) => self.pod_ips(&s.id).await,
             None => vec![],
         };
-        let terminal = self.deadline_exceeded.then_some(DEADLINE_MESSAGE);
+        let terminal = self.terminal.as_ref();
         let probes = self.probes(obs, ips.first().map(String::as_str).unwrap_or_default());
         let status = report_status(
             &self.ctx,

@@ -2,7 +2,8 @@
 //! writes `mib` MiB of 100-byte lines and a last `done` line, then sleeps; once the whole log is
 //! on disk, `GET /containerLogs/...?follow=true` on the node port (as the API server would for
 //! `kubectl logs -f`) is timed from the request to the `done` line, with the agent's CPU seconds
-//! over the same interval.
+//! over the same interval. The bench nodes' containerLogMaxSize is above the log's size: a
+//! rotation while it is written would leave the current file, where a follow starts, short.
 
 use std::time::{Duration, Instant};
 

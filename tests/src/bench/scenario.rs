@@ -99,6 +99,9 @@ pub fn progress(msg: impl std::fmt::Display) {
 pub async fn run(agent: Agent, p: &Params) -> anyhow::Result<Outcome> {
     let opts = NodeOptions {
         max_pods: Some(p.max_pods),
+        // The followed log stays one file: a rotation while it is written (10Mi by default)
+        // would leave the follow, which starts at the current file, short of its bytes.
+        extra_config: format!("containerLogMaxSize: {}Mi\n", 2 * p.log_mib + 10),
         ..Default::default()
     };
     let prefix = format!("bench-{}", agent.name());
