@@ -133,8 +133,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // through the pod manager.
     let (eviction, pressure) = crate::eviction::Manager::new(cfg.eviction.clone(), stats.clone());
     let (evict_tx, evict_rx) = mpsc::channel(4);
-    let dedicated = dedicated_image_fs(&ctx, &cfg.root_dir).await;
-    let eviction = eviction.with_pods(evict_tx, dedicated);
+    let image_fs = image_fs_mountpoint(&ctx).await;
+    let dedicated = image_fs
+        .as_deref()
+        .is_some_and(|m| on_other_device(m, &cfg.root_dir));
+    let (reclaim_containers, containers_rx) = mpsc::channel(1);
+    let (reclaim_images, images_rx) = mpsc::channel(1);
+    let eviction = eviction
+        .with_pods(evict_tx, dedicated)
+        .with_reclaim(crate::eviction::Reclaim {
+            containers: Some(reclaim_containers),
+            images: Some(reclaim_images),
+            nodefs: Some(cfg.root_dir.clone()),
+            imagefs: image_fs,
+        });
     tasks.spawn(
         "eviction",
         eviction.run(crate::eviction::MONITORING_PERIOD, cancel.child_token()),
@@ -187,7 +199,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         admission(&cfg, &machine, labels_rx, pressure),
         cancel.child_token(),
     );
-    spawn_gc(&cfg, &ctx, manager.known_pods(), &cancel, &mut tasks);
+    let reclaim = (containers_rx, images_rx);
+    spawn_gc(
+        &cfg,
+        &ctx,
+        manager.known_pods(),
+        reclaim,
+        &cancel,
+        &mut tasks,
+    );
     spawn_log_rotation(&cfg, &ctx, &cancel, &mut tasks);
     tasks.spawn("pod-manager", manager.run(rx, Some(evict_rx)));
     info!(tasks = ?tasks.running(), "bosun running");
@@ -197,32 +217,30 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// True when the runtime keeps images on another filesystem than the root dir's (the kubelet's
-/// dedicatedImageFs, from the devices of the two); false when it cannot tell.
-async fn dedicated_image_fs(ctx: &NodeContext, root_dir: &std::path::Path) -> bool {
+/// The image filesystem's mountpoint, as the runtime's ImageFsInfo names it.
+async fn image_fs_mountpoint(ctx: &NodeContext) -> Option<std::path::PathBuf> {
+    let info = ctx.cri.image_fs_info().await.ok()?;
+    let fs = info.image_filesystems.first()?.fs_id.as_ref()?;
+    Some(std::path::PathBuf::from(&fs.mountpoint))
+}
+
+/// True when `a` and `b` are on different devices (the kubelet's dedicatedImageFs, for the
+/// image filesystem and the root dir); false when either cannot be read.
+fn on_other_device(a: &std::path::Path, b: &std::path::Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let Ok(info) = ctx.cri.image_fs_info().await else {
-        return false;
-    };
-    let Some(mountpoint) = info
-        .image_filesystems
-        .first()
-        .and_then(|f| f.fs_id.as_ref())
-        .map(|id| id.mountpoint.clone())
-    else {
-        return false;
-    };
-    match (std::fs::metadata(&mountpoint), std::fs::metadata(root_dir)) {
-        (Ok(image), Ok(root)) => image.dev() != root.dev(),
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() != b.dev(),
         _ => false,
     }
 }
 
-/// Spawns the garbage collectors on the kubelet's periods.
+/// Spawns the garbage collectors on the kubelet's periods; `reclaim` brings the eviction
+/// manager's node-level reclaim requests (containers, images).
 fn spawn_gc(
     cfg: &Config,
     ctx: &Arc<NodeContext>,
     known: crate::pod::manager::KnownPods,
+    reclaim: (crate::gc::ReclaimRx, crate::gc::ReclaimRx),
     cancel: &CancellationToken,
     tasks: &mut Tasks,
 ) {
@@ -242,6 +260,7 @@ fn spawn_gc(
             period,
             ctx.events.clone(),
             cfg.node_name.clone(),
+            Some(reclaim.0),
             cancel.child_token(),
         ),
     );
@@ -259,7 +278,7 @@ fn spawn_gc(
     let period = gc::period_from_env("BOSUN_IMAGE_GC_PERIOD", gc::IMAGE_GC_PERIOD);
     tasks.spawn(
         "image-gc",
-        gc::run_images(images, period, cancel.child_token()),
+        gc::run_images(images, period, Some(reclaim.1), cancel.child_token()),
     );
 }
 

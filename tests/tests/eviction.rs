@@ -4,7 +4,10 @@
 //! had condition: [DiskPressure]. "), while a static pod, critical, is still admitted. And real
 //! pressure: with the node's root dir on a small tmpfs, a pod filling an emptyDir is evicted
 //! (Failed, Evicted, the kubelet's message, DisruptionTarget, a Warning Evicted event), its
-//! emptyDir torn down so DiskPressure clears, and the quiet pod beside it keeps running.
+//! emptyDir torn down so DiskPressure clears, and the quiet pod beside it keeps running. Memory:
+//! with kubepods limited to 3 GiB (systemReserved) and allocatableMemory.available 1Gi, a
+//! BestEffort pod holding 2.5 GiB is evicted and the Guaranteed pod spared. PIDs: with
+//! pid.available 600 below what is free now, a pod starting 1200 processes is evicted.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -195,22 +198,7 @@ async fn disk_pressure_evicts_the_pod_filling_the_disk() {
     )
     .await;
     let nodes: Api<Node> = Api::all(client.clone());
-    // DiskPressure=True seen on the Node at any time from now on.
-    let pressure_seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watcher = {
-        let (nodes, name, seen) = (nodes.clone(), node.name.clone(), pressure_seen.clone());
-        tokio::spawn(async move {
-            loop {
-                if let Ok(n) = nodes.get(&name).await
-                    && condition(&n, "DiskPressure").is_some_and(|c| c.status == "True")
-                {
-                    seen.store(true, std::sync::atomic::Ordering::SeqCst);
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        })
-    };
+    let pressure = seen_true(&nodes, &node.name, "DiskPressure");
     let p = wait_pod(&api, &filler, "filler pod evicted", 150, |p| {
         (phase(p) == "Failed").then(|| p.clone())
     })
@@ -264,10 +252,9 @@ async fn disk_pressure_evicts_the_pod_filling_the_disk() {
     wait_until_async(
         "DiskPressure=True seen",
         Duration::from_secs(60),
-        || async { watcher.is_finished().then_some(()) },
+        || async { pressure.is_finished().then_some(()) },
     )
     .await;
-    assert!(pressure_seen.load(std::sync::atomic::Ordering::SeqCst));
     wait_until_async("DiskPressure=False", Duration::from_secs(90), || async {
         let n = nodes.get_opt(&node.name).await.ok()??;
         condition(&n, "DiskPressure").filter(|c| c.status == "False")
@@ -302,4 +289,225 @@ fn condition_of(p: &Pod, type_: &str) -> Option<k8s_openapi::api::core::v1::PodC
         .iter()
         .find(|c| c.type_ == type_)
         .cloned()
+}
+
+/// MemTotal of this machine, in KiB.
+fn mem_total_kib() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("MemTotal")
+}
+
+/// Spawns a poller that returns once the Node's condition `type_` is True.
+fn seen_true(nodes: &Api<Node>, node: &str, type_: &'static str) -> tokio::task::JoinHandle<()> {
+    let (nodes, name) = (nodes.clone(), node.to_string());
+    tokio::spawn(async move {
+        loop {
+            if let Ok(n) = nodes.get(&name).await
+                && condition(&n, type_).is_some_and(|c| c.status == "True")
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+}
+
+#[tokio::test]
+async fn memory_pressure_evicts_the_best_effort_hog_before_the_guaranteed_pod() {
+    // The pods' cgroup (kubepods) gets 3 GiB: systemReserved takes the rest of the machine.
+    // allocatableMemory.available below 1 GiB is pressure: the pods' working set past ~2 GiB,
+    // whatever the rest of the machine does. The hog holds 2.5 GiB of real memory in a
+    // memory-backed emptyDir; the Guaranteed pod stays within its request.
+    let reserved_kib = mem_total_kib().saturating_sub(3 << 20);
+    let opts = NodeOptions {
+        eviction_hard: Some(vec![
+            ("allocatableMemory.available".into(), "1Gi".into()),
+            ("memory.available".into(), "100Mi".into()),
+            ("nodefs.available".into(), "1%".into()),
+            ("imagefs.available".into(), "1%".into()),
+        ]),
+        extra_config: format!(
+            "evictionPressureTransitionPeriod: 20s\nsystemReserved:\n  memory: {reserved_kib}Ki\n"
+        ),
+        ..Default::default()
+    };
+    let node = ClusterNode::with_options("evict-mem", &opts);
+    let mut bosun = node.start();
+    let client = admin_client().await;
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let nodes: Api<Node> = Api::all(client.clone());
+    let guaranteed = format!("{}-guaranteed", node.name);
+    let hog = format!("{}-hog", node.name);
+    create(
+        &api,
+        &PodBuilder::new(&guaranteed)
+            .node(&node.name)
+            .restart_policy("Never")
+            .container(
+                Container::exec("main", &["sleep", "3600"])
+                    .requests("50m", "64Mi")
+                    .limits("50m", "64Mi"),
+            )
+            .build(),
+    )
+    .await;
+    wait_pod(&api, &guaranteed, "guaranteed pod Running", 90, |p| {
+        (phase(p) == "Running").then_some(())
+    })
+    .await;
+    let pressure = seen_true(&nodes, &node.name, "MemoryPressure");
+    let started = Instant::now();
+    create(
+        &api,
+        &PodBuilder::new(&hog)
+            .node(&node.name)
+            .restart_policy("Never")
+            .volume(serde_json::json!({"name": "mem", "emptyDir": {"medium": "Memory"}}))
+            .container(
+                Container::sh(
+                    "main",
+                    "dd if=/dev/zero of=/mem/fill bs=1M count=2560; exec sleep 3600",
+                )
+                .mount("mem", "/mem"),
+            )
+            .build(),
+    )
+    .await;
+    let p = wait_pod(&api, &hog, "hog evicted", 150, |p| {
+        (phase(p) == "Failed").then(|| p.clone())
+    })
+    .await;
+    eprintln!("hog Failed {:?} after its creation", started.elapsed());
+    let st = p.status.clone().unwrap_or_default();
+    assert_eq!(st.reason.as_deref(), Some("Evicted"), "{st:?}");
+    let message = st.message.clone().unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "The node was low on resource: memory. Threshold quantity: 1Gi, available: "
+        ) && message.contains(". Container main was using ")
+            && message.ends_with(", request is 0, has larger consumption of memory. "),
+        "message {message:?}"
+    );
+    let disruption = condition_of(&p, "DisruptionTarget").expect("DisruptionTarget condition");
+    assert_eq!(
+        (disruption.status.as_str(), disruption.reason.as_deref()),
+        ("True", Some("TerminationByKubelet"))
+    );
+    wait_until_async(
+        "MemoryPressure=True seen",
+        Duration::from_secs(60),
+        || async { pressure.is_finished().then_some(()) },
+    )
+    .await;
+    wait_until_async("MemoryPressure=False", Duration::from_secs(90), || async {
+        let n = nodes.get_opt(&node.name).await.ok()??;
+        condition(&n, "MemoryPressure").filter(|c| c.status == "False")
+    })
+    .await;
+    eprintln!(
+        "MemoryPressure False {:?} after the hog's creation",
+        started.elapsed()
+    );
+    let g = api.get(&guaranteed).await.expect("guaranteed pod");
+    assert_eq!(phase(&g), "Running", "the Guaranteed pod was spared");
+    for name in [&guaranteed, &hog] {
+        let _ = api.delete(name, &DeleteParams::default()).await;
+    }
+    bosun.terminate(Duration::from_secs(10));
+}
+
+/// pid.available now, as the kubelet computes it: the task id limit (the smaller of pid_max and
+/// threads-max) minus the tasks in the system (/proc/loadavg).
+fn pid_available() -> i64 {
+    let read = |p: &str| -> i64 {
+        std::fs::read_to_string(p)
+            .expect(p)
+            .trim()
+            .parse()
+            .expect(p)
+    };
+    let max = read("/proc/sys/kernel/pid_max").min(read("/proc/sys/kernel/threads-max"));
+    let loadavg = std::fs::read_to_string("/proc/loadavg").expect("/proc/loadavg");
+    let tasks: i64 = loadavg
+        .split_whitespace()
+        .nth(3)
+        .and_then(|f| f.split('/').nth(1))
+        .and_then(|n| n.parse().ok())
+        .expect("tasks in /proc/loadavg");
+    max - tasks
+}
+
+#[tokio::test]
+async fn pid_pressure_evicts_the_pod_forking_processes() {
+    // Pressure once 600 more tasks run than now; the forker starts 1200.
+    let threshold = pid_available() - 600;
+    let opts = NodeOptions {
+        eviction_hard: Some(vec![
+            ("pid.available".into(), threshold.to_string()),
+            ("memory.available".into(), "100Mi".into()),
+            ("nodefs.available".into(), "1%".into()),
+            ("imagefs.available".into(), "1%".into()),
+        ]),
+        extra_config: "evictionPressureTransitionPeriod: 20s\n".into(),
+        ..Default::default()
+    };
+    let node = ClusterNode::with_options("evict-pid", &opts);
+    let mut bosun = node.start();
+    let client = admin_client().await;
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let nodes: Api<Node> = Api::all(client.clone());
+    let quiet = format!("{}-quiet", node.name);
+    let forker = format!("{}-forker", node.name);
+    let pod = |name: &str, script: &str| {
+        PodBuilder::new(name)
+            .node(&node.name)
+            .restart_policy("Never")
+            .container(Container::sh("main", script))
+            .build()
+    };
+    create(&api, &pod(&quiet, "exec sleep 3600")).await;
+    wait_pod(&api, &quiet, "quiet pod Running", 90, |p| {
+        (phase(p) == "Running").then_some(())
+    })
+    .await;
+    let pressure = seen_true(&nodes, &node.name, "PIDPressure");
+    let started = Instant::now();
+    create(
+        &api,
+        &pod(
+            &forker,
+            "i=0; while [ $i -lt 1200 ]; do sleep 3600 & i=$((i+1)); done; wait",
+        ),
+    )
+    .await;
+    let p = wait_pod(&api, &forker, "forker evicted", 150, |p| {
+        (phase(p) == "Failed").then(|| p.clone())
+    })
+    .await;
+    eprintln!("forker Failed {:?} after its creation", started.elapsed());
+    let st = p.status.clone().unwrap_or_default();
+    assert_eq!(st.reason.as_deref(), Some("Evicted"), "{st:?}");
+    let message = st.message.clone().unwrap_or_default();
+    let prefix =
+        format!("The node was low on resource: pids. Threshold quantity: {threshold}, available: ");
+    assert!(message.starts_with(&prefix), "message {message:?}");
+    wait_until_async("PIDPressure=True seen", Duration::from_secs(60), || async {
+        pressure.is_finished().then_some(())
+    })
+    .await;
+    wait_until_async("PIDPressure=False", Duration::from_secs(90), || async {
+        let n = nodes.get_opt(&node.name).await.ok()??;
+        condition(&n, "PIDPressure").filter(|c| c.status == "False")
+    })
+    .await;
+    let q = api.get(&quiet).await.expect("quiet pod");
+    assert_eq!(phase(&q), "Running", "the quiet pod was spared");
+    for name in [&quiet, &forker] {
+        let _ = api.delete(name, &DeleteParams::default()).await;
+    }
+    bosun.terminate(Duration::from_secs(10));
 }

@@ -6,8 +6,10 @@
 //! When a threshold is met it evicts one pod per round, as the kubelet: the pods the pod manager
 //! calls active are ranked for the signal ([`plan`]), and the first that is not critical is
 //! stopped through the pod manager ([`PodsRequest::Evict`]) with phase Failed, reason Evicted,
-//! the kubelet's message and the DisruptionTarget condition. Node-level reclaim (container and
-//! image GC) before an eviction is not done yet: the periodic collectors run on their own.
+//! the kubelet's message and the DisruptionTarget condition. For a disk signal, node-level
+//! reclaim comes first ([`Reclaim`]: dead containers, then unused images, as the kubelet's
+//! signalToNodeReclaimFuncs); no pod is evicted when the filesystems, measured again, no longer
+//! meet a threshold.
 
 pub mod message;
 pub mod plan;
@@ -15,6 +17,7 @@ pub mod rank;
 pub mod signals;
 pub mod synchronize;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::eviction::EvictionConfig;
+use crate::config::eviction::{EvictionConfig, Signal};
 use crate::stats::StatsProvider;
 pub use synchronize::{Condition, Conditions};
 
@@ -66,6 +69,23 @@ pub enum PodsRequest {
     Evict(plan::Eviction, oneshot::Sender<bool>),
 }
 
+/// The answer to a node-level reclaim request, sent once the collection is done.
+pub type ReclaimDone = oneshot::Sender<()>;
+
+/// Node-level reclaim before evicting for a disk signal: the garbage collectors to ask and the
+/// filesystems to measure again afterwards.
+#[derive(Debug, Default)]
+pub struct Reclaim {
+    /// Container GC (the kubelet's DeleteAllUnusedContainers).
+    pub containers: Option<mpsc::Sender<ReclaimDone>>,
+    /// Image GC (the kubelet's DeleteUnusedImages).
+    pub images: Option<mpsc::Sender<ReclaimDone>>,
+    /// The root dir: nodefs.
+    pub nodefs: Option<PathBuf>,
+    /// The image filesystem's mountpoint: imagefs.
+    pub imagefs: Option<PathBuf>,
+}
+
 /// How long an eviction may take beyond its grace period before the manager moves on (the
 /// kubelet's podCleanupTimeout).
 pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -80,6 +100,8 @@ pub struct Manager {
     pods: Option<mpsc::Sender<PodsRequest>>,
     /// True when images live on their own filesystem (the kubelet's dedicatedImageFs).
     dedicated_image_fs: bool,
+    /// Node-level reclaim before a disk eviction.
+    reclaim: Reclaim,
 }
 
 /// One round's outcome: the thresholds met and the signals observed, to act on.
@@ -100,6 +122,7 @@ impl Manager {
             conditions: tx,
             pods: None,
             dedicated_image_fs: false,
+            reclaim: Reclaim::default(),
         };
         (m, rx)
     }
@@ -110,6 +133,59 @@ impl Manager {
         self.pods = Some(pods);
         self.dedicated_image_fs = dedicated_image_fs;
         self
+    }
+
+    /// The manager, reclaiming node-level resources through `reclaim` before a disk eviction.
+    pub fn with_reclaim(mut self, reclaim: Reclaim) -> Self {
+        self.reclaim = reclaim;
+        self
+    }
+
+    /// Runs the node-level reclaim the kubelet runs for `signal` (dead containers for nodefs
+    /// when images have their own filesystem; dead containers and unused images otherwise),
+    /// then measures the filesystems again: true when no threshold is met any more (minimum
+    /// reclaim included), so no pod needs evicting.
+    async fn reclaim_node_level(
+        &self,
+        signal: Signal,
+        observations: &signals::Observations,
+    ) -> bool {
+        use Signal::*;
+        let r = &self.reclaim;
+        let funcs = match (signal, self.dedicated_image_fs) {
+            (NodeFsAvailable | NodeFsInodesFree, true) => vec![&r.containers],
+            (NodeFsAvailable | NodeFsInodesFree | ImageFsAvailable | ImageFsInodesFree, _) => {
+                vec![&r.containers, &r.images]
+            }
+            _ => return false,
+        };
+        let funcs: Vec<_> = funcs.into_iter().flatten().collect();
+        if funcs.is_empty() {
+            return false;
+        }
+        for gc in funcs {
+            let (tx, rx) = oneshot::channel();
+            if gc.send(tx).await.is_ok() {
+                let _ = rx.await;
+            }
+        }
+        let mut fresh = observations.clone();
+        for (path, bytes, inodes) in [
+            (&r.nodefs, NodeFsAvailable, NodeFsInodesFree),
+            (&r.imagefs, ImageFsAvailable, ImageFsInodesFree),
+        ] {
+            let Some(c) = path.as_deref().and_then(crate::stats::fs::capacity) else {
+                continue;
+            };
+            let o = |available: u64, capacity: u64| signals::Observation {
+                available: available as i64,
+                capacity: capacity as i64,
+            };
+            fresh.insert(bytes, o(c.available, c.capacity));
+            fresh.insert(inodes, o(c.inodes_free, c.inodes));
+        }
+        debug!(observations = ?fresh, "eviction manager: observations after resource reclaim");
+        synchronize::thresholds_met(&self.config.thresholds, &fresh, true).is_empty()
     }
 
     /// One round at `now`: observe, decide, publish the conditions when they changed.
@@ -160,6 +236,15 @@ impl Manager {
             info!(thresholds = ?signals, "eviction manager: thresholds met; no pod manager to evict from");
             return None;
         };
+        let signal = plan::first_signal(&round.met)?;
+        let resource = message::resource_of(signal);
+        if self.reclaim_node_level(signal, &round.observations).await {
+            info!(
+                resource,
+                "Eviction manager: able to reduce resource pressure without evicting pods."
+            );
+            return None;
+        }
         let (tx, rx) = oneshot::channel();
         pods.send(PodsRequest::Active(tx)).await.ok()?;
         let active = rx.await.ok()?;
@@ -188,7 +273,6 @@ impl Manager {
             info!(thresholds = ?signals, "Eviction manager: unable to evict any pods from the node");
             return None;
         };
-        let signal = plan::first_signal(&round.met)?;
         info!(resource = eviction.resource, pod.uid = %eviction.uid, grace_seconds = eviction.grace_seconds,
             message = %eviction.message, "Eviction manager: must evict pod(s) to reclaim");
         let uid = eviction.uid.clone();
@@ -275,6 +359,36 @@ mod tests {
         }
     }
 
+    /// A provider whose latest Summary has the node's filesystem at `available` of `capacity`
+    /// bytes, and `pods` (Summary pod stats, JSON).
+    fn disk_summary(available: u64, capacity: u64, pods: serde_json::Value) -> StatsProvider {
+        let provider = StatsProvider::new();
+        provider.publish(
+            serde_json::from_value(serde_json::json!({
+                "node": {"nodeName": "n", "startTime": "2026-12-02T20:00:00Z",
+                    "fs": {"time": "2026-12-02T20:00:00Z", "availableBytes": available,
+                           "capacityBytes": capacity}},
+                "pods": pods
+            }))
+            .unwrap(),
+        );
+        provider
+    }
+
+    /// One hard nodefs.available threshold of `value`.
+    fn nodefs_hard(value: ThresholdValue) -> EvictionConfig {
+        EvictionConfig {
+            thresholds: vec![Threshold {
+                signal: Signal::NodeFsAvailable,
+                value,
+                grace_period: Duration::ZERO,
+                min_reclaim: None,
+            }],
+            pressure_transition_period: Duration::from_secs(300),
+            max_pod_grace_period: 0,
+        }
+    }
+
     /// A pod manager answering the eviction manager: `active` as the active pods, every
     /// eviction recorded and answered true.
     fn fake_pod_manager(
@@ -323,27 +437,16 @@ mod tests {
                 "volume": [{"time": "2026-12-02T20:00:00Z", "name": "data", "usedBytes": used}]
             })
         };
-        let provider = StatsProvider::new();
-        provider.publish(
-            serde_json::from_value(serde_json::json!({
-                "node": {"nodeName": "n", "startTime": "2026-12-02T20:00:00Z",
-                    "fs": {"time": "2026-12-02T20:00:00Z", "availableBytes": 10u64 << 20,
-                           "capacityBytes": 400u64 << 20}},
-                "pods": [stats("quiet", 1 << 10), stats("filler", 300 << 20),
-                         stats("static", 350 << 20)]
-            }))
-            .unwrap(),
+        let provider = disk_summary(
+            10 << 20,
+            400 << 20,
+            serde_json::json!([
+                stats("quiet", 1 << 10),
+                stats("filler", 300 << 20),
+                stats("static", 350 << 20)
+            ]),
         );
-        let config = EvictionConfig {
-            thresholds: vec![Threshold {
-                signal: Signal::NodeFsAvailable,
-                value: ThresholdValue::Quantity(150 * 1024 * 1024 * 1000),
-                grace_period: Duration::ZERO,
-                min_reclaim: None,
-            }],
-            pressure_transition_period: Duration::from_secs(300),
-            max_pod_grace_period: 0,
-        };
+        let config = nodefs_hard(ThresholdValue::Quantity(150 * 1024 * 1024 * 1000));
         let active = vec![
             pod("quiet", serde_json::json!({})),
             pod(
@@ -372,28 +475,63 @@ mod tests {
         );
     }
 
+    /// A garbage collector answering reclaim requests; returns how many it got.
+    fn fake_gc() -> (mpsc::Sender<ReclaimDone>, tokio::task::JoinHandle<usize>) {
+        let (tx, mut rx) = mpsc::channel::<ReclaimDone>(1);
+        let task = tokio::spawn(async move {
+            let mut n = 0;
+            while let Some(done) = rx.recv().await {
+                n += 1;
+                let _ = done.send(());
+            }
+            n
+        });
+        (tx, task)
+    }
+
     #[tokio::test]
-    async fn no_eviction_without_active_pods() {
-        let provider = StatsProvider::new();
-        provider.publish(
+    async fn disk_pressure_reclaims_node_level_first_and_evicts_none_once_relieved() {
+        // The Summary says the disk is full; measured again after reclaim (a real statvfs of a
+        // directory here) it is not, against a threshold of one byte.
+        let provider = disk_summary(0, 100, serde_json::json!([]));
+        let config = nodefs_hard(ThresholdValue::Quantity(1000));
+        let dir = tempfile::tempdir().unwrap();
+        let pod: Arc<Pod> = Arc::new(
             serde_json::from_value(serde_json::json!({
-                "node": {"nodeName": "n", "startTime": "2026-12-02T20:00:00Z",
-                    "fs": {"time": "2026-12-02T20:00:00Z", "availableBytes": 1,
-                           "capacityBytes": 100}},
-                "pods": []
+                "metadata": {"name": "p", "namespace": "default", "uid": "p"},
+                "spec": {"containers": [{"name": "c", "image": "i"}]},
             }))
             .unwrap(),
         );
-        let config = EvictionConfig {
-            thresholds: vec![Threshold {
-                signal: Signal::NodeFsAvailable,
-                value: ThresholdValue::Percentage(0.5),
-                grace_period: Duration::ZERO,
-                min_reclaim: None,
-            }],
-            pressure_transition_period: Duration::from_secs(300),
-            max_pod_grace_period: 0,
-        };
+        let (pods, pm) = fake_pod_manager(vec![pod]);
+        let (containers, containers_gc) = fake_gc();
+        let (images, images_gc) = fake_gc();
+        let (m, _rx) = Manager::new(config, provider);
+        let mut m = m.with_pods(pods, false).with_reclaim(Reclaim {
+            containers: Some(containers),
+            images: Some(images),
+            nodefs: Some(dir.path().to_path_buf()),
+            imagefs: None,
+        });
+        let round = m.decide(Instant::now()).expect("threshold met");
+        assert_eq!(
+            m.evict(round).await,
+            None,
+            "relieved by reclaim: no eviction"
+        );
+        drop(m);
+        assert!(pm.await.unwrap().is_empty());
+        // Images share the node's filesystem: both collectors ran, once each.
+        assert_eq!(
+            (containers_gc.await.unwrap(), images_gc.await.unwrap()),
+            (1, 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn no_eviction_without_active_pods() {
+        let provider = disk_summary(1, 100, serde_json::json!([]));
+        let config = nodefs_hard(ThresholdValue::Percentage(0.5));
         let (tx, task) = fake_pod_manager(vec![]);
         let (m, _rx) = Manager::new(config, provider);
         let mut m = m.with_pods(tx, false);

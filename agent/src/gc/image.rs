@@ -184,6 +184,30 @@ impl ImageGc {
         Ok(())
     }
 
+    /// Removes every unused image past imageMinimumGCAge, least recently used first (the
+    /// kubelet's DeleteUnusedImages: the eviction manager's node-level reclaim); returns the
+    /// bytes freed.
+    pub async fn delete_unused(&mut self) -> Result<u64, ImageGcError> {
+        let free_time = SystemTime::now();
+        let in_use = self.detect(free_time).await?;
+        let order = eviction_order(&self.records, &in_use);
+        let (mut freed, mut errors) = (0u64, Vec::new());
+        for (id, size) in to_free(&order, u64::MAX, &self.policy, free_time) {
+            match self.remove(&id, "space").await {
+                Ok(()) => freed += size,
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ImageGcError::Deletion {
+                amount: u64::MAX,
+                freed,
+                errors: Aggregate(errors),
+            });
+        }
+        Ok(freed)
+    }
+
     /// Lists images and containers, updates the records; returns the ids of images in use.
     async fn detect(&mut self, detect_time: SystemTime) -> Result<HashSet<String>, ImageGcError> {
         if self.sandbox_image.is_none() {

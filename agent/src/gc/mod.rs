@@ -12,8 +12,9 @@ pub mod image_policy;
 
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::events::{EventType, Recorder};
 
@@ -32,14 +33,32 @@ pub fn period_from_env(var: &str, default: Duration) -> Duration {
         .unwrap_or(default)
 }
 
+/// The next node-level reclaim request, never when there is no channel (or it closed).
+async fn next_reclaim(rx: &mut Option<ReclaimRx>) -> crate::eviction::ReclaimDone {
+    loop {
+        match rx.as_mut() {
+            Some(r) => match r.recv().await {
+                Some(done) => return done,
+                None => *rx = None,
+            },
+            None => std::future::pending::<()>().await,
+        }
+    }
+}
+
+/// Where the eviction manager's node-level reclaim requests arrive.
+pub type ReclaimRx = mpsc::Receiver<crate::eviction::ReclaimDone>;
+
 /// Runs container GC at once and then every `period` until cancelled (the kubelet's
 /// `StartGarbageCollection`): a failure is logged and reported as a ContainerGCFailed event on
-/// the node; the first success after a failure is logged at info.
+/// the node; the first success after a failure is logged at info. A request on `reclaim` (the
+/// eviction manager's DeleteAllUnusedContainers) runs a collection at once and is answered.
 pub async fn run_containers(
     gc: container::ContainerGc,
     period: Duration,
     events: Recorder,
     node_name: String,
+    mut reclaim: Option<ReclaimRx>,
     cancel: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(period);
@@ -49,6 +68,13 @@ pub async fn run_containers(
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
+            done = next_reclaim(&mut reclaim) => {
+                if let Err(e) = gc.collect().await {
+                    warn!(error = %e, "Eviction manager: unexpected error when attempting to reduce resource pressure by removing dead containers");
+                }
+                let _ = done.send(());
+                continue;
+            }
         }
         match gc.collect().await {
             Err(e) => {
@@ -73,12 +99,19 @@ pub async fn run_containers(
 /// Runs image GC at once and then every `period` until cancelled, as the kubelet's
 /// `StartGarbageCollection`: not at all when the high threshold is 100 and there is no maximum
 /// age; a failure is logged, and an ImageGCFailed event is recorded when it fails again in a row.
-pub async fn run_images(mut gc: image::ImageGc, period: Duration, cancel: CancellationToken) {
-    if gc.policy.high_threshold_percent >= 100 && gc.policy.max_age.is_none() {
+/// A request on `reclaim` (the eviction manager's DeleteUnusedImages) removes every unused image
+/// at once and is answered, whatever the thresholds.
+pub async fn run_images(
+    mut gc: image::ImageGc,
+    period: Duration,
+    mut reclaim: Option<ReclaimRx>,
+    cancel: CancellationToken,
+) {
+    let periodic = !(gc.policy.high_threshold_percent >= 100 && gc.policy.max_age.is_none());
+    if !periodic {
         info!(
             "ImageGCHighThresholdPercent is set 100 and ImageMaximumGCAge is 0, Disable image GC"
         );
-        return;
     }
     let began = std::time::SystemTime::now();
     let mut tick = tokio::time::interval(period);
@@ -87,7 +120,15 @@ pub async fn run_images(mut gc: image::ImageGc, period: Duration, cancel: Cancel
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = tick.tick(), if periodic => {}
+            done = next_reclaim(&mut reclaim) => {
+                match gc.delete_unused().await {
+                    Ok(freed) => info!(freed, "Eviction manager: unused images removed to reduce resource pressure"),
+                    Err(e) => warn!(error = %e, "Eviction manager: unexpected error when attempting to reduce resource pressure by removing unused images"),
+                }
+                let _ = done.send(());
+                continue;
+            }
         }
         match gc.collect(began).await {
             Err(e) if failed => {
