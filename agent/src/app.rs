@@ -2,7 +2,6 @@
 //! Stopping bosun stops bosun, never the pods.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -63,14 +62,14 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let mut tasks = Tasks::default();
-    let healthy = Arc::new(AtomicBool::new(false));
+    let health = crate::healthz::Health::default();
     let notifier = crate::sdnotify::Notifier::from_env();
     if cfg.healthz_port != 0 {
         let addr = format!("{}:{}", cfg.healthz_bind_address, cfg.healthz_port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .with_context(|| format!("healthz: cannot listen on {addr}"))?;
-        let serve = crate::healthz::serve(listener, healthy.clone(), cancel.child_token());
+        let serve = crate::healthz::serve(listener, health.clone(), cancel.child_token());
         tasks.spawn("healthz", serve);
     }
     // Bind the kubelet port first: a port in use is a clear error and a non-zero exit.
@@ -84,13 +83,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }));
     let v = cri.runtime_version();
     info!(runtime = %v.node_info_string(), endpoint = %cfg.container_runtime_endpoint, "container runtime connected");
-    healthy.store(true, Ordering::Relaxed);
+    health.set_started();
+    // The PLEG relist keeps succeeding: the kubelet's syncloop health, and node readiness.
+    let pleg = crate::pod::pleg::PlegHealth::new();
     {
-        let healthy = healthy.clone();
-        let watchdog = notifier.clone().watchdog(
-            move || healthy.load(Ordering::Relaxed),
-            cancel.child_token(),
-        );
+        let pleg = pleg.clone();
+        health.add_check("syncloop", move || pleg.check(std::time::Instant::now()));
+    }
+    {
+        let health = health.clone();
+        let watchdog = notifier
+            .clone()
+            .watchdog(move || health.is_healthy(), cancel.child_token());
         tasks.spawn("watchdog", watchdog);
     }
 
@@ -105,7 +109,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     // The stats sampler publishes into this provider; the server reads the latest sample.
     let stats = crate::stats::StatsProvider::new();
-    let state = server_state(&cfg, &ctx, client.clone(), stats.clone(), healthy.clone());
+    let state = server_state(&cfg, &ctx, client.clone(), stats.clone(), health.clone());
     let serve = crate::server::serve(
         server_listener,
         server_tls,
@@ -185,6 +189,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 notifier: &notifier,
                 labels: labels_tx,
                 pressure: pressure.clone(),
+                pleg: pleg.clone(),
                 pods: tx.clone(),
                 cancel: &cancel,
             };
@@ -198,7 +203,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         sources,
         admission(&cfg, &machine, labels_rx, pressure),
         cancel.child_token(),
-    );
+    )
+    .with_pleg(pleg);
     let reclaim = (containers_rx, images_rx);
     spawn_gc(
         &cfg,
@@ -407,6 +413,7 @@ struct ApiLoops<'a> {
     notifier: &'a crate::sdnotify::Notifier,
     labels: crate::node::LabelsTx,
     pressure: crate::eviction::ConditionsRx,
+    pleg: crate::pod::pleg::PlegHealth,
     pods: mpsc::Sender<source::SourceUpdate>,
     cancel: &'a CancellationToken,
 }
@@ -426,7 +433,8 @@ impl ApiLoops<'_> {
             client.clone(),
             Arc::new(cfg.clone()),
             crate::node::status::Observer::new(ctx.cri.clone(), cfg.root_dir.clone())
-                .with_pressure(self.pressure),
+                .with_pressure(self.pressure)
+                .with_pleg(self.pleg),
             registered,
             self.labels,
             ctx.events.clone(),
@@ -527,7 +535,7 @@ fn server_state(
     ctx: &NodeContext,
     client: Option<kube::Client>,
     stats: crate::stats::StatsProvider,
-    healthy: Arc<AtomicBool>,
+    health: crate::healthz::Health,
 ) -> crate::server::Server {
     use crate::server::auth::{Authenticator, TokenReviewer};
     use crate::server::authz::{AccessReviewer, Authorizer};
@@ -548,7 +556,7 @@ fn server_state(
         node_name: cfg.node_name.clone(),
         statuses: ctx.statuses.clone(),
         stats,
-        healthy,
+        health,
         authn: Authenticator::new(tokens, authn.webhook_cache_ttl, authn.anonymous_enabled),
         authz: Authorizer::new(
             authz.mode,

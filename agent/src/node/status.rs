@@ -37,6 +37,7 @@ pub struct Observer {
     runtime_version: String,
     last_runtime_sync: Option<Instant>,
     pressure: Option<crate::eviction::ConditionsRx>,
+    pleg: Option<crate::pod::pleg::PlegHealth>,
 }
 
 /// The runtime's view of a CRI condition, written as the kubelet's `%v` of it.
@@ -60,7 +61,14 @@ impl Observer {
             runtime_version,
             last_runtime_sync: None,
             pressure: None,
+            pleg: None,
         }
+    }
+
+    /// Reports the node NotReady while `pleg` is not healthy ("PLEG is not healthy: ...").
+    pub fn with_pleg(mut self, pleg: crate::pod::pleg::PlegHealth) -> Observer {
+        self.pleg = Some(pleg);
+        self
     }
 
     /// Reports the pressure conditions `pressure` holds (none without it).
@@ -115,6 +123,10 @@ impl Observer {
                 }
             }
             Err(e) => warn!(error = %e, "container runtime status check failed"),
+        }
+        // As the kubelet's runtimeErrors: the runtime sync, the health checks, the rest.
+        if let Some(Err(e)) = self.pleg.as_ref().map(|p| p.check(Instant::now())) {
+            runtime_errors.insert(0, format!("PLEG is not healthy: {e}"));
         }
         match self.last_runtime_sync {
             None => runtime_errors.insert(

@@ -42,6 +42,8 @@ pub struct PodManager {
     classes: Arc<RuntimeClasses>,
     /// Publishes the UIDs of the pods with a worker, for garbage collection.
     known: tokio::sync::watch::Sender<Option<Arc<HashSet<String>>>>,
+    /// When the relist last succeeded: the node's Ready condition and healthz read it.
+    pleg: super::pleg::PlegHealth,
     cancel: CancellationToken,
 }
 
@@ -124,8 +126,15 @@ impl PodManager {
             all: BTreeMap::new(),
             classes,
             known: tokio::sync::watch::channel(None).0,
+            pleg: super::pleg::PlegHealth::new(),
             cancel,
         }
+    }
+
+    /// The manager, recording its relists in `pleg`.
+    pub fn with_pleg(mut self, pleg: super::pleg::PlegHealth) -> Self {
+        self.pleg = pleg;
+        self
     }
 
     /// The pods this manager owns, as garbage collection reads them.
@@ -350,7 +359,10 @@ impl PodManager {
         }
         self.publish_known();
         let observed = match observe_all(&self.ctx.cri).await {
-            Ok(o) => o,
+            Ok(o) => {
+                self.pleg.relisted(std::time::Instant::now());
+                o
+            }
             Err(e) => {
                 warn!(error = %e, "PLEG relist failed");
                 return;

@@ -14,6 +14,7 @@ pub mod mirror;
 pub mod observe;
 pub mod ordering;
 pub mod plan;
+pub mod pleg;
 pub mod report;
 pub mod runtime;
 pub mod runtime_class;

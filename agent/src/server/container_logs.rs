@@ -386,7 +386,6 @@ mod tests {
     use crate::server::runtime_view::{ContainerInfo, RunningPod};
     use crate::server::{Endpoints, Server};
     use std::collections::HashMap;
-    use std::sync::atomic::AtomicBool;
     use std::time::Duration;
     use tower::ServiceExt;
 
@@ -602,7 +601,7 @@ mod tests {
             node_name: "n".into(),
             statuses,
             stats: crate::stats::StatsProvider::new(),
-            healthy: Arc::new(AtomicBool::new(true)),
+            health: crate::healthz::Health::started(),
             authn: Authenticator::new(None, Duration::ZERO, true),
             authz: Authorizer::new(
                 crate::config::AuthorizationMode::AlwaysAllow,

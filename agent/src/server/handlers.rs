@@ -2,7 +2,6 @@
 //! authorize (403), then serve.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::{RawQuery, Request, State};
@@ -166,15 +165,11 @@ async fn ping() -> Response {
     text(StatusCode::OK, "ok".into())
 }
 
-/// `/healthz`: "ok" once the agent is up.
+/// `/healthz`: "ok" while the agent is healthy (started, PLEG relisting).
 async fn healthz(State(s): State<Arc<Server>>) -> Response {
-    if s.healthy.load(Ordering::Relaxed) {
-        text(StatusCode::OK, "ok".into())
-    } else {
-        text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "[-]syncloop failed: container runtime not ready\nhealthz check failed\n".into(),
-        )
+    match s.health.answer() {
+        (200, body) => text(StatusCode::OK, body),
+        (_, body) => text(StatusCode::INTERNAL_SERVER_ERROR, body),
     }
 }
 

@@ -22,7 +22,6 @@ pub mod tls;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -68,8 +67,8 @@ pub struct Server {
     pub statuses: StatusStore,
     /// The latest stats sample: what `/stats/summary` and `/metrics/resource` serve.
     pub stats: StatsProvider,
-    /// True once the agent is up (the runtime answered): `/healthz`.
-    pub healthy: Arc<AtomicBool>,
+    /// The agent's health: `/healthz`.
+    pub health: crate::healthz::Health,
     /// Request authentication.
     pub authn: Authenticator,
     /// Request authorization.
