@@ -511,3 +511,87 @@ async fn pid_pressure_evicts_the_pod_forking_processes() {
     }
     bosun.terminate(Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn local_storage_limits_evict_as_the_kubelet() {
+    // No threshold is met: each pod is evicted for its own limits, the kubelet's messages.
+    let opts = NodeOptions {
+        extra_config: "volumeStatsAggPeriod: 5s\n".into(),
+        ..Default::default()
+    };
+    let node = ClusterNode::with_options("evict-local", &opts);
+    let mut bosun = node.start();
+    let client = admin_client().await;
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let fill = |path: &str| format!("dd if=/dev/zero of={path} bs=1M count=20; exec sleep 3600");
+    let limited = |name: &str, script: &str, limit: &str| {
+        Container::sh(name, script).with(
+            "resources",
+            serde_json::json!({"limits": {"ephemeral-storage": limit}}),
+        )
+    };
+    let pods = [
+        (
+            "emptydir",
+            PodBuilder::new(&format!("{}-emptydir", node.name))
+                .volume(serde_json::json!({"name": "data", "emptyDir": {"sizeLimit": "10Mi"}}))
+                .container(Container::sh("main", &fill("/data/f")).mount("data", "/data")),
+            "Usage of EmptyDir volume \"data\" exceeds the limit \"10Mi\". ",
+        ),
+        (
+            "podtotal",
+            PodBuilder::new(&format!("{}-podtotal", node.name)).container(limited(
+                "main",
+                &fill("/f"),
+                "10Mi",
+            )),
+            "Pod ephemeral local storage usage exceeds the total limit of containers 10Mi. ",
+        ),
+        (
+            "container",
+            PodBuilder::new(&format!("{}-container", node.name))
+                .container(limited("small", &fill("/f"), "10Mi"))
+                .container(limited("big", "exec sleep 3600", "100Mi")),
+            "Container small exceeded its local ephemeral storage limit \"10Mi\". ",
+        ),
+        (
+            "within",
+            PodBuilder::new(&format!("{}-within", node.name)).container(limited(
+                "main",
+                &fill("/f"),
+                "100Mi",
+            )),
+            "",
+        ),
+    ];
+    for (_, b, _) in &pods {
+        let pod = b.clone().node(&node.name).restart_policy("Never").build();
+        create(&api, &pod).await;
+    }
+    for (kind, b, want) in &pods {
+        let name = b.clone().build().metadata.name.unwrap_or_default();
+        if want.is_empty() {
+            continue;
+        }
+        let p = wait_pod(&api, &name, &format!("{kind} pod evicted"), 150, |p| {
+            (phase(p) == "Failed").then(|| p.clone())
+        })
+        .await;
+        let st = p.status.clone().unwrap_or_default();
+        assert_eq!(
+            (st.reason.as_deref(), st.message.as_deref()),
+            (Some("Evicted"), Some(*want)),
+            "{kind}"
+        );
+        // Not a threshold eviction: no DisruptionTarget, as the kubelet.
+        assert!(condition_of(&p, "DisruptionTarget").is_none(), "{kind}");
+    }
+    let within = format!("{}-within", node.name);
+    let p = api.get(&within).await.expect("within pod");
+    assert_eq!(phase(&p), "Running", "the pod within its limits runs on");
+    for (_, b, _) in &pods {
+        let name = b.clone().build().metadata.name.unwrap_or_default();
+        let _ = api.delete(&name, &DeleteParams::default()).await;
+    }
+    bosun.terminate(Duration::from_secs(10));
+}

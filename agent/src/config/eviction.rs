@@ -123,6 +123,9 @@ pub struct EvictionConfig {
     pub pressure_transition_period: Duration,
     /// `evictionMaxPodGracePeriod`: the longest grace period a soft eviction gives a pod.
     pub max_pod_grace_period: i32,
+    /// `localStorageCapacityIsolation`: pods over their ephemeral-storage limits or an emptyDir
+    /// over its sizeLimit are evicted.
+    pub local_storage_capacity_isolation: bool,
 }
 
 /// A field (`evictionSoft.memory.available`) and what is wrong with it.

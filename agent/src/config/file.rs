@@ -154,6 +154,10 @@ pub mod defaults {
     pub fn fail_swap_on() -> bool {
         true
     }
+    /// `localStorageCapacityIsolation`: true.
+    pub fn local_storage_capacity_isolation() -> bool {
+        true
+    }
     /// `containerLogMaxSize`: 10Mi.
     pub fn container_log_max_size() -> String {
         "10Mi".into()
@@ -357,6 +361,9 @@ pub struct KubeletConfiguration {
     /// Refuse to start when swap is on.
     #[serde(default = "defaults::fail_swap_on")]
     pub fail_swap_on: bool,
+    /// Evict pods over their ephemeral-storage limits or emptyDir sizeLimit.
+    #[serde(default = "defaults::local_storage_capacity_isolation")]
+    pub local_storage_capacity_isolation: bool,
     /// Size at which a container log is rotated (quantity).
     #[serde(default)]
     pub container_log_max_size: String,
@@ -751,7 +758,6 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
     ("memoryThrottlingFactor", "0.9"),
     ("memoryReservationPolicy", "\"None\""),
     ("tracing", ""),
-    ("localStorageCapacityIsolation", "true"),
     ("userNamespaces", ""),
     ("podHousekeepingPeriod", "\"2s\""),
     ("logging.flushFrequency", "\"5s\""),
@@ -1181,6 +1187,11 @@ mod tests {
             ),
             ("podLogsDir", c.pod_logs_dir.clone(), "/var/log/pods".into()),
             ("failSwapOn", c.fail_swap_on.to_string(), "true".into()),
+            (
+                "localStorageCapacityIsolation",
+                c.local_storage_capacity_isolation.to_string(),
+                "true".into(),
+            ),
             ("registerNode", c.register_node.to_string(), "true".into()),
             (
                 "resolvConf",

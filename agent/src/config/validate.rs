@@ -698,6 +698,7 @@ pub(super) fn build(
             thresholds,
             pressure_transition_period: k.eviction_pressure_transition_period,
             max_pod_grace_period: k.eviction_max_pod_grace_period,
+            local_storage_capacity_isolation: k.local_storage_capacity_isolation,
         },
         max_pods,
         pod_pids_limit: u64::try_from(k.pod_pids_limit).ok(),

@@ -11,6 +11,7 @@
 //! signalToNodeReclaimFuncs); no pod is evicted when the filesystems, measured again, no longer
 //! meet a threshold.
 
+pub mod local_storage;
 pub mod message;
 pub mod plan;
 pub mod rank;
@@ -252,17 +253,7 @@ impl Manager {
             warn!(thresholds = ?signals, "Eviction manager: eviction thresholds have been met, but no pods are active to evict");
             return None;
         }
-        let candidates: Vec<rank::Candidate<'_>> = active
-            .iter()
-            .map(|p| rank::Candidate {
-                pod: p,
-                stats: round
-                    .summary
-                    .pods
-                    .iter()
-                    .find(|s| Some(&s.pod_ref.uid) == p.metadata.uid.as_ref()),
-            })
-            .collect();
+        let candidates = candidates(&active, &round.summary);
         let Some(eviction) = plan::plan(
             &round.met,
             &round.observations,
@@ -275,18 +266,33 @@ impl Manager {
         };
         info!(resource = eviction.resource, pod.uid = %eviction.uid, grace_seconds = eviction.grace_seconds,
             message = %eviction.message, "Eviction manager: must evict pod(s) to reclaim");
+        self.carry_out(pods, eviction, signal.as_str()).await
+    }
+
+    /// Hands `eviction` to the pod manager and waits until the pod is stopped (or the grace
+    /// period and [`CLEANUP_TIMEOUT`] passed); counts it under `signal` in kubelet_evictions.
+    /// Returns the pod's UID unless it was not active any more.
+    async fn carry_out(
+        &self,
+        pods: &mpsc::Sender<PodsRequest>,
+        eviction: plan::Eviction,
+        signal: &'static str,
+    ) -> Option<String> {
         let uid = eviction.uid.clone();
         let wait = Duration::from_secs(eviction.grace_seconds.max(0) as u64) + CLEANUP_TIMEOUT;
         let (tx, rx) = oneshot::channel();
         pods.send(PodsRequest::Evict(eviction, tx)).await.ok()?;
-        match tokio::time::timeout(wait, rx).await {
+        let result = tokio::time::timeout(wait, rx).await;
+        if !matches!(result, Ok(Ok(false) | Err(_))) {
+            crate::metrics::global()
+                .evictions
+                .get_or_create(&crate::metrics::EvictionSignal {
+                    eviction_signal: signal,
+                })
+                .inc();
+        }
+        match result {
             Ok(Ok(true)) => {
-                crate::metrics::global()
-                    .evictions
-                    .get_or_create(&crate::metrics::EvictionSignal {
-                        eviction_signal: signal.as_str(),
-                    })
-                    .inc();
                 info!(pod.uid = %uid, "Eviction manager: pod is evicted successfully");
                 Some(uid)
             }
@@ -301,7 +307,30 @@ impl Manager {
         }
     }
 
-    /// Synchronizes every `period` until `cancel` fires.
+    /// The kubelet's localStorageEviction: every active pod over an emptyDir sizeLimit or its
+    /// ephemeral-storage limits is evicted; returns the UIDs evicted.
+    async fn evict_local_storage(&self) -> Vec<String> {
+        let (Some(pods), Some(summary)) = (&self.pods, self.stats.latest()) else {
+            return vec![];
+        };
+        let (tx, rx) = oneshot::channel();
+        if pods.send(PodsRequest::Active(tx)).await.is_err() {
+            return vec![];
+        }
+        let Ok(active) = rx.await else {
+            return vec![];
+        };
+        let candidates = candidates(&active, &summary);
+        let mut evicted = Vec::new();
+        for (eviction, signal) in local_storage::evictions(&candidates, self.dedicated_image_fs) {
+            info!(pod.uid = %eviction.uid, message = %eviction.message, "Eviction manager: evicting a pod over its local storage limits");
+            evicted.extend(self.carry_out(pods, eviction, signal).await);
+        }
+        evicted
+    }
+
+    /// Synchronizes every `period` until `cancel` fires: local storage limits first (a round
+    /// that evicts for them does nothing else, as the kubelet's), then the thresholds.
     pub async fn run(mut self, period: Duration, cancel: CancellationToken) {
         info!(
             thresholds = self.config.thresholds.len(),
@@ -309,11 +338,20 @@ impl Manager {
             "eviction manager: starting control loop"
         );
         loop {
-            if let Some(round) = self.decide(Instant::now()) {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = self.evict(round) => {}
+            let round = self.decide(Instant::now());
+            let act = async {
+                if self.config.local_storage_capacity_isolation
+                    && !self.evict_local_storage().await.is_empty()
+                {
+                    return;
                 }
+                if let Some(round) = round {
+                    self.evict(round).await;
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = act => {}
             }
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -321,6 +359,23 @@ impl Manager {
             }
         }
     }
+}
+
+/// The active pods with their stats in `summary`, for ranking.
+fn candidates<'a>(
+    active: &'a [Arc<Pod>],
+    summary: &'a crate::stats::summary::Summary,
+) -> Vec<rank::Candidate<'a>> {
+    active
+        .iter()
+        .map(|p| rank::Candidate {
+            pod: p,
+            stats: summary
+                .pods
+                .iter()
+                .find(|s| Some(&s.pod_ref.uid) == p.metadata.uid.as_ref()),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -386,6 +441,7 @@ mod tests {
             }],
             pressure_transition_period: Duration::from_secs(300),
             max_pod_grace_period: 0,
+            local_storage_capacity_isolation: true,
         }
     }
 
@@ -553,6 +609,7 @@ mod tests {
             }],
             pressure_transition_period: Duration::from_secs(300),
             max_pod_grace_period: 0,
+            local_storage_capacity_isolation: true,
         };
         let (mut m, rx) = Manager::new(config, stats.clone());
         let t0 = Instant::now();

@@ -25,6 +25,9 @@ pub struct Eviction {
     pub message: String,
     /// The resource reclaimed (`memory`, `ephemeral-storage`, `inodes`, `pids`).
     pub resource: &'static str,
+    /// True when the pod's status gets the DisruptionTarget condition (a threshold eviction;
+    /// not a local storage limit's).
+    pub disruption_target: bool,
 }
 
 /// The signal the round evicts for: the first memory threshold met, else the first met.
@@ -73,6 +76,7 @@ pub fn plan(
         grace_seconds,
         message: eviction_message(resource, victim.pod, victim.stats, &ordered, observations),
         resource,
+        disruption_target: true,
     })
 }
 

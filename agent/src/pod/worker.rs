@@ -363,7 +363,7 @@ impl PodWorker {
         self.terminal = Some(Terminal {
             reason: "Evicted",
             message: eviction.message,
-            disruption_target: true,
+            disruption_target: eviction.disruption_target,
         });
         let grace = Some(eviction.grace_seconds);
         if obs.anything_running() {
