@@ -7,11 +7,14 @@
 //! emptyDir torn down so DiskPressure clears, and the quiet pod beside it keeps running. Memory:
 //! with kubepods limited to 3 GiB (systemReserved) and allocatableMemory.available 1Gi, a
 //! BestEffort pod holding 2.5 GiB is evicted and the Guaranteed pod spared. PIDs: with
-//! pid.available 600 below what is free now, a pod starting 1200 processes is evicted.
+//! pid.available 600 below what is free now, a pod starting 1200 processes is evicted. Local
+//! storage limits (emptyDir sizeLimit, the pod's and a container's ephemeral-storage limits)
+//! evict on a Bosun node and an upstream kubelet node side by side, with identical statuses.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use bosun_tests::Agent;
 use bosun_tests::pod::{Container, PodBuilder, create, phase, wait_pod};
 use bosun_tests::{ClusterNode, NodeOptions, admin_client, wait_until_async};
 use k8s_openapi::api::core::v1::{Event, Node, NodeCondition, Pod};
@@ -512,16 +515,20 @@ async fn pid_pressure_evicts_the_pod_forking_processes() {
     bosun.terminate(Duration::from_secs(10));
 }
 
-#[tokio::test]
-async fn local_storage_limits_evict_as_the_kubelet() {
-    // No threshold is met: each pod is evicted for its own limits, the kubelet's messages.
+/// What each of the local storage pods ended as on a node run by `agent`: (pod, phase, reason,
+/// message, has DisruptionTarget).
+async fn local_storage_outcomes(agent: Agent) -> Vec<(String, String, String, String, bool)> {
+    // No threshold is met: each pod is evicted for its own limits.
     let opts = NodeOptions {
         extra_config: "volumeStatsAggPeriod: 5s\n".into(),
         ..Default::default()
     };
-    let node = ClusterNode::with_options("evict-local", &opts);
-    let mut bosun = node.start();
+    let prefix = format!("evict-local-{}", agent.name());
+    let node = tokio::task::spawn_blocking(move || ClusterNode::with_options(&prefix, &opts))
+        .await
+        .expect("node");
     let client = admin_client().await;
+    let mut proc = agent.start_ready(&node, &client, 120).await;
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
     let fill = |path: &str| format!("dd if=/dev/zero of={path} bs=1M count=20; exec sleep 3600");
     let limited = |name: &str, script: &str, limit: &str| {
@@ -536,7 +543,7 @@ async fn local_storage_limits_evict_as_the_kubelet() {
             PodBuilder::new(&format!("{}-emptydir", node.name))
                 .volume(serde_json::json!({"name": "data", "emptyDir": {"sizeLimit": "10Mi"}}))
                 .container(Container::sh("main", &fill("/data/f")).mount("data", "/data")),
-            "Usage of EmptyDir volume \"data\" exceeds the limit \"10Mi\". ",
+            true,
         ),
         (
             "podtotal",
@@ -545,14 +552,14 @@ async fn local_storage_limits_evict_as_the_kubelet() {
                 &fill("/f"),
                 "10Mi",
             )),
-            "Pod ephemeral local storage usage exceeds the total limit of containers 10Mi. ",
+            true,
         ),
         (
             "container",
             PodBuilder::new(&format!("{}-container", node.name))
                 .container(limited("small", &fill("/f"), "10Mi"))
                 .container(limited("big", "exec sleep 3600", "100Mi")),
-            "Container small exceeded its local ephemeral storage limit \"10Mi\". ",
+            true,
         ),
         (
             "within",
@@ -561,37 +568,75 @@ async fn local_storage_limits_evict_as_the_kubelet() {
                 &fill("/f"),
                 "100Mi",
             )),
-            "",
+            false,
         ),
     ];
     for (_, b, _) in &pods {
         let pod = b.clone().node(&node.name).restart_policy("Never").build();
         create(&api, &pod).await;
     }
-    for (kind, b, want) in &pods {
+    let mut out = Vec::new();
+    for (kind, b, evicted) in &pods {
         let name = b.clone().build().metadata.name.unwrap_or_default();
-        if want.is_empty() {
-            continue;
-        }
-        let p = wait_pod(&api, &name, &format!("{kind} pod evicted"), 150, |p| {
-            (phase(p) == "Failed").then(|| p.clone())
+        let what = format!("{kind} pod on {}", agent.name());
+        let p = wait_pod(&api, &name, &what, 150, |p| {
+            let want = if *evicted { "Failed" } else { "Running" };
+            (phase(p) == want).then(|| p.clone())
         })
         .await;
         let st = p.status.clone().unwrap_or_default();
-        assert_eq!(
-            (st.reason.as_deref(), st.message.as_deref()),
-            (Some("Evicted"), Some(*want)),
-            "{kind}"
-        );
-        // Not a threshold eviction: no DisruptionTarget, as the kubelet.
-        assert!(condition_of(&p, "DisruptionTarget").is_none(), "{kind}");
+        out.push((
+            kind.to_string(),
+            phase(&p).to_string(),
+            st.reason.unwrap_or_default(),
+            st.message.unwrap_or_default(),
+            condition_of(&p, "DisruptionTarget").is_some(),
+        ));
     }
-    let within = format!("{}-within", node.name);
-    let p = api.get(&within).await.expect("within pod");
-    assert_eq!(phase(&p), "Running", "the pod within its limits runs on");
     for (_, b, _) in &pods {
         let name = b.clone().build().metadata.name.unwrap_or_default();
         let _ = api.delete(&name, &DeleteParams::default()).await;
     }
-    bosun.terminate(Duration::from_secs(10));
+    proc.stop();
+    out
+}
+
+#[tokio::test]
+async fn local_storage_limits_evict_as_the_kubelet() {
+    let (bosun, kubelet) = tokio::join!(
+        local_storage_outcomes(Agent::Bosun),
+        local_storage_outcomes(Agent::Kubelet)
+    );
+    let row = |kind: &str, phase: &str, reason: &str, message: &str| {
+        (
+            kind.to_string(),
+            phase.to_string(),
+            reason.to_string(),
+            message.to_string(),
+            false,
+        )
+    };
+    let want = vec![
+        row(
+            "emptydir",
+            "Failed",
+            "Evicted",
+            "Usage of EmptyDir volume \"data\" exceeds the limit \"10Mi\". ",
+        ),
+        row(
+            "podtotal",
+            "Failed",
+            "Evicted",
+            "Pod ephemeral local storage usage exceeds the total limit of containers 10Mi. ",
+        ),
+        row(
+            "container",
+            "Failed",
+            "Evicted",
+            "Container small exceeded its local ephemeral storage limit \"10Mi\". ",
+        ),
+        row("within", "Running", "", ""),
+    ];
+    assert_eq!(kubelet, want, "the kubelet");
+    assert_eq!(bosun, want, "bosun");
 }
