@@ -329,8 +329,9 @@ impl Manager {
         evicted
     }
 
-    /// Synchronizes every `period` until `cancel` fires: local storage limits first (a round
-    /// that evicts for them does nothing else, as the kubelet's), then the thresholds.
+    /// Synchronizes as each stats sample lands, and at least every `period`, until `cancel`
+    /// fires: local storage limits first (a round that evicts for them does nothing else, as
+    /// the kubelet's), then the thresholds.
     pub async fn run(mut self, period: Duration, cancel: CancellationToken) {
         info!(
             thresholds = self.config.thresholds.len(),
@@ -356,6 +357,7 @@ impl Manager {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(period) => {}
+                _ = self.stats.next_sample() => {}
             }
         }
     }

@@ -41,6 +41,8 @@ pub struct ContainerIdentity {
 pub struct StatsProvider {
     latest: Arc<RwLock<Option<Arc<Summary>>>>,
     identities: Arc<RwLock<Arc<Identities>>>,
+    /// Wakes those waiting for the next sample.
+    published: Arc<tokio::sync::Notify>,
 }
 
 impl StatsProvider {
@@ -60,6 +62,13 @@ impl StatsProvider {
     /// Replaces the latest Summary (the sampling loop, or tests).
     pub fn publish(&self, summary: Summary) {
         *self.latest.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(summary));
+        self.published.notify_waiters();
+    }
+
+    /// Returns once the next Summary is published (the eviction manager acts on each sample as
+    /// it lands).
+    pub async fn next_sample(&self) {
+        self.published.notified().await;
     }
 
     /// The identities of the latest round.
