@@ -417,7 +417,10 @@ async fn debug(agent: Agent) {
         "--",
         "sh",
         "-c",
-        "read l; echo \"got $l\"; ps -o comm | grep -x httpd",
+        // The second's pause: containerd's attach can close on the container's exit before its
+        // last output is copied (seen once in CI: "httpd" in the container's log, not in
+        // kubectl's output); the exit waits for the output to be read, on both agents.
+        "read l; echo \"got $l\"; ps -o comm | grep -x httpd; s=$?; sleep 1; exit $s",
     ]);
     debug
         .stdin(Stdio::piped())
