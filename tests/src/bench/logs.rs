@@ -30,11 +30,12 @@ pub struct Follow {
     pub cpu_seconds: f64,
 }
 
-/// The writer: `mib` MiB of `x` lines, then `done`, then nothing.
+/// The writer: `mib` MiB of `x` lines (the last one cut short unless the size is a whole number
+/// of lines), a newline, then `done` on a line of its own, then nothing.
 fn pod(node: &str, mib: u64) -> Pod {
     let line = "x".repeat(99);
     let script = format!(
-        "yes {line} | head -c {} ; echo done; exec sleep 3600",
+        "yes {line} | head -c {} ; echo; echo done; exec sleep 3600",
         mib << 20
     );
     PodBuilder::new(POD)
@@ -92,7 +93,7 @@ async fn follow(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let want = (mib << 20) + "done\n".len() as u64;
+    let want = (mib << 20) + "\ndone\n".len() as u64;
     let cpu0 = procfs::cpu_seconds(pid).context("agent gone")?;
     let t0 = Instant::now();
     let req = http::Request::get(format!("{path}?follow=true")).body(Vec::new())?;
