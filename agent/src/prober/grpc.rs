@@ -1,5 +1,6 @@
 //! gRPC probes: `grpc.health.v1.Health/Check` with the probe's `service` on the pod IP, over a
-//! connection made for the probe, everything within the timeout; SERVING passes.
+//! connection made for the probe, everything within the timeout; SERVING passes. As the kubelet's
+//! blocking dial, a connection that fails is retried until the timeout, whose message it gets.
 
 use std::time::Duration;
 
@@ -25,20 +26,11 @@ pub async fn probe(host: &str, port: i32, service: &str, timeout: Duration) -> P
         Err(e) => return ProbeResult::Error(e.to_string()),
     };
     let deadline = tokio::time::Instant::now() + timeout;
-    let channel = match tokio::time::timeout_at(deadline, endpoint.connect()).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            let cause = std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string());
-            return ProbeResult::Failure(format!(
-                "error: failed to connect service at {addr:?}: {cause}"
-            ));
-        }
-        Err(_) => {
-            return ProbeResult::Failure(format!(
-                "timeout: failed to connect service {addr:?} within {}: context deadline exceeded",
-                go_duration(timeout)
-            ));
-        }
+    let Some(channel) = connect(&endpoint, deadline).await else {
+        return ProbeResult::Failure(format!(
+            "timeout: failed to connect service {addr:?} within {}: context deadline exceeded",
+            go_duration(timeout)
+        ));
     };
     let mut client = HealthClient::new(channel);
     let req = HealthCheckRequest {
@@ -76,6 +68,33 @@ pub async fn probe(host: &str, port: i32, service: &str, timeout: Duration) -> P
             "service unhealthy (responded with {:?})",
             status.as_str_name()
         ))
+    }
+}
+
+/// grpc-go's connection back-off: the first retry after 1 s, each next one 1.6 times later.
+const RECONNECT_FIRST: Duration = Duration::from_secs(1);
+
+/// Connects to `endpoint` as grpc-go's blocking dial (the kubelet's): a failed attempt (refused,
+/// unreachable) is retried after grpc's connection back-off until `deadline`; `None` when the
+/// deadline passed without a connection.
+async fn connect(
+    endpoint: &tonic::transport::Endpoint,
+    deadline: tokio::time::Instant,
+) -> Option<tonic::transport::Channel> {
+    let mut delay = RECONNECT_FIRST;
+    loop {
+        match tokio::time::timeout_at(deadline, endpoint.connect()).await {
+            Ok(Ok(c)) => return Some(c),
+            Ok(Err(e)) => tracing::debug!(error = %e, "grpc probe: connect failed, retrying"),
+            Err(_) => return None,
+        }
+        let next = tokio::time::Instant::now() + delay;
+        if next >= deadline {
+            tokio::time::sleep_until(deadline).await;
+            return None;
+        }
+        tokio::time::sleep_until(next).await;
+        delay = delay.mul_f64(1.6);
     }
 }
 
