@@ -5,6 +5,7 @@ pub mod audit;
 pub mod floor;
 pub mod logs;
 pub mod pods;
+pub mod probes;
 pub mod procfs;
 pub mod report;
 pub mod scenario;

@@ -19,6 +19,10 @@ pub const REQUIRED: &[&str] = &[
     "port_forward_mib_s",
     "logs_follow_mb_s",
     "teardown_s",
+    "probe_cpu_seconds",
+    "probe_rss_mb",
+    "probe_runtime_cpu_seconds",
+    "probe_lag_p99_ms",
 ];
 
 /// One metric: what it is and both agents' values (`None`: not measured, printed `n/a`).

@@ -88,6 +88,8 @@ pub struct Outcome {
     pub teardown_s: f64,
     /// Every request of the node's user from the agent's start to the end of the teardown.
     pub run_requests: BTreeMap<String, usize>,
+    /// The probe phase (after the teardown: `burst` probed pods), or why not.
+    pub probes: Result<super::probes::Figures, String>,
 }
 
 /// Prints a progress line on stderr.
@@ -350,6 +352,39 @@ async fn measure(
     let run_to = Timestamp::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let run_requests = audit::requests(&run_cursor.read_since()?, &user, run_from, run_to);
+    let runtime_pid: Option<u32> = std::fs::read_to_string(node.ctd.dir().join("pid"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    let probes = match runtime_pid {
+        Some(runtime_pid) => super::probes::measure(
+            &pods,
+            &tracker,
+            &node.name,
+            pid,
+            runtime_pid,
+            p.burst,
+            p.settle,
+            p.window,
+        )
+        .await
+        .map_err(|e| format!("{e:#}")),
+        None => Err("no pid file of the node's containerd".into()),
+    };
+    match &probes {
+        Ok(f) => progress(format_args!(
+            "{}: {} probed pods {:.0} s: cpu {:.3} s, rss {:.1} MiB, containerd cpu {:.3} s, \
+             {} probes, lag p99 {:.1} ms",
+            agent.name(),
+            p.burst,
+            p.window.as_secs_f64(),
+            f.cpu_seconds,
+            f.rss_mb,
+            f.runtime_cpu_seconds,
+            f.probes,
+            f.lag_p99_ms
+        )),
+        Err(e) => progress(format_args!("{}: probes not measured: {e}", agent.name())),
+    }
     if let Some(status) = proc.exited() {
         bail!(
             "{} exited during the run ({status}); log: {}",
@@ -370,6 +405,7 @@ async fn measure(
         logs_follow,
         teardown_s,
         run_requests,
+        probes,
     })
 }
 

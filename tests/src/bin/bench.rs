@@ -180,6 +180,10 @@ async fn main() -> anyhow::Result<()> {
             if let Err(e) = &o.logs_follow {
                 println!("{name} log follow: n/a ({e})");
             }
+            match &o.probes {
+                Ok(f) => println!("{name} probes: {} readiness probes received", f.probes),
+                Err(e) => println!("{name} probes: n/a ({e})"),
+            }
         }
     }
     println!();
@@ -369,6 +373,33 @@ fn rows(
         format!("delete {m} pods -> all gone from the API, s"),
         2,
         &|o| Some(o.teardown_s),
+    );
+    let probes = |o: &Outcome| o.probes.as_ref().ok().cloned();
+    row(
+        "probe_cpu_seconds",
+        format!(
+            "{m} host-network pods, httpGet readiness + exec liveness every 1 s: agent CPU, {w} s, s"
+        ),
+        3,
+        &|o| probes(o).map(|f| f.cpu_seconds),
+    );
+    row(
+        "probe_rss_mb",
+        format!("agent RSS mean, {m} probed pods, MiB"),
+        1,
+        &|o| probes(o).map(|f| f.rss_mb),
+    );
+    row(
+        "probe_runtime_cpu_seconds",
+        format!("containerd CPU, {m} probed pods, {w} s (exec probes), s"),
+        3,
+        &|o| probes(o).map(|f| f.runtime_cpu_seconds),
+    );
+    row(
+        "probe_lag_p99_ms",
+        format!("readiness probe arrival behind its 1 s grid, p99 over {m} pods x {w} s, ms"),
+        1,
+        &|o| probes(o).map(|f| f.lag_p99_ms),
     );
     row(
         "node_ready_s",
