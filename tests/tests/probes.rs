@@ -3,7 +3,8 @@
 //! restarting the container with the kubelet's events within the probe's own grace period,
 //! startup holding liveness off, httpGet against busybox httpd (named port, headers, redirects),
 //! tcpSocket, an exec probe timing out, a sidecar's readiness, `/metrics/probes`, and gRPC probes
-//! against a real gRPC health server side by side with the upstream kubelet.
+//! against a real gRPC health server side by side with the upstream kubelet; probing across a
+//! Bosun restart (an adopted container's readiness probed again, not assumed).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -551,4 +552,84 @@ async fn grpc_probes_as_the_kubelet() {
     .collect();
     assert_eq!(kubelet, want, "the kubelet");
     assert_eq!(bosun, want, "bosun");
+}
+
+#[tokio::test]
+async fn probing_survives_a_bosun_restart_and_readiness_is_probed_again_not_assumed() {
+    let node = ClusterNode::new("probe-rs");
+    let mut bosun = node.start();
+    let client = admin_client().await;
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let dir = shared(&node);
+    std::fs::write(dir.join("ready"), "").unwrap();
+    let name = format!("{}-p", node.name);
+    let mut startup = exec("true");
+    startup["failureThreshold"] = 3.into();
+    let p = PodBuilder::new(&name)
+        .node(&node.name)
+        .grace(1)
+        .host_dir("shared", &dir)
+        .container(
+            sh("web", "while :; do sleep 1; done")
+                .with("readinessProbe", exec("cat /shared/ready"))
+                .with("startupProbe", startup),
+        )
+        .build();
+    create(&api, &p).await;
+    let ready = |want: &'static str| {
+        move |p: &Pod| (condition_status(p, "Ready") == Some(want)).then(|| p.clone())
+    };
+    let before = wait_pod(&api, &name, "Ready", 120, ready("True")).await;
+    let started_at = container_status(&before, "web")
+        .and_then(|s| s.state.as_ref()?.running.as_ref()?.started_at.clone())
+        .expect("running since");
+
+    // Adopted after the restart: running since before Bosun's start by more than the kubelet's
+    // restart grace (10 s), so its readiness is the pod's until a probe says otherwise.
+    let since = started_at.0;
+    wait_until_async(
+        "the container running for 12 s",
+        Duration::from_secs(30),
+        || async {
+            (k8s_openapi::jiff::Timestamp::now().duration_since(since)
+                > k8s_openapi::jiff::SignedDuration::from_secs(12))
+            .then_some(())
+        },
+    )
+    .await;
+
+    // Bosun goes away; meanwhile the container stops being ready. The status in the API still
+    // says Ready: only a probe after the restart can tell.
+    bosun.terminate(Duration::from_secs(10));
+    std::fs::remove_file(dir.join("ready")).unwrap();
+    let mut bosun = node.start();
+    let p = wait_pod(
+        &api,
+        &name,
+        "not Ready after the restart",
+        60,
+        ready("False"),
+    )
+    .await;
+    let web = container_status(&p, "web").unwrap();
+    assert!(
+        !web.ready && web.started == Some(true) && web.restart_count == 0,
+        "adopted, still started, not restarted: {web:?}"
+    );
+    let still = web
+        .state
+        .as_ref()
+        .and_then(|s| s.running.as_ref()?.started_at.clone());
+    assert_eq!(still, Some(started_at), "the same container instance");
+
+    // And probing goes on: the file back, Ready back.
+    std::fs::write(dir.join("ready"), "").unwrap();
+    let p = wait_pod(&api, &name, "Ready again", 60, ready("True")).await;
+    assert_eq!(restarts(&p, "web"), 0);
+    assert!(
+        bosun.try_exit().is_none(),
+        "bosun exited:\n{}",
+        bosun.log_text()
+    );
+    bosun.terminate(Duration::from_secs(10));
 }
