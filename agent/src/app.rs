@@ -144,6 +144,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (reclaim_containers, containers_rx) = mpsc::channel(1);
     let (reclaim_images, images_rx) = mpsc::channel(1);
     let eviction = eviction
+        .with_memcg(memcg_notifiers(&cfg, &ctx))
         .with_pods(evict_tx, dedicated)
         .with_reclaim(crate::eviction::Reclaim {
             containers: Some(reclaim_containers),
@@ -221,6 +222,30 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tasks.drain(SHUTDOWN_DEADLINE).await;
     info!("bosun stopped");
     Ok(())
+}
+
+/// The memory threshold notifiers of the eviction thresholds when kernelMemcgNotification is
+/// on (none otherwise): memory.available on the memory hierarchy's root, allocatableMemory on
+/// the pods cgroup.
+fn memcg_notifiers(cfg: &Config, ctx: &NodeContext) -> crate::eviction::memcg::Notifiers {
+    let thresholds: &[_] = if cfg.eviction.kernel_memcg_notification {
+        &cfg.eviction.thresholds
+    } else {
+        &[]
+    };
+    let root = std::path::Path::new(crate::cgroup::CGROUP_ROOT);
+    let v2 = matches!(
+        crate::cgroup::fs::detect(root),
+        Ok(crate::cgroup::fs::CgroupVersion::V2)
+    );
+    let memory_root = if v2 {
+        root.to_path_buf()
+    } else {
+        root.join("memory")
+    };
+    let names = &ctx.dirs.cgroups;
+    let pods = names.literal(&names.node());
+    crate::eviction::memcg::Notifiers::new(thresholds, &memory_root, &pods, v2)
 }
 
 /// The image filesystem's mountpoint, as the runtime's ImageFsInfo names it.

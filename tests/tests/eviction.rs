@@ -344,8 +344,10 @@ fn amounts_masked(text: &str) -> String {
 }
 
 /// What memory pressure did on a node run by `agent`: the hog's and the Guaranteed pod's fate,
-/// the eviction's status (amounts masked) and the node's condition, as (fact, value) pairs.
-async fn memory_pressure_facts(agent: Agent) -> Vec<(String, String)> {
+/// the eviction's status (amounts masked) and the node's condition, as (fact, value) pairs; with
+/// `memcg`, kernelMemcgNotification on and whether the agent's log tells of the kernel's
+/// notification.
+async fn memory_pressure_facts(agent: Agent, memcg: bool) -> Vec<(String, String)> {
     // The pods' cgroup (kubepods) gets 3 GiB: systemReserved takes the rest of the machine.
     // allocatableMemory.available below 1 GiB is pressure: the pods' working set past ~2 GiB,
     // whatever the rest of the machine does. The hog holds 2.5 GiB of real memory in a
@@ -359,11 +361,16 @@ async fn memory_pressure_facts(agent: Agent) -> Vec<(String, String)> {
             ("imagefs.available".into(), "1%".into()),
         ]),
         extra_config: format!(
-            "evictionPressureTransitionPeriod: 20s\nsystemReserved:\n  memory: {reserved_kib}Ki\n"
+            "evictionPressureTransitionPeriod: 20s\nsystemReserved:\n  memory: {reserved_kib}Ki\n\
+             kernelMemcgNotification: {memcg}\n"
         ),
         ..Default::default()
     };
-    let prefix = format!("evict-mem-{}", agent.name());
+    let prefix = format!(
+        "evict-{}-{}",
+        if memcg { "memcg" } else { "mem" },
+        agent.name()
+    );
     let node = tokio::task::spawn_blocking(move || ClusterNode::with_options(&prefix, &opts))
         .await
         .expect("node");
@@ -435,7 +442,9 @@ async fn memory_pressure_facts(agent: Agent) -> Vec<(String, String)> {
     })
     .await;
     let g = api.get(&guaranteed).await.expect("guaranteed pod");
-    let facts = vec![
+    let log = std::fs::read_to_string(proc.log()).unwrap_or_default();
+    let crossed = "eviction manager: hard allocatable memory eviction threshold crossed";
+    let mut facts = vec![
         ("hog.phase", phase(&p).to_string()),
         ("hog.reason", st.reason.unwrap_or_default()),
         (
@@ -445,6 +454,9 @@ async fn memory_pressure_facts(agent: Agent) -> Vec<(String, String)> {
         ("hog.DisruptionTarget", disruption.unwrap_or_default()),
         ("guaranteed.phase", phase(&g).to_string()),
     ];
+    if memcg {
+        facts.push(("notified", log.contains(crossed).to_string()));
+    }
     for name in [&guaranteed, &hog] {
         let _ = api.delete(name, &DeleteParams::default()).await;
     }
@@ -452,13 +464,9 @@ async fn memory_pressure_facts(agent: Agent) -> Vec<(String, String)> {
     facts.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
-#[tokio::test]
-async fn memory_pressure_evicts_the_best_effort_hog_as_the_kubelet() {
-    let (bosun, kubelet) = tokio::join!(
-        memory_pressure_facts(Agent::Bosun),
-        memory_pressure_facts(Agent::Kubelet)
-    );
-    let want: Vec<(String, String)> = [
+/// The memory pressure facts both agents must show.
+fn memory_pressure_want() -> Vec<(String, String)> {
+    [
         ("hog.phase", "Failed"),
         ("hog.reason", "Evicted"),
         (
@@ -474,7 +482,30 @@ async fn memory_pressure_evicts_the_best_effort_hog_as_the_kubelet() {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    .collect()
+}
+
+#[tokio::test]
+async fn memory_pressure_evicts_the_best_effort_hog_as_the_kubelet() {
+    let (bosun, kubelet) = tokio::join!(
+        memory_pressure_facts(Agent::Bosun, false),
+        memory_pressure_facts(Agent::Kubelet, false)
+    );
+    let want = memory_pressure_want();
+    assert_eq!(kubelet, want, "the kubelet");
+    assert_eq!(bosun, want, "bosun");
+}
+
+/// The same pressure with kernelMemcgNotification: the kernel tells both agents the moment the
+/// pods' usage crosses the threshold (cgroup v1 event_control), and the hog is evicted as above.
+#[tokio::test]
+async fn memory_threshold_notification_evicts_the_hog_as_the_kubelet() {
+    let (bosun, kubelet) = tokio::join!(
+        memory_pressure_facts(Agent::Bosun, true),
+        memory_pressure_facts(Agent::Kubelet, true)
+    );
+    let mut want = memory_pressure_want();
+    want.push(("notified".to_string(), "true".to_string()));
     assert_eq!(kubelet, want, "the kubelet");
     assert_eq!(bosun, want, "bosun");
 }

@@ -633,3 +633,92 @@ async fn probing_survives_a_bosun_restart_and_readiness_is_probed_again_not_assu
     );
     bosun.terminate(Duration::from_secs(10));
 }
+
+/// What a readiness gate did to a pod on a node run by `agent`: Ready before and after another
+/// controller set the gate's condition, and that condition kept through the agent's updates.
+async fn readiness_gate_facts(agent: Agent) -> Vec<(String, String)> {
+    let prefix = format!("probe-gate-{}", agent.name());
+    let node = tokio::task::spawn_blocking(move || ClusterNode::new(&prefix))
+        .await
+        .expect("node");
+    let client = admin_client().await;
+    let mut proc = agent.start_ready(&node, &client, 120).await;
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let name = format!("{}-p", node.name);
+    let gate = "example.com/load-balancer";
+    let p = PodBuilder::new(&name)
+        .node(&node.name)
+        .grace(1)
+        .spec("readinessGates", json!([{"conditionType": gate}]))
+        .container(Container::sh("main", "while :; do sleep 1; done"))
+        .build();
+    create(&api, &p).await;
+    let what = format!("ContainersReady on {}", agent.name());
+    let p = wait_pod(&api, &name, &what, 120, |p| {
+        (condition_status(p, "ContainersReady") == Some("True")).then(|| p.clone())
+    })
+    .await;
+    let ready = |p: &Pod| {
+        condition(p, "Ready")
+            .map(|c| {
+                format!(
+                    "{} {} {}",
+                    c.status,
+                    c.reason.clone().unwrap_or_default(),
+                    c.message.clone().unwrap_or_default()
+                )
+            })
+            .unwrap_or_default()
+    };
+    let mut facts = vec![("Ready without the condition".to_string(), ready(&p))];
+    // Another controller sets the gate's condition, False first, then True.
+    for status in ["False", "True"] {
+        let patch = json!({"status": {"conditions": [{"type": gate, "status": status}]}});
+        api.patch_status(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(&patch),
+        )
+        .await
+        .expect("patch the gate's condition");
+        let what = format!("Ready after the gate went {status} on {}", agent.name());
+        let want = if status == "True" { "True" } else { "False" };
+        let p = wait_pod(&api, &name, &what, 60, |p| {
+            let gate_set = condition_status(p, gate) == Some(status);
+            let r = condition_status(p, "Ready") == Some(want);
+            let message_set = status == "True" || ready(p).contains("is not");
+            (gate_set && r && message_set).then(|| p.clone())
+        })
+        .await;
+        facts.push((format!("Ready with the condition {status}"), ready(&p)));
+    }
+    let _ = api.delete(&name, &Default::default()).await;
+    proc.stop();
+    facts
+}
+
+#[tokio::test]
+async fn readiness_gates_hold_ready_as_the_kubelet() {
+    let (bosun, kubelet) = tokio::join!(
+        readiness_gate_facts(Agent::Bosun),
+        readiness_gate_facts(Agent::Kubelet)
+    );
+    let want: Vec<(String, String)> = [
+        (
+            "Ready without the condition",
+            "False ReadinessGatesNotReady corresponding condition of pod readiness gate \
+             \"example.com/load-balancer\" does not exist.",
+        ),
+        (
+            "Ready with the condition False",
+            "False ReadinessGatesNotReady the status of pod readiness gate \
+             \"example.com/load-balancer\" is not \"True\", but False",
+        ),
+        ("Ready with the condition True", "True  "),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(kubelet, want, "the kubelet");
+    assert_eq!(bosun, want, "bosun");
+}

@@ -126,6 +126,9 @@ pub struct EvictionConfig {
     /// `localStorageCapacityIsolation`: pods over their ephemeral-storage limits or an emptyDir
     /// over its sizeLimit are evicted.
     pub local_storage_capacity_isolation: bool,
+    /// `kernelMemcgNotification`: the kernel signals a memory threshold crossed (cgroup v1),
+    /// between samples.
+    pub kernel_memcg_notification: bool,
 }
 
 /// A field (`evictionSoft.memory.available`) and what is wrong with it.

@@ -364,6 +364,9 @@ pub struct KubeletConfiguration {
     /// Evict pods over their ephemeral-storage limits or emptyDir sizeLimit.
     #[serde(default = "defaults::local_storage_capacity_isolation")]
     pub local_storage_capacity_isolation: bool,
+    /// Have the kernel signal memory eviction thresholds crossed (cgroup v1).
+    #[serde(default)]
+    pub kernel_memcg_notification: bool,
     /// Size at which a container log is rotated (quantity).
     #[serde(default)]
     pub container_log_max_size: String,
@@ -750,7 +753,6 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
         "\"/usr/libexec/kubernetes/kubelet-plugins/volume/exec/\"",
     ),
     ("providerID", ""),
-    ("kernelMemcgNotification", ""),
     ("shutdownGracePeriodByPodPriority", ""),
     ("crashLoopBackOff", ""),
     ("reservedMemory", ""),

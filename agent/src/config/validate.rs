@@ -699,6 +699,7 @@ pub(super) fn build(
             pressure_transition_period: k.eviction_pressure_transition_period,
             max_pod_grace_period: k.eviction_max_pod_grace_period,
             local_storage_capacity_isolation: k.local_storage_capacity_isolation,
+            kernel_memcg_notification: k.kernel_memcg_notification,
         },
         max_pods,
         pod_pids_limit: u64::try_from(k.pod_pids_limit).ok(),

@@ -12,6 +12,7 @@
 //! meet a threshold.
 
 pub mod local_storage;
+pub mod memcg;
 pub mod message;
 pub mod plan;
 pub mod rank;
@@ -103,6 +104,8 @@ pub struct Manager {
     dedicated_image_fs: bool,
     /// Node-level reclaim before a disk eviction.
     reclaim: Reclaim,
+    /// The kernel's memory threshold notifications (kernelMemcgNotification), when on.
+    memcg: Option<memcg::Notifiers>,
 }
 
 /// One round's outcome: the thresholds met and the signals observed, to act on.
@@ -124,6 +127,7 @@ impl Manager {
             pods: None,
             dedicated_image_fs: false,
             reclaim: Reclaim::default(),
+            memcg: None,
         };
         (m, rx)
     }
@@ -140,6 +144,21 @@ impl Manager {
     pub fn with_reclaim(mut self, reclaim: Reclaim) -> Self {
         self.reclaim = reclaim;
         self
+    }
+
+    /// The manager, running a round as soon as one of `notifiers` fires.
+    pub fn with_memcg(mut self, notifiers: memcg::Notifiers) -> Self {
+        self.memcg = (!notifiers.is_empty()).then_some(notifiers);
+        self
+    }
+
+    /// Resolves when a memory threshold notifier fired (never without notifiers); its
+    /// description.
+    async fn memcg_crossed(memcg: &Option<memcg::Notifiers>) -> String {
+        match memcg {
+            Some(n) => n.crossed().await,
+            None => std::future::pending().await,
+        }
     }
 
     /// Runs the node-level reclaim the kubelet runs for `signal` (dead containers for nodefs
@@ -339,7 +358,11 @@ impl Manager {
             "eviction manager: starting control loop"
         );
         loop {
-            let round = self.decide(Instant::now());
+            let now = Instant::now();
+            let round = self.decide(now);
+            if let (Some(n), Some(summary)) = (self.memcg.as_mut(), self.stats.latest()) {
+                n.update(&summary, now);
+            }
             let act = async {
                 if self.config.local_storage_capacity_isolation
                     && !self.evict_local_storage().await.is_empty()
@@ -358,6 +381,14 @@ impl Manager {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(period) => {}
                 _ = self.stats.next_sample() => {}
+                crossed = Self::memcg_crossed(&self.memcg) => {
+                    // The kubelet's thresholdHandler: a round now, on a fresh sample.
+                    info!("eviction manager: {crossed} crossed");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::timeout(period, self.stats.fresh_sample()) => {}
+                    }
+                }
             }
         }
     }
@@ -444,6 +475,7 @@ mod tests {
             pressure_transition_period: Duration::from_secs(300),
             max_pod_grace_period: 0,
             local_storage_capacity_isolation: true,
+            kernel_memcg_notification: false,
         }
     }
 
@@ -612,6 +644,7 @@ mod tests {
             pressure_transition_period: Duration::from_secs(300),
             max_pod_grace_period: 0,
             local_storage_capacity_isolation: true,
+            kernel_memcg_notification: false,
         };
         let (mut m, rx) = Manager::new(config, stats.clone());
         let t0 = Instant::now();

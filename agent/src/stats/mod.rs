@@ -43,6 +43,8 @@ pub struct StatsProvider {
     identities: Arc<RwLock<Arc<Identities>>>,
     /// Wakes those waiting for the next sample.
     published: Arc<tokio::sync::Notify>,
+    /// Asks the sampling loop for a sample now.
+    wanted: Arc<tokio::sync::Notify>,
 }
 
 impl StatsProvider {
@@ -69,6 +71,20 @@ impl StatsProvider {
     /// it lands).
     pub async fn next_sample(&self) {
         self.published.notified().await;
+    }
+
+    /// Asks the sampling loop for a sample now and returns once it is published (the eviction
+    /// manager, when a memory threshold notifier fires between samples).
+    pub async fn fresh_sample(&self) {
+        // Created before the request, so the publication cannot slip past it.
+        let published = self.published.notified();
+        self.wanted.notify_one();
+        published.await;
+    }
+
+    /// Returns once somebody asked for a sample now (the sampling loop).
+    pub async fn sample_wanted(&self) {
+        self.wanted.notified().await;
     }
 
     /// The identities of the latest round.

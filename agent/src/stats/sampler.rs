@@ -137,6 +137,7 @@ pub async fn run(
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
+            _ = provider.sample_wanted() => {}
         }
     }
 }
