@@ -45,7 +45,7 @@ impl Admission {
         // The kubelet's order: eviction, sysctls, then its predicates (resources, pods first;
         // node affinity; host ports), then AppArmor; the first failure is the reason.
         admit_under_pressure(&self.pressure.borrow(), pod)?;
-        self.sysctls.admit(pod)?;
+        super::sysctls::admit(&self.sysctls, pod)?;
         if let Some(&max) = self.allocatable.get("pods") {
             let used = admitted.len() as i128;
             if (used + 1) * 1000 > max {
