@@ -8,8 +8,9 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::pod::plan::{ContainerView, RestartPolicy, RunState, is_restartable_init, latest};
 use crate::resource::qos_class;
+use crate::runtime::restart::{RestartPolicy, is_restartable_init};
+use crate::runtime::{ContainerView, RunState, latest};
 
 /// Why a container is not running, as the worker knows it (pull errors, back-off, config errors).
 #[derive(Debug, Clone, PartialEq, Eq)]
