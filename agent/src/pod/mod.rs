@@ -18,6 +18,8 @@ pub mod plan;
 pub mod pleg;
 mod probing;
 pub mod report;
+#[cfg(test)]
+mod rounds;
 pub mod runtime;
 pub mod runtime_class;
 pub mod sandbox;
