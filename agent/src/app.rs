@@ -64,14 +64,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut tasks = Tasks::default();
     let health = crate::healthz::Health::default();
     let notifier = crate::sdnotify::Notifier::from_env();
-    if cfg.healthz_port != 0 {
-        let addr = format!("{}:{}", cfg.healthz_bind_address, cfg.healthz_port);
-        let listener = tokio::net::TcpListener::bind(&addr)
-            .await
-            .with_context(|| format!("healthz: cannot listen on {addr}"))?;
-        let serve = crate::healthz::serve(listener, health.clone(), cancel.child_token());
-        tasks.spawn("healthz", serve);
-    }
+    spawn_healthz(&cfg, &health, &cancel, &mut tasks).await?;
     // Bind the kubelet port first: a port in use is a clear error and a non-zero exit.
     let server_listener = crate::server::bind(&cfg.address, cfg.port).await?;
     let server_tls = server_tls(&cfg)?;
@@ -84,19 +77,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let v = cri.runtime_version();
     info!(runtime = %v.node_info_string(), endpoint = %cfg.container_runtime_endpoint, "container runtime connected");
     health.set_started();
-    // The PLEG relist keeps succeeding: the kubelet's syncloop health, and node readiness.
-    let pleg = crate::pod::pleg::PlegHealth::new();
-    {
-        let pleg = pleg.clone();
-        health.add_check("syncloop", move || pleg.check(std::time::Instant::now()));
-    }
-    {
-        let health = health.clone();
-        let watchdog = notifier
-            .clone()
-            .watchdog(move || health.is_healthy(), cancel.child_token());
-        tasks.spawn("watchdog", watchdog);
-    }
+    let pleg = spawn_watchdog(&health, &notifier, &cancel, &mut tasks);
 
     // The machine's facts (cores, MemTotal, huge pages) read once for the cgroups, the runtime's
     // OOM scores and admission; the node status re-reads them on its own period.
@@ -117,45 +98,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cancel.child_token(),
     );
     tasks.spawn("server", serve);
-    // Node, pod and container usage, sampled in the background; the :10250 server serves it.
-    let facts = crate::stats::NodeFacts {
-        node_name: cfg.node_name.clone(),
-        dirs: ctx.dirs.clone(),
-    };
-    let sampler = crate::stats::sampler::run(
-        ctx.cri.clone(),
-        facts,
-        stats.clone(),
-        crate::stats::SamplerConfig {
-            volume_interval: cfg.volume_stats_agg_period,
-            ..Default::default()
-        },
-        cancel.child_token(),
-    );
-    tasks.spawn("stats", sampler);
-    // Pressure conditions from the sampled stats, for the node status and admission; evictions
-    // through the pod manager.
-    let (eviction, pressure) = crate::eviction::Manager::new(cfg.eviction.clone(), stats.clone());
-    let (evict_tx, evict_rx) = mpsc::channel(4);
-    let image_fs = image_fs_mountpoint(&ctx).await;
-    let dedicated = image_fs
-        .as_deref()
-        .is_some_and(|m| on_other_device(m, &cfg.root_dir));
-    let (reclaim_containers, containers_rx) = mpsc::channel(1);
-    let (reclaim_images, images_rx) = mpsc::channel(1);
-    let eviction = eviction
-        .with_memcg(memcg_notifiers(&cfg, &ctx))
-        .with_pods(evict_tx, dedicated)
-        .with_reclaim(crate::eviction::Reclaim {
-            containers: Some(reclaim_containers),
-            images: Some(reclaim_images),
-            nodefs: Some(cfg.root_dir.clone()),
-            imagefs: image_fs,
-        });
-    tasks.spawn(
-        "eviction",
-        eviction.run(crate::eviction::MONITORING_PERIOD, cancel.child_token()),
-    );
+    spawn_stats(&cfg, &ctx, &stats, &cancel, &mut tasks);
+    let eviction = spawn_eviction(&cfg, &ctx, &stats, &cancel, &mut tasks).await;
     if let Err(e) =
         crate::podresources::spawn(&cfg.root_dir, ctx.statuses.clone(), cancel.child_token())
     {
@@ -189,7 +133,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 cfg: &cfg,
                 notifier: &notifier,
                 labels: labels_tx,
-                pressure: pressure.clone(),
+                pressure: eviction.pressure.clone(),
                 pleg: pleg.clone(),
                 pods: tx.clone(),
                 cancel: &cancel,
@@ -202,21 +146,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let manager = PodManager::new(
         ctx.clone(),
         sources,
-        admission(&cfg, &machine, labels_rx, pressure),
+        admission(&cfg, &machine, labels_rx, eviction.pressure),
         cancel.child_token(),
     )
     .with_pleg(pleg);
-    let reclaim = (containers_rx, images_rx);
     spawn_gc(
         &cfg,
         &ctx,
         manager.known_pods(),
-        reclaim,
+        eviction.reclaim,
         &cancel,
         &mut tasks,
     );
     spawn_log_rotation(&cfg, &ctx, &cancel, &mut tasks);
-    tasks.spawn("pod-manager", manager.run(rx, Some(evict_rx)));
+    tasks.spawn("pod-manager", manager.run(rx, Some(eviction.pods)));
     info!(tasks = ?tasks.running(), "bosun running");
     cancel.cancelled().await;
     tasks.drain(SHUTDOWN_DEADLINE).await;
@@ -246,6 +189,118 @@ fn memcg_notifiers(cfg: &Config, ctx: &NodeContext) -> crate::eviction::memcg::N
     let names = &ctx.dirs.cgroups;
     let pods = names.literal(&names.node());
     crate::eviction::memcg::Notifiers::new(thresholds, &memory_root, &pods, v2)
+}
+
+/// Serves the plain-HTTP /healthz on healthzBindAddress:healthzPort (none with port 0).
+async fn spawn_healthz(
+    cfg: &Config,
+    health: &crate::healthz::Health,
+    cancel: &CancellationToken,
+    tasks: &mut Tasks,
+) -> anyhow::Result<()> {
+    if cfg.healthz_port != 0 {
+        let addr = format!("{}:{}", cfg.healthz_bind_address, cfg.healthz_port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("healthz: cannot listen on {addr}"))?;
+        let serve = crate::healthz::serve(listener, health.clone(), cancel.child_token());
+        tasks.spawn("healthz", serve);
+    }
+    Ok(())
+}
+
+/// The PLEG relist's health as the syncloop check (the kubelet's, and node readiness), and the
+/// systemd watchdog fed while every check passes; returns the PLEG health for the pod manager.
+fn spawn_watchdog(
+    health: &crate::healthz::Health,
+    notifier: &crate::sdnotify::Notifier,
+    cancel: &CancellationToken,
+    tasks: &mut Tasks,
+) -> crate::pod::pleg::PlegHealth {
+    let pleg = crate::pod::pleg::PlegHealth::new();
+    {
+        let pleg = pleg.clone();
+        health.add_check("syncloop", move || pleg.check(std::time::Instant::now()));
+    }
+    let health = health.clone();
+    let watchdog = notifier
+        .clone()
+        .watchdog(move || health.is_healthy(), cancel.child_token());
+    tasks.spawn("watchdog", watchdog);
+    pleg
+}
+
+/// Node, pod and container usage, sampled in the background into `stats`; the :10250 server
+/// and the eviction manager read it.
+fn spawn_stats(
+    cfg: &Config,
+    ctx: &NodeContext,
+    stats: &crate::stats::StatsProvider,
+    cancel: &CancellationToken,
+    tasks: &mut Tasks,
+) {
+    let facts = crate::stats::NodeFacts {
+        node_name: cfg.node_name.clone(),
+        dirs: ctx.dirs.clone(),
+    };
+    let sampler = crate::stats::sampler::run(
+        ctx.cri.clone(),
+        facts,
+        stats.clone(),
+        crate::stats::SamplerConfig {
+            volume_interval: cfg.volume_stats_agg_period,
+            ..Default::default()
+        },
+        cancel.child_token(),
+    );
+    tasks.spawn("stats", sampler);
+}
+
+/// What the eviction manager hands the other parts.
+struct EvictionLinks {
+    /// The pressure conditions, for the node status and admission.
+    pressure: crate::eviction::ConditionsRx,
+    /// Its requests to the pod manager (the active pods, evict one).
+    pods: mpsc::Receiver<crate::eviction::PodsRequest>,
+    /// Its requests to the container and image GC tasks.
+    reclaim: (crate::gc::ReclaimRx, crate::gc::ReclaimRx),
+}
+
+/// The eviction manager: pressure conditions from the sampled stats, node-level reclaim through
+/// the GC tasks, evictions through the pod manager.
+async fn spawn_eviction(
+    cfg: &Config,
+    ctx: &NodeContext,
+    stats: &crate::stats::StatsProvider,
+    cancel: &CancellationToken,
+    tasks: &mut Tasks,
+) -> EvictionLinks {
+    let (eviction, pressure) = crate::eviction::Manager::new(cfg.eviction.clone(), stats.clone());
+    let (evict_tx, evict_rx) = mpsc::channel(4);
+    let image_fs = image_fs_mountpoint(ctx).await;
+    let dedicated = image_fs
+        .as_deref()
+        .is_some_and(|m| on_other_device(m, &cfg.root_dir));
+    let (reclaim_containers, containers_rx) = mpsc::channel(1);
+    let (reclaim_images, images_rx) = mpsc::channel(1);
+    let eviction = eviction
+        .with_memcg(memcg_notifiers(cfg, ctx))
+        .with_pods(evict_tx, dedicated)
+        .with_reclaim(crate::eviction::Reclaim {
+            containers: Some(reclaim_containers),
+            images: Some(reclaim_images),
+            nodefs: Some(cfg.root_dir.clone()),
+            imagefs: image_fs,
+        });
+    tasks.spawn(
+        "eviction",
+        eviction.run(crate::eviction::MONITORING_PERIOD, cancel.child_token()),
+    );
+    EvictionLinks {
+        pressure,
+        pods: evict_rx,
+        reclaim: (containers_rx, images_rx),
+    }
 }
 
 /// The image filesystem's mountpoint, as the runtime's ImageFsInfo names it.

@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::daemon;
 use crate::env::{Env, env_dir, repo_root};
 use crate::wait::wait_until_async;
 
@@ -82,19 +83,11 @@ impl ApiServerReplica {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let end = Instant::now() + Duration::from_secs(20);
-        while child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > end {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        daemon::terminate(
+            &mut child,
+            Duration::from_secs(20),
+            Duration::from_millis(100),
+        );
         assert!(
             std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err(),
             "port {} still answers after the replica stopped",
@@ -134,8 +127,7 @@ impl ApiServerReplica {
 impl Drop for ApiServerReplica {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            daemon::kill(&mut child);
         }
     }
 }

@@ -3,8 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::daemon;
 use crate::env::repo_root;
 
 /// Path of the bosun binary: `$BOSUN_BIN` when set (the benchmark's release build), else the one
@@ -111,24 +112,13 @@ impl Bosun {
     /// Sends SIGTERM and waits for the exit; returns how long it took and the exit code.
     pub fn terminate(&mut self, within: Duration) -> (Duration, Option<i32>) {
         let mut child = self.child.take().expect("bosun running");
-        let started = Instant::now();
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return (started.elapsed(), status.code());
-            }
-            if started.elapsed() > within {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "bosun did not exit within {within:?} of SIGTERM; log: {}",
-                    self.log.display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let stopped = daemon::terminate(&mut child, within, Duration::from_millis(50));
+        match stopped.status {
+            Some(status) => (stopped.took, status.code()),
+            None => panic!(
+                "bosun did not exit within {within:?} of SIGTERM; log: {}",
+                self.log.display()
+            ),
         }
     }
 
@@ -148,8 +138,7 @@ impl Bosun {
 impl Drop for Bosun {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            daemon::kill(&mut c);
         }
     }
 }

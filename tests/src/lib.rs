@@ -6,6 +6,7 @@ pub mod apiserver;
 pub mod bench;
 pub mod bosun;
 pub mod cluster;
+pub mod daemon;
 pub mod env;
 pub mod kubelet;
 pub mod node;

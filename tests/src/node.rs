@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::daemon;
 use crate::env::{Env, env_dir, repo_root};
 
 /// Highest slot number: slot N gets bridge `bsnN` and subnet 10.89.N.0/24.
@@ -156,17 +157,11 @@ impl Containerd {
     /// Stops the daemon only (SIGTERM, SIGKILL after 10 s), leaving its state.
     pub fn stop_daemon(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let pid = child.id().to_string();
-            let _ = Command::new("kill").arg("-TERM").arg(&pid).status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            daemon::terminate(
+                &mut child,
+                Duration::from_secs(10),
+                Duration::from_millis(20),
+            );
         }
     }
 }

@@ -3,9 +3,10 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::cluster::{ClusterNode, unmount_under};
+use crate::daemon;
 use crate::env::Env;
 
 /// Flags of bosun's that the kubelet does not have, each followed by its value.
@@ -59,27 +60,14 @@ impl Kubelet {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        daemon::terminate(&mut child, within, Duration::from_millis(50));
     }
 }
 
 impl Drop for Kubelet {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            daemon::kill(&mut c);
         }
         unmount_under(&self.dir);
     }

@@ -13,7 +13,7 @@ use super::fs::Backend;
 use super::name::Hierarchy;
 use super::resources::{MIN_SHARES, ResourceConfig, milli_cpu_to_shares, pod_resource_config};
 use super::{CgroupError, CgroupName};
-use crate::node::allocatable::{self, Resources};
+use crate::resource::allocatable::{self, Resources};
 use crate::resource::{QosClass, pod_request, qos_class};
 
 /// The pod cgroups and QoS tiers of one node.

@@ -11,7 +11,9 @@ pub mod duration;
 pub mod eviction;
 pub mod file;
 pub mod flags;
+
 mod not_acted_on;
+pub mod sysctls;
 mod validate;
 
 #[cfg(test)]
@@ -127,7 +129,7 @@ pub struct Config {
     /// Node Lease duration.
     pub node_lease_duration_seconds: u32,
     /// The sysctls pods may set: the safe ones and `allowedUnsafeSysctls`.
-    pub sysctls: crate::pod::sysctls::SysctlAllowlist,
+    pub sysctls: sysctls::SysctlAllowlist,
     /// Minimum age of an unused image before GC.
     pub image_minimum_gc_age: Duration,
     /// Maximum unused age of an image; None: no age-based GC.

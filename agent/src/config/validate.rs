@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::file::{KubeletConfiguration, Taint};
+use super::sysctls::SysctlAllowlist;
 use super::{
     Authentication, Authorization, AuthorizationMode, CgroupDriver, ChangeDetectionStrategy,
     Config, ConfigError, FieldError, Flags, LogFormat, non_empty_path,
@@ -371,7 +372,97 @@ pub(super) fn build(
     let mut e = Errors::default();
     apply_flags(&mut k, f, &mut e);
     warnings.extend(super::not_acted_on::warnings(&k));
+    let v = validate(&k, f, &mut e, warnings);
+    if !f.show_version() && !e.0.is_empty() {
+        return Err(ConfigError::Invalid(e.0));
+    }
+    Ok(assemble(k, f, node_name, v))
+}
 
+/// What validation parsed out of the configuration, on its way into [`Config`].
+struct Validated {
+    ports: Ports,
+    modes: Modes,
+    max_pods: u32,
+    node_lease_duration_seconds: u32,
+    image_gc: (u8, u8),
+    log_rotation: LogRotation,
+    serialize_image_pulls: bool,
+    max_parallel_image_pulls: Option<u32>,
+    eviction_hard: BTreeMap<String, String>,
+    thresholds: Vec<super::eviction::Threshold>,
+    endpoints: (String, String),
+    sysctls: SysctlAllowlist,
+    node_ips: Vec<IpAddr>,
+    node_labels: BTreeMap<String, String>,
+}
+
+/// Validates every field, each problem pushed to `e` with the field's name, in the order the
+/// fields are checked.
+fn validate(
+    k: &KubeletConfiguration,
+    f: &Flags,
+    e: &mut Errors,
+    warnings: &mut Vec<String>,
+) -> Validated {
+    let ports = ports_and_addresses(k, e, warnings);
+    let modes = modes(k, e);
+    let max_pods = e.positive("maxPods", k.max_pods);
+    let node_lease_duration_seconds =
+        e.positive("nodeLeaseDurationSeconds", k.node_lease_duration_seconds);
+    let image_gc = image_gc(k, e);
+    let log_rotation = log_rotation(k, e);
+    let (serialize_image_pulls, max_parallel_image_pulls) = image_pulls(k, e);
+    check_periods(k, e);
+    let eviction_hard = k.eviction_hard.clone().unwrap_or_default();
+    let thresholds = eviction_thresholds(k, &eviction_hard, e);
+    check_reserved("systemReserved", &k.system_reserved, e);
+    check_reserved("kubeReserved", &k.kube_reserved, e);
+    check_enforce_node_allocatable(k, e);
+    check_paths(k, e);
+    let endpoints = endpoints(k, e, warnings);
+    check_taints("registerWithTaints", &k.register_with_taints, e);
+    let sysctls = SysctlAllowlist::new(&k.allowed_unsafe_sysctls).unwrap_or_else(|m| {
+        e.push("allowedUnsafeSysctls", m);
+        Default::default()
+    });
+    let node_ips = f
+        .node_ip
+        .as_deref()
+        .map_or_else(Vec::new, |v| parse_node_ips(v, e));
+    let node_labels = parse_map("--node-labels", &f.node_labels, e);
+    check_node_labels(&node_labels, e);
+    Validated {
+        ports,
+        modes,
+        max_pods,
+        node_lease_duration_seconds,
+        image_gc,
+        log_rotation,
+        serialize_image_pulls,
+        max_parallel_image_pulls,
+        eviction_hard,
+        thresholds,
+        endpoints,
+        sysctls,
+        node_ips,
+        node_labels,
+    }
+}
+
+/// The ports Bosun serves on.
+struct Ports {
+    port: u16,
+    healthz_port: u16,
+    read_only_port: u16,
+}
+
+/// The ports and the addresses to bind and to resolve with.
+fn ports_and_addresses(
+    k: &KubeletConfiguration,
+    e: &mut Errors,
+    warnings: &mut Vec<String>,
+) -> Ports {
     let port = e.port("port", k.port, false);
     let healthz_port = e.port("healthzPort", k.healthz_port, true);
     let read_only_port = e.port("readOnlyPort", k.read_only_port, true);
@@ -385,6 +476,25 @@ pub(super) fn build(
     for (i, ip) in k.cluster_dns.iter().enumerate() {
         e.ip(&format!("clusterDNS[{i}]"), ip);
     }
+    Ports {
+        port,
+        healthz_port,
+        read_only_port,
+    }
+}
+
+/// The fields that name one of a few modes.
+struct Modes {
+    cgroup_driver: CgroupDriver,
+    change_detection: ChangeDetectionStrategy,
+    authorization: AuthorizationMode,
+    log_format: LogFormat,
+    verbosity: u8,
+}
+
+/// Parses the fields that name one of a few modes (cgroup driver, configMap and secret change
+/// detection, authorization, hairpin, log format) and the log verbosity.
+fn modes(k: &KubeletConfiguration, e: &mut Errors) -> Modes {
     let cgroup_driver = match k.cgroup_driver.as_str() {
         "cgroupfs" => CgroupDriver::Cgroupfs,
         "systemd" => CgroupDriver::Systemd,
@@ -408,7 +518,7 @@ pub(super) fn build(
             ChangeDetectionStrategy::Watch
         }
     };
-    let mode = match k.authorization.mode.as_str() {
+    let authorization = match k.authorization.mode.as_str() {
         "Webhook" => AuthorizationMode::Webhook,
         "AlwaysAllow" => AuthorizationMode::AlwaysAllow,
         other => {
@@ -446,10 +556,17 @@ pub(super) fn build(
         );
         0
     });
+    Modes {
+        cgroup_driver,
+        change_detection,
+        authorization,
+        log_format,
+        verbosity,
+    }
+}
 
-    let max_pods = e.positive("maxPods", k.max_pods);
-    let node_lease_duration_seconds =
-        e.positive("nodeLeaseDurationSeconds", k.node_lease_duration_seconds);
+/// The image GC thresholds (high, low) and ages.
+fn image_gc(k: &KubeletConfiguration, e: &mut Errors) -> (u8, u8) {
     let high = e.percent(
         "imageGCHighThresholdPercent",
         k.image_gc_high_threshold_percent,
@@ -474,7 +591,19 @@ pub(super) fn build(
             ),
         );
     }
-    let container_log_max_files = if k.container_log_max_files >= 2 {
+    (high, low)
+}
+
+/// The container log manager's settings.
+struct LogRotation {
+    max_size: u64,
+    max_files: u32,
+    max_workers: u32,
+}
+
+/// The container log manager's size, file count, workers and interval.
+fn log_rotation(k: &KubeletConfiguration, e: &mut Errors) -> LogRotation {
+    let max_files = if k.container_log_max_files >= 2 {
         k.container_log_max_files as u32
     } else {
         e.push(
@@ -483,7 +612,7 @@ pub(super) fn build(
         );
         0
     };
-    let container_log_max_size = match parse_quantity(&k.container_log_max_size) {
+    let max_size = match parse_quantity(&k.container_log_max_size) {
         // At least one byte; a fraction of a byte rounds up as the API server does.
         Ok(q) if q.milli_value() >= 1000 => q.value() as u64,
         _ => {
@@ -497,7 +626,7 @@ pub(super) fn build(
             0
         }
     };
-    let container_log_max_workers = if k.container_log_max_workers >= 1 {
+    let max_workers = if k.container_log_max_workers >= 1 {
         k.container_log_max_workers as u32
     } else {
         e.push(
@@ -518,6 +647,15 @@ pub(super) fn build(
             ),
         );
     }
+    LogRotation {
+        max_size,
+        max_files,
+        max_workers,
+    }
+}
+
+/// serializeImagePulls and maxParallelImagePulls, which must agree.
+fn image_pulls(k: &KubeletConfiguration, e: &mut Errors) -> (bool, Option<u32>) {
     let max_parallel_image_pulls = match k.max_parallel_image_pulls {
         None => None,
         Some(n) if n >= 1 => Some(n as u32),
@@ -536,6 +674,11 @@ pub(super) fn build(
             "must not be set above 1 when serializeImagePulls is true",
         );
     }
+    (serialize_image_pulls, max_parallel_image_pulls)
+}
+
+/// The loops' periods and the shutdown grace periods.
+fn check_periods(k: &KubeletConfiguration, e: &mut Errors) {
     for (field, value) in [
         ("syncFrequency", k.sync_frequency),
         ("fileCheckFrequency", k.file_check_frequency),
@@ -551,9 +694,16 @@ pub(super) fn build(
             "must not be greater than shutdownGracePeriod",
         );
     }
-    let eviction_hard = k.eviction_hard.clone().unwrap_or_default();
-    let thresholds = super::eviction::thresholds(super::eviction::Fields {
-        hard: &eviction_hard,
+}
+
+/// The eviction thresholds (hard, soft, grace periods, minimum reclaim), parsed once.
+fn eviction_thresholds(
+    k: &KubeletConfiguration,
+    eviction_hard: &BTreeMap<String, String>,
+    e: &mut Errors,
+) -> Vec<super::eviction::Threshold> {
+    super::eviction::thresholds(super::eviction::Fields {
+        hard: eviction_hard,
         soft: &k.eviction_soft,
         soft_grace_period: &k.eviction_soft_grace_period,
         minimum_reclaim: &k.eviction_minimum_reclaim,
@@ -564,9 +714,11 @@ pub(super) fn build(
             e.push(field, message);
         }
         Vec::new()
-    });
-    check_reserved("systemReserved", &k.system_reserved, &mut e);
-    check_reserved("kubeReserved", &k.kube_reserved, &mut e);
+    })
+}
+
+/// enforceNodeAllocatable: known values, "none" alone, and cgroupsPerQOS to enforce with.
+fn check_enforce_node_allocatable(k: &KubeletConfiguration, e: &mut Errors) {
     const ENFORCE: &[&str] = &[
         "none",
         "pods",
@@ -590,6 +742,10 @@ pub(super) fn build(
     if enforced && !k.cgroups_per_qos {
         e.push("enforceNodeAllocatable", "requires cgroupsPerQOS");
     }
+}
+
+/// The serving certificate pair and the pod log directory.
+fn check_paths(k: &KubeletConfiguration, e: &mut Errors) {
     if k.tls_cert_file.is_empty() != k.tls_private_key_file.is_empty() {
         e.push(
             "tlsPrivateKeyFile",
@@ -602,10 +758,18 @@ pub(super) fn build(
             format!("must be an absolute path, got {:?}", k.pod_logs_dir),
         );
     }
+}
+
+/// The CRI runtime and image endpoints (the image one defaults to the runtime's).
+fn endpoints(
+    k: &KubeletConfiguration,
+    e: &mut Errors,
+    warnings: &mut Vec<String>,
+) -> (String, String) {
     let container_runtime_endpoint = runtime_endpoint(
         "containerRuntimeEndpoint",
         &k.container_runtime_endpoint,
-        &mut e,
+        e,
         warnings,
     );
     let image_service_endpoint = if k.image_service_endpoint.is_empty() {
@@ -614,43 +778,33 @@ pub(super) fn build(
         runtime_endpoint(
             "imageServiceEndpoint",
             &k.image_service_endpoint,
-            &mut e,
+            e,
             warnings,
         )
     };
-    check_taints("registerWithTaints", &k.register_with_taints, &mut e);
-    let sysctls = crate::pod::sysctls::SysctlAllowlist::new(&k.allowed_unsafe_sysctls)
-        .unwrap_or_else(|m| {
-            e.push("allowedUnsafeSysctls", m);
-            Default::default()
-        });
+    (container_runtime_endpoint, image_service_endpoint)
+}
 
-    let node_ips = f
-        .node_ip
-        .as_deref()
-        .map_or_else(Vec::new, |v| parse_node_ips(v, &mut e));
-    let node_labels = parse_map("--node-labels", &f.node_labels, &mut e);
-    check_node_labels(&node_labels, &mut e);
-    if !f.show_version() && !e.0.is_empty() {
-        return Err(ConfigError::Invalid(e.0));
-    }
-
+/// The [`Config`] of a validated configuration.
+fn assemble(k: KubeletConfiguration, f: &Flags, node_name: String, v: Validated) -> Config {
     let root_dir = f
         .root_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT_DIR));
-    Ok(Config {
+    let (container_runtime_endpoint, image_service_endpoint) = v.endpoints;
+    let (high, low) = v.image_gc;
+    Config {
         config_file: f.config.clone(),
         kubeconfig: f.kubeconfig.clone(),
         bootstrap_kubeconfig: f.bootstrap_kubeconfig.clone(),
         container_runtime_endpoint,
         image_service_endpoint,
         node_name,
-        node_ip: node_ips.first().copied(),
-        node_ips,
-        node_labels,
+        node_ip: v.node_ips.first().copied(),
+        node_ips: v.node_ips,
+        node_labels: v.node_labels,
         register_with_taints: k.register_with_taints.clone(),
-        sysctls,
+        sysctls: v.sysctls,
         cert_dir: f.cert_dir.clone().unwrap_or_else(|| root_dir.join("pki")),
         root_dir,
         static_pod_path: non_empty_path(&k.static_pod_path),
@@ -664,10 +818,10 @@ pub(super) fn build(
         sync_frequency: k.sync_frequency,
         runtime_request_timeout: k.runtime_request_timeout,
         healthz_bind_address: k.healthz_bind_address.clone(),
-        healthz_port,
+        healthz_port: v.ports.healthz_port,
         address: k.address.clone(),
-        port,
-        read_only_port,
+        port: v.ports.port,
+        read_only_port: v.ports.read_only_port,
         tls_cert_file: non_empty_path(&k.tls_cert_file),
         tls_private_key_file: non_empty_path(&k.tls_private_key_file),
         rotate_certificates: k.rotate_certificates,
@@ -679,42 +833,42 @@ pub(super) fn build(
             anonymous_enabled: k.authentication.anonymous.enabled,
         },
         authorization: Authorization {
-            mode,
+            mode: v.modes.authorization,
             cache_authorized_ttl: k.authorization.webhook.cache_authorized_ttl,
             cache_unauthorized_ttl: k.authorization.webhook.cache_unauthorized_ttl,
         },
         cluster_dns: k.cluster_dns.clone(),
         cluster_domain: k.cluster_domain.clone(),
         resolv_conf: k.resolv_conf.clone(),
-        cgroup_driver,
-        config_map_and_secret_change_detection_strategy: change_detection,
+        cgroup_driver: v.modes.cgroup_driver,
+        config_map_and_secret_change_detection_strategy: v.modes.change_detection,
         cgroup_root: k.cgroup_root.clone(),
         cgroups_per_qos: k.cgroups_per_qos,
         enforce_node_allocatable: k.enforce_node_allocatable.clone(),
         system_reserved: k.system_reserved.clone(),
         kube_reserved: k.kube_reserved.clone(),
-        eviction_hard,
+        eviction_hard: v.eviction_hard,
         eviction: super::eviction::EvictionConfig {
-            thresholds,
+            thresholds: v.thresholds,
             pressure_transition_period: k.eviction_pressure_transition_period,
             max_pod_grace_period: k.eviction_max_pod_grace_period,
             local_storage_capacity_isolation: k.local_storage_capacity_isolation,
             kernel_memcg_notification: k.kernel_memcg_notification,
         },
-        max_pods,
+        max_pods: v.max_pods,
         pod_pids_limit: u64::try_from(k.pod_pids_limit).ok(),
-        serialize_image_pulls,
-        max_parallel_image_pulls,
+        serialize_image_pulls: v.serialize_image_pulls,
+        max_parallel_image_pulls: v.max_parallel_image_pulls,
         node_status_update_frequency: k.node_status_update_frequency,
         node_status_report_frequency: k.node_status_report_frequency,
-        node_lease_duration_seconds,
+        node_lease_duration_seconds: v.node_lease_duration_seconds,
         image_minimum_gc_age: k.image_minimum_gc_age,
         image_maximum_gc_age: (!k.image_maximum_gc_age.is_zero()).then_some(k.image_maximum_gc_age),
         image_gc_high_threshold_percent: high,
         image_gc_low_threshold_percent: low,
-        container_log_max_size,
-        container_log_max_files,
-        container_log_max_workers,
+        container_log_max_size: v.log_rotation.max_size,
+        container_log_max_files: v.log_rotation.max_files,
+        container_log_max_workers: v.log_rotation.max_workers,
         container_log_monitor_interval: k.container_log_monitor_interval,
         container_gc: super::ContainerGcPolicy {
             min_age: f.minimum_container_ttl_duration.unwrap_or_default(),
@@ -727,10 +881,10 @@ pub(super) fn build(
         shutdown_grace_period: k.shutdown_grace_period,
         shutdown_grace_period_critical_pods: k.shutdown_grace_period_critical_pods,
         feature_gates: k.feature_gates.clone(),
-        verbosity,
-        log_format,
+        verbosity: v.modes.verbosity,
+        log_format: v.modes.log_format,
         warnings: Vec::new(),
         show_version: f.show_version(),
         kubelet: k,
-    })
+    }
 }

@@ -15,7 +15,6 @@ pub mod register;
 pub mod setters;
 pub mod status;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,14 +74,8 @@ pub fn settings(cfg: &Config) -> Settings {
     }
 }
 
-/// What admission reads of the Node as the API server holds it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct NodeView {
-    /// The Node's labels.
-    pub labels: BTreeMap<String, String>,
-    /// The Node's taints.
-    pub taints: Vec<k8s_openapi::api::core::v1::Taint>,
-}
+/// What admission reads of the Node, defined by admission, its reader.
+pub use crate::pod::admission::NodeView;
 
 /// The Node as admission reads it, published by [`run`].
 pub type LabelsTx = tokio::sync::watch::Sender<NodeView>;

@@ -21,6 +21,15 @@ pub struct Rejection {
     pub message: String,
 }
 
+/// What admission reads of the Node as the API server holds it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeView {
+    /// The Node's labels.
+    pub labels: BTreeMap<String, String>,
+    /// The Node's taints.
+    pub taints: Vec<k8s_openapi::api::core::v1::Taint>,
+}
+
 /// What admission checks pods against.
 #[derive(Debug, Clone)]
 pub struct Admission {
@@ -28,7 +37,7 @@ pub struct Admission {
     pub allocatable: BTreeMap<String, i128>,
     /// The node's labels, current: the Node's as the API server holds them once it has been
     /// seen, the startup labels before (the kubelet's `getNodeAnyWay`).
-    pub node_labels: watch::Receiver<crate::node::NodeView>,
+    pub node_labels: watch::Receiver<NodeView>,
     /// The sysctls pods may set (safe ones and `allowedUnsafeSysctls`).
     pub sysctls: super::sysctls::SysctlAllowlist,
     /// Whether the host enforces AppArmor profiles.
@@ -45,7 +54,7 @@ impl Admission {
         // The kubelet's order: eviction, sysctls, then its predicates (resources, pods first;
         // node affinity; host ports), then AppArmor; the first failure is the reason.
         admit_under_pressure(&self.pressure.borrow(), pod)?;
-        self.sysctls.admit(pod)?;
+        super::sysctls::admit(&self.sysctls, pod)?;
         if let Some(&max) = self.allocatable.get("pods") {
             let used = admitted.len() as i128;
             if (used + 1) * 1000 > max {
@@ -392,7 +401,7 @@ mod tests {
                 ("memory".into(), (1i128 << 30) * 1000),
                 ("pods".into(), 2000),
             ]),
-            node_labels: watch::channel(crate::node::NodeView {
+            node_labels: watch::channel(NodeView {
                 labels: BTreeMap::from([("kubernetes.io/os".into(), "linux".into())]),
                 taints: vec![],
             })
@@ -584,7 +593,7 @@ mod tests {
 
     #[test]
     fn node_labels_are_read_at_each_admission() {
-        let (tx, rx) = watch::channel(crate::node::NodeView::default());
+        let (tx, rx) = watch::channel(NodeView::default());
         let n = Admission {
             node_labels: rx,
             ..node()
@@ -600,7 +609,7 @@ mod tests {
 
     #[test]
     fn no_execute_taints_and_the_pod_os_as_the_kubelet() {
-        let (tx, rx) = watch::channel(crate::node::NodeView::default());
+        let (tx, rx) = watch::channel(NodeView::default());
         let n = Admission {
             node_labels: rx,
             ..node()

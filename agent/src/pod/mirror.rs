@@ -102,19 +102,7 @@ async fn reconcile(
                 == hash(s)
         });
         if !current && m.metadata.deletion_timestamp.is_none() {
-            info!(pod.namespace = %key.0, pod.name = %key.1, "deleting outdated mirror pod");
-            // Mirror pods have nothing to stop: deleted at once, as the kubelet's mirror client does.
-            let dp = DeleteParams {
-                grace_period_seconds: Some(0),
-                preconditions: m.metadata.uid.clone().map(|uid| kube::api::Preconditions {
-                    uid: Some(uid),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            let _ = Api::<Pod>::namespaced(client.clone(), &key.0)
-                .delete(&key.1, &dp)
-                .await;
+            delete_mirror(client, key, m).await;
         }
     }
     // Static pods without a current mirror get one.
@@ -141,26 +129,7 @@ async fn reconcile(
         let Some(uid) = node_uid.clone() else {
             return Ok(true);
         };
-        let mut m = Pod {
-            metadata: s.metadata.clone(),
-            spec: s.spec.clone(),
-            status: None,
-        };
-        m.metadata.uid = None;
-        m.metadata.resource_version = None;
-        m.metadata.owner_references = Some(vec![OwnerReference {
-            api_version: "v1".into(),
-            kind: "Node".into(),
-            name: node.to_string(),
-            uid,
-            controller: Some(true),
-            block_owner_deletion: None,
-        }]);
-        let ann = m.metadata.annotations.get_or_insert_with(Default::default);
-        ann.insert(
-            labels::CONFIG_MIRROR.into(),
-            hash(s).cloned().unwrap_or_default(),
-        );
+        let m = mirror_pod(s, node, uid);
         match Api::<Pod>::namespaced(client.clone(), &key.0)
             .create(&PostParams::default(), &m)
             .await
@@ -173,4 +142,47 @@ async fn reconcile(
         }
     }
     Ok(!statics.is_empty())
+}
+
+/// Deletes the outdated mirror pod `m` at once: mirror pods have nothing to stop, as the
+/// kubelet's mirror client deletes them.
+async fn delete_mirror(client: &kube::Client, key: &(String, String), m: &Pod) {
+    info!(pod.namespace = %key.0, pod.name = %key.1, "deleting outdated mirror pod");
+    let dp = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: m.metadata.uid.clone().map(|uid| kube::api::Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    let _ = Api::<Pod>::namespaced(client.clone(), &key.0)
+        .delete(&key.1, &dp)
+        .await;
+}
+
+/// The mirror pod of static pod `s`: its metadata and spec, owned by the Node (`node`,
+/// `uid`), annotated with the static pod's hash.
+fn mirror_pod(s: &Pod, node: &str, uid: String) -> Pod {
+    let mut m = Pod {
+        metadata: s.metadata.clone(),
+        spec: s.spec.clone(),
+        status: None,
+    };
+    m.metadata.uid = None;
+    m.metadata.resource_version = None;
+    m.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "v1".into(),
+        kind: "Node".into(),
+        name: node.to_string(),
+        uid,
+        controller: Some(true),
+        block_owner_deletion: None,
+    }]);
+    let ann = m.metadata.annotations.get_or_insert_with(Default::default);
+    ann.insert(
+        labels::CONFIG_MIRROR.into(),
+        hash(s).cloned().unwrap_or_default(),
+    );
+    m
 }

@@ -5,6 +5,7 @@ pub mod admission;
 pub mod api_source;
 pub mod backoff;
 pub mod context;
+mod evict;
 pub mod image;
 pub mod inputs;
 pub mod keyring;
@@ -15,7 +16,10 @@ pub mod observe;
 pub mod ordering;
 pub mod plan;
 pub mod pleg;
+mod probing;
 pub mod report;
+#[cfg(test)]
+mod rounds;
 pub mod runtime;
 pub mod runtime_class;
 pub mod sandbox;

@@ -4,11 +4,12 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use bosun_cri::types::{ContainerFilter, ContainerState, PodSandboxFilter, PodSandboxState};
+use bosun_cri::types::{ContainerFilter, PodSandboxFilter};
 
-use super::plan::{ContainerView, RunState, SandboxView};
 use super::runtime::PodRuntime;
-use crate::runtime::labels;
+use crate::runtime::{
+    ContainerView, ObservedContainer, ObservedSandbox, RunState, SandboxView, labels,
+};
 
 /// What the runtime holds for this pod, ready for the plan.
 #[derive(Debug, Clone, Default)]
@@ -58,11 +59,11 @@ pub async fn observe(
         }),
     )?;
     sandboxes.sort_by_key(|c| std::cmp::Reverse(c.created_at));
-    let ready = |s: &bosun_cri::types::PodSandbox| s.state == PodSandboxState::SandboxReady as i32;
+    let sandboxes: Vec<ObservedSandbox> = sandboxes.iter().map(ObservedSandbox::of).collect();
     let sandbox = sandboxes.first().map(|s| SandboxView {
         id: s.id.clone(),
-        ready: ready(s),
-        attempt: s.metadata.as_ref().map(|m| m.attempt).unwrap_or(0),
+        ready: s.ready,
+        attempt: s.attempt,
     });
     let mut views = Vec::new();
     for c in containers {
@@ -79,7 +80,7 @@ pub async fn observe(
     views.sort_by_key(|c| std::cmp::Reverse(c.created_at));
     Ok(Observed {
         sandbox,
-        sandbox_ids: sandboxes.iter().map(|s| (s.id.clone(), ready(s))).collect(),
+        sandbox_ids: sandboxes.iter().map(|s| (s.id.clone(), s.ready)).collect(),
         containers: views,
     })
 }
@@ -90,23 +91,13 @@ async fn container_view(
     c: &bosun_cri::types::Container,
     pod_dir: &Path,
 ) -> bosun_cri::Result<ContainerView> {
-    let name = c
-        .labels
-        .get(labels::CONTAINER_NAME)
-        .cloned()
-        .unwrap_or_default();
-    let restart_count = c
-        .annotations
-        .get(labels::RESTART_COUNT)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let ObservedContainer {
+        name,
+        restart_count,
+        ..
+    } = ObservedContainer::of(c);
     let st = cri.container_status(&c.id).await?;
-    let state = match ContainerState::try_from(st.state) {
-        Ok(ContainerState::ContainerCreated) => RunState::Created,
-        Ok(ContainerState::ContainerRunning) => RunState::Running,
-        Ok(ContainerState::ContainerExited) => RunState::Exited,
-        _ => RunState::Unknown,
-    };
+    let state = RunState::of(st.state);
     let mut message = st.message.clone();
     if state == RunState::Exited {
         // As the kubelet's convertToKubeContainerStatus: the termination log (or, with
@@ -207,7 +198,9 @@ fn read_termination_message(path: &Path) -> String {
 mod tests {
     use std::sync::Mutex;
 
-    use bosun_cri::types::{Container, ContainerStatus, PodSandbox, PodSandboxMetadata};
+    use bosun_cri::types::{
+        Container, ContainerState, ContainerStatus, PodSandbox, PodSandboxMetadata, PodSandboxState,
+    };
     use bosun_cri::{Code, CriError};
 
     use super::*;

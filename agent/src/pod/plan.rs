@@ -6,61 +6,8 @@ use std::time::Instant;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 
 use crate::backoff::KeyedBackoff;
-
-/// One container instance as observed, with the details its status needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainerView {
-    /// CRI id.
-    pub id: String,
-    /// Spec name.
-    pub name: String,
-    /// Sandbox it belongs to.
-    pub sandbox_id: String,
-    /// Lifecycle state.
-    pub state: RunState,
-    /// Restart count of this instance.
-    pub restart_count: u32,
-    /// Exit code once exited.
-    pub exit_code: i32,
-    /// Start time, ns since the epoch (0: never started).
-    pub started_at: i64,
-    /// Finish time, ns since the epoch.
-    pub finished_at: i64,
-    /// Runtime's reason for the exit (`OOMKilled`, `Completed`, `Error`).
-    pub reason: String,
-    /// Runtime's message, or the termination message.
-    pub message: String,
-    /// The image reference (`sha256:...`).
-    pub image_ref: String,
-    /// Creation time, ns since the epoch.
-    pub created_at: i64,
-    /// The image its spec named when it was created (None: made before Bosun recorded it).
-    pub spec_image: Option<String>,
-}
-
-/// The lifecycle state of a container instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunState {
-    /// Created, not started.
-    Created,
-    /// Running.
-    Running,
-    /// Exited (see exit code).
-    Exited,
-    /// The runtime does not know.
-    Unknown,
-}
-
-/// The newest sandbox, as the plan needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SandboxView {
-    /// CRI id.
-    pub id: String,
-    /// Ready (running) or not.
-    pub ready: bool,
-    /// Attempt number.
-    pub attempt: u32,
-}
+pub use crate::runtime::restart::{RestartPolicy, is_restartable_init};
+pub use crate::runtime::{ContainerView, RunState, SandboxView, latest};
 
 /// A container to (re)start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,48 +37,6 @@ pub struct PodActions {
     /// Ephemeral containers (`kubectl debug`) to start before the rest: those that never ran
     /// in any sandbox. They are never restarted.
     pub ephemeral: Vec<String>,
-}
-
-/// The pod's restart policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RestartPolicy {
-    /// Always restart.
-    Always,
-    /// Restart on non-zero exit.
-    OnFailure,
-    /// Never restart.
-    Never,
-}
-
-impl RestartPolicy {
-    /// The policy of a pod (Always when unset).
-    pub fn of(pod: &Pod) -> Self {
-        match pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) {
-            Some("OnFailure") => RestartPolicy::OnFailure,
-            Some("Never") => RestartPolicy::Never,
-            _ => RestartPolicy::Always,
-        }
-    }
-
-    /// Whether a container that exited with `code` is started again.
-    pub fn restarts(self, code: i32) -> bool {
-        match self {
-            RestartPolicy::Always => true,
-            RestartPolicy::OnFailure => code != 0,
-            RestartPolicy::Never => false,
-        }
-    }
-}
-
-/// Newest instance of `name` among `containers` (newest first), optionally within one sandbox.
-pub fn latest<'a>(
-    containers: &'a [ContainerView],
-    name: &str,
-    sandbox: Option<&str>,
-) -> Option<&'a ContainerView> {
-    containers
-        .iter()
-        .find(|c| c.name == name && sandbox.is_none_or(|s| c.sandbox_id == s))
 }
 
 /// True when the pod has finished for good: no container will run again (never for Always).
@@ -336,11 +241,6 @@ pub fn ephemeral_spec(pod: &Pod, name: &str) -> Option<(Container, Option<String
     let container: Container = serde_json::from_value(value).ok()?;
     let target = ec.target_container_name.clone().filter(|t| !t.is_empty());
     Some((container, target))
-}
-
-/// True for a restartable init container (a sidecar: an init container with restartPolicy Always).
-pub fn is_restartable_init(c: &Container) -> bool {
-    c.restart_policy.as_deref() == Some("Always")
 }
 
 /// Whether starting the containers `started` lets the pod's initialization go on at once: a

@@ -1,6 +1,8 @@
 //! Starting one container, step by step as the kubelet's startContainer: pull the image, build
 //! its config, create it, start it, run its postStart hook. Each step that fails says why with
-//! the kubelet's Waiting reason ([`StartError::reason`]).
+//! the kubelet's Waiting reason ([`StartError::reason`]). The pod worker's side: the plan's
+//! containers started in order (ephemeral ones first, in their target's process namespace),
+//! each step's failure kept as the container's Waiting reason.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -8,15 +10,19 @@ use std::time::{Duration, Instant};
 
 use bosun_cri::types::{ContainerConfig, Mount, PodSandboxConfig};
 use k8s_openapi::api::core::v1::{Container, Pod};
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use super::context::NodeContext;
 use super::image::{PullError, ensure_image};
 use super::inputs::{env_objects, pull_credentials, service_env};
 use super::lifecycle;
-use super::observe::termination_log;
-use super::plan::{ContainerView, RunState, SandboxView, StartContainer};
+use super::observe::{Observed, termination_log};
+use super::plan::{
+    ContainerView, PodActions, RestartPolicy, RunState, SandboxView, StartContainer,
+    container_spec, ephemeral_spec, is_restartable_init,
+};
 use super::teardown;
+use super::worker::PodWorker;
 use crate::backoff::KeyedBackoff;
 use crate::events::EventType;
 use crate::metrics::PodStartTracker;
@@ -382,6 +388,163 @@ impl Start<'_> {
         };
         teardown::stop_container(self.ctx, self.pod, &view, pod_ip, None).await;
         Err(StartError::PostStart(e.to_string()))
+    }
+}
+
+impl PodWorker {
+    /// Starts the plan's containers in the ready sandbox, in order; returns those that started.
+    pub(super) async fn start_containers(
+        &mut self,
+        obs: &Observed,
+        actions: &PodActions,
+        now: Instant,
+    ) -> Vec<String> {
+        let running: Vec<&str> = obs
+            .containers
+            .iter()
+            .filter(|c| c.state == RunState::Running)
+            .map(|c| c.name.as_str())
+            .collect();
+        self.waiting
+            .retain(|name, _| !running.contains(&name.as_str()));
+        let mut started_now = Vec::new();
+        let Some(sb) = obs.sandbox.as_ref().filter(|s| s.ready) else {
+            return started_now;
+        };
+        // As the kubelet's SyncPod: ephemeral containers first, so a debug container runs even
+        // while an init container fails.
+        if !actions.kill_pod {
+            for name in &actions.ephemeral {
+                if self.start_ephemeral(sb, obs, name).await {
+                    started_now.push(name.clone());
+                }
+            }
+        }
+        for start in &actions.start {
+            if start.restart_count > 0 {
+                self.backoff.next(&start.name, now);
+            }
+            let started = self.start_container(sb, start).await;
+            if started {
+                started_now.push(start.name.clone());
+            }
+            // As the kubelet's SyncPod: a regular init container that failed to start holds
+            // back everything after it; a sidecar that failed does not.
+            if !started
+                && start.init
+                && !container_spec(&self.pod, &start.name, true).is_some_and(is_restartable_init)
+            {
+                break;
+            }
+        }
+        started_now
+    }
+
+    /// Creates and starts one container; false when it did not start (the reason is recorded).
+    pub(super) async fn start_container(
+        &mut self,
+        sandbox: &SandboxView,
+        start: &StartContainer,
+    ) -> bool {
+        let pod = self.pod.clone();
+        let Some(spec) = container_spec(&pod, &start.name, start.init) else {
+            return false;
+        };
+        self.start_spec(sandbox, start, spec, None).await
+    }
+
+    /// Starts the pod's ephemeral container `name` (never restarted, so its restart count is
+    /// 0), in the process namespace of its target container if it names one; false when it did
+    /// not start (the reason is recorded, and the next sync tries again, as the kubelet's).
+    pub(super) async fn start_ephemeral(
+        &mut self,
+        sandbox: &SandboxView,
+        obs: &Observed,
+        name: &str,
+    ) -> bool {
+        let pod = self.pod.clone();
+        let Some((spec, target)) = ephemeral_spec(&pod, name) else {
+            return false;
+        };
+        let start = StartContainer {
+            name: name.to_string(),
+            init: false,
+            restart_count: 0,
+        };
+        let target_id = match target {
+            None => None,
+            Some(t) => match obs.containers.iter().find(|c| c.name == t) {
+                Some(c) => Some(c.id.clone()),
+                None => {
+                    let msg = format!("unable to find target container {t}");
+                    warn!(container.name = %name, "CreateContainerConfigError: {msg}");
+                    let event = format!("Error: {msg}");
+                    self.event(Some(name), EventType::Warning, "Failed", event);
+                    let e = StartError::Config(msg);
+                    self.waiting.insert(name.to_string(), e.waiting());
+                    return false;
+                }
+            },
+        };
+        self.start_spec(sandbox, &start, &spec, target_id.as_deref())
+            .await
+    }
+
+    /// Creates and starts the container `start` with `spec`; false when it did not start.
+    pub(super) async fn start_spec(
+        &mut self,
+        sandbox: &SandboxView,
+        start: &StartContainer,
+        spec: &Container,
+        pid_target: Option<&str>,
+    ) -> bool {
+        let pod = self.pod.clone();
+        let span = info_span!("container", container.name = %start.name);
+        let step = Start {
+            ctx: &self.ctx.clone(),
+            pod: &pod,
+            sandbox,
+            start,
+            spec,
+            pid_target,
+        };
+        match self.start_steps(&step).instrument(span).await {
+            Ok(()) => {
+                self.waiting.remove(&start.name);
+                true
+            }
+            Err(e) => {
+                warn!(container.name = %start.name, reason = %e.reason(), "{e}");
+                // A container killed for its postStart hook that will not run again shows its
+                // termination, as the kubelet's status does.
+                let final_exit = matches!(e, StartError::PostStart(_))
+                    && !is_restartable_init(spec)
+                    && RestartPolicy::of(&pod) == RestartPolicy::Never;
+                if final_exit {
+                    self.waiting.remove(&start.name);
+                } else {
+                    self.waiting.insert(start.name.clone(), e.waiting());
+                }
+                false
+            }
+        }
+    }
+
+    /// Pull, volumes, config, create, start, postStart.
+    pub(super) async fn start_steps(&mut self, step: &Start<'_>) -> Result<(), StartError> {
+        step.pull(&mut self.pulls, &mut self.start_sli).await?;
+        let volumes = self.volumes().await.map_err(|e| {
+            warn!("FailedMount: {e}");
+            self.event(None, EventType::Warning, "FailedMount", e.to_string());
+            StartError::Volumes(e.to_string())
+        })?;
+        let pod_ips = self.pod_ips(&step.sandbox.id).await;
+        let (config, sandbox_config, log_path) = step.config(&volumes, &pod_ips).await?;
+        let id = step
+            .create_and_start(config, sandbox_config, &log_path)
+            .await?;
+        self.start_sli.container_started();
+        step.post_start(&id, self.hook_ip(&step.sandbox.id)).await
     }
 }
 

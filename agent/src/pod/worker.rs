@@ -1,13 +1,14 @@
 //! One task per pod UID, the sole owner of that pod's lifecycle: it syncs on every spec update,
 //! runtime change (PLEG wake) and resync tick, and tears the pod down when told to. This file
 //! holds the loop and its state (mailbox, back-offs, Waiting reasons); the steps are their own
-//! modules: [`super::observe`], [`super::start`], [`super::teardown`], [`super::runtime_class`].
+//! modules: [`super::observe`], [`super::start`], [`super::teardown`], [`super::runtime_class`],
+//! and the worker's own steps are in `evict.rs` (stop for good), `probing.rs` and `start.rs`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -16,20 +17,14 @@ use super::backoff::{CRASH_LOOP, IMAGE_PULL};
 use super::context::NodeContext;
 use super::inputs::set_up_volumes;
 use super::observe::{Observed, observe, remember_exited};
-use super::plan::{
-    ContainerView, PodActions, RestartPolicy, RunState, SandboxView, StartContainer,
-    container_spec, ephemeral_spec, is_restartable_init, past_active_deadline, plan,
-    starts_unblock_init,
-};
+use super::plan::{ContainerView, PodActions, RunState, plan, starts_unblock_init};
 use super::report::{Terminal, report_status};
 use super::runtime_class::RuntimeClasses;
 use super::sandbox::{run_sandbox, sandbox_ips};
-use super::start::{Start, StartError};
 use super::teardown;
 use crate::backoff::KeyedBackoff;
 use crate::events::EventType;
 use crate::eviction::plan::Eviction;
-use crate::prober::{PodProbes, ProbeStatus, ProbeType, RunningContainer};
 use crate::runtime::hosts;
 use crate::runtime::sandbox::PodKey;
 use crate::status::Waiting;
@@ -118,30 +113,30 @@ pub fn spawn(
     }
 }
 
-struct PodWorker {
-    ctx: Arc<NodeContext>,
-    classes: Arc<RuntimeClasses>,
-    pod: Arc<Pod>,
+pub(super) struct PodWorker {
+    pub(super) ctx: Arc<NodeContext>,
+    pub(super) classes: Arc<RuntimeClasses>,
+    pub(super) pod: Arc<Pod>,
     /// Crash-loop back-off per container name.
-    backoff: KeyedBackoff,
+    pub(super) backoff: KeyedBackoff,
     /// Image-pull back-off per container name.
-    pulls: KeyedBackoff,
-    waiting: HashMap<String, Waiting>,
-    sandbox_ips: HashMap<String, Vec<String>>,
-    exited: HashMap<String, ContainerView>,
-    api_volumes: ApiVolumes,
-    volume_paths: Option<HashMap<String, String>>,
+    pub(super) pulls: KeyedBackoff,
+    pub(super) waiting: HashMap<String, Waiting>,
+    pub(super) sandbox_ips: HashMap<String, Vec<String>>,
+    pub(super) exited: HashMap<String, ContainerView>,
+    pub(super) api_volumes: ApiVolumes,
+    pub(super) volume_paths: Option<HashMap<String, String>>,
     /// Set once the pod is stopped for good (past activeDeadlineSeconds, evicted): it stays
     /// stopped and Failed.
-    terminal: Option<Terminal>,
+    pub(super) terminal: Option<Terminal>,
     /// An eviction handed over by the manager, not carried out yet.
-    evict: EvictSlot,
+    pub(super) evict: EvictSlot,
     /// Synced at least once (kubelet_pod_worker_duration_seconds: create, then update or sync).
-    synced: bool,
+    pub(super) synced: bool,
     /// kubelet_pod_start_sli_duration_seconds of this pod.
-    start_sli: crate::metrics::PodStartTracker,
+    pub(super) start_sli: crate::metrics::PodStartTracker,
     /// This worker's wake-up (PLEG, and the prober on a changed result).
-    wake: Arc<Notify>,
+    pub(super) wake: Arc<Notify>,
 }
 
 impl PodWorker {
@@ -217,18 +212,24 @@ impl PodWorker {
         }
     }
 
-    fn key(&self) -> PodKey {
+    pub(super) fn key(&self) -> PodKey {
         PodKey::of(&self.pod)
     }
 
-    async fn observe(&self) -> bosun_cri::Result<Observed> {
+    pub(super) async fn observe(&self) -> bosun_cri::Result<Observed> {
         let uid = self.key().uid;
         let pod_dir = self.ctx.dirs.pod_dir(&uid);
         observe(&self.ctx.cri, &uid, &pod_dir, &self.exited).await
     }
 
     /// Records an event about this pod (or one of its containers); never waits.
-    fn event(&self, container: Option<&str>, kind: EventType, reason: &str, message: String) {
+    pub(super) fn event(
+        &self,
+        container: Option<&str>,
+        kind: EventType,
+        reason: &str,
+        message: String,
+    ) {
         self.ctx
             .events
             .pod(&self.pod, container, kind, reason, message);
@@ -331,67 +332,6 @@ impl PodWorker {
         Ok(())
     }
 
-    /// The eviction the manager handed over, if any.
-    fn take_eviction(&self) -> Option<(Eviction, oneshot::Sender<bool>)> {
-        self.evict.lock().ok()?.take()
-    }
-
-    /// Evicts the pod as the kubelet's eviction manager does: a Warning Evicted event with the
-    /// message, every container stopped within the eviction's grace period, the status Failed
-    /// with reason Evicted and the DisruptionTarget condition; `done` answered once stopped.
-    async fn evict(
-        &mut self,
-        obs: &Observed,
-        eviction: Eviction,
-        done: oneshot::Sender<bool>,
-    ) -> bosun_cri::Result<()> {
-        if self.terminal.is_some() {
-            // Already stopped for good: nothing to evict.
-            let _ = done.send(false);
-            return self.stop_for_good(obs).await;
-        }
-        warn!(
-            grace_seconds = eviction.grace_seconds,
-            "Evicted: {}", eviction.message
-        );
-        self.event(
-            None,
-            EventType::Warning,
-            "Evicted",
-            eviction.message.clone(),
-        );
-        self.terminal = Some(Terminal {
-            reason: "Evicted",
-            message: eviction.message,
-            disruption_target: eviction.disruption_target,
-        });
-        let grace = Some(eviction.grace_seconds);
-        if obs.anything_running() {
-            teardown::kill(&self.ctx, &self.pod, obs, &self.sandbox_ips, grace).await;
-        }
-        let result = self.stop_for_good(obs).await;
-        let _ = done.send(true);
-        result
-    }
-
-    /// The pod is stopped for good (past its deadline, evicted): whatever still runs is
-    /// stopped, its volumes torn down (the kubelet unmounts a terminated pod's volumes), and its
-    /// status reported Failed with the reason.
-    async fn stop_for_good(&mut self, obs: &Observed) -> bosun_cri::Result<()> {
-        if obs.anything_running() {
-            teardown::kill(&self.ctx, &self.pod, obs, &self.sandbox_ips, None).await;
-        }
-        if self.volume_paths.take().is_some() {
-            let dir = self.ctx.dirs.pod_dir(&self.key().uid).join("volumes");
-            if let Err(e) = volume::tear_down(&dir) {
-                warn!(error = %e, "cannot tear down the volumes of a stopped pod");
-            }
-        }
-        let obs = self.observe().await?;
-        self.update_status(&obs).await;
-        Ok(())
-    }
-
     /// Runs a new sandbox while the pod's volumes are set up (the kubelet mounts them before
     /// creating it): their API round trips (token, config maps) then add nothing to the pod's
     /// startup. A volume failure here is reported when the containers start, which set the
@@ -408,54 +348,6 @@ impl PodWorker {
         if let Err(e) = early {
             debug!("volumes not set up with the sandbox (retried before the containers): {e}");
         }
-    }
-
-    /// Starts the plan's containers in the ready sandbox, in order; returns those that started.
-    async fn start_containers(
-        &mut self,
-        obs: &Observed,
-        actions: &PodActions,
-        now: Instant,
-    ) -> Vec<String> {
-        let running: Vec<&str> = obs
-            .containers
-            .iter()
-            .filter(|c| c.state == RunState::Running)
-            .map(|c| c.name.as_str())
-            .collect();
-        self.waiting
-            .retain(|name, _| !running.contains(&name.as_str()));
-        let mut started_now = Vec::new();
-        let Some(sb) = obs.sandbox.as_ref().filter(|s| s.ready) else {
-            return started_now;
-        };
-        // As the kubelet's SyncPod: ephemeral containers first, so a debug container runs even
-        // while an init container fails.
-        if !actions.kill_pod {
-            for name in &actions.ephemeral {
-                if self.start_ephemeral(sb, obs, name).await {
-                    started_now.push(name.clone());
-                }
-            }
-        }
-        for start in &actions.start {
-            if start.restart_count > 0 {
-                self.backoff.next(&start.name, now);
-            }
-            let started = self.start_container(sb, start).await;
-            if started {
-                started_now.push(start.name.clone());
-            }
-            // As the kubelet's SyncPod: a regular init container that failed to start holds
-            // back everything after it; a sidecar that failed does not.
-            if !started
-                && start.init
-                && !container_spec(&self.pod, &start.name, true).is_some_and(is_restartable_init)
-            {
-                break;
-            }
-        }
-        started_now
     }
 
     /// CrashLoopBackOff for each container the plan holds back.
@@ -477,7 +369,7 @@ impl PodWorker {
         }
     }
 
-    async fn update_status(&mut self, obs: &Observed) {
+    pub(super) async fn update_status(&mut self, obs: &Observed) {
         // A host-network pod has the node's IPs from the start, sandbox or not (the kubelet's
         // generateAPIPodStatus); others the IPs of their ready sandbox.
         let ips = match obs.sandbox.as_ref().filter(|s| s.ready) {
@@ -499,78 +391,6 @@ impl PodWorker {
         self.start_sli.status(&self.pod, &status);
     }
 
-    /// Tells the prober which containers run now (`pod_ip` their pod's IP) and returns what
-    /// their probes say for the status.
-    fn probes(&self, obs: &Observed, pod_ip: &str) -> HashMap<String, ProbeStatus> {
-        let sandbox = obs
-            .sandbox
-            .as_ref()
-            .filter(|s| s.ready)
-            .map(|s| s.id.as_str());
-        let running: Vec<&ContainerView> = obs
-            .containers
-            .iter()
-            .filter(|c| c.state == RunState::Running && Some(c.sandbox_id.as_str()) == sandbox)
-            .collect();
-        let previous = self.ctx.statuses.previous(&self.pod);
-        let now = crate::prober::now_ns();
-        let mut statuses = HashMap::new();
-        let mut targets = Vec::new();
-        for c in running {
-            let Some(spec) = container_spec(&self.pod, &c.name, false)
-                .or_else(|| container_spec(&self.pod, &c.name, true))
-            else {
-                continue;
-            };
-            if ProbeType::ALL.iter().all(|k| k.of(spec).is_none()) {
-                continue;
-            }
-            let st = self.ctx.prober.container_status(
-                &self.pod,
-                spec,
-                &c.id,
-                c.started_at,
-                previous.as_ref(),
-            );
-            statuses.insert(c.name.clone(), st);
-            targets.push(RunningContainer {
-                name: c.name.clone(),
-                id: c.id.clone(),
-                running_for: std::time::Duration::from_nanos((now - c.started_at).max(0) as u64),
-                started_before: crate::prober::previous_started(previous.as_ref(), &c.name, &c.id),
-            });
-        }
-        self.ctx.prober.sync_pod(PodProbes {
-            pod: self.pod.clone(),
-            pod_ip: pod_ip.to_string(),
-            running: targets,
-            wake: self.wake.clone(),
-        });
-        statuses
-    }
-
-    /// Ids of running sidecars whose startup probe has not passed: they hold the next init
-    /// step back (the kubelet's computeInitContainerActions).
-    fn unstarted_sidecars(&self, obs: &Observed) -> Vec<String> {
-        let previous = self.ctx.statuses.previous(&self.pod);
-        obs.containers
-            .iter()
-            .filter(|c| c.state == RunState::Running)
-            .filter_map(|c| {
-                let spec = container_spec(&self.pod, &c.name, true)
-                    .filter(|s| is_restartable_init(s) && s.startup_probe.is_some())?;
-                let st = self.ctx.prober.container_status(
-                    &self.pod,
-                    spec,
-                    &c.id,
-                    c.started_at,
-                    previous.as_ref(),
-                );
-                (!st.started).then(|| c.id.clone())
-            })
-            .collect()
-    }
-
     /// Stops the running containers the plan restarts because their definition changed, with
     /// the kubelet's Killing event; true when any.
     async fn kill_changed(&mut self, obs: &Observed, actions: &PodActions) -> bool {
@@ -587,60 +407,12 @@ impl PodWorker {
         !actions.kill.is_empty()
     }
 
-    /// Kills the running containers whose liveness or startup probe failed (the kubelet's
-    /// computePodActions, then killContainer with the probe's grace period); true when any.
-    async fn kill_unhealthy(&mut self, obs: &Observed) -> bool {
-        let sandbox = obs
-            .sandbox
-            .as_ref()
-            .filter(|s| s.ready)
-            .map(|s| s.id.clone());
-        let mut killed = false;
-        for c in obs
-            .containers
-            .iter()
-            .filter(|c| c.state == RunState::Running && Some(&c.sandbox_id) == sandbox.as_ref())
-        {
-            let Some(kind) = self.ctx.prober.kill_reason(&c.id) else {
-                continue;
-            };
-            let pod = self.pod.clone();
-            let (spec, init) = match container_spec(&pod, &c.name, false) {
-                Some(s) => (s, false),
-                None => match container_spec(&pod, &c.name, true) {
-                    Some(s) => (s, true),
-                    None => continue,
-                },
-            };
-            let what = kind.as_str().to_ascii_lowercase();
-            let mut message = if init {
-                format!("Init container {} failed {what} probe", c.name)
-            } else {
-                format!("Container {} failed {what} probe", c.name)
-            };
-            if !init && RestartPolicy::of(&pod) != RestartPolicy::Never {
-                message.push_str(", will be restarted");
-            }
-            info!(container.name = %c.name, "Killing: {message}");
-            self.event(Some(&c.name), EventType::Normal, "Killing", message);
-            // The kubelet's setTerminationGracePeriod: a deletion's grace, else the probe's.
-            let grace = pod.metadata.deletion_grace_period_seconds.or_else(|| {
-                kind.of(spec)
-                    .and_then(|p| p.termination_grace_period_seconds)
-            });
-            let ip = self.hook_ip(&c.sandbox_id).to_string();
-            teardown::stop_container(&self.ctx, &pod, c, &ip, grace).await;
-            killed = true;
-        }
-        killed
-    }
-
-    fn host_network(&self) -> bool {
+    pub(super) fn host_network(&self) -> bool {
         hosts::host_network(&self.pod)
     }
 
     /// The pod's IPs: the node's on the host network, else those the runtime gave its sandbox.
-    async fn pod_ips(&mut self, sandbox_id: &str) -> Vec<String> {
+    pub(super) async fn pod_ips(&mut self, sandbox_id: &str) -> Vec<String> {
         if self.host_network() {
             return self.ctx.host_ips.clone();
         }
@@ -653,7 +425,7 @@ impl PodWorker {
     }
 
     /// The IP lifecycle hooks of containers in `sandbox_id` reach: the first the runtime gave.
-    fn hook_ip(&self, sandbox_id: &str) -> &str {
+    pub(super) fn hook_ip(&self, sandbox_id: &str) -> &str {
         self.sandbox_ips
             .get(sandbox_id)
             .and_then(|ips| ips.first())
@@ -661,119 +433,10 @@ impl PodWorker {
             .unwrap_or_default()
     }
 
-    /// Creates and starts one container; false when it did not start (the reason is recorded).
-    async fn start_container(&mut self, sandbox: &SandboxView, start: &StartContainer) -> bool {
-        let pod = self.pod.clone();
-        let Some(spec) = container_spec(&pod, &start.name, start.init) else {
-            return false;
-        };
-        self.start_spec(sandbox, start, spec, None).await
-    }
-
-    /// Starts the pod's ephemeral container `name` (never restarted, so its restart count is
-    /// 0), in the process namespace of its target container if it names one; false when it did
-    /// not start (the reason is recorded, and the next sync tries again, as the kubelet's).
-    async fn start_ephemeral(&mut self, sandbox: &SandboxView, obs: &Observed, name: &str) -> bool {
-        let pod = self.pod.clone();
-        let Some((spec, target)) = ephemeral_spec(&pod, name) else {
-            return false;
-        };
-        let start = StartContainer {
-            name: name.to_string(),
-            init: false,
-            restart_count: 0,
-        };
-        let target_id = match target {
-            None => None,
-            Some(t) => match obs.containers.iter().find(|c| c.name == t) {
-                Some(c) => Some(c.id.clone()),
-                None => {
-                    let msg = format!("unable to find target container {t}");
-                    warn!(container.name = %name, "CreateContainerConfigError: {msg}");
-                    let event = format!("Error: {msg}");
-                    self.event(Some(name), EventType::Warning, "Failed", event);
-                    let e = StartError::Config(msg);
-                    self.waiting.insert(name.to_string(), e.waiting());
-                    return false;
-                }
-            },
-        };
-        self.start_spec(sandbox, &start, &spec, target_id.as_deref())
-            .await
-    }
-
-    /// Creates and starts the container `start` with `spec`; false when it did not start.
-    async fn start_spec(
-        &mut self,
-        sandbox: &SandboxView,
-        start: &StartContainer,
-        spec: &Container,
-        pid_target: Option<&str>,
-    ) -> bool {
-        let pod = self.pod.clone();
-        let span = info_span!("container", container.name = %start.name);
-        let step = Start {
-            ctx: &self.ctx.clone(),
-            pod: &pod,
-            sandbox,
-            start,
-            spec,
-            pid_target,
-        };
-        match self.start_steps(&step).instrument(span).await {
-            Ok(()) => {
-                self.waiting.remove(&start.name);
-                true
-            }
-            Err(e) => {
-                warn!(container.name = %start.name, reason = %e.reason(), "{e}");
-                // A container killed for its postStart hook that will not run again shows its
-                // termination, as the kubelet's status does.
-                let final_exit = matches!(e, StartError::PostStart(_))
-                    && !is_restartable_init(spec)
-                    && RestartPolicy::of(&pod) == RestartPolicy::Never;
-                if final_exit {
-                    self.waiting.remove(&start.name);
-                } else {
-                    self.waiting.insert(start.name.clone(), e.waiting());
-                }
-                false
-            }
-        }
-    }
-
-    /// Pull, volumes, config, create, start, postStart.
-    async fn start_steps(&mut self, step: &Start<'_>) -> Result<(), StartError> {
-        step.pull(&mut self.pulls, &mut self.start_sli).await?;
-        let volumes = self.volumes().await.map_err(|e| {
-            warn!("FailedMount: {e}");
-            self.event(None, EventType::Warning, "FailedMount", e.to_string());
-            StartError::Volumes(e.to_string())
-        })?;
-        let pod_ips = self.pod_ips(&step.sandbox.id).await;
-        let (config, sandbox_config, log_path) = step.config(&volumes, &pod_ips).await?;
-        let id = step
-            .create_and_start(config, sandbox_config, &log_path)
-            .await?;
-        self.start_sli.container_started();
-        step.post_start(&id, self.hook_ip(&step.sandbox.id)).await
-    }
-
     /// Host paths of every volume of the pod, setting up (or refreshing) API-backed ones.
-    async fn volumes(&mut self) -> Result<HashMap<String, String>, volume::VolumeError> {
+    pub(super) async fn volumes(&mut self) -> Result<HashMap<String, String>, volume::VolumeError> {
         let (ctx, pod) = (&self.ctx, &self.pod);
         set_up_volumes(ctx, pod, &mut self.api_volumes, &mut self.volume_paths).await
-    }
-
-    /// True when the pod has run longer than spec.activeDeadlineSeconds since its startTime.
-    fn past_active_deadline(&self) -> bool {
-        let start = self
-            .ctx
-            .statuses
-            .previous(&self.pod)
-            .and_then(|s| s.start_time);
-        let now = crate::status::compute::now();
-        past_active_deadline(&self.pod, start.map(|t| t.0.as_second()), now.0.as_second())
     }
 
     async fn terminate(&mut self, grace: Option<i64>) {

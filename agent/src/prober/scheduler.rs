@@ -67,6 +67,46 @@ type Wanted = (
     bool,
 );
 
+/// The probes `p` asks for: each probe of its running containers and sidecars, but only
+/// readiness for a pod being deleted (the kubelet's liveness and startup workers end with
+/// Success then).
+fn wanted(p: &PodProbes, now: Instant) -> Vec<Wanted> {
+    let deleting = p.pod.metadata.deletion_timestamp.is_some();
+    let mut wanted: Vec<Wanted> = Vec::new();
+    let Some(spec) = p.pod.spec.as_ref() else {
+        return wanted;
+    };
+    let sidecars = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+    for c in spec.containers.iter().chain(sidecars) {
+        let Some(run) = p.running.iter().find(|r| r.name == c.name) else {
+            continue;
+        };
+        let container = Arc::new(c.clone());
+        for kind in ProbeType::ALL {
+            if deleting && kind != ProbeType::Readiness {
+                continue;
+            }
+            if let Some(s) = ProbeSpec::of(c, kind) {
+                let started = now.checked_sub(run.running_for).unwrap_or(now);
+                wanted.push((
+                    c.name.clone(),
+                    kind,
+                    Arc::new(s),
+                    container.clone(),
+                    run.id.clone(),
+                    started,
+                    run.started_before,
+                ));
+            }
+        }
+    }
+    wanted
+}
+
 /// A finished probe run.
 struct Done {
     target: TargetId,
@@ -155,40 +195,7 @@ impl Scheduler {
     fn sync_pod(&mut self, p: PodProbes) {
         let uid = p.pod.metadata.uid.clone().unwrap_or_default();
         let now = Instant::now();
-        let deleting = p.pod.metadata.deletion_timestamp.is_some();
-        let mut wanted: Vec<Wanted> = Vec::new();
-        if let Some(spec) = p.pod.spec.as_ref() {
-            let sidecars = spec
-                .init_containers
-                .iter()
-                .flatten()
-                .filter(|c| c.restart_policy.as_deref() == Some("Always"));
-            for c in spec.containers.iter().chain(sidecars) {
-                let Some(run) = p.running.iter().find(|r| r.name == c.name) else {
-                    continue;
-                };
-                let container = Arc::new(c.clone());
-                for kind in ProbeType::ALL {
-                    // A pod being deleted stops its liveness and startup probes (kubelet:
-                    // result Success, worker ends).
-                    if deleting && kind != ProbeType::Readiness {
-                        continue;
-                    }
-                    if let Some(s) = ProbeSpec::of(c, kind) {
-                        let started = now.checked_sub(run.running_for).unwrap_or(now);
-                        wanted.push((
-                            c.name.clone(),
-                            kind,
-                            Arc::new(s),
-                            container.clone(),
-                            run.id.clone(),
-                            started,
-                            run.started_before,
-                        ));
-                    }
-                }
-            }
-        }
+        let wanted = wanted(&p, now);
         let entry = self.pods.entry(uid.clone()).or_insert_with(|| PodEntry {
             pod: p.pod.clone(),
             pod_ip: p.pod_ip.clone(),
@@ -217,63 +224,69 @@ impl Scheduler {
             }
             self.drop_target(tid);
         }
-        for (name, kind, spec, container, id, started, started_before) in wanted {
+        for w in wanted {
             let exists = self
                 .pods
                 .get(&uid)
-                .is_some_and(|e| e.targets.contains_key(&(name.clone(), kind)));
-            if exists {
-                continue;
+                .is_some_and(|e| e.targets.contains_key(&(w.0.clone(), w.1)));
+            if !exists {
+                self.add_target(&uid, w, now);
             }
-            let adopted = started + RESTART_GRACE < self.start;
-            let mut state = ProbeState::default();
-            // The kubelet's initial results; an adopted container keeps what its pod had until
-            // probed, and one that had passed its startup probe stays started.
-            if !adopted {
-                let initial = match kind {
-                    ProbeType::Readiness => Some(Outcome::Failure),
-                    ProbeType::Liveness => Some(Outcome::Success),
-                    ProbeType::Startup => None,
-                };
-                self.results.set(&id, kind, initial);
-            } else if kind == ProbeType::Startup && started_before {
-                self.results.set(&id, kind, Some(Outcome::Success));
-                state.on_hold = true;
-            }
-            let first = (started + spec.initial_delay).max(now);
-            let jitter = if adopted {
-                // After a restart every probe would fire at once: spread over a period.
-                self.jitter(spec.period)
-            } else if kind == ProbeType::Readiness {
-                // The kubelet triggers a readiness probe as soon as the status shows it unready.
-                Duration::ZERO
-            } else {
-                self.jitter(FIRST_JITTER.min(spec.period))
+        }
+    }
+
+    /// Starts probing `w` of pod `uid`: its initial result, its first run due after the
+    /// initial delay and a jitter.
+    fn add_target(&mut self, uid: &str, w: Wanted, now: Instant) {
+        let (name, kind, spec, container, id, started, started_before) = w;
+        let adopted = started + RESTART_GRACE < self.start;
+        let mut state = ProbeState::default();
+        // The kubelet's initial results; an adopted container keeps what its pod had until
+        // probed, and one that had passed its startup probe stays started.
+        if !adopted {
+            let initial = match kind {
+                ProbeType::Readiness => Some(Outcome::Failure),
+                ProbeType::Liveness => Some(Outcome::Success),
+                ProbeType::Startup => None,
             };
-            let due = first + jitter;
-            let pod = &self.pods[&uid].pod;
-            let labels = ProbeLabels::new(kind.as_str(), &name, pod);
-            let tid = self.next_id;
-            self.next_id += 1;
-            self.targets.insert(
-                tid,
-                Target {
-                    uid: uid.clone(),
-                    name: name.clone(),
-                    spec,
-                    container,
-                    id,
-                    started,
-                    state,
-                    due,
-                    in_flight: false,
-                    labels,
-                },
-            );
-            self.heap.push(Reverse((due, tid)));
-            if let Some(e) = self.pods.get_mut(&uid) {
-                e.targets.insert((name, kind), tid);
-            }
+            self.results.set(&id, kind, initial);
+        } else if kind == ProbeType::Startup && started_before {
+            self.results.set(&id, kind, Some(Outcome::Success));
+            state.on_hold = true;
+        }
+        let first = (started + spec.initial_delay).max(now);
+        let jitter = if adopted {
+            // After a restart every probe would fire at once: spread over a period.
+            self.jitter(spec.period)
+        } else if kind == ProbeType::Readiness {
+            // The kubelet triggers a readiness probe as soon as the status shows it unready.
+            Duration::ZERO
+        } else {
+            self.jitter(FIRST_JITTER.min(spec.period))
+        };
+        let due = first + jitter;
+        let pod = &self.pods[uid].pod;
+        let labels = ProbeLabels::new(kind.as_str(), &name, pod);
+        let tid = self.next_id;
+        self.next_id += 1;
+        self.targets.insert(
+            tid,
+            Target {
+                uid: uid.to_string(),
+                name: name.clone(),
+                spec,
+                container,
+                id,
+                started,
+                state,
+                due,
+                in_flight: false,
+                labels,
+            },
+        );
+        self.heap.push(Reverse((due, tid)));
+        if let Some(e) = self.pods.get_mut(uid) {
+            e.targets.insert((name, kind), tid);
         }
     }
 

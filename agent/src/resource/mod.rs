@@ -1,5 +1,6 @@
-//! Resource quantities and the pod's QoS class, as the kubelet computes them.
+//! Resource quantities, the pod's QoS class and the node's allocatable, as the kubelet computes them.
 
+pub mod allocatable;
 pub mod amount;
 pub mod qos;
 pub mod quantity;

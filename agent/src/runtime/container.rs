@@ -93,79 +93,12 @@ pub fn container_config(
         .flatten()
         .map(|s| expand(s, &env_map))
         .collect();
-    let mut mounts = Vec::new();
-    for m in container.volume_mounts.iter().flatten() {
-        let host = ctx.volumes.get(&m.name).ok_or_else(|| {
-            ConfigError(format!(
-                "cannot find volume \"{}\" to mount into container \"{}\"",
-                m.name, container.name
-            ))
-        })?;
-        let host = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            Some(sub) => {
-                if sub.starts_with('/') || sub.split('/').any(|c| c == "..") {
-                    return Err(ConfigError(format!(
-                        "invalid subPath {sub:?} of volume {}",
-                        m.name
-                    )));
-                }
-                let p = Path::new(host).join(sub);
-                if !p.exists() {
-                    std::fs::create_dir_all(&p)
-                        .map_err(|e| ConfigError(format!("subPath {}: {e}", p.display())))?;
-                }
-                p.display().to_string()
-            }
-            None => host.clone(),
-        };
-        mounts.push(Mount {
-            container_path: m.mount_path.clone(),
-            host_path: host,
-            readonly: m.read_only.unwrap_or(false),
-            ..Default::default()
-        });
-    }
     let tm_path = container
         .termination_message_path
         .clone()
         .unwrap_or_else(|| "/dev/termination-log".into());
-    if let Some(hosts) = ctx.etc_hosts
-        && !mounts.iter().any(|m| m.container_path == hosts::ETC_HOSTS)
-    {
-        mounts.push(hosts.clone());
-    }
-    mounts.push(Mount {
-        container_path: tm_path.clone(),
-        host_path: ctx.termination_log.display().to_string(),
-        ..Default::default()
-    });
-    let mut annotations = HashMap::from([
-        (labels::RESTART_COUNT.to_string(), restart_count.to_string()),
-        (labels::CONTAINER_HASH.to_string(), spec_hash(container)),
-        (labels::TERMINATION_MESSAGE_PATH.to_string(), tm_path),
-        (
-            labels::TERMINATION_MESSAGE_POLICY.to_string(),
-            container
-                .termination_message_policy
-                .clone()
-                .unwrap_or_else(|| "File".into()),
-        ),
-        (
-            labels::POD_TERMINATION_GRACE.to_string(),
-            pod.spec
-                .as_ref()
-                .and_then(|s| s.termination_grace_period_seconds)
-                .unwrap_or(30)
-                .to_string(),
-        ),
-    ]);
-    if init {
-        annotations.insert(labels::BOSUN_CONTAINER_KIND.into(), "init".into());
-    }
-    annotations.insert(
-        labels::BOSUN_SPEC_IMAGE.into(),
-        container.image.clone().unwrap_or_default(),
-    );
+    let mounts = mounts(container, ctx, &tm_path)?;
+    let annotations = annotations(pod, container, restart_count, init, tm_path);
     // Each container joins the pod's namespaces as the sandbox has them; without this the
     // runtime reads "POD" for the PID namespace and every pod would share one.
     let security = super::security_context::effective(
@@ -201,6 +134,97 @@ pub fn container_config(
         }),
         ..Default::default()
     })
+}
+
+/// The container's mounts: its volumeMounts (subPaths made), the pod's /etc/hosts unless it
+/// mounts its own, and the termination log at `tm_path`.
+fn mounts(
+    container: &Container,
+    ctx: &ContainerContext<'_>,
+    tm_path: &str,
+) -> Result<Vec<Mount>, ConfigError> {
+    let mut mounts = Vec::new();
+    for m in container.volume_mounts.iter().flatten() {
+        let host = ctx.volumes.get(&m.name).ok_or_else(|| {
+            ConfigError(format!(
+                "cannot find volume \"{}\" to mount into container \"{}\"",
+                m.name, container.name
+            ))
+        })?;
+        let host = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            Some(sub) => {
+                if sub.starts_with('/') || sub.split('/').any(|c| c == "..") {
+                    return Err(ConfigError(format!(
+                        "invalid subPath {sub:?} of volume {}",
+                        m.name
+                    )));
+                }
+                let p = Path::new(host).join(sub);
+                if !p.exists() {
+                    std::fs::create_dir_all(&p)
+                        .map_err(|e| ConfigError(format!("subPath {}: {e}", p.display())))?;
+                }
+                p.display().to_string()
+            }
+            None => host.clone(),
+        };
+        mounts.push(Mount {
+            container_path: m.mount_path.clone(),
+            host_path: host,
+            readonly: m.read_only.unwrap_or(false),
+            ..Default::default()
+        });
+    }
+    if let Some(hosts) = ctx.etc_hosts
+        && !mounts.iter().any(|m| m.container_path == hosts::ETC_HOSTS)
+    {
+        mounts.push(hosts.clone());
+    }
+    mounts.push(Mount {
+        container_path: tm_path.to_string(),
+        host_path: ctx.termination_log.display().to_string(),
+        ..Default::default()
+    });
+    Ok(mounts)
+}
+
+/// The annotations the kubelet puts on a container (restart count, spec hash, termination
+/// message path and policy, the pod's grace period), and Bosun's own (init, spec image).
+fn annotations(
+    pod: &Pod,
+    container: &Container,
+    restart_count: u32,
+    init: bool,
+    tm_path: String,
+) -> HashMap<String, String> {
+    let mut annotations = HashMap::from([
+        (labels::RESTART_COUNT.to_string(), restart_count.to_string()),
+        (labels::CONTAINER_HASH.to_string(), spec_hash(container)),
+        (labels::TERMINATION_MESSAGE_PATH.to_string(), tm_path),
+        (
+            labels::TERMINATION_MESSAGE_POLICY.to_string(),
+            container
+                .termination_message_policy
+                .clone()
+                .unwrap_or_else(|| "File".into()),
+        ),
+        (
+            labels::POD_TERMINATION_GRACE.to_string(),
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+                .unwrap_or(30)
+                .to_string(),
+        ),
+    ]);
+    if init {
+        annotations.insert(labels::BOSUN_CONTAINER_KIND.into(), "init".into());
+    }
+    annotations.insert(
+        labels::BOSUN_SPEC_IMAGE.into(),
+        container.image.clone().unwrap_or_default(),
+    );
+    annotations
 }
 
 /// CPU shares and quota, memory limit and oom_score_adj with the kubelet's formulas.

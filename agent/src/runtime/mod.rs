@@ -6,8 +6,12 @@ pub mod hostname;
 pub mod hosts;
 pub mod labels;
 pub mod observed;
+pub mod restart;
 pub mod sandbox;
 pub mod security_context;
 
-pub use observed::{ObservedContainer, ObservedPod, ObservedSandbox, observe_all};
+pub use observed::{
+    ContainerView, ObservedContainer, ObservedPod, ObservedSandbox, RunState, SandboxView, latest,
+    observe_all,
+};
 pub use sandbox::PodDirs;

@@ -1,4 +1,6 @@
-//! What the runtime holds for each pod, from one ListPodSandbox + ListContainers relist.
+//! The model of what the runtime holds, parsed from CRI once: each pod's sandboxes and containers
+//! from one ListPodSandbox + ListContainers relist (PLEG, stats, GC), and one pod's containers
+//! with their status details (the pod worker's plan and the status computed from it).
 
 use std::collections::HashMap;
 
@@ -39,6 +41,124 @@ pub struct ObservedContainer {
     pub image_ref: String,
     /// Whether it was started as an init container.
     pub init: bool,
+}
+
+impl ObservedSandbox {
+    /// The sandbox `s` as CRI lists it.
+    pub fn of(s: &PodSandbox) -> ObservedSandbox {
+        ObservedSandbox {
+            id: s.id.clone(),
+            ready: s.state == PodSandboxState::SandboxReady as i32,
+            attempt: s.metadata.as_ref().map(|m| m.attempt).unwrap_or(0),
+            created_at: s.created_at,
+        }
+    }
+}
+
+impl ObservedContainer {
+    /// The container `c` as CRI lists it: its spec name, restart count and kind from the labels
+    /// and annotations the kubelet (and Bosun) put on it.
+    pub fn of(c: &Container) -> ObservedContainer {
+        ObservedContainer {
+            id: c.id.clone(),
+            name: c
+                .labels
+                .get(labels::CONTAINER_NAME)
+                .cloned()
+                .unwrap_or_default(),
+            sandbox_id: c.pod_sandbox_id.clone(),
+            state: ContainerState::try_from(c.state).unwrap_or(ContainerState::ContainerUnknown),
+            restart_count: c
+                .annotations
+                .get(labels::RESTART_COUNT)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            created_at: c.created_at,
+            image_ref: c.image_ref.clone(),
+            init: c
+                .annotations
+                .get(labels::BOSUN_CONTAINER_KIND)
+                .is_some_and(|k| k == "init"),
+        }
+    }
+}
+
+/// One container instance as observed, with the details its status needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerView {
+    /// CRI id.
+    pub id: String,
+    /// Spec name.
+    pub name: String,
+    /// Sandbox it belongs to.
+    pub sandbox_id: String,
+    /// Lifecycle state.
+    pub state: RunState,
+    /// Restart count of this instance.
+    pub restart_count: u32,
+    /// Exit code once exited.
+    pub exit_code: i32,
+    /// Start time, ns since the epoch (0: never started).
+    pub started_at: i64,
+    /// Finish time, ns since the epoch.
+    pub finished_at: i64,
+    /// Runtime's reason for the exit (`OOMKilled`, `Completed`, `Error`).
+    pub reason: String,
+    /// Runtime's message, or the termination message.
+    pub message: String,
+    /// The image reference (`sha256:...`).
+    pub image_ref: String,
+    /// Creation time, ns since the epoch.
+    pub created_at: i64,
+    /// The image its spec named when it was created (None: made before Bosun recorded it).
+    pub spec_image: Option<String>,
+}
+
+/// The lifecycle state of a container instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// Created, not started.
+    Created,
+    /// Running.
+    Running,
+    /// Exited (see exit code).
+    Exited,
+    /// The runtime does not know.
+    Unknown,
+}
+
+impl RunState {
+    /// The state of a CRI container state.
+    pub fn of(state: i32) -> RunState {
+        match ContainerState::try_from(state) {
+            Ok(ContainerState::ContainerCreated) => RunState::Created,
+            Ok(ContainerState::ContainerRunning) => RunState::Running,
+            Ok(ContainerState::ContainerExited) => RunState::Exited,
+            _ => RunState::Unknown,
+        }
+    }
+}
+
+/// The newest sandbox, as the plan needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxView {
+    /// CRI id.
+    pub id: String,
+    /// Ready (running) or not.
+    pub ready: bool,
+    /// Attempt number.
+    pub attempt: u32,
+}
+
+/// Newest instance of `name` among `containers` (newest first), optionally within one sandbox.
+pub fn latest<'a>(
+    containers: &'a [ContainerView],
+    name: &str,
+    sandbox: Option<&str>,
+) -> Option<&'a ContainerView> {
+    containers
+        .iter()
+        .find(|c| c.name == name && sandbox.is_none_or(|s| c.sandbox_id == s))
 }
 
 /// Everything the runtime holds for one pod UID.
@@ -96,12 +216,7 @@ fn group(sandboxes: Vec<PodSandbox>, containers: Vec<Container>) -> HashMap<Stri
             .get(labels::POD_NAMESPACE)
             .cloned()
             .unwrap_or_default();
-        pod.sandboxes.push(ObservedSandbox {
-            ready: s.state == PodSandboxState::SandboxReady as i32,
-            attempt: s.metadata.as_ref().map(|m| m.attempt).unwrap_or(0),
-            created_at: s.created_at,
-            id: s.id,
-        });
+        pod.sandboxes.push(ObservedSandbox::of(&s));
     }
     for c in containers {
         let Some(uid) = c.labels.get(labels::POD_UID) else {
@@ -116,27 +231,7 @@ fn group(sandboxes: Vec<PodSandbox>, containers: Vec<Container>) -> HashMap<Stri
                 .cloned()
                 .unwrap_or_default();
         }
-        pod.containers.push(ObservedContainer {
-            name: c
-                .labels
-                .get(labels::CONTAINER_NAME)
-                .cloned()
-                .unwrap_or_default(),
-            sandbox_id: c.pod_sandbox_id,
-            state: ContainerState::try_from(c.state).unwrap_or(ContainerState::ContainerUnknown),
-            restart_count: c
-                .annotations
-                .get(labels::RESTART_COUNT)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0),
-            created_at: c.created_at,
-            image_ref: c.image_ref,
-            init: c
-                .annotations
-                .get(labels::BOSUN_CONTAINER_KIND)
-                .is_some_and(|k| k == "init"),
-            id: c.id,
-        });
+        pod.containers.push(ObservedContainer::of(&c));
     }
     for pod in pods.values_mut() {
         pod.sandboxes

@@ -9,7 +9,7 @@ use std::fmt::Write;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::stats::summary::{ContainerStats, PodStats, Summary};
+use crate::stats::summary::{ContainerStats, NodeStats, PodStats, Summary};
 
 /// `Content-Type` of `/metrics/resource` (Prometheus text format 0.0.4).
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -130,154 +130,47 @@ pub fn go_float(v: f64) -> String {
     format!("{mantissa}e{sign}{:02}", exp.abs())
 }
 
-/// Encodes the resource metrics of `summary`; None (no sample yet) gives the scrape error alone.
-pub fn encode(summary: Option<&Summary>) -> String {
-    let mut families: Vec<(Desc, Vec<Series>)> = Vec::new();
-    let mut add = |d: Desc, s: Series| match families.iter_mut().find(|(f, _)| f.0 == d.0) {
-        Some((_, v)) => v.push(s),
-        None => families.push((d, vec![s])),
-    };
-    let scrape_error = if summary.is_some() { 0.0 } else { 1.0 };
-    if let Some(s) = summary {
-        let node = &s.node;
-        if let Some(cpu) = &node.cpu
-            && let Some(ns) = cpu.usage_core_nano_seconds
-        {
-            add(
-                NODE_CPU,
-                Series {
-                    labels: vec![],
-                    value: ns as f64 / 1e9,
-                    timestamp_ms: Some(ms(&cpu.time)),
-                },
-            );
-        }
-        if let Some(mem) = &node.memory
-            && let Some(ws) = mem.working_set_bytes
-        {
-            add(
-                NODE_MEMORY,
-                Series {
-                    labels: vec![],
-                    value: ws as f64,
-                    timestamp_ms: Some(ms(&mem.time)),
-                },
-            );
-        }
-        if let Some(swap) = &node.swap
-            && let Some(used) = swap.swap_usage_bytes
-        {
-            // The kubelet stamps the node's swap with the memory sample's time.
-            let t = node.memory.as_ref().map_or(&swap.time, |m| &m.time);
-            add(
-                NODE_SWAP,
-                Series {
-                    labels: vec![],
-                    value: used as f64,
-                    timestamp_ms: Some(ms(t)),
-                },
-            );
-        }
-        for pod in &s.pods {
-            for c in &pod.containers {
-                let start = c.start_time.0;
-                if start.as_second() > 0 {
-                    add(
-                        CONTAINER_START,
-                        Series {
-                            labels: container_labels(pod, c),
-                            value: start.as_nanosecond() as f64 / 1e9,
-                            timestamp_ms: None,
-                        },
-                    );
-                }
-                if let Some(cpu) = &c.cpu
-                    && let Some(ns) = cpu.usage_core_nano_seconds
-                {
-                    add(
-                        CONTAINER_CPU,
-                        Series {
-                            labels: container_labels(pod, c),
-                            value: ns as f64 / 1e9,
-                            timestamp_ms: Some(ms(&cpu.time)),
-                        },
-                    );
-                }
-                if let Some(mem) = &c.memory
-                    && let Some(ws) = mem.working_set_bytes
-                {
-                    add(
-                        CONTAINER_MEMORY,
-                        Series {
-                            labels: container_labels(pod, c),
-                            value: ws as f64,
-                            timestamp_ms: Some(ms(&mem.time)),
-                        },
-                    );
-                }
-                if let Some(swap) = &c.swap {
-                    if let Some(used) = swap.swap_usage_bytes {
-                        add(
-                            CONTAINER_SWAP,
-                            Series {
-                                labels: container_labels(pod, c),
-                                value: used as f64,
-                                timestamp_ms: Some(ms(&swap.time)),
-                            },
-                        );
-                    }
-                    if let Some(avail) = swap.swap_available_bytes {
-                        let used = swap.swap_usage_bytes.unwrap_or(0);
-                        add(
-                            CONTAINER_SWAP_LIMIT,
-                            Series {
-                                labels: container_labels(pod, c),
-                                value: (avail + used) as f64,
-                                timestamp_ms: Some(ms(&swap.time)),
-                            },
-                        );
-                    }
-                }
-            }
-            if let Some(cpu) = &pod.cpu
-                && let Some(ns) = cpu.usage_core_nano_seconds
-            {
-                add(
-                    POD_CPU,
-                    Series {
-                        labels: pod_labels(pod),
-                        value: ns as f64 / 1e9,
-                        timestamp_ms: Some(ms(&cpu.time)),
-                    },
-                );
-            }
-            if let Some(mem) = &pod.memory
-                && let Some(ws) = mem.working_set_bytes
-            {
-                add(
-                    POD_MEMORY,
-                    Series {
-                        labels: pod_labels(pod),
-                        value: ws as f64,
-                        timestamp_ms: Some(ms(&mem.time)),
-                    },
-                );
-            }
-            if let Some(swap) = &pod.swap
-                && let Some(used) = swap.swap_usage_bytes
-            {
-                add(
-                    POD_SWAP,
-                    Series {
-                        labels: pod_labels(pod),
-                        value: used as f64,
-                        timestamp_ms: Some(ms(&swap.time)),
-                    },
-                );
-            }
+/// The metric families of one scrape, in the order their first series came.
+#[derive(Default)]
+struct Families(Vec<(Desc, Vec<Series>)>);
+
+impl Families {
+    /// Adds a series to the family `d`.
+    fn add(&mut self, d: Desc, s: Series) {
+        match self.0.iter_mut().find(|(f, _)| f.0 == d.0) {
+            Some((_, v)) => v.push(s),
+            None => self.0.push((d, vec![s])),
         }
     }
-    add(
+
+    /// Adds a series with `labels`, `value` and the time of its sample.
+    fn sample(&mut self, d: Desc, labels: Vec<(&'static str, String)>, value: f64, t: &Time) {
+        let timestamp_ms = Some(ms(t));
+        self.add(
+            d,
+            Series {
+                labels,
+                value,
+                timestamp_ms,
+            },
+        );
+    }
+}
+
+/// Encodes the resource metrics of `summary`; None (no sample yet) gives the scrape error alone.
+pub fn encode(summary: Option<&Summary>) -> String {
+    let mut families = Families::default();
+    let scrape_error = if summary.is_some() { 0.0 } else { 1.0 };
+    if let Some(s) = summary {
+        add_node(&mut families, &s.node);
+        for pod in &s.pods {
+            for c in &pod.containers {
+                add_container(&mut families, pod, c);
+            }
+            add_pod(&mut families, pod);
+        }
+    }
+    families.add(
         SCRAPE_ERROR,
         Series {
             labels: vec![],
@@ -285,6 +178,95 @@ pub fn encode(summary: Option<&Summary>) -> String {
             timestamp_ms: None,
         },
     );
+    write_text(families)
+}
+
+/// The node's CPU, memory and swap.
+fn add_node(families: &mut Families, node: &NodeStats) {
+    if let Some(cpu) = &node.cpu
+        && let Some(ns) = cpu.usage_core_nano_seconds
+    {
+        families.sample(NODE_CPU, vec![], ns as f64 / 1e9, &cpu.time);
+    }
+    if let Some(mem) = &node.memory
+        && let Some(ws) = mem.working_set_bytes
+    {
+        families.sample(NODE_MEMORY, vec![], ws as f64, &mem.time);
+    }
+    if let Some(swap) = &node.swap
+        && let Some(used) = swap.swap_usage_bytes
+    {
+        // The kubelet stamps the node's swap with the memory sample's time.
+        let t = node.memory.as_ref().map_or(&swap.time, |m| &m.time);
+        families.sample(NODE_SWAP, vec![], used as f64, t);
+    }
+}
+
+/// A container's start time, CPU, memory, swap and swap limit.
+fn add_container(families: &mut Families, pod: &PodStats, c: &ContainerStats) {
+    let start = c.start_time.0;
+    if start.as_second() > 0 {
+        families.add(
+            CONTAINER_START,
+            Series {
+                labels: container_labels(pod, c),
+                value: start.as_nanosecond() as f64 / 1e9,
+                timestamp_ms: None,
+            },
+        );
+    }
+    if let Some(cpu) = &c.cpu
+        && let Some(ns) = cpu.usage_core_nano_seconds
+    {
+        let labels = container_labels(pod, c);
+        families.sample(CONTAINER_CPU, labels, ns as f64 / 1e9, &cpu.time);
+    }
+    if let Some(mem) = &c.memory
+        && let Some(ws) = mem.working_set_bytes
+    {
+        let labels = container_labels(pod, c);
+        families.sample(CONTAINER_MEMORY, labels, ws as f64, &mem.time);
+    }
+    if let Some(swap) = &c.swap {
+        if let Some(used) = swap.swap_usage_bytes {
+            let labels = container_labels(pod, c);
+            families.sample(CONTAINER_SWAP, labels, used as f64, &swap.time);
+        }
+        if let Some(avail) = swap.swap_available_bytes {
+            let used = swap.swap_usage_bytes.unwrap_or(0);
+            let labels = container_labels(pod, c);
+            families.sample(
+                CONTAINER_SWAP_LIMIT,
+                labels,
+                (avail + used) as f64,
+                &swap.time,
+            );
+        }
+    }
+}
+
+/// A pod's CPU, memory and swap.
+fn add_pod(families: &mut Families, pod: &PodStats) {
+    if let Some(cpu) = &pod.cpu
+        && let Some(ns) = cpu.usage_core_nano_seconds
+    {
+        families.sample(POD_CPU, pod_labels(pod), ns as f64 / 1e9, &cpu.time);
+    }
+    if let Some(mem) = &pod.memory
+        && let Some(ws) = mem.working_set_bytes
+    {
+        families.sample(POD_MEMORY, pod_labels(pod), ws as f64, &mem.time);
+    }
+    if let Some(swap) = &pod.swap
+        && let Some(used) = swap.swap_usage_bytes
+    {
+        families.sample(POD_SWAP, pod_labels(pod), used as f64, &swap.time);
+    }
+}
+
+/// The Prometheus text format of `families`: families by name, series by labels.
+fn write_text(families: Families) -> String {
+    let mut families = families.0;
     families.sort_by(|a, b| a.0.0.cmp(b.0.0));
     let mut out =
         String::with_capacity(256 + 200 * families.iter().map(|f| f.1.len()).sum::<usize>());

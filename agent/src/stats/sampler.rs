@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use bosun_cri::CriClient;
-use bosun_cri::types::{ContainerState, ContainerStats as CriContainerStats, PodSandboxStats};
+use bosun_cri::types::{
+    ContainerState, ContainerStats as CriContainerStats, LinuxPodSandboxStats, PodSandboxStats,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -20,7 +22,7 @@ use super::node_proc;
 use super::rate::CpuRates;
 use super::summary::*;
 use crate::resource::QosClass;
-use crate::runtime::{ObservedPod, PodDirs, observe_all};
+use crate::runtime::{ObservedContainer, ObservedPod, PodDirs, observe_all};
 
 /// How often to sample.
 #[derive(Clone, Copy, Debug)]
@@ -304,7 +306,14 @@ fn pod_stats(
             process_count: Some(n),
         });
     let log_dir = st.facts.dirs.pod_log_dir(&p.namespace, &p.name, uid);
-    let log_fs = sfs::capacity(&log_dir);
+    let pod = PodSample {
+        uid,
+        linux,
+        cg_rel: cg_rel.as_deref(),
+        log_fs: sfs::capacity(&log_dir),
+        log_dir: &log_dir,
+        now,
+    };
     let mut containers = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for c in &p.containers {
@@ -314,94 +323,11 @@ fn pod_stats(
         {
             continue;
         }
-        let from_sandbox = linux.and_then(|l| {
-            l.containers
-                .iter()
-                .find(|s| s.attributes.as_ref().is_some_and(|at| at.id == c.id))
-        });
-        let cri = from_sandbox.or_else(|| a.containers.get(&c.id));
-        let cgroup = match (&st.layout, &cg_rel) {
-            (Some(l), Some(rel)) => container_cgroup(l, rel, &c.id).map(|c| cadvisor_name(&c)),
-            _ => None,
-        };
-        st.ids.containers.insert(
-            (uid.to_string(), c.name.clone()),
-            super::ContainerIdentity {
-                id: c.id.clone(),
-                image_ref: c.image_ref.clone(),
-                cgroup,
-            },
-        );
-        let cri_cpu = cri.and_then(|s| s.cpu.as_ref());
-        let cri_mem = cri.and_then(|s| s.memory.as_ref());
-        let complete = cri_cpu.is_some_and(|c| c.usage_core_nano_seconds.is_some())
-            && cri_mem.is_some_and(|m| m.usage_bytes.is_some() && m.working_set_bytes.is_some());
-        let ccg = match (&st.layout, &cg_rel, complete) {
-            (Some(l), Some(rel), false) => container_cgroup(l, rel, &c.id)
-                .map(|c| l.sample(&c))
-                .unwrap_or_default(),
-            _ => CgroupSample::default(),
-        };
-        let logs = sfs::usage(&log_dir.join(&c.name)).map(|us| FsStats {
-            used_bytes: Some(us.bytes),
-            inodes_used: Some(us.inodes),
-            ..fs_of(log_fs, now)
-        });
-        let rootfs = cri
-            .and_then(|s| s.writable_layer.as_ref())
-            .map(|w| FsStats {
-                used_bytes: u!(w.used_bytes),
-                inodes_used: u!(w.inodes_used),
-                ..fs_of(
-                    w.fs_id
-                        .as_ref()
-                        .and_then(|f| sfs::capacity(Path::new(&f.mountpoint))),
-                    &time_ns(w.timestamp).unwrap_or_else(|| now.clone()),
-                )
-            });
-        let swap = match cri.and_then(|s| s.swap.as_ref()) {
-            Some(s) => Some(SwapStats {
-                time: time_ns(s.timestamp).unwrap_or_else(|| now.clone()),
-                swap_available_bytes: u!(s.swap_available_bytes),
-                swap_usage_bytes: u!(s.swap_usage_bytes),
-            }),
-            None => ccg.memory.and_then(|m| m.swap_usage).map(|s| SwapStats {
-                time: now.clone(),
-                swap_available_bytes: None,
-                swap_usage_bytes: Some(s),
-            }),
-        };
-        containers.push(ContainerStats {
-            name: c.name.clone(),
-            start_time: time_ns(c.created_at).unwrap_or_else(|| now.clone()),
-            cpu: cpu_stats(&mut st.rates, &c.id, cri_cpu, ccg.cpu_usage_ns, now),
-            memory: memory_stats(cri_mem, ccg.memory, now),
-            accelerators: vec![],
-            rootfs,
-            logs,
-            user_defined_metrics: vec![],
-            swap,
-        });
+        containers.push(container_stats(st, a, &pod, c));
     }
     containers.sort_by(|x, y| x.name.cmp(&y.name));
     let vols = st.volumes.get(uid).cloned().unwrap_or_default();
-    let mut eph = Usage::default();
-    for c in &containers {
-        for f in [&c.rootfs, &c.logs].into_iter().flatten() {
-            eph += Usage {
-                bytes: f.used_bytes.unwrap_or(0),
-                inodes: f.inodes_used.unwrap_or(0),
-            };
-        }
-    }
-    for (v, local) in &vols {
-        if *local {
-            eph += Usage {
-                bytes: v.fs.used_bytes.unwrap_or(0),
-                inodes: v.fs.inodes_used.unwrap_or(0),
-            };
-        }
-    }
+    let eph = ephemeral_usage(&containers, &vols);
     PodStats {
         pod_ref: PodReference {
             name: p.name.clone(),
@@ -426,6 +352,120 @@ fn pod_stats(
             swap_usage_bytes: Some(s),
         }),
     }
+}
+
+/// What the containers of one pod's sample share.
+struct PodSample<'a> {
+    uid: &'a str,
+    /// The runtime's stats of the sandbox, when it implements ListPodSandboxStats.
+    linux: Option<&'a LinuxPodSandboxStats>,
+    /// The pod's cgroup, relative to the hierarchy mounts.
+    cg_rel: Option<&'a str>,
+    log_dir: &'a Path,
+    log_fs: Option<FsCapacity>,
+    now: &'a Time,
+}
+
+/// One running container's stats: the runtime's, completed from its cgroup when the runtime
+/// leaves CPU or memory out; its identity remembered for cAdvisor's metrics.
+fn container_stats(
+    st: &mut State,
+    a: &Answers,
+    pod: &PodSample<'_>,
+    c: &ObservedContainer,
+) -> ContainerStats {
+    let now = pod.now;
+    let from_sandbox = pod.linux.and_then(|l| {
+        l.containers
+            .iter()
+            .find(|s| s.attributes.as_ref().is_some_and(|at| at.id == c.id))
+    });
+    let cri = from_sandbox.or_else(|| a.containers.get(&c.id));
+    let cgroup = match (&st.layout, pod.cg_rel) {
+        (Some(l), Some(rel)) => container_cgroup(l, rel, &c.id).map(|c| cadvisor_name(&c)),
+        _ => None,
+    };
+    st.ids.containers.insert(
+        (pod.uid.to_string(), c.name.clone()),
+        super::ContainerIdentity {
+            id: c.id.clone(),
+            image_ref: c.image_ref.clone(),
+            cgroup,
+        },
+    );
+    let cri_cpu = cri.and_then(|s| s.cpu.as_ref());
+    let cri_mem = cri.and_then(|s| s.memory.as_ref());
+    let complete = cri_cpu.is_some_and(|c| c.usage_core_nano_seconds.is_some())
+        && cri_mem.is_some_and(|m| m.usage_bytes.is_some() && m.working_set_bytes.is_some());
+    let ccg = match (&st.layout, pod.cg_rel, complete) {
+        (Some(l), Some(rel), false) => container_cgroup(l, rel, &c.id)
+            .map(|c| l.sample(&c))
+            .unwrap_or_default(),
+        _ => CgroupSample::default(),
+    };
+    let logs = sfs::usage(&pod.log_dir.join(&c.name)).map(|us| FsStats {
+        used_bytes: Some(us.bytes),
+        inodes_used: Some(us.inodes),
+        ..fs_of(pod.log_fs, now)
+    });
+    let rootfs = cri
+        .and_then(|s| s.writable_layer.as_ref())
+        .map(|w| FsStats {
+            used_bytes: u!(w.used_bytes),
+            inodes_used: u!(w.inodes_used),
+            ..fs_of(
+                w.fs_id
+                    .as_ref()
+                    .and_then(|f| sfs::capacity(Path::new(&f.mountpoint))),
+                &time_ns(w.timestamp).unwrap_or_else(|| now.clone()),
+            )
+        });
+    let swap = match cri.and_then(|s| s.swap.as_ref()) {
+        Some(s) => Some(SwapStats {
+            time: time_ns(s.timestamp).unwrap_or_else(|| now.clone()),
+            swap_available_bytes: u!(s.swap_available_bytes),
+            swap_usage_bytes: u!(s.swap_usage_bytes),
+        }),
+        None => ccg.memory.and_then(|m| m.swap_usage).map(|s| SwapStats {
+            time: now.clone(),
+            swap_available_bytes: None,
+            swap_usage_bytes: Some(s),
+        }),
+    };
+    ContainerStats {
+        name: c.name.clone(),
+        start_time: time_ns(c.created_at).unwrap_or_else(|| now.clone()),
+        cpu: cpu_stats(&mut st.rates, &c.id, cri_cpu, ccg.cpu_usage_ns, now),
+        memory: memory_stats(cri_mem, ccg.memory, now),
+        accelerators: vec![],
+        rootfs,
+        logs,
+        user_defined_metrics: vec![],
+        swap,
+    }
+}
+
+/// The pod's ephemeral storage: its containers' writable layers and logs, and its local
+/// volumes (the kubelet's calcEphemeralStorage).
+fn ephemeral_usage(containers: &[ContainerStats], vols: &[(VolumeStats, bool)]) -> Usage {
+    let mut eph = Usage::default();
+    for c in containers {
+        for f in [&c.rootfs, &c.logs].into_iter().flatten() {
+            eph += Usage {
+                bytes: f.used_bytes.unwrap_or(0),
+                inodes: f.inodes_used.unwrap_or(0),
+            };
+        }
+    }
+    for (v, local) in vols {
+        if *local {
+            eph += Usage {
+                bytes: v.fs.used_bytes.unwrap_or(0),
+                inodes: v.fs.inodes_used.unwrap_or(0),
+            };
+        }
+    }
+    eph
 }
 
 /// A cgroup relative to the hierarchy mounts as cAdvisor names it: absolute, no trailing slash.

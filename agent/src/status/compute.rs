@@ -3,13 +3,14 @@
 use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodSpec, PodStatus,
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodSpec, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::pod::plan::{ContainerView, RestartPolicy, RunState, is_restartable_init, latest};
 use crate::resource::qos_class;
+use crate::runtime::restart::{RestartPolicy, is_restartable_init};
+use crate::runtime::{ContainerView, RunState, latest};
 
 /// Why a container is not running, as the worker knows it (pull errors, back-off, config errors).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -328,25 +329,7 @@ pub fn compute(input: &StatusInput<'_>) -> PodStatus {
     } else {
         "PodInitializing"
     };
-    let init_statuses: Vec<ContainerStatus> = init_specs
-        .iter()
-        .map(|ic| {
-            let mut s = container_status(
-                input,
-                &ic.name,
-                ic.image.as_deref().unwrap_or_default(),
-                default_waiting,
-            );
-            // A sidecar is ready while it runs and its probes say so; a regular init container
-            // once it succeeded.
-            s.ready = if is_restartable_init(ic) {
-                running(&s) && s.ready
-            } else {
-                terminated_of(&s).is_some_and(|t| t.exit_code == 0)
-            };
-            s
-        })
-        .collect();
+    let init_statuses = init_container_statuses(input, init_specs, default_waiting);
     let statuses: Vec<ContainerStatus> = spec
         .containers
         .iter()
@@ -359,21 +342,7 @@ pub fn compute(input: &StatusInput<'_>) -> PodStatus {
             )
         })
         .collect();
-
-    // Ephemeral containers (GeneratePodStatus): as app containers, never ready, and with no
-    // `started` (the prober sets it for containers and init containers only).
-    let ephemeral_statuses: Vec<ContainerStatus> = spec
-        .ephemeral_containers
-        .iter()
-        .flatten()
-        .map(|ec| {
-            let image = ec.image.as_deref().unwrap_or_default();
-            let mut s = container_status(input, &ec.name, image, default_waiting);
-            s.ready = false;
-            s.started = None;
-            s
-        })
-        .collect();
+    let ephemeral_statuses = ephemeral_container_statuses(input, &spec, default_waiting);
 
     let has_initialized = input.sandbox_id.is_some()
         && spec
@@ -388,82 +357,9 @@ pub fn compute(input: &StatusInput<'_>) -> PodStatus {
         message = Some(m.to_string());
     }
     let prev = input.previous;
-
-    // Initialized (GeneratePodInitializedCondition).
-    let incomplete: Vec<&str> = init_specs
-        .iter()
-        .zip(&init_statuses)
-        .filter(|(ic, s)| {
-            if is_restartable_init(ic) {
-                s.started != Some(true)
-            } else {
-                !s.ready
-            }
-        })
-        .map(|(ic, _)| ic.name.as_str())
-        .collect();
-    let app_started = statuses
-        .iter()
-        .any(|s| running(s) || terminated_of(s).is_some());
-    let initialized = if phase == "Succeeded" {
-        condition(prev, "Initialized", true, Some("PodCompleted"), None, now)
-    } else if app_started || incomplete.is_empty() {
-        condition(prev, "Initialized", true, None, None, now)
-    } else {
-        let msg = format!(
-            "containers with incomplete status: {}",
-            go_list(&incomplete)
-        );
-        condition(
-            prev,
-            "Initialized",
-            false,
-            Some("ContainersNotInitialized"),
-            Some(msg),
-            now,
-        )
-    };
-
-    // ContainersReady and Ready (GenerateContainersReadyCondition): sidecars count.
-    let unready: Vec<&str> = init_specs
-        .iter()
-        .zip(&init_statuses)
-        .filter(|(ic, _)| is_restartable_init(ic))
-        .map(|(ic, s)| (ic.name.as_str(), s))
-        .chain(
-            spec.containers
-                .iter()
-                .map(|c| c.name.as_str())
-                .zip(&statuses),
-        )
-        .filter(|(_, s)| !s.ready)
-        .map(|(name, _)| name)
-        .collect();
-    let (ready, ready_reason, ready_message) = match phase {
-        "Succeeded" => (false, Some("PodCompleted"), None),
-        "Failed" => (false, Some("PodFailed"), None),
-        _ if unready.is_empty() => (true, None, None),
-        _ => (
-            false,
-            Some("ContainersNotReady"),
-            Some(format!(
-                "containers with unready status: {}",
-                go_list(&unready)
-            )),
-        ),
-    };
-    // Ready also needs every readiness gate's condition True (GeneratePodReadyCondition), as
-    // the pod object carries them.
-    let gates = readiness_gates(pod);
-    let (pod_ready, pod_ready_reason, pod_ready_message) = if ready && !gates.is_empty() {
-        (
-            false,
-            Some("ReadinessGatesNotReady"),
-            Some(gates.join(", ")),
-        )
-    } else {
-        (ready, ready_reason, ready_message.clone())
-    };
+    let initialized = initialized_condition(input, phase, init_specs, &init_statuses, &statuses);
+    let (pod_ready, containers_ready) =
+        ready_conditions(input, phase, &spec, &init_statuses, &statuses);
     let conditions = vec![
         condition(
             prev,
@@ -474,22 +370,8 @@ pub fn compute(input: &StatusInput<'_>) -> PodStatus {
             now,
         ),
         initialized,
-        condition(
-            prev,
-            "Ready",
-            pod_ready,
-            pod_ready_reason,
-            pod_ready_message,
-            now,
-        ),
-        condition(
-            prev,
-            "ContainersReady",
-            ready,
-            ready_reason,
-            ready_message,
-            now,
-        ),
+        pod_ready,
+        containers_ready,
         condition(prev, "PodScheduled", true, None, None, now),
     ];
     let start_time = prev
@@ -522,6 +404,165 @@ pub fn compute(input: &StatusInput<'_>) -> PodStatus {
         qos_class: Some(qos_class(pod).as_str().to_string()),
         ..Default::default()
     }
+}
+
+/// The init containers' statuses: a sidecar is ready while it runs and its probes say so; a
+/// regular init container once it succeeded.
+fn init_container_statuses(
+    input: &StatusInput<'_>,
+    init_specs: &[Container],
+    default_waiting: &str,
+) -> Vec<ContainerStatus> {
+    init_specs
+        .iter()
+        .map(|ic| {
+            let mut s = container_status(
+                input,
+                &ic.name,
+                ic.image.as_deref().unwrap_or_default(),
+                default_waiting,
+            );
+            s.ready = if is_restartable_init(ic) {
+                running(&s) && s.ready
+            } else {
+                terminated_of(&s).is_some_and(|t| t.exit_code == 0)
+            };
+            s
+        })
+        .collect()
+}
+
+/// Ephemeral containers (GeneratePodStatus): as app containers, never ready, and with no
+/// `started` (the prober sets it for containers and init containers only).
+fn ephemeral_container_statuses(
+    input: &StatusInput<'_>,
+    spec: &PodSpec,
+    default_waiting: &str,
+) -> Vec<ContainerStatus> {
+    spec.ephemeral_containers
+        .iter()
+        .flatten()
+        .map(|ec| {
+            let image = ec.image.as_deref().unwrap_or_default();
+            let mut s = container_status(input, &ec.name, image, default_waiting);
+            s.ready = false;
+            s.started = None;
+            s
+        })
+        .collect()
+}
+
+/// Initialized (GeneratePodInitializedCondition).
+fn initialized_condition(
+    input: &StatusInput<'_>,
+    phase: &str,
+    init_specs: &[Container],
+    init_statuses: &[ContainerStatus],
+    statuses: &[ContainerStatus],
+) -> PodCondition {
+    let (prev, now) = (input.previous, &input.now);
+    let incomplete: Vec<&str> = init_specs
+        .iter()
+        .zip(init_statuses)
+        .filter(|(ic, s)| {
+            if is_restartable_init(ic) {
+                s.started != Some(true)
+            } else {
+                !s.ready
+            }
+        })
+        .map(|(ic, _)| ic.name.as_str())
+        .collect();
+    let app_started = statuses
+        .iter()
+        .any(|s| running(s) || terminated_of(s).is_some());
+    if phase == "Succeeded" {
+        condition(prev, "Initialized", true, Some("PodCompleted"), None, now)
+    } else if app_started || incomplete.is_empty() {
+        condition(prev, "Initialized", true, None, None, now)
+    } else {
+        let msg = format!(
+            "containers with incomplete status: {}",
+            go_list(&incomplete)
+        );
+        condition(
+            prev,
+            "Initialized",
+            false,
+            Some("ContainersNotInitialized"),
+            Some(msg),
+            now,
+        )
+    }
+}
+
+/// Ready and ContainersReady (GenerateContainersReadyCondition, GeneratePodReadyCondition):
+/// sidecars count, and Ready also needs every readiness gate's condition True, as the pod object
+/// carries them.
+fn ready_conditions(
+    input: &StatusInput<'_>,
+    phase: &str,
+    spec: &PodSpec,
+    init_statuses: &[ContainerStatus],
+    statuses: &[ContainerStatus],
+) -> (PodCondition, PodCondition) {
+    let (prev, now) = (input.previous, &input.now);
+    let init_specs = spec.init_containers.as_deref().unwrap_or_default();
+    let unready: Vec<&str> = init_specs
+        .iter()
+        .zip(init_statuses)
+        .filter(|(ic, _)| is_restartable_init(ic))
+        .map(|(ic, s)| (ic.name.as_str(), s))
+        .chain(
+            spec.containers
+                .iter()
+                .map(|c| c.name.as_str())
+                .zip(statuses),
+        )
+        .filter(|(_, s)| !s.ready)
+        .map(|(name, _)| name)
+        .collect();
+    let (ready, ready_reason, ready_message) = match phase {
+        "Succeeded" => (false, Some("PodCompleted"), None),
+        "Failed" => (false, Some("PodFailed"), None),
+        _ if unready.is_empty() => (true, None, None),
+        _ => (
+            false,
+            Some("ContainersNotReady"),
+            Some(format!(
+                "containers with unready status: {}",
+                go_list(&unready)
+            )),
+        ),
+    };
+    let gates = readiness_gates(input.pod);
+    let (pod_ready, pod_ready_reason, pod_ready_message) = if ready && !gates.is_empty() {
+        (
+            false,
+            Some("ReadinessGatesNotReady"),
+            Some(gates.join(", ")),
+        )
+    } else {
+        (ready, ready_reason, ready_message.clone())
+    };
+    (
+        condition(
+            prev,
+            "Ready",
+            pod_ready,
+            pod_ready_reason,
+            pod_ready_message,
+            now,
+        ),
+        condition(
+            prev,
+            "ContainersReady",
+            ready,
+            ready_reason,
+            ready_message,
+            now,
+        ),
+    )
 }
 
 #[cfg(test)]

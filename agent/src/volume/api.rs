@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, ServiceAccount, Volume,
+    ConfigMap, DownwardAPIVolumeFile, KeyToPath, Pod, ProjectedVolumeSource, Secret,
+    ServiceAccount, ServiceAccountTokenProjection, Volume,
 };
 use kube::Api;
 use kube::api::PostParams;
@@ -75,115 +76,164 @@ impl ApiVolumes {
                 volume: v.name.clone(),
                 reason,
             };
-            let (kind, files, tmpfs) = if let Some(cm) = &v.config_map {
-                let files = match get_config_map(objects, &ns, &cm.name).await.map_err(err)? {
-                    Some(obj) => config_map_files(
-                        &obj,
-                        cm.items.as_deref(),
-                        cm.default_mode.unwrap_or(0o644),
-                    )
-                    .map_err(err)?,
-                    None if cm.optional == Some(true) => Files::new(),
-                    None => return Err(err(format!("configmap \"{}\" not found", cm.name))),
-                };
-                ("kubernetes.io~configmap", files, false)
-            } else if let Some(s) = &v.secret {
-                let name = s.secret_name.clone().unwrap_or_default();
-                let files = match get_secret(objects, &ns, &name).await.map_err(err)? {
-                    Some(obj) => {
-                        secret_files(&obj, s.items.as_deref(), s.default_mode.unwrap_or(0o644))
-                            .map_err(err)?
-                    }
-                    None if s.optional == Some(true) => Files::new(),
-                    None => return Err(err(format!("secret \"{name}\" not found"))),
-                };
-                ("kubernetes.io~secret", files, true)
-            } else if let Some(d) = &v.downward_api {
-                let files = downward_files(
-                    pod,
-                    d.items.as_deref().unwrap_or_default(),
-                    d.default_mode.unwrap_or(0o644),
-                )
-                .map_err(err)?;
-                ("kubernetes.io~downward-api", files, false)
-            } else if let Some(p) = &v.projected {
-                let mode = p.default_mode.unwrap_or(0o644);
-                let mut files = Files::new();
-                for src in p.sources.iter().flatten() {
-                    if let Some(cm) = &src.config_map {
-                        match get_config_map(objects, &ns, &cm.name).await.map_err(err)? {
-                            Some(obj) => files.extend(
-                                config_map_files(&obj, cm.items.as_deref(), mode).map_err(err)?,
-                            ),
-                            None if cm.optional == Some(true) => {}
-                            None => {
-                                return Err(err(format!("configmap \"{}\" not found", cm.name)));
-                            }
-                        }
-                    }
-                    if let Some(s) = &src.secret {
-                        match get_secret(objects, &ns, &s.name).await.map_err(err)? {
-                            Some(obj) => files
-                                .extend(secret_files(&obj, s.items.as_deref(), mode).map_err(err)?),
-                            None if s.optional == Some(true) => {}
-                            None => return Err(err(format!("secret \"{}\" not found", s.name))),
-                        }
-                    }
-                    if let Some(d) = &src.downward_api {
-                        files.extend(
-                            downward_files(pod, d.items.as_deref().unwrap_or_default(), mode)
-                                .map_err(err)?,
-                        );
-                    }
-                    if let Some(t) = &src.service_account_token {
-                        let sa = pod
-                            .spec
-                            .as_ref()
-                            .and_then(|s| s.service_account_name.clone())
-                            .unwrap_or_else(|| "default".into());
-                        let audience = t.audience.clone().unwrap_or_default();
-                        let exp = t.expiration_seconds.unwrap_or(3600).max(600);
-                        let key = format!("{sa}|{audience}|{exp}");
-                        let token = match self
-                            .tokens
-                            .get(&key)
-                            .filter(|t| Instant::now() < t.renew_at)
-                        {
-                            Some(t) => t.value.clone(),
-                            None => {
-                                let t = request_token(client, pod, &sa, &audience, exp)
-                                    .await
-                                    .map_err(err)?;
-                                self.tokens.insert(key, t.clone());
-                                t.value
-                            }
-                        };
-                        files.insert(t.path.clone(), (token.into_bytes(), mode as u32));
-                    }
-                }
-                ("kubernetes.io~projected", files, true)
-            } else {
+            let Some((kind, files, tmpfs)) = self
+                .content(client, objects, pod, &ns, v)
+                .await
+                .map_err(err)?
+            else {
                 continue;
             };
-            let dir = pod_dir.join("volumes").join(kind).join(&v.name);
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| err(format!("mkdir {}: {e}", dir.display())))?;
-            if tmpfs {
-                mount_tmpfs(&dir, None).map_err(err)?;
-            }
-            let changed = atomic::write(&dir, &files)
-                .map_err(|e| err(format!("write {}: {e}", dir.display())))?;
-            // New content gets the group (read-only volumes: group read, never group write,
-            // the kubelet's roMask); unchanged content already has it.
-            if let Some((gid, _)) = super::ownership::fs_group(pod).filter(|_| changed) {
-                super::ownership::set_volume_ownership(&dir, gid, true, false)
-                    .map_err(|e| err(format!("fsGroup {gid} on {}: {e}", dir.display())))?;
-            }
-            out.insert(v.name.clone(), dir.display().to_string());
+            let dir = write_volume(pod, pod_dir, &v.name, kind, &files, tmpfs).map_err(err)?;
+            out.insert(v.name.clone(), dir);
         }
         self.last_refresh = Some(Instant::now());
         Ok(out)
     }
+
+    /// The files of the API-backed volume `v` (in namespace `ns`), the plugin directory it goes
+    /// in and whether that is a tmpfs; None for a volume of another kind.
+    async fn content(
+        &mut self,
+        client: &kube::Client,
+        objects: &Objects,
+        pod: &Pod,
+        ns: &str,
+        v: &Volume,
+    ) -> Result<Option<(&'static str, Files, bool)>, String> {
+        Ok(Some(if let Some(cm) = &v.config_map {
+            let files = match get_config_map(objects, ns, &cm.name).await? {
+                Some(obj) => {
+                    config_map_files(&obj, cm.items.as_deref(), cm.default_mode.unwrap_or(0o644))?
+                }
+                None if cm.optional == Some(true) => Files::new(),
+                None => return Err(format!("configmap \"{}\" not found", cm.name)),
+            };
+            ("kubernetes.io~configmap", files, false)
+        } else if let Some(s) = &v.secret {
+            let name = s.secret_name.clone().unwrap_or_default();
+            let files = match get_secret(objects, ns, &name).await? {
+                Some(obj) => {
+                    secret_files(&obj, s.items.as_deref(), s.default_mode.unwrap_or(0o644))?
+                }
+                None if s.optional == Some(true) => Files::new(),
+                None => return Err(format!("secret \"{name}\" not found")),
+            };
+            ("kubernetes.io~secret", files, true)
+        } else if let Some(d) = &v.downward_api {
+            let files = downward_files(
+                pod,
+                d.items.as_deref().unwrap_or_default(),
+                d.default_mode.unwrap_or(0o644),
+            )?;
+            ("kubernetes.io~downward-api", files, false)
+        } else if let Some(p) = &v.projected {
+            let files = self.projected(client, objects, pod, ns, p).await?;
+            ("kubernetes.io~projected", files, true)
+        } else {
+            return Ok(None);
+        }))
+    }
+
+    /// The files of a projected volume: its sources' files merged in order.
+    async fn projected(
+        &mut self,
+        client: &kube::Client,
+        objects: &Objects,
+        pod: &Pod,
+        ns: &str,
+        p: &ProjectedVolumeSource,
+    ) -> Result<Files, String> {
+        let mode = p.default_mode.unwrap_or(0o644);
+        let mut files = Files::new();
+        for src in p.sources.iter().flatten() {
+            if let Some(cm) = &src.config_map {
+                match get_config_map(objects, ns, &cm.name).await? {
+                    Some(obj) => files.extend(config_map_files(&obj, cm.items.as_deref(), mode)?),
+                    None if cm.optional == Some(true) => {}
+                    None => {
+                        return Err(format!("configmap \"{}\" not found", cm.name));
+                    }
+                }
+            }
+            if let Some(s) = &src.secret {
+                match get_secret(objects, ns, &s.name).await? {
+                    Some(obj) => files.extend(secret_files(&obj, s.items.as_deref(), mode)?),
+                    None if s.optional == Some(true) => {}
+                    None => return Err(format!("secret \"{}\" not found", s.name)),
+                }
+            }
+            if let Some(d) = &src.downward_api {
+                files.extend(downward_files(
+                    pod,
+                    d.items.as_deref().unwrap_or_default(),
+                    mode,
+                )?);
+            }
+            if let Some(t) = &src.service_account_token {
+                let token = self.token(client, pod, t).await?;
+                files.insert(t.path.clone(), (token.into_bytes(), mode as u32));
+            }
+        }
+        Ok(files)
+    }
+
+    /// A service account token for the projection `t`: the one requested before while it is
+    /// not due for renewal, else a new TokenRequest.
+    async fn token(
+        &mut self,
+        client: &kube::Client,
+        pod: &Pod,
+        t: &ServiceAccountTokenProjection,
+    ) -> Result<String, String> {
+        let sa = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_else(|| "default".into());
+        let audience = t.audience.clone().unwrap_or_default();
+        let exp = t.expiration_seconds.unwrap_or(3600).max(600);
+        let key = format!("{sa}|{audience}|{exp}");
+        Ok(
+            match self
+                .tokens
+                .get(&key)
+                .filter(|t| Instant::now() < t.renew_at)
+            {
+                Some(t) => t.value.clone(),
+                None => {
+                    let t = request_token(client, pod, &sa, &audience, exp).await?;
+                    self.tokens.insert(key, t.clone());
+                    t.value
+                }
+            },
+        )
+    }
+}
+
+/// Writes `files` into the volume directory of `name` (a tmpfs when `tmpfs`), giving new
+/// content the pod's fsGroup; returns the directory.
+fn write_volume(
+    pod: &Pod,
+    pod_dir: &Path,
+    name: &str,
+    kind: &str,
+    files: &Files,
+    tmpfs: bool,
+) -> Result<String, String> {
+    let dir = pod_dir.join("volumes").join(kind).join(name);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    if tmpfs {
+        mount_tmpfs(&dir, None)?;
+    }
+    let changed =
+        atomic::write(&dir, files).map_err(|e| format!("write {}: {e}", dir.display()))?;
+    // New content gets the group (read-only volumes: group read, never group write,
+    // the kubelet's roMask); unchanged content already has it.
+    if let Some((gid, _)) = super::ownership::fs_group(pod).filter(|_| changed) {
+        super::ownership::set_volume_ownership(&dir, gid, true, false)
+            .map_err(|e| format!("fsGroup {gid} on {}: {e}", dir.display()))?;
+    }
+    Ok(dir.display().to_string())
 }
 
 /// A ConfigMap from the configmap manager, or None when it does not exist.

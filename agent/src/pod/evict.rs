@@ -1,0 +1,90 @@
+//! Stopping a pod for good, as the kubelet does for an eviction (its killPodNow) and for a pod
+//! past its activeDeadlineSeconds: every container stopped, the volumes torn down, the status
+//! Failed with the reason. The eviction comes from the eviction manager through the worker's
+//! [`super::worker::WorkerHandle::evict`].
+
+use tokio::sync::oneshot;
+use tracing::warn;
+
+use super::observe::Observed;
+use super::plan::past_active_deadline;
+use super::report::Terminal;
+use super::teardown;
+use super::worker::PodWorker;
+use crate::events::EventType;
+use crate::eviction::plan::Eviction;
+use crate::volume;
+
+impl PodWorker {
+    /// The eviction the manager handed over, if any.
+    pub(super) fn take_eviction(&self) -> Option<(Eviction, oneshot::Sender<bool>)> {
+        self.evict.lock().ok()?.take()
+    }
+
+    /// Evicts the pod as the kubelet's eviction manager does: a Warning Evicted event with the
+    /// message, every container stopped within the eviction's grace period, the status Failed
+    /// with reason Evicted and the DisruptionTarget condition; `done` answered once stopped.
+    pub(super) async fn evict(
+        &mut self,
+        obs: &Observed,
+        eviction: Eviction,
+        done: oneshot::Sender<bool>,
+    ) -> bosun_cri::Result<()> {
+        if self.terminal.is_some() {
+            // Already stopped for good: nothing to evict.
+            let _ = done.send(false);
+            return self.stop_for_good(obs).await;
+        }
+        warn!(
+            grace_seconds = eviction.grace_seconds,
+            "Evicted: {}", eviction.message
+        );
+        self.event(
+            None,
+            EventType::Warning,
+            "Evicted",
+            eviction.message.clone(),
+        );
+        self.terminal = Some(Terminal {
+            reason: "Evicted",
+            message: eviction.message,
+            disruption_target: eviction.disruption_target,
+        });
+        let grace = Some(eviction.grace_seconds);
+        if obs.anything_running() {
+            teardown::kill(&self.ctx, &self.pod, obs, &self.sandbox_ips, grace).await;
+        }
+        let result = self.stop_for_good(obs).await;
+        let _ = done.send(true);
+        result
+    }
+
+    /// The pod is stopped for good (past its deadline, evicted): whatever still runs is
+    /// stopped, its volumes torn down (the kubelet unmounts a terminated pod's volumes), and its
+    /// status reported Failed with the reason.
+    pub(super) async fn stop_for_good(&mut self, obs: &Observed) -> bosun_cri::Result<()> {
+        if obs.anything_running() {
+            teardown::kill(&self.ctx, &self.pod, obs, &self.sandbox_ips, None).await;
+        }
+        if self.volume_paths.take().is_some() {
+            let dir = self.ctx.dirs.pod_dir(&self.key().uid).join("volumes");
+            if let Err(e) = volume::tear_down(&dir) {
+                warn!(error = %e, "cannot tear down the volumes of a stopped pod");
+            }
+        }
+        let obs = self.observe().await?;
+        self.update_status(&obs).await;
+        Ok(())
+    }
+
+    /// True when the pod has run longer than spec.activeDeadlineSeconds since its startTime.
+    pub(super) fn past_active_deadline(&self) -> bool {
+        let start = self
+            .ctx
+            .statuses
+            .previous(&self.pod)
+            .and_then(|s| s.start_time);
+        let now = crate::status::compute::now();
+        past_active_deadline(&self.pod, start.map(|t| t.0.as_second()), now.0.as_second())
+    }
+}
