@@ -17,8 +17,8 @@ use super::context::NodeContext;
 use super::inputs::set_up_volumes;
 use super::observe::{Observed, observe, remember_exited};
 use super::plan::{
-    ContainerView, PodActions, RestartPolicy, RunState, SandboxView, StartContainer,
-    container_spec, ephemeral_spec, is_restartable_init, past_active_deadline, plan,
+    ContainerView, PodActions, RunState, SandboxView, StartContainer, container_spec,
+    ephemeral_spec, is_restartable_init, past_active_deadline, plan, restarts_when_killed,
     starts_unblock_init,
 };
 use super::report::{Terminal, report_status};
@@ -618,7 +618,7 @@ impl PodWorker {
             } else {
                 format!("Container {} failed {what} probe", c.name)
             };
-            if !init && RestartPolicy::of(&pod) != RestartPolicy::Never {
+            if !init && restarts_when_killed(&pod, spec) {
                 message.push_str(", will be restarted");
             }
             info!(container.name = %c.name, "Killing: {message}");
@@ -731,7 +731,7 @@ impl PodWorker {
                 // termination, as the kubelet's status does.
                 let final_exit = matches!(e, StartError::PostStart(_))
                     && !is_restartable_init(spec)
-                    && RestartPolicy::of(&pod) == RestartPolicy::Never;
+                    && !restarts_when_killed(&pod, spec);
                 if final_exit {
                     self.waiting.remove(&start.name);
                 } else {
