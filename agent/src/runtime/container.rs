@@ -361,6 +361,13 @@ fn env_vars(
                     None if sk.optional == Some(true) => continue,
                     None => return Err(ConfigError(format!("secret \"{}\" not found", sk.name))),
                 }
+            } else if src.file_key_ref.is_some() {
+                // EnvFiles (on by default since v1.35): the kubelet reads the key from an env file
+                // in the pod's emptyDir; never start the container with the variable missing.
+                return Err(ConfigError(format!(
+                    "fileKeyRef in env {} is not supported by bosun yet",
+                    e.name
+                )));
             } else {
                 String::new()
             }

@@ -110,6 +110,19 @@ impl ApiVolumes {
                 let mode = p.default_mode.unwrap_or(0o644);
                 let mut files = Files::new();
                 for src in p.sources.iter().flatten() {
+                    // ClusterTrustBundleProjection and PodCertificateRequest (on by default in
+                    // v1.37): the kubelet writes the bundle, or a key and its issued certificate;
+                    // never mount the volume without those files.
+                    if src.cluster_trust_bundle.is_some() || src.pod_certificate.is_some() {
+                        let what = if src.pod_certificate.is_some() {
+                            "podCertificate"
+                        } else {
+                            "clusterTrustBundle"
+                        };
+                        return Err(err(format!(
+                            "projected source {what} is not supported by bosun yet"
+                        )));
+                    }
                     if let Some(cm) = &src.config_map {
                         match get_config_map(objects, &ns, &cm.name).await.map_err(err)? {
                             Some(obj) => files.extend(
