@@ -336,7 +336,7 @@ fn downward_files(pod: &Pod, items: &[DownwardAPIVolumeFile], mode: i32) -> Resu
                 .ok_or_else(|| {
                     format!("no container {:?} for resourceFieldRef", r.container_name)
                 })?;
-            crate::runtime::container::resource_value(c, &r.resource)
+            crate::runtime::container::resource_value(c, &r.resource, r.divisor.as_ref())
                 .ok_or_else(|| format!("unsupported resource {:?}", r.resource))?
         } else {
             String::new()
