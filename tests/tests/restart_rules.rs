@@ -186,6 +186,31 @@ async fn observe(agent: Agent) -> BTreeMap<String, String> {
             format!("{short}.phase"),
             format!("{}{unsettled}", phase(&pod)),
         );
+        // PodObservedGenerationTracking: the status and the kubelet's conditions name the spec's
+        // generation.
+        let generation = pod.metadata.generation.unwrap_or_default();
+        let observed = |g: Option<i64>| {
+            if g == Some(generation) {
+                "spec's"
+            } else {
+                "other"
+            }
+        };
+        let mut conds: Vec<String> = st
+            .conditions
+            .iter()
+            .flatten()
+            .map(|c| format!("{}={}", c.type_, observed(c.observed_generation)))
+            .collect();
+        conds.sort();
+        facts.insert(
+            format!("{short}.observedGeneration"),
+            format!(
+                "status={} {}",
+                observed(st.observed_generation),
+                conds.join(" ")
+            ),
+        );
         for (kind, list) in [
             ("init", st.init_container_statuses.as_deref()),
             ("app", st.container_statuses.as_deref()),

@@ -494,6 +494,16 @@ pub fn compute(input: &StatusInput<'_>) -> PodStatus {
         ),
         condition(prev, "PodScheduled", true, None, None, now),
     ];
+    // PodObservedGenerationTracking (GA, on in v1.37): the status and every condition the
+    // kubelet owns carry the generation of the spec they were computed from.
+    let generation = pod.metadata.generation;
+    let conditions = conditions
+        .into_iter()
+        .map(|c| PodCondition {
+            observed_generation: generation,
+            ..c
+        })
+        .collect();
     let start_time = prev
         .and_then(|p| p.start_time.clone())
         .unwrap_or_else(|| now.clone());
@@ -522,6 +532,7 @@ pub fn compute(input: &StatusInput<'_>) -> PodStatus {
         }),
         start_time: Some(start_time),
         qos_class: Some(qos_class(pod).as_str().to_string()),
+        observed_generation: generation,
         ..Default::default()
     }
 }
@@ -892,6 +903,18 @@ mod tests {
         for (what, p, containers, waiting, want) in cases {
             let s = status(&p, &containers, &waiting);
             assert_eq!(s.phase.as_deref(), Some(want), "{what}");
+        }
+    }
+
+    /// PodObservedGenerationTracking: the status and each condition carry the pod's generation.
+    #[test]
+    fn status_and_conditions_carry_the_generation() {
+        let mut p = pod("Always");
+        p.metadata.generation = Some(3);
+        let s = status(&p, &[cv("app", RunState::Running, 0, 3)], &[]);
+        assert_eq!(s.observed_generation, Some(3));
+        for c in s.conditions.iter().flatten() {
+            assert_eq!(c.observed_generation, Some(3), "{}", c.type_);
         }
     }
 }
