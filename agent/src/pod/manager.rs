@@ -327,7 +327,15 @@ impl PodManager {
         for pod in new {
             let refs: Vec<&Pod> = admitted.iter().map(|p| p.as_ref()).collect();
             match self.admission.admit(pod, &refs) {
-                Ok(()) => admitted.push(pod.clone()),
+                Ok(()) => {
+                    for w in super::not_acted_on::warnings(pod) {
+                        warn!(
+                            pod.name = pod.metadata.name.as_deref().unwrap_or_default(),
+                            "{w}"
+                        );
+                    }
+                    admitted.push(pod.clone());
+                }
                 Err(r) => {
                     let uid = pod.metadata.uid.clone().unwrap_or_default();
                     warn!(pod.uid = %uid, pod.name = pod.metadata.name.as_deref().unwrap_or_default(), reason = %r.reason, "{}", r.message);

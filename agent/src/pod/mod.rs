@@ -12,6 +12,7 @@ pub mod keyring;
 pub mod lifecycle;
 pub mod manager;
 pub mod mirror;
+pub mod not_acted_on;
 pub mod observe;
 pub mod ordering;
 pub mod plan;

@@ -6,7 +6,10 @@ use std::time::Instant;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 
 use crate::backoff::KeyedBackoff;
-pub use crate::runtime::restart::{RestartPolicy, is_restartable_init};
+pub use crate::runtime::restart::{
+    RestartPolicy, container_should_restart, is_restartable_init, matching_rule,
+    restarts_when_killed,
+};
 pub use crate::runtime::{ContainerView, RunState, SandboxView, latest};
 
 /// A container to (re)start.
@@ -39,35 +42,46 @@ pub struct PodActions {
     pub ephemeral: Vec<String>,
 }
 
-/// True when the pod has finished for good: no container will run again (never for Always).
+/// True when the pod has finished for good: no container will run again (the kubelet's terminal
+/// phase). With container-level restart policies and rules (ContainerRestartRules) a pod whose
+/// restartPolicy is Always can finish too.
 pub fn pod_is_done(pod: &Pod, containers: &[ContainerView]) -> bool {
-    let policy = RestartPolicy::of(pod);
-    if policy == RestartPolicy::Always {
-        return false;
-    }
     let Some(spec) = pod.spec.as_ref() else {
         return false;
     };
-    // An init container that failed under Never ends the pod.
-    if policy == RestartPolicy::Never {
-        for ic in spec
-            .init_containers
-            .iter()
-            .flatten()
-            .filter(|c| !is_restartable_init(c))
+    // A regular init container that failed and will not run again ends the pod.
+    for ic in spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| !is_restartable_init(c))
+    {
+        if let Some(c) = latest(containers, &ic.name, None)
+            && c.state == RunState::Exited
+            && c.exit_code != 0
+            && !container_should_restart(ic, spec, c.exit_code)
         {
-            if let Some(c) = latest(containers, &ic.name, None)
-                && c.state == RunState::Exited
-                && c.exit_code != 0
-            {
-                return true;
-            }
+            return true;
         }
     }
     spec.containers.iter().all(|sc| {
-        latest(containers, &sc.name, None)
-            .is_some_and(|c| c.state == RunState::Exited && !policy.restarts(c.exit_code))
+        latest(containers, &sc.name, None).is_some_and(|c| {
+            c.state == RunState::Exited && !container_should_restart(sc, spec, c.exit_code)
+        })
     })
+}
+
+/// Whether the newest instance of app container `c` (in any sandbox) succeeded under an OnFailure
+/// policy, its own or the pod's: such a container is not started again in a new sandbox
+/// (computePodActions' `runOnce` when it creates one).
+fn succeeded_once(c: &Container, spec: &PodSpec, containers: &[ContainerView]) -> bool {
+    let on_failure = match c.restart_policy.as_deref() {
+        Some(policy) => policy == "OnFailure",
+        None => spec.restart_policy.as_deref() == Some("OnFailure"),
+    };
+    on_failure
+        && latest(containers, &c.name, None)
+            .is_some_and(|v| v.state == RunState::Exited && v.exit_code == 0)
 }
 
 /// Decides the next steps for `pod`. `containers` are all instances of the pod's containers,
@@ -95,6 +109,12 @@ pub fn plan(
         Some(s) if s.ready => s,
         other => {
             if other.is_some() && pod_is_done(pod, containers) {
+                return actions;
+            }
+            // The kubelet never makes a second sandbox for a restartPolicy Never pod that ran
+            // containers (computePodActions), whatever its containers' own policies: it stops it.
+            if other.is_some() && policy == RestartPolicy::Never && !containers.is_empty() {
+                actions.kill_pod = true;
                 return actions;
             }
             // Fresh sandbox: everything starts over from the first init container.
@@ -135,7 +155,7 @@ pub fn plan(
 
     // Init containers (the kubelet's computeInitContainerActions): regular ones one at a time, each
     // to success before the next; sidecars started in order and kept running.
-    match init_actions(pod, policy, &in_sandbox, unstarted) {
+    match init_actions(pod, &in_sandbox, unstarted) {
         InitPlan::KillPod => {
             actions.kill_pod = true;
             actions.ephemeral.clear();
@@ -161,6 +181,7 @@ pub fn plan(
     let mut all_done = true;
     for c in &spec.containers {
         match in_sandbox(&c.name) {
+            None if succeeded_once(c, spec, containers) => {}
             None => {
                 all_done = false;
                 start_or_backoff(&mut actions, &c.name, false, false);
@@ -175,7 +196,7 @@ pub fn plan(
                 start_or_backoff(&mut actions, &c.name, false, false);
             }
             Some(v) if v.state == RunState::Exited => {
-                if policy.restarts(v.exit_code) {
+                if container_should_restart(c, spec, v.exit_code) {
                     all_done = false;
                     start_or_backoff(&mut actions, &c.name, false, true);
                 }
@@ -262,7 +283,8 @@ fn is_sidecar(spec: &PodSpec, name: &str) -> bool {
 
 /// What the init containers need.
 enum InitPlan {
-    /// A regular init container failed under restartPolicy Never: the pod is done.
+    /// A regular init container failed and will not run again (its policy or the pod's): the pod is
+    /// done.
     KillPod,
     /// Init containers to start in spec order, (name, an instance exited before); and whether the
     /// pod is initialized (the app containers may run).
@@ -275,7 +297,6 @@ enum InitPlan {
 /// whatever the pod's restart policy.
 fn init_actions<'a>(
     pod: &Pod,
-    policy: RestartPolicy,
     in_sandbox: &dyn Fn(&str) -> Option<&'a ContainerView>,
     unstarted: &[&str],
 ) -> InitPlan {
@@ -322,7 +343,7 @@ fn init_actions<'a>(
             RunState::Running | RunState::Unknown => {}
             RunState::Exited if sidecar => start.push(i),
             RunState::Exited if v.exit_code != 0 => {
-                if policy == RestartPolicy::Never {
+                if !container_should_restart(c, spec, v.exit_code) {
                     return InitPlan::KillPod;
                 }
                 start.push(i);
@@ -853,6 +874,321 @@ mod tests {
             let got = plan(&c.pod, c.sandbox.as_ref(), &c.containers, &[], &b, now);
             assert_eq!(got, c.want, "{}", c.what);
         }
+    }
+
+    /// A pod of `policy` whose app container `app` (and init container `init`, if given) carry
+    /// the given container-level fields.
+    fn pod_with(policy: &str, init: Option<serde_json::Value>, app: serde_json::Value) -> Pod {
+        let named = |mut c: serde_json::Value, n: &str| {
+            c["name"] = n.into();
+            c["image"] = "busybox".into();
+            c
+        };
+        let inits: Vec<serde_json::Value> = init.map(|i| named(i, "init")).into_iter().collect();
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "uid": "u"},
+            "spec": {"restartPolicy": policy, "initContainers": inits,
+                     "containers": [named(app, "app")]}
+        }))
+        .unwrap()
+    }
+
+    fn rules(rules: &[(&str, &str, &[i32])]) -> serde_json::Value {
+        rules
+            .iter()
+            .map(|(action, op, codes)| {
+                serde_json::json!({"action": action, "exitCodes": {"operator": op, "values": codes}})
+            })
+            .collect()
+    }
+
+    /// The kubelet's ContainerShouldRestart (pkg/api/v1/pod/util.go) and its table of cases.
+    #[test]
+    fn container_should_restart_as_the_kubelet() {
+        use serde_json::json;
+        let cases: Vec<(&str, &str, serde_json::Value, i32, bool)> = vec![
+            ("pod Always alone", "Always", json!({}), 0, true),
+            (
+                "pod OnFailure alone, success",
+                "OnFailure",
+                json!({}),
+                0,
+                false,
+            ),
+            (
+                "pod OnFailure alone, failure",
+                "OnFailure",
+                json!({}),
+                1,
+                true,
+            ),
+            ("pod Never alone", "Never", json!({}), 1, false),
+            (
+                "container Always beats pod Never",
+                "Never",
+                json!({"restartPolicy": "Always"}),
+                0,
+                true,
+            ),
+            (
+                "container Never beats pod Always",
+                "Always",
+                json!({"restartPolicy": "Never"}),
+                1,
+                false,
+            ),
+            (
+                "container OnFailure, success",
+                "Always",
+                json!({"restartPolicy": "OnFailure"}),
+                0,
+                false,
+            ),
+            (
+                "container OnFailure, failure",
+                "Never",
+                json!({"restartPolicy": "OnFailure"}),
+                2,
+                true,
+            ),
+            (
+                "rule In matched",
+                "Never",
+                json!({"restartPolicy": "Never", "restartPolicyRules": rules(&[("Restart", "In", &[42, 43])])}),
+                43,
+                true,
+            ),
+            (
+                "rule In not matched: the container's policy",
+                "Always",
+                json!({"restartPolicy": "Never", "restartPolicyRules": rules(&[("Restart", "In", &[42])])}),
+                1,
+                false,
+            ),
+            (
+                "rule NotIn matched",
+                "Never",
+                json!({"restartPolicy": "Never", "restartPolicyRules": rules(&[("Restart", "NotIn", &[0])])}),
+                7,
+                true,
+            ),
+            (
+                "rule NotIn not matched",
+                "Never",
+                json!({"restartPolicy": "Never", "restartPolicyRules": rules(&[("Restart", "NotIn", &[0])])}),
+                0,
+                false,
+            ),
+            (
+                "first matching rule wins",
+                "Never",
+                json!({"restartPolicy": "Never", "restartPolicyRules": rules(&[
+                    ("RestartAllContainers", "In", &[1]), ("Restart", "In", &[1])])}),
+                1,
+                false,
+            ),
+            (
+                "unknown operator matches nothing",
+                "Never",
+                json!({"restartPolicy": "Never", "restartPolicyRules": rules(&[("Restart", "Between", &[1])])}),
+                1,
+                false,
+            ),
+            (
+                "rules without a container policy are not read (the API refuses them)",
+                "Never",
+                json!({"restartPolicyRules": rules(&[("Restart", "In", &[1])])}),
+                1,
+                false,
+            ),
+            (
+                "a RestartAllContainers rule falls through to the container's policy",
+                "Never",
+                json!({"restartPolicy": "OnFailure", "restartPolicyRules": rules(&[("RestartAllContainers", "In", &[0])])}),
+                0,
+                false,
+            ),
+        ];
+        for (what, policy, app, code, want) in cases {
+            let p = pod_with(policy, None, app);
+            let spec = p.spec.as_ref().unwrap();
+            assert_eq!(
+                container_should_restart(&spec.containers[0], spec, code),
+                want,
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn restart_policy_on_the_container_when_killed_by_a_probe() {
+        use serde_json::json;
+        for (policy, app, want) in [
+            ("Always", json!({}), true),
+            ("Never", json!({}), false),
+            ("Never", json!({"restartPolicy": "OnFailure"}), true),
+            (
+                "Always",
+                json!({"restartPolicy": "Never", "restartPolicyRules": rules(&[("Restart", "In", &[137])])}),
+                false,
+            ),
+        ] {
+            let p = pod_with(policy, None, app.clone());
+            let c = &p.spec.as_ref().unwrap().containers[0];
+            assert_eq!(restarts_when_killed(&p, c), want, "{policy} {app}");
+        }
+    }
+
+    /// computePodActions with container-level restart policies and rules.
+    #[test]
+    fn plans_with_container_restart_rules() {
+        use RunState::*;
+        use serde_json::json;
+        let now = Instant::now();
+        let b = KeyedBackoff::new(CRASH_LOOP);
+        let in42 = json!({"restartPolicy": "Never", "restartPolicyRules": rules(&[("Restart", "In", &[42])])});
+        let kill = PodActions {
+            kill_pod: true,
+            ..Default::default()
+        };
+        let restart = |n| PodActions {
+            start: vec![start("app", false, n)],
+            ..Default::default()
+        };
+        /// (what, pod, sandbox, containers, expected actions)
+        type Case = (
+            &'static str,
+            Pod,
+            Option<SandboxView>,
+            Vec<ContainerView>,
+            PodActions,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "container Always in a pod Never: restarted",
+                pod_with("Never", None, json!({"restartPolicy": "Always"})),
+                Some(sb(true)),
+                vec![cv("app", Exited, 1, 0, 1)],
+                restart(1),
+            ),
+            (
+                "rule matched: restarted",
+                pod_with("Never", None, in42.clone()),
+                Some(sb(true)),
+                vec![cv("app", Exited, 42, 0, 1)],
+                restart(1),
+            ),
+            (
+                "rule not matched: done, the sandbox stops",
+                pod_with("Never", None, in42.clone()),
+                Some(sb(true)),
+                vec![cv("app", Exited, 3, 0, 1)],
+                kill.clone(),
+            ),
+            (
+                "container Never in a pod Always: done",
+                pod_with("Always", None, json!({"restartPolicy": "Never"})),
+                Some(sb(true)),
+                vec![cv("app", Exited, 3, 0, 1)],
+                kill.clone(),
+            ),
+            (
+                "a done pod Always gets no new sandbox",
+                pod_with("Always", None, json!({"restartPolicy": "Never"})),
+                Some(sb(false)),
+                vec![cv("app", Exited, 3, 0, 1)],
+                PodActions::default(),
+            ),
+            (
+                "a pod Never that ran gets no second sandbox, whatever its containers' policies",
+                pod_with("Never", None, json!({"restartPolicy": "Always"})),
+                Some(sb(false)),
+                vec![cv("app", Exited, 137, 0, 1)],
+                kill.clone(),
+            ),
+            (
+                "a pod Never whose sandbox never ran a container: a new sandbox",
+                pod_with("Never", None, json!({"restartPolicy": "Always"})),
+                Some(sb(false)),
+                vec![],
+                PodActions {
+                    kill_pod: true,
+                    create_sandbox: Some(1),
+                    ..Default::default()
+                },
+            ),
+            (
+                "container OnFailure that succeeded in an older sandbox: not started again",
+                pod_with("Always", None, json!({"restartPolicy": "OnFailure"})),
+                Some(sb(true)),
+                vec![{
+                    let mut c = cv("app", Exited, 0, 0, 1);
+                    c.sandbox_id = "old".into();
+                    c
+                }],
+                kill.clone(),
+            ),
+            (
+                "init OnFailure under pod Never: retried",
+                pod_with(
+                    "Never",
+                    Some(json!({"restartPolicy": "OnFailure"})),
+                    json!({}),
+                ),
+                Some(sb(true)),
+                vec![cv("init", Exited, 1, 0, 1)],
+                PodActions {
+                    start: vec![start("init", true, 1)],
+                    ..Default::default()
+                },
+            ),
+            (
+                "init Never under pod Always: its failure ends the pod",
+                pod_with("Always", Some(json!({"restartPolicy": "Never"})), json!({})),
+                Some(sb(true)),
+                vec![cv("init", Exited, 1, 0, 1)],
+                kill.clone(),
+            ),
+            (
+                "init rule matched under pod Never: retried",
+                pod_with("Never", Some(in42.clone()), json!({})),
+                Some(sb(true)),
+                vec![cv("init", Exited, 42, 0, 1)],
+                PodActions {
+                    start: vec![start("init", true, 1)],
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (what, p, sandbox, containers, want) in cases {
+            assert_eq!(
+                plan(&p, sandbox.as_ref(), &containers, &[], &b, now),
+                want,
+                "{what}"
+            );
+        }
+        // pod_is_done agrees: the pod ends exactly when nothing will restart.
+        let done = |p: &Pod, c: &[ContainerView]| pod_is_done(p, c);
+        assert!(!done(
+            &pod_with("Never", None, in42.clone()),
+            &[cv("app", Exited, 42, 0, 1)]
+        ));
+        assert!(done(
+            &pod_with("Never", None, in42.clone()),
+            &[cv("app", Exited, 0, 0, 1)]
+        ));
+        assert!(done(
+            &pod_with("Always", None, json!({"restartPolicy": "Never"})),
+            &[cv("app", Exited, 0, 0, 1)]
+        ));
+        assert!(!done(
+            &pod_with("Always", None, json!({})),
+            &[cv("app", Exited, 0, 0, 1)]
+        ));
+        assert!(done(
+            &pod_with("Always", Some(json!({"restartPolicy": "Never"})), json!({})),
+            &[cv("init", Exited, 1, 0, 1)]
+        ));
     }
 
     #[test]

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use tracing::info;
 
 use super::observe::Observed;
-use super::plan::{ContainerView, RestartPolicy, RunState, container_spec, is_restartable_init};
+use super::plan::{
+    ContainerView, RunState, container_spec, is_restartable_init, restarts_when_killed,
+};
 use super::teardown;
 use super::worker::PodWorker;
 use crate::events::EventType;
@@ -118,7 +120,7 @@ impl PodWorker {
             } else {
                 format!("Container {} failed {what} probe", c.name)
             };
-            if !init && RestartPolicy::of(&pod) != RestartPolicy::Never {
+            if !init && restarts_when_killed(&pod, spec) {
                 message.push_str(", will be restarted");
             }
             info!(container.name = %c.name, "Killing: {message}");

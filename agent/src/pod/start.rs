@@ -18,8 +18,8 @@ use super::inputs::{env_objects, pull_credentials, service_env};
 use super::lifecycle;
 use super::observe::{Observed, termination_log};
 use super::plan::{
-    ContainerView, PodActions, RestartPolicy, RunState, SandboxView, StartContainer,
-    container_spec, ephemeral_spec, is_restartable_init,
+    ContainerView, PodActions, RunState, SandboxView, StartContainer, container_spec,
+    ephemeral_spec, is_restartable_init, restarts_when_killed,
 };
 use super::teardown;
 use super::worker::PodWorker;
@@ -519,7 +519,7 @@ impl PodWorker {
                 // termination, as the kubelet's status does.
                 let final_exit = matches!(e, StartError::PostStart(_))
                     && !is_restartable_init(spec)
-                    && RestartPolicy::of(&pod) == RestartPolicy::Never;
+                    && !restarts_when_killed(&pod, spec);
                 if final_exit {
                     self.waiting.remove(&start.name);
                 } else {

@@ -347,7 +347,7 @@ fn env_vars(
                         .unwrap_or(container),
                     None => container,
                 };
-                resource_value(c, &r.resource).ok_or_else(|| {
+                resource_value(c, &r.resource, r.divisor.as_ref()).ok_or_else(|| {
                     ConfigError(format!(
                         "unsupported resourceFieldRef {:?} in env {}",
                         r.resource, e.name
@@ -385,6 +385,13 @@ fn env_vars(
                     None if sk.optional == Some(true) => continue,
                     None => return Err(ConfigError(format!("secret \"{}\" not found", sk.name))),
                 }
+            } else if src.file_key_ref.is_some() {
+                // EnvFiles (on by default since v1.35): the kubelet reads the key from an env file
+                // in the pod's emptyDir; never start the container with the variable missing.
+                return Err(ConfigError(format!(
+                    "fileKeyRef in env {} is not supported by bosun yet",
+                    e.name
+                )));
             } else {
                 String::new()
             }
@@ -431,8 +438,14 @@ fn field_value(pod: &Pod, path: &str, ctx: &ContainerContext<'_>) -> Option<Stri
     })
 }
 
-/// The value a resourceFieldRef (`limits.cpu`, `requests.memory`) resolves to, in the kubelet's units.
-pub fn resource_value(container: &Container, resource: &str) -> Option<String> {
+/// The value a resourceFieldRef (`limits.cpu`, `requests.memory`) resolves to, in units of its
+/// `divisor` (unset or zero: 1), rounded up as the kubelet's ExtractContainerResourceValue: CPU in
+/// millicores over the divisor's millicores, anything else in whole units over the divisor's.
+pub fn resource_value(
+    container: &Container,
+    resource: &str,
+    divisor: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+) -> Option<String> {
     let (limits, key) = resource.split_once('.')?;
     let r = container.resources.as_ref();
     let m = if limits == "limits" {
@@ -443,11 +456,20 @@ pub fn resource_value(container: &Container, resource: &str) -> Option<String> {
     let q = m
         .and_then(|m| m.get(key))
         .and_then(|q| parse_quantity(&q.0).ok());
-    Some(match (key, q) {
-        ("cpu", Some(q)) => ((q.milli_value() + 999) / 1000).to_string(),
-        (_, Some(q)) => q.value().to_string(),
-        (_, None) => "0".to_string(),
-    })
+    let one = parse_quantity("1").ok()?;
+    let divisor = match divisor.map(|d| parse_quantity(&d.0)) {
+        Some(Ok(d)) if d.milli_value() != 0 => d,
+        Some(Err(_)) => return None,
+        _ => one,
+    };
+    let (value, per) = match (key, q) {
+        ("cpu", Some(q)) => (q.milli_value(), divisor.milli_value()),
+        (_, Some(q)) => (q.value(), divisor.value()),
+        (_, None) => return Some("0".to_string()),
+    };
+    let per = per.max(1);
+    // Ceiling division; quantities in a pod spec are never negative.
+    Some(((value + per - 1).div_euclid(per)).to_string())
 }
 
 /// Expands `$(VAR)` from `env`; `$$(VAR)` escapes to a literal `$(VAR)`; unknown references stay.
@@ -507,6 +529,37 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(expand(input, &env), want, "{input}");
+        }
+    }
+
+    /// The kubelet's ExtractContainerResourceValue cases: the divisor, rounding up, defaults.
+    #[test]
+    fn resource_field_values_in_units_of_the_divisor() {
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity as Q;
+        let pod: Pod = serde_json::from_value(serde_json::json!({"spec": {"containers": [
+            {"name": "c", "resources": {"requests": {"cpu": "250m", "memory": "64Mi"},
+                                        "limits": {"cpu": "1500m", "memory": "100M"}}}
+        ]}}))
+        .unwrap();
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        let cases = [
+            ("limits.cpu", None, "2"),
+            ("limits.cpu", Some("1m"), "1500"),
+            ("requests.cpu", Some("100m"), "3"),
+            ("requests.cpu", Some("0"), "1"),
+            ("requests.memory", None, "67108864"),
+            ("requests.memory", Some("1Mi"), "64"),
+            ("limits.memory", Some("1Mi"), "96"),
+            ("limits.memory", Some("1k"), "100000"),
+            ("limits.ephemeral-storage", Some("1Mi"), "0"),
+        ];
+        for (resource, divisor, want) in cases {
+            let d = divisor.map(|d| Q(d.to_string()));
+            assert_eq!(
+                resource_value(c, resource, d.as_ref()).as_deref(),
+                Some(want),
+                "{resource} / {divisor:?}"
+            );
         }
     }
 

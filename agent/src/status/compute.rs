@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::resource::qos_class;
-use crate::runtime::restart::{RestartPolicy, is_restartable_init};
+use crate::runtime::restart::{container_should_restart, is_restartable_init};
 use crate::runtime::{ContainerView, RunState, latest};
 
 /// Why a container is not running, as the worker knows it (pull errors, back-off, config errors).
@@ -219,16 +219,18 @@ fn go_list(names: &[&str]) -> String {
     format!("[{}]", names.join(" "))
 }
 
-/// The kubelet's getPhase. `has_initialized`: an app container exists in the current sandbox.
+/// The kubelet's getPhase (with ContainerRestartRules on, as by default since v1.35): a stopped
+/// container counts as restarting or not by its own restart policy and rules, else the pod's.
+/// `has_initialized`: an app container exists in the current sandbox.
 fn get_phase(
     spec: &PodSpec,
-    policy: RestartPolicy,
     inits: &[ContainerStatus],
     apps: &[ContainerStatus],
     has_initialized: bool,
 ) -> &'static str {
-    let (mut pending_regular_init, mut pending_sidecars, mut failed_init) = (0, 0, 0);
+    let (mut pending_regular_init, mut pending_sidecars, mut failed_init_for_good) = (0, 0, 0);
     let (mut running_n, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
+    let mut stopped_for_good = 0;
     for (ic, s) in spec.init_containers.iter().flatten().zip(inits) {
         if is_restartable_init(ic) {
             // Sidecars count as running while they run; their exits never count.
@@ -243,33 +245,30 @@ fn get_phase(
             }
         } else if running(s) {
             pending_regular_init += 1;
-        } else if let Some(t) = terminated_of(s) {
-            if t.exit_code != 0 {
-                failed_init += 1;
-            }
-        } else if let Some(t) = last_terminated_of(s) {
-            if t.exit_code != 0 {
-                failed_init += 1;
+        } else if let Some(t) = terminated_of(s).or_else(|| last_terminated_of(s)) {
+            if t.exit_code != 0 && !container_should_restart(ic, spec, t.exit_code) {
+                failed_init_for_good += 1;
             }
         } else {
             pending_regular_init += 1;
         }
     }
-    for s in apps {
+    for (c, s) in spec.containers.iter().zip(apps) {
         if running(s) {
             running_n += 1;
-        } else if let Some(t) = terminated_of(s) {
+        } else if let Some(t) = terminated_of(s).or_else(|| last_terminated_of(s)) {
             stopped += 1;
-            if t.exit_code == 0 {
+            if !container_should_restart(c, spec, t.exit_code) {
+                stopped_for_good += 1;
+            }
+            if terminated_of(s).is_some_and(|t| t.exit_code == 0) {
                 succeeded += 1;
             }
-        } else if last_terminated_of(s).is_some() {
-            stopped += 1;
         } else {
             waiting += 1;
         }
     }
-    if failed_init > 0 && policy == RestartPolicy::Never {
+    if failed_init_for_good > 0 {
         return "Failed";
     }
     if pending_regular_init > 0 || (pending_sidecars > 0 && !has_initialized) || waiting > 0 {
@@ -277,11 +276,13 @@ fn get_phase(
     } else if running_n > 0 {
         "Running"
     } else if stopped > 0 {
-        match policy {
-            RestartPolicy::Always => "Running",
-            _ if stopped == succeeded => "Succeeded",
-            RestartPolicy::Never => "Failed",
-            RestartPolicy::OnFailure => "Running",
+        if stopped != stopped_for_good {
+            // At least one container is on its way to a restart.
+            "Running"
+        } else if stopped == succeeded {
+            "Succeeded"
+        } else {
+            "Failed"
         }
     } else {
         "Pending"
@@ -319,7 +320,6 @@ fn readiness_gates(pod: &Pod) -> Vec<String> {
 pub fn compute(input: &StatusInput<'_>) -> PodStatus {
     let pod = input.pod;
     let spec = pod.spec.clone().unwrap_or_default();
-    let policy = RestartPolicy::of(pod);
     let now = &input.now;
     let init_specs = spec.init_containers.as_deref().unwrap_or_default();
 
@@ -349,7 +349,7 @@ pub fn compute(input: &StatusInput<'_>) -> PodStatus {
             .containers
             .iter()
             .any(|c| latest(input.containers, &c.name, input.sandbox_id).is_some());
-    let mut phase = get_phase(&spec, policy, &init_statuses, &statuses, has_initialized);
+    let mut phase = get_phase(&spec, &init_statuses, &statuses, has_initialized);
     let (mut reason, mut message) = (None, None);
     if let Some((p, r, m)) = input.terminal {
         phase = p;
@@ -374,6 +374,16 @@ pub fn compute(input: &StatusInput<'_>) -> PodStatus {
         containers_ready,
         condition(prev, "PodScheduled", true, None, None, now),
     ];
+    // PodObservedGenerationTracking (GA, on in v1.37): the status and every condition the
+    // kubelet owns carry the generation of the spec they were computed from.
+    let generation = pod.metadata.generation;
+    let conditions = conditions
+        .into_iter()
+        .map(|c| PodCondition {
+            observed_generation: generation,
+            ..c
+        })
+        .collect();
     let start_time = prev
         .and_then(|p| p.start_time.clone())
         .unwrap_or_else(|| now.clone());
@@ -402,6 +412,7 @@ pub fn compute(input: &StatusInput<'_>) -> PodStatus {
         }),
         start_time: Some(start_time),
         qos_class: Some(qos_class(pod).as_str().to_string()),
+        observed_generation: generation,
         ..Default::default()
     }
 }
@@ -806,6 +817,143 @@ mod tests {
                     assert_eq!(w.reason.as_deref(), Some("PodInitializing"), "{}", c.what);
                 }
             }
+        }
+    }
+
+    /// The phase with container-level restart policies and rules, as the kubelet's getPhase with
+    /// ContainerRestartRules on: a stopped container counts as restarting by its own policy.
+    #[test]
+    fn phase_follows_container_restart_policies_and_rules() {
+        use RunState::*;
+        use serde_json::json;
+        let rule = |op: &str, codes: &[i32]| json!([{"action": "Restart", "exitCodes": {"operator": op, "values": codes}}]);
+        let pod = |policy: &str, init: Option<serde_json::Value>, app: serde_json::Value| -> Pod {
+            let mut app = app;
+            app["name"] = "app".into();
+            let inits: Vec<serde_json::Value> = init
+                .into_iter()
+                .map(|mut i| {
+                    i["name"] = "init".into();
+                    i
+                })
+                .collect();
+            serde_json::from_value(json!({
+                "metadata": {"name": "p", "uid": "u"},
+                "spec": {"restartPolicy": policy, "initContainers": inits, "containers": [app]}
+            }))
+            .unwrap()
+        };
+        /// (what, pod, containers, waiting reasons, expected phase)
+        type Case = (
+            &'static str,
+            Pod,
+            Vec<ContainerView>,
+            Vec<(&'static str, &'static str)>,
+            &'static str,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "container Always beats pod Never: crash-looping is Running",
+                pod("Never", None, json!({"restartPolicy": "Always"})),
+                vec![cv("app", Exited, 1, 1)],
+                vec![("app", "CrashLoopBackOff")],
+                "Running",
+            ),
+            (
+                "rule In [42] matched: on its way to a restart",
+                pod(
+                    "Never",
+                    None,
+                    json!({"restartPolicy": "Never", "restartPolicyRules": rule("In", &[42])}),
+                ),
+                vec![cv("app", Exited, 42, 1)],
+                vec![],
+                "Running",
+            ),
+            (
+                "rule In [42] not matched: the container's Never",
+                pod(
+                    "Never",
+                    None,
+                    json!({"restartPolicy": "Never", "restartPolicyRules": rule("In", &[42])}),
+                ),
+                vec![cv("app", Exited, 3, 1)],
+                vec![],
+                "Failed",
+            ),
+            (
+                "container Never beats pod Always: failed",
+                pod("Always", None, json!({"restartPolicy": "Never"})),
+                vec![cv("app", Exited, 3, 1)],
+                vec![],
+                "Failed",
+            ),
+            (
+                "container OnFailure in a pod Always: success is final",
+                pod("Always", None, json!({"restartPolicy": "OnFailure"})),
+                vec![cv("app", Exited, 0, 1)],
+                vec![],
+                "Succeeded",
+            ),
+            (
+                "NotIn [0]: exit 0 matches no rule, Never keeps it down",
+                pod(
+                    "Always",
+                    None,
+                    json!({"restartPolicy": "Never", "restartPolicyRules": rule("NotIn", &[0])}),
+                ),
+                vec![cv("app", Exited, 0, 1)],
+                vec![],
+                "Succeeded",
+            ),
+            (
+                "pod policy alone, as before: Always restarts",
+                pod("Always", None, json!({})),
+                vec![cv("app", Exited, 3, 1)],
+                vec![],
+                "Running",
+            ),
+            (
+                "init OnFailure under pod Never: retried, Pending",
+                pod(
+                    "Never",
+                    Some(json!({"restartPolicy": "OnFailure"})),
+                    json!({}),
+                ),
+                vec![cv("init", Exited, 1, 1)],
+                vec![("init", "CrashLoopBackOff")],
+                "Pending",
+            ),
+            (
+                "init Never under pod Always: its failure fails the pod",
+                pod("Always", Some(json!({"restartPolicy": "Never"})), json!({})),
+                vec![cv("init", Exited, 1, 1)],
+                vec![],
+                "Failed",
+            ),
+            (
+                "init with the pod's Never, as before: Failed",
+                pod("Never", Some(json!({})), json!({})),
+                vec![cv("init", Exited, 1, 1)],
+                vec![],
+                "Failed",
+            ),
+        ];
+        for (what, p, containers, waiting, want) in cases {
+            let s = status(&p, &containers, &waiting);
+            assert_eq!(s.phase.as_deref(), Some(want), "{what}");
+        }
+    }
+
+    /// PodObservedGenerationTracking: the status and each condition carry the pod's generation.
+    #[test]
+    fn status_and_conditions_carry_the_generation() {
+        let mut p = pod("Always");
+        p.metadata.generation = Some(3);
+        let s = status(&p, &[cv("app", RunState::Running, 0, 3)], &[]);
+        assert_eq!(s.observed_generation, Some(3));
+        for c in s.conditions.iter().flatten() {
+            assert_eq!(c.observed_generation, Some(3), "{}", c.type_);
         }
     }
 }

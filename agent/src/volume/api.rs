@@ -146,6 +146,19 @@ impl ApiVolumes {
         let mode = p.default_mode.unwrap_or(0o644);
         let mut files = Files::new();
         for src in p.sources.iter().flatten() {
+            // ClusterTrustBundleProjection and PodCertificateRequest (on by default in v1.37):
+            // the kubelet writes the bundle, or a key and its issued certificate; never mount
+            // the volume without those files.
+            if src.cluster_trust_bundle.is_some() || src.pod_certificate.is_some() {
+                let what = if src.pod_certificate.is_some() {
+                    "podCertificate"
+                } else {
+                    "clusterTrustBundle"
+                };
+                return Err(format!(
+                    "projected source {what} is not supported by bosun yet"
+                ));
+            }
             if let Some(cm) = &src.config_map {
                 match get_config_map(objects, ns, &cm.name).await? {
                     Some(obj) => files.extend(config_map_files(&obj, cm.items.as_deref(), mode)?),
@@ -373,7 +386,7 @@ fn downward_files(pod: &Pod, items: &[DownwardAPIVolumeFile], mode: i32) -> Resu
                 .ok_or_else(|| {
                     format!("no container {:?} for resourceFieldRef", r.container_name)
                 })?;
-            crate::runtime::container::resource_value(c, &r.resource)
+            crate::runtime::container::resource_value(c, &r.resource, r.divisor.as_ref())
                 .ok_or_else(|| format!("unsupported resource {:?}", r.resource))?
         } else {
             String::new()
