@@ -21,7 +21,9 @@ use super::{Command, PodProbes, ProbeRequest, ProbeResult, RESTART_GRACE, Result
 use crate::events::{EventType, Recorder};
 use crate::metrics::probes::{self as pm, ProbeLabels};
 
-/// Probes running at once, node-wide.
+/// Exec probes running at once, node-wide: they cost the runtime (a runc exec each). Network
+/// probes (HTTP, TCP, gRPC) are not bounded beyond one in flight per probe, as the kubelet's, so a
+/// slow runtime never makes them late.
 pub const MAX_IN_FLIGHT: usize = 32;
 
 /// The most a fresh container's first liveness or startup probe is delayed past its initial
@@ -364,7 +366,10 @@ impl Scheduler {
             let lag = now.saturating_duration_since(due);
             tokio::spawn(tracing::Instrument::instrument(
                 async move {
-                    let _permit = slots.acquire_owned().await;
+                    let _permit = match req.spec.handler {
+                        super::Handler::Exec(_) => Some(slots.acquire_owned().await),
+                        _ => None,
+                    };
                     let started = Instant::now();
                     pm::observe_lag(lag + started.saturating_duration_since(now));
                     let budget = req.spec.timeout + SLACK;
