@@ -174,6 +174,14 @@ impl Worker {
         )
     }
 
+    /// The first two rounds, carried out: the sandbox, then the app container running.
+    async fn start(&mut self, rt: &Scripted, now: Instant) {
+        for _ in 0..2 {
+            let a = self.round(rt, now).await;
+            self.apply(rt, &a, now);
+        }
+    }
+
     /// Carries `actions` out on the script as the worker does.
     fn apply(&mut self, rt: &Scripted, actions: &PodActions, now: Instant) {
         if let Some(attempt) = actions.create_sandbox {
@@ -247,10 +255,7 @@ async fn exited_containers_are_asked_once() {
     let rt = Scripted::default();
     let mut w = Worker::new("Always");
     let now = Instant::now();
-    for _ in 0..2 {
-        let a = w.round(&rt, now).await;
-        w.apply(&rt, &a, now);
-    }
+    w.start(&rt, now).await;
     rt.exit("app-0", 1);
     rt.asked();
     let a = w.round(&rt, now).await;
@@ -266,10 +271,7 @@ async fn a_dead_sandbox_is_replaced_and_restart_counts_go_on() {
     let rt = Scripted::default();
     let mut w = Worker::new("Always");
     let now = Instant::now();
-    for _ in 0..2 {
-        let a = w.round(&rt, now).await;
-        w.apply(&rt, &a, now);
-    }
+    w.start(&rt, now).await;
     rt.exit("app-0", 137);
     rt.stop_sandbox("sb-0");
     // Kill what is left and make sandbox attempt 1.
@@ -293,10 +295,7 @@ async fn a_pod_done_for_good_stops_and_starts_nothing() {
         let rt = Scripted::default();
         let mut w = Worker::new(policy);
         let now = Instant::now();
-        for _ in 0..2 {
-            let a = w.round(&rt, now).await;
-            w.apply(&rt, &a, now);
-        }
+        w.start(&rt, now).await;
         rt.exit("app-0", code);
         let a = w.round(&rt, now).await;
         let want = if done {
