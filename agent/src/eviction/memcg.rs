@@ -11,16 +11,15 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use tokio::io::unix::AsyncFd;
-use tokio::sync::Notify;
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::config::eviction::{Signal, Threshold};
-use crate::stats::summary::{MemoryStats, SYSTEM_CONTAINER_PODS, Summary};
+use crate::stats::summary::{MemoryStats, Summary};
 
 /// How often the notifiers' levels are set again from the latest sample (the kubelet's
 /// notifierRefreshInterval).
@@ -80,9 +79,9 @@ struct ThresholdNotifier {
 /// The notifiers of every memory threshold; [`Notifiers::crossed`] wakes when one fires.
 pub struct Notifiers {
     notifiers: Vec<ThresholdNotifier>,
-    crossed: Arc<Notify>,
-    /// The description of the notifier that fired last, for the log.
-    last_fired: Arc<std::sync::Mutex<String>>,
+    /// Each firing's notifier description; one waiting is enough (a round follows it).
+    fired_tx: mpsc::Sender<String>,
+    fired: mpsc::Receiver<String>,
     updated: Option<Instant>,
 }
 
@@ -140,10 +139,11 @@ impl Notifiers {
             info!(notifier = %describe(&n.threshold), cgroup = %n.cgroup.display(),
                 "Eviction manager: created memoryThresholdNotifier");
         }
+        let (fired_tx, fired) = mpsc::channel(1);
         Notifiers {
             notifiers,
-            crossed: Arc::new(Notify::new()),
-            last_fired: Arc::default(),
+            fired_tx,
+            fired,
             updated: None,
         }
     }
@@ -154,12 +154,12 @@ impl Notifiers {
     }
 
     /// Resolves when a notifier fired; returns its description.
-    pub async fn crossed(&self) -> String {
-        self.crossed.notified().await;
-        self.last_fired
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_default()
+    pub async fn crossed(&mut self) -> String {
+        match self.fired.recv().await {
+            Some(d) => d,
+            // Never: the sender lives in self.
+            None => std::future::pending().await,
+        }
     }
 
     /// Sets every notifier's level from `summary` when [`REFRESH`] has passed since the last
@@ -174,36 +174,23 @@ impl Notifiers {
         }
         self.updated = Some(now);
         for n in &mut self.notifiers {
-            let stats = match n.threshold.signal {
-                Signal::AllocatableMemoryAvailable => summary
-                    .node
-                    .system_containers
-                    .iter()
-                    .find(|c| c.name == SYSTEM_CONTAINER_PODS)
-                    .and_then(|c| c.memory.as_ref()),
-                _ => summary.node.memory.as_ref(),
-            };
+            let what = describe(&n.threshold);
+            let stats = super::signals::memory_stats(summary, n.threshold.signal);
             let Some(level) = stats.and_then(|m| usage_level(&n.threshold, m)) else {
-                debug!(notifier = %describe(&n.threshold), "eviction manager: no memory stats to set the notifier from");
+                debug!(notifier = %what, "eviction manager: no memory stats to set the notifier from");
                 continue;
             };
             if n.armed.as_ref().is_some_and(|a| a.level == level) {
                 continue;
             }
             n.armed = None;
-            match arm(
-                &n.cgroup,
-                level,
-                self.crossed.clone(),
-                self.last_fired.clone(),
-                describe(&n.threshold),
-            ) {
+            match arm(&n.cgroup, level, self.fired_tx.clone(), what.clone()) {
                 Ok(a) => {
-                    debug!(notifier = %describe(&n.threshold), level, "eviction manager: setting notifier");
+                    debug!(notifier = %what, level, "eviction manager: setting notifier");
                     n.armed = Some(a);
                 }
                 Err(e) => {
-                    warn!(notifier = %describe(&n.threshold), cgroup = %n.cgroup.display(), error = %e,
+                    warn!(notifier = %what, cgroup = %n.cgroup.display(), error = %e,
                         "Eviction manager: failed to update notifier")
                 }
             }
@@ -215,8 +202,7 @@ impl Notifiers {
 fn arm(
     cgroup: &Path,
     level: u64,
-    crossed: Arc<Notify>,
-    last_fired: Arc<std::sync::Mutex<String>>,
+    fired: mpsc::Sender<String>,
     description: String,
 ) -> std::io::Result<Armed> {
     let eventfd = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
@@ -234,10 +220,8 @@ fn arm(
             };
             match fd.get_ref().read() {
                 Ok(_) => {
-                    if let Ok(mut s) = last_fired.lock() {
-                        s.clone_from(&description);
-                    }
-                    crossed.notify_one();
+                    // Full: a firing is already waiting for its round.
+                    let _ = fired.try_send(description.clone());
                 }
                 Err(nix::errno::Errno::EAGAIN) => guard.clear_ready(),
                 Err(e) => {

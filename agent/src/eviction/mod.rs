@@ -154,7 +154,7 @@ impl Manager {
 
     /// Resolves when a memory threshold notifier fired (never without notifiers); its
     /// description.
-    async fn memcg_crossed(memcg: &Option<memcg::Notifiers>) -> String {
+    async fn memcg_crossed(memcg: &mut Option<memcg::Notifiers>) -> String {
         match memcg {
             Some(n) => n.crossed().await,
             None => std::future::pending().await,
@@ -381,7 +381,7 @@ impl Manager {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(period) => {}
                 _ = self.stats.next_sample() => {}
-                crossed = Self::memcg_crossed(&self.memcg) => {
+                crossed = Self::memcg_crossed(&mut self.memcg) => {
                     // The kubelet's thresholdHandler: a round now, on a fresh sample.
                     info!("eviction manager: {crossed} crossed");
                     tokio::select! {

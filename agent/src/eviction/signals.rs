@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::eviction::Signal;
-use crate::stats::summary::{FsStats, SYSTEM_CONTAINER_PODS, Summary};
+use crate::stats::summary::{FsStats, MemoryStats, SYSTEM_CONTAINER_PODS, Summary};
 
 /// What one signal observed: the amount available and the capacity it is a part of (bytes,
 /// inodes or task ids).
@@ -46,6 +46,21 @@ fn fs(out: &mut Observations, f: &FsStats, bytes: Signal, inodes: Signal) {
     }
 }
 
+/// The memory stats a memory signal is observed from: the node's for memory.available, the
+/// `pods` system container's for allocatableMemory.available; `None` for other signals.
+pub fn memory_stats(summary: &Summary, signal: Signal) -> Option<&MemoryStats> {
+    match signal {
+        Signal::MemoryAvailable => summary.node.memory.as_ref(),
+        Signal::AllocatableMemoryAvailable => summary
+            .node
+            .system_containers
+            .iter()
+            .find(|c| c.name == SYSTEM_CONTAINER_PODS)
+            .and_then(|c| c.memory.as_ref()),
+        _ => None,
+    }
+}
+
 /// Every signal the Summary can tell: memory.available (the node's available bytes, capacity
 /// available + working set), allocatableMemory.available (the same of the `pods` system
 /// container), nodefs and imagefs bytes and inodes, containerfs when the runtime reports a
@@ -53,25 +68,17 @@ fn fs(out: &mut Observations, f: &FsStats, bytes: Signal, inodes: Signal) {
 pub fn observe(summary: &Summary) -> Observations {
     let mut out = Observations::new();
     let node = &summary.node;
-    let memory =
-        |m: &crate::stats::summary::MemoryStats| match (m.available_bytes, m.working_set_bytes) {
-            (Some(a), Some(ws)) => Some(Observation {
-                available: i(a),
-                capacity: i(a.saturating_add(ws)),
-            }),
-            _ => None,
-        };
-    if let Some(o) = node.memory.as_ref().and_then(memory) {
-        out.insert(Signal::MemoryAvailable, o);
-    }
-    if let Some(o) = node
-        .system_containers
-        .iter()
-        .find(|c| c.name == SYSTEM_CONTAINER_PODS)
-        .and_then(|c| c.memory.as_ref())
-        .and_then(memory)
-    {
-        out.insert(Signal::AllocatableMemoryAvailable, o);
+    let memory = |m: &MemoryStats| match (m.available_bytes, m.working_set_bytes) {
+        (Some(a), Some(ws)) => Some(Observation {
+            available: i(a),
+            capacity: i(a.saturating_add(ws)),
+        }),
+        _ => None,
+    };
+    for signal in [Signal::MemoryAvailable, Signal::AllocatableMemoryAvailable] {
+        if let Some(o) = memory_stats(summary, signal).and_then(memory) {
+            out.insert(signal, o);
+        }
     }
     if let Some(f) = &node.fs {
         fs(
