@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 
-use crate::{Bosun, ClusterNode, Kubelet};
+use crate::{Bosun, ClusterNode, Kubelet, NodeOptions};
 
 /// Which agent runs the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +38,22 @@ impl Agent {
             )),
             Agent::Kubelet => AgentProcess::Kubelet(node.start_kubelet()),
         }
+    }
+
+    /// A new node named `<prefix>-<agent>` with `opts`, and this agent started on it and Ready
+    /// within 120 s: the opening of every side-by-side test.
+    pub async fn on_new_node(
+        self,
+        prefix: &str,
+        opts: NodeOptions,
+        client: &kube::Client,
+    ) -> (ClusterNode, AgentProcess) {
+        let prefix = format!("{prefix}-{}", self.name());
+        let node = tokio::task::spawn_blocking(move || ClusterNode::with_options(&prefix, &opts))
+            .await
+            .expect("node");
+        let proc = self.start_ready(&node, client, 120).await;
+        (node, proc)
     }
 
     /// Starts this agent for `node` and waits up to `secs` for the Node's Ready condition.
@@ -74,6 +90,14 @@ impl Agent {
         }
         proc
     }
+}
+
+/// `(fact, value)` pairs as owned strings: what a side-by-side test expects of both agents.
+pub fn facts(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Whether the Node's Ready condition is True.

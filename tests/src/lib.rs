@@ -16,7 +16,7 @@ pub mod standalone;
 pub mod upstream;
 pub mod wait;
 
-pub use agent::{Agent, AgentProcess};
+pub use agent::{Agent, AgentProcess, facts};
 pub use apiserver::ApiServerReplica;
 pub use bosun::{Bosun, bosun_bin};
 pub use cluster::{ClusterNode, NodeOptions, admin_client, kubectl};

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bosun_tests::Agent;
 use bosun_tests::pod::{Container, PodBuilder, create, phase, wait_pod};
-use bosun_tests::{ClusterNode, NodeOptions, admin_client, wait_until_async};
+use bosun_tests::{ClusterNode, NodeOptions, admin_client, facts, wait_until_async};
 use k8s_openapi::api::core::v1::{Event, Node, NodeCondition, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams};
@@ -366,16 +366,9 @@ async fn memory_pressure_facts(agent: Agent, memcg: bool) -> Vec<(String, String
         ),
         ..Default::default()
     };
-    let prefix = format!(
-        "evict-{}-{}",
-        if memcg { "memcg" } else { "mem" },
-        agent.name()
-    );
-    let node = tokio::task::spawn_blocking(move || ClusterNode::with_options(&prefix, &opts))
-        .await
-        .expect("node");
+    let prefix = if memcg { "evict-memcg" } else { "evict-mem" };
     let client = admin_client().await;
-    let mut proc = agent.start_ready(&node, &client, 120).await;
+    let (node, mut proc) = agent.on_new_node(prefix, opts, &client).await;
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
     let nodes: Api<Node> = Api::all(client.clone());
     let guaranteed = format!("{}-guaranteed", node.name);
@@ -466,7 +459,7 @@ async fn memory_pressure_facts(agent: Agent, memcg: bool) -> Vec<(String, String
 
 /// The memory pressure facts both agents must show.
 fn memory_pressure_want() -> Vec<(String, String)> {
-    [
+    facts(&[
         ("hog.phase", "Failed"),
         ("hog.reason", "Evicted"),
         (
@@ -479,10 +472,7 @@ fn memory_pressure_want() -> Vec<(String, String)> {
             "True Some(\"TerminationByKubelet\") true",
         ),
         ("guaranteed.phase", "Running"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
+    ])
 }
 
 #[tokio::test]
@@ -610,12 +600,8 @@ async fn local_storage_outcomes(agent: Agent) -> Vec<(String, String, String, St
         extra_config: "volumeStatsAggPeriod: 5s\n".into(),
         ..Default::default()
     };
-    let prefix = format!("evict-local-{}", agent.name());
-    let node = tokio::task::spawn_blocking(move || ClusterNode::with_options(&prefix, &opts))
-        .await
-        .expect("node");
     let client = admin_client().await;
-    let mut proc = agent.start_ready(&node, &client, 120).await;
+    let (node, mut proc) = agent.on_new_node("evict-local", opts, &client).await;
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
     let fill = |path: &str| format!("dd if=/dev/zero of={path} bs=1M count=20; exec sleep 3600");
     let limited = |name: &str, script: &str, limit: &str| {

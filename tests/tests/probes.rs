@@ -15,8 +15,8 @@ use bosun_tests::pod::{
     is_running, wait_pod,
 };
 use bosun_tests::{
-    Agent, ClusterNode, Env, KubeletClient, admin_client, mint_client_cert, prom, wait_until,
-    wait_until_async,
+    Agent, ClusterNode, Env, KubeletClient, admin_client, facts, mint_client_cert, prom,
+    wait_until, wait_until_async,
 };
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::Api;
@@ -405,12 +405,10 @@ fn masked(text: &str, ip: &str) -> String {
 /// unknown service, a closed port, then the server answering NOT_SERVING while a file exists and
 /// SERVING again once it is gone. Returns the facts, pod IP masked.
 async fn grpc_probe_facts(agent: Agent) -> Vec<(String, String)> {
-    let prefix = format!("probe-grpc-{}", agent.name());
-    let node = tokio::task::spawn_blocking(move || ClusterNode::new(&prefix))
-        .await
-        .expect("node");
     let client = admin_client().await;
-    let mut proc = agent.start_ready(&node, &client, 120).await;
+    let (node, mut proc) = agent
+        .on_new_node("probe-grpc", Default::default(), &client)
+        .await;
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
     let ev: Api<Event> = Api::namespaced(client, "default");
     let dir = shared(&node);
@@ -521,7 +519,7 @@ async fn grpc_probes_as_the_kubelet() {
         grpc_probe_facts(Agent::Bosun),
         grpc_probe_facts(Agent::Kubelet)
     );
-    let want: Vec<(String, String)> = [
+    let want = facts(&[
         ("unready before the fail file", "unknown,closed"),
         (
             "unknown service",
@@ -546,10 +544,7 @@ async fn grpc_probes_as_the_kubelet() {
             "Container live failed liveness probe, will be restarted",
         ),
         ("restarts of server, named", "0 0"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    ]);
     assert_eq!(kubelet, want, "the kubelet");
     assert_eq!(bosun, want, "bosun");
 }
@@ -637,12 +632,10 @@ async fn probing_survives_a_bosun_restart_and_readiness_is_probed_again_not_assu
 /// What a readiness gate did to a pod on a node run by `agent`: Ready before and after another
 /// controller set the gate's condition, and that condition kept through the agent's updates.
 async fn readiness_gate_facts(agent: Agent) -> Vec<(String, String)> {
-    let prefix = format!("probe-gate-{}", agent.name());
-    let node = tokio::task::spawn_blocking(move || ClusterNode::new(&prefix))
-        .await
-        .expect("node");
     let client = admin_client().await;
-    let mut proc = agent.start_ready(&node, &client, 120).await;
+    let (node, mut proc) = agent
+        .on_new_node("probe-gate", Default::default(), &client)
+        .await;
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
     let name = format!("{}-p", node.name);
     let gate = "example.com/load-balancer";
@@ -703,7 +696,7 @@ async fn readiness_gates_hold_ready_as_the_kubelet() {
         readiness_gate_facts(Agent::Bosun),
         readiness_gate_facts(Agent::Kubelet)
     );
-    let want: Vec<(String, String)> = [
+    let want = facts(&[
         (
             "Ready without the condition",
             "False ReadinessGatesNotReady corresponding condition of pod readiness gate \
@@ -715,10 +708,7 @@ async fn readiness_gates_hold_ready_as_the_kubelet() {
              \"example.com/load-balancer\" is not \"True\", but False",
         ),
         ("Ready with the condition True", "True  "),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    ]);
     assert_eq!(kubelet, want, "the kubelet");
     assert_eq!(bosun, want, "bosun");
 }
