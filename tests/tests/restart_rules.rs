@@ -158,8 +158,9 @@ fn settled(p: &Pod, ends: bool) -> bool {
 /// Runs the pods on a node of `agent` and returns, per pod, its phase and container statuses.
 async fn observe(agent: Agent) -> BTreeMap<String, String> {
     let client = admin_client().await;
-    let node = ClusterNode::new(&format!("rules-{}", agent.name()));
-    let mut proc = agent.start_ready(&node, &client, 120).await;
+    let (node, mut proc) = agent
+        .on_new_node("rules", Default::default(), &client)
+        .await;
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
     let specs = pods(&node);
     for (_, p) in &specs {
