@@ -56,24 +56,21 @@ async fn serve(listener: TcpListener, arrivals: Arrivals) {
 async fn answer(conn: TcpStream, arrivals: Arrivals) {
     let (read, mut write) = conn.into_split();
     let mut lines = BufReader::new(read).lines();
-    let mut pod = None;
-    let mut close = false;
-    let mut started = false;
+    // The request being read: the pod its header names, when it arrived, whether to close after.
+    let mut request: Option<(String, Instant, bool)> = None;
     while let Ok(Some(line)) = lines.next_line().await {
-        if !started {
+        let Some((name, at, close)) = request.as_mut() else {
             // The request line: the probe is here.
-            started = true;
-            pod = Some((String::new(), Instant::now()));
-            close = false;
+            request = Some((String::new(), Instant::now(), false));
             continue;
-        }
+        };
         if line.is_empty() {
-            if let Some((name, at)) = pod.take()
-                && !name.is_empty()
-            {
+            let close = *close;
+            if !name.is_empty() {
                 let mut a = arrivals.lock().expect("arrivals");
-                a.entry(name).or_default().push(at);
+                a.entry(std::mem::take(name)).or_default().push(*at);
             }
+            request = None;
             let reply = if close {
                 "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
             } else {
@@ -82,19 +79,16 @@ async fn answer(conn: TcpStream, arrivals: Arrivals) {
             if write.write_all(reply.as_bytes()).await.is_err() || close {
                 return;
             }
-            started = false;
             continue;
         }
         let Some((key, value)) = line.split_once(':') else {
             continue;
         };
         let (key, value) = (key.trim().to_ascii_lowercase(), value.trim());
-        if key == POD_HEADER
-            && let Some((name, _)) = pod.as_mut()
-        {
+        if key == POD_HEADER {
             *name = value.to_string();
         } else if key == "connection" && value.eq_ignore_ascii_case("close") {
-            close = true;
+            *close = true;
         }
     }
 }
@@ -223,5 +217,30 @@ mod tests {
             assert!((l - w).abs() < 0.01, "{lags:?}");
         }
         assert!(lags_ms(&[], Duration::from_secs(1)).is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_server_records_each_request_by_its_pod_and_honours_close() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let arrivals: Arrivals = Arc::default();
+        tokio::spawn(serve(listener, arrivals.clone()));
+        let mut conn = TcpStream::connect(addr).await.expect("connect");
+        // Two requests on one kept-alive connection, the second asking to close; one unnamed.
+        let requests = format!(
+            "GET / HTTP/1.1\r\n{POD_HEADER}: a\r\n\r\n\
+             GET / HTTP/1.1\r\nHost: x\r\n\r\n\
+             GET / HTTP/1.1\r\n{POD_HEADER}: b\r\nConnection: close\r\n\r\n"
+        );
+        conn.write_all(requests.as_bytes()).await.expect("write");
+        let mut replies = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut conn, &mut replies)
+            .await
+            .expect("read until the server closes");
+        assert_eq!(replies.matches("HTTP/1.1 200 OK").count(), 3, "{replies}");
+        let a = arrivals.lock().expect("arrivals");
+        let mut names: Vec<_> = a.iter().map(|(k, v)| (k.clone(), v.len())).collect();
+        names.sort();
+        assert_eq!(names, [("a".to_string(), 1), ("b".to_string(), 1)]);
     }
 }
