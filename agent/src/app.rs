@@ -452,11 +452,8 @@ async fn node_context(
         }
         None => crate::events::Recorder::disabled(),
     };
-    let prober = crate::prober::Prober::spawn(
-        Arc::new(crate::prober::Handlers::new(cri.clone())),
-        events.clone(),
-        cancel.child_token(),
-    );
+    let prober = crate::prober::Prober::start(&cri, events.clone(), cancel.child_token())
+        .context("start the prober's thread")?;
     Ok(Arc::new(NodeContext {
         cri,
         dirs,

@@ -125,15 +125,48 @@ static PROBES: LazyLock<ProbeMetrics> = LazyLock::new(|| {
     }
 });
 
-/// Counts one probe run: its result and, as the kubelet, the duration of a successful one.
-pub fn observe(labels: &ProbeLabels, success: bool, took: Duration) {
-    let result = if success { "successful" } else { "failed" };
-    PROBES.total.get_or_create(&labels.total(result)).inc();
-    if success {
-        PROBES
-            .duration
-            .get_or_create(&labels.duration())
-            .observe(took.as_secs_f64());
+/// The series of one probe, their handles kept after first use so a run costs no label hashing
+/// (each series is still created only when first counted, as the kubelet's `With`).
+#[derive(Debug)]
+pub struct ProbeSeries {
+    /// Whose series these are.
+    pub labels: ProbeLabels,
+    successful: Option<Counter>,
+    failed: Option<Counter>,
+    duration: Option<Histogram>,
+}
+
+impl ProbeSeries {
+    /// The (not yet created) series of `labels`.
+    pub fn new(labels: ProbeLabels) -> Self {
+        ProbeSeries {
+            labels,
+            successful: None,
+            failed: None,
+            duration: None,
+        }
+    }
+
+    /// Counts one probe run: its result and, as the kubelet, the duration of a successful one.
+    pub fn observe(&mut self, success: bool, took: Duration) {
+        let (slot, result) = if success {
+            (&mut self.successful, "successful")
+        } else {
+            (&mut self.failed, "failed")
+        };
+        let labels = &self.labels;
+        slot.get_or_insert_with(|| PROBES.total.get_or_create(&labels.total(result)).clone())
+            .inc();
+        if success {
+            self.duration
+                .get_or_insert_with(|| PROBES.duration.get_or_create(&labels.duration()).clone())
+                .observe(took.as_secs_f64());
+        }
+    }
+
+    /// Drops the series (the probe stopped), as the kubelet deletes them.
+    pub fn forget(&self) {
+        forget(&self.labels);
     }
 }
 

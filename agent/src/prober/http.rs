@@ -77,7 +77,8 @@ impl HttpProber {
                 .wrap_connector(conn);
             Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(90))
-                .pool_max_idle_per_host(2)
+                // Host-network pods probe the node's own address: one host, many targets.
+                .pool_max_idle_per_host(8)
                 .build(https)
         });
         HttpProber { client }

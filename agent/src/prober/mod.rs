@@ -86,31 +86,28 @@ impl Handlers {
 impl Runner for Handlers {
     fn run(&self, req: ProbeRequest) -> ProbeFuture {
         let timeout = req.spec.timeout;
-        match req.spec.handler.clone() {
-            Handler::Exec(cmd) => {
-                let cri = self.cri.clone();
-                Box::pin(async move { exec::probe(&cri, &req.container_id, cmd, timeout).await })
-            }
-            Handler::Http(get) => {
-                let http = self.http.clone();
-                Box::pin(
-                    async move { http.probe(&get, &req.container, &req.pod_ip, timeout).await },
-                )
-            }
-            Handler::Tcp { host, port } => Box::pin(async move {
-                let host = if host.is_empty() { req.pod_ip } else { host };
-                match crate::prober::http::resolve_port(&port, &req.container) {
-                    Ok(port) => tcp::probe(&host, port, timeout).await,
-                    Err(e) => ProbeResult::Error(e),
+        let (cri, http) = (self.cri.clone(), self.http.clone());
+        Box::pin(async move {
+            match &req.spec.handler {
+                Handler::Exec(cmd) => {
+                    exec::probe(&cri, &req.container_id, cmd.clone(), timeout).await
                 }
-            }),
-            Handler::Grpc { port, service } => {
-                Box::pin(async move { grpc::probe(&req.pod_ip, port, &service, timeout).await })
+                Handler::Http(get) => http.probe(get, &req.container, &req.pod_ip, timeout).await,
+                Handler::Tcp { host, port } => {
+                    let host = if host.is_empty() { &req.pod_ip } else { host };
+                    match crate::prober::http::resolve_port(port, &req.container) {
+                        Ok(port) => tcp::probe(host, port, timeout).await,
+                        Err(e) => ProbeResult::Error(e),
+                    }
+                }
+                Handler::Grpc { port, service } => {
+                    grpc::probe(&req.pod_ip, *port, service, timeout).await
+                }
+                Handler::Missing => {
+                    ProbeResult::Error(format!("missing probe handler for {}", req.container.name))
+                }
             }
-            Handler::Missing => Box::pin(async move {
-                ProbeResult::Error(format!("missing probe handler for {}", req.container.name))
-            }),
-        }
+        })
     }
 }
 
@@ -196,8 +193,8 @@ pub struct Prober {
 }
 
 impl Prober {
-    /// Starts the scheduler task (stopped by `cancel`), running probes through `runner` and
-    /// recording Unhealthy and ProbeWarning events with `events`.
+    /// Starts the scheduler as a task of the current runtime (stopped by `cancel`), running
+    /// probes through `runner` and recording Unhealthy and ProbeWarning events with `events`.
     pub fn spawn(
         runner: Arc<dyn Runner>,
         events: crate::events::Recorder,
@@ -212,6 +209,39 @@ impl Prober {
             results,
             started: std::time::SystemTime::now(),
         }
+    }
+
+    /// Starts the node's prober on a thread of its own with a single-threaded async runtime:
+    /// the scheduler, its probe tasks, the HTTP client's connections and a CRI connection of
+    /// their own all live there, so a probe run wakes no other thread and no other work of the
+    /// agent delays a probe. Exec probes call the runtime of `cri`; stopped by `cancel`.
+    pub fn start(
+        cri: &bosun_cri::CriClient,
+        events: crate::events::Recorder,
+        cancel: CancellationToken,
+    ) -> std::io::Result<Prober> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let results = Arc::new(Results::default());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let cri = {
+            let _in_prober_runtime = rt.enter();
+            cri.redial().map_err(std::io::Error::other)?
+        };
+        let sched_results = results.clone();
+        std::thread::Builder::new()
+            .name("bosun-prober".into())
+            .spawn(move || {
+                let runner = Arc::new(Handlers::new(cri));
+                let sched = scheduler::Scheduler::new(runner, events, sched_results);
+                rt.block_on(sched.run(rx, cancel));
+            })?;
+        Ok(Prober {
+            tx,
+            results,
+            started: std::time::SystemTime::now(),
+        })
     }
 
     /// Tells the prober which of the pod's containers run now: probes start for new instances

@@ -13,13 +13,13 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info_span};
+use tracing::{debug, debug_span};
 
 use super::spec::{ProbeSpec, ProbeType};
 use super::state::{Outcome, ProbeState};
 use super::{Command, PodProbes, ProbeRequest, ProbeResult, RESTART_GRACE, Results, Runner};
 use crate::events::{EventType, Recorder};
-use crate::metrics::probes::{self as pm, ProbeLabels};
+use crate::metrics::probes::{self as pm, ProbeLabels, ProbeSeries};
 
 /// Exec probes running at once, node-wide: they cost the runtime (a runc exec each). Network
 /// probes (HTTP, TCP, gRPC) are not bounded beyond one in flight per probe, as the kubelet's, so a
@@ -47,7 +47,7 @@ struct Target {
     state: ProbeState,
     due: Instant,
     in_flight: bool,
-    labels: ProbeLabels,
+    series: ProbeSeries,
 }
 
 struct PodEntry {
@@ -283,7 +283,7 @@ impl Scheduler {
                 state,
                 due,
                 in_flight: false,
-                labels,
+                series: ProbeSeries::new(labels),
             },
         );
         self.heap.push(Reverse((due, tid)));
@@ -303,7 +303,7 @@ impl Scheduler {
     fn drop_target(&mut self, tid: TargetId) {
         if let Some(t) = self.targets.remove(&tid) {
             self.results.set(&t.id, t.spec.kind, None);
-            pm::forget(&t.labels);
+            t.series.forget();
         }
     }
 
@@ -356,7 +356,9 @@ impl Scheduler {
                 container_id: t.id.clone(),
                 pod_ip: self.pods[&t.uid].pod_ip.clone(),
             };
-            let span = info_span!("probe", pod.namespace = %t.labels.namespace, pod.name = %t.labels.pod,
+            // At debug level: a span's fields are formatted when it is made, and at the default
+            // level nothing is logged inside a probe run (a failure is an Unhealthy event).
+            let span = debug_span!("probe", pod.namespace = %t.series.labels.namespace, pod.name = %t.series.labels.pod,
                 pod.uid = %t.uid, container.name = %t.name, probe = %t.spec.kind);
             let (runner, slots, tx) = (
                 self.runner.clone(),
@@ -425,7 +427,7 @@ impl Scheduler {
                 return;
             }
         };
-        pm::observe(&t.labels, outcome == Outcome::Success, done.took);
+        t.series.observe(outcome == Outcome::Success, done.took);
         if t.state.on_hold {
             return;
         }
