@@ -286,6 +286,7 @@ async fn spawn_eviction(
     let eviction = eviction
         .with_memcg(memcg_notifiers(cfg, ctx))
         .with_pods(evict_tx, dedicated)
+        .with_events(ctx.events.clone(), cfg.node_name.clone())
         .with_reclaim(crate::eviction::Reclaim {
             containers: Some(reclaim_containers),
             images: Some(reclaim_images),

@@ -4,7 +4,7 @@
 //! events go through a bounded queue (dropped when full) to one writer task, which folds repeats
 //! of the same event into a count, as the kubelet's event correlator does.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
@@ -43,6 +43,9 @@ pub struct PodEvent {
     pub reason: String,
     /// Human message.
     pub message: String,
+    /// The event's own annotations (the kubelet's AnnotatedEventf: an eviction's offending
+    /// containers); none for most events.
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Hands events to the writer; cheap to clone. Without an API it only logs.
@@ -69,6 +72,20 @@ impl Recorder {
         &self,
         pod: &Pod,
         container: Option<&str>,
+        kind: EventType,
+        reason: &str,
+        message: String,
+    ) {
+        self.pod_annotated(pod, container, BTreeMap::new(), kind, reason, message);
+    }
+
+    /// Records an event about `pod` carrying `annotations` in its metadata, as the kubelet's
+    /// AnnotatedEventf; never waits.
+    pub fn pod_annotated(
+        &self,
+        pod: &Pod,
+        container: Option<&str>,
+        annotations: BTreeMap<String, String>,
         kind: EventType,
         reason: &str,
         message: String,
@@ -100,6 +117,7 @@ impl Recorder {
             kind,
             reason: reason.to_string(),
             message,
+            annotations,
         });
     }
 
@@ -115,6 +133,7 @@ impl Recorder {
             kind,
             reason: reason.into(),
             message,
+            annotations: BTreeMap::new(),
         });
     }
 
@@ -173,6 +192,7 @@ async fn writer(
             metadata: ObjectMeta {
                 name: Some(name.clone()),
                 namespace: Some(ev.namespace.clone()),
+                annotations: (!ev.annotations.is_empty()).then(|| ev.annotations.clone()),
                 ..Default::default()
             },
             involved_object: ObjectReference {
