@@ -336,6 +336,7 @@ fn spawn_gc(
         cri: ctx.cri.clone(),
         policy: cfg.container_gc,
         known,
+        statuses: ctx.statuses.clone(),
         pod_logs_dir: cfg.pod_logs_dir.clone(),
         container_logs_link_dir: cfg.container_logs_link_dir.clone(),
     };
