@@ -6,7 +6,8 @@
 //! tmpfs, a pod filling an emptyDir with bytes, or with files past the tmpfs's few inodes, is
 //! evicted (Failed, Evicted, the kubelet's message, DisruptionTarget, a Warning Evicted event with
 //! the kubelet's annotations, the node's EvictionThresholdMet event), its emptyDir torn down so
-//! DiskPressure clears, and the quiet pod beside it keeps running. Memory:
+//! DiskPressure clears, its dead container collected at the next container GC though the pod is
+//! still in the API, and the quiet pod beside it keeps running. Memory:
 //! with kubepods limited to 3 GiB (systemReserved) and allocatableMemory.available 1Gi, a
 //! BestEffort pod holding 2.5 GiB is evicted and the Guaranteed pod spared, on Bosun and the
 //! upstream kubelet side by side with the same status. PIDs: with
@@ -164,6 +165,21 @@ async fn event_of(client: &kube::Client, name: &str, reason: &str) -> Event {
     .await
 }
 
+/// How many containers of pod `uid` the node's containerd holds.
+async fn containers_of(node: &ClusterNode, uid: &str) -> usize {
+    let cri = bosun_cri::CriClient::connect(&node.ctd.endpoint(), Default::default())
+        .await
+        .expect("connect to the node's containerd");
+    let filter = bosun_cri::types::ContainerFilter {
+        label_selector: [("io.kubernetes.pod.uid".to_string(), uid.to_string())].into(),
+        ..Default::default()
+    };
+    cri.list_containers(Some(filter))
+        .await
+        .expect("list containers")
+        .len()
+}
+
 /// What fills the node's filesystem: bytes, or inodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fill {
@@ -282,6 +298,22 @@ async fn disk_pressure_facts(agent: Agent, fill: Fill) -> Vec<(String, String)> 
         agent.name(),
         started.elapsed()
     );
+    // Evicted, the filler's dead containers go at the next container GC (every minute on both),
+    // the pod still in the API: the kubelet's ShouldPodContentBeRemoved holds for an evicted pod.
+    let uid = p.metadata.uid.clone().unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(100);
+    let left = loop {
+        let left = containers_of(&node, &uid).await;
+        if left == 0 || Instant::now() > deadline {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!(
+        "{} {fill:?}: {left} filler containers left {:?} after its creation",
+        agent.name(),
+        started.elapsed()
+    );
     let q = api.get(&quiet).await.expect("quiet pod");
     let restarts = q
         .status
@@ -313,6 +345,7 @@ async fn disk_pressure_facts(agent: Agent, fill: Fill) -> Vec<(String, String)> 
                 met.message.unwrap_or_default()
             ),
         ),
+        ("filler.containers_left", left.to_string()),
         ("quiet", format!("{} {restarts:?}", phase(&q))),
     ];
     for name in [&quiet, &filler] {
@@ -357,6 +390,7 @@ fn disk_pressure_want(fill: Fill) -> Vec<(String, String)> {
         ("event", "Warning Evicted true"),
         ("event.annotations", &annotations),
         ("node.event", &reclaim),
+        ("filler.containers_left", "0"),
         ("quiet", "Running Some(0)"),
     ])
 }
