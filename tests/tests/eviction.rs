@@ -571,6 +571,16 @@ async fn memory_pressure_facts(agent: Agent, memcg: bool) -> Vec<(String, String
         condition(&n, "MemoryPressure").filter(|c| c.status == "False")
     })
     .await;
+    let evicted = event_of(&client, &hog, "Evicted").await;
+    let annotations: Vec<String> = evicted
+        .metadata
+        .annotations
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={}", amounts_masked(&v)))
+        .collect();
+    let met = event_of(&client, &node.name, "EvictionThresholdMet").await;
     let g = api.get(&guaranteed).await.expect("guaranteed pod");
     let log = std::fs::read_to_string(proc.log()).unwrap_or_default();
     let crossed = "eviction manager: hard allocatable memory eviction threshold crossed";
@@ -582,6 +592,15 @@ async fn memory_pressure_facts(agent: Agent, memcg: bool) -> Vec<(String, String
             amounts_masked(&st.message.unwrap_or_default()),
         ),
         ("hog.DisruptionTarget", disruption.unwrap_or_default()),
+        ("hog.event.annotations", annotations.join(" ")),
+        (
+            "node.event",
+            format!(
+                "{} {}",
+                met.type_.unwrap_or_default(),
+                met.message.unwrap_or_default()
+            ),
+        ),
         ("guaranteed.phase", phase(&g).to_string()),
     ];
     if memcg {
@@ -608,6 +627,11 @@ fn memory_pressure_want() -> Vec<(String, String)> {
             "hog.DisruptionTarget",
             "True Some(\"TerminationByKubelet\") true",
         ),
+        (
+            "hog.event.annotations",
+            "offending_containers=main offending_containers_usage=N starved_resource=memory",
+        ),
+        ("node.event", "Warning Attempting to reclaim memory"),
         ("guaranteed.phase", "Running"),
     ])
 }
