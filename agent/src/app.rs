@@ -286,6 +286,7 @@ async fn spawn_eviction(
     let eviction = eviction
         .with_memcg(memcg_notifiers(cfg, ctx))
         .with_pods(evict_tx, dedicated)
+        .with_events(ctx.events.clone(), cfg.node_name.clone())
         .with_reclaim(crate::eviction::Reclaim {
             containers: Some(reclaim_containers),
             images: Some(reclaim_images),
@@ -335,6 +336,7 @@ fn spawn_gc(
         cri: ctx.cri.clone(),
         policy: cfg.container_gc,
         known,
+        statuses: ctx.statuses.clone(),
         pod_logs_dir: cfg.pod_logs_dir.clone(),
         container_logs_link_dir: cfg.container_logs_link_dir.clone(),
     };

@@ -4,7 +4,7 @@
 //! events go through a bounded queue (dropped when full) to one writer task, which folds repeats
 //! of the same event into a count, as the kubelet's event correlator does.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
@@ -43,6 +43,9 @@ pub struct PodEvent {
     pub reason: String,
     /// Human message.
     pub message: String,
+    /// The event's own annotations (the kubelet's AnnotatedEventf: an eviction's offending
+    /// containers); none for most events.
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Hands events to the writer; cheap to clone. Without an API it only logs.
@@ -69,6 +72,20 @@ impl Recorder {
         &self,
         pod: &Pod,
         container: Option<&str>,
+        kind: EventType,
+        reason: &str,
+        message: String,
+    ) {
+        self.pod_annotated(pod, container, BTreeMap::new(), kind, reason, message);
+    }
+
+    /// Records an event about `pod` carrying `annotations` in its metadata, as the kubelet's
+    /// AnnotatedEventf; never waits.
+    pub fn pod_annotated(
+        &self,
+        pod: &Pod,
+        container: Option<&str>,
+        annotations: BTreeMap<String, String>,
         kind: EventType,
         reason: &str,
         message: String,
@@ -100,6 +117,7 @@ impl Recorder {
             kind,
             reason: reason.to_string(),
             message,
+            annotations,
         });
     }
 
@@ -115,6 +133,7 @@ impl Recorder {
             kind,
             reason: reason.into(),
             message,
+            annotations: BTreeMap::new(),
         });
     }
 
@@ -169,38 +188,7 @@ async fn writer(
             continue;
         }
         let name = format!("{}.{:x}", ev.name, nanos());
-        let event = Event {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(ev.namespace.clone()),
-                ..Default::default()
-            },
-            involved_object: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some(ev.object_kind.into()),
-                name: Some(ev.name.clone()),
-                namespace: (ev.object_kind != "Node").then(|| ev.namespace.clone()),
-                uid: Some(ev.uid.clone()),
-                field_path: (!ev.field_path.is_empty()).then(|| ev.field_path.clone()),
-                ..Default::default()
-            },
-            reason: Some(ev.reason.clone()),
-            message: Some(ev.message.clone()),
-            type_: Some(match ev.kind {
-                EventType::Normal => "Normal".into(),
-                EventType::Warning => "Warning".into(),
-            }),
-            source: Some(EventSource {
-                component: Some("kubelet".into()),
-                host: Some(node.clone()),
-            }),
-            reporting_component: Some("kubelet".into()),
-            reporting_instance: Some(node.clone()),
-            first_timestamp: Some(now.clone()),
-            last_timestamp: Some(now.clone()),
-            count: Some(1),
-            ..Default::default()
-        };
+        let event = event_object(&ev, &name, &node, now.clone());
         match api.create(&PostParams::default(), &event).await {
             Ok(_) => {
                 seen.insert(
@@ -219,9 +207,104 @@ async fn writer(
     }
 }
 
+/// The Event object for `ev`, named `name`, from the kubelet on `node` at `now`: the involved
+/// object's reference, the kubelet's source, count 1, and `ev`'s annotations in its metadata.
+fn event_object(ev: &PodEvent, name: &str, node: &str, now: Time) -> Event {
+    Event {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(ev.namespace.clone()),
+            annotations: (!ev.annotations.is_empty()).then(|| ev.annotations.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some(ev.object_kind.into()),
+            name: Some(ev.name.clone()),
+            namespace: (ev.object_kind != "Node").then(|| ev.namespace.clone()),
+            uid: Some(ev.uid.clone()),
+            field_path: (!ev.field_path.is_empty()).then(|| ev.field_path.clone()),
+            ..Default::default()
+        },
+        reason: Some(ev.reason.clone()),
+        message: Some(ev.message.clone()),
+        type_: Some(match ev.kind {
+            EventType::Normal => "Normal".into(),
+            EventType::Warning => "Warning".into(),
+        }),
+        source: Some(EventSource {
+            component: Some("kubelet".into()),
+            host: Some(node.to_string()),
+        }),
+        reporting_component: Some("kubelet".into()),
+        reporting_instance: Some(node.to_string()),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        count: Some(1),
+        ..Default::default()
+    }
+}
+
 fn nanos() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn evicted(annotations: &[(&str, &str)]) -> PodEvent {
+        PodEvent {
+            object_kind: "Pod",
+            namespace: "ns".into(),
+            name: "p".into(),
+            uid: "u".into(),
+            field_path: String::new(),
+            kind: EventType::Warning,
+            reason: "Evicted".into(),
+            message: "The node was low on resource: memory. ".into(),
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn an_event_carries_its_annotations_as_the_kubelets_annotated_events() {
+        let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let ev = evicted(&[
+            ("offending_containers", "hog"),
+            ("offending_containers_usage", "300Mi"),
+            ("starved_resource", "memory"),
+        ]);
+        let e = event_object(&ev, "p.1", "node-a", now.clone());
+        assert_eq!(
+            e.metadata.annotations,
+            Some(ev.annotations.clone()),
+            "annotations in the event's metadata"
+        );
+        assert_eq!(
+            (
+                e.involved_object.kind.as_deref(),
+                e.involved_object.namespace.as_deref(),
+                e.type_.as_deref(),
+                e.reason.as_deref(),
+                e.source.and_then(|s| s.host).as_deref(),
+            ),
+            (
+                Some("Pod"),
+                Some("ns"),
+                Some("Warning"),
+                Some("Evicted"),
+                Some("node-a")
+            )
+        );
+        // Most events have none: no empty map is sent.
+        let plain = event_object(&evicted(&[]), "p.2", "node-a", now);
+        assert_eq!(plain.metadata.annotations, None);
+    }
 }

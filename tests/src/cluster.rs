@@ -28,6 +28,9 @@ pub struct NodeOptions {
     /// Size of a tmpfs mounted as the node's root dir (`400m`, as mount -o size takes it): nodefs (pod directories,
     /// emptyDirs) small and the test's own; unset: a plain directory.
     pub root_dir_size: Option<String>,
+    /// The inodes of that tmpfs (mount -o nr_inodes): few, for inode pressure; unset: the
+    /// kernel's default (half the RAM pages).
+    pub root_dir_inodes: Option<u32>,
 }
 
 /// One cluster node run by bosun (or by the upstream kubelet: the config and flags suit both).
@@ -72,8 +75,12 @@ impl ClusterNode {
         }
         if let Some(size) = &opts.root_dir_size {
             // Unmounted with everything else under the node's directory when it is dropped.
+            let mut options = format!("size={size}");
+            if let Some(n) = opts.root_dir_inodes {
+                options += &format!(",nr_inodes={n}");
+            }
             let status = Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .args(["-t", "tmpfs", "-o", &options, "tmpfs"])
                 .arg(d.join("root"))
                 .status()
                 .expect("run mount");

@@ -2,9 +2,12 @@
 //! the free share of the node's root dir filesystem puts the Node under DiskPressure with the
 //! kubelet's reason and message; a pod bound to it is then rejected (Failed, Evicted, "The node
 //! had condition: [DiskPressure]. "), while a static pod, critical, is still admitted. And real
-//! pressure: with the node's root dir on a small tmpfs, a pod filling an emptyDir is evicted
-//! (Failed, Evicted, the kubelet's message, DisruptionTarget, a Warning Evicted event), its
-//! emptyDir torn down so DiskPressure clears, and the quiet pod beside it keeps running. Memory:
+//! pressure, on Bosun and the upstream kubelet side by side: with the node's root dir on a small
+//! tmpfs, a pod filling an emptyDir with bytes, or with files past the tmpfs's few inodes, is
+//! evicted (Failed, Evicted, the kubelet's message, DisruptionTarget, a Warning Evicted event with
+//! the kubelet's annotations, the node's EvictionThresholdMet event), its emptyDir torn down so
+//! DiskPressure clears, its dead container collected at the next container GC though the pod is
+//! still in the API, and the quiet pod beside it keeps running. Memory:
 //! with kubepods limited to 3 GiB (systemReserved) and allocatableMemory.available 1Gi, a
 //! BestEffort pod holding 2.5 GiB is evicted and the Guaranteed pod spared, on Bosun and the
 //! upstream kubelet side by side with the same status. PIDs: with
@@ -143,40 +146,89 @@ async fn disk_pressure_is_reported_and_rejects_new_pods() {
     bosun.terminate(Duration::from_secs(10));
 }
 
-/// The pod's events (type, reason, message), as the API server holds them.
-async fn events(client: &kube::Client, pod: &str) -> Vec<(String, String, String)> {
+/// The events about `name` (a pod, or the node), as the API server holds them.
+async fn events_of(client: &kube::Client, name: &str) -> Vec<Event> {
     let api: Api<Event> = Api::namespaced(client.clone(), "default");
-    let lp = ListParams::default().fields(&format!("involvedObject.name={pod}"));
-    let list = api.list(&lp).await.map(|l| l.items).unwrap_or_default();
-    list.into_iter()
-        .map(|e| {
-            (
-                e.type_.unwrap_or_default(),
-                e.reason.unwrap_or_default(),
-                e.message.unwrap_or_default(),
-            )
-        })
-        .collect()
+    let lp = ListParams::default().fields(&format!("involvedObject.name={name}"));
+    api.list(&lp).await.map(|l| l.items).unwrap_or_default()
 }
 
-#[tokio::test]
-async fn disk_pressure_evicts_the_pod_filling_the_disk() {
-    // nodefs is the node's root dir on a 400 MiB tmpfs of the test's own; below 150 MiB free is
-    // pressure. The filler writes 300 MiB into an emptyDir; the quiet pod keeps to itself.
+/// The first event about `name` with `reason`, waited for up to 60 s.
+async fn event_of(client: &kube::Client, name: &str, reason: &str) -> Event {
+    let what = format!("{reason} event about {name}");
+    wait_until_async(&what, Duration::from_secs(60), || async {
+        events_of(client, name)
+            .await
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some(reason))
+    })
+    .await
+}
+
+/// How many containers of pod `uid` the node's containerd holds.
+async fn containers_of(node: &ClusterNode, uid: &str) -> usize {
+    let cri = bosun_cri::CriClient::connect(&node.ctd.endpoint(), Default::default())
+        .await
+        .expect("connect to the node's containerd");
+    let filter = bosun_cri::types::ContainerFilter {
+        label_selector: [("io.kubernetes.pod.uid".to_string(), uid.to_string())].into(),
+        ..Default::default()
+    };
+    cri.list_containers(Some(filter))
+        .await
+        .expect("list containers")
+        .len()
+}
+
+/// What fills the node's filesystem: bytes, or inodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    /// 300 MiB written to an emptyDir of a 400 MiB filesystem; nodefs.available 150Mi.
+    Bytes,
+    /// 3000 empty files made in an emptyDir of a filesystem of 4000 inodes; nodefs.inodesFree
+    /// 1500.
+    Inodes,
+}
+
+/// What disk pressure did on a node run by `agent` whose root dir is a tmpfs of the test's own,
+/// filled by one pod as `fill` says while a quiet pod keeps to itself: the filler's status
+/// (amounts masked), its Evicted event and that event's annotations, the node's
+/// EvictionThresholdMet event, the pressure condition seen True then False again after the
+/// transition period, and the quiet pod's fate; as (fact, value) pairs.
+async fn disk_pressure_facts(agent: Agent, fill: Fill) -> Vec<(String, String)> {
+    let (threshold, inodes, script, prefix) = match fill {
+        Fill::Bytes => (
+            ("nodefs.available", "150Mi"),
+            None,
+            "dd if=/dev/zero of=/data/fill bs=1M count=300; exec sleep 3600",
+            "evict-fill",
+        ),
+        Fill::Inodes => (
+            ("nodefs.inodesFree", "1500"),
+            Some(4000),
+            "i=0; while [ $i -lt 3000 ]; do : > /data/f$i; i=$((i+1)); done; exec sleep 3600",
+            "evict-inodes",
+        ),
+    };
+    let mut hard = vec![
+        (threshold.0.to_string(), threshold.1.to_string()),
+        ("memory.available".into(), "100Mi".into()),
+        ("imagefs.available".into(), "1%".into()),
+    ];
+    if fill == Fill::Inodes {
+        hard.push(("nodefs.available".into(), "1%".into()));
+    }
     let opts = NodeOptions {
         root_dir_size: Some("400m".into()),
-        eviction_hard: Some(vec![
-            ("nodefs.available".into(), "150Mi".into()),
-            ("memory.available".into(), "100Mi".into()),
-            ("imagefs.available".into(), "1%".into()),
-        ]),
+        root_dir_inodes: inodes,
+        eviction_hard: Some(hard),
         extra_config: "evictionPressureTransitionPeriod: 20s\nvolumeStatsAggPeriod: 5s\n".into(),
         ..Default::default()
     };
-    let node = ClusterNode::with_options("evict-fill", &opts);
-    let mut bosun = node.start();
     let client = admin_client().await;
+    let (node, mut proc) = agent.on_new_node(prefix, opts, &client).await;
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let nodes: Api<Node> = Api::all(client.clone());
     let quiet = format!("{}-quiet", node.name);
     let filler = format!("{}-filler", node.name);
     let pod = |name: &str, script: &str| {
@@ -192,96 +244,181 @@ async fn disk_pressure_evicts_the_pod_filling_the_disk() {
         (phase(p) == "Running").then_some(())
     })
     .await;
-    let started = Instant::now();
-    create(
-        &api,
-        &pod(
-            &filler,
-            "dd if=/dev/zero of=/data/fill bs=1M count=300; exec sleep 3600",
-        ),
-    )
-    .await;
-    let nodes: Api<Node> = Api::all(client.clone());
     let pressure = seen_true(&nodes, &node.name, "DiskPressure");
-    let p = wait_pod(&api, &filler, "filler pod evicted", 150, |p| {
+    let started = Instant::now();
+    create(&api, &pod(&filler, script)).await;
+    let what = format!("filler evicted by {}", agent.name());
+    let p = wait_pod(&api, &filler, &what, 150, |p| {
         (phase(p) == "Failed").then(|| p.clone())
     })
     .await;
-    eprintln!("filler Failed {:?} after its creation", started.elapsed());
-    let st = p.status.clone().unwrap_or_default();
-    assert_eq!(st.reason.as_deref(), Some("Evicted"), "{st:?}");
-    let message = st.message.clone().unwrap_or_default();
-    let prefix =
-        "The node was low on resource: ephemeral-storage. Threshold quantity: 150Mi, available: ";
-    assert!(message.starts_with(prefix), "message {message:?}");
-    let disruption = condition_of(&p, "DisruptionTarget").expect("DisruptionTarget condition");
-    assert_eq!(
-        (
-            disruption.status.as_str(),
-            disruption.reason.as_deref(),
-            disruption.message.as_deref()
-        ),
-        ("True", Some("TerminationByKubelet"), Some(message.as_str()))
+    eprintln!(
+        "{} {fill:?}: filler Failed {:?} after its creation",
+        agent.name(),
+        started.elapsed()
     );
+    let st = p.status.clone().unwrap_or_default();
+    let message = st.message.clone().unwrap_or_default();
+    let disruption = condition_of(&p, "DisruptionTarget").map(|c| {
+        let message_is_status = c.message == st.message;
+        format!("{} {:?} {message_is_status}", c.status, c.reason)
+    });
     // Its container was stopped, not left running under a Failed pod.
-    let main = st
+    let terminated = st
         .container_statuses
         .iter()
         .flatten()
         .find(|c| c.name == "main")
-        .expect("main status");
-    assert!(
-        main.state
-            .as_ref()
-            .and_then(|s| s.terminated.as_ref())
-            .is_some(),
-        "main not terminated: {main:?}"
-    );
-    let event = wait_until_async("Evicted event", Duration::from_secs(30), || async {
-        events(&client, &filler)
-            .await
-            .into_iter()
-            .find(|(_, reason, _)| reason == "Evicted")
+        .and_then(|c| c.state.as_ref())
+        .is_some_and(|s| s.terminated.is_some());
+    let evicted = event_of(&client, &filler, "Evicted").await;
+    let annotations: Vec<String> = evicted
+        .metadata
+        .annotations
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={}", amounts_masked(&v)))
+        .collect();
+    let met = event_of(&client, &node.name, "EvictionThresholdMet").await;
+    let what = format!("DiskPressure=True seen on {}", agent.name());
+    wait_until_async(&what, Duration::from_secs(60), || async {
+        pressure.is_finished().then_some(())
     })
     .await;
-    assert_eq!(
-        event,
-        (
-            "Warning".to_string(),
-            "Evicted".to_string(),
-            message.clone()
-        )
-    );
-    // The node was under DiskPressure and, the emptyDir torn down, is not any more.
-    wait_until_async(
-        "DiskPressure=True seen",
-        Duration::from_secs(60),
-        || async { pressure.is_finished().then_some(()) },
-    )
-    .await;
-    wait_until_async("DiskPressure=False", Duration::from_secs(90), || async {
+    // The emptyDir torn down with the evicted pod, the pressure goes after the transition period.
+    let what = format!("DiskPressure=False on {}", agent.name());
+    wait_until_async(&what, Duration::from_secs(120), || async {
         let n = nodes.get_opt(&node.name).await.ok()??;
         condition(&n, "DiskPressure").filter(|c| c.status == "False")
     })
     .await;
     eprintln!(
-        "DiskPressure False {:?} after the filler's creation",
+        "{} {fill:?}: DiskPressure False {:?} after the filler's creation",
+        agent.name(),
         started.elapsed()
     );
-    // The quiet pod never stopped.
+    // Evicted, the filler's dead containers go at the next container GC (every minute on both),
+    // the pod still in the API: the kubelet's ShouldPodContentBeRemoved holds for an evicted pod.
+    let uid = p.metadata.uid.clone().unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(100);
+    let left = loop {
+        let left = containers_of(&node, &uid).await;
+        if left == 0 || Instant::now() > deadline {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!(
+        "{} {fill:?}: {left} filler containers left {:?} after its creation",
+        agent.name(),
+        started.elapsed()
+    );
     let q = api.get(&quiet).await.expect("quiet pod");
-    assert_eq!(phase(&q), "Running");
     let restarts = q
         .status
         .as_ref()
         .and_then(|s| s.container_statuses.as_ref())
         .and_then(|c| c.first())
         .map(|c| c.restart_count);
-    assert_eq!(restarts, Some(0));
+    let facts = vec![
+        ("filler.phase", phase(&p).to_string()),
+        ("filler.reason", st.reason.clone().unwrap_or_default()),
+        ("filler.message", amounts_masked(&message)),
+        ("filler.DisruptionTarget", disruption.unwrap_or_default()),
+        ("filler.terminated", terminated.to_string()),
+        (
+            "event",
+            format!(
+                "{} {} {}",
+                evicted.type_.unwrap_or_default(),
+                evicted.reason.unwrap_or_default(),
+                evicted.message.as_deref() == Some(message.as_str())
+            ),
+        ),
+        ("event.annotations", annotations.join(" ")),
+        (
+            "node.event",
+            format!(
+                "{} {}",
+                met.type_.unwrap_or_default(),
+                met.message.unwrap_or_default()
+            ),
+        ),
+        ("filler.containers_left", left.to_string()),
+        ("quiet", format!("{} {restarts:?}", phase(&q))),
+    ];
     for name in [&quiet, &filler] {
         let _ = api.delete(name, &DeleteParams::default()).await;
     }
-    bosun.terminate(Duration::from_secs(10));
+    proc.stop();
+    facts.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+/// The disk pressure facts both agents must show for `fill`.
+fn disk_pressure_want(fill: Fill) -> Vec<(String, String)> {
+    let (message, offending, usage, resource) = match fill {
+        Fill::Bytes => (
+            "The node was low on resource: ephemeral-storage. Threshold quantity: N, available: \
+             N. Container main was using N, request is N, has larger consumption of \
+             ephemeral-storage. ",
+            "main",
+            "N",
+            "ephemeral-storage",
+        ),
+        Fill::Inodes => (
+            "The node was low on resource: inodes. Threshold quantity: N, available: N. ",
+            "",
+            "",
+            "inodes",
+        ),
+    };
+    let annotations = format!(
+        "offending_containers={offending} offending_containers_usage={usage} \
+         starved_resource={resource}"
+    );
+    let reclaim = format!("Warning Attempting to reclaim {resource}");
+    facts(&[
+        ("filler.phase", "Failed"),
+        ("filler.reason", "Evicted"),
+        ("filler.message", message),
+        (
+            "filler.DisruptionTarget",
+            "True Some(\"TerminationByKubelet\") true",
+        ),
+        ("filler.terminated", "true"),
+        ("event", "Warning Evicted true"),
+        ("event.annotations", &annotations),
+        ("node.event", &reclaim),
+        ("filler.containers_left", "0"),
+        ("quiet", "Running Some(0)"),
+    ])
+}
+
+/// Real disk pressure on both agents: nodefs is the node's root dir on a 400 MiB tmpfs of the
+/// test's own; the filler's 300 MiB in an emptyDir leave less than 150Mi free.
+#[tokio::test]
+async fn disk_pressure_evicts_the_pod_filling_the_disk_as_the_kubelet() {
+    let (bosun, kubelet) = tokio::join!(
+        disk_pressure_facts(Agent::Bosun, Fill::Bytes),
+        disk_pressure_facts(Agent::Kubelet, Fill::Bytes)
+    );
+    let want = disk_pressure_want(Fill::Bytes);
+    assert_eq!(kubelet, want, "the kubelet");
+    assert_eq!(bosun, want, "bosun");
+}
+
+/// Inode pressure on both agents: the root dir's tmpfs has 4000 inodes; the filler's 3000 files
+/// leave fewer than 1500 free.
+#[tokio::test]
+async fn inode_pressure_evicts_the_pod_making_files_as_the_kubelet() {
+    let (bosun, kubelet) = tokio::join!(
+        disk_pressure_facts(Agent::Bosun, Fill::Inodes),
+        disk_pressure_facts(Agent::Kubelet, Fill::Inodes)
+    );
+    let want = disk_pressure_want(Fill::Inodes);
+    assert_eq!(kubelet, want, "the kubelet");
+    assert_eq!(bosun, want, "bosun");
 }
 
 /// The pod's condition of type `type_`, if any.
@@ -320,15 +457,15 @@ fn seen_true(nodes: &Api<Node>, node: &str, type_: &'static str) -> tokio::task:
     })
 }
 
-/// `text` with every amount (digits, and a binary suffix after them) written `N`: two nodes'
-/// messages compare by shape, their usage figures differing.
+/// `text` with every amount (digits, and a binary or decimal suffix after them) written `N`: two
+/// nodes' messages compare by shape, their usage figures differing.
 fn amounts_masked(text: &str) -> String {
     let mut out = String::new();
     let mut rest = text;
     while let Some(c) = rest.chars().next() {
         if c.is_ascii_digit() {
             rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
-            for suffix in ["Ki", "Mi", "Gi", "Ti"] {
+            for suffix in ["Ki", "Mi", "Gi", "Ti", "k", "M", "G", "T"] {
                 if let Some(r) = rest.strip_prefix(suffix) {
                     rest = r;
                     break;
@@ -434,6 +571,16 @@ async fn memory_pressure_facts(agent: Agent, memcg: bool) -> Vec<(String, String
         condition(&n, "MemoryPressure").filter(|c| c.status == "False")
     })
     .await;
+    let evicted = event_of(&client, &hog, "Evicted").await;
+    let annotations: Vec<String> = evicted
+        .metadata
+        .annotations
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={}", amounts_masked(&v)))
+        .collect();
+    let met = event_of(&client, &node.name, "EvictionThresholdMet").await;
     let g = api.get(&guaranteed).await.expect("guaranteed pod");
     let log = std::fs::read_to_string(proc.log()).unwrap_or_default();
     let crossed = "eviction manager: hard allocatable memory eviction threshold crossed";
@@ -445,6 +592,15 @@ async fn memory_pressure_facts(agent: Agent, memcg: bool) -> Vec<(String, String
             amounts_masked(&st.message.unwrap_or_default()),
         ),
         ("hog.DisruptionTarget", disruption.unwrap_or_default()),
+        ("hog.event.annotations", annotations.join(" ")),
+        (
+            "node.event",
+            format!(
+                "{} {}",
+                met.type_.unwrap_or_default(),
+                met.message.unwrap_or_default()
+            ),
+        ),
         ("guaranteed.phase", phase(&g).to_string()),
     ];
     if memcg {
@@ -471,6 +627,11 @@ fn memory_pressure_want() -> Vec<(String, String)> {
             "hog.DisruptionTarget",
             "True Some(\"TerminationByKubelet\") true",
         ),
+        (
+            "hog.event.annotations",
+            "offending_containers=main offending_containers_usage=N starved_resource=memory",
+        ),
+        ("node.event", "Warning Attempting to reclaim memory"),
         ("guaranteed.phase", "Running"),
     ])
 }

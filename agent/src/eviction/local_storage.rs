@@ -53,6 +53,7 @@ fn evict(pod: &Pod, message: String) -> Eviction {
         message,
         resource: "ephemeral-storage",
         disruption_target: false,
+        annotations: Default::default(),
     }
 }
 

@@ -5,7 +5,9 @@
 //! crosses the level at which the working set reaches the threshold, so pressure is acted on
 //! between stats samples. The level moves with the page cache: it is set again from each sample,
 //! at most every [`REFRESH`]. cgroup v2 has no such interface: there, as the kubelet, the
-//! notifier is disabled and the samples alone drive eviction.
+//! notifier is disabled and the samples alone drive eviction. No v2 replacement (memory.events,
+//! PSI) is built, on purpose: the kubelet v1.37 has none either (threshold_notifier_linux.go
+//! hands out a disabled notifier on v2), and Bosun's behaviour on v2 is the kubelet's.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;

@@ -1,7 +1,10 @@
 //! What an evicted pod is told, as the kubelet's evictionMessage (pkg/kubelet/eviction/helpers.go):
 //! "The node was low on resource: memory. Threshold quantity: 100Mi, available: 51200Ki. " and,
 //! for each container using more than it requested, "Container c was using 300Mi, request is
-//! 100Mi, has larger consumption of memory. ". Pure.
+//! 100Mi, has larger consumption of memory. ", with the Evicted event's annotations naming
+//! those containers, their usage and the starved resource. Pure.
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -48,15 +51,28 @@ fn amount(value: i128, resource: &str) -> String {
     Amount::units(value, format).canonical()
 }
 
-/// The kubelet's eviction message for `pod`, reclaiming `resource` under `thresholds` (those
-/// acted on) with `observations`; container usage is named when the pod has stats.
+/// The kubelet's key (helpers.go OffendingContainersKey) for the containers using more than
+/// they requested, comma-separated.
+pub const OFFENDING_CONTAINERS: &str = "offending_containers";
+/// The kubelet's key (OffendingContainersUsageKey) for those containers' usage, in their order.
+pub const OFFENDING_CONTAINERS_USAGE: &str = "offending_containers_usage";
+/// The kubelet's key (StarvedResourceKey) for the resource reclaimed.
+pub const STARVED_RESOURCE: &str = "starved_resource";
+
+/// Annotations of the Evicted event, by key.
+pub type Annotations = BTreeMap<String, String>;
+
+/// The kubelet's evictionMessage for `pod`, reclaiming `resource` under `thresholds` (those
+/// acted on) with `observations`: the message, container usage named when the pod has stats,
+/// and the event's annotations ([`OFFENDING_CONTAINERS`], [`OFFENDING_CONTAINERS_USAGE`],
+/// [`STARVED_RESOURCE`]; none without stats, as the kubelet returns early then).
 pub fn eviction_message(
     resource: &str,
     pod: &Pod,
     stats: Option<&PodStats>,
     thresholds: &[Threshold],
     observations: &Observations,
-) -> String {
+) -> (String, Annotations) {
     let mut message = format!("The node was low on resource: {resource}. ");
     let met = thresholds
         .iter()
@@ -69,9 +85,12 @@ pub fn eviction_message(
             amount(i128::from(o.available), resource)
         );
     }
-    let (Some(stats), Some(spec)) = (stats, pod.spec.as_ref()) else {
-        return message;
+    let Some(stats) = stats else {
+        return (message, Annotations::new());
     };
+    let (mut offending, mut usages) = (Vec::new(), Vec::new());
+    let no_spec = Default::default();
+    let spec = pod.spec.as_ref().unwrap_or(&no_spec);
     let containers: Vec<_> = spec
         .containers
         .iter()
@@ -112,14 +131,25 @@ pub fn eviction_message(
         {
             // An absent request prints as Go's zero Quantity, "0".
             let request = request.unwrap_or_else(|| "0".into());
+            let usage = amount(usage, resource);
             message += &format!(
-                "Container {} was using {}, request is {request}, has larger consumption of {resource}. ",
+                "Container {} was using {usage}, request is {request}, has larger consumption of {resource}. ",
                 c.name,
-                amount(usage, resource)
             );
+            offending.push(c.name.clone());
+            usages.push(usage);
         }
     }
-    message
+    let annotations = [
+        (OFFENDING_CONTAINERS, offending.join(",")),
+        (OFFENDING_CONTAINERS_USAGE, usages.join(",")),
+        (STARVED_RESOURCE, resource.to_string()),
+    ];
+    let annotations = annotations
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    (message, annotations)
 }
 
 #[cfg(test)]
@@ -180,22 +210,57 @@ mod tests {
             ),
         ]
         .into();
+        let annotations = |pairs: &[(&str, &str)]| -> Annotations {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
         assert_eq!(
             eviction_message("memory", &pod, Some(&stats), &[disk, mem], &obs),
-            "The node was low on resource: memory. Threshold quantity: 100Mi, available: 50Mi. \
-             Container hog was using 300Mi, request is 100Mi, has larger consumption of memory. \
-             Container none was using 1k, request is 0, has larger consumption of memory. "
+            (
+                "The node was low on resource: memory. Threshold quantity: 100Mi, available: 50Mi. \
+                 Container hog was using 300Mi, request is 100Mi, has larger consumption of memory. \
+                 Container none was using 1k, request is 0, has larger consumption of memory. "
+                    .to_string(),
+                annotations(&[
+                    ("offending_containers", "hog,none"),
+                    ("offending_containers_usage", "300Mi,1k"),
+                    ("starved_resource", "memory"),
+                ])
+            )
         );
         // 10% of 20 GiB in float32 arithmetic is 2147483680 bytes: not a whole KiB.
         assert_eq!(
             eviction_message("ephemeral-storage", &pod, Some(&stats), &[disk, mem], &obs),
-            "The node was low on resource: ephemeral-storage. Threshold quantity: 2147483680, \
-             available: 1Gi. Container hog was using 12Mi, request is 0, has larger consumption \
-             of ephemeral-storage. "
+            (
+                "The node was low on resource: ephemeral-storage. Threshold quantity: 2147483680, \
+                 available: 1Gi. Container hog was using 12Mi, request is 0, has larger consumption \
+                 of ephemeral-storage. "
+                    .to_string(),
+                annotations(&[
+                    ("offending_containers", "hog"),
+                    ("offending_containers_usage", "12Mi"),
+                    ("starved_resource", "ephemeral-storage"),
+                ])
+            )
         );
+        // No container usage for inodes or pids: the keys are there, the lists empty.
+        assert_eq!(
+            eviction_message("pids", &pod, Some(&stats), &[mem], &obs).1,
+            annotations(&[
+                ("offending_containers", ""),
+                ("offending_containers_usage", ""),
+                ("starved_resource", "pids"),
+            ])
+        );
+        // Without the pod's stats the kubelet returns before any annotation.
         assert_eq!(
             eviction_message("memory", &pod, None, &[mem], &Observations::new()),
-            "The node was low on resource: memory. "
+            (
+                "The node was low on resource: memory. ".to_string(),
+                Annotations::new()
+            )
         );
     }
 }

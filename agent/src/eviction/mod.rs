@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::eviction::{EvictionConfig, Signal};
+use crate::events::{EventType, Recorder};
 use crate::stats::StatsProvider;
 pub use synchronize::{Condition, Conditions};
 
@@ -106,6 +107,8 @@ pub struct Manager {
     reclaim: Reclaim,
     /// The kernel's memory threshold notifications (kernelMemcgNotification), when on.
     memcg: Option<memcg::Notifiers>,
+    /// Where the node's EvictionThresholdMet events go, and the node's name.
+    events: Option<(Recorder, String)>,
 }
 
 /// One round's outcome: the thresholds met and the signals observed, to act on.
@@ -128,6 +131,7 @@ impl Manager {
             dedicated_image_fs: false,
             reclaim: Reclaim::default(),
             memcg: None,
+            events: None,
         };
         (m, rx)
     }
@@ -146,6 +150,13 @@ impl Manager {
         self
     }
 
+    /// The manager, recording the kubelet's EvictionThresholdMet event ("Attempting to reclaim
+    /// memory") about the node `node` through `events` each round a threshold is acted on.
+    pub fn with_events(mut self, events: Recorder, node: String) -> Self {
+        self.events = Some((events, node));
+        self
+    }
+
     /// The manager, running a round as soon as one of `notifiers` fires.
     pub fn with_memcg(mut self, notifiers: memcg::Notifiers) -> Self {
         self.memcg = (!notifiers.is_empty()).then_some(notifiers);
@@ -161,10 +172,9 @@ impl Manager {
         }
     }
 
-    /// Runs the node-level reclaim the kubelet runs for `signal` (dead containers for nodefs
-    /// when images have their own filesystem; dead containers and unused images otherwise),
-    /// then measures the filesystems again: true when no threshold is met any more (minimum
-    /// reclaim included), so no pod needs evicting.
+    /// Runs the node-level reclaim the kubelet runs for `signal` ([`plan::node_reclaim`]), then
+    /// measures the filesystems again: true when no threshold is met any more (minimum reclaim
+    /// included), so no pod needs evicting.
     async fn reclaim_node_level(
         &self,
         signal: Signal,
@@ -172,14 +182,13 @@ impl Manager {
     ) -> bool {
         use Signal::*;
         let r = &self.reclaim;
-        let funcs = match (signal, self.dedicated_image_fs) {
-            (NodeFsAvailable | NodeFsInodesFree, true) => vec![&r.containers],
-            (NodeFsAvailable | NodeFsInodesFree | ImageFsAvailable | ImageFsInodesFree, _) => {
-                vec![&r.containers, &r.images]
-            }
-            _ => return false,
-        };
-        let funcs: Vec<_> = funcs.into_iter().flatten().collect();
+        let funcs: Vec<_> = plan::node_reclaim(signal, self.dedicated_image_fs)
+            .iter()
+            .filter_map(|c| match c {
+                plan::Collector::Containers => r.containers.as_ref(),
+                plan::Collector::Images => r.images.as_ref(),
+            })
+            .collect();
         if funcs.is_empty() {
             return false;
         }
@@ -193,6 +202,8 @@ impl Manager {
         for (path, bytes, inodes) in [
             (&r.nodefs, NodeFsAvailable, NodeFsInodesFree),
             (&r.imagefs, ImageFsAvailable, ImageFsInodesFree),
+            // No split container filesystem: the containers' is the images'.
+            (&r.imagefs, ContainerFsAvailable, ContainerFsInodesFree),
         ] {
             let Some(c) = path.as_deref().and_then(crate::stats::fs::capacity) else {
                 continue;
@@ -252,12 +263,17 @@ impl Manager {
     /// and waits until it is stopped; returns the evicted pod's UID.
     async fn evict(&self, round: Round) -> Option<String> {
         let signals: Vec<&str> = round.met.iter().map(|t| t.signal.as_str()).collect();
+        let signal = plan::first_signal(&round.met)?;
+        let resource = message::resource_of(signal);
+        info!(resource, "Eviction manager: attempting to reclaim");
+        if let Some((events, node)) = &self.events {
+            let message = format!("Attempting to reclaim {resource}");
+            events.node(node, EventType::Warning, "EvictionThresholdMet", message);
+        }
         let Some(pods) = &self.pods else {
             info!(thresholds = ?signals, "eviction manager: thresholds met; no pod manager to evict from");
             return None;
         };
-        let signal = plan::first_signal(&round.met)?;
-        let resource = message::resource_of(signal);
         if self.reclaim_node_level(signal, &round.observations).await {
             info!(
                 resource,

@@ -6,7 +6,7 @@
 //! Node-level reclaim (image and container GC) comes before this in the kubelet, and is the
 //! caller's too.
 
-use super::message::{eviction_message, resource_of};
+use super::message::{Annotations, eviction_message, resource_of};
 use super::rank::{Candidate, rank};
 use super::signals::Observations;
 use crate::config::eviction::{Signal, Threshold};
@@ -28,6 +28,40 @@ pub struct Eviction {
     /// True when the pod's status gets the DisruptionTarget condition (a threshold eviction;
     /// not a local storage limit's).
     pub disruption_target: bool,
+    /// The Evicted event's annotations (a threshold eviction's; none for a local storage
+    /// limit's, as the kubelet's).
+    pub annotations: Annotations,
+}
+
+/// A node-level collector the eviction manager may run before evicting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Collector {
+    /// Dead containers and sandboxes (the kubelet's DeleteAllUnusedContainers).
+    Containers,
+    /// Unused images (the kubelet's DeleteUnusedImages).
+    Images,
+}
+
+/// The node-level reclaim for `signal`, in order, as the kubelet's buildSignalToNodeReclaimFuncs
+/// (no split container filesystem): with images on the node's filesystem every disk signal runs
+/// container then image GC; with a dedicated image filesystem nodefs pressure runs nothing
+/// (the kubelet evicts at once) and imagefs or containerfs pressure runs both.
+pub fn node_reclaim(signal: Signal, dedicated_image_fs: bool) -> &'static [Collector] {
+    use Signal::*;
+    const BOTH: &[Collector] = &[Collector::Containers, Collector::Images];
+    match (signal, dedicated_image_fs) {
+        (NodeFsAvailable | NodeFsInodesFree, true) => &[],
+        (
+            NodeFsAvailable
+            | NodeFsInodesFree
+            | ImageFsAvailable
+            | ImageFsInodesFree
+            | ContainerFsAvailable
+            | ContainerFsInodesFree,
+            _,
+        ) => BOTH,
+        (MemoryAvailable | AllocatableMemoryAvailable | PidAvailable, _) => &[],
+    }
 }
 
 /// The signal the round evicts for: the first memory threshold met, else the first met.
@@ -71,12 +105,15 @@ pub fn plan(
             .and_then(|s| s.termination_grace_period_seconds);
         own.map_or(max_pod_grace_seconds, |g| g.min(max_pod_grace_seconds))
     };
+    let (message, annotations) =
+        eviction_message(resource, victim.pod, victim.stats, &ordered, observations);
     Some(Eviction {
         uid: victim.pod.metadata.uid.clone().unwrap_or_default(),
         grace_seconds,
-        message: eviction_message(resource, victim.pod, victim.stats, &ordered, observations),
+        message,
         resource,
         disruption_target: true,
+        annotations,
     })
 }
 
@@ -261,5 +298,41 @@ mod tests {
         )
         .unwrap();
         assert_eq!((e.uid.as_str(), e.grace_seconds), ("short", 5));
+    }
+
+    #[test]
+    fn node_level_reclaim_as_the_kubelet_builds_it() {
+        use Collector::{Containers, Images};
+        use Signal::*;
+        // buildSignalToNodeReclaimFuncs without a split container filesystem.
+        let both: &[Collector] = &[Containers, Images];
+        let cases: &[(Signal, bool, &[Collector])] = &[
+            // Images on the node's filesystem: every disk signal collects both.
+            (NodeFsAvailable, false, both),
+            (NodeFsInodesFree, false, both),
+            (ImageFsAvailable, false, both),
+            (ImageFsInodesFree, false, both),
+            (ContainerFsAvailable, false, both),
+            (ContainerFsInodesFree, false, both),
+            // A dedicated image filesystem: nodefs pressure reclaims nothing, imagefs (and
+            // containerfs, which is the image filesystem then) both.
+            (NodeFsAvailable, true, &[]),
+            (NodeFsInodesFree, true, &[]),
+            (ImageFsAvailable, true, both),
+            (ImageFsInodesFree, true, both),
+            (ContainerFsAvailable, true, both),
+            (ContainerFsInodesFree, true, both),
+            // Memory and pids: nothing at node level.
+            (MemoryAvailable, false, &[]),
+            (AllocatableMemoryAvailable, true, &[]),
+            (PidAvailable, false, &[]),
+        ];
+        for (signal, dedicated, want) in cases {
+            assert_eq!(
+                node_reclaim(*signal, *dedicated),
+                *want,
+                "{signal:?} dedicated={dedicated}"
+            );
+        }
     }
 }

@@ -10,11 +10,13 @@ use bosun_cri::{CriClient, CriError};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::container_policy::{
-    ContainerInfo, Removal, SandboxInfo, containers_to_remove, sandboxes_to_remove,
+    ContainerInfo, PodState, Removal, SandboxInfo, containers_to_remove, pod_removable,
+    sandboxes_to_remove,
 };
 use crate::config::ContainerGcPolicy;
 use crate::pod::manager::KnownPods;
 use crate::runtime::labels;
+use crate::status::StatusStore;
 
 /// How long an unknown-state container gets to stop before its removal.
 const UNKNOWN_STOP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -27,6 +29,8 @@ pub struct ContainerGc {
     pub policy: ContainerGcPolicy,
     /// Which pods still have a worker.
     pub known: KnownPods,
+    /// The pods' last statuses: an evicted or terminated pod's content may go too.
+    pub statuses: StatusStore,
     /// `podLogsDir` (`/var/log/pods`).
     pub pod_logs_dir: PathBuf,
     /// The `/var/log/containers` symlink directory.
@@ -40,14 +44,19 @@ pub struct GcError(pub Vec<String>);
 
 impl ContainerGc {
     /// One collection: dead containers, then sandboxes, then pod log directories and dangling
-    /// symlinks; every step runs even when an earlier one failed.
-    pub async fn collect(&self) -> Result<(), GcError> {
+    /// symlinks; every step runs even when an earlier one failed. With `evict_non_deleted` (the
+    /// eviction manager's DeleteAllUnusedContainers) the containers and sandboxes of terminated
+    /// pods go as well, the newest dead ones included.
+    pub async fn collect(&self, evict_non_deleted: bool) -> Result<(), GcError> {
         let mut errors = Vec::new();
         let sources_ready = self.known.all_sources_ready();
-        if let Err(e) = self.evict_containers(sources_ready).await {
+        if let Err(e) = self
+            .evict_containers(sources_ready, evict_non_deleted)
+            .await
+        {
             errors.push(e.to_string());
         }
-        if let Err(e) = self.evict_sandboxes().await {
+        if let Err(e) = self.evict_sandboxes(evict_non_deleted).await {
             errors.push(e.to_string());
         }
         if let Err(e) = self.evict_pod_log_dirs(sources_ready).await {
@@ -106,7 +115,26 @@ impl ContainerGc {
         Ok((containers, sandboxes))
     }
 
-    async fn evict_containers(&self, sources_ready: bool) -> bosun_cri::Result<()> {
+    /// Whether everything of pod `uid` may go ([`pod_removable`]).
+    fn removable(&self, uid: &str, evict_non_deleted: bool) -> bool {
+        let status = self.statuses.get(uid);
+        let status = status.as_ref();
+        let state = PodState {
+            has_worker: self
+                .known
+                .all_sources_ready()
+                .then(|| !self.known.content_removable(uid)),
+            phase: status.and_then(|s| s.phase.as_deref()),
+            reason: status.and_then(|s| s.reason.as_deref()),
+        };
+        pod_removable(&state, evict_non_deleted)
+    }
+
+    async fn evict_containers(
+        &self,
+        sources_ready: bool,
+        evict_non_deleted: bool,
+    ) -> bosun_cri::Result<()> {
         let (containers, _) = self.list().await?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -116,7 +144,7 @@ impl ContainerGc {
             &containers,
             &self.policy,
             now,
-            |uid| self.known.content_removable(uid),
+            |uid| self.removable(uid, evict_non_deleted),
             sources_ready,
         );
         for r in removals {
@@ -187,10 +215,10 @@ impl ContainerGc {
         }
     }
 
-    async fn evict_sandboxes(&self) -> bosun_cri::Result<()> {
+    async fn evict_sandboxes(&self, evict_non_deleted: bool) -> bosun_cri::Result<()> {
         let (containers, sandboxes) = self.list().await?;
         for id in sandboxes_to_remove(&sandboxes, &containers, |uid| {
-            self.known.content_removable(uid)
+            self.removable(uid, evict_non_deleted)
         }) {
             let uid = sandboxes
                 .iter()
@@ -228,7 +256,7 @@ impl ContainerGc {
             for d in dirs.flatten() {
                 let name = d.file_name().to_string_lossy().into_owned();
                 let uid = pod_uid_of_log_dir(&name);
-                if !self.known.content_removable(uid) {
+                if !self.removable(uid, false) {
                     continue;
                 }
                 debug!(pod.uid = %uid, "Removing pod logs");

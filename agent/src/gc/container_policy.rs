@@ -52,6 +52,30 @@ pub struct Removal {
     pub unknown: bool,
 }
 
+/// What the GC knows of a pod, for [`pod_removable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodState<'a> {
+    /// Whether a pod worker owns it (None: the sources are not all seen yet).
+    pub has_worker: Option<bool>,
+    /// The phase of its last status.
+    pub phase: Option<&'a str>,
+    /// The reason of its last status (`Evicted`).
+    pub reason: Option<&'a str>,
+}
+
+/// Whether every dead container, sandbox and log of a pod may go, as the kubelet's pod workers
+/// answer: ShouldPodContentBeRemoved (no worker once every source was seen, or evicted), and with
+/// `evict_non_deleted` (the eviction manager's DeleteAllUnusedContainers) also
+/// ShouldPodRuntimeBeRemoved (a terminal phase: the pod's containers are done for good).
+pub fn pod_removable(s: &PodState<'_>, evict_non_deleted: bool) -> bool {
+    let Some(has_worker) = s.has_worker else {
+        return false;
+    };
+    let terminal = matches!(s.phase, Some("Succeeded" | "Failed"));
+    let evicted = s.phase == Some("Failed") && s.reason == Some("Evicted");
+    !has_worker || evicted || (evict_non_deleted && terminal)
+}
+
 /// The kubelet's evict unit: one container name of one pod.
 type Unit = (String, String);
 
@@ -327,5 +351,51 @@ mod tests {
         // The newest of a known pod stays even when dead.
         let r = sandboxes_to_remove(&sbs[..3], &[], |_| false);
         assert_eq!(r, ["p-1", "p-2"]);
+    }
+
+    #[test]
+    fn what_may_go_as_the_pod_workers_answer() {
+        let state = |known: Option<bool>, phase: Option<&'static str>, reason| PodState {
+            has_worker: known,
+            phase,
+            reason,
+        };
+        let cases = [
+            // (state, evict_non_deleted, removable)
+            // Sources not all seen: nothing, whatever the pod.
+            (state(None, None, None), true, false),
+            // No worker once every source was seen: gone.
+            (state(Some(false), None, None), false, true),
+            // Running, or still to run: kept.
+            (state(Some(true), Some("Running"), None), false, false),
+            (state(Some(true), Some("Running"), None), true, false),
+            // Evicted (ShouldPodContentBeRemoved: IsEvicted): gone at every collection.
+            (
+                state(Some(true), Some("Failed"), Some("Evicted")),
+                false,
+                true,
+            ),
+            // Terminated, not deleted: kept by the periodic GC, gone when the eviction manager
+            // asks (DeleteAllUnusedContainers: ShouldPodRuntimeBeRemoved).
+            (state(Some(true), Some("Succeeded"), None), false, false),
+            (state(Some(true), Some("Succeeded"), None), true, true),
+            (
+                state(Some(true), Some("Failed"), Some("DeadlineExceeded")),
+                false,
+                false,
+            ),
+            (
+                state(Some(true), Some("Failed"), Some("DeadlineExceeded")),
+                true,
+                true,
+            ),
+        ];
+        for (s, evict_non_deleted, want) in cases {
+            assert_eq!(
+                pod_removable(&s, evict_non_deleted),
+                want,
+                "{s:?} evict_non_deleted={evict_non_deleted}"
+            );
+        }
     }
 }

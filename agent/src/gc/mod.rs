@@ -52,7 +52,8 @@ pub type ReclaimRx = mpsc::Receiver<crate::eviction::ReclaimDone>;
 /// Runs container GC at once and then every `period` until cancelled (the kubelet's
 /// `StartGarbageCollection`): a failure is logged and reported as a ContainerGCFailed event on
 /// the node; the first success after a failure is logged at info. A request on `reclaim` (the
-/// eviction manager's DeleteAllUnusedContainers) runs a collection at once and is answered.
+/// eviction manager's DeleteAllUnusedContainers) runs a collection at once, terminated pods'
+/// containers and sandboxes included (the kubelet's evictNonDeletedPods), and is answered.
 pub async fn run_containers(
     gc: container::ContainerGc,
     period: Duration,
@@ -69,14 +70,14 @@ pub async fn run_containers(
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
             done = next_reclaim(&mut reclaim) => {
-                if let Err(e) = gc.collect().await {
+                if let Err(e) = gc.collect(true).await {
                     warn!(error = %e, "Eviction manager: unexpected error when attempting to reduce resource pressure by removing dead containers");
                 }
                 let _ = done.send(());
                 continue;
             }
         }
-        match gc.collect().await {
+        match gc.collect(false).await {
             Err(e) => {
                 error!(error = %e, "Container garbage collection failed");
                 events.node(

@@ -39,8 +39,10 @@ impl PodWorker {
             grace_seconds = eviction.grace_seconds,
             "Evicted: {}", eviction.message
         );
-        self.event(
+        self.ctx.events.pod_annotated(
+            &self.pod,
             None,
+            eviction.annotations.clone(),
             EventType::Warning,
             "Evicted",
             eviction.message.clone(),

@@ -45,6 +45,7 @@ struct Seen {
     present: HashSet<String>,
     gone: HashMap<String, Instant>,
     failed: HashMap<String, String>,
+    failed_at: HashMap<String, Instant>,
 }
 
 /// Watches every pod of a namespace; stopped when dropped.
@@ -79,6 +80,7 @@ impl Tracker {
                             }
                             let phase = p.status.as_ref().and_then(|st| st.phase.as_deref());
                             if phase == Some("Failed") {
+                                s.failed_at.entry(name.clone()).or_insert(now);
                                 s.failed.insert(name, format!("{:?}", p.status));
                             }
                         }
@@ -111,6 +113,16 @@ impl Tracker {
                 .iter()
                 .map(|n| s.ready.get(n).copied())
                 .collect::<Option<Vec<_>>>())
+        })
+        .await
+    }
+
+    /// Waits until pod `name` has shown phase Failed; when it first did, and its status.
+    pub async fn failed(&self, name: &str, timeout: Duration) -> anyhow::Result<(Instant, String)> {
+        self.wait(timeout, "Failed", |s| {
+            Ok(s.failed_at
+                .get(name)
+                .map(|at| (*at, s.failed.get(name).cloned().unwrap_or_default())))
         })
         .await
     }

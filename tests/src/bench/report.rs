@@ -23,6 +23,7 @@ pub const REQUIRED: &[&str] = &[
     "probe_rss_mb",
     "probe_runtime_cpu_seconds",
     "probe_lag_p99_ms",
+    "eviction_reaction_ms",
 ];
 
 /// One metric: what it is and both agents' values (`None`: not measured, printed `n/a`).

@@ -41,6 +41,8 @@ pub struct Params {
     pub log_dir: PathBuf,
     /// MiB of container log followed for `logs_follow_mb_s`.
     pub log_mib: u64,
+    /// Evictions measured for `eviction_reaction_ms`, each on real disk pressure.
+    pub eviction_runs: usize,
 }
 
 /// A steady window: process usage and the API requests made during it.
@@ -90,6 +92,8 @@ pub struct Outcome {
     pub run_requests: BTreeMap<String, usize>,
     /// The probe phase (after the teardown: `burst` probed pods), or why not.
     pub probes: Result<super::probes::Figures, String>,
+    /// Threshold crossed -> pod evicted, per run, ms (a node of its own), or why not.
+    pub eviction_ms: Result<Vec<f64>, String>,
 }
 
 /// Prints a progress line on stderr.
@@ -134,7 +138,23 @@ pub async fn run(agent: Agent, p: &Params) -> anyhow::Result<Outcome> {
     drop(process);
     let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
     tokio::task::spawn_blocking(move || drop(node)).await?;
-    result
+    let mut outcome = result?;
+    progress(format_args!(
+        "{}: eviction reaction, {} runs on a node of its own",
+        agent.name(),
+        p.eviction_runs
+    ));
+    outcome.eviction_ms = super::eviction::measure(agent, p.eviction_runs)
+        .await
+        .map_err(|e| format!("{e:#}"));
+    match &outcome.eviction_ms {
+        Ok(v) => progress(format_args!(
+            "{}: eviction reaction {v:.0?} ms",
+            agent.name()
+        )),
+        Err(e) => progress(format_args!("{}: eviction not measured: {e}", agent.name())),
+    }
+    Ok(outcome)
 }
 
 async fn measure(
@@ -406,6 +426,7 @@ async fn measure(
         teardown_s,
         run_requests,
         probes,
+        eviction_ms: Err("not measured yet".into()),
     })
 }
 

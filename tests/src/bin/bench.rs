@@ -1,5 +1,5 @@
 //! `bench [--quick] [--pods N] [--burst M] [--window SECS] [--settle SECS] [--scrapes K]
-//! [--log-mib L] [--floor-runs R] [--only bosun|kubelet]`: Bosun against the upstream kubelet, side by side, in
+//! [--log-mib L] [--eviction-runs E] [--floor-runs R] [--only bosun|kubelet]`: Bosun against the upstream kubelet, side by side, in
 //! one run. Run through `tests/bench/run`, which builds Bosun in release mode.
 //! `bench --check FILE` exits non-zero unless FILE (a run's output) has every required line.
 
@@ -40,6 +40,7 @@ fn parse_args() -> anyhow::Result<Args> {
             stream_mib: 4,
             log_dir,
             log_mib: 8,
+            eviction_runs: 1,
         }
     } else {
         Params {
@@ -52,6 +53,7 @@ fn parse_args() -> anyhow::Result<Args> {
             stream_mib: 64,
             log_dir,
             log_mib: 100,
+            eviction_runs: 3,
         }
     };
     let mut floor_runs = params.pods;
@@ -70,6 +72,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--settle" => params.settle = Duration::from_secs(number(value()?)?),
             "--scrapes" => params.scrapes = number(value()?)? as usize,
             "--log-mib" => params.log_mib = number(value()?)?,
+            "--eviction-runs" => params.eviction_runs = number(value()?)? as usize,
             "--floor-runs" => floor_runs = number(value()?)? as usize,
             "--only" => {
                 agents = match value()?.as_str() {
@@ -81,7 +84,8 @@ fn parse_args() -> anyhow::Result<Args> {
             "-h" | "--help" => {
                 println!(
                     "usage: bench [--quick] [--pods N] [--burst M] [--window SECS] [--settle SECS] \
-                     [--scrapes K] [--log-mib L] [--floor-runs R] [--only bosun|kubelet]"
+                     [--scrapes K] [--log-mib L] [--eviction-runs E] [--floor-runs R] \
+                     [--only bosun|kubelet]"
                 );
                 std::process::exit(0);
             }
@@ -89,8 +93,12 @@ fn parse_args() -> anyhow::Result<Args> {
         }
     }
     anyhow::ensure!(
-        params.pods > 0 && params.burst > 0 && params.scrapes > 0 && floor_runs > 0,
-        "--pods, --burst, --scrapes and --floor-runs must be at least 1"
+        params.pods > 0
+            && params.burst > 0
+            && params.scrapes > 0
+            && floor_runs > 0
+            && params.eviction_runs > 0,
+        "--pods, --burst, --scrapes, --eviction-runs and --floor-runs must be at least 1"
     );
     anyhow::ensure!(!params.window.is_zero(), "--window must be at least 1 s");
     // The burst plus nothing else on the node: maxPods at least the burst (same for both).
@@ -183,6 +191,10 @@ async fn main() -> anyhow::Result<()> {
             match &o.probes {
                 Ok(f) => println!("{name} probes: {} readiness probes received", f.probes),
                 Err(e) => println!("{name} probes: n/a ({e})"),
+            }
+            match &o.eviction_ms {
+                Ok(v) => println!("{name} eviction reactions: {v:.0?} ms"),
+                Err(e) => println!("{name} eviction: n/a ({e})"),
             }
         }
     }
@@ -400,6 +412,16 @@ fn rows(
         format!("readiness probe arrival behind its 1 s grid, p99 over {m} pods x {w} s, ms"),
         1,
         &|o| probes(o).map(|f| f.lag_p99_ms),
+    );
+    row(
+        "eviction_reaction_ms",
+        format!(
+            "nodefs.available 150Mi crossed (statvfs, 2 ms) -> the filling pod Failed/Evicted, \
+             median of {}, ms",
+            p.eviction_runs
+        ),
+        0,
+        &|o| o.eviction_ms.as_ref().ok().and_then(|v| stats::median(v)),
     );
     row(
         "node_ready_s",
