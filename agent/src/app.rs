@@ -454,8 +454,11 @@ async fn node_context(
         }
         None => crate::events::Recorder::disabled(),
     };
-    let prober = crate::prober::Prober::start(&cri, events.clone(), cancel.child_token())
-        .context("start the prober's thread")?;
+    let prober = crate::prober::Prober::spawn(
+        Arc::new(crate::prober::Handlers::new(cri.clone())),
+        events.clone(),
+        cancel.child_token(),
+    );
     Ok(Arc::new(NodeContext {
         cri,
         dirs,

@@ -118,16 +118,6 @@ impl CriClient {
         Ok(client)
     }
 
-    /// A client of the same runtime on a connection of its own, dialled on first use: for a
-    /// task set on another async runtime (a channel's connection lives on the runtime that made
-    /// it). Call it inside the runtime that will use the client.
-    pub fn redial(&self) -> Result<Self> {
-        Ok(CriClient {
-            channel: self.endpoint.channel(self.timeouts.connect)?,
-            ..self.clone()
-        })
-    }
-
     /// Sets the hook called after every call (this client and its clones made afterwards).
     pub fn set_observer(&mut self, observer: Observer) {
         self.observer = Some(observer);

@@ -211,39 +211,6 @@ impl Prober {
         }
     }
 
-    /// Starts the node's prober on a thread of its own with a single-threaded async runtime:
-    /// the scheduler, its probe tasks, the HTTP client's connections and a CRI connection of
-    /// their own all live there, so a probe run wakes no other thread and no other work of the
-    /// agent delays a probe. Exec probes call the runtime of `cri`; stopped by `cancel`.
-    pub fn start(
-        cri: &bosun_cri::CriClient,
-        events: crate::events::Recorder,
-        cancel: CancellationToken,
-    ) -> std::io::Result<Prober> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let results = Arc::new(Results::default());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let cri = {
-            let _in_prober_runtime = rt.enter();
-            cri.redial().map_err(std::io::Error::other)?
-        };
-        let sched_results = results.clone();
-        std::thread::Builder::new()
-            .name("bosun-prober".into())
-            .spawn(move || {
-                let runner = Arc::new(Handlers::new(cri));
-                let sched = scheduler::Scheduler::new(runner, events, sched_results);
-                rt.block_on(sched.run(rx, cancel));
-            })?;
-        Ok(Prober {
-            tx,
-            results,
-            started: std::time::SystemTime::now(),
-        })
-    }
-
     /// Tells the prober which of the pod's containers run now: probes start for new instances
     /// and stop for instances that are gone.
     pub fn sync_pod(&self, probes: PodProbes) {
