@@ -383,8 +383,9 @@ impl Start<'_> {
             reason: String::new(),
             message: String::new(),
             image_ref: String::new(),
+            image: String::new(),
             created_at: 0,
-            spec_image: None,
+            spec_hash: None,
         };
         teardown::stop_container(self.ctx, self.pod, &view, pod_ip, None).await;
         Err(StartError::PostStart(e.to_string()))

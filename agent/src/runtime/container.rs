@@ -188,8 +188,8 @@ fn mounts(
     Ok(mounts)
 }
 
-/// The annotations the kubelet puts on a container (restart count, spec hash, termination
-/// message path and policy, the pod's grace period), and Bosun's own (init, spec image).
+/// The annotations the kubelet puts on a container (restart count, the kubelet's container hash,
+/// termination message path and policy, the pod's grace period), and Bosun's own (init).
 fn annotations(
     pod: &Pod,
     container: &Container,
@@ -199,7 +199,10 @@ fn annotations(
 ) -> HashMap<String, String> {
     let mut annotations = HashMap::from([
         (labels::RESTART_COUNT.to_string(), restart_count.to_string()),
-        (labels::CONTAINER_HASH.to_string(), spec_hash(container)),
+        (
+            labels::CONTAINER_HASH.to_string(),
+            super::hash::container_hash_label(container),
+        ),
         (labels::TERMINATION_MESSAGE_PATH.to_string(), tm_path),
         (
             labels::TERMINATION_MESSAGE_POLICY.to_string(),
@@ -220,10 +223,6 @@ fn annotations(
     if init {
         annotations.insert(labels::BOSUN_CONTAINER_KIND.into(), "init".into());
     }
-    annotations.insert(
-        labels::BOSUN_SPEC_IMAGE.into(),
-        container.image.clone().unwrap_or_default(),
-    );
     annotations
 }
 
@@ -501,14 +500,6 @@ pub fn expand(s: &str, env: &HashMap<&str, &str>) -> String {
         i += ch.len_utf8();
     }
     out
-}
-
-/// A stable hash of the container spec, recorded on the container to see spec changes.
-pub fn spec_hash(container: &Container) -> String {
-    use sha2::{Digest, Sha256};
-    let json = serde_json::to_vec(container).unwrap_or_default();
-    let d = Sha256::digest(&json);
-    d[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
