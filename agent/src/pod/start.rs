@@ -202,6 +202,7 @@ impl Start<'_> {
             node_name: &ctx.node_name,
             termination_log: &tlog,
             memory_capacity: ctx.memory_capacity,
+            allocatable: &ctx.allocatable,
             config_maps: &config_maps,
             secrets: &secrets,
             service_env: &service_env,

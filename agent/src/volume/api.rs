@@ -32,6 +32,8 @@ struct Token {
 pub struct ApiVolumes {
     tokens: HashMap<String, Token>,
     last_refresh: Option<Instant>,
+    /// The node's allocatable in thousandths (resourceFieldRef limits a container does not set).
+    allocatable: BTreeMap<String, i128>,
 }
 
 /// True for the volume types this module handles.
@@ -46,6 +48,15 @@ pub fn is_api_volume(v: &Volume) -> bool {
 type Files = BTreeMap<String, (Vec<u8>, u32)>;
 
 impl ApiVolumes {
+    /// No volume read yet; resourceFieldRef limits a container does not set resolve to the
+    /// node's `allocatable` (thousandths by resource), as the kubelet's downwardAPI volumes.
+    pub fn new(allocatable: BTreeMap<String, i128>) -> ApiVolumes {
+        ApiVolumes {
+            allocatable,
+            ..Default::default()
+        }
+    }
+
     /// True when the content should be read again.
     pub fn due(&self) -> bool {
         self.last_refresh.is_none_or(|t| t.elapsed() >= REFRESH)
@@ -124,6 +135,7 @@ impl ApiVolumes {
                 pod,
                 d.items.as_deref().unwrap_or_default(),
                 d.default_mode.unwrap_or(0o644),
+                &self.allocatable,
             )?;
             ("kubernetes.io~downward-api", files, false)
         } else if let Some(p) = &v.projected {
@@ -180,6 +192,7 @@ impl ApiVolumes {
                     pod,
                     d.items.as_deref().unwrap_or_default(),
                     mode,
+                    &self.allocatable,
                 )?);
             }
             if let Some(t) = &src.service_account_token {
@@ -358,7 +371,12 @@ fn secret_files(s: &Secret, items: Option<&[KeyToPath]>, mode: i32) -> Result<Fi
     )
 }
 
-fn downward_files(pod: &Pod, items: &[DownwardAPIVolumeFile], mode: i32) -> Result<Files, String> {
+fn downward_files(
+    pod: &Pod,
+    items: &[DownwardAPIVolumeFile],
+    mode: i32,
+    allocatable: &BTreeMap<String, i128>,
+) -> Result<Files, String> {
     let mut out = Files::new();
     for it in items {
         let value = if let Some(f) = &it.field_ref {
@@ -386,8 +404,13 @@ fn downward_files(pod: &Pod, items: &[DownwardAPIVolumeFile], mode: i32) -> Resu
                 .ok_or_else(|| {
                     format!("no container {:?} for resourceFieldRef", r.container_name)
                 })?;
-            crate::runtime::container::resource_value(c, &r.resource, r.divisor.as_ref())
-                .ok_or_else(|| format!("unsupported resource {:?}", r.resource))?
+            crate::runtime::container::resource_value(
+                c,
+                &r.resource,
+                r.divisor.as_ref(),
+                allocatable,
+            )
+            .ok_or_else(|| format!("unsupported resource {:?}", r.resource))?
         } else {
             String::new()
         };
