@@ -110,6 +110,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (labels_tx, labels_rx) = tokio::sync::watch::channel(crate::node::NodeView {
         labels: crate::node::register::initial_labels(&cfg.node_name, &cfg.node_labels),
         taints: crate::node::register::api_taints(&cfg.register_with_taints),
+        allocatable: Default::default(),
     });
     let (tx, rx) = mpsc::channel(16);
     let mut sources = Vec::new();

@@ -1,8 +1,8 @@
 //! Pod admission as the kubelet's: under node pressure, a pod the eviction manager would refuse
 //! (Evicted: BestEffort under memory pressure, every non-critical pod under disk or PID
 //! pressure), a pod setting a sysctl it may not (SysctlForbidden), that does
-//! not fit the node's allocatable (OutOfcpu,
-//! OutOfmemory, OutOfpods), whose nodeSelector / required node affinity does not match the
+//! not fit the node's allocatable (OutOfcpu, OutOfmemory, OutOfephemeral-storage, OutOfpods, and
+//! OutOf<name> for an extended resource the Node lists or hugepages), whose nodeSelector / required node affinity does not match the
 //! node's labels (NodeAffinity) or whose host ports are taken by an admitted pod (NodePorts) is
 //! rejected, as is one asking for an AppArmor profile on a host without AppArmor (AppArmor): it
 //! ends in phase Failed with the reason and a message.
@@ -15,7 +15,7 @@ use tokio::sync::watch;
 /// Why a pod was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
-    /// OutOfcpu, OutOfmemory, OutOfpods, NodeAffinity, NodePorts.
+    /// OutOfcpu, OutOfmemory, OutOf<resource>, OutOfpods, NodeAffinity, NodePorts, ...
     pub reason: String,
     /// The kubelet's message.
     pub message: String,
@@ -28,6 +28,9 @@ pub struct NodeView {
     pub labels: BTreeMap<String, String>,
     /// The Node's taints.
     pub taints: Vec<k8s_openapi::api::core::v1::Taint>,
+    /// The Node's status.allocatable in thousandths by resource: extended resources (a device
+    /// plugin's, or advertised by patching the Node's status) are checked against it.
+    pub allocatable: BTreeMap<String, i128>,
 }
 
 /// What admission checks pods against.
@@ -49,6 +52,40 @@ pub struct Admission {
 pub use crate::resource::pod_request;
 
 impl Admission {
+    /// The kubelet's predicate over scalar resources (fitsRequest after
+    /// removeMissingExtendedResources): extended resources the Node's allocatable does not list are
+    /// not the node's to check; the others and hugepages must fit what it lists (none: 0), in
+    /// whole units; the first misfit in name order is the reason.
+    fn admit_scalar_resources(&self, pod: &Pod, admitted: &[&Pod]) -> Result<(), Rejection> {
+        let node = self.node_labels.borrow();
+        for resource in scalar_requests(pod) {
+            let listed = node
+                .allocatable
+                .get(&resource)
+                .or_else(|| self.allocatable.get(&resource))
+                .copied();
+            let cap = match listed {
+                Some(cap) => cap,
+                None if is_extended_resource(&resource) => continue,
+                None => 0,
+            };
+            let want = pod_request(pod, &resource);
+            if want == 0 {
+                continue;
+            }
+            let used: i128 = admitted.iter().map(|p| pod_request(p, &resource)).sum();
+            if used + want > cap {
+                return Err(out_of(
+                    &resource,
+                    ceil_units(want, 1000),
+                    ceil_units(used, 1000),
+                    cap / 1000,
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Admits `pod` on a node already running `admitted` pods, or says why not.
     pub fn admit(&self, pod: &Pod, admitted: &[&Pod]) -> Result<(), Rejection> {
         // The kubelet's order: eviction, sysctls, then its predicates (resources, pods first;
@@ -61,7 +98,7 @@ impl Admission {
                 return Err(out_of("pods", 1, used, max / 1000));
             }
         }
-        for (resource, scale) in [("cpu", 1), ("memory", 1000)] {
+        for (resource, scale) in [("cpu", 1), ("memory", 1000), ("ephemeral-storage", 1000)] {
             let Some(&cap) = self.allocatable.get(resource) else {
                 continue;
             };
@@ -71,9 +108,15 @@ impl Admission {
             }
             let used: i128 = admitted.iter().map(|p| pod_request(p, resource)).sum();
             if used + want > cap {
-                return Err(out_of(resource, want / scale, used / scale, cap / scale));
+                return Err(out_of(
+                    resource,
+                    ceil_units(want, scale),
+                    ceil_units(used, scale),
+                    cap / scale,
+                ));
             }
         }
+        self.admit_scalar_resources(pod, admitted)?;
         if pod_os_mismatch(pod) {
             return Err(Rejection {
                 reason: "PodOSSelectorNodeLabelDoesNotMatch".into(),
@@ -372,6 +415,45 @@ fn host_ports(pod: &Pod) -> Vec<HostPort> {
         .collect()
 }
 
+/// Thousandths in units of `scale` thousandths, rounded up as Quantity.Value() (bytes of memory).
+fn ceil_units(milli: i128, scale: i128) -> i128 {
+    (milli + scale - 1).div_euclid(scale)
+}
+
+/// Whether `name` is one of the scheduler's scalar resources (IsScalarResourceName): an
+/// extended resource, hugepages, or a native resource under a `kubernetes.io/` prefix.
+fn is_scalar_resource(name: &str) -> bool {
+    is_extended_resource(name) || name.starts_with("hugepages-") || name.contains("kubernetes.io/")
+}
+
+/// The API's IsExtendedResourceName: a name with a domain outside `kubernetes.io`, not a
+/// `requests.` quota name.
+fn is_extended_resource(name: &str) -> bool {
+    name.contains('/') && !name.contains("kubernetes.io/") && !name.starts_with("requests.")
+}
+
+/// The scalar resources `pod` requests, by name.
+fn scalar_requests(pod: &Pod) -> std::collections::BTreeSet<String> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Default::default();
+    };
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+        .filter_map(|c| c.resources.as_ref())
+        .flat_map(|r| {
+            r.requests
+                .iter()
+                .chain(r.limits.iter())
+                .flat_map(|m| m.keys())
+        })
+        .chain(spec.overhead.iter().flat_map(|m| m.keys()))
+        .filter(|name| is_scalar_resource(name))
+        .cloned()
+        .collect()
+}
+
 fn out_of(resource: &str, requested: i128, used: i128, capacity: i128) -> Rejection {
     Rejection {
         reason: format!("OutOf{resource}"),
@@ -404,6 +486,7 @@ mod tests {
             node_labels: watch::channel(NodeView {
                 labels: BTreeMap::from([("kubernetes.io/os".into(), "linux".into())]),
                 taints: vec![],
+                allocatable: BTreeMap::new(),
             })
             .1,
             sysctls: super::super::sysctls::SysctlAllowlist::new(&[]).unwrap(),
@@ -718,6 +801,78 @@ mod tests {
                 &[]
             ),
             Ok(())
+        );
+    }
+
+    /// The kubelet's predicate admission over ephemeral-storage and scalar resources (fitsRequest
+    /// after removeMissingExtendedResources): extended resources the Node does not list are not
+    /// checked, those it lists and hugepages are, in whole units; OutOf<resource>.
+    #[test]
+    fn ephemeral_storage_extended_resources_and_hugepages() {
+        let of = |requests: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({"spec": {"containers": [
+                {"name": "c", "resources": {"requests": requests}}
+            ]}}))
+            .unwrap()
+        };
+        let mut n = node();
+        n.allocatable
+            .insert("ephemeral-storage".into(), (10i128 << 30) * 1000);
+        n.node_labels = watch::channel(NodeView {
+            labels: BTreeMap::from([("kubernetes.io/os".into(), "linux".into())]),
+            allocatable: BTreeMap::from([
+                ("example.com/dongle".into(), 2000),
+                ("hugepages-2Mi".into(), (4i128 << 20) * 1000),
+            ]),
+            ..Default::default()
+        })
+        .1;
+        let storage = n
+            .admit(&of(serde_json::json!({"ephemeral-storage": "11Gi"})), &[])
+            .unwrap_err();
+        assert_eq!(
+            storage,
+            Rejection {
+                reason: "OutOfephemeral-storage".into(),
+                message: format!(
+                    "Pod was rejected: Node didn't have enough resource: ephemeral-storage, \
+                     requested: {}, used: 0, capacity: {}",
+                    11i64 << 30,
+                    10i64 << 30
+                ),
+            }
+        );
+        let one = of(serde_json::json!({"example.com/dongle": "1"}));
+        assert_eq!(n.admit(&one, &[]), Ok(()));
+        let dongles = n
+            .admit(&of(serde_json::json!({"example.com/dongle": "2"})), &[&one])
+            .unwrap_err();
+        assert_eq!(
+            dongles,
+            Rejection {
+                reason: "OutOfexample.com/dongle".into(),
+                message: "Pod was rejected: Node didn't have enough resource: example.com/dongle, \
+                          requested: 2, used: 1, capacity: 2"
+                    .into(),
+            }
+        );
+        // Not on the Node: a cluster-level resource, not the node's to check.
+        assert_eq!(
+            n.admit(&of(serde_json::json!({"example.com/gadget": "5"})), &[]),
+            Ok(())
+        );
+        let huge = n
+            .admit(&of(serde_json::json!({"hugepages-2Mi": "6Mi"})), &[])
+            .unwrap_err();
+        assert_eq!(huge.reason, "OutOfhugepages-2Mi");
+        // Hugepages the node does not have: capacity 0.
+        let huge1g = n
+            .admit(&of(serde_json::json!({"hugepages-1Gi": "1Gi"})), &[])
+            .unwrap_err();
+        assert!(
+            huge1g.message.ends_with("used: 0, capacity: 0"),
+            "{}",
+            huge1g.message
         );
     }
 }
