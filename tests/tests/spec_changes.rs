@@ -2,16 +2,20 @@
 //! is patched is killed with the kubelet's Killing event and started again from the new image,
 //! whatever the pod's restart policy (computePodActions' containerChanged); a sidecar likewise
 //! (computeInitContainerActions). The kubelet's container hash (name and image) is written to
-//! the `io.kubernetes.container.hash` annotation by both agents with the same value.
+//! the `io.kubernetes.container.hash` annotation by both agents with the same value. The env of
+//! resourceFieldRef limits the container does not set is the node's allocatable on both.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bosun_tests::pod::{container_status, create, init_status, is_running, phase, wait_pod};
+use bosun_tests::pod::{
+    container_output, container_status, create, init_status, is_running, phase, wait_pod,
+};
 use bosun_tests::{Agent, Container, Env, PodBuilder, admin_client, wait_until_async};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
+use serde_json::json;
 
 /// A container that runs until it is asked to stop.
 fn sleeper(name: &str) -> Container {
@@ -50,7 +54,21 @@ async fn observe(agent: Agent) -> BTreeMap<String, String> {
         .restart_policy("Never")
         .grace(3)
         .init_container(sleeper("side").sidecar())
-        .container(sleeper("main"))
+        .container(
+            Container::sh(
+                "main",
+                "echo cpu=$LIMIT_CPU mem=$LIMIT_MEM; trap 'exit 0' TERM; while :; do sleep 1; done",
+            )
+            // Limits it does not set: the node's allocatable (defaultPodLimitsForDownwardAPI).
+            .env(
+                "LIMIT_CPU",
+                json!({"valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1m"}}}),
+            )
+            .env(
+                "LIMIT_MEM",
+                json!({"valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}}),
+            ),
+        )
         .build();
     create(&api, &spec).await;
     let first = wait_pod(&api, &name, "both containers running", 90, |p| {
@@ -60,6 +78,12 @@ async fn observe(agent: Agent) -> BTreeMap<String, String> {
     .await;
     let uid = first.metadata.uid.clone().unwrap_or_default();
     let mut facts = BTreeMap::new();
+    let out = wait_until_async("main's env printed", Duration::from_secs(30), || async {
+        let out = container_output(&node.path().join("pods"), "default", &name, &uid, "main");
+        out.lines().next().map(str::to_string)
+    })
+    .await;
+    facts.insert("main.env".into(), out);
     for (k, v) in running_hashes(&node.ctd.endpoint(), &uid).await {
         facts.insert(format!("hash.before.{k}"), v);
     }
@@ -71,7 +95,7 @@ async fn observe(agent: Agent) -> BTreeMap<String, String> {
         "{}@{digest}",
         Env::runtime().busybox_image().rsplit_once(':').unwrap().0
     );
-    let patch = serde_json::json!({"spec": {
+    let patch = json!({"spec": {
         "initContainers": [{"name": "side", "image": by_digest}],
         "containers": [{"name": "main", "image": by_digest}],
     }});
@@ -160,6 +184,17 @@ async fn an_image_change_restarts_the_container_as_on_the_kubelet() {
                 "{agent}: {k}\nall: {f:#?}"
             );
         }
+    }
+    // The node's allocatable: all of the machine's CPUs (nothing reserved), memory in MiB.
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    for (agent, f) in [("bosun", &bosun), ("kubelet", &kubelet)] {
+        let env = f.get("main.env").cloned().unwrap_or_default();
+        let mem = env.rsplit_once("mem=").map_or("", |(_, m)| m);
+        assert!(
+            env.starts_with(&format!("cpu={} mem=", cpus * 1000))
+                && mem.parse::<u64>().is_ok_and(|m| m > 0),
+            "{agent}: {env}"
+        );
     }
     assert_eq!(bosun, kubelet, "Bosun and the kubelet differ");
 }
