@@ -95,6 +95,15 @@ impl ApiVolumes {
                 continue;
             };
             let dir = write_volume(pod, pod_dir, &v.name, kind, &files, tmpfs).map_err(err)?;
+            // A token belongs to the pod's fsUser (the kubelet's FileProjection.FsUser).
+            if let (Some(p), Some(uid)) = (&v.projected, super::ownership::fs_user(pod)) {
+                for t in p.sources.iter().flatten() {
+                    if let Some(t) = &t.service_account_token {
+                        super::ownership::set_file_owner(Path::new(&dir), &t.path, uid)
+                            .map_err(|e| err(format!("owner {uid} of {}: {e}", t.path)))?;
+                    }
+                }
+            }
             out.insert(v.name.clone(), dir);
         }
         self.last_refresh = Some(Instant::now());
@@ -197,7 +206,8 @@ impl ApiVolumes {
             }
             if let Some(t) = &src.service_account_token {
                 let token = self.token(client, pod, t).await?;
-                files.insert(t.path.clone(), (token.into_bytes(), mode as u32));
+                let mode = super::ownership::token_mode(pod, mode as u32);
+                files.insert(t.path.clone(), (token.into_bytes(), mode));
             }
         }
         Ok(files)
