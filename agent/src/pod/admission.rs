@@ -50,6 +50,7 @@ pub struct Admission {
 }
 
 pub use crate::resource::pod_request;
+use crate::resource::{is_extended_resource, is_scalar_resource};
 
 impl Admission {
     /// The kubelet's predicate over scalar resources (fitsRequest after
@@ -418,18 +419,6 @@ fn host_ports(pod: &Pod) -> Vec<HostPort> {
 /// Thousandths in units of `scale` thousandths, rounded up as Quantity.Value() (bytes of memory).
 fn ceil_units(milli: i128, scale: i128) -> i128 {
     (milli + scale - 1).div_euclid(scale)
-}
-
-/// Whether `name` is one of the scheduler's scalar resources (IsScalarResourceName): an
-/// extended resource, hugepages, or a native resource under a `kubernetes.io/` prefix.
-fn is_scalar_resource(name: &str) -> bool {
-    is_extended_resource(name) || name.starts_with("hugepages-") || name.contains("kubernetes.io/")
-}
-
-/// The API's IsExtendedResourceName: a name with a domain outside `kubernetes.io`, not a
-/// `requests.` quota name.
-fn is_extended_resource(name: &str) -> bool {
-    name.contains('/') && !name.contains("kubernetes.io/") && !name.starts_with("requests.")
 }
 
 /// The scalar resources `pod` requests, by name.
