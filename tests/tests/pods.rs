@@ -736,7 +736,7 @@ async fn node_labels_added_through_the_api_are_admitted() {
             .lines()
             .any(|l| {
                 l.contains(&untolerated)
-                    && l.contains("Pod was rejected: Predicate TaintToleration failed: node(s) had taints that the pod didn't tolerate")
+                    && l.contains("Predicate TaintToleration failed: node(s) had taints that the pod didn't tolerate")
                     && l.contains("TaintToleration")
             })
             .then_some(())

@@ -17,8 +17,16 @@ use tokio::sync::watch;
 pub struct Rejection {
     /// OutOfcpu, OutOfmemory, OutOf<resource>, OutOfpods, NodeAffinity, NodePorts, ...
     pub reason: String,
-    /// The kubelet's message.
+    /// The kubelet's admit handler's message: the Warning event's.
     pub message: String,
+}
+
+impl Rejection {
+    /// The pod status' message, as the kubelet's rejectPod: the event's after "Pod was
+    /// rejected: ".
+    pub fn status_message(&self) -> String {
+        format!("Pod was rejected: {}", self.message)
+    }
 }
 
 /// What admission reads of the Node as the API server holds it.
@@ -121,7 +129,9 @@ impl Admission {
         if pod_os_mismatch(pod) {
             return Err(Rejection {
                 reason: "PodOSSelectorNodeLabelDoesNotMatch".into(),
-                message: "Pod was rejected: Failed to admit pod as the `kubernetes.io/os` label doesn't match node label".into(),
+                message:
+                    "Failed to admit pod as the `kubernetes.io/os` label doesn't match node label"
+                        .into(),
             });
         }
         if pod
@@ -132,9 +142,7 @@ impl Admission {
         {
             return Err(Rejection {
                 reason: "PodOSNotSupported".into(),
-                message:
-                    "Pod was rejected: Failed to admit pod as the OS field doesn't match node OS"
-                        .into(),
+                message: "Failed to admit pod as the OS field doesn't match node OS".into(),
             });
         }
         if !matches_node(&self.node_labels.borrow().labels, pod) {
@@ -174,9 +182,7 @@ impl Admission {
         }
         Err(Rejection {
             reason: "AppArmor".into(),
-            message:
-                "Pod was rejected: Cannot enforce AppArmor: AppArmor is not enabled on the host"
-                    .into(),
+            message: "Cannot enforce AppArmor: AppArmor is not enabled on the host".into(),
         })
     }
 }
@@ -242,10 +248,7 @@ pub fn admit_under_pressure(
     let names: Vec<&str> = conditions.iter().map(|c| c.as_str()).collect();
     Err(Rejection {
         reason: "Evicted".into(),
-        message: format!(
-            "Pod was rejected: The node had condition: [{}]. ",
-            names.join(" ")
-        ),
+        message: format!("The node had condition: [{}]. ", names.join(" ")),
     })
 }
 
@@ -365,7 +368,7 @@ fn requirement(labels: &BTreeMap<String, String>, e: &NodeSelectorRequirement) -
 fn predicate(name: &str, desc: &str) -> Rejection {
     Rejection {
         reason: name.into(),
-        message: format!("Pod was rejected: Predicate {name} failed: {desc}"),
+        message: format!("Predicate {name} failed: {desc}"),
     }
 }
 
@@ -447,7 +450,7 @@ fn out_of(resource: &str, requested: i128, used: i128, capacity: i128) -> Reject
     Rejection {
         reason: format!("OutOf{resource}"),
         message: format!(
-            "Pod was rejected: Node didn't have enough resource: {resource}, requested: {requested}, used: {used}, capacity: {capacity}"
+            "Node didn't have enough resource: {resource}, requested: {requested}, used: {used}, capacity: {capacity}"
         ),
     }
 }
@@ -513,7 +516,7 @@ mod tests {
             (
                 &[MemoryPressure],
                 &best_effort,
-                Some("Pod was rejected: The node had condition: [MemoryPressure]. "),
+                Some("The node had condition: [MemoryPressure]. "),
             ),
             (&[MemoryPressure], &static_pod, None),
             (&[MemoryPressure], &exists, None),
@@ -521,33 +524,33 @@ mod tests {
             (
                 &[MemoryPressure],
                 &disk,
-                Some("Pod was rejected: The node had condition: [MemoryPressure]. "),
+                Some("The node had condition: [MemoryPressure]. "),
             ),
             (
                 &[MemoryPressure],
                 &no_execute,
-                Some("Pod was rejected: The node had condition: [MemoryPressure]. "),
+                Some("The node had condition: [MemoryPressure]. "),
             ),
             (
                 &[DiskPressure],
                 &burstable,
-                Some("Pod was rejected: The node had condition: [DiskPressure]. "),
+                Some("The node had condition: [DiskPressure]. "),
             ),
             (
                 &[DiskPressure],
                 &memory,
-                Some("Pod was rejected: The node had condition: [DiskPressure]. "),
+                Some("The node had condition: [DiskPressure]. "),
             ),
             (&[DiskPressure], &critical, None),
             (
                 &[PidPressure],
                 &burstable,
-                Some("Pod was rejected: The node had condition: [PIDPressure]. "),
+                Some("The node had condition: [PIDPressure]. "),
             ),
             (
                 &[MemoryPressure, DiskPressure],
                 &burstable,
-                Some("Pod was rejected: The node had condition: [MemoryPressure DiskPressure]. "),
+                Some("The node had condition: [MemoryPressure DiskPressure]. "),
             ),
         ];
         for (conditions, p, want) in cases {
@@ -593,7 +596,7 @@ mod tests {
             (r.reason.as_str(), r.message.as_str()),
             (
                 "AppArmor",
-                "Pod was rejected: Cannot enforce AppArmor: AppArmor is not enabled on the host"
+                "Cannot enforce AppArmor: AppArmor is not enabled on the host"
             )
         );
         let annotated = of(serde_json::json!({"metadata": {"annotations": {
@@ -648,7 +651,7 @@ mod tests {
                 assert_eq!(r.reason, "NodePorts");
                 assert_eq!(
                     r.message,
-                    "Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports"
+                    "Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports"
                 );
             }
         }
@@ -710,7 +713,7 @@ mod tests {
             (r.reason.as_str(), r.message.as_str()),
             (
                 "TaintToleration",
-                "Pod was rejected: Predicate TaintToleration failed: node(s) had taints that the pod didn't tolerate"
+                "Predicate TaintToleration failed: node(s) had taints that the pod didn't tolerate"
             )
         );
         let cases = [
@@ -748,6 +751,24 @@ mod tests {
         );
     }
 
+    /// The kubelet's rejectPod: the event carries the admit handler's message, the status
+    /// prefixes it.
+    #[test]
+    fn the_status_message_is_prefixed_the_events_is_not() {
+        let r = node()
+            .admit(&pod("3", "1Mi", serde_json::json!({})), &[])
+            .unwrap_err();
+        assert_eq!(
+            r.message,
+            "Node didn't have enough resource: cpu, requested: 3000, used: 0, capacity: 2000"
+        );
+        assert_eq!(
+            r.status_message(),
+            "Pod was rejected: Node didn't have enough resource: cpu, requested: 3000, used: 0, \
+             capacity: 2000"
+        );
+    }
+
     #[test]
     fn resources_are_checked_before_affinity() {
         let r = node()
@@ -767,7 +788,7 @@ mod tests {
         assert_eq!(cpu.reason, "OutOfcpu");
         assert_eq!(
             cpu.message,
-            "Pod was rejected: Node didn't have enough resource: cpu, requested: 3000, used: 0, capacity: 2000"
+            "Node didn't have enough resource: cpu, requested: 3000, used: 0, capacity: 2000"
         );
         let mem = n
             .admit(&pod("1m", "2Gi", serde_json::json!({})), &[&small])
@@ -824,7 +845,7 @@ mod tests {
             Rejection {
                 reason: "OutOfephemeral-storage".into(),
                 message: format!(
-                    "Pod was rejected: Node didn't have enough resource: ephemeral-storage, \
+                    "Node didn't have enough resource: ephemeral-storage, \
                      requested: {}, used: 0, capacity: {}",
                     11i64 << 30,
                     10i64 << 30
@@ -840,7 +861,7 @@ mod tests {
             dongles,
             Rejection {
                 reason: "OutOfexample.com/dongle".into(),
-                message: "Pod was rejected: Node didn't have enough resource: example.com/dongle, \
+                message: "Node didn't have enough resource: example.com/dongle, \
                           requested: 2, used: 1, capacity: 2"
                     .into(),
             }
