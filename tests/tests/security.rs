@@ -274,6 +274,9 @@ async fn security_context_sysctls_and_apparmor_as_on_the_kubelet() {
         ("restricted.Seccomp", "2"),
         ("restricted.NoNewPrivs", "1"),
         ("restricted.rootfs", "read-only"),
+        // The token: owned by the pod's one runAsUser, group fsGroup, 0600 made 0640.
+        ("restricted.token", "1000 2000 640"),
+        ("plain.token", "0 0 644"),
         ("plain.Seccomp", "0"),
         ("plain.NoNewPrivs", "0"),
         ("plain.rootfs", "writable"),
