@@ -110,6 +110,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (labels_tx, labels_rx) = tokio::sync::watch::channel(crate::node::NodeView {
         labels: crate::node::register::initial_labels(&cfg.node_name, &cfg.node_labels),
         taints: crate::node::register::api_taints(&cfg.register_with_taints),
+        allocatable: Default::default(),
     });
     let (tx, rx) = mpsc::channel(16);
     let mut sources = Vec::new();
@@ -466,6 +467,7 @@ async fn node_context(
         host_ip: host_ips.first().cloned().unwrap_or_default(),
         host_ips,
         memory_capacity: machine.memory_capacity as i64,
+        allocatable: node_allocatable(cfg, machine),
         statuses: StatusStore::default(),
         pulls: Arc::new(Semaphore::new(pulls.max(1))),
         api: client.clone(),
@@ -557,6 +559,25 @@ fn node_allocatable_cgroup(cfg: &Config, machine: &MachineInfo) -> crate::cgroup
     )
 }
 
+/// The node's allocatable as its status reports it, in thousandths by resource.
+fn node_allocatable(
+    cfg: &Config,
+    machine: &MachineInfo,
+) -> std::collections::BTreeMap<String, i128> {
+    use crate::node::allocatable;
+    use crate::node::machine::fs_capacity;
+    let cap = allocatable::capacity(machine, fs_capacity(&cfg.root_dir).ok(), cfg.max_pods);
+    allocatable::node_allocatable(
+        &cap,
+        &cfg.system_reserved,
+        &cfg.kube_reserved,
+        &cfg.eviction_hard,
+    )
+    .into_iter()
+    .map(|(k, v)| (k, v.milli))
+    .collect()
+}
+
 /// What admission checks pods against: allocatable as the node reports it, the node's labels
 /// as `node_labels` has them, and the eviction manager's pressure conditions.
 fn admission(
@@ -565,17 +586,8 @@ fn admission(
     node_labels: tokio::sync::watch::Receiver<crate::node::NodeView>,
     pressure: crate::eviction::ConditionsRx,
 ) -> crate::pod::admission::Admission {
-    use crate::node::allocatable;
-    use crate::node::machine::fs_capacity;
-    let cap = allocatable::capacity(machine, fs_capacity(&cfg.root_dir).ok(), cfg.max_pods);
-    let alloc = allocatable::node_allocatable(
-        &cap,
-        &cfg.system_reserved,
-        &cfg.kube_reserved,
-        &cfg.eviction_hard,
-    );
     crate::pod::admission::Admission {
-        allocatable: alloc.into_iter().map(|(k, v)| (k, v.milli)).collect(),
+        allocatable: node_allocatable(cfg, machine),
         node_labels,
         sysctls: cfg.sysctls.clone(),
         apparmor_enabled: crate::pod::admission::host_apparmor_enabled(),

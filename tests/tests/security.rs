@@ -2,7 +2,8 @@
 //! status: a restricted-profile pod (runAsNonRoot with a user, drop ALL, seccomp RuntimeDefault,
 //! no privilege escalation, read-only root filesystem) and a pod without a security context
 //! print what the kernel says of them (uid/gid, CapEff, Seccomp, NoNewPrivs, a root filesystem
-//! write, a masked /proc file); a safe sysctl and one allowed by `allowedUnsafeSysctls` are set
+//! write, a masked /proc file; the service account token's owner and mode: 0640 under fsGroup,
+//! owned by the pods' common runAsUser); a safe sysctl and one allowed by `allowedUnsafeSysctls` are set
 //! in the pod; an unsafe sysctl and an AppArmor profile on a host without AppArmor are rejected
 //! at admission; runAsNonRoot on a root image is a CreateContainerConfigError; hostUsers: false
 //! on a runtime without user namespaces gets no sandbox (FailedCreatePodSandBox);
@@ -34,6 +35,8 @@ if [ -d /data ]; then
   echo "data_write=$(touch /data/f 2>&1 && stat -c '%g' /data/f)"
   echo "info=$(stat -L -c '%g %a' /info/name)"
 fi
+t=/var/run/secrets/kubernetes.io/serviceaccount/token
+if [ -e $t ]; then echo "token=$(stat -L -c '%u %g %a' $t)"; fi
 echo END
 exec sleep 3600
 "#;
@@ -43,6 +46,7 @@ fn pods(node: &ClusterNode) -> Vec<Pod> {
     let restricted = PodBuilder::new(&n("restricted"))
         .node(&node.name)
         .grace(1)
+        .service_account_token()
         .spec(
             "securityContext",
             json!({"runAsNonRoot": true, "runAsUser": 1000, "runAsGroup": 3000,
@@ -66,6 +70,7 @@ fn pods(node: &ClusterNode) -> Vec<Pod> {
     let plain = PodBuilder::new(&n("plain"))
         .node(&node.name)
         .grace(1)
+        .service_account_token()
         .spec(
             "securityContext",
             json!({"sysctls": [
@@ -269,6 +274,9 @@ async fn security_context_sysctls_and_apparmor_as_on_the_kubelet() {
         ("restricted.Seccomp", "2"),
         ("restricted.NoNewPrivs", "1"),
         ("restricted.rootfs", "read-only"),
+        // The token: owned by the pod's one runAsUser, group fsGroup, 0600 made 0640.
+        ("restricted.token", "1000 2000 640"),
+        ("plain.token", "0 0 644"),
         ("plain.Seccomp", "0"),
         ("plain.NoNewPrivs", "0"),
         ("plain.rootfs", "writable"),

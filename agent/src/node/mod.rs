@@ -80,7 +80,7 @@ pub use crate::pod::admission::NodeView;
 /// The Node as admission reads it, published by [`run`].
 pub type LabelsTx = tokio::sync::watch::Sender<NodeView>;
 
-/// Publishes `node`'s labels and taints when they differ from the last published.
+/// Publishes `node`'s labels, taints and allocatable when they differ from the last published.
 fn publish_labels(labels: &LabelsTx, node: &Node) {
     let now = NodeView {
         labels: node.metadata.labels.clone().unwrap_or_default(),
@@ -89,6 +89,17 @@ fn publish_labels(labels: &LabelsTx, node: &Node) {
             .as_ref()
             .and_then(|s| s.taints.clone())
             .unwrap_or_default(),
+        allocatable: node
+            .status
+            .as_ref()
+            .and_then(|s| s.allocatable.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, q)| {
+                let q = crate::resource::parse_quantity(&q.0).ok()?;
+                Some((k.clone(), i128::from(q.milli_value())))
+            })
+            .collect(),
     };
     labels.send_if_modified(|l| {
         if *l == now {

@@ -194,6 +194,15 @@ pub fn machine_info(status: &mut NodeStatus, s: &Settings, f: &Facts) {
     cap_out.extend(allocatable::to_api(&capacity));
     let alloc_out = status.allocatable.get_or_insert_with(Default::default);
     alloc_out.extend(allocatable::to_api(&alloc));
+    // As the kubelet's MachineInfo: an extended resource gone from the capacity leaves the
+    // allocatable, and one advertised in the capacity (a PATCH of the Node's status) is
+    // allocatable whole, nothing being reserved of it.
+    alloc_out.retain(|k, _| cap_out.contains_key(k) || !crate::resource::is_extended_resource(k));
+    for (k, v) in cap_out.iter() {
+        if !alloc.contains_key(k) {
+            alloc_out.insert(k.clone(), v.clone());
+        }
+    }
 }
 
 /// kernelVersion, osImage, containerRuntimeVersion, kubeletVersion; kubeProxyVersion is no
@@ -443,6 +452,33 @@ mod tests {
 
     fn ready(s: &NodeStatus) -> &NodeCondition {
         condition(s, "Ready").unwrap()
+    }
+
+    /// The kubelet's MachineInfo with an extended resource advertised in the capacity by a PATCH
+    /// of the Node's status: allocatable whole; once gone from the capacity, gone from both.
+    #[test]
+    fn extended_resources_in_the_capacity_are_allocatable() {
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity as Q;
+        let mut st = NodeStatus::default();
+        apply(&mut st, &settings(), &facts(100));
+        st.capacity
+            .as_mut()
+            .unwrap()
+            .insert("example.com/dongle".into(), Q("4".into()));
+        apply(&mut st, &settings(), &facts(100));
+        assert_eq!(
+            st.allocatable.as_ref().unwrap()["example.com/dongle"].0,
+            "4"
+        );
+        assert_eq!(st.allocatable.as_ref().unwrap()["memory"].0, "3996Mi");
+        st.capacity.as_mut().unwrap().remove("example.com/dongle");
+        apply(&mut st, &settings(), &facts(100));
+        assert!(
+            !st.allocatable
+                .as_ref()
+                .unwrap()
+                .contains_key("example.com/dongle")
+        );
     }
 
     #[test]

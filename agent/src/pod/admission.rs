@@ -1,8 +1,8 @@
 //! Pod admission as the kubelet's: under node pressure, a pod the eviction manager would refuse
 //! (Evicted: BestEffort under memory pressure, every non-critical pod under disk or PID
 //! pressure), a pod setting a sysctl it may not (SysctlForbidden), that does
-//! not fit the node's allocatable (OutOfcpu,
-//! OutOfmemory, OutOfpods), whose nodeSelector / required node affinity does not match the
+//! not fit the node's allocatable (OutOfcpu, OutOfmemory, OutOfephemeral-storage, OutOfpods, and
+//! OutOf<name> for an extended resource the Node lists or hugepages), whose nodeSelector / required node affinity does not match the
 //! node's labels (NodeAffinity) or whose host ports are taken by an admitted pod (NodePorts) is
 //! rejected, as is one asking for an AppArmor profile on a host without AppArmor (AppArmor): it
 //! ends in phase Failed with the reason and a message.
@@ -15,10 +15,18 @@ use tokio::sync::watch;
 /// Why a pod was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
-    /// OutOfcpu, OutOfmemory, OutOfpods, NodeAffinity, NodePorts.
+    /// OutOfcpu, OutOfmemory, OutOf<resource>, OutOfpods, NodeAffinity, NodePorts, ...
     pub reason: String,
-    /// The kubelet's message.
+    /// The kubelet's admit handler's message: the Warning event's.
     pub message: String,
+}
+
+impl Rejection {
+    /// The pod status' message, as the kubelet's rejectPod: the event's after "Pod was
+    /// rejected: ".
+    pub fn status_message(&self) -> String {
+        format!("Pod was rejected: {}", self.message)
+    }
 }
 
 /// What admission reads of the Node as the API server holds it.
@@ -28,6 +36,9 @@ pub struct NodeView {
     pub labels: BTreeMap<String, String>,
     /// The Node's taints.
     pub taints: Vec<k8s_openapi::api::core::v1::Taint>,
+    /// The Node's status.allocatable in thousandths by resource: extended resources (a device
+    /// plugin's, or advertised by patching the Node's status) are checked against it.
+    pub allocatable: BTreeMap<String, i128>,
 }
 
 /// What admission checks pods against.
@@ -47,8 +58,43 @@ pub struct Admission {
 }
 
 pub use crate::resource::pod_request;
+use crate::resource::{is_extended_resource, is_scalar_resource};
 
 impl Admission {
+    /// The kubelet's predicate over scalar resources (fitsRequest after
+    /// removeMissingExtendedResources): extended resources the Node's allocatable does not list are
+    /// not the node's to check; the others and hugepages must fit what it lists (none: 0), in
+    /// whole units; the first misfit in name order is the reason.
+    fn admit_scalar_resources(&self, pod: &Pod, admitted: &[&Pod]) -> Result<(), Rejection> {
+        let node = self.node_labels.borrow();
+        for resource in scalar_requests(pod) {
+            let listed = node
+                .allocatable
+                .get(&resource)
+                .or_else(|| self.allocatable.get(&resource))
+                .copied();
+            let cap = match listed {
+                Some(cap) => cap,
+                None if is_extended_resource(&resource) => continue,
+                None => 0,
+            };
+            let want = pod_request(pod, &resource);
+            if want == 0 {
+                continue;
+            }
+            let used: i128 = admitted.iter().map(|p| pod_request(p, &resource)).sum();
+            if used + want > cap {
+                return Err(out_of(
+                    &resource,
+                    ceil_units(want, 1000),
+                    ceil_units(used, 1000),
+                    cap / 1000,
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Admits `pod` on a node already running `admitted` pods, or says why not.
     pub fn admit(&self, pod: &Pod, admitted: &[&Pod]) -> Result<(), Rejection> {
         // The kubelet's order: eviction, sysctls, then its predicates (resources, pods first;
@@ -61,7 +107,7 @@ impl Admission {
                 return Err(out_of("pods", 1, used, max / 1000));
             }
         }
-        for (resource, scale) in [("cpu", 1), ("memory", 1000)] {
+        for (resource, scale) in [("cpu", 1), ("memory", 1000), ("ephemeral-storage", 1000)] {
             let Some(&cap) = self.allocatable.get(resource) else {
                 continue;
             };
@@ -71,13 +117,21 @@ impl Admission {
             }
             let used: i128 = admitted.iter().map(|p| pod_request(p, resource)).sum();
             if used + want > cap {
-                return Err(out_of(resource, want / scale, used / scale, cap / scale));
+                return Err(out_of(
+                    resource,
+                    ceil_units(want, scale),
+                    ceil_units(used, scale),
+                    cap / scale,
+                ));
             }
         }
+        self.admit_scalar_resources(pod, admitted)?;
         if pod_os_mismatch(pod) {
             return Err(Rejection {
                 reason: "PodOSSelectorNodeLabelDoesNotMatch".into(),
-                message: "Pod was rejected: Failed to admit pod as the `kubernetes.io/os` label doesn't match node label".into(),
+                message:
+                    "Failed to admit pod as the `kubernetes.io/os` label doesn't match node label"
+                        .into(),
             });
         }
         if pod
@@ -88,9 +142,7 @@ impl Admission {
         {
             return Err(Rejection {
                 reason: "PodOSNotSupported".into(),
-                message:
-                    "Pod was rejected: Failed to admit pod as the OS field doesn't match node OS"
-                        .into(),
+                message: "Failed to admit pod as the OS field doesn't match node OS".into(),
             });
         }
         if !matches_node(&self.node_labels.borrow().labels, pod) {
@@ -130,9 +182,7 @@ impl Admission {
         }
         Err(Rejection {
             reason: "AppArmor".into(),
-            message:
-                "Pod was rejected: Cannot enforce AppArmor: AppArmor is not enabled on the host"
-                    .into(),
+            message: "Cannot enforce AppArmor: AppArmor is not enabled on the host".into(),
         })
     }
 }
@@ -198,10 +248,7 @@ pub fn admit_under_pressure(
     let names: Vec<&str> = conditions.iter().map(|c| c.as_str()).collect();
     Err(Rejection {
         reason: "Evicted".into(),
-        message: format!(
-            "Pod was rejected: The node had condition: [{}]. ",
-            names.join(" ")
-        ),
+        message: format!("The node had condition: [{}]. ", names.join(" ")),
     })
 }
 
@@ -321,7 +368,7 @@ fn requirement(labels: &BTreeMap<String, String>, e: &NodeSelectorRequirement) -
 fn predicate(name: &str, desc: &str) -> Rejection {
     Rejection {
         reason: name.into(),
-        message: format!("Pod was rejected: Predicate {name} failed: {desc}"),
+        message: format!("Predicate {name} failed: {desc}"),
     }
 }
 
@@ -372,11 +419,38 @@ fn host_ports(pod: &Pod) -> Vec<HostPort> {
         .collect()
 }
 
+/// Thousandths in units of `scale` thousandths, rounded up as Quantity.Value() (bytes of memory).
+fn ceil_units(milli: i128, scale: i128) -> i128 {
+    (milli + scale - 1).div_euclid(scale)
+}
+
+/// The scalar resources `pod` requests, by name.
+fn scalar_requests(pod: &Pod) -> std::collections::BTreeSet<String> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Default::default();
+    };
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+        .filter_map(|c| c.resources.as_ref())
+        .flat_map(|r| {
+            r.requests
+                .iter()
+                .chain(r.limits.iter())
+                .flat_map(|m| m.keys())
+        })
+        .chain(spec.overhead.iter().flat_map(|m| m.keys()))
+        .filter(|name| is_scalar_resource(name))
+        .cloned()
+        .collect()
+}
+
 fn out_of(resource: &str, requested: i128, used: i128, capacity: i128) -> Rejection {
     Rejection {
         reason: format!("OutOf{resource}"),
         message: format!(
-            "Pod was rejected: Node didn't have enough resource: {resource}, requested: {requested}, used: {used}, capacity: {capacity}"
+            "Node didn't have enough resource: {resource}, requested: {requested}, used: {used}, capacity: {capacity}"
         ),
     }
 }
@@ -404,6 +478,7 @@ mod tests {
             node_labels: watch::channel(NodeView {
                 labels: BTreeMap::from([("kubernetes.io/os".into(), "linux".into())]),
                 taints: vec![],
+                allocatable: BTreeMap::new(),
             })
             .1,
             sysctls: super::super::sysctls::SysctlAllowlist::new(&[]).unwrap(),
@@ -441,7 +516,7 @@ mod tests {
             (
                 &[MemoryPressure],
                 &best_effort,
-                Some("Pod was rejected: The node had condition: [MemoryPressure]. "),
+                Some("The node had condition: [MemoryPressure]. "),
             ),
             (&[MemoryPressure], &static_pod, None),
             (&[MemoryPressure], &exists, None),
@@ -449,33 +524,33 @@ mod tests {
             (
                 &[MemoryPressure],
                 &disk,
-                Some("Pod was rejected: The node had condition: [MemoryPressure]. "),
+                Some("The node had condition: [MemoryPressure]. "),
             ),
             (
                 &[MemoryPressure],
                 &no_execute,
-                Some("Pod was rejected: The node had condition: [MemoryPressure]. "),
+                Some("The node had condition: [MemoryPressure]. "),
             ),
             (
                 &[DiskPressure],
                 &burstable,
-                Some("Pod was rejected: The node had condition: [DiskPressure]. "),
+                Some("The node had condition: [DiskPressure]. "),
             ),
             (
                 &[DiskPressure],
                 &memory,
-                Some("Pod was rejected: The node had condition: [DiskPressure]. "),
+                Some("The node had condition: [DiskPressure]. "),
             ),
             (&[DiskPressure], &critical, None),
             (
                 &[PidPressure],
                 &burstable,
-                Some("Pod was rejected: The node had condition: [PIDPressure]. "),
+                Some("The node had condition: [PIDPressure]. "),
             ),
             (
                 &[MemoryPressure, DiskPressure],
                 &burstable,
-                Some("Pod was rejected: The node had condition: [MemoryPressure DiskPressure]. "),
+                Some("The node had condition: [MemoryPressure DiskPressure]. "),
             ),
         ];
         for (conditions, p, want) in cases {
@@ -521,7 +596,7 @@ mod tests {
             (r.reason.as_str(), r.message.as_str()),
             (
                 "AppArmor",
-                "Pod was rejected: Cannot enforce AppArmor: AppArmor is not enabled on the host"
+                "Cannot enforce AppArmor: AppArmor is not enabled on the host"
             )
         );
         let annotated = of(serde_json::json!({"metadata": {"annotations": {
@@ -576,7 +651,7 @@ mod tests {
                 assert_eq!(r.reason, "NodePorts");
                 assert_eq!(
                     r.message,
-                    "Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports"
+                    "Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports"
                 );
             }
         }
@@ -638,7 +713,7 @@ mod tests {
             (r.reason.as_str(), r.message.as_str()),
             (
                 "TaintToleration",
-                "Pod was rejected: Predicate TaintToleration failed: node(s) had taints that the pod didn't tolerate"
+                "Predicate TaintToleration failed: node(s) had taints that the pod didn't tolerate"
             )
         );
         let cases = [
@@ -676,6 +751,24 @@ mod tests {
         );
     }
 
+    /// The kubelet's rejectPod: the event carries the admit handler's message, the status
+    /// prefixes it.
+    #[test]
+    fn the_status_message_is_prefixed_the_events_is_not() {
+        let r = node()
+            .admit(&pod("3", "1Mi", serde_json::json!({})), &[])
+            .unwrap_err();
+        assert_eq!(
+            r.message,
+            "Node didn't have enough resource: cpu, requested: 3000, used: 0, capacity: 2000"
+        );
+        assert_eq!(
+            r.status_message(),
+            "Pod was rejected: Node didn't have enough resource: cpu, requested: 3000, used: 0, \
+             capacity: 2000"
+        );
+    }
+
     #[test]
     fn resources_are_checked_before_affinity() {
         let r = node()
@@ -695,7 +788,7 @@ mod tests {
         assert_eq!(cpu.reason, "OutOfcpu");
         assert_eq!(
             cpu.message,
-            "Pod was rejected: Node didn't have enough resource: cpu, requested: 3000, used: 0, capacity: 2000"
+            "Node didn't have enough resource: cpu, requested: 3000, used: 0, capacity: 2000"
         );
         let mem = n
             .admit(&pod("1m", "2Gi", serde_json::json!({})), &[&small])
@@ -718,6 +811,78 @@ mod tests {
                 &[]
             ),
             Ok(())
+        );
+    }
+
+    /// The kubelet's predicate admission over ephemeral-storage and scalar resources (fitsRequest
+    /// after removeMissingExtendedResources): extended resources the Node does not list are not
+    /// checked, those it lists and hugepages are, in whole units; OutOf<resource>.
+    #[test]
+    fn ephemeral_storage_extended_resources_and_hugepages() {
+        let of = |requests: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({"spec": {"containers": [
+                {"name": "c", "resources": {"requests": requests}}
+            ]}}))
+            .unwrap()
+        };
+        let mut n = node();
+        n.allocatable
+            .insert("ephemeral-storage".into(), (10i128 << 30) * 1000);
+        n.node_labels = watch::channel(NodeView {
+            labels: BTreeMap::from([("kubernetes.io/os".into(), "linux".into())]),
+            allocatable: BTreeMap::from([
+                ("example.com/dongle".into(), 2000),
+                ("hugepages-2Mi".into(), (4i128 << 20) * 1000),
+            ]),
+            ..Default::default()
+        })
+        .1;
+        let storage = n
+            .admit(&of(serde_json::json!({"ephemeral-storage": "11Gi"})), &[])
+            .unwrap_err();
+        assert_eq!(
+            storage,
+            Rejection {
+                reason: "OutOfephemeral-storage".into(),
+                message: format!(
+                    "Node didn't have enough resource: ephemeral-storage, \
+                     requested: {}, used: 0, capacity: {}",
+                    11i64 << 30,
+                    10i64 << 30
+                ),
+            }
+        );
+        let one = of(serde_json::json!({"example.com/dongle": "1"}));
+        assert_eq!(n.admit(&one, &[]), Ok(()));
+        let dongles = n
+            .admit(&of(serde_json::json!({"example.com/dongle": "2"})), &[&one])
+            .unwrap_err();
+        assert_eq!(
+            dongles,
+            Rejection {
+                reason: "OutOfexample.com/dongle".into(),
+                message: "Node didn't have enough resource: example.com/dongle, \
+                          requested: 2, used: 1, capacity: 2"
+                    .into(),
+            }
+        );
+        // Not on the Node: a cluster-level resource, not the node's to check.
+        assert_eq!(
+            n.admit(&of(serde_json::json!({"example.com/gadget": "5"})), &[]),
+            Ok(())
+        );
+        let huge = n
+            .admit(&of(serde_json::json!({"hugepages-2Mi": "6Mi"})), &[])
+            .unwrap_err();
+        assert_eq!(huge.reason, "OutOfhugepages-2Mi");
+        // Hugepages the node does not have: capacity 0.
+        let huge1g = n
+            .admit(&of(serde_json::json!({"hugepages-1Gi": "1Gi"})), &[])
+            .unwrap_err();
+        assert!(
+            huge1g.message.ends_with("used: 0, capacity: 0"),
+            "{}",
+            huge1g.message
         );
     }
 }

@@ -22,6 +22,8 @@ pub struct NodeContext {
     pub host_ips: Vec<String>,
     /// Memory capacity in bytes (for oom_score_adj).
     pub memory_capacity: i64,
+    /// The node's allocatable in thousandths by resource (the downward API's default limits).
+    pub allocatable: std::collections::BTreeMap<String, i128>,
     /// Statuses of all pods.
     pub statuses: StatusStore,
     /// Image pulls in flight at once (1 when serializeImagePulls).

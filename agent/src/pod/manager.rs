@@ -450,12 +450,14 @@ fn fingerprint(pod: &ObservedPod) -> String {
     s
 }
 
-/// The status of a pod that failed admission: phase Failed with the reason and message.
+/// The status of a pod that failed admission: phase Failed with the reason and the message
+/// after "Pod was rejected: ".
 fn rejected_status(
     pod: &Pod,
     r: &super::admission::Rejection,
 ) -> k8s_openapi::api::core::v1::PodStatus {
     let now = crate::status::compute::now();
+    let message = r.status_message();
     let input = crate::status::StatusInput {
         pod,
         previous: None,
@@ -467,7 +469,7 @@ fn rejected_status(
         waiting: &HashMap::new(),
         runtime_name: "",
         now,
-        terminal: Some(("Failed", &r.reason, &r.message)),
+        terminal: Some(("Failed", &r.reason, &message)),
         probes: &HashMap::new(),
     };
     crate::status::compute(&input)

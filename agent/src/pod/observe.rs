@@ -119,6 +119,7 @@ async fn container_view(
             message.push_str(&text);
         }
     }
+    let spec_hash = crate::runtime::hash::hash_of_instance(&name, &c.annotations);
     Ok(ContainerView {
         id: c.id.clone(),
         name,
@@ -131,8 +132,13 @@ async fn container_view(
         reason: st.reason.clone(),
         message,
         image_ref: st.image_ref.clone(),
+        image: st
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default(),
         created_at: c.created_at,
-        spec_image: c.annotations.get(labels::BOSUN_SPEC_IMAGE).cloned(),
+        spec_hash,
     })
 }
 

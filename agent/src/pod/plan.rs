@@ -161,7 +161,8 @@ pub fn plan(
             actions.ephemeral.clear();
             return actions;
         }
-        InitPlan::Start(to_start, initialized) => {
+        InitPlan::Start(to_start, initialized, kill) => {
+            actions.kill.extend(kill);
             for (name, exited) in to_start {
                 let len = actions.backing_off.len();
                 start_or_backoff(&mut actions, &name, true, exited);
@@ -237,12 +238,13 @@ pub fn container_spec<'a>(pod: &'a Pod, name: &str, init: bool) -> Option<&'a Co
     }
 }
 
-/// True when the running instance `v` was made from another image than `spec` names now
-/// (instances made before Bosun recorded the image are left alone).
+/// The kubelet's containerChanged: the instance `v` was made from a spec whose hash (the name and
+/// the image, runtime::hash) differs from `spec`'s now. Instances whose hash is unknown are left
+/// alone.
 pub fn definition_changed(v: &ContainerView, spec: &Container) -> bool {
-    v.spec_image
+    v.spec_hash
         .as_deref()
-        .is_some_and(|img| img != spec.image.as_deref().unwrap_or_default())
+        .is_some_and(|h| h != crate::runtime::hash::container_hash_label(spec))
 }
 
 /// The pod's ephemeral container `name` as a container spec (the fields it shares), and the
@@ -286,9 +288,10 @@ enum InitPlan {
     /// A regular init container failed and will not run again (its policy or the pod's): the pod is
     /// done.
     KillPod,
-    /// Init containers to start in spec order, (name, an instance exited before); and whether the
-    /// pod is initialized (the app containers may run).
-    Start(Vec<(String, bool)>, bool),
+    /// Init containers to start in spec order, (name, an instance exited before); whether the
+    /// pod is initialized (the app containers may run); running sidecars to kill first (their
+    /// definition changed): (CRI id, the Killing event's message).
+    Start(Vec<(String, bool)>, bool, Vec<(String, String)>),
 }
 
 /// The kubelet's computeInitContainerActions over the instances in the current sandbox: walk the
@@ -301,11 +304,11 @@ fn init_actions<'a>(
     unstarted: &[&str],
 ) -> InitPlan {
     let Some(spec) = pod.spec.as_ref() else {
-        return InitPlan::Start(vec![], true);
+        return InitPlan::Start(vec![], true, vec![]);
     };
     let inits: &[Container] = spec.init_containers.as_deref().unwrap_or_default();
     if inits.is_empty() {
-        return InitPlan::Start(vec![], true);
+        return InitPlan::Start(vec![], true, vec![]);
     }
     // An app container created or running: initialization happened before (init instances may
     // have been removed since), only sidecars are kept running.
@@ -315,6 +318,7 @@ fn init_actions<'a>(
     });
     let mut previously = initialized;
     let mut start: Vec<usize> = Vec::new();
+    let mut kill = Vec::new();
     let last = inits.len() - 1;
     for (i, c) in inits.iter().enumerate().rev() {
         let sidecar = is_restartable_init(c);
@@ -337,6 +341,14 @@ fn init_actions<'a>(
                     initialized = true;
                 } else if !previously {
                     start.push(i + 1);
+                }
+                // A started sidecar whose definition changed: killed and started again.
+                if definition_changed(v, c) {
+                    let message = format!("Init container {} definition changed", c.name);
+                    kill.push((v.id.clone(), message));
+                    start.push(i);
+                    previously = true;
+                    break;
                 }
             }
             // A regular init container still running: wait for it.
@@ -370,7 +382,7 @@ fn init_actions<'a>(
             (name.clone(), exited)
         })
         .collect();
-    InitPlan::Start(to_start, initialized)
+    InitPlan::Start(to_start, initialized, kill)
 }
 
 #[cfg(test)]
@@ -410,9 +422,19 @@ mod tests {
             reason: String::new(),
             message: String::new(),
             image_ref: String::new(),
+            image: String::new(),
             created_at: created,
-            spec_image: Some("busybox".into()),
+            spec_hash: Some(hash_of(name, "busybox")),
         }
+    }
+
+    /// The kubelet's hash of a container `name` of `image`.
+    fn hash_of(name: &str, image: &str) -> String {
+        crate::runtime::hash::container_hash_label(&Container {
+            name: name.into(),
+            image: Some(image.into()),
+            ..Default::default()
+        })
     }
 
     #[test]
@@ -467,7 +489,7 @@ mod tests {
         for policy in ["Always", "Never"] {
             let p = pod(policy, &[], &["app"]);
             let mut old = cv("app", RunState::Running, 0, 2, 1);
-            old.spec_image = Some("busybox:old".into());
+            old.spec_hash = Some(hash_of("app", "busybox:old"));
             let a = plan(&p, Some(&sb(true)), &[old.clone()], &[], &backoff, now);
             assert_eq!(
                 a.kill,
@@ -478,13 +500,52 @@ mod tests {
                 "{policy}"
             );
             assert_eq!(a.start, vec![start("app", false, 3)], "{policy}");
-            // Same image, or a container made before the image was recorded: left alone.
-            for spec_image in [Some("busybox".to_string()), None] {
-                old.spec_image = spec_image;
+            // Same image, or a container whose hash is unknown: left alone.
+            for spec_hash in [Some(hash_of("app", "busybox")), None] {
+                old.spec_hash = spec_hash;
                 let a = plan(&p, Some(&sb(true)), &[old.clone()], &[], &backoff, now);
                 assert!(a.kill.is_empty() && a.start.is_empty(), "{a:?}");
             }
         }
+    }
+
+    /// The kubelet's computeInitContainerActions: a started sidecar whose image changed is killed
+    /// ("Init container side definition changed", no restart wording) and started again; the
+    /// walk stops there.
+    #[test]
+    fn a_running_sidecar_whose_image_changed_is_restarted() {
+        let backoff = KeyedBackoff::new(CRASH_LOOP);
+        let now = Instant::now();
+        let p = pod("Never", &["side"], &["app"]);
+        let mut side = cv("side", RunState::Running, 0, 0, 1);
+        side.spec_hash = Some(hash_of("side", "busybox:old"));
+        let app = cv("app", RunState::Running, 0, 0, 2);
+        let a = plan(
+            &p,
+            Some(&sb(true)),
+            &[app.clone(), side.clone()],
+            &[],
+            &backoff,
+            now,
+        );
+        assert_eq!(
+            a.kill,
+            vec![(
+                side.id.clone(),
+                "Init container side definition changed".to_string()
+            )]
+        );
+        assert_eq!(a.start, vec![start("side", true, 1)]);
+        // Not before its startup probe passed: it does not count as started yet.
+        let a = plan(
+            &p,
+            Some(&sb(true)),
+            &[app, side.clone()],
+            &[&side.id],
+            &backoff,
+            now,
+        );
+        assert!(a.kill.is_empty(), "{a:?}");
     }
 
     fn sb(ready: bool) -> SandboxView {

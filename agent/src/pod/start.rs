@@ -202,6 +202,7 @@ impl Start<'_> {
             node_name: &ctx.node_name,
             termination_log: &tlog,
             memory_capacity: ctx.memory_capacity,
+            allocatable: &ctx.allocatable,
             config_maps: &config_maps,
             secrets: &secrets,
             service_env: &service_env,
@@ -383,8 +384,9 @@ impl Start<'_> {
             reason: String::new(),
             message: String::new(),
             image_ref: String::new(),
+            image: String::new(),
             created_at: 0,
-            spec_image: None,
+            spec_hash: None,
         };
         teardown::stop_container(self.ctx, self.pod, &view, pod_ip, None).await;
         Err(StartError::PostStart(e.to_string()))

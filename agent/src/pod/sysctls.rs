@@ -25,7 +25,7 @@ pub fn admit(allowlist: &SysctlAllowlist, pod: &Pod) -> Result<(), Rejection> {
         if let Err(e) = allowlist.validate(&s.name, net, ipc, host_users) {
             return Err(Rejection {
                 reason: "SysctlForbidden".into(),
-                message: format!("Pod was rejected: forbidden sysctl: {e}"),
+                message: format!("forbidden sysctl: {e}"),
             });
         }
     }
@@ -61,23 +61,19 @@ mod tests {
                 &["net.ipv4.tcp_syncookies", "kernel.shmmax"],
                 false,
                 false,
-                Some("Pod was rejected: forbidden sysctl: \"kernel.shmmax\" not allowlisted"),
+                Some("forbidden sysctl: \"kernel.shmmax\" not allowlisted"),
             ),
             (
                 &["net.core.somaxconn"],
                 true,
                 false,
-                Some(
-                    "Pod was rejected: forbidden sysctl: \"net.core.somaxconn\" not allowed with host Net enabled",
-                ),
+                Some("forbidden sysctl: \"net.core.somaxconn\" not allowed with host Net enabled"),
             ),
             (
                 &["kernel.msgmax"],
                 false,
                 true,
-                Some(
-                    "Pod was rejected: forbidden sysctl: \"kernel.msgmax\" not allowed with host IPC enabled",
-                ),
+                Some("forbidden sysctl: \"kernel.msgmax\" not allowed with host IPC enabled"),
             ),
             (&["kernel.msgmax"], true, false, None),
         ];

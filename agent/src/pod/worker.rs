@@ -87,6 +87,7 @@ pub fn spawn(
     let key = PodKey::of(&pod);
     let span =
         info_span!("pod", pod.namespace = %key.namespace, pod.name = %key.name, pod.uid = %key.uid);
+    let api_volumes = ApiVolumes::new(ctx.allocatable.clone());
     let worker = PodWorker {
         ctx,
         classes,
@@ -96,7 +97,7 @@ pub fn spawn(
         waiting: HashMap::new(),
         sandbox_ips: HashMap::new(),
         exited: HashMap::new(),
-        api_volumes: ApiVolumes::default(),
+        api_volumes,
         volume_paths: None,
         terminal: None,
         evict: evict.clone(),

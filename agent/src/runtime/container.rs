@@ -40,6 +40,9 @@ pub struct ContainerContext<'a> {
     pub termination_log: &'a Path,
     /// The node's memory capacity in bytes, for the Burstable oom_score_adj.
     pub memory_capacity: i64,
+    /// The node's allocatable in thousandths by resource, for resourceFieldRef limits the
+    /// container does not set.
+    pub allocatable: &'a BTreeMap<String, i128>,
     /// ConfigMaps the env refers to, by name (None: does not exist); empty without an API.
     pub config_maps: &'a HashMap<String, Option<BTreeMap<String, String>>>,
     /// Secrets the env refers to, by name (None: does not exist).
@@ -188,8 +191,8 @@ fn mounts(
     Ok(mounts)
 }
 
-/// The annotations the kubelet puts on a container (restart count, spec hash, termination
-/// message path and policy, the pod's grace period), and Bosun's own (init, spec image).
+/// The annotations the kubelet puts on a container (restart count, the kubelet's container hash,
+/// termination message path and policy, the pod's grace period), and Bosun's own (init).
 fn annotations(
     pod: &Pod,
     container: &Container,
@@ -199,7 +202,10 @@ fn annotations(
 ) -> HashMap<String, String> {
     let mut annotations = HashMap::from([
         (labels::RESTART_COUNT.to_string(), restart_count.to_string()),
-        (labels::CONTAINER_HASH.to_string(), spec_hash(container)),
+        (
+            labels::CONTAINER_HASH.to_string(),
+            super::hash::container_hash_label(container),
+        ),
         (labels::TERMINATION_MESSAGE_PATH.to_string(), tm_path),
         (
             labels::TERMINATION_MESSAGE_POLICY.to_string(),
@@ -220,10 +226,6 @@ fn annotations(
     if init {
         annotations.insert(labels::BOSUN_CONTAINER_KIND.into(), "init".into());
     }
-    annotations.insert(
-        labels::BOSUN_SPEC_IMAGE.into(),
-        container.image.clone().unwrap_or_default(),
-    );
     annotations
 }
 
@@ -347,12 +349,14 @@ fn env_vars(
                         .unwrap_or(container),
                     None => container,
                 };
-                resource_value(c, &r.resource, r.divisor.as_ref()).ok_or_else(|| {
-                    ConfigError(format!(
-                        "unsupported resourceFieldRef {:?} in env {}",
-                        r.resource, e.name
-                    ))
-                })?
+                resource_value(c, &r.resource, r.divisor.as_ref(), ctx.allocatable).ok_or_else(
+                    || {
+                        ConfigError(format!(
+                            "unsupported resourceFieldRef {:?} in env {}",
+                            r.resource, e.name
+                        ))
+                    },
+                )?
             } else if let Some(cm) = &src.config_map_key_ref {
                 match ctx.config_maps.get(&cm.name).cloned().flatten() {
                     Some(d) => match d.get(&cm.key) {
@@ -440,11 +444,15 @@ fn field_value(pod: &Pod, path: &str, ctx: &ContainerContext<'_>) -> Option<Stri
 
 /// The value a resourceFieldRef (`limits.cpu`, `requests.memory`) resolves to, in units of its
 /// `divisor` (unset or zero: 1), rounded up as the kubelet's ExtractContainerResourceValue: CPU in
-/// millicores over the divisor's millicores, anything else in whole units over the divisor's.
+/// millicores over the divisor's millicores, anything else in whole units over the divisor's. A
+/// cpu, memory or ephemeral-storage limit the container does not set (or sets to zero) is the
+/// node's `allocatable` (thousandths by resource), as the kubelet's
+/// defaultPodLimitsForDownwardAPI.
 pub fn resource_value(
     container: &Container,
     resource: &str,
     divisor: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    allocatable: &BTreeMap<String, i128>,
 ) -> Option<String> {
     let (limits, key) = resource.split_once('.')?;
     let r = container.resources.as_ref();
@@ -453,19 +461,31 @@ pub fn resource_value(
     } else {
         r.and_then(|r| r.requests.as_ref())
     };
-    let q = m
+    let mut milli = m
         .and_then(|m| m.get(key))
-        .and_then(|q| parse_quantity(&q.0).ok());
+        .and_then(|q| parse_quantity(&q.0).ok())
+        .map(|q| i128::from(q.milli_value()));
+    // MergeContainerResourceLimits (hugepages are never defaulted: they are never overcommitted).
+    if limits == "limits"
+        && ["cpu", "memory", "ephemeral-storage"].contains(&key)
+        && milli.unwrap_or(0) == 0
+    {
+        milli = allocatable.get(key).copied().or(milli);
+    }
     let one = parse_quantity("1").ok()?;
     let divisor = match divisor.map(|d| parse_quantity(&d.0)) {
         Some(Ok(d)) if d.milli_value() != 0 => d,
         Some(Err(_)) => return None,
         _ => one,
     };
-    let (value, per) = match (key, q) {
-        ("cpu", Some(q)) => (q.milli_value(), divisor.milli_value()),
-        (_, Some(q)) => (q.value(), divisor.value()),
-        (_, None) => return Some("0".to_string()),
+    let Some(milli) = milli else {
+        return Some("0".to_string());
+    };
+    let (value, per) = if key == "cpu" {
+        (milli, i128::from(divisor.milli_value()))
+    } else {
+        // Whole units, rounded up as Quantity.Value().
+        ((milli + 999).div_euclid(1000), i128::from(divisor.value()))
     };
     let per = per.max(1);
     // Ceiling division; quantities in a pod spec are never negative.
@@ -501,14 +521,6 @@ pub fn expand(s: &str, env: &HashMap<&str, &str>) -> String {
         i += ch.len_utf8();
     }
     out
-}
-
-/// A stable hash of the container spec, recorded on the container to see spec changes.
-pub fn spec_hash(container: &Container) -> String {
-    use sha2::{Digest, Sha256};
-    let json = serde_json::to_vec(container).unwrap_or_default();
-    let d = Sha256::digest(&json);
-    d[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -551,12 +563,40 @@ mod tests {
             ("requests.memory", Some("1Mi"), "64"),
             ("limits.memory", Some("1Mi"), "96"),
             ("limits.memory", Some("1k"), "100000"),
-            ("limits.ephemeral-storage", Some("1Mi"), "0"),
+            // Limits the container does not set: the node's allocatable, as the kubelet's
+            // defaultPodLimitsForDownwardAPI (MergeContainerResourceLimits).
+            ("limits.ephemeral-storage", Some("1Mi"), "10240"),
+            ("limits.ephemeral-storage", None, "10737418240"),
+            // Requests are not defaulted.
+            ("requests.ephemeral-storage", None, "0"),
         ];
+        let allocatable = BTreeMap::from([
+            ("cpu".to_string(), 1_500),
+            ("memory".to_string(), 3_000_000 * 1000),
+            ("ephemeral-storage".to_string(), (10_i128 << 30) * 1000),
+        ]);
         for (resource, divisor, want) in cases {
             let d = divisor.map(|d| Q(d.to_string()));
             assert_eq!(
-                resource_value(c, resource, d.as_ref()).as_deref(),
+                resource_value(c, resource, d.as_ref(), &allocatable).as_deref(),
+                Some(want),
+                "{resource} / {divisor:?}"
+            );
+        }
+        // A container without limits: every defaulted limit is the allocatable's; a zero limit
+        // counts as unset.
+        let none: Container = serde_json::from_value(serde_json::json!(
+            {"name": "n", "resources": {"limits": {"memory": "0"}}}))
+        .unwrap();
+        for (resource, divisor, want) in [
+            ("limits.cpu", Some("1m"), "1500"),
+            ("limits.cpu", None, "2"),
+            ("limits.memory", None, "3000000"),
+            ("limits.memory", Some("1k"), "3000"),
+        ] {
+            let d = divisor.map(|d| Q(d.to_string()));
+            assert_eq!(
+                resource_value(&none, resource, d.as_ref(), &allocatable).as_deref(),
                 Some(want),
                 "{resource} / {divisor:?}"
             );

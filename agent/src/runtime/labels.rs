@@ -13,7 +13,7 @@ pub const POD_UID: &str = "io.kubernetes.pod.uid";
 pub const CONTAINER_NAME: &str = "io.kubernetes.container.name";
 /// Label: which agent created the object (sandboxes and containers the kubelet made have it too).
 pub const CONTAINER_TYPE: &str = "io.kubernetes.container.type";
-/// Annotation: hash of the container spec, to detect spec changes.
+/// Annotation: the kubelet's hash of the container spec (runtime::hash), to detect spec changes.
 pub const CONTAINER_HASH: &str = "io.kubernetes.container.hash";
 /// Annotation: how many times the container was restarted before this instance.
 pub const RESTART_COUNT: &str = "io.kubernetes.container.restartCount";
@@ -23,8 +23,8 @@ pub const TERMINATION_MESSAGE_PATH: &str = "io.kubernetes.container.terminationM
 pub const TERMINATION_MESSAGE_POLICY: &str = "io.kubernetes.container.terminationMessagePolicy";
 /// Annotation: the pod's termination grace period in seconds.
 pub const POD_TERMINATION_GRACE: &str = "io.kubernetes.pod.terminationGracePeriod";
-/// Annotation (bosun): the image the container's spec named when it was created; a container
-/// whose spec now names another is restarted (the kubelet hashes the name and image only).
+/// Annotation (bosun, no longer written): the image the container's spec named, recorded by
+/// older Bosuns beside a hash of their own; read to compute the kubelet's hash of such a container.
 pub const BOSUN_SPEC_IMAGE: &str = "bosun.dev/spec-image";
 /// Annotation (bosun): "init" for init containers, absent for app containers.
 pub const BOSUN_CONTAINER_KIND: &str = "bosun.dev/container-kind";

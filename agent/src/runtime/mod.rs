@@ -2,6 +2,7 @@
 //! for a pod, and the calls that start and stop it.
 
 pub mod container;
+pub mod hash;
 pub mod hostname;
 pub mod hosts;
 pub mod labels;

@@ -108,10 +108,14 @@ pub struct ContainerView {
     pub message: String,
     /// The image reference (`sha256:...`).
     pub image_ref: String,
+    /// The image as the runtime names it (CRI ContainerStatus image), what the kubelet reports as
+    /// the status' image; empty when unknown.
+    pub image: String,
     /// Creation time, ns since the epoch.
     pub created_at: i64,
-    /// The image its spec named when it was created (None: made before Bosun recorded it).
-    pub spec_image: Option<String>,
+    /// The kubelet's hash of the spec it was made from (`io.kubernetes.container.hash`; see
+    /// runtime::hash). None when unknown: made by a Bosun that wrote another hash.
+    pub spec_hash: Option<String>,
 }
 
 /// The lifecycle state of a container instance.

@@ -128,7 +128,13 @@ fn container_status(
         .map(|p| terminated_state(p, input.runtime_name));
     let mut st = ContainerStatus {
         name: name.to_string(),
-        image: image.to_string(),
+        // As convertToAPIContainerStatuses: the runtime's name for the newest instance's image,
+        // the spec's before there is one.
+        image: any
+            .map(|c| c.image.as_str())
+            .filter(|i| !i.is_empty())
+            .unwrap_or(image)
+            .to_string(),
         image_id: any.map(|c| c.image_ref.clone()).unwrap_or_default(),
         container_id: any.map(|c| format!("{}://{}", input.runtime_name, c.id)),
         restart_count: any.map(|c| c.restart_count as i32).unwrap_or(0),
@@ -605,8 +611,9 @@ mod tests {
             reason: String::new(),
             message: String::new(),
             image_ref: String::new(),
+            image: String::new(),
             created_at: created,
-            spec_image: None,
+            spec_hash: None,
         }
     }
 
@@ -658,6 +665,19 @@ mod tests {
             reason.map(String::from),
             message.map(String::from),
         )
+    }
+
+    /// The kubelet's convertToAPIContainerStatuses: the image the runtime reports for the newest
+    /// instance (containerd names an image pulled by digest by its tag), the spec's before one.
+    #[test]
+    fn the_status_image_is_the_runtimes() {
+        let p = pod("Always");
+        let s = status(&p, &[], &[]);
+        let app = |s: &PodStatus| s.container_statuses.as_ref().unwrap()[0].image.clone();
+        assert_eq!(app(&s), "busybox");
+        let mut c = cv("app", RunState::Running, 0, 1);
+        c.image = "127.0.0.1:5000/busybox:1".into();
+        assert_eq!(app(&status(&p, &[c], &[])), "127.0.0.1:5000/busybox:1");
     }
 
     #[test]

@@ -32,6 +32,8 @@ struct Token {
 pub struct ApiVolumes {
     tokens: HashMap<String, Token>,
     last_refresh: Option<Instant>,
+    /// The node's allocatable in thousandths (resourceFieldRef limits a container does not set).
+    allocatable: BTreeMap<String, i128>,
 }
 
 /// True for the volume types this module handles.
@@ -46,6 +48,15 @@ pub fn is_api_volume(v: &Volume) -> bool {
 type Files = BTreeMap<String, (Vec<u8>, u32)>;
 
 impl ApiVolumes {
+    /// No volume read yet; resourceFieldRef limits a container does not set resolve to the
+    /// node's `allocatable` (thousandths by resource), as the kubelet's downwardAPI volumes.
+    pub fn new(allocatable: BTreeMap<String, i128>) -> ApiVolumes {
+        ApiVolumes {
+            allocatable,
+            ..Default::default()
+        }
+    }
+
     /// True when the content should be read again.
     pub fn due(&self) -> bool {
         self.last_refresh.is_none_or(|t| t.elapsed() >= REFRESH)
@@ -84,6 +95,15 @@ impl ApiVolumes {
                 continue;
             };
             let dir = write_volume(pod, pod_dir, &v.name, kind, &files, tmpfs).map_err(err)?;
+            // A token belongs to the pod's fsUser (the kubelet's FileProjection.FsUser).
+            if let (Some(p), Some(uid)) = (&v.projected, super::ownership::fs_user(pod)) {
+                for t in p.sources.iter().flatten() {
+                    if let Some(t) = &t.service_account_token {
+                        super::ownership::set_file_owner(Path::new(&dir), &t.path, uid)
+                            .map_err(|e| err(format!("owner {uid} of {}: {e}", t.path)))?;
+                    }
+                }
+            }
             out.insert(v.name.clone(), dir);
         }
         self.last_refresh = Some(Instant::now());
@@ -124,6 +144,7 @@ impl ApiVolumes {
                 pod,
                 d.items.as_deref().unwrap_or_default(),
                 d.default_mode.unwrap_or(0o644),
+                &self.allocatable,
             )?;
             ("kubernetes.io~downward-api", files, false)
         } else if let Some(p) = &v.projected {
@@ -180,11 +201,13 @@ impl ApiVolumes {
                     pod,
                     d.items.as_deref().unwrap_or_default(),
                     mode,
+                    &self.allocatable,
                 )?);
             }
             if let Some(t) = &src.service_account_token {
                 let token = self.token(client, pod, t).await?;
-                files.insert(t.path.clone(), (token.into_bytes(), mode as u32));
+                let mode = super::ownership::token_mode(pod, mode as u32);
+                files.insert(t.path.clone(), (token.into_bytes(), mode));
             }
         }
         Ok(files)
@@ -358,7 +381,12 @@ fn secret_files(s: &Secret, items: Option<&[KeyToPath]>, mode: i32) -> Result<Fi
     )
 }
 
-fn downward_files(pod: &Pod, items: &[DownwardAPIVolumeFile], mode: i32) -> Result<Files, String> {
+fn downward_files(
+    pod: &Pod,
+    items: &[DownwardAPIVolumeFile],
+    mode: i32,
+    allocatable: &BTreeMap<String, i128>,
+) -> Result<Files, String> {
     let mut out = Files::new();
     for it in items {
         let value = if let Some(f) = &it.field_ref {
@@ -386,8 +414,13 @@ fn downward_files(pod: &Pod, items: &[DownwardAPIVolumeFile], mode: i32) -> Resu
                 .ok_or_else(|| {
                     format!("no container {:?} for resourceFieldRef", r.container_name)
                 })?;
-            crate::runtime::container::resource_value(c, &r.resource, r.divisor.as_ref())
-                .ok_or_else(|| format!("unsupported resource {:?}", r.resource))?
+            crate::runtime::container::resource_value(
+                c,
+                &r.resource,
+                r.divisor.as_ref(),
+                allocatable,
+            )
+            .ok_or_else(|| format!("unsupported resource {:?}", r.resource))?
         } else {
             String::new()
         };

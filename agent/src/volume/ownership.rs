@@ -22,6 +22,54 @@ pub fn fs_group(pod: &Pod) -> Option<(u32, bool)> {
     Some((gid, on_root_mismatch))
 }
 
+/// The kubelet's FsUserFrom: the effective runAsUser (the container's, else the pod's) of every
+/// container, init and ephemeral ones included, when they all have one and it is the same; None
+/// otherwise.
+pub fn fs_user(pod: &Pod) -> Option<u32> {
+    let spec = pod.spec.as_ref()?;
+    let pod_user = spec.security_context.as_ref().and_then(|s| s.run_as_user);
+    let own = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+        .map(|c| c.security_context.as_ref().and_then(|s| s.run_as_user))
+        .chain(
+            spec.ephemeral_containers
+                .iter()
+                .flatten()
+                .map(|c| c.security_context.as_ref().and_then(|s| s.run_as_user)),
+        );
+    let mut user = None;
+    for u in own {
+        let u = u.or(pod_user)?;
+        if user.is_some_and(|seen| seen != u) {
+            return None;
+        }
+        user = Some(u);
+    }
+    user.and_then(|u| u32::try_from(u).ok())
+}
+
+/// The mode of a projected service account token (projected.go): 0600 when the pod has an
+/// fsUser or an fsGroup (SetVolumeOwnership then makes it 0640 under the fsGroup), else the
+/// volume's `default_mode`.
+pub fn token_mode(pod: &Pod, default_mode: u32) -> u32 {
+    if fs_user(pod).is_some() || fs_group(pod).is_some() {
+        0o600
+    } else {
+        default_mode
+    }
+}
+
+/// Makes `uid` the owner of the file `rel` of the volume at `dir`, the visible symlink and the
+/// file it points to, as the kubelet's AtomicWriter does with a projection's FsUser.
+pub fn set_file_owner(dir: &Path, rel: &str, uid: u32) -> std::io::Result<()> {
+    let path = dir.join(rel);
+    std::os::unix::fs::lchown(&path, Some(uid), None)?;
+    std::os::unix::fs::chown(&path, Some(uid), None)
+}
+
 fn wanted(mode: u32, is_dir: bool, readonly: bool) -> u32 {
     let mut mask = if readonly { RO } else { RW };
     if is_dir {
@@ -73,6 +121,7 @@ fn walk(path: &Path, gid: u32, readonly: bool) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn bits_as_the_kubelet() {
@@ -113,5 +162,70 @@ mod tests {
         assert_eq!(mode("sub/f"), 0o600);
         set_volume_ownership(&root, gid, false, false).unwrap();
         assert_eq!(mode("sub/f"), 0o660);
+    }
+
+    /// The kubelet's FsUserFrom, and the projected token's mode (projected.go: 0600 when the pod
+    /// has an fsUser or an fsGroup, SetVolumeOwnership's read-only mask then making it 0640
+    /// under an fsGroup; else the volume's defaultMode).
+    #[test]
+    fn fs_user_and_token_mode_as_the_kubelet() {
+        let of = |v: serde_json::Value| -> Pod { serde_json::from_value(v).unwrap() };
+        let cases = [
+            (
+                "no user anywhere",
+                json!({"containers": [{"name": "a"}]}),
+                None,
+                0o644,
+            ),
+            (
+                "the pod's user for every container",
+                json!({"securityContext": {"runAsUser": 1000},
+                       "initContainers": [{"name": "i"}], "containers": [{"name": "a"}]}),
+                Some(1000),
+                0o600,
+            ),
+            (
+                "containers agree",
+                json!({"containers": [{"name": "a", "securityContext": {"runAsUser": 7}},
+                                      {"name": "b", "securityContext": {"runAsUser": 7}}]}),
+                Some(7),
+                0o600,
+            ),
+            (
+                "containers differ",
+                json!({"securityContext": {"runAsUser": 1000},
+                       "containers": [{"name": "a", "securityContext": {"runAsUser": 7}},
+                                      {"name": "b"}]}),
+                None,
+                0o644,
+            ),
+            (
+                "one container without a user",
+                json!({"containers": [{"name": "a", "securityContext": {"runAsUser": 7}},
+                                      {"name": "b"}]}),
+                None,
+                0o644,
+            ),
+            (
+                "an ephemeral container counts",
+                json!({"securityContext": {"runAsUser": 1000}, "containers": [{"name": "a"}],
+                       "ephemeralContainers": [{"name": "d", "securityContext": {"runAsUser": 0}}]}),
+                None,
+                0o644,
+            ),
+            (
+                "fsGroup alone",
+                json!({"securityContext": {"fsGroup": 2000}, "containers": [{"name": "a"}]}),
+                None,
+                0o600,
+            ),
+        ];
+        for (what, spec, user, mode) in cases {
+            let pod = of(json!({ "spec": spec }));
+            assert_eq!(fs_user(&pod), user, "{what}");
+            assert_eq!(token_mode(&pod, 0o644), mode, "{what}");
+        }
+        // Under an fsGroup the read-only mask gives 0640.
+        assert_eq!(wanted(0o600, false, true), 0o640);
     }
 }
