@@ -32,6 +32,9 @@ impl StandaloneNode {
             "nameserver 127.0.0.1\nsearch example.test\n",
         )
         .expect("resolv.conf");
+        // Disk thresholds a shared machine's disk does not cross, as the cluster nodes': under the
+        // defaults (nodefs 10%, imagefs 15%) a nearly full build disk means DiskPressure, whose
+        // reclaim removes the containers of finished pods, as the kubelet's does.
         let config = format!(
             "apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -44,6 +47,12 @@ cgroupRoot: {cgroup_root}
 healthzPort: 0
 port: {port}
 resolvConf: {d}/resolv.conf
+evictionHard:
+  memory.available: 100Mi
+  nodefs.available: 1%
+  nodefs.inodesFree: 1%
+  imagefs.available: 1%
+  imagefs.inodesFree: 1%
 ",
             d = d.display(),
             endpoint = ctd.endpoint(),
