@@ -47,6 +47,23 @@ pub struct ClusterNode {
 }
 
 impl ClusterNode {
+    /// The containers of pod `uid` in this node's containerd, by the pod UID label: (id, state).
+    pub async fn containers_of(&self, uid: &str) -> Vec<(String, i32)> {
+        let cri = bosun_cri::CriClient::connect(&self.ctd.endpoint(), Default::default())
+            .await
+            .expect("connect to the node's containerd");
+        let filter = bosun_cri::types::ContainerFilter {
+            label_selector: [("io.kubernetes.pod.uid".to_string(), uid.to_string())].into(),
+            ..Default::default()
+        };
+        cri.list_containers(Some(filter))
+            .await
+            .expect("list containers")
+            .into_iter()
+            .map(|c| (c.id, c.state))
+            .collect()
+    }
+
     /// Prepares node `<prefix>-<pid>-<n>`: credentials, containerd, dirs and a KubeletConfiguration.
     pub fn new(prefix: &str) -> ClusterNode {
         ClusterNode::with_options(prefix, &NodeOptions::default())

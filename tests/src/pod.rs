@@ -287,14 +287,15 @@ pub async fn running_uid(api: &Api<Pod>, name: &str, secs: u64) -> String {
 }
 
 /// Deletes the pods `names` (default grace) and waits up to `secs` until the API has none.
-pub async fn delete_and_wait_gone(api: &Api<Pod>, names: &[&str], secs: u64) {
+pub async fn delete_and_wait_gone<S: AsRef<str>>(api: &Api<Pod>, names: &[S], secs: u64) {
+    let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
     let dp = DeleteParams::default();
-    for n in names {
+    for n in &names {
         api.delete(n, &dp)
             .await
             .unwrap_or_else(|e| panic!("delete pod {n}: {e}"));
     }
-    wait_gone(api, names, secs).await;
+    wait_gone(api, &names, secs).await;
 }
 
 /// Waits up to `secs` until the API has none of the pods `names`.

@@ -153,6 +153,16 @@ async fn events_of(client: &kube::Client, name: &str) -> Vec<Event> {
     api.list(&lp).await.map(|l| l.items).unwrap_or_default()
 }
 
+/// An event's annotations as `key=value`, amounts masked.
+fn annotations_masked(e: &Event) -> Vec<String> {
+    e.metadata
+        .annotations
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", amounts_masked(v)))
+        .collect()
+}
+
 /// The first event about `name` with `reason`, waited for up to 60 s.
 async fn event_of(client: &kube::Client, name: &str, reason: &str) -> Event {
     let what = format!("{reason} event about {name}");
@@ -163,21 +173,6 @@ async fn event_of(client: &kube::Client, name: &str, reason: &str) -> Event {
             .find(|e| e.reason.as_deref() == Some(reason))
     })
     .await
-}
-
-/// How many containers of pod `uid` the node's containerd holds.
-async fn containers_of(node: &ClusterNode, uid: &str) -> usize {
-    let cri = bosun_cri::CriClient::connect(&node.ctd.endpoint(), Default::default())
-        .await
-        .expect("connect to the node's containerd");
-    let filter = bosun_cri::types::ContainerFilter {
-        label_selector: [("io.kubernetes.pod.uid".to_string(), uid.to_string())].into(),
-        ..Default::default()
-    };
-    cri.list_containers(Some(filter))
-        .await
-        .expect("list containers")
-        .len()
 }
 
 /// What fills the node's filesystem: bytes, or inodes.
@@ -272,14 +267,7 @@ async fn disk_pressure_facts(agent: Agent, fill: Fill) -> Vec<(String, String)> 
         .and_then(|c| c.state.as_ref())
         .is_some_and(|s| s.terminated.is_some());
     let evicted = event_of(&client, &filler, "Evicted").await;
-    let annotations: Vec<String> = evicted
-        .metadata
-        .annotations
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| format!("{k}={}", amounts_masked(&v)))
-        .collect();
+    let annotations = annotations_masked(&evicted);
     let met = event_of(&client, &node.name, "EvictionThresholdMet").await;
     let what = format!("DiskPressure=True seen on {}", agent.name());
     wait_until_async(&what, Duration::from_secs(60), || async {
@@ -303,7 +291,7 @@ async fn disk_pressure_facts(agent: Agent, fill: Fill) -> Vec<(String, String)> 
     let uid = p.metadata.uid.clone().unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(100);
     let left = loop {
-        let left = containers_of(&node, &uid).await;
+        let left = node.containers_of(&uid).await.len();
         if left == 0 || Instant::now() > deadline {
             break left;
         }
@@ -572,14 +560,7 @@ async fn memory_pressure_facts(agent: Agent, memcg: bool) -> Vec<(String, String
     })
     .await;
     let evicted = event_of(&client, &hog, "Evicted").await;
-    let annotations: Vec<String> = evicted
-        .metadata
-        .annotations
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| format!("{k}={}", amounts_masked(&v)))
-        .collect();
+    let annotations = annotations_masked(&evicted);
     let met = event_of(&client, &node.name, "EvictionThresholdMet").await;
     let g = api.get(&guaranteed).await.expect("guaranteed pod");
     let log = std::fs::read_to_string(proc.log()).unwrap_or_default();

@@ -10,23 +10,6 @@ use bosun_tests::{ClusterNode, NodeOptions, admin_client};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 
-/// The pod's containers in the node's containerd: (id, state), by the pod UID label.
-async fn containers_of(node: &ClusterNode, uid: &str) -> Vec<(String, i32)> {
-    let cri = bosun_cri::CriClient::connect(&node.ctd.endpoint(), Default::default())
-        .await
-        .expect("connect to the node's containerd");
-    let filter = bosun_cri::types::ContainerFilter {
-        label_selector: [("io.kubernetes.pod.uid".to_string(), uid.to_string())].into(),
-        ..Default::default()
-    };
-    cri.list_containers(Some(filter))
-        .await
-        .expect("list containers")
-        .into_iter()
-        .map(|c| (c.id, c.state))
-        .collect()
-}
-
 /// Files under `dir`, recursively, sorted.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -75,7 +58,7 @@ async fn a_crash_loop_keeps_only_the_current_and_the_newest_dead_container() {
     // containerd and on disk (log files and /var/log/containers symlinks).
     let deadline = Instant::now() + Duration::from_secs(40);
     let (containers, logs, links) = loop {
-        let containers = containers_of(&node, &uid).await;
+        let containers = node.containers_of(&uid).await;
         let logs = files_under(&log_dir);
         let links: Vec<PathBuf> = files_under(&node.path().join("containers"))
             .into_iter()

@@ -324,7 +324,6 @@ async fn observe(agent: Agent, host: &Host) -> Facts {
         .filter_map(|p| p.metadata.name.clone())
         .chain([clash])
         .collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     bosun_tests::pod::delete_and_wait_gone(&api, &names, 120).await;
     proc.stop();
     facts

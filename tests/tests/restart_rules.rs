@@ -225,7 +225,6 @@ async fn observe(agent: Agent) -> BTreeMap<String, String> {
         .iter()
         .filter_map(|(_, p)| p.metadata.name.clone())
         .collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     bosun_tests::pod::delete_and_wait_gone(&api, &names, 120).await;
     proc.stop();
     facts
