@@ -46,6 +46,12 @@ pub struct ClusterNode {
     pub args: Vec<String>,
 }
 
+/// The test nodes' `evictionHard` entries: disk thresholds a shared machine's nearly full disk
+/// does not cross (at 11% free the kubelet's default imagefs.available 15% made it reject every
+/// pod with DiskPressure, failing a benchmark run).
+pub const TEST_EVICTION_HARD: &str = "  memory.available: 100Mi\n  nodefs.available: 1%\n  \
+    nodefs.inodesFree: 1%\n  imagefs.available: 1%\n  imagefs.inodesFree: 1%\n";
+
 impl ClusterNode {
     /// The containers of pod `uid` in this node's containerd, by the pod UID label: (id, state).
     pub async fn containers_of(&self, uid: &str) -> Vec<(String, i32)> {
@@ -125,11 +131,7 @@ impl ClusterNode {
                 .iter()
                 .map(|(signal, value)| format!("  {signal}: {value:?}\n"))
                 .collect(),
-            None => {
-                "  memory.available: 100Mi\n  nodefs.available: 1%\n  nodefs.inodesFree: 1%\n  \
-                     imagefs.available: 1%\n  imagefs.inodesFree: 1%\n"
-                    .into()
-            }
+            None => TEST_EVICTION_HARD.into(),
         };
         let eviction_hard = format!("evictionHard:\n{eviction_hard}");
         let config = format!(

@@ -48,16 +48,12 @@ healthzPort: 0
 port: {port}
 resolvConf: {d}/resolv.conf
 evictionHard:
-  memory.available: 100Mi
-  nodefs.available: 1%
-  nodefs.inodesFree: 1%
-  imagefs.available: 1%
-  imagefs.inodesFree: 1%
-",
+{eviction_hard}",
             d = d.display(),
             endpoint = ctd.endpoint(),
             port = ctd.server_port(),
             cgroup_root = ctd.cgroup_root(),
+            eviction_hard = crate::cluster::TEST_EVICTION_HARD,
         );
         std::fs::write(d.join("config.yaml"), config).expect("config.yaml");
         let args = vec![
