@@ -11,7 +11,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::backoff::{Policy, retry};
-use crate::config::Config;
+use crate::config::{
+    Config, ContainerGcPolicy, ContainerLogsConfig, ImagesConfig, PodsConfig, RuntimeConfig,
+    ServerConfig, eviction::EvictionConfig,
+};
 use crate::node::machine::MachineInfo;
 use crate::pod::{NodeContext, PodManager, source};
 use crate::runtime::PodDirs;
@@ -23,13 +26,16 @@ const RUNTIME_CONNECT: Policy =
     Policy::exponential(Duration::from_millis(200), Duration::from_secs(10));
 
 /// Connects to the runtime, retrying with back-off until it answers or `cancel` fires.
-async fn connect_runtime(cfg: &Config, cancel: &CancellationToken) -> anyhow::Result<CriClient> {
+async fn connect_runtime(
+    cfg: &RuntimeConfig,
+    cancel: &CancellationToken,
+) -> anyhow::Result<CriClient> {
     use bosun_cri::CriError;
     let timeouts = Timeouts {
-        long: cfg.runtime_request_timeout,
+        long: cfg.request_timeout,
         ..Timeouts::default()
     };
-    let endpoint = &cfg.container_runtime_endpoint;
+    let endpoint = &cfg.endpoint;
     let connected = retry(
         RUNTIME_CONNECT,
         cancel,
@@ -64,27 +70,28 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut tasks = Tasks::default();
     let health = crate::healthz::Health::default();
     let notifier = crate::sdnotify::Notifier::from_env();
-    spawn_healthz(&cfg, &health, &cancel, &mut tasks).await?;
+    spawn_healthz(&cfg.server, &health, &cancel, &mut tasks).await?;
     // Bind the kubelet port first: a port in use is a clear error and a non-zero exit.
-    let server_listener = crate::server::bind(&cfg.address, cfg.port).await?;
+    let server_listener = crate::server::bind(&cfg.server.address, cfg.server.port).await?;
     let server_tls = server_tls(&cfg)?;
     tasks.spawn("signals", on_signal(cancel.clone(), notifier.clone()));
 
-    let mut cri = connect_runtime(&cfg, &cancel).await?;
+    let mut cri = connect_runtime(&cfg.runtime, &cancel).await?;
     cri.set_observer(Arc::new(|op, took, ok| {
         crate::metrics::global().observe_cri(op, took, ok)
     }));
     let v = cri.runtime_version();
-    info!(runtime = %v.node_info_string(), endpoint = %cfg.container_runtime_endpoint, "container runtime connected");
+    info!(runtime = %v.node_info_string(), endpoint = %cfg.runtime.endpoint, "container runtime connected");
     health.set_started();
     let pleg = spawn_watchdog(&health, &notifier, &cancel, &mut tasks);
 
     // The machine's facts (cores, MemTotal, huge pages) read once for the cgroups, the runtime's
     // OOM scores and admission; the node status re-reads them on its own period.
     let machine = MachineInfo::read();
-    let client = crate::client::connect(&cfg, &cancel).await?;
+    let client =
+        crate::client::connect(&cfg.api, &cfg.node.name, &cfg.paths.cert_dir, &cancel).await?;
     if client.is_none() {
-        info!(node = %cfg.node_name, "no kubeconfig: standalone mode, static pods only");
+        info!(node = %cfg.node.name, "no kubeconfig: standalone mode, static pods only");
     }
     let ctx = node_context(&cfg, cri, &machine, client.clone(), &cancel).await?;
 
@@ -98,28 +105,30 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cancel.child_token(),
     );
     tasks.spawn("server", serve);
-    spawn_stats(&cfg, &ctx, &stats, &cancel, &mut tasks);
-    let eviction = spawn_eviction(&cfg, &ctx, &stats, &cancel, &mut tasks).await;
-    if let Err(e) =
-        crate::podresources::spawn(&cfg.root_dir, ctx.statuses.clone(), cancel.child_token())
-    {
+    spawn_stats(&cfg.pods, &ctx, &stats, &cancel, &mut tasks);
+    let eviction = spawn_eviction(&cfg.eviction, &ctx, &stats, &cancel, &mut tasks).await;
+    if let Err(e) = crate::podresources::spawn(
+        &cfg.paths.root_dir,
+        ctx.statuses.clone(),
+        cancel.child_token(),
+    ) {
         warn!(error = %e, "pod-resources API not served");
     }
 
     // The Node's labels for admission: the ones bosun registers with until the Node is seen.
     let (labels_tx, labels_rx) = tokio::sync::watch::channel(crate::node::NodeView {
-        labels: crate::node::register::initial_labels(&cfg.node_name, &cfg.node_labels),
-        taints: crate::node::register::api_taints(&cfg.register_with_taints),
+        labels: crate::node::register::initial_labels(&cfg.node.name, &cfg.node.labels),
+        taints: crate::node::register::api_taints(&cfg.node.register_with_taints),
         allocatable: Default::default(),
     });
     let (tx, rx) = mpsc::channel(16);
     let mut sources = Vec::new();
-    if let Some(dir) = cfg.static_pod_path.clone() {
+    if let Some(dir) = cfg.pods.static_pod_path.clone() {
         sources.push("file");
         let watch = source::run_static(
             dir,
-            cfg.node_name.clone(),
-            cfg.file_check_frequency,
+            cfg.node.name.clone(),
+            cfg.pods.file_check_frequency,
             tx.clone(),
             cancel.child_token(),
         );
@@ -147,19 +156,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let manager = PodManager::new(
         ctx.clone(),
         sources,
-        admission(&cfg, &machine, labels_rx, eviction.pressure),
+        admission(&cfg.pods, &ctx, labels_rx, eviction.pressure),
         cancel.child_token(),
     )
     .with_pleg(pleg);
     spawn_gc(
-        &cfg,
+        (cfg.container_gc, &cfg.images),
         &ctx,
         manager.known_pods(),
         eviction.reclaim,
         &cancel,
         &mut tasks,
     );
-    spawn_log_rotation(&cfg, &ctx, &cancel, &mut tasks);
+    spawn_log_rotation(&cfg.container_logs, &ctx, &cancel, &mut tasks);
     tasks.spawn("pod-manager", manager.run(rx, Some(eviction.pods)));
     info!(tasks = ?tasks.running(), "bosun running");
     cancel.cancelled().await;
@@ -171,9 +180,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 /// The memory threshold notifiers of the eviction thresholds when kernelMemcgNotification is
 /// on (none otherwise): memory.available on the memory hierarchy's root, allocatableMemory on
 /// the pods cgroup.
-fn memcg_notifiers(cfg: &Config, ctx: &NodeContext) -> crate::eviction::memcg::Notifiers {
-    let thresholds: &[_] = if cfg.eviction.kernel_memcg_notification {
-        &cfg.eviction.thresholds
+fn memcg_notifiers(cfg: &EvictionConfig, ctx: &NodeContext) -> crate::eviction::memcg::Notifiers {
+    let thresholds: &[_] = if cfg.kernel_memcg_notification {
+        &cfg.thresholds
     } else {
         &[]
     };
@@ -194,7 +203,7 @@ fn memcg_notifiers(cfg: &Config, ctx: &NodeContext) -> crate::eviction::memcg::N
 
 /// Serves the plain-HTTP /healthz on healthzBindAddress:healthzPort (none with port 0).
 async fn spawn_healthz(
-    cfg: &Config,
+    cfg: &ServerConfig,
     health: &crate::healthz::Health,
     cancel: &CancellationToken,
     tasks: &mut Tasks,
@@ -234,14 +243,14 @@ fn spawn_watchdog(
 /// Node, pod and container usage, sampled in the background into `stats`; the :10250 server
 /// and the eviction manager read it.
 fn spawn_stats(
-    cfg: &Config,
+    cfg: &PodsConfig,
     ctx: &NodeContext,
     stats: &crate::stats::StatsProvider,
     cancel: &CancellationToken,
     tasks: &mut Tasks,
 ) {
     let facts = crate::stats::NodeFacts {
-        node_name: cfg.node_name.clone(),
+        node_name: ctx.node_name.clone(),
         dirs: ctx.dirs.clone(),
     };
     let sampler = crate::stats::sampler::run(
@@ -270,28 +279,28 @@ struct EvictionLinks {
 /// The eviction manager: pressure conditions from the sampled stats, node-level reclaim through
 /// the GC tasks, evictions through the pod manager.
 async fn spawn_eviction(
-    cfg: &Config,
+    cfg: &EvictionConfig,
     ctx: &NodeContext,
     stats: &crate::stats::StatsProvider,
     cancel: &CancellationToken,
     tasks: &mut Tasks,
 ) -> EvictionLinks {
-    let (eviction, pressure) = crate::eviction::Manager::new(cfg.eviction.clone(), stats.clone());
+    let (eviction, pressure) = crate::eviction::Manager::new(cfg.clone(), stats.clone());
     let (evict_tx, evict_rx) = mpsc::channel(4);
     let image_fs = image_fs_mountpoint(ctx).await;
     let dedicated = image_fs
         .as_deref()
-        .is_some_and(|m| on_other_device(m, &cfg.root_dir));
+        .is_some_and(|m| on_other_device(m, &ctx.dirs.root_dir));
     let (reclaim_containers, containers_rx) = mpsc::channel(1);
     let (reclaim_images, images_rx) = mpsc::channel(1);
     let eviction = eviction
         .with_memcg(memcg_notifiers(cfg, ctx))
         .with_pods(evict_tx, dedicated)
-        .with_events(ctx.events.clone(), cfg.node_name.clone())
+        .with_events(ctx.events.clone(), ctx.node_name.clone())
         .with_reclaim(crate::eviction::Reclaim {
             containers: Some(reclaim_containers),
             images: Some(reclaim_images),
-            nodefs: Some(cfg.root_dir.clone()),
+            nodefs: Some(ctx.dirs.root_dir.clone()),
             imagefs: image_fs,
         });
     tasks.spawn(
@@ -325,7 +334,7 @@ fn on_other_device(a: &std::path::Path, b: &std::path::Path) -> bool {
 /// Spawns the garbage collectors on the kubelet's periods; `reclaim` brings the eviction
 /// manager's node-level reclaim requests (containers, images).
 fn spawn_gc(
-    cfg: &Config,
+    (policy, images): (ContainerGcPolicy, &ImagesConfig),
     ctx: &Arc<NodeContext>,
     known: crate::pod::manager::KnownPods,
     reclaim: (crate::gc::ReclaimRx, crate::gc::ReclaimRx),
@@ -335,11 +344,11 @@ fn spawn_gc(
     use crate::gc;
     let containers = gc::container::ContainerGc {
         cri: ctx.cri.clone(),
-        policy: cfg.container_gc,
+        policy,
         known,
         statuses: ctx.statuses.clone(),
-        pod_logs_dir: cfg.pod_logs_dir.clone(),
-        container_logs_link_dir: cfg.container_logs_link_dir.clone(),
+        pod_logs_dir: ctx.dirs.pod_logs_dir.clone(),
+        container_logs_link_dir: ctx.dirs.container_logs_link_dir.clone(),
     };
     let period = gc::period_from_env("BOSUN_CONTAINER_GC_PERIOD", gc::CONTAINER_GC_PERIOD);
     tasks.spawn(
@@ -348,7 +357,7 @@ fn spawn_gc(
             containers,
             period,
             ctx.events.clone(),
-            cfg.node_name.clone(),
+            ctx.node_name.clone(),
             Some(reclaim.0),
             cancel.child_token(),
         ),
@@ -356,13 +365,13 @@ fn spawn_gc(
     let images = gc::image::ImageGc::new(
         ctx.cri.clone(),
         gc::image_policy::ImageGcPolicy {
-            high_threshold_percent: cfg.image_gc_high_threshold_percent,
-            low_threshold_percent: cfg.image_gc_low_threshold_percent,
-            min_age: cfg.image_minimum_gc_age,
-            max_age: cfg.image_maximum_gc_age,
+            high_threshold_percent: images.gc_high_threshold_percent,
+            low_threshold_percent: images.gc_low_threshold_percent,
+            min_age: images.minimum_gc_age,
+            max_age: images.maximum_gc_age,
         },
         ctx.events.clone(),
-        cfg.node_name.clone(),
+        ctx.node_name.clone(),
     );
     let period = gc::period_from_env("BOSUN_IMAGE_GC_PERIOD", gc::IMAGE_GC_PERIOD);
     tasks.spawn(
@@ -373,17 +382,17 @@ fn spawn_gc(
 
 /// Spawns the container log manager (the kubelet's `containerLogManager`).
 fn spawn_log_rotation(
-    cfg: &Config,
+    cfg: &ContainerLogsConfig,
     ctx: &Arc<NodeContext>,
     cancel: &CancellationToken,
     tasks: &mut Tasks,
 ) {
     let logs = crate::logs::manager::LogManager {
         cri: ctx.cri.clone(),
-        max_size: cfg.container_log_max_size,
-        max_files: cfg.container_log_max_files,
-        workers: cfg.container_log_max_workers as usize,
-        interval: cfg.container_log_monitor_interval,
+        max_size: cfg.max_size,
+        max_files: cfg.max_files,
+        workers: cfg.max_workers as usize,
+        interval: cfg.monitor_interval,
     };
     tasks.spawn("log-rotation", logs.run(cancel.child_token()));
 }
@@ -415,21 +424,22 @@ async fn node_context(
     client: Option<kube::Client>,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Arc<NodeContext>> {
+    let (paths, pods) = (&cfg.paths, &cfg.pods);
     let dirs = PodDirs {
-        root_dir: cfg.root_dir.clone(),
-        pod_logs_dir: cfg.pod_logs_dir.clone(),
-        container_logs_link_dir: cfg.container_logs_link_dir.clone(),
-        cluster_dns: cfg.cluster_dns.clone(),
-        cluster_domain: cfg.cluster_domain.clone(),
-        resolv_conf: cfg.resolv_conf.clone().into(),
+        root_dir: paths.root_dir.clone(),
+        pod_logs_dir: paths.pod_logs_dir.clone(),
+        container_logs_link_dir: paths.container_logs_link_dir.clone(),
+        cluster_dns: pods.cluster_dns.clone(),
+        cluster_domain: pods.cluster_domain.clone(),
+        resolv_conf: pods.resolv_conf.clone().into(),
         cgroups: crate::cgroup::Hierarchy::new(
-            cfg.cgroup_driver,
-            &cfg.cgroup_root,
-            cfg.cgroups_per_qos,
+            cfg.cgroups.driver,
+            &cfg.cgroups.root,
+            cfg.cgroups.per_qos,
         ),
     };
     let cgroups = crate::cgroup::start(
-        cfg,
+        &cfg.cgroups,
         &cri,
         dirs.cgroups.clone(),
         &node_allocatable_cgroup(cfg, machine),
@@ -439,19 +449,14 @@ async fn node_context(
     for d in [&dirs.root_dir, &dirs.pod_logs_dir] {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
-    let pulls = if cfg.serialize_image_pulls {
-        1
-    } else {
-        cfg.max_parallel_image_pulls.unwrap_or(16) as usize
-    };
     // One detection of the node's addresses: the first is status.hostIP.
-    let host_ips: Vec<String> = crate::node::node_ips(cfg)
+    let host_ips: Vec<String> = crate::node::node_ips(&cfg.node)
         .iter()
         .map(ToString::to_string)
         .collect();
     let events = match &client {
         Some(c) => {
-            crate::events::Recorder::spawn(c.clone(), cfg.node_name.clone(), cancel.child_token())
+            crate::events::Recorder::spawn(c.clone(), cfg.node.name.clone(), cancel.child_token())
         }
         None => crate::events::Recorder::disabled(),
     };
@@ -463,19 +468,19 @@ async fn node_context(
     Ok(Arc::new(NodeContext {
         cri,
         dirs,
-        node_name: cfg.node_name.clone(),
+        node_name: cfg.node.name.clone(),
         host_ip: host_ips.first().cloned().unwrap_or_default(),
         host_ips,
         memory_capacity: machine.memory_capacity as i64,
         allocatable: node_allocatable(cfg, machine),
         statuses: StatusStore::default(),
-        pulls: Arc::new(Semaphore::new(pulls.max(1))),
+        pulls: Arc::new(Semaphore::new(cfg.images.parallel_pulls())),
         api: client.clone(),
         objects: client.clone().map(|c| {
             Arc::new(crate::objects::Objects::new(
                 c,
-                cfg.config_map_and_secret_change_detection_strategy,
-                cfg.sync_frequency,
+                pods.change_detection,
+                pods.sync_frequency,
                 cancel.child_token(),
             ))
         }),
@@ -483,8 +488,8 @@ async fn node_context(
         events,
         cgroups,
         prober,
-        seccomp_default: cfg.kubelet.seccomp_default,
-        seccomp_root: cfg.root_dir.join("seccomp"),
+        seccomp_default: pods.seccomp_default,
+        seccomp_root: paths.root_dir.join("seccomp"),
     }))
 }
 
@@ -515,8 +520,8 @@ impl ApiLoops<'_> {
         });
         let node = crate::node::run(
             client.clone(),
-            Arc::new(cfg.clone()),
-            crate::node::status::Observer::new(ctx.cri.clone(), cfg.root_dir.clone())
+            (Arc::new(cfg.node.clone()), cfg.server.port),
+            crate::node::status::Observer::new(ctx.cri.clone(), ctx.dirs.root_dir.clone())
                 .with_pressure(self.pressure)
                 .with_pleg(self.pleg),
             registered,
@@ -527,14 +532,14 @@ impl ApiLoops<'_> {
         tasks.spawn("node", node);
         let pods = crate::pod::api_source::run(
             client.clone(),
-            cfg.node_name.clone(),
+            ctx.node_name.clone(),
             self.pods,
             cancel.child_token(),
         );
         tasks.spawn("pod-watch", pods);
         let mirror = crate::pod::mirror::run(
             client.clone(),
-            cfg.node_name.clone(),
+            ctx.node_name.clone(),
             ctx.statuses.clone(),
             cancel.child_token(),
         );
@@ -549,13 +554,12 @@ impl ApiLoops<'_> {
 /// enforceNodeAllocatable has `pods`.
 fn node_allocatable_cgroup(cfg: &Config, machine: &MachineInfo) -> crate::cgroup::ResourceConfig {
     use crate::node::allocatable;
-    let cap = allocatable::capacity(machine, None, cfg.max_pods);
+    let cap = allocatable::capacity(machine, None, cfg.node.max_pods);
     crate::cgroup::node_allocatable_config(
         &cap,
         crate::cgroup::manager::pid_capacity(),
-        &cfg.system_reserved,
-        &cfg.kube_reserved,
-        cfg.enforce_node_allocatable.iter().any(|v| v == "pods"),
+        &cfg.node.reserved,
+        cfg.cgroups.enforces_pods(),
     )
 }
 
@@ -566,30 +570,30 @@ fn node_allocatable(
 ) -> std::collections::BTreeMap<String, i128> {
     use crate::node::allocatable;
     use crate::node::machine::fs_capacity;
-    let cap = allocatable::capacity(machine, fs_capacity(&cfg.root_dir).ok(), cfg.max_pods);
-    allocatable::node_allocatable(
-        &cap,
-        &cfg.system_reserved,
-        &cfg.kube_reserved,
-        &cfg.eviction_hard,
-    )
-    .into_iter()
-    .map(|(k, v)| (k, v.milli))
-    .collect()
+    let cap = allocatable::capacity(
+        machine,
+        fs_capacity(&cfg.paths.root_dir).ok(),
+        cfg.node.max_pods,
+    );
+    allocatable::node_allocatable(&cap, &cfg.node.reserved)
+        .into_iter()
+        .map(|(k, v)| (k, v.milli))
+        .collect()
 }
 
-/// What admission checks pods against: allocatable as the node reports it, the node's labels
-/// as `node_labels` has them, and the eviction manager's pressure conditions.
+/// What admission checks pods against: allocatable as the node reports it (computed once, in
+/// the node context), the node's labels as `node_labels` has them, and the eviction manager's
+/// pressure conditions.
 fn admission(
-    cfg: &Config,
-    machine: &MachineInfo,
+    pods: &PodsConfig,
+    ctx: &NodeContext,
     node_labels: tokio::sync::watch::Receiver<crate::node::NodeView>,
     pressure: crate::eviction::ConditionsRx,
 ) -> crate::pod::admission::Admission {
     crate::pod::admission::Admission {
-        allocatable: node_allocatable(cfg, machine),
+        allocatable: ctx.allocatable.clone(),
         node_labels,
-        sysctls: cfg.sysctls.clone(),
+        sysctls: pods.sysctls.clone(),
         apparmor_enabled: crate::pod::admission::host_apparmor_enabled(),
         pressure,
     }
@@ -598,27 +602,27 @@ fn admission(
 /// The TLS configuration of the kubelet port: the configured or self-signed serving certificate.
 fn server_tls(cfg: &Config) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     use crate::server::tls;
-    let ips = crate::node::node_ips(cfg);
+    let ips = crate::node::node_ips(&cfg.node);
     let serving = tls::ServingCert::resolve(
-        cfg.tls_cert_file.as_deref(),
-        cfg.tls_private_key_file.as_deref(),
-        &cfg.cert_dir,
-        &cfg.node_name,
+        cfg.server.tls_cert_file.as_deref(),
+        cfg.server.tls_private_key_file.as_deref(),
+        &cfg.paths.cert_dir,
+        &cfg.node.name,
         &ips,
     )?;
     Ok(tls::server_config(
         &serving,
-        cfg.authentication.client_ca_file.as_deref(),
+        cfg.server.authentication.client_ca_file.as_deref(),
     )?)
 }
 
 /// The effective configuration `/configz` serves: with no serving certificate configured, the
 /// self-signed one's paths, as the kubelet fills them in.
 fn configz(cfg: &Config) -> serde_json::Value {
-    let mut k = cfg.kubelet.clone();
+    let mut k = cfg.effective.clone();
     if k.tls_cert_file.is_empty() && k.tls_private_key_file.is_empty() {
-        k.tls_cert_file = cfg.cert_dir.join("kubelet.crt").display().to_string();
-        k.tls_private_key_file = cfg.cert_dir.join("kubelet.key").display().to_string();
+        k.tls_cert_file = cfg.paths.cert_dir.join("kubelet.crt").display().to_string();
+        k.tls_private_key_file = cfg.paths.cert_dir.join("kubelet.key").display().to_string();
     }
     crate::config::file::effective(&k)
 }
@@ -633,8 +637,8 @@ fn server_state(
 ) -> crate::server::Server {
     use crate::server::auth::{Authenticator, TokenReviewer};
     use crate::server::authz::{AccessReviewer, Authorizer};
-    let authn = &cfg.authentication;
-    let authz = &cfg.authorization;
+    let server = &cfg.server;
+    let (authn, authz) = (&server.authentication, &server.authorization);
     if client.is_none() && authn.webhook_enabled {
         warn!("no API client: bearer tokens cannot be reviewed and are refused");
     }
@@ -647,7 +651,7 @@ fn server_state(
         .map(|c| Arc::new(c) as Arc<dyn TokenReviewer>);
     let reviews = client.map(|c| Arc::new(c) as Arc<dyn AccessReviewer>);
     crate::server::Server {
-        node_name: cfg.node_name.clone(),
+        node_name: ctx.node_name.clone(),
         statuses: ctx.statuses.clone(),
         stats,
         health,
@@ -659,13 +663,13 @@ fn server_state(
             authz.cache_unauthorized_ttl,
         ),
         streaming_runtime: Some(ctx.cri.clone()),
-        stream_idle_timeout: cfg.kubelet.streaming_connection_idle_timeout,
+        stream_idle_timeout: server.streaming_connection_idle_timeout,
         runtime: Arc::new(ctx.cri.clone()),
-        pod_logs_dir: cfg.pod_logs_dir.clone(),
+        pod_logs_dir: ctx.dirs.pod_logs_dir.clone(),
         node_log_dir: "/var/log".into(),
         endpoints: crate::server::Endpoints {
-            debugging_handlers: cfg.kubelet.enable_debugging_handlers,
-            system_log_handler: cfg.kubelet.enable_system_log_handler,
+            debugging_handlers: server.enable_debugging_handlers,
+            system_log_handler: server.enable_system_log_handler,
         },
         configz: configz(cfg),
     }

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         println!("{}", bosun::version::version_string());
         return ExitCode::SUCCESS;
     }
-    bosun::logging::init(cfg.verbosity, cfg.log_format);
+    bosun::logging::init(cfg.logging.verbosity, cfg.logging.format);
     for w in &cfg.warnings {
         tracing::warn!("config: {w}");
     }

@@ -3,7 +3,7 @@
 //! cgroups of pods that are gone (qos_container_manager_linux.go, pod_container_manager_linux.go,
 //! node_container_manager_linux.go).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -246,8 +246,7 @@ pub fn pid_capacity() -> Option<i64> {
 pub fn node_allocatable_config(
     capacity: &Resources,
     pids: Option<i64>,
-    system_reserved: &BTreeMap<String, String>,
-    kube_reserved: &BTreeMap<String, String>,
+    reserved: &allocatable::Reserved,
     enforce_pods: bool,
 ) -> ResourceConfig {
     let mut cap = capacity.clone();
@@ -258,8 +257,7 @@ pub fn node_allocatable_config(
         );
     }
     let alloc = if enforce_pods {
-        let reserved =
-            allocatable::reservation(&cap, system_reserved, kube_reserved, &BTreeMap::new());
+        let reserved = allocatable::reservation(&cap, &reserved.without_eviction());
         allocatable::allocatable(&cap, &reserved)
     } else {
         cap
@@ -278,6 +276,7 @@ mod tests {
     use super::*;
     use crate::cgroup::fs::V2;
     use crate::config::CgroupDriver;
+    use std::collections::BTreeMap;
 
     fn pod(uid: &str, containers: serde_json::Value) -> Pod {
         serde_json::from_value(serde_json::json!({
@@ -418,12 +417,23 @@ mod tests {
             ("memory".to_string(), "1Gi".to_string()),
             ("pid".to_string(), "1000".to_string()),
         ]);
-        let off = node_allocatable_config(&cap, Some(32768), &sys, &kube, false);
+        // A hard memory.available threshold is not taken off the pods cgroup's limit.
+        let none = BTreeMap::new();
+        let thresholds = crate::config::eviction::thresholds(crate::config::eviction::Fields {
+            hard: &BTreeMap::from([("memory.available".to_string(), "100Mi".to_string())]),
+            soft: &none,
+            soft_grace_period: &none,
+            minimum_reclaim: &none,
+            enforce_node_allocatable: &[],
+        })
+        .unwrap();
+        let reserved = &crate::config::reserved(&sys, &kube, &thresholds);
+        let off = node_allocatable_config(&cap, Some(32768), reserved, false);
         assert_eq!(
             (off.cpu_shares, off.memory, off.pids),
             (Some(2048), Some(4 << 30), Some(32768))
         );
-        let on = node_allocatable_config(&cap, Some(32768), &sys, &kube, true);
+        let on = node_allocatable_config(&cap, Some(32768), reserved, true);
         assert_eq!(
             (on.cpu_shares, on.memory, on.pids),
             (Some(1536), Some(3 << 30), Some(31768))

@@ -68,17 +68,17 @@ pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// [`CGROUP_ROOT`] (v1 or v2, detected) and creates the QoS hierarchy `names` with kubepods
 /// limited to `node_allocatable`: what the kubelet's container manager does at start.
 pub async fn start(
-    cfg: &crate::config::Config,
+    cfg: &crate::config::CgroupConfig,
     cri: &bosun_cri::CriClient,
     names: Hierarchy,
     node_allocatable: &ResourceConfig,
 ) -> Result<ContainerManager, CgroupError> {
     use crate::config::CgroupDriver;
-    let configured = match cfg.cgroup_driver {
+    let configured = match cfg.driver {
         CgroupDriver::Cgroupfs => "cgroupfs",
         CgroupDriver::Systemd => "systemd",
     };
-    if cfg.cgroup_driver == CgroupDriver::Systemd && !Path::new("/run/systemd/system").exists() {
+    if cfg.driver == CgroupDriver::Systemd && !Path::new("/run/systemd/system").exists() {
         return Err(CgroupError::NoSystemd);
     }
     match cri.runtime_config().await {

@@ -16,7 +16,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::ApiConfig;
 use certificate::{CertError, Loaded, Resolver};
 
 /// Why the API client could not be built.
@@ -55,10 +55,13 @@ pub enum ClientError {
     },
 }
 
-/// The API client for `cfg`: None in standalone mode (no kubeconfig and not in a cluster).
-/// Bootstraps first when needed; starts certificate rotation when configured.
+/// The API client for `cfg`, as node `node_name` with certificates in `cert_dir`: None in
+/// standalone mode (no kubeconfig and not in a cluster). Bootstraps first when needed; starts
+/// certificate rotation when configured.
 pub async fn connect(
-    cfg: &Config,
+    cfg: &ApiConfig,
+    node_name: &str,
+    cert_dir: &Path,
     cancel: &CancellationToken,
 ) -> Result<Option<kube::Client>, ClientError> {
     let Some(path) = &cfg.kubeconfig else {
@@ -66,7 +69,7 @@ pub async fn connect(
             && Path::new("/var/run/secrets/kubernetes.io/serviceaccount/token").exists()
         {
             info!("no kubeconfig: using the in-cluster service account");
-            let config = with_user_agent(kube::Config::incluster()?, &cfg.node_name);
+            let config = with_user_agent(kube::Config::incluster()?, node_name);
             return Ok(Some(standard_client(config)?));
         }
         return Ok(None);
@@ -76,21 +79,21 @@ pub async fn connect(
     let loaded = load(path).await;
     let config = match &cfg.bootstrap_kubeconfig {
         Some(boot) if !usable(path, &loaded, now()) => {
-            bootstrap(path, boot, &cfg.cert_dir, &cfg.node_name, cancel).await?;
+            bootstrap(path, boot, cert_dir, node_name, cancel).await?;
             load(path).await?
         }
         _ => loaded?,
     };
-    let config = with_user_agent(config, &cfg.node_name);
+    let config = with_user_agent(config, node_name);
     if cfg.rotate_certificates
-        && let Some(initial) = identity(&config, &cfg.cert_dir)?
+        && let Some(initial) = identity(&config, cert_dir)?
     {
         let resolver = Arc::new(Resolver::new(initial.key.clone()));
         let (client, connections) = rotating_client(config, resolver.clone())?;
         tokio::spawn(rotate(
             client.clone(),
-            cfg.node_name.clone(),
-            cfg.cert_dir.clone(),
+            node_name.to_string(),
+            cert_dir.to_path_buf(),
             initial,
             (resolver, connections),
             cancel.child_token(),

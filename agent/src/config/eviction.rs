@@ -71,27 +71,7 @@ impl std::fmt::Display for Signal {
     }
 }
 
-/// A threshold's value: an absolute quantity or a fraction of the signal's capacity.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ThresholdValue {
-    /// In milli-units (milli-bytes, milli-inodes, milli-pids).
-    Quantity(i128),
-    /// A fraction of capacity (0.1 for `10%`), single precision as the kubelet's float32.
-    Percentage(f32),
-}
-
-impl ThresholdValue {
-    /// The value in milli-units against `capacity` (whole units), as the kubelet's
-    /// GetThresholdQuantity: `int64(float64(capacity) * float64(percentage))`.
-    pub fn milli_of(self, capacity: i64) -> i128 {
-        match self {
-            ThresholdValue::Quantity(m) => m,
-            ThresholdValue::Percentage(p) => {
-                i128::from((capacity as f64 * f64::from(p)) as i64) * 1000
-            }
-        }
-    }
-}
+pub use crate::resource::allocatable::ThresholdValue;
 
 /// One eviction threshold: the signal is below the value (the kubelet's only operator, LessThan).
 #[derive(Debug, Clone, Copy, PartialEq)]

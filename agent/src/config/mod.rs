@@ -27,150 +27,245 @@ use std::time::Duration;
 pub use file::{KubeletConfiguration, Taint, TaintEffect};
 pub use flags::Flags;
 
-/// The validated configuration bosun runs with.
+/// The validated configuration bosun runs with: one typed slice per subsystem, handed out by
+/// the wiring (`app`) so each part sees only its own settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// `--config`: the KubeletConfiguration file read, if any.
     pub config_file: Option<PathBuf>,
-    /// `--kubeconfig`: credentials for the API server; none: standalone mode.
-    pub kubeconfig: Option<PathBuf>,
-    /// `--bootstrap-kubeconfig`: credentials for TLS bootstrap.
-    pub bootstrap_kubeconfig: Option<PathBuf>,
-    /// CRI runtime endpoint, `unix:///...`.
-    pub container_runtime_endpoint: String,
-    /// CRI image service endpoint; the runtime endpoint unless set.
-    pub image_service_endpoint: String,
+    /// The node's identity, registration, status and reservations.
+    pub node: NodeConfig,
+    /// The kubelet's directories.
+    pub paths: PathsConfig,
+    /// How the API server is reached.
+    pub api: ApiConfig,
+    /// The CRI runtime.
+    pub runtime: RuntimeConfig,
+    /// Pod sources, sync, DNS, sysctls and the objects pods read.
+    pub pods: PodsConfig,
+    /// The container manager's cgroups.
+    pub cgroups: CgroupConfig,
+    /// The kubelet port and /healthz.
+    pub server: ServerConfig,
+    /// Image pulls and image garbage collection.
+    pub images: ImagesConfig,
+    /// Container log rotation.
+    pub container_logs: ContainerLogsConfig,
+    /// The eviction manager's thresholds and periods.
+    pub eviction: eviction::EvictionConfig,
+    /// Container garbage collection (the kubelet's deprecated GC flags).
+    pub container_gc: ContainerGcPolicy,
+    /// Bosun's own log output.
+    pub logging: LoggingConfig,
+    /// Feature gates as given (bosun has none yet).
+    pub feature_gates: BTreeMap<String, bool>,
+    /// Warnings for `main` to log once: unknown, unsupported and deprecated settings.
+    pub warnings: Vec<String>,
+    /// `--version` was given: print [`crate::version::version_string`] and exit.
+    pub show_version: bool,
+    /// The defaulted KubeletConfiguration after flag overrides: what `/configz` serves.
+    pub effective: KubeletConfiguration,
+}
+
+/// The node's identity, registration, status reporting and what it keeps from pods.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
     /// Node name: `--hostname-override` or the machine's hostname, lowercased.
-    pub node_name: String,
-    /// `--node-ip`: the first (primary) node IP, if given.
-    pub node_ip: Option<IpAddr>,
-    /// `--node-ip`: all node IPs given (one per IP family, at most two).
-    pub node_ips: Vec<IpAddr>,
+    pub name: String,
+    /// `--node-ip`: the node IPs given (one per IP family, at most two; primary first).
+    pub ips: Vec<IpAddr>,
     /// `--node-labels`: extra labels for the Node.
-    pub node_labels: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
     /// Taints the Node is registered with (`--register-with-taints` over `registerWithTaints`).
     pub register_with_taints: Vec<Taint>,
+    /// Register the Node with the API server (`registerNode`).
+    pub register: bool,
+    /// Maximum number of pods (`maxPods`).
+    pub max_pods: u32,
+    /// Period of computing node status (`nodeStatusUpdateFrequency`).
+    pub status_update_frequency: Duration,
+    /// Maximum period between node status writes when nothing changed.
+    pub status_report_frequency: Duration,
+    /// Node Lease duration (`nodeLeaseDurationSeconds`).
+    pub lease_duration_seconds: u32,
+    /// systemReserved, kubeReserved and hard eviction, parsed with the exact quantity parser.
+    pub reserved: Reserved,
+    /// Refuse to start with swap on (`failSwapOn`).
+    pub fail_swap_on: bool,
+    /// Node shutdown delay for pods; zero: graceful node shutdown off.
+    pub shutdown_grace_period: Duration,
+    /// Part of `shutdown_grace_period` for critical pods.
+    pub shutdown_grace_period_critical_pods: Duration,
+}
+
+/// The kubelet's directories.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PathsConfig {
     /// `--root-dir`: the kubelet's state directory, /var/lib/kubelet.
     pub root_dir: PathBuf,
     /// `--cert-dir`: where certificates live, `<root-dir>/pki` by default.
     pub cert_dir: PathBuf,
-    /// Directory (or file) of static pod manifests.
-    pub static_pod_path: Option<PathBuf>,
-    /// Root of per-pod log directories, /var/log/pods.
+    /// Root of per-pod log directories, /var/log/pods (`podLogsDir`).
     pub pod_logs_dir: PathBuf,
     /// Where the /var/log/containers symlinks go.
     pub container_logs_link_dir: PathBuf,
+}
+
+/// How the API server is reached.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiConfig {
+    /// `--kubeconfig`: credentials for the API server; none: standalone mode.
+    pub kubeconfig: Option<PathBuf>,
+    /// `--bootstrap-kubeconfig`: credentials for TLS bootstrap.
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// Rotate the client certificate through CSRs (`rotateCertificates`).
+    pub rotate_certificates: bool,
+}
+
+/// The CRI runtime.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeConfig {
+    /// CRI runtime endpoint, `unix:///...`.
+    pub endpoint: String,
+    /// CRI image service endpoint; the runtime endpoint unless set.
+    pub image_endpoint: String,
+    /// Deadline of ordinary CRI calls (`runtimeRequestTimeout`).
+    pub request_timeout: Duration,
+}
+
+/// Pod sources, sync, DNS, sysctls and the objects pods read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodsConfig {
+    /// Directory (or file) of static pod manifests.
+    pub static_pod_path: Option<PathBuf>,
     /// Period of rescanning the static pod path.
     pub file_check_frequency: Duration,
-    /// Period of measuring the pods' volume usage (volumeStatsAggPeriod).
-    pub volume_stats_agg_period: Duration,
     /// Maximum period between pod syncs.
     pub sync_frequency: Duration,
-    /// Deadline of ordinary CRI calls.
-    pub runtime_request_timeout: Duration,
-    /// IP of the plain-HTTP /healthz endpoint.
-    pub healthz_bind_address: String,
-    /// Port of the /healthz endpoint; 0 disables it.
-    pub healthz_port: u16,
-    /// IP the HTTPS server listens on.
-    pub address: String,
-    /// Port of the HTTPS server, 10250.
-    pub port: u16,
-    /// Unauthenticated read-only port; 0 (the default) disables it.
-    pub read_only_port: u16,
-    /// Serving certificate and key, when not self-signed or bootstrapped.
-    pub tls_cert_file: Option<PathBuf>,
-    /// Serving key matching `tls_cert_file`.
-    pub tls_private_key_file: Option<PathBuf>,
-    /// Rotate the client certificate through CSRs.
-    pub rotate_certificates: bool,
-    /// Request the serving certificate through a CSR.
-    pub server_tls_bootstrap: bool,
-    /// Authentication of requests to the server.
-    pub authentication: Authentication,
-    /// Authorization of requests to the server.
-    pub authorization: Authorization,
+    /// Period of measuring the pods' volume usage (volumeStatsAggPeriod).
+    pub volume_stats_agg_period: Duration,
     /// Cluster DNS server IPs for pods.
     pub cluster_dns: Vec<String>,
     /// Cluster DNS domain for pods; empty: none.
     pub cluster_domain: String,
     /// Host resolv.conf for pods' DNS; empty: host DNS disabled.
     pub resolv_conf: String,
-    /// How cgroups are driven.
-    pub cgroup_driver: CgroupDriver,
-    /// How the configMaps and secrets pods use are kept current.
-    pub config_map_and_secret_change_detection_strategy: ChangeDetectionStrategy,
-    /// Root cgroup for pods; empty: the root.
-    pub cgroup_root: String,
-    /// QoS cgroup hierarchy on.
-    pub cgroups_per_qos: bool,
-    /// Allocatable enforcement: `pods`, `system-reserved`, `kube-reserved`, ... (empty or `none`: off).
-    pub enforce_node_allocatable: Vec<String>,
-    /// Resources reserved for the OS (resource -> quantity string).
-    pub system_reserved: BTreeMap<String, String>,
-    /// Resources reserved for Kubernetes daemons (resource -> quantity string).
-    pub kube_reserved: BTreeMap<String, String>,
-    /// Hard eviction thresholds (signal -> quantity or percentage).
-    pub eviction_hard: BTreeMap<String, String>,
-    /// The eviction manager's thresholds and periods.
-    pub eviction: eviction::EvictionConfig,
-    /// Maximum number of pods.
-    pub max_pods: u32,
-    /// Maximum PIDs per pod; None: no per-pod limit.
-    pub pod_pids_limit: Option<u64>,
-    /// Pull one image at a time.
-    pub serialize_image_pulls: bool,
-    /// Maximum parallel pulls when not serialized; None: no limit.
-    pub max_parallel_image_pulls: Option<u32>,
-    /// Period of computing node status.
-    pub node_status_update_frequency: Duration,
-    /// Maximum period between node status writes when nothing changed.
-    pub node_status_report_frequency: Duration,
-    /// Node Lease duration.
-    pub node_lease_duration_seconds: u32,
     /// The sysctls pods may set: the safe ones and `allowedUnsafeSysctls`.
     pub sysctls: sysctls::SysctlAllowlist,
-    /// Minimum age of an unused image before GC.
-    pub image_minimum_gc_age: Duration,
-    /// Maximum unused age of an image; None: no age-based GC.
-    pub image_maximum_gc_age: Option<Duration>,
-    /// Disk usage percent above which image GC runs.
-    pub image_gc_high_threshold_percent: u8,
-    /// Disk usage percent image GC frees down to.
-    pub image_gc_low_threshold_percent: u8,
-    /// Container log size that triggers rotation, bytes.
-    pub container_log_max_size: u64,
-    /// Log files kept per container.
-    pub container_log_max_files: u32,
-    /// Containers whose logs are rotated concurrently.
-    pub container_log_max_workers: u32,
-    /// How often container logs are checked for rotation.
-    pub container_log_monitor_interval: Duration,
-    /// Container garbage collection (the kubelet's deprecated GC flags).
-    pub container_gc: ContainerGcPolicy,
-    /// Refuse to start with swap on.
-    pub fail_swap_on: bool,
+    /// How the configMaps and secrets pods use are kept current.
+    pub change_detection: ChangeDetectionStrategy,
+    /// `seccompDefault`: RuntimeDefault for containers that name no profile.
+    pub seccomp_default: bool,
+}
+
+/// The container manager's cgroups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CgroupConfig {
+    /// How cgroups are driven.
+    pub driver: CgroupDriver,
+    /// Root cgroup for pods; empty: the root.
+    pub root: String,
+    /// QoS cgroup hierarchy on.
+    pub per_qos: bool,
+    /// Allocatable enforcement: `pods`, `system-reserved`, `kube-reserved`, ... (empty or `none`: off).
+    pub enforce_node_allocatable: Vec<String>,
+    /// Maximum PIDs per pod; None: no per-pod limit.
+    pub pod_pids_limit: Option<u64>,
     /// Refuse to start on cgroup v1.
     pub fail_cgroup_v1: bool,
-    /// Register the Node with the API server.
-    pub register_node: bool,
-    /// Node shutdown delay for pods; zero: graceful node shutdown off.
-    pub shutdown_grace_period: Duration,
-    /// Part of `shutdown_grace_period` for critical pods.
-    pub shutdown_grace_period_critical_pods: Duration,
-    /// Feature gates as given (bosun has none yet).
-    pub feature_gates: BTreeMap<String, bool>,
+}
+
+impl CgroupConfig {
+    /// True when `pods` is enforced: the pods cgroup is limited to allocatable.
+    pub fn enforces_pods(&self) -> bool {
+        self.enforce_node_allocatable.iter().any(|v| v == "pods")
+    }
+}
+
+/// The kubelet port (HTTPS, 10250) and the plain-HTTP /healthz.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// IP the HTTPS server listens on.
+    pub address: String,
+    /// Port of the HTTPS server, 10250.
+    pub port: u16,
+    /// Unauthenticated read-only port; 0 (the default) disables it.
+    pub read_only_port: u16,
+    /// IP of the plain-HTTP /healthz endpoint.
+    pub healthz_bind_address: String,
+    /// Port of the /healthz endpoint; 0 disables it.
+    pub healthz_port: u16,
+    /// Serving certificate and key, when not self-signed or bootstrapped.
+    pub tls_cert_file: Option<PathBuf>,
+    /// Serving key matching `tls_cert_file`.
+    pub tls_private_key_file: Option<PathBuf>,
+    /// Request the serving certificate through a CSR.
+    pub server_tls_bootstrap: bool,
+    /// Authentication of requests to the server.
+    pub authentication: Authentication,
+    /// Authorization of requests to the server.
+    pub authorization: Authorization,
+    /// Idle timeout of exec, attach and port-forward streams.
+    pub streaming_connection_idle_timeout: Duration,
+    /// `enableDebuggingHandlers`: logs, exec, attach, port-forward, run.
+    pub enable_debugging_handlers: bool,
+    /// `enableSystemLogHandler`: /logs/ of the node.
+    pub enable_system_log_handler: bool,
+}
+
+/// Image pulls and image garbage collection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImagesConfig {
+    /// Pull one image at a time.
+    pub serialize_pulls: bool,
+    /// Maximum parallel pulls when not serialized; None: no limit.
+    pub max_parallel_pulls: Option<u32>,
+    /// Minimum age of an unused image before GC.
+    pub minimum_gc_age: Duration,
+    /// Maximum unused age of an image; None: no age-based GC.
+    pub maximum_gc_age: Option<Duration>,
+    /// Disk usage percent above which image GC runs.
+    pub gc_high_threshold_percent: u8,
+    /// Disk usage percent image GC frees down to.
+    pub gc_low_threshold_percent: u8,
+}
+
+impl ImagesConfig {
+    /// How many pulls may run at once: 1 when serialized, else maxParallelImagePulls (16 when
+    /// unset).
+    pub fn parallel_pulls(&self) -> usize {
+        if self.serialize_pulls {
+            1
+        } else {
+            (self.max_parallel_pulls.unwrap_or(16) as usize).max(1)
+        }
+    }
+}
+
+/// Container log rotation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerLogsConfig {
+    /// Container log size that triggers rotation, bytes.
+    pub max_size: u64,
+    /// Log files kept per container.
+    pub max_files: u32,
+    /// Containers whose logs are rotated concurrently.
+    pub max_workers: u32,
+    /// How often container logs are checked for rotation.
+    pub monitor_interval: Duration,
+}
+
+/// Bosun's own log output.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoggingConfig {
     /// Log verbosity (`--v` over `logging.verbosity`).
     pub verbosity: u8,
     /// Log format (`--log-format` over `logging.format`).
-    pub log_format: LogFormat,
-    /// Warnings for `main` to log once: unknown, unsupported and deprecated settings.
-    pub warnings: Vec<String>,
-    /// `--version` was given: print [`crate::version::version_string`] and exit.
-    pub show_version: bool,
-    /// The defaulted KubeletConfiguration after flag overrides, for fields not typed above.
-    pub kubelet: KubeletConfiguration,
+    pub format: LogFormat,
 }
+
+pub use crate::resource::allocatable::Reserved;
+pub use validate::reserved;
 
 /// `authentication`, validated.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,8 +1,10 @@
 //! Tests of the whole path: flags + file -> validated Config.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use super::eviction::ThresholdValue;
 use super::*;
 
 const HEADER: &str = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n";
@@ -35,70 +37,93 @@ fn host() -> std::io::Result<String> {
 #[test]
 fn without_a_file_the_defaults_are_the_kubelets_and_secure() {
     let c = load_with(flags(&[]), host).unwrap();
-    assert_eq!(c.node_name, "node-1.example");
+    assert_eq!(c.node.name, "node-1.example");
     assert_eq!(c.config_file, None);
-    assert_eq!(c.kubeconfig, None);
+    assert_eq!(c.api.kubeconfig, None);
+    assert_eq!(c.runtime.endpoint, "unix:///run/containerd/containerd.sock");
+    assert_eq!(c.runtime.image_endpoint, c.runtime.endpoint);
+    assert_eq!(c.paths.root_dir, Path::new("/var/lib/kubelet"));
+    assert_eq!(c.paths.cert_dir, Path::new("/var/lib/kubelet/pki"));
+    assert_eq!(c.paths.pod_logs_dir, Path::new("/var/log/pods"));
     assert_eq!(
-        c.container_runtime_endpoint,
-        "unix:///run/containerd/containerd.sock"
+        c.paths.container_logs_link_dir,
+        Path::new("/var/log/containers")
     );
-    assert_eq!(c.image_service_endpoint, c.container_runtime_endpoint);
-    assert_eq!(c.root_dir, Path::new("/var/lib/kubelet"));
-    assert_eq!(c.cert_dir, Path::new("/var/lib/kubelet/pki"));
-    assert_eq!(c.pod_logs_dir, Path::new("/var/log/pods"));
-    assert_eq!(c.container_logs_link_dir, Path::new("/var/log/containers"));
-    assert_eq!(c.static_pod_path, None);
-    assert_eq!(c.file_check_frequency, Duration::from_secs(20));
-    assert_eq!(c.sync_frequency, Duration::from_secs(60));
-    assert_eq!(c.runtime_request_timeout, Duration::from_secs(120));
+    assert_eq!(c.pods.static_pod_path, None);
+    assert_eq!(c.pods.file_check_frequency, Duration::from_secs(20));
+    assert_eq!(c.pods.sync_frequency, Duration::from_secs(60));
+    assert_eq!(c.runtime.request_timeout, Duration::from_secs(120));
     assert_eq!(
-        (c.healthz_bind_address.as_str(), c.healthz_port),
+        (
+            c.server.healthz_bind_address.as_str(),
+            c.server.healthz_port
+        ),
         ("127.0.0.1", 10248)
     );
     assert_eq!(
-        (c.address.as_str(), c.port, c.read_only_port),
+        (
+            c.server.address.as_str(),
+            c.server.port,
+            c.server.read_only_port
+        ),
         ("0.0.0.0", 10250, 0)
     );
-    assert!(!c.authentication.anonymous_enabled);
-    assert!(c.authentication.webhook_enabled);
-    assert_eq!(c.authentication.webhook_cache_ttl, Duration::from_secs(120));
-    assert_eq!(c.authorization.mode, AuthorizationMode::Webhook);
+    assert!(!c.server.authentication.anonymous_enabled);
+    assert!(c.server.authentication.webhook_enabled);
     assert_eq!(
-        c.authorization.cache_authorized_ttl,
+        c.server.authentication.webhook_cache_ttl,
+        Duration::from_secs(120)
+    );
+    assert_eq!(c.server.authorization.mode, AuthorizationMode::Webhook);
+    assert_eq!(
+        c.server.authorization.cache_authorized_ttl,
         Duration::from_secs(300)
     );
     assert_eq!(
-        c.authorization.cache_unauthorized_ttl,
+        c.server.authorization.cache_unauthorized_ttl,
         Duration::from_secs(30)
     );
-    assert_eq!(c.cgroup_driver, CgroupDriver::Cgroupfs);
+    assert_eq!(c.cgroups.driver, CgroupDriver::Cgroupfs);
+    assert_eq!(c.pods.change_detection, ChangeDetectionStrategy::Watch);
+    assert!(c.cgroups.per_qos);
+    assert_eq!(c.cgroups.enforce_node_allocatable, ["pods"]);
+    // The default evictionHard, typed: memory.available and nodefs.available come off capacity.
     assert_eq!(
-        c.config_map_and_secret_change_detection_strategy,
-        ChangeDetectionStrategy::Watch
+        c.node.reserved.hard_eviction,
+        BTreeMap::from([
+            (
+                "ephemeral-storage".to_string(),
+                ThresholdValue::Percentage(0.1)
+            ),
+            (
+                "memory".to_string(),
+                ThresholdValue::Quantity(100 * 1024 * 1024 * 1000)
+            ),
+        ])
     );
-    assert!(c.cgroups_per_qos);
-    assert_eq!(c.enforce_node_allocatable, ["pods"]);
-    assert_eq!(c.eviction_hard, file::defaults::eviction_hard());
-    assert_eq!(c.max_pods, 110);
-    assert_eq!(c.pod_pids_limit, None);
-    assert!(c.serialize_image_pulls);
-    assert_eq!(c.node_status_update_frequency, Duration::from_secs(10));
-    assert_eq!(c.node_status_report_frequency, Duration::from_secs(300));
-    assert_eq!(c.node_lease_duration_seconds, 40);
-    assert_eq!(c.image_minimum_gc_age, Duration::from_secs(120));
-    assert_eq!(c.image_maximum_gc_age, None);
+    assert_eq!(c.node.max_pods, 110);
+    assert_eq!(c.cgroups.pod_pids_limit, None);
+    assert!(c.images.serialize_pulls);
+    assert_eq!(c.node.status_update_frequency, Duration::from_secs(10));
+    assert_eq!(c.node.status_report_frequency, Duration::from_secs(300));
+    assert_eq!(c.node.lease_duration_seconds, 40);
+    assert_eq!(c.images.minimum_gc_age, Duration::from_secs(120));
+    assert_eq!(c.images.maximum_gc_age, None);
     assert_eq!(
         (
-            c.image_gc_high_threshold_percent,
-            c.image_gc_low_threshold_percent
+            c.images.gc_high_threshold_percent,
+            c.images.gc_low_threshold_percent
         ),
         (85, 80)
     );
-    assert_eq!(c.container_log_max_size, 10 * 1024 * 1024);
-    assert_eq!(c.container_log_max_files, 5);
-    assert_eq!(c.resolv_conf, "/etc/resolv.conf");
-    assert!(c.fail_swap_on && c.register_node && c.fail_cgroup_v1);
-    assert_eq!((c.verbosity, c.log_format), (0, LogFormat::Text));
+    assert_eq!(c.container_logs.max_size, 10 * 1024 * 1024);
+    assert_eq!(c.container_logs.max_files, 5);
+    assert_eq!(c.pods.resolv_conf, "/etc/resolv.conf");
+    assert!(c.node.fail_swap_on && c.node.register && c.cgroups.fail_cgroup_v1);
+    assert_eq!(
+        (c.logging.verbosity, c.logging.format),
+        (0, LogFormat::Text)
+    );
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     assert!(!c.show_version);
 }
@@ -107,7 +132,7 @@ fn without_a_file_the_defaults_are_the_kubelets_and_secure() {
 fn an_empty_file_equals_no_file() {
     let with_file = from_text("", &[]).unwrap();
     let mut without = load_with(flags(&[]), host).unwrap();
-    without.node_name = with_file.node_name.clone();
+    without.node.name = with_file.node.name.clone();
     assert_eq!(with_file, without);
 }
 
@@ -127,35 +152,38 @@ fn kubeadm_config_loads() {
     .unwrap();
     assert_eq!(c.config_file.as_deref(), Some(Path::new(&path)));
     assert_eq!(
-        c.kubeconfig.as_deref(),
+        c.api.kubeconfig.as_deref(),
         Some(Path::new("/etc/kubernetes/kubelet.conf"))
     );
     assert_eq!(
-        c.bootstrap_kubeconfig.as_deref(),
+        c.api.bootstrap_kubeconfig.as_deref(),
         Some(Path::new("/etc/kubernetes/bootstrap-kubelet.conf"))
     );
     assert_eq!(
-        c.container_runtime_endpoint,
+        c.runtime.endpoint,
         "unix:///var/run/containerd/containerd.sock"
     );
-    assert_eq!(c.cgroup_driver, CgroupDriver::Systemd);
-    assert_eq!(c.cluster_dns, ["10.96.0.10"]);
-    assert_eq!(c.cluster_domain, "cluster.local");
+    assert_eq!(c.cgroups.driver, CgroupDriver::Systemd);
+    assert_eq!(c.pods.cluster_dns, ["10.96.0.10"]);
+    assert_eq!(c.pods.cluster_domain, "cluster.local");
     assert_eq!(
-        c.static_pod_path.as_deref(),
+        c.pods.static_pod_path.as_deref(),
         Some(Path::new("/etc/kubernetes/manifests"))
     );
     assert_eq!(
-        c.authentication.client_ca_file.as_deref(),
+        c.server.authentication.client_ca_file.as_deref(),
         Some(Path::new("/etc/kubernetes/pki/ca.crt"))
     );
-    assert_eq!(c.resolv_conf, "/run/systemd/resolve/resolv.conf");
-    assert!(c.rotate_certificates);
+    assert_eq!(c.pods.resolv_conf, "/run/systemd/resolve/resolv.conf");
+    assert!(c.api.rotate_certificates);
     // kubeadm's explicit zero values take the kubelet's defaults.
-    assert_eq!(c.sync_frequency, Duration::from_secs(60));
-    assert_eq!(c.file_check_frequency, Duration::from_secs(20));
-    assert_eq!(c.authentication.webhook_cache_ttl, Duration::from_secs(120));
-    assert_eq!(c.node_status_report_frequency, Duration::from_secs(300));
+    assert_eq!(c.pods.sync_frequency, Duration::from_secs(60));
+    assert_eq!(c.pods.file_check_frequency, Duration::from_secs(20));
+    assert_eq!(
+        c.server.authentication.webhook_cache_ttl,
+        Duration::from_secs(120)
+    );
+    assert_eq!(c.node.status_report_frequency, Duration::from_secs(300));
     // Only the deprecated flag warns: kubeadm's zero-valued unsupported fields do not.
     assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
     assert!(c.warnings[0].starts_with("--pod-infra-container-image"));
@@ -171,81 +199,81 @@ fn flags_override_the_file() {
     let cases: &[Case] = &[
         (
             "--container-runtime-endpoint=unix:///flag.sock",
-            |c| c.container_runtime_endpoint.clone(),
+            |c| c.runtime.endpoint.clone(),
             "unix:///file.sock",
             "unix:///flag.sock",
         ),
-        ("--max-pods=20", |c| c.max_pods.to_string(), "50", "20"),
+        ("--max-pods=20", |c| c.node.max_pods.to_string(), "50", "20"),
         (
             "--cgroup-driver=cgroupfs",
-            |c| format!("{:?}", c.cgroup_driver),
+            |c| format!("{:?}", c.cgroups.driver),
             "Systemd",
             "Cgroupfs",
         ),
         (
             "--pod-manifest-path=/flag/manifests",
-            |c| format!("{:?}", c.static_pod_path),
+            |c| format!("{:?}", c.pods.static_pod_path),
             "Some(\"/file/manifests\")",
             "Some(\"/flag/manifests\")",
         ),
         (
             "--healthz-port=0",
-            |c| c.healthz_port.to_string(),
+            |c| c.server.healthz_port.to_string(),
             "1234",
             "0",
         ),
         (
             "--cluster-dns=10.0.0.1,fd00::a",
-            |c| c.cluster_dns.join(","),
+            |c| c.pods.cluster_dns.join(","),
             "10.0.0.10",
             "10.0.0.1,fd00::a",
         ),
-        ("--v=5", |c| c.verbosity.to_string(), "3", "5"),
+        ("--v=5", |c| c.logging.verbosity.to_string(), "3", "5"),
         (
             "--log-format=text",
-            |c| format!("{:?}", c.log_format),
+            |c| format!("{:?}", c.logging.format),
             "Json",
             "Text",
         ),
         (
             "--register-with-taints=a=b:NoExecute,c:PreferNoSchedule",
-            |c| format!("{:?}", c.register_with_taints),
+            |c| format!("{:?}", c.node.register_with_taints),
             "[Taint { key: \"file\", value: \"\", effect: NoSchedule }]",
             "[Taint { key: \"a\", value: \"b\", effect: NoExecute }, Taint { key: \"c\", value: \"\", effect: PreferNoSchedule }]",
         ),
         (
             "--anonymous-auth=true",
-            |c| c.authentication.anonymous_enabled.to_string(),
+            |c| c.server.authentication.anonymous_enabled.to_string(),
             "false",
             "true",
         ),
         (
             "--root-dir=/tmp/root",
-            |c| c.cert_dir.display().to_string(),
+            |c| c.paths.cert_dir.display().to_string(),
             "/var/lib/kubelet/pki",
             "/tmp/root/pki",
         ),
         (
             "--cert-dir=/tmp/pki",
-            |c| c.cert_dir.display().to_string(),
+            |c| c.paths.cert_dir.display().to_string(),
             "/var/lib/kubelet/pki",
             "/tmp/pki",
         ),
         (
             "--container-logs-link-dir=/tmp/links",
-            |c| c.container_logs_link_dir.display().to_string(),
+            |c| c.paths.container_logs_link_dir.display().to_string(),
             "/var/log/containers",
             "/tmp/links",
         ),
         (
             "--node-labels=a=1,node.kubernetes.io/x=y",
-            |c| format!("{:?}", c.node_labels),
+            |c| format!("{:?}", c.node.labels),
             "{}",
             "{\"a\": \"1\", \"node.kubernetes.io/x\": \"y\"}",
         ),
         (
             "--node-ip=10.1.2.3,fd00::3",
-            |c| format!("{:?} {:?}", c.node_ip, c.node_ips),
+            |c| format!("{:?} {:?}", c.node.ips.first(), c.node.ips),
             "None []",
             "Some(10.1.2.3) [10.1.2.3, fd00::3]",
         ),
@@ -257,9 +285,9 @@ fn flags_override_the_file() {
         ),
         (
             "--system-reserved=cpu=100m,memory=1Gi",
-            |c| format!("{:?}", c.system_reserved),
+            |c| format!("{:?}", c.node.reserved.system),
             "{}",
-            "{\"cpu\": \"100m\", \"memory\": \"1Gi\"}",
+            "{\"cpu\": 100, \"memory\": 1073741824000}",
         ),
     ];
     for (arg, get, from_file, from_flag) in cases {
@@ -580,7 +608,7 @@ fn warnings_collect_unknown_fields_and_deprecated_flags() {
         );
     }
     assert_eq!(c.warnings.len(), want.len(), "{:?}", c.warnings);
-    assert_eq!(c.container_runtime_endpoint, "unix:///run/crio/crio.sock");
+    assert_eq!(c.runtime.endpoint, "unix:///run/crio/crio.sock");
 }
 
 #[test]
@@ -625,7 +653,7 @@ fn node_name() {
             Err(e) => Err(std::io::Error::other(e.to_string())),
         };
         let got = load_with(flags(args), || hostname)
-            .map(|c| c.node_name)
+            .map(|c| c.node.name)
             .map_err(|e| e.to_string());
         assert_eq!(got.as_deref().map_err(String::as_str), *want, "{args:?}");
     }
@@ -691,7 +719,8 @@ fn quantities_are_validated_by_the_parser_that_uses_them() {
     assert_eq!(
         from_text("containerLogMaxSize: 10Mi\n", &[])
             .unwrap()
-            .container_log_max_size,
+            .container_logs
+            .max_size,
         10 << 20
     );
     assert!(from_text("containerLogMaxSize: 500m\n", &[]).is_err());
@@ -844,7 +873,128 @@ fn change_detection_strategy_values() {
             &[],
         )
         .unwrap();
-        assert_eq!(c.config_map_and_secret_change_detection_strategy, want);
+        assert_eq!(c.pods.change_detection, want);
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
+}
+
+/// Each subsystem's slice carries the fields set for it in the file and by flags, and nothing
+/// else changes: one field per slice, compared with the defaults' slices.
+#[test]
+fn each_slice_carries_its_own_fields() {
+    let body = "maxPods: 42\nseccompDefault: true\ncgroupDriver: systemd\n\
+                streamingConnectionIdleTimeout: 1m\nserializeImagePulls: false\n\
+                maxParallelImagePulls: 3\ncontainerLogMaxFiles: 7\n\
+                runtimeRequestTimeout: 30s\nrotateCertificates: true\n";
+    let c = from_text(body, &["--root-dir=/srv/k", "--v=4"]).unwrap();
+    let d = from_text("", &[]).unwrap();
+    assert_eq!(
+        c.node,
+        NodeConfig {
+            max_pods: 42,
+            ..d.node.clone()
+        }
+    );
+    assert_eq!(c.paths.cert_dir, Path::new("/srv/k/pki"));
+    assert_eq!(
+        c.paths,
+        PathsConfig {
+            root_dir: "/srv/k".into(),
+            cert_dir: "/srv/k/pki".into(),
+            ..d.paths.clone()
+        }
+    );
+    assert_eq!(
+        c.pods,
+        PodsConfig {
+            seccomp_default: true,
+            ..d.pods.clone()
+        }
+    );
+    assert_eq!(
+        c.cgroups,
+        CgroupConfig {
+            driver: CgroupDriver::Systemd,
+            ..d.cgroups.clone()
+        }
+    );
+    assert_eq!(
+        c.server,
+        ServerConfig {
+            streaming_connection_idle_timeout: Duration::from_secs(60),
+            ..d.server.clone()
+        }
+    );
+    assert_eq!(
+        c.images,
+        ImagesConfig {
+            serialize_pulls: false,
+            max_parallel_pulls: Some(3),
+            ..d.images.clone()
+        }
+    );
+    assert_eq!(
+        (c.images.parallel_pulls(), d.images.parallel_pulls()),
+        (3, 1)
+    );
+    assert_eq!(
+        c.container_logs,
+        ContainerLogsConfig {
+            max_files: 7,
+            ..d.container_logs.clone()
+        }
+    );
+    assert_eq!(c.runtime.request_timeout, Duration::from_secs(30));
+    assert_eq!(c.runtime.endpoint, d.runtime.endpoint);
+    assert!(c.api.rotate_certificates && !d.api.rotate_certificates);
+    assert_eq!(c.logging.verbosity, 4);
+    assert_eq!(c.eviction, d.eviction);
+}
+
+/// systemReserved, kubeReserved and the hard thresholds that come off capacity are typed at
+/// load with the exact quantity parser, so what validation accepted is what allocatable uses.
+#[test]
+fn reservations_are_typed_at_load_with_the_exact_parser() {
+    let body = "systemReserved:\n  memory: 1.5Gi\n  cpu: 100m\n  pid: \"1000\"\n\
+                kubeReserved:\n  memory: 0.1Ki\n  ephemeral-storage: 2G\n\
+                evictionHard:\n  memory.available: 5%\n  nodefs.available: 1Gi\n  \
+                imagefs.available: 15%\n\
+                evictionSoft:\n  memory.available: 1Gi\n\
+                evictionSoftGracePeriod:\n  memory.available: 1m\n";
+    let c = from_text(body, &[]).unwrap();
+    let r = &c.node.reserved;
+    assert_eq!(
+        r.system,
+        BTreeMap::from([
+            ("cpu".to_string(), 100),
+            ("memory".to_string(), 1_610_612_736_000),
+            ("pid".to_string(), 1_000_000),
+        ])
+    );
+    // 0.1Ki is 102.4 bytes: kept exactly, in thousandths.
+    assert_eq!(
+        r.kube,
+        BTreeMap::from([
+            ("ephemeral-storage".to_string(), 2_000_000_000_000),
+            ("memory".to_string(), 102_400),
+        ])
+    );
+    // Only the hard memory.available and nodefs.available reserve: not imagefs, not soft ones.
+    assert_eq!(
+        r.hard_eviction,
+        BTreeMap::from([
+            (
+                "ephemeral-storage".to_string(),
+                ThresholdValue::Quantity(1_073_741_824_000)
+            ),
+            ("memory".to_string(), ThresholdValue::Percentage(0.05)),
+        ])
+    );
+    // A reservation validation refuses never reaches the typed slice.
+    let err = from_text("systemReserved:\n  memory: 1.5.5Gi\n", &[]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("systemReserved.memory: must be a non-negative quantity"),
+        "{err}"
+    );
 }

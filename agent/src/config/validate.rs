@@ -5,11 +5,14 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::eviction::{Signal, Threshold};
 use super::file::{KubeletConfiguration, Taint};
 use super::sysctls::SysctlAllowlist;
 use super::{
-    Authentication, Authorization, AuthorizationMode, CgroupDriver, ChangeDetectionStrategy,
-    Config, ConfigError, FieldError, Flags, LogFormat, non_empty_path,
+    ApiConfig, Authentication, Authorization, AuthorizationMode, CgroupConfig, CgroupDriver,
+    ChangeDetectionStrategy, Config, ConfigError, ContainerLogsConfig, FieldError, Flags,
+    ImagesConfig, LogFormat, LoggingConfig, NodeConfig, PathsConfig, PodsConfig, Reserved,
+    RuntimeConfig, ServerConfig, non_empty_path,
 };
 use crate::resource::parse_quantity;
 
@@ -389,7 +392,6 @@ struct Validated {
     log_rotation: LogRotation,
     serialize_image_pulls: bool,
     max_parallel_image_pulls: Option<u32>,
-    eviction_hard: BTreeMap<String, String>,
     thresholds: Vec<super::eviction::Threshold>,
     endpoints: (String, String),
     sysctls: SysctlAllowlist,
@@ -441,7 +443,6 @@ fn validate(
         log_rotation,
         serialize_image_pulls,
         max_parallel_image_pulls,
-        eviction_hard,
         thresholds,
         endpoints,
         sysctls,
@@ -785,69 +786,143 @@ fn endpoints(
     (container_runtime_endpoint, image_service_endpoint)
 }
 
+/// thousandths by resource of a validated systemReserved or kubeReserved (the exact quantity
+/// parser; validation refused what it cannot read).
+fn reserved_milli(map: &BTreeMap<String, String>) -> BTreeMap<String, i128> {
+    map.iter()
+        .filter_map(|(k, v)| Some((k.clone(), i128::from(parse_quantity(v).ok()?.milli_value()))))
+        .collect()
+}
+
+/// What comes off capacity: systemReserved, kubeReserved and the hard thresholds of
+/// `memory.available` (memory) and `nodefs.available` (ephemeral-storage), as the kubelet's
+/// GetNodeAllocatableReservation.
+pub fn reserved(
+    system: &BTreeMap<String, String>,
+    kube: &BTreeMap<String, String>,
+    thresholds: &[Threshold],
+) -> Reserved {
+    let hard_eviction = thresholds
+        .iter()
+        .filter(|t| t.is_hard())
+        .filter_map(|t| {
+            let resource = match t.signal {
+                Signal::MemoryAvailable => "memory",
+                Signal::NodeFsAvailable => "ephemeral-storage",
+                _ => return None,
+            };
+            Some((resource.to_string(), t.value))
+        })
+        .collect();
+    Reserved {
+        system: reserved_milli(system),
+        kube: reserved_milli(kube),
+        hard_eviction,
+    }
+}
+
 /// The [`Config`] of a validated configuration.
 fn assemble(k: KubeletConfiguration, f: &Flags, node_name: String, v: Validated) -> Config {
     let root_dir = f
         .root_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT_DIR));
-    let (container_runtime_endpoint, image_service_endpoint) = v.endpoints;
+    let (endpoint, image_endpoint) = v.endpoints;
     let (high, low) = v.image_gc;
     Config {
         config_file: f.config.clone(),
-        kubeconfig: f.kubeconfig.clone(),
-        bootstrap_kubeconfig: f.bootstrap_kubeconfig.clone(),
-        container_runtime_endpoint,
-        image_service_endpoint,
-        node_name,
-        node_ip: v.node_ips.first().copied(),
-        node_ips: v.node_ips,
-        node_labels: v.node_labels,
-        register_with_taints: k.register_with_taints.clone(),
-        sysctls: v.sysctls,
-        cert_dir: f.cert_dir.clone().unwrap_or_else(|| root_dir.join("pki")),
-        root_dir,
-        static_pod_path: non_empty_path(&k.static_pod_path),
-        pod_logs_dir: PathBuf::from(&k.pod_logs_dir),
-        container_logs_link_dir: f
-            .container_logs_link_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTAINER_LOGS_LINK_DIR)),
-        file_check_frequency: k.file_check_frequency,
-        volume_stats_agg_period: k.volume_stats_agg_period,
-        sync_frequency: k.sync_frequency,
-        runtime_request_timeout: k.runtime_request_timeout,
-        healthz_bind_address: k.healthz_bind_address.clone(),
-        healthz_port: v.ports.healthz_port,
-        address: k.address.clone(),
-        port: v.ports.port,
-        read_only_port: v.ports.read_only_port,
-        tls_cert_file: non_empty_path(&k.tls_cert_file),
-        tls_private_key_file: non_empty_path(&k.tls_private_key_file),
-        rotate_certificates: k.rotate_certificates,
-        server_tls_bootstrap: k.server_tls_bootstrap,
-        authentication: Authentication {
-            client_ca_file: non_empty_path(&k.authentication.x509.client_ca_file),
-            webhook_enabled: k.authentication.webhook.enabled,
-            webhook_cache_ttl: k.authentication.webhook.cache_ttl,
-            anonymous_enabled: k.authentication.anonymous.enabled,
+        node: NodeConfig {
+            name: node_name,
+            ips: v.node_ips,
+            labels: v.node_labels,
+            register_with_taints: k.register_with_taints.clone(),
+            register: k.register_node,
+            max_pods: v.max_pods,
+            status_update_frequency: k.node_status_update_frequency,
+            status_report_frequency: k.node_status_report_frequency,
+            lease_duration_seconds: v.node_lease_duration_seconds,
+            reserved: reserved(&k.system_reserved, &k.kube_reserved, &v.thresholds),
+            fail_swap_on: k.fail_swap_on,
+            shutdown_grace_period: k.shutdown_grace_period,
+            shutdown_grace_period_critical_pods: k.shutdown_grace_period_critical_pods,
         },
-        authorization: Authorization {
-            mode: v.modes.authorization,
-            cache_authorized_ttl: k.authorization.webhook.cache_authorized_ttl,
-            cache_unauthorized_ttl: k.authorization.webhook.cache_unauthorized_ttl,
+        paths: PathsConfig {
+            cert_dir: f.cert_dir.clone().unwrap_or_else(|| root_dir.join("pki")),
+            root_dir,
+            pod_logs_dir: PathBuf::from(&k.pod_logs_dir),
+            container_logs_link_dir: f
+                .container_logs_link_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTAINER_LOGS_LINK_DIR)),
         },
-        cluster_dns: k.cluster_dns.clone(),
-        cluster_domain: k.cluster_domain.clone(),
-        resolv_conf: k.resolv_conf.clone(),
-        cgroup_driver: v.modes.cgroup_driver,
-        config_map_and_secret_change_detection_strategy: v.modes.change_detection,
-        cgroup_root: k.cgroup_root.clone(),
-        cgroups_per_qos: k.cgroups_per_qos,
-        enforce_node_allocatable: k.enforce_node_allocatable.clone(),
-        system_reserved: k.system_reserved.clone(),
-        kube_reserved: k.kube_reserved.clone(),
-        eviction_hard: v.eviction_hard,
+        api: ApiConfig {
+            kubeconfig: f.kubeconfig.clone(),
+            bootstrap_kubeconfig: f.bootstrap_kubeconfig.clone(),
+            rotate_certificates: k.rotate_certificates,
+        },
+        runtime: RuntimeConfig {
+            endpoint,
+            image_endpoint,
+            request_timeout: k.runtime_request_timeout,
+        },
+        pods: PodsConfig {
+            static_pod_path: non_empty_path(&k.static_pod_path),
+            file_check_frequency: k.file_check_frequency,
+            sync_frequency: k.sync_frequency,
+            volume_stats_agg_period: k.volume_stats_agg_period,
+            cluster_dns: k.cluster_dns.clone(),
+            cluster_domain: k.cluster_domain.clone(),
+            resolv_conf: k.resolv_conf.clone(),
+            sysctls: v.sysctls,
+            change_detection: v.modes.change_detection,
+            seccomp_default: k.seccomp_default,
+        },
+        cgroups: CgroupConfig {
+            driver: v.modes.cgroup_driver,
+            root: k.cgroup_root.clone(),
+            per_qos: k.cgroups_per_qos,
+            enforce_node_allocatable: k.enforce_node_allocatable.clone(),
+            pod_pids_limit: u64::try_from(k.pod_pids_limit).ok(),
+            fail_cgroup_v1: k.fail_cgroup_v1,
+        },
+        server: ServerConfig {
+            address: k.address.clone(),
+            port: v.ports.port,
+            read_only_port: v.ports.read_only_port,
+            healthz_bind_address: k.healthz_bind_address.clone(),
+            healthz_port: v.ports.healthz_port,
+            tls_cert_file: non_empty_path(&k.tls_cert_file),
+            tls_private_key_file: non_empty_path(&k.tls_private_key_file),
+            server_tls_bootstrap: k.server_tls_bootstrap,
+            authentication: Authentication {
+                client_ca_file: non_empty_path(&k.authentication.x509.client_ca_file),
+                webhook_enabled: k.authentication.webhook.enabled,
+                webhook_cache_ttl: k.authentication.webhook.cache_ttl,
+                anonymous_enabled: k.authentication.anonymous.enabled,
+            },
+            authorization: Authorization {
+                mode: v.modes.authorization,
+                cache_authorized_ttl: k.authorization.webhook.cache_authorized_ttl,
+                cache_unauthorized_ttl: k.authorization.webhook.cache_unauthorized_ttl,
+            },
+            streaming_connection_idle_timeout: k.streaming_connection_idle_timeout,
+            enable_debugging_handlers: k.enable_debugging_handlers,
+            enable_system_log_handler: k.enable_system_log_handler,
+        },
+        images: ImagesConfig {
+            serialize_pulls: v.serialize_image_pulls,
+            max_parallel_pulls: v.max_parallel_image_pulls,
+            minimum_gc_age: k.image_minimum_gc_age,
+            maximum_gc_age: (!k.image_maximum_gc_age.is_zero()).then_some(k.image_maximum_gc_age),
+            gc_high_threshold_percent: high,
+            gc_low_threshold_percent: low,
+        },
+        container_logs: ContainerLogsConfig {
+            max_size: v.log_rotation.max_size,
+            max_files: v.log_rotation.max_files,
+            max_workers: v.log_rotation.max_workers,
+            monitor_interval: k.container_log_monitor_interval,
+        },
         eviction: super::eviction::EvictionConfig {
             thresholds: v.thresholds,
             pressure_transition_period: k.eviction_pressure_transition_period,
@@ -855,36 +930,18 @@ fn assemble(k: KubeletConfiguration, f: &Flags, node_name: String, v: Validated)
             local_storage_capacity_isolation: k.local_storage_capacity_isolation,
             kernel_memcg_notification: k.kernel_memcg_notification,
         },
-        max_pods: v.max_pods,
-        pod_pids_limit: u64::try_from(k.pod_pids_limit).ok(),
-        serialize_image_pulls: v.serialize_image_pulls,
-        max_parallel_image_pulls: v.max_parallel_image_pulls,
-        node_status_update_frequency: k.node_status_update_frequency,
-        node_status_report_frequency: k.node_status_report_frequency,
-        node_lease_duration_seconds: v.node_lease_duration_seconds,
-        image_minimum_gc_age: k.image_minimum_gc_age,
-        image_maximum_gc_age: (!k.image_maximum_gc_age.is_zero()).then_some(k.image_maximum_gc_age),
-        image_gc_high_threshold_percent: high,
-        image_gc_low_threshold_percent: low,
-        container_log_max_size: v.log_rotation.max_size,
-        container_log_max_files: v.log_rotation.max_files,
-        container_log_max_workers: v.log_rotation.max_workers,
-        container_log_monitor_interval: k.container_log_monitor_interval,
         container_gc: super::ContainerGcPolicy {
             min_age: f.minimum_container_ttl_duration.unwrap_or_default(),
             max_per_pod_container: f.maximum_dead_containers_per_container.unwrap_or(1),
             max_containers: f.maximum_dead_containers.unwrap_or(-1),
         },
-        fail_swap_on: k.fail_swap_on,
-        fail_cgroup_v1: k.fail_cgroup_v1,
-        register_node: k.register_node,
-        shutdown_grace_period: k.shutdown_grace_period,
-        shutdown_grace_period_critical_pods: k.shutdown_grace_period_critical_pods,
+        logging: LoggingConfig {
+            verbosity: v.modes.verbosity,
+            format: v.modes.log_format,
+        },
         feature_gates: k.feature_gates.clone(),
-        verbosity: v.modes.verbosity,
-        log_format: v.modes.log_format,
         warnings: Vec::new(),
         show_version: f.show_version(),
-        kubelet: k,
+        effective: k,
     }
 }

@@ -195,10 +195,17 @@ mod tests {
         ];
         for (name, m, system, kube, eviction, want) in cases {
             let c = capacity(&m, Some(storage), 110);
-            let a = strings(&allocatable(
-                &c,
-                &reservation(&c, &system, &kube, &eviction),
-            ));
+            let none = BTreeMap::new();
+            let thresholds = crate::config::eviction::thresholds(crate::config::eviction::Fields {
+                hard: &eviction,
+                soft: &none,
+                soft_grace_period: &none,
+                minimum_reclaim: &none,
+                enforce_node_allocatable: &[],
+            })
+            .unwrap();
+            let reserved = crate::config::reserved(&system, &kube, &thresholds);
+            let a = strings(&allocatable(&c, &reservation(&c, &reserved)));
             for (k, v) in want {
                 assert_eq!(a.get(k), Some(&v), "{name}: {k}");
             }

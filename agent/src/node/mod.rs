@@ -26,15 +26,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::backoff::{Policy, retry};
-use crate::config::Config;
+use crate::config::NodeConfig;
 use crate::events::{EventType, Recorder};
 use setters::Settings;
 use status::{Observer, StatusUpdater};
 
 /// The node's IP: `--node-ip`, else the address of the default route's interface, else loopback.
-pub fn host_ip(cfg: &Config) -> std::net::IpAddr {
-    if let Some(ip) = cfg.node_ip {
-        return ip;
+pub fn host_ip(node: &NodeConfig) -> std::net::IpAddr {
+    if let Some(ip) = node.ips.first() {
+        return *ip;
     }
     // A UDP "connect" picks the source address of the default route without sending anything.
     std::net::UdpSocket::bind("0.0.0.0:0")
@@ -47,26 +47,24 @@ pub fn host_ip(cfg: &Config) -> std::net::IpAddr {
 }
 
 /// The node's IPs as it reports them: `--node-ip` (one per family), else the detected host IP.
-pub fn node_ips(cfg: &Config) -> Vec<std::net::IpAddr> {
-    if cfg.node_ips.is_empty() {
-        vec![host_ip(cfg)]
+pub fn node_ips(node: &NodeConfig) -> Vec<std::net::IpAddr> {
+    if node.ips.is_empty() {
+        vec![host_ip(node)]
     } else {
-        cfg.node_ips.clone()
+        node.ips.clone()
     }
 }
 
-/// The node's settings from the configuration.
-pub fn settings(cfg: &Config) -> Settings {
-    let node_ips = node_ips(cfg);
+/// The node's settings from its configuration and the kubelet port.
+pub fn settings(node: &NodeConfig, port: u16) -> Settings {
+    let node_ips = node_ips(node);
     let version = crate::version::version_string();
     Settings {
-        node_name: cfg.node_name.clone(),
+        node_name: node.name.clone(),
         node_ips,
-        port: cfg.port,
-        max_pods: cfg.max_pods,
-        system_reserved: cfg.system_reserved.clone(),
-        kube_reserved: cfg.kube_reserved.clone(),
-        eviction_hard: cfg.eviction_hard.clone(),
+        port,
+        max_pods: node.max_pods,
+        reserved: node.reserved.clone(),
         kubelet_version: version
             .strip_prefix("Kubernetes ")
             .unwrap_or(&version)
@@ -112,19 +110,19 @@ fn publish_labels(labels: &LabelsTx, node: &Node) {
     });
 }
 
-/// Registers the node (then signals `registered_tx`) and keeps its status (from what `observer`
-/// sees) and Lease current until `cancel` fires; the Node's labels, registered and then as
-/// watched, go to `labels`.
+/// Registers the node (its configuration `cfg`, advertising the kubelet `port`; then signals
+/// `registered_tx`) and keeps its status (from what `observer` sees) and Lease current until
+/// `cancel` fires; the Node's labels, registered and then as watched, go to `labels`.
 pub async fn run(
     client: kube::Client,
-    cfg: Arc<Config>,
+    (cfg, port): (Arc<NodeConfig>, u16),
     mut observer: Observer,
     registered_tx: tokio::sync::oneshot::Sender<()>,
     labels: LabelsTx,
     events: Recorder,
     cancel: CancellationToken,
 ) {
-    let settings = settings(&cfg);
+    let settings = settings(&cfg, port);
     let name = settings.node_name.clone();
     events.node(
         &name,
@@ -134,7 +132,7 @@ pub async fn run(
     );
     let nodes: Api<Node> = Api::all(client.clone());
 
-    let registered = if cfg.register_node {
+    let registered = if cfg.register {
         match register(&nodes, &settings, &cfg, &mut observer, &cancel).await {
             Some(r) => r,
             None => return,
@@ -184,7 +182,7 @@ pub async fn run(
             name: name.clone(),
             uid,
         },
-        cfg.node_lease_duration_seconds,
+        cfg.lease_duration_seconds,
     );
     let updater = StatusUpdater::new(
         nodes,
@@ -193,15 +191,15 @@ pub async fn run(
         store,
         registered.node,
         registered.created,
-        cfg.node_status_report_frequency,
+        cfg.status_report_frequency,
     )
     .with_events(events);
-    info!(node = %name, lease_renew = ?keeper.interval(), status_every = ?cfg.node_status_update_frequency, "node loops started");
+    info!(node = %name, lease_renew = ?keeper.interval(), status_every = ?cfg.status_update_frequency, "node loops started");
     tokio::select! {
         _ = cancel.cancelled() => {}
         _ = watch => {}
         _ = keeper.run(cancel.clone()) => {}
-        _ = updater.run(cfg.node_status_update_frequency, cancel.clone()) => {}
+        _ = updater.run(cfg.status_update_frequency, cancel.clone()) => {}
     }
     info!(node = %name, "node loops stopped");
 }
@@ -216,7 +214,7 @@ pub const API_RETRY: Policy =
 async fn register(
     nodes: &Api<Node>,
     settings: &Settings,
-    cfg: &Config,
+    cfg: &NodeConfig,
     observer: &mut Observer,
     cancel: &CancellationToken,
 ) -> Option<register::Registered> {
@@ -230,7 +228,7 @@ async fn register(
             setters::apply(&mut status, settings, &facts);
             let initial = register::initial_node(
                 &settings.node_name,
-                &cfg.node_labels,
+                &cfg.labels,
                 &cfg.register_with_taints,
                 status,
             );

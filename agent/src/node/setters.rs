@@ -3,7 +3,6 @@
 //! observed this round (machine, runtime, clock) and the status it updates, so the status written
 //! is a function of those and the status last read back.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{
@@ -33,12 +32,8 @@ pub struct Settings {
     pub port: u16,
     /// Capacity of pods.
     pub max_pods: u32,
-    /// systemReserved.
-    pub system_reserved: BTreeMap<String, String>,
-    /// kubeReserved.
-    pub kube_reserved: BTreeMap<String, String>,
-    /// evictionHard.
-    pub eviction_hard: BTreeMap<String, String>,
+    /// systemReserved, kubeReserved and hard eviction, off capacity.
+    pub reserved: crate::config::Reserved,
     /// nodeInfo.kubeletVersion, `v1.37.2-bosun.0.1.0`.
     pub kubelet_version: String,
 }
@@ -183,12 +178,7 @@ pub fn machine_info(status: &mut NodeStatus, s: &Settings, f: &Facts) {
         capacity: Some(m.swap_capacity as i64),
     });
     let capacity: Resources = allocatable::capacity(m, f.rootfs_capacity, s.max_pods);
-    let alloc = allocatable::node_allocatable(
-        &capacity,
-        &s.system_reserved,
-        &s.kube_reserved,
-        &s.eviction_hard,
-    );
+    let alloc = allocatable::node_allocatable(&capacity, &s.reserved);
     // Resources others own (extended resources) are kept as they are.
     let cap_out = status.capacity.get_or_insert_with(Default::default);
     cap_out.extend(allocatable::to_api(&capacity));
@@ -421,9 +411,14 @@ mod tests {
             node_ips: vec!["198.18.0.1".parse().unwrap()],
             port: 10250,
             max_pods: 110,
-            system_reserved: BTreeMap::new(),
-            kube_reserved: BTreeMap::new(),
-            eviction_hard: [("memory.available".to_string(), "100Mi".to_string())].into(),
+            reserved: crate::config::Reserved {
+                hard_eviction: [(
+                    "memory".to_string(),
+                    crate::config::eviction::ThresholdValue::Quantity((100 << 20) * 1000),
+                )]
+                .into(),
+                ..Default::default()
+            },
             kubelet_version: "v1.37.2-bosun.0.1.0".into(),
         }
     }

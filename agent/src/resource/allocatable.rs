@@ -8,8 +8,6 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
 
-use super::parse_quantity;
-
 pub use super::amount::{Amount, Format};
 
 /// Resource name -> amount.
@@ -23,48 +21,67 @@ pub fn huge_page_resource(page_size: u64) -> String {
     )
 }
 
-/// A hard eviction threshold's value against `capacity` (bytes), as the kubelet's
-/// GetThresholdQuantity: a quantity, or a percentage parsed as a float32 fraction.
-fn threshold_bytes(value: &str, capacity: i128) -> Option<i128> {
-    if let Some(p) = value.trim().strip_suffix('%') {
-        let pct: f32 = p.trim().parse::<f64>().ok()? as f32 / 100.0;
-        return Some(((capacity as f64) * f64::from(pct)) as i64 as i128);
+/// An amount given absolutely or as a fraction of a capacity: an eviction threshold's value (the
+/// kubelet's `evictionapi.ThresholdValue`), also what a hard threshold takes off allocatable.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ThresholdValue {
+    /// In milli-units (milli-bytes, milli-inodes, milli-pids).
+    Quantity(i128),
+    /// A fraction of capacity (0.1 for `10%`), single precision as the kubelet's float32.
+    Percentage(f32),
+}
+
+impl ThresholdValue {
+    /// The value in milli-units against `capacity` (whole units), as the kubelet's
+    /// GetThresholdQuantity: `int64(float64(capacity) * float64(percentage))`.
+    pub fn milli_of(self, capacity: i64) -> i128 {
+        match self {
+            ThresholdValue::Quantity(m) => m,
+            ThresholdValue::Percentage(p) => {
+                i128::from((capacity as f64 * f64::from(p)) as i64) * 1000
+            }
+        }
     }
-    parse_quantity(value).ok().map(|q| q.value() as i128)
+}
+
+/// What comes off capacity before pods, parsed once at load: systemReserved and kubeReserved
+/// (thousandths by resource) and the hard eviction thresholds that guard a capacity resource
+/// (`memory.available` for memory, `nodefs.available` for ephemeral-storage).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reserved {
+    /// systemReserved, thousandths by resource.
+    pub system: BTreeMap<String, i128>,
+    /// kubeReserved, thousandths by resource.
+    pub kube: BTreeMap<String, i128>,
+    /// Hard eviction thresholds by the capacity resource they guard.
+    pub hard_eviction: BTreeMap<String, ThresholdValue>,
+}
+
+impl Reserved {
+    /// systemReserved and kubeReserved only: what the pods cgroup's limit leaves out, as the
+    /// kubelet's getNodeAllocatableAbsolute.
+    pub fn without_eviction(&self) -> Reserved {
+        Reserved {
+            hard_eviction: BTreeMap::new(),
+            ..self.clone()
+        }
+    }
 }
 
 /// The reservation per capacity resource (thousandths): systemReserved + kubeReserved + hard
-/// eviction (`memory.available` against memory, `nodefs.available` against ephemeral-storage).
-/// Resources with a zero reservation are absent, as in the kubelet.
-pub fn reservation(
-    capacity: &Resources,
-    system_reserved: &BTreeMap<String, String>,
-    kube_reserved: &BTreeMap<String, String>,
-    eviction_hard: &BTreeMap<String, String>,
-) -> BTreeMap<String, i128> {
-    let mut eviction = BTreeMap::new();
-    for (signal, resource) in [
-        ("memory.available", "memory"),
-        ("nodefs.available", "ephemeral-storage"),
-    ] {
-        if let (Some(value), Some(cap)) = (eviction_hard.get(signal), capacity.get(resource))
-            && let Some(bytes) = threshold_bytes(value, cap.milli / 1000)
-        {
-            eviction.insert(resource.to_string(), bytes * 1000);
-        }
-    }
-    let reserved = |m: &BTreeMap<String, String>, k: &str| -> i128 {
-        m.get(k)
-            .and_then(|v| parse_quantity(v).ok())
-            .map(|q| q.milli_value() as i128)
-            .unwrap_or(0)
-    };
+/// eviction, as the kubelet's GetNodeAllocatableReservation. Resources with a zero reservation
+/// are absent, as in the kubelet.
+pub fn reservation(capacity: &Resources, reserved: &Reserved) -> BTreeMap<String, i128> {
     capacity
-        .keys()
-        .filter_map(|k| {
-            let v = reserved(system_reserved, k)
-                + reserved(kube_reserved, k)
-                + eviction.get(k).copied().unwrap_or(0);
+        .iter()
+        .filter_map(|(k, cap)| {
+            let eviction = reserved
+                .hard_eviction
+                .get(k)
+                .map_or(0, |t| t.milli_of((cap.milli / 1000) as i64));
+            let v = reserved.system.get(k).copied().unwrap_or(0)
+                + reserved.kube.get(k).copied().unwrap_or(0)
+                + eviction;
             (v != 0).then(|| (k.clone(), v))
         })
         .collect()
@@ -93,14 +110,8 @@ pub fn allocatable(capacity: &Resources, reservation: &BTreeMap<String, i128>) -
 
 /// The node's allocatable as it reports it and admission checks it: `capacity` less
 /// [`reservation`], as [`allocatable`].
-pub fn node_allocatable(
-    capacity: &Resources,
-    system_reserved: &BTreeMap<String, String>,
-    kube_reserved: &BTreeMap<String, String>,
-    eviction_hard: &BTreeMap<String, String>,
-) -> Resources {
-    let reserved = reservation(capacity, system_reserved, kube_reserved, eviction_hard);
-    allocatable(capacity, &reserved)
+pub fn node_allocatable(capacity: &Resources, reserved: &Reserved) -> Resources {
+    allocatable(capacity, &reservation(capacity, reserved))
 }
 
 /// As the API's resource list.
