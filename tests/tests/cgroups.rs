@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bosun_tests::BosunNode;
 use bosun_tests::pod::{Container, PodBuilder, create, phase, running_uid, wait_pod};
 use bosun_tests::{ClusterNode, admin_client, wait_until, wait_until_async};
 use k8s_openapi::api::core::v1::Pod;
@@ -197,12 +198,11 @@ async fn qos_classes_land_in_their_cgroups_with_their_limits() {
 
 #[tokio::test]
 async fn a_container_past_its_memory_limit_is_oom_killed() {
-    let node = ClusterNode::new("cg-oom");
-    let mut bosun = node.start();
-    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let bn = BosunNode::start("cg-oom").await;
+    let (node, api) = (&bn.node, &bn.pods);
     let name = format!("{}-oom", node.name);
     let hog = Container::exec("hog", &["tail", "/dev/zero"]).memory_limit("32Mi");
-    create(&api, &pod(&node, &name, "Never", hog)).await;
+    create(api, &pod(node, &name, "Never", hog)).await;
     let term = wait_until_async("container terminated", Duration::from_secs(90), || async {
         let p = api.get_opt(&name).await.ok()??;
         let cs = p.status?.container_statuses?.into_iter().next()?;
@@ -211,14 +211,14 @@ async fn a_container_past_its_memory_limit_is_oom_killed() {
     .await;
     assert_eq!(term.reason.as_deref(), Some("OOMKilled"), "{term:?}");
     assert_eq!(term.exit_code, 137, "{term:?}");
-    let p = wait_pod(&api, &name, "pod Failed", 30, |p| {
+    let p = wait_pod(api, &name, "pod Failed", 30, |p| {
         (phase(p) == "Failed").then(|| p.clone())
     })
     .await;
     let uid = p.metadata.uid.clone().unwrap();
     assert_eq!(
         read(
-            &node,
+            node,
             "memory",
             &format!("burstable/pod{uid}"),
             "memory.limit_in_bytes"
@@ -228,9 +228,5 @@ async fn a_container_past_its_memory_limit_is_oom_killed() {
     api.delete(&name, &DeleteParams::default())
         .await
         .expect("delete");
-    assert!(
-        bosun.try_exit().is_none(),
-        "bosun exited:\n{}",
-        bosun.log_text()
-    );
+    bn.finish();
 }

@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
+use bosun_tests::BosunNode;
 use bosun_tests::pod::{Container, PodBuilder, container_status, create, delete_and_wait_gone};
-use bosun_tests::{ClusterNode, admin_client, wait_until_async};
-use k8s_openapi::api::core::v1::{Event, Pod};
+use bosun_tests::wait_until_async;
+use k8s_openapi::api::core::v1::Event;
 use kube::Api;
 use kube::api::ListParams;
 use serde_json::json;
@@ -18,10 +19,8 @@ fn read(path: &std::path::Path) -> String {
 
 #[tokio::test]
 async fn post_start_and_pre_stop_hooks_run_as_the_kubelet() {
-    let node = ClusterNode::new("hooks");
-    let mut bosun = node.start();
-    let client = admin_client().await;
-    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let bn = BosunNode::start("hooks").await;
+    let (node, client, api) = (&bn.node, bn.client.clone(), &bn.pods);
     let name = format!("{}-p", node.name);
     let shared = node.path().join("shared");
     std::fs::create_dir_all(&shared).unwrap();
@@ -76,7 +75,7 @@ async fn post_start_and_pre_stop_hooks_run_as_the_kubelet() {
             .mount("shared", "/shared"),
         )
         .build();
-    create(&api, &p).await;
+    create(api, &p).await;
 
     // postStart exec ran in `web`; `bad` was killed for its hook and is being restarted.
     let p = wait_until_async(
@@ -130,7 +129,7 @@ async fn post_start_and_pre_stop_hooks_run_as_the_kubelet() {
     assert!(read(&shared.join("http")).is_empty(), "preStop ran early");
 
     // Deletion: the preStop httpGet reaches `web` at the pod IP, on its named port.
-    delete_and_wait_gone(&api, &[&name], 60).await;
+    delete_and_wait_gone(api, &[&name], 60).await;
     assert_eq!(read(&shared.join("http")).trim(), "hit");
     // `fallback`'s HTTPS preStop got a plain HTTP answer and was sent again over HTTP (two
     // connections), as the kubelet's LifecycleHTTPFallback.
@@ -153,10 +152,5 @@ async fn post_start_and_pre_stop_hooks_run_as_the_kubelet() {
             && msg.ends_with(":8443 got HTTP response, retry with HTTP succeeded"),
         "{msg}"
     );
-    assert!(
-        bosun.try_exit().is_none(),
-        "bosun exited:\n{}",
-        bosun.log_text()
-    );
-    bosun.terminate(Duration::from_secs(10));
+    bn.finish();
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use bosun_tests::BosunNode;
 use bosun_tests::pod::{
     Container, PodBuilder, condition_status, container_status, create, delete_and_wait_gone, phase,
     wait_gone, wait_pod,
@@ -66,11 +67,10 @@ async fn waiting_reasons(
 
 #[tokio::test]
 async fn bound_pod_runs_and_reports_status_then_is_deleted_gracefully() {
-    let node = ClusterNode::new("pods-run");
-    let mut bosun = node.start();
-    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let bn = BosunNode::start("pods-run").await;
+    let (node, api) = (&bn.node, &bn.pods);
     let name = format!("{}-web", node.name);
-    let spec = pod(&node, &name, "Always")
+    let spec = pod(node, &name, "Always")
         .container(
             Container::sh(
                 "main",
@@ -80,8 +80,8 @@ async fn bound_pod_runs_and_reports_status_then_is_deleted_gracefully() {
             .limits("200m", "32Mi"),
         )
         .build();
-    create(&api, &spec).await;
-    let p = wait_pod(&api, &name, "pod Running and Ready", 60, |p| {
+    create(api, &spec).await;
+    let p = wait_pod(api, &name, "pod Running and Ready", 60, |p| {
         (phase(p) == "Running" && condition_status(p, "Ready") == Some("True")).then(|| p.clone())
     })
     .await;
@@ -136,7 +136,7 @@ async fn bound_pod_runs_and_reports_status_then_is_deleted_gracefully() {
         .expect("uid");
     let pod_dir = node.path().join("root/pods").join(&uid);
     assert!(pod_dir.exists(), "no pod directory {}", pod_dir.display());
-    delete_and_wait_gone(&api, &[&name], 60).await;
+    delete_and_wait_gone(api, &[&name], 60).await;
     let cri = bosun_cri::CriClient::connect(&node.ctd.endpoint(), Default::default())
         .await
         .unwrap();
@@ -156,35 +156,29 @@ async fn bound_pod_runs_and_reports_status_then_is_deleted_gracefully() {
         "pod directory left: {}",
         pod_dir.display()
     );
-    assert!(
-        bosun.try_exit().is_none(),
-        "bosun exited:\n{}",
-        bosun.log_text()
-    );
-    bosun.terminate(Duration::from_secs(10));
+    bn.finish();
 }
 
 #[tokio::test]
 async fn exit_codes_give_succeeded_and_failed() {
-    let node = ClusterNode::new("pods-exit");
-    let mut bosun = node.start();
-    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let bn = BosunNode::start("pods-exit").await;
+    let (node, api) = (&bn.node, &bn.pods);
     let ok = format!("{}-ok", node.name);
     let bad = format!("{}-bad", node.name);
     let main = |script| Container::sh("main", script);
     create(
-        &api,
-        &pod(&node, &ok, "Never").container(main("exit 0")).build(),
+        api,
+        &pod(node, &ok, "Never").container(main("exit 0")).build(),
     )
     .await;
     create(
-        &api,
-        &pod(&node, &bad, "Never")
+        api,
+        &pod(node, &bad, "Never")
             .container(main("echo failing >/dev/termination-log; exit 3"))
             .build(),
     )
     .await;
-    let p = wait_pod(&api, &ok, "pod Succeeded", 60, |p| {
+    let p = wait_pod(api, &ok, "pod Succeeded", 60, |p| {
         (phase(p) == "Succeeded").then(|| p.clone())
     })
     .await;
@@ -193,7 +187,7 @@ async fn exit_codes_give_succeeded_and_failed() {
         .expect("terminated");
     assert_eq!((t.exit_code, t.reason.as_deref()), (0, Some("Completed")));
     assert_eq!(condition_status(&p, "Ready"), Some("False"));
-    let p = wait_pod(&api, &bad, "pod Failed", 60, |p| {
+    let p = wait_pod(api, &bad, "pod Failed", 60, |p| {
         (phase(p) == "Failed").then(|| p.clone())
     })
     .await;
@@ -206,18 +200,17 @@ async fn exit_codes_give_succeeded_and_failed() {
         Some("failing"),
         "termination message"
     );
-    delete_and_wait_gone(&api, &[&ok, &bad], 60).await;
-    bosun.terminate(Duration::from_secs(10));
+    delete_and_wait_gone(api, &[&ok, &bad], 60).await;
+    bn.finish();
 }
 
 #[tokio::test]
 async fn init_containers_run_in_order_before_the_app() {
-    let node = ClusterNode::new("pods-init");
-    let mut bosun = node.start();
-    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let bn = BosunNode::start("pods-init").await;
+    let (node, api) = (&bn.node, &bn.pods);
     let name = format!("{}-init", node.name);
     let worker = |name, script| Container::sh(name, script).mount("work", "/work");
-    let p = pod(&node, &name, "Never")
+    let p = pod(node, &name, "Never")
         .empty_dir("work")
         .init_container(worker("first", "sleep 1; echo one >> /work/order"))
         .init_container(worker("second", "echo two >> /work/order"))
@@ -226,8 +219,8 @@ async fn init_containers_run_in_order_before_the_app() {
             "test \"$(cat /work/order)\" = \"$(printf 'one\\ntwo')\"",
         ))
         .build();
-    create(&api, &p).await;
-    let p = wait_pod(&api, &name, "pod finished", 90, |p| {
+    create(api, &p).await;
+    let p = wait_pod(api, &name, "pod finished", 90, |p| {
         matches!(phase(p), "Succeeded" | "Failed").then(|| p.clone())
     })
     .await;
@@ -257,27 +250,26 @@ async fn init_containers_run_in_order_before_the_app() {
         assert_eq!(t.reason.as_deref(), Some("Completed"));
     }
     api.delete(&name, &DeleteParams::default()).await.unwrap();
-    bosun.terminate(Duration::from_secs(10));
+    bn.finish();
 }
 
 #[tokio::test]
 async fn missing_image_and_crash_loop_reasons() {
-    let node = ClusterNode::new("pods-reasons");
-    let mut bosun = node.start();
-    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let bn = BosunNode::start("pods-reasons").await;
+    let (node, api) = (&bn.node, &bn.pods);
     let missing = format!("{}-missing", node.name);
     let crash = format!("{}-crash", node.name);
     let image = format!("{}/does-not-exist:1", Env::runtime().registry());
     create(
-        &api,
-        &pod(&node, &missing, "Always")
+        api,
+        &pod(node, &missing, "Always")
             .container(Container::image_only("main", &image))
             .build(),
     )
     .await;
     create(
-        &api,
-        &pod(&node, &crash, "Always")
+        api,
+        &pod(node, &crash, "Always")
             .container(Container::sh("main", "exit 1"))
             .build(),
     )
@@ -293,7 +285,7 @@ async fn missing_image_and_crash_loop_reasons() {
         }
     };
     // Every status write is seen through a watch: ErrImagePull first, then ImagePullBackOff.
-    let seen = waiting_reasons(&api, &missing, "ImagePullBackOff", 60).await;
+    let seen = waiting_reasons(api, &missing, "ImagePullBackOff", 60).await;
     let first = seen
         .iter()
         .position(|(r, _)| r == "ErrImagePull")
@@ -334,14 +326,14 @@ async fn missing_image_and_crash_loop_reasons() {
         failed.source.as_ref().and_then(|s| s.host.as_deref()),
         Some(node.name.as_str())
     );
-    let p = wait_pod(&api, &missing, "phase Pending", 5, |p| {
+    let p = wait_pod(api, &missing, "phase Pending", 5, |p| {
         (phase(p) == "Pending").then(|| p.clone())
     })
     .await;
     assert_eq!(condition_status(&p, "Ready"), Some("False"));
 
     let msg = wait_pod(
-        &api,
+        api,
         &crash,
         "CrashLoopBackOff",
         90,
@@ -349,7 +341,7 @@ async fn missing_image_and_crash_loop_reasons() {
     )
     .await;
     assert!(msg.contains("back-off 10s"), "{msg}");
-    let p = wait_pod(&api, &crash, "restartCount >= 2", 90, |p| {
+    let p = wait_pod(api, &crash, "restartCount >= 2", 90, |p| {
         (container_status(p, "main")?.restart_count >= 2).then(|| p.clone())
     })
     .await;
@@ -357,7 +349,7 @@ async fn missing_image_and_crash_loop_reasons() {
         .and_then(|c| c.last_state.as_ref()?.terminated.clone())
         .expect("lastState terminated");
     assert_eq!(last.exit_code, 1);
-    let msg = wait_pod(&api, &crash, "back-off doubled", 90, |p| {
+    let msg = wait_pod(api, &crash, "back-off doubled", 90, |p| {
         let w = container_status(p, "main")?
             .state
             .as_ref()?
@@ -373,7 +365,7 @@ async fn missing_image_and_crash_loop_reasons() {
     for n in [&missing, &crash] {
         api.delete(n, &DeleteParams::default()).await.unwrap();
     }
-    bosun.terminate(Duration::from_secs(10));
+    bn.finish();
 }
 
 /// Runs `cmd` in the pod's first container through the node's CRI; returns stdout.
@@ -402,30 +394,29 @@ async fn exec(node: &ClusterNode, p: &Pod, cmd: &str) -> String {
 
 #[tokio::test]
 async fn default_pod_gets_its_service_account_token_and_service_env() {
-    let node = ClusterNode::new("pods-sa");
-    let mut bosun = node.start();
-    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let bn = BosunNode::start("pods-sa").await;
+    let (node, api) = (&bn.node, &bn.pods);
     let name = format!("{}-sa", node.name);
-    let p = pod(&node, &name, "Always")
+    let p = pod(node, &name, "Always")
         .service_account_token()
         .container(Container::sh("main", "exec sleep 3600"))
         .build();
-    create(&api, &p).await;
-    let p = wait_pod(&api, &name, "pod Running", 60, |p| {
+    create(api, &p).await;
+    let p = wait_pod(api, &name, "pod Running", 60, |p| {
         (phase(p) == "Running").then(|| p.clone())
     })
     .await;
     let dir = "/var/run/secrets/kubernetes.io/serviceaccount";
     assert_eq!(
-        exec(&node, &p, &format!("cat {dir}/namespace")).await,
+        exec(node, &p, &format!("cat {dir}/namespace")).await,
         "default"
     );
     assert!(
-        exec(&node, &p, &format!("cat {dir}/ca.crt"))
+        exec(node, &p, &format!("cat {dir}/ca.crt"))
             .await
             .starts_with("-----BEGIN CERTIFICATE-----")
     );
-    let token = exec(&node, &p, &format!("cat {dir}/token")).await;
+    let token = exec(node, &p, &format!("cat {dir}/token")).await;
     assert_eq!(token.split('.').count(), 3, "not a JWT: {token:?}");
     // The token is a real one: the API server accepts it (TokenReview as the admin).
     let review: k8s_openapi::api::authentication::v1::TokenReview = serde_json::from_value(serde_json::json!({
@@ -445,7 +436,7 @@ async fn default_pod_gets_its_service_account_token_and_service_env() {
     );
     assert_eq!(
         exec(
-            &node,
+            node,
             &p,
             "echo $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT"
         )
@@ -453,16 +444,14 @@ async fn default_pod_gets_its_service_account_token_and_service_env() {
         "10.96.0.1:443"
     );
     api.delete(&name, &DeleteParams::default()).await.unwrap();
-    bosun.terminate(Duration::from_secs(10));
+    bn.finish();
 }
 
 #[tokio::test]
 async fn config_maps_in_env_and_volumes() {
     use k8s_openapi::api::core::v1::ConfigMap;
-    let node = ClusterNode::new("pods-cm");
-    let mut bosun = node.start();
-    let client = admin_client().await;
-    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let bn = BosunNode::start("pods-cm").await;
+    let (node, client, api) = (&bn.node, bn.client.clone(), &bn.pods);
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
     let cm_name = format!("{}-cm", node.name);
     let cm: ConfigMap = serde_json::from_value(
@@ -475,11 +464,11 @@ async fn config_maps_in_env_and_volumes() {
     let bad = format!("{}-badkey", node.name);
     let from_cm =
         |key| serde_json::json!({"valueFrom": {"configMapKeyRef": {"name": cm_name, "key": key}}});
-    let p = pod(&node, &bad, "Always")
+    let p = pod(node, &bad, "Always")
         .container(Container::sh("main", "exec sleep 3600").env("X", from_cm("nope")))
         .build();
-    create(&api, &p).await;
-    let msg = wait_pod(&api, &bad, "CreateContainerConfigError", 60, |p| {
+    create(api, &p).await;
+    let msg = wait_pod(api, &bad, "CreateContainerConfigError", 60, |p| {
         let w = container_status(p, "main")?
             .state
             .as_ref()?
@@ -496,7 +485,7 @@ async fn config_maps_in_env_and_volumes() {
 
     // Env from the key, and a volume whose file follows updates of the ConfigMap.
     let good = format!("{}-good", node.name);
-    let p = pod(&node, &good, "Always")
+    let p = pod(node, &good, "Always")
         .volume(serde_json::json!({"name": "cfg", "configMap": {"name": cm_name}}))
         .container(
             Container::sh("main", "exec sleep 3600")
@@ -504,13 +493,13 @@ async fn config_maps_in_env_and_volumes() {
                 .mount("cfg", "/cfg"),
         )
         .build();
-    create(&api, &p).await;
-    let p = wait_pod(&api, &good, "pod Running", 60, |p| {
+    create(api, &p).await;
+    let p = wait_pod(api, &good, "pod Running", 60, |p| {
         (phase(p) == "Running").then(|| p.clone())
     })
     .await;
-    assert_eq!(exec(&node, &p, "echo $GREETING").await, "v1");
-    assert_eq!(exec(&node, &p, "cat /cfg/greeting").await, "v1");
+    assert_eq!(exec(node, &p, "echo $GREETING").await, "v1");
+    assert_eq!(exec(node, &p, "cat /cfg/greeting").await, "v1");
     let patch = serde_json::json!({"data": {"greeting": "v2"}});
     cms.patch(
         &cm_name,
@@ -523,7 +512,7 @@ async fn config_maps_in_env_and_volumes() {
     wait_until_async(
         "the mounted file follows the ConfigMap",
         Duration::from_secs(120),
-        || async { (exec(&node, &p, "cat /cfg/greeting").await == "v2").then_some(()) },
+        || async { (exec(node, &p, "cat /cfg/greeting").await == "v2").then_some(()) },
     )
     .await;
     eprintln!(
@@ -536,7 +525,7 @@ async fn config_maps_in_env_and_volumes() {
     cms.delete(&cm_name, &DeleteParams::default())
         .await
         .unwrap();
-    bosun.terminate(Duration::from_secs(10));
+    bn.finish();
 }
 
 #[tokio::test]
@@ -604,25 +593,24 @@ async fn pods_sharing_kube_root_ca_make_no_periodic_configmap_gets() {
 
 #[tokio::test]
 async fn oversized_pods_are_rejected_at_admission() {
-    let node = ClusterNode::new("pods-admit");
-    let mut bosun = node.start();
-    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let bn = BosunNode::start("pods-admit").await;
+    let (node, api) = (&bn.node, &bn.pods);
     let big_cpu = format!("{}-cpu", node.name);
     let big_mem = format!("{}-mem", node.name);
     let fits = format!("{}-fits", node.name);
     let with = |name: &str, cpu: &str, mem: &str| {
-        pod(&node, name, "Always")
+        pod(node, name, "Always")
             .container(Container::exec("main", &["sleep", "3600"]).requests(cpu, mem))
             .build()
     };
-    create(&api, &with(&big_cpu, "1000", "1Mi")).await;
-    create(&api, &with(&big_mem, "10m", "100Ti")).await;
-    create(&api, &with(&fits, "10m", "1Mi")).await;
+    create(api, &with(&big_cpu, "1000", "1Mi")).await;
+    create(api, &with(&big_mem, "10m", "100Ti")).await;
+    create(api, &with(&fits, "10m", "1Mi")).await;
     for (name, reason, resource) in [
         (&big_cpu, "OutOfcpu", "cpu"),
         (&big_mem, "OutOfmemory", "memory"),
     ] {
-        let p = wait_pod(&api, name, "pod Failed at admission", 60, |p| {
+        let p = wait_pod(api, name, "pod Failed at admission", 60, |p| {
             (phase(p) == "Failed").then(|| p.clone())
         })
         .await;
@@ -636,7 +624,7 @@ async fn oversized_pods_are_rejected_at_admission() {
             "{msg}"
         );
     }
-    wait_pod(&api, &fits, "the pod that fits runs", 60, |p| {
+    wait_pod(api, &fits, "the pod that fits runs", 60, |p| {
         (phase(p) == "Running").then_some(())
     })
     .await;
@@ -648,21 +636,19 @@ async fn oversized_pods_are_rejected_at_admission() {
     for n in [&big_cpu, &big_mem, &fits] {
         api.delete(n, &DeleteParams::default()).await.unwrap();
     }
-    bosun.terminate(Duration::from_secs(10));
+    bn.finish();
 }
 
 #[tokio::test]
 async fn node_labels_added_through_the_api_are_admitted() {
     use k8s_openapi::api::core::v1::Node;
     use kube::api::{Patch, PatchParams};
-    let node = ClusterNode::new("pods-admit-label");
-    let mut bosun = node.start();
-    let client = admin_client().await;
-    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let bn = BosunNode::start("pods-admit-label").await;
+    let (node, client, api) = (&bn.node, bn.client.clone(), &bn.pods);
     let nodes: Api<Node> = Api::all(client);
     let key = "bosun.test/disk";
     let on = |name: &str, value: &str| {
-        pod(&node, name, "Always")
+        pod(node, name, "Always")
             .spec("nodeSelector", serde_json::json!({ key: value }))
             .container(Container::exec("main", &["sleep", "3600"]))
             .build()
@@ -681,7 +667,7 @@ async fn node_labels_added_through_the_api_are_admitted() {
         "bosun saw the new label",
         Duration::from_secs(30),
         || async {
-            bosun
+            bn.bosun
                 .log_text()
                 .lines()
                 .any(|l| l.contains("node labels or taints changed") && l.contains(key))
@@ -691,10 +677,10 @@ async fn node_labels_added_through_the_api_are_admitted() {
     .await;
     let ssd = format!("{}-ssd", node.name);
     let hdd = format!("{}-hdd", node.name);
-    create(&api, &on(&ssd, "ssd")).await;
-    create(&api, &on(&hdd, "hdd")).await;
+    create(api, &on(&ssd, "ssd")).await;
+    create(api, &on(&hdd, "hdd")).await;
     wait_pod(
-        &api,
+        api,
         &ssd,
         "the pod selecting the API's label runs",
         60,
@@ -702,7 +688,7 @@ async fn node_labels_added_through_the_api_are_admitted() {
     )
     .await;
     let p = wait_pod(
-        &api,
+        api,
         &hdd,
         "the pod selecting another value fails",
         60,
@@ -719,7 +705,7 @@ async fn node_labels_added_through_the_api_are_admitted() {
         .await
         .expect("taint the node");
     wait_until_async("bosun saw the taint", Duration::from_secs(30), || async {
-        bosun
+        bn.bosun
             .log_text()
             .lines()
             .any(|l| l.contains("node labels or taints changed") && l.contains("bosun.test/drain"))
@@ -727,11 +713,11 @@ async fn node_labels_added_through_the_api_are_admitted() {
     })
     .await;
     let untolerated = format!("{}-untolerated", node.name);
-    create(&api, &on(&untolerated, "ssd")).await;
+    create(api, &on(&untolerated, "ssd")).await;
     // The controller-manager's taint eviction deletes such a pod too, possibly before bosun's
     // Failed status lands: bosun's rejection is read from its log.
     wait_until_async("bosun rejected the untolerating pod", Duration::from_secs(60), || async {
-        bosun
+        bn.bosun
             .log_text()
             .lines()
             .any(|l| {
@@ -746,7 +732,7 @@ async fn node_labels_added_through_the_api_are_admitted() {
     for n in [&ssd, &hdd, &untolerated] {
         let _ = api.delete(n, &DeleteParams::default()).await;
     }
-    bosun.terminate(Duration::from_secs(10));
+    bn.finish();
 }
 
 async fn create_many(api: &Api<Pod>, node: &ClusterNode, tag: &str, n: usize) -> Vec<String> {
@@ -779,15 +765,14 @@ async fn running_container_ids(api: &Api<Pod>, names: &[String]) -> Option<Vec<S
 
 #[tokio::test]
 async fn fifty_pods_at_once_all_run_and_go() {
-    let node = ClusterNode::new("pods-burst");
-    let mut bosun = node.start();
-    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let bn = BosunNode::start("pods-burst").await;
+    let (node, api) = (&bn.node, &bn.pods);
     let started = std::time::Instant::now();
-    let names = create_many(&api, &node, "b", 50).await;
+    let names = create_many(api, node, "b", 50).await;
     wait_until_async(
         "50 pods Running and Ready",
         Duration::from_secs(240),
-        || running_container_ids(&api, &names),
+        || running_container_ids(api, &names),
     )
     .await;
     eprintln!("50 pods Running after {:?}", started.elapsed());
@@ -813,7 +798,7 @@ async fn fifty_pods_at_once_all_run_and_go() {
         },
     )
     .await;
-    bosun.terminate(Duration::from_secs(10));
+    bn.finish();
 }
 
 #[tokio::test]
@@ -947,20 +932,19 @@ async fn bosun_restart_keeps_start_and_transition_times() {
 
 #[tokio::test]
 async fn active_deadline_fails_the_pod() {
-    let node = ClusterNode::new("pods-deadline");
-    let mut bosun = node.start();
-    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let bn = BosunNode::start("pods-deadline").await;
+    let (node, api) = (&bn.node, &bn.pods);
     let name = format!("{}-dl", node.name);
-    let p = pod(&node, &name, "Always")
+    let p = pod(node, &name, "Always")
         .spec("activeDeadlineSeconds", serde_json::json!(3))
         .container(Container::sh("main", "exec sleep 3600"))
         .build();
-    create(&api, &p).await;
-    wait_pod(&api, &name, "pod Running", 60, |p| {
+    create(api, &p).await;
+    wait_pod(api, &name, "pod Running", 60, |p| {
         (phase(p) == "Running").then_some(())
     })
     .await;
-    let p = wait_pod(&api, &name, "pod Failed by its deadline", 60, |p| {
+    let p = wait_pod(api, &name, "pod Failed by its deadline", 60, |p| {
         (phase(p) == "Failed").then(|| p.clone())
     })
     .await;
@@ -981,18 +965,17 @@ async fn active_deadline_fails_the_pod() {
     )
     .await;
     api.delete(&name, &DeleteParams::default()).await.unwrap();
-    bosun.terminate(Duration::from_secs(10));
+    bn.finish();
 }
 
 #[tokio::test]
 async fn deletion_runs_pre_stop_then_sigterm_then_kills_after_the_grace_period() {
-    let node = ClusterNode::new("pods-stop");
-    let mut bosun = node.start();
-    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let bn = BosunNode::start("pods-stop").await;
+    let (node, api) = (&bn.node, &bn.pods);
     let name = format!("{}-stop", node.name);
     let host = node.path().join("shared");
     std::fs::create_dir_all(&host).unwrap();
-    let p = pod(&node, &name, "Always")
+    let p = pod(node, &name, "Always")
         .grace(4)
         .host_dir("shared", &host)
         .container(
@@ -1011,8 +994,8 @@ async fn deletion_runs_pre_stop_then_sigterm_then_kills_after_the_grace_period()
             "trap '' TERM; while :; do sleep 1; done",
         ))
         .build();
-    create(&api, &p).await;
-    wait_pod(&api, &name, "pod Running", 60, |p| {
+    create(api, &p).await;
+    wait_pod(api, &name, "pod Running", 60, |p| {
         (phase(p) == "Running").then_some(())
     })
     .await;
@@ -1024,7 +1007,7 @@ async fn deletion_runs_pre_stop_then_sigterm_then_kills_after_the_grace_period()
     })
     .await;
     let started = std::time::Instant::now();
-    delete_and_wait_gone(&api, &[&name], 60).await;
+    delete_and_wait_gone(api, &[&name], 60).await;
     let took = started.elapsed();
     let log = std::fs::read_to_string(host.join("log")).unwrap();
     assert_eq!(
@@ -1038,7 +1021,7 @@ async fn deletion_runs_pre_stop_then_sigterm_then_kills_after_the_grace_period()
         "deleted after {took:?}, before the grace period ended"
     );
     assert!(took < Duration::from_secs(20), "deletion took {took:?}");
-    bosun.terminate(Duration::from_secs(10));
+    bn.finish();
 }
 
 #[tokio::test]
@@ -1093,18 +1076,17 @@ async fn static_pods_get_mirror_pods_with_their_status() {
 
 #[tokio::test]
 async fn run_as_non_root_is_verified_against_the_image_user() {
-    let node = ClusterNode::new("pods-nonroot");
-    let mut bosun = node.start();
-    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let bn = BosunNode::start("pods-nonroot").await;
+    let (node, api) = (&bn.node, &bn.pods);
     let root = format!("{}-root", node.name);
-    let spec = pod(&node, &root, "Never")
+    let spec = pod(node, &root, "Never")
         .container(Container::sh("main", "sleep 3600"))
         .spec("securityContext", serde_json::json!({"runAsNonRoot": true}))
         .build();
     let created = api.create(&PostParams::default(), &spec).await.unwrap();
     let uid = created.metadata.uid.unwrap();
     // busybox runs as root: refused with the kubelet's reason and message.
-    let reasons = waiting_reasons(&api, &root, "CreateContainerConfigError", 60).await;
+    let reasons = waiting_reasons(api, &root, "CreateContainerConfigError", 60).await;
     let (_, message) = reasons.last().unwrap();
     assert_eq!(
         message,
@@ -1114,21 +1096,21 @@ async fn run_as_non_root_is_verified_against_the_image_user() {
     );
     // A numeric non-root runAsUser passes, and the process runs as that user.
     let user = format!("{}-user", node.name);
-    let spec = pod(&node, &user, "Never")
+    let spec = pod(node, &user, "Never")
         .container(Container::sh("main", "id -u; sleep 3600"))
         .spec(
             "securityContext",
             serde_json::json!({"runAsNonRoot": true, "runAsUser": 1234}),
         )
         .build();
-    create(&api, &spec).await;
-    wait_pod(&api, &user, "pod Running", 60, |p| {
+    create(api, &spec).await;
+    wait_pod(api, &user, "pod Running", 60, |p| {
         (phase(p) == "Running").then_some(())
     })
     .await;
     // runAsUser 0 under runAsNonRoot: refused.
     let zero = format!("{}-zero", node.name);
-    let spec = pod(&node, &zero, "Never")
+    let spec = pod(node, &zero, "Never")
         .container(Container::sh("main", "sleep 3600").with(
             "securityContext",
             serde_json::json!({"runAsNonRoot": true, "runAsUser": 0}),
@@ -1136,16 +1118,12 @@ async fn run_as_non_root_is_verified_against_the_image_user() {
         .build();
     let created = api.create(&PostParams::default(), &spec).await.unwrap();
     let uid = created.metadata.uid.unwrap();
-    let reasons = waiting_reasons(&api, &zero, "CreateContainerConfigError", 60).await;
+    let reasons = waiting_reasons(api, &zero, "CreateContainerConfigError", 60).await;
     assert_eq!(
         reasons.last().unwrap().1,
         format!(
             "container's runAsUser breaks non-root policy (pod: \"{zero}_default({uid})\", container: main)"
         )
     );
-    assert!(
-        bosun.try_exit().is_none(),
-        "bosun exited: {}",
-        bosun.log_text()
-    );
+    bn.finish();
 }

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bosun_tests::BosunNode;
 use bosun_tests::pod::{
     Container, PodBuilder, condition, condition_status, container_status, create, init_status,
     is_running, wait_pod,
@@ -74,12 +75,10 @@ fn restarts(p: &Pod, name: &str) -> i32 {
 
 #[tokio::test]
 async fn readiness_follows_a_file_and_liveness_restarts_within_the_probes_grace() {
-    let node = ClusterNode::new("probe-rl");
-    let mut bosun = node.start();
-    let client = admin_client().await;
-    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let bn = BosunNode::start("probe-rl").await;
+    let (node, client, api) = (&bn.node, bn.client.clone(), &bn.pods);
     let ev: Api<Event> = Api::namespaced(client, "default");
-    let dir = shared(&node);
+    let dir = shared(node);
     std::fs::write(dir.join("ready"), "").unwrap();
     let name = format!("{}-p", node.name);
     // A 60 s pod grace period; the liveness probe's own is 2 s, and the container ignores TERM.
@@ -98,15 +97,15 @@ async fn readiness_follows_a_file_and_liveness_restarts_within_the_probes_grace(
             sh("live", "trap '' TERM; while :; do sleep 1; done").with("livenessProbe", live),
         )
         .build();
-    create(&api, &p).await;
+    create(api, &p).await;
     let ready = |want: &'static str| {
         move |p: &Pod| (condition_status(p, "Ready") == Some(want)).then(|| p.clone())
     };
-    wait_pod(&api, &name, "Ready", 120, ready("True")).await;
+    wait_pod(api, &name, "Ready", 120, ready("True")).await;
 
     // Readiness: the file goes, Ready goes False (the pod keeps running), the file comes back.
     std::fs::remove_file(dir.join("ready")).unwrap();
-    let p = wait_pod(&api, &name, "not Ready", 30, ready("False")).await;
+    let p = wait_pod(api, &name, "not Ready", 30, ready("False")).await;
     let c = condition(&p, "ContainersReady").unwrap();
     assert_eq!(c.reason.as_deref(), Some("ContainersNotReady"));
     assert_eq!(
@@ -121,12 +120,12 @@ async fn readiness_follows_a_file_and_liveness_restarts_within_the_probes_grace(
     let m = wait_event(&ev, &name, "Unhealthy", "Readiness probe failed: ").await;
     assert!(m.contains("No such file"), "{m}");
     std::fs::write(dir.join("ready"), "").unwrap();
-    let p = wait_pod(&api, &name, "Ready again", 30, ready("True")).await;
+    let p = wait_pod(api, &name, "Ready again", 30, ready("True")).await;
     assert_eq!(restarts(&p, "web"), 0, "readiness never restarts");
 
     // Liveness: two failures, then the kill with the probe's 2 s grace (not the pod's 60 s).
     std::fs::write(dir.join("kill"), "").unwrap();
-    let p = wait_pod(&api, &name, "live restarted", 45, |p| {
+    let p = wait_pod(api, &name, "live restarted", 45, |p| {
         (restarts(p, "live") >= 1).then(|| p.clone())
     })
     .await;
@@ -146,14 +145,9 @@ async fn readiness_follows_a_file_and_liveness_restarts_within_the_probes_grace(
         "Container live failed liveness probe, will be restarted"
     );
     assert_eq!(restarts(&p, "web"), 0);
-    let p = wait_pod(&api, &name, "Ready after the restart", 60, ready("True")).await;
+    let p = wait_pod(api, &name, "Ready after the restart", 60, ready("True")).await;
     assert!(is_running(container_status(&p, "live")));
-    assert!(
-        bosun.try_exit().is_none(),
-        "bosun exited:\n{}",
-        bosun.log_text()
-    );
-    bosun.terminate(Duration::from_secs(10));
+    bn.finish();
 }
 
 /// busybox httpd serving /www on `port`, with CGI scripts: `check` records the request's
@@ -182,12 +176,10 @@ exec httpd -f -p {port} -h /www"#
 
 #[tokio::test]
 async fn http_and_tcp_probes_and_their_metrics() {
-    let node = ClusterNode::new("probe-http");
-    let mut bosun = node.start();
-    let client = admin_client().await;
-    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let bn = BosunNode::start("probe-http").await;
+    let (node, client, api) = (&bn.node, bn.client.clone(), &bn.pods);
     let ev: Api<Event> = Api::namespaced(client, "default");
-    let dir = shared(&node);
+    let dir = shared(node);
     let name = format!("{}-p", node.name);
     let get = |path: &str| {
         json!({"httpGet": {"path": path, "port": "web",
@@ -214,8 +206,8 @@ async fn http_and_tcp_probes_and_their_metrics() {
             json!({"tcpSocket": {"port": 9999}, "periodSeconds": 1}),
         ))
         .build();
-    create(&api, &p).await;
-    let p = wait_pod(&api, &name, "web and tcp ready", 120, |p| {
+    create(api, &p).await;
+    let p = wait_pod(api, &name, "web and tcp ready", 120, |p| {
         let r = |n| container_status(p, n).is_some_and(|s| s.ready);
         (r("web") && r("tcp")).then(|| p.clone())
     })
@@ -299,22 +291,15 @@ async fn http_and_tcp_probes_and_their_metrics() {
     assert!(count("Readiness", "closed", "failed") >= 1.0, "{text}");
     assert!(count("Liveness", "web", "successful") >= 1.0, "{text}");
     assert!(count("Startup", "web", "successful") == 1.0, "{text}");
-    assert!(
-        bosun.try_exit().is_none(),
-        "bosun exited:\n{}",
-        bosun.log_text()
-    );
-    bosun.terminate(Duration::from_secs(10));
+    bn.finish();
 }
 
 #[tokio::test]
 async fn startup_holds_liveness_off_exec_times_out_and_a_sidecar_gates_readiness() {
-    let node = ClusterNode::new("probe-su");
-    let mut bosun = node.start();
-    let client = admin_client().await;
-    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let bn = BosunNode::start("probe-su").await;
+    let (node, client, api) = (&bn.node, bn.client.clone(), &bn.pods);
     let ev: Api<Event> = Api::namespaced(client, "default");
-    let dir = shared(&node);
+    let dir = shared(node);
     let name = format!("{}-p", node.name);
     let mut startup = exec("cat /shared/started");
     startup["failureThreshold"] = 600.into();
@@ -338,7 +323,7 @@ async fn startup_holds_liveness_off_exec_times_out_and_a_sidecar_gates_readiness
         )
         .container(sh("hang", "while :; do sleep 1; done").with("readinessProbe", hang))
         .build();
-    create(&api, &p).await;
+    create(api, &p).await;
     // Probing: the startup probe fails and the exec probe times out, again and again.
     let m = wait_event(&ev, &name, "Unhealthy", "Readiness probe failed: command").await;
     assert_eq!(
@@ -370,7 +355,7 @@ async fn startup_holds_liveness_off_exec_times_out_and_a_sidecar_gates_readiness
     );
     // The sidecar's readiness comes with its file.
     std::fs::write(dir.join("side-ready"), "").unwrap();
-    wait_pod(&api, &name, "sidecar ready", 30, |p| {
+    wait_pod(api, &name, "sidecar ready", 30, |p| {
         init_status(p, "side")
             .is_some_and(|s| s.ready)
             .then_some(())
@@ -378,7 +363,7 @@ async fn startup_holds_liveness_off_exec_times_out_and_a_sidecar_gates_readiness
     .await;
     // Started: the failing liveness probe now restarts the container.
     std::fs::write(dir.join("started"), "").unwrap();
-    wait_pod(&api, &name, "slow restarted", 60, |p| {
+    wait_pod(api, &name, "slow restarted", 60, |p| {
         (restarts(p, "slow") >= 1).then_some(())
     })
     .await;
@@ -387,12 +372,7 @@ async fn startup_holds_liveness_off_exec_times_out_and_a_sidecar_gates_readiness
     let p = api.get(&name).await.unwrap();
     assert!(!container_status(&p, "hang").unwrap().ready);
     assert_eq!(condition_status(&p, "Ready"), Some("False"));
-    assert!(
-        bosun.try_exit().is_none(),
-        "bosun exited:\n{}",
-        bosun.log_text()
-    );
-    bosun.terminate(Duration::from_secs(10));
+    bn.finish();
 }
 
 /// Replaces every occurrence of `ip` with `POD_IP`, so two nodes' messages compare.

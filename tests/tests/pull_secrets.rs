@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
+use bosun_tests::BosunNode;
 use bosun_tests::pod::{Container, PodBuilder, create, wait_pod};
-use bosun_tests::{ClusterNode, Env, admin_client, wait_until_async};
+use bosun_tests::{ClusterNode, Env, wait_until_async};
 use k8s_openapi::api::core::v1::{Event, Pod, Secret};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
@@ -42,10 +43,8 @@ fn state(p: &Pod) -> Option<(String, String)> {
 async fn private_images_need_the_pull_secret() {
     let env = Env::runtime();
     let registry = env.var("PRIVATE_REGISTRY").to_string();
-    let node = ClusterNode::new("pullsecret");
-    let mut bosun = node.start();
-    let client = admin_client().await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let bn = BosunNode::start("pullsecret").await;
+    let (node, client, pods) = (&bn.node, bn.client.clone(), &bn.pods);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
     let events: Api<Event> = Api::namespaced(client, "default");
     let secret_name = format!("{}-creds", node.name);
@@ -67,8 +66,8 @@ async fn private_images_need_the_pull_secret() {
 
     // Without credentials (the secret it names does not exist): refused by the registry.
     let denied = format!("{}-denied", node.name);
-    create(&pods, &pod(&node, &denied, "no-such-secret", "Always")).await;
-    let (reason, message) = wait_pod(&pods, &denied, "ImagePullBackOff", 90, |p| {
+    create(pods, &pod(node, &denied, "no-such-secret", "Always")).await;
+    let (reason, message) = wait_pod(pods, &denied, "ImagePullBackOff", 90, |p| {
         state(p).filter(|(r, _)| r == "ImagePullBackOff")
     })
     .await;
@@ -109,14 +108,10 @@ async fn private_images_need_the_pull_secret() {
 
     // With the dockerconfigjson secret: pulled with its credentials and running.
     let allowed = format!("{}-allowed", node.name);
-    create(&pods, &pod(&node, &allowed, &secret_name, "IfNotPresent")).await;
-    wait_pod(
-        &pods,
-        &allowed,
-        "the pod with the secret Running",
-        90,
-        |p| state(p).filter(|(r, _)| r == "Running"),
-    )
+    create(pods, &pod(node, &allowed, &secret_name, "IfNotPresent")).await;
+    wait_pod(pods, &allowed, "the pod with the secret Running", 90, |p| {
+        state(p).filter(|(r, _)| r == "Running")
+    })
     .await;
     // The one without still cannot pull (pull policy Always), although the image is on the node.
     let p = pods.get(&denied).await.unwrap();
@@ -133,10 +128,5 @@ async fn private_images_need_the_pull_secret() {
         .delete(&secret_name, &DeleteParams::default())
         .await
         .unwrap();
-    assert!(
-        bosun.try_exit().is_none(),
-        "bosun exited:\n{}",
-        bosun.log_text()
-    );
-    bosun.terminate(Duration::from_secs(10));
+    bn.finish();
 }

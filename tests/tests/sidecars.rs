@@ -6,13 +6,12 @@
 use std::path::Path;
 use std::time::Duration;
 
+use bosun_tests::BosunNode;
 use bosun_tests::pod::{
     Container, PodBuilder, condition, condition_status, container_status, create,
     delete_and_wait_gone, init_status, is_running, phase, wait_pod,
 };
-use bosun_tests::{ClusterNode, admin_client, wait_until_async};
-use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
+use bosun_tests::{ClusterNode, wait_until_async};
 use kube::api::DeleteParams;
 
 /// A pod with `shared` (a host directory) to mount at /shared, a 20 s grace period.
@@ -51,15 +50,14 @@ fn log_lines(dir: &Path) -> Vec<String> {
 
 #[tokio::test]
 async fn sidecar_runs_through_init_restarts_under_never_and_ends_with_the_app() {
-    let node = ClusterNode::new("sidecar-life");
-    let mut bosun = node.start();
-    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let bn = BosunNode::start("sidecar-life").await;
+    let (node, api) = (&bn.node, &bn.pods);
     let name = format!("{}-p", node.name);
     let shared = node.path().join("shared");
     std::fs::create_dir_all(&shared).unwrap();
     // The regular init container and the app reach the sidecar over the pod's loopback: it runs
     // alongside them.
-    let p = pod(&node, &name, "Never", &shared)
+    let p = pod(node, &name, "Never", &shared)
         .init_container(sidecar("side", 8080))
         .init_container(sh(
             "init",
@@ -71,8 +69,8 @@ async fn sidecar_runs_through_init_restarts_under_never_and_ends_with_the_app() 
               while [ ! -f /shared/done ]; do sleep 0.2; done; echo app-exit >> /shared/log",
         ))
         .build();
-    create(&api, &p).await;
-    let p = wait_pod(&api, &name, "pod Running and Ready", 180, |p| {
+    create(api, &p).await;
+    let p = wait_pod(api, &name, "pod Running and Ready", 180, |p| {
         (phase(p) == "Running"
             && condition_status(p, "Ready") == Some("True")
             && is_running(init_status(p, "side")))
@@ -95,7 +93,7 @@ async fn sidecar_runs_through_init_restarts_under_never_and_ends_with_the_app() 
 
     // The sidecar crashes: restarted although the pod's policy is Never; the app keeps running.
     std::fs::write(shared.join("crash-side"), "").unwrap();
-    let p = wait_pod(&api, &name, "sidecar restarted", 60, |p| {
+    let p = wait_pod(api, &name, "sidecar restarted", 60, |p| {
         let side = init_status(p, "side")?;
         (side.restart_count == 1 && is_running(Some(side))).then(|| p.clone())
     })
@@ -113,7 +111,7 @@ async fn sidecar_runs_through_init_restarts_under_never_and_ends_with_the_app() 
 
     // The app finishes: the sidecar is stopped and does not count; the pod Succeeded.
     std::fs::write(shared.join("done"), "").unwrap();
-    let p = wait_pod(&api, &name, "pod Succeeded", 60, |p| {
+    let p = wait_pod(api, &name, "pod Succeeded", 60, |p| {
         (phase(p) == "Succeeded").then(|| p.clone())
     })
     .await;
@@ -147,23 +145,17 @@ async fn sidecar_runs_through_init_restarts_under_never_and_ends_with_the_app() 
         ("False", Some("PodCompleted"), None)
     );
     api.delete(&name, &DeleteParams::default()).await.unwrap();
-    assert!(
-        bosun.try_exit().is_none(),
-        "bosun exited:\n{}",
-        bosun.log_text()
-    );
-    bosun.terminate(Duration::from_secs(10));
+    bn.finish();
 }
 
 #[tokio::test]
 async fn deletion_stops_the_app_then_the_sidecars_in_reverse_order() {
-    let node = ClusterNode::new("sidecar-stop");
-    let mut bosun = node.start();
-    let api: Api<Pod> = Api::namespaced(admin_client().await, "default");
+    let bn = BosunNode::start("sidecar-stop").await;
+    let (node, api) = (&bn.node, &bn.pods);
     let name = format!("{}-p", node.name);
     let shared = node.path().join("shared");
     std::fs::create_dir_all(&shared).unwrap();
-    let p = pod(&node, &name, "Always", &shared)
+    let p = pod(node, &name, "Always", &shared)
         .init_container(sidecar("first", 8081))
         .init_container(sidecar("second", 8082))
         .container(sh(
@@ -172,8 +164,8 @@ async fn deletion_stops_the_app_then_the_sidecars_in_reverse_order() {
               trap 'sleep 1; echo app-term >> /shared/log; exit 0' TERM; while :; do sleep 0.2; done",
         ))
         .build();
-    create(&api, &p).await;
-    let p = wait_pod(&api, &name, "pod Running and Ready", 180, |p| {
+    create(api, &p).await;
+    let p = wait_pod(api, &name, "pod Running and Ready", 180, |p| {
         (condition_status(p, "Ready") == Some("True")).then(|| p.clone())
     })
     .await;
@@ -194,16 +186,11 @@ async fn deletion_stops_the_app_then_the_sidecars_in_reverse_order() {
     let mut started = log_lines(&shared);
     started.sort();
     assert_eq!(started, ["app-start", "first-start", "second-start"]);
-    delete_and_wait_gone(&api, &[&name], 60).await;
+    delete_and_wait_gone(api, &[&name], 60).await;
     // The app takes a second to stop; the sidecars still wait for it, the later one first.
     assert_eq!(
         log_lines(&shared)[3..],
         ["app-term", "second-term", "first-term"]
     );
-    assert!(
-        bosun.try_exit().is_none(),
-        "bosun exited:\n{}",
-        bosun.log_text()
-    );
-    bosun.terminate(Duration::from_secs(10));
+    bn.finish();
 }
