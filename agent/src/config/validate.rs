@@ -821,12 +821,41 @@ pub fn reserved(
     }
 }
 
+/// The server's slice: ports, addresses, serving certificate, authn and authz, streaming.
+fn server(k: &KubeletConfiguration, v: &Validated) -> ServerConfig {
+    ServerConfig {
+        address: k.address.clone(),
+        port: v.ports.port,
+        read_only_port: v.ports.read_only_port,
+        healthz_bind_address: k.healthz_bind_address.clone(),
+        healthz_port: v.ports.healthz_port,
+        tls_cert_file: non_empty_path(&k.tls_cert_file),
+        tls_private_key_file: non_empty_path(&k.tls_private_key_file),
+        server_tls_bootstrap: k.server_tls_bootstrap,
+        authentication: Authentication {
+            client_ca_file: non_empty_path(&k.authentication.x509.client_ca_file),
+            webhook_enabled: k.authentication.webhook.enabled,
+            webhook_cache_ttl: k.authentication.webhook.cache_ttl,
+            anonymous_enabled: k.authentication.anonymous.enabled,
+        },
+        authorization: Authorization {
+            mode: v.modes.authorization,
+            cache_authorized_ttl: k.authorization.webhook.cache_authorized_ttl,
+            cache_unauthorized_ttl: k.authorization.webhook.cache_unauthorized_ttl,
+        },
+        streaming_connection_idle_timeout: k.streaming_connection_idle_timeout,
+        enable_debugging_handlers: k.enable_debugging_handlers,
+        enable_system_log_handler: k.enable_system_log_handler,
+    }
+}
+
 /// The [`Config`] of a validated configuration.
 fn assemble(k: KubeletConfiguration, f: &Flags, node_name: String, v: Validated) -> Config {
     let root_dir = f
         .root_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT_DIR));
+    let server = server(&k, &v);
     let (endpoint, image_endpoint) = v.endpoints;
     let (high, low) = v.image_gc;
     Config {
@@ -885,30 +914,7 @@ fn assemble(k: KubeletConfiguration, f: &Flags, node_name: String, v: Validated)
             pod_pids_limit: u64::try_from(k.pod_pids_limit).ok(),
             fail_cgroup_v1: k.fail_cgroup_v1,
         },
-        server: ServerConfig {
-            address: k.address.clone(),
-            port: v.ports.port,
-            read_only_port: v.ports.read_only_port,
-            healthz_bind_address: k.healthz_bind_address.clone(),
-            healthz_port: v.ports.healthz_port,
-            tls_cert_file: non_empty_path(&k.tls_cert_file),
-            tls_private_key_file: non_empty_path(&k.tls_private_key_file),
-            server_tls_bootstrap: k.server_tls_bootstrap,
-            authentication: Authentication {
-                client_ca_file: non_empty_path(&k.authentication.x509.client_ca_file),
-                webhook_enabled: k.authentication.webhook.enabled,
-                webhook_cache_ttl: k.authentication.webhook.cache_ttl,
-                anonymous_enabled: k.authentication.anonymous.enabled,
-            },
-            authorization: Authorization {
-                mode: v.modes.authorization,
-                cache_authorized_ttl: k.authorization.webhook.cache_authorized_ttl,
-                cache_unauthorized_ttl: k.authorization.webhook.cache_unauthorized_ttl,
-            },
-            streaming_connection_idle_timeout: k.streaming_connection_idle_timeout,
-            enable_debugging_handlers: k.enable_debugging_handlers,
-            enable_system_log_handler: k.enable_system_log_handler,
-        },
+        server,
         images: ImagesConfig {
             serialize_pulls: v.serialize_image_pulls,
             max_parallel_pulls: v.max_parallel_image_pulls,

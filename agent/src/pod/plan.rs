@@ -107,21 +107,7 @@ pub fn plan(
 
     let sandbox = match sandbox {
         Some(s) if s.ready => s,
-        other => {
-            if other.is_some() && pod_is_done(pod, containers) {
-                return actions;
-            }
-            // The kubelet never makes a second sandbox for a restartPolicy Never pod that ran
-            // containers (computePodActions), whatever its containers' own policies: it stops it.
-            if other.is_some() && policy == RestartPolicy::Never && !containers.is_empty() {
-                actions.kill_pod = true;
-                return actions;
-            }
-            // Fresh sandbox: everything starts over from the first init container.
-            actions.kill_pod = other.is_some();
-            actions.create_sandbox = Some(other.map(|s| s.attempt + 1).unwrap_or(0));
-            return actions;
-        }
+        other => return sandbox_actions(pod, other, containers, policy),
     };
     // Done for good (the kubelet's terminal phase, then SyncTerminatingPod): stop whatever still
     // runs, sidecars included, and start nothing.
@@ -212,6 +198,30 @@ pub fn plan(
             ..Default::default()
         };
     }
+    actions
+}
+
+/// What to do when the pod's newest sandbox is not ready (or there is none): nothing for a pod
+/// done for good, stop a restartPolicy Never pod that ran containers, else a fresh sandbox (the
+/// old one killed) where everything starts over from the first init container.
+fn sandbox_actions(
+    pod: &Pod,
+    sandbox: Option<&SandboxView>,
+    containers: &[ContainerView],
+    policy: RestartPolicy,
+) -> PodActions {
+    let mut actions = PodActions::default();
+    if sandbox.is_some() && pod_is_done(pod, containers) {
+        return actions;
+    }
+    // The kubelet never makes a second sandbox for a restartPolicy Never pod that ran
+    // containers (computePodActions), whatever its containers' own policies: it stops it.
+    if sandbox.is_some() && policy == RestartPolicy::Never && !containers.is_empty() {
+        actions.kill_pod = true;
+        return actions;
+    }
+    actions.kill_pod = sandbox.is_some();
+    actions.create_sandbox = Some(sandbox.map(|s| s.attempt + 1).unwrap_or(0));
     actions
 }
 

@@ -288,42 +288,10 @@ fn env_vars(
 ) -> Result<Vec<KeyValue>, ConfigError> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let mut out: Vec<KeyValue> = Vec::new();
-    let set = |out: &mut Vec<KeyValue>, key: String, value: String| {
-        out.retain(|kv| kv.key != key);
-        out.push(KeyValue { key, value });
-    };
     for (k, v) in ctx.service_env {
-        set(&mut out, k.clone(), v.clone());
+        set_env(&mut out, k.clone(), v.clone());
     }
-    for src in container.env_from.iter().flatten() {
-        let prefix = src.prefix.clone().unwrap_or_default();
-        let (data, optional, what, name) = if let Some(cm) = &src.config_map_ref {
-            (
-                ctx.config_maps.get(&cm.name).cloned().flatten(),
-                cm.optional == Some(true),
-                "configmap",
-                cm.name.clone(),
-            )
-        } else if let Some(sr) = &src.secret_ref {
-            (
-                ctx.secrets.get(&sr.name).cloned().flatten(),
-                sr.optional == Some(true),
-                "secret",
-                sr.name.clone(),
-            )
-        } else {
-            continue;
-        };
-        match data {
-            Some(d) => {
-                for (k, v) in d {
-                    set(&mut out, format!("{prefix}{k}"), v);
-                }
-            }
-            None if optional => {}
-            None => return Err(ConfigError(format!("{what} \"{name}\" not found"))),
-        }
-    }
+    env_from_sources(container, ctx, &mut out)?;
     for e in container.env.iter().flatten() {
         let defined: HashMap<&str, &str> = out
             .iter()
@@ -402,9 +370,54 @@ fn env_vars(
         } else {
             String::new()
         };
-        set(&mut out, e.name.clone(), value);
+        set_env(&mut out, e.name.clone(), value);
     }
     Ok(out)
+}
+
+/// Sets `key` to `value`, replacing an earlier definition (a later source wins).
+fn set_env(out: &mut Vec<KeyValue>, key: String, value: String) {
+    out.retain(|kv| kv.key != key);
+    out.push(KeyValue { key, value });
+}
+
+/// The container's envFrom sources (configMaps and secrets, each key with the source's prefix)
+/// into `out`, in order; a missing source that is not optional is a config error.
+fn env_from_sources(
+    container: &Container,
+    ctx: &ContainerContext<'_>,
+    out: &mut Vec<KeyValue>,
+) -> Result<(), ConfigError> {
+    for src in container.env_from.iter().flatten() {
+        let prefix = src.prefix.clone().unwrap_or_default();
+        let (data, optional, what, name) = if let Some(cm) = &src.config_map_ref {
+            (
+                ctx.config_maps.get(&cm.name).cloned().flatten(),
+                cm.optional == Some(true),
+                "configmap",
+                cm.name.clone(),
+            )
+        } else if let Some(sr) = &src.secret_ref {
+            (
+                ctx.secrets.get(&sr.name).cloned().flatten(),
+                sr.optional == Some(true),
+                "secret",
+                sr.name.clone(),
+            )
+        } else {
+            continue;
+        };
+        match data {
+            Some(d) => {
+                for (k, v) in d {
+                    set_env(out, format!("{prefix}{k}"), v);
+                }
+            }
+            None if optional => {}
+            None => return Err(ConfigError(format!("{what} \"{name}\" not found"))),
+        }
+    }
+    Ok(())
 }
 
 fn field_value(pod: &Pod, path: &str, ctx: &ContainerContext<'_>) -> Option<String> {
