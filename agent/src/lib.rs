@@ -26,3 +26,6 @@ pub mod status;
 pub mod tasks;
 pub mod version;
 pub mod volume;
+
+#[cfg(test)]
+mod fuzz;

@@ -37,7 +37,8 @@ pub fn milli_cpu_to_shares(milli_cpu: i64) -> u64 {
     if milli_cpu <= 0 {
         return MIN_SHARES;
     }
-    ((milli_cpu * SHARES_PER_CPU / 1000) as u64).clamp(MIN_SHARES, MAX_SHARES)
+    let shares = i128::from(milli_cpu) * i128::from(SHARES_PER_CPU) / 1000;
+    shares.clamp(i128::from(MIN_SHARES), i128::from(MAX_SHARES)) as u64
 }
 
 /// The kubelet's MilliCPUToQuota: millicores to a CFS quota over `period` microseconds (0 for
@@ -46,7 +47,8 @@ pub fn milli_cpu_to_quota(milli_cpu: i64, period: u64) -> i64 {
     if milli_cpu <= 0 {
         return 0;
     }
-    (milli_cpu * period as i64 / 1000).max(MIN_QUOTA_US)
+    let quota = i128::from(milli_cpu) * i128::from(period) / 1000;
+    (quota.min(i128::from(i64::MAX)) as i64).max(MIN_QUOTA_US)
 }
 
 /// cgroup v1 cpu.shares [2, 262144] to v2 cpu.weight [1, 10000] (KEP 2254's linear mapping).
@@ -121,6 +123,10 @@ mod tests {
             assert_eq!(milli_cpu_to_shares(milli), shares, "{milli}m");
         }
         assert_eq!(milli_cpu_to_shares(1_000_000), MAX_SHARES);
+        // Found by fuzzing: a CPU amount whose product overflows i64 (the API accepts any int64
+        // quantity) is the maximum, not a panic or a wrapped value.
+        assert_eq!(milli_cpu_to_shares(i64::MAX), MAX_SHARES);
+        assert_eq!(milli_cpu_to_quota(i64::MAX, 100_000), i64::MAX);
         for (milli, quota) in [
             (0, 0),
             (5, 1000),

@@ -268,11 +268,11 @@ pub fn oom_score_adj(qos: QosClass, memory_request: i64, memory_capacity: i64) -
         QosClass::BestEffort => 1000,
         QosClass::Burstable => {
             let adj = if memory_capacity > 0 {
-                1000 - (1000 * memory_request) / memory_capacity
+                1000 - (1000 * i128::from(memory_request)) / i128::from(memory_capacity)
             } else {
                 999
             };
-            adj.clamp(2, 999)
+            adj.clamp(2, 999) as i64
         }
     }
 }
@@ -624,6 +624,8 @@ mod tests {
         assert_eq!(oom_score_adj(QosClass::Burstable, gi, 4 * gi), 750);
         assert_eq!(oom_score_adj(QosClass::Burstable, 0, 4 * gi), 999);
         assert_eq!(oom_score_adj(QosClass::Burstable, 4 * gi, 4 * gi), 2);
+        // Found by fuzzing: a request whose product overflows i64 is above capacity: 2.
+        assert_eq!(oom_score_adj(QosClass::Burstable, i64::MAX, 4 * gi), 2);
     }
 
     #[test]

@@ -1,0 +1,537 @@
+//! Property-based fuzzing of the parsers of outside input (issue #19): the KubeletConfiguration
+//! file and flags, quantities, the CRI log line reader, the :10250 request router, and pod specs
+//! turned into CRI sandbox and container configs.
+//!
+//! Each property runs `BOSUN_FUZZ_CASES` cases (256 by default: the short mode CI runs;
+//! RELIABILITY.md records a long run). None may panic, and each checks what a user would: a
+//! config error names its field, an unauthenticated request gets 401, no log route serves a file
+//! outside the logs it serves, a pod is either configured or refused with a reason.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use proptest::prelude::*;
+use proptest::test_runner::Config;
+
+/// The cases per property: `BOSUN_FUZZ_CASES`, 256 when unset.
+fn cases() -> Config {
+    let cases = std::env::var("BOSUN_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    }
+}
+
+/// Strings that stress parsers: anything at all, or the alphabet of quantities, durations,
+/// paths and label syntax.
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        "[-+.0-9eEkKmMgGiIuUnNpPtT%:=,/ _a-z]{0,24}",
+        Just(String::new()),
+        "[0-9]{15,45}(e[0-9]{1,11})?",
+    ]
+}
+
+/// JSON values as YAML accepts them: scalars at the edges (huge and negative numbers, strings in
+/// the alphabet of quantities and durations), lists and maps nested a few levels.
+fn value() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        prop_oneof![
+            Just(-1i64),
+            Just(0),
+            Just(1),
+            Just(65536),
+            Just(i64::from(i32::MAX) + 1)
+        ]
+        .prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        text().prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(text(), inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Every top-level KubeletConfiguration field Bosun knows, as `/configz` lists them.
+fn config_fields() -> Vec<String> {
+    let effective = crate::config::file::effective(&crate::config::KubeletConfiguration::default());
+    effective
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Every long flag Bosun accepts.
+fn flag_names() -> Vec<String> {
+    use clap::CommandFactory;
+    crate::config::Flags::command()
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .collect()
+}
+
+/// Loads a config file with `body` and `args`; a load error must name a field for every problem.
+fn load(body: &str, args: &[String]) -> Result<crate::config::Config, crate::config::ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, body).unwrap();
+    let mut argv = vec!["bosun".to_string(), format!("--config={}", path.display())];
+    argv.extend(args.iter().cloned());
+    let flags = crate::config::Flags::parse_args(argv)?;
+    crate::config::load_with(flags, || Ok("fuzz-node".into()))
+}
+
+/// An invalid configuration names the field of each problem, and the message says what is wrong.
+fn assert_named(r: &Result<crate::config::Config, crate::config::ConfigError>) {
+    if let Err(crate::config::ConfigError::Invalid(errors)) = r {
+        assert!(!errors.is_empty());
+        for e in errors {
+            assert!(!e.field.is_empty() && !e.message.is_empty(), "{e:?}");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(cases())]
+
+    /// A KubeletConfiguration file of known fields with arbitrary values loads or is refused
+    /// with every problem's field named; never a panic.
+    #[test]
+    fn config_files_load_or_name_the_field(
+        picks in prop::collection::vec((any::<prop::sample::Index>(), value()), 0..8),
+    ) {
+        let fields = config_fields();
+        let mut doc = serde_json::Map::new();
+        doc.insert("kind".into(), "KubeletConfiguration".into());
+        doc.insert("apiVersion".into(), "kubelet.config.k8s.io/v1beta1".into());
+        for (i, v) in picks {
+            doc.insert(i.get(&fields).clone(), v);
+        }
+        let body = serde_json::Value::Object(doc).to_string();
+        assert_named(&load(&body, &[]));
+    }
+
+    /// Arbitrary text as the config file: a syntax error, an invalid field, or a config.
+    #[test]
+    fn config_file_text_never_panics(body in any::<String>()) {
+        assert_named(&load(&body, &[]));
+    }
+
+    /// Known flags with arbitrary values parse or are refused; the result validates or names
+    /// the field.
+    #[test]
+    fn flags_parse_or_are_refused(
+        picks in prop::collection::vec((any::<prop::sample::Index>(), text()), 0..6),
+    ) {
+        let names = flag_names();
+        let args: Vec<String> = picks
+            .into_iter()
+            .filter(|(i, _)| !matches!(i.get(&names).as_str(), "help" | "version" | "config"))
+            .map(|(i, v)| format!("--{}={v}", i.get(&names)))
+            .collect();
+        assert_named(&load("", &args));
+    }
+
+    /// Any string parses as a quantity or is refused; never a panic.
+    #[test]
+    fn quantities_parse_or_are_refused(s in text()) {
+        let _ = crate::resource::parse_quantity(&s);
+    }
+
+    /// A quantity's canonical form parses back to the same amount.
+    #[test]
+    fn canonical_quantities_round_trip(milli in -(1i128 << 62)..(1i128 << 62), binary in any::<bool>()) {
+        use crate::resource::{Amount, Format};
+        let format = if binary { Format::BinarySi } else { Format::DecimalSi };
+        let text = Amount { milli, format }.canonical();
+        let back = crate::resource::parse_quantity(&text).unwrap();
+        prop_assert_eq!(i128::from(back.milli_value()), milli, "{}", text);
+    }
+
+    /// Any bytes are a CRI log record or are refused; a record's fixed-width timestamp is built
+    /// without a panic.
+    #[test]
+    fn log_lines_parse_or_are_refused(line in prop::collection::vec(any::<u8>(), 0..80)) {
+        if let Ok(r) = crate::logs::format::parse(&line) {
+            let _ = crate::logs::format::fixed_nanos(r.time_text);
+        }
+    }
+
+    /// A record as the runtime writes it reads back with its stream and content.
+    #[test]
+    fn written_log_records_read_back(
+        secs in 0i64..4_000_000_000,
+        nanos in 0u32..1_000_000_000,
+        stderr in any::<bool>(),
+        partial in any::<bool>(),
+        content in prop::collection::vec(any::<u8>().prop_filter("no newline", |b| *b != b'\n'), 0..40),
+    ) {
+        let ts = k8s_openapi::jiff::Timestamp::new(secs, nanos as i32).unwrap();
+        let stream = if stderr { "stderr" } else { "stdout" };
+        let tag = if partial { "P" } else { "F" };
+        let mut line = format!("{ts} {stream} {tag} ").into_bytes();
+        line.extend_from_slice(&content);
+        line.push(b'\n');
+        let r = crate::logs::format::parse(&line).unwrap();
+        prop_assert_eq!(r.time, ts);
+        let want_stream = if stderr {
+            crate::logs::format::Stream::Stderr
+        } else {
+            crate::logs::format::Stream::Stdout
+        };
+        prop_assert_eq!(r.stream, want_stream);
+        let mut want = content.clone();
+        if !partial {
+            want.push(b'\n');
+        }
+        prop_assert_eq!(r.content, &want[..]);
+    }
+}
+
+/// A request to the kubelet port: method, path built from hostile segments, query, headers.
+fn request() -> impl Strategy<Value = (String, String, Vec<(String, String)>)> {
+    let segment = prop_oneof![
+        Just("..".to_string()),
+        Just("%2e%2e".to_string()),
+        Just("%2F".to_string()),
+        Just("secret".to_string()),
+        Just("var-log".to_string()),
+        Just("default".to_string()),
+        Just("web".to_string()),
+        Just("main".to_string()),
+        prop::sample::select(vec![
+            "containerLogs",
+            "logs",
+            "pods",
+            "stats",
+            "summary",
+            "metrics",
+            "resource",
+            "exec",
+            "attach",
+            "portForward",
+            "run",
+            "healthz",
+            "configz",
+            "runningpods",
+            "debug",
+            "pprof",
+            "checkpoint",
+            "cadvisor",
+            "probes",
+            "ping",
+        ])
+        .prop_map(str::to_string),
+        "[a-zA-Z0-9._~%-]{0,12}",
+    ];
+    let path = prop::collection::vec(segment, 0..6).prop_map(|s| format!("/{}", s.join("/")));
+    let query = prop::option::of("[a-zA-Z0-9=&%._-]{0,40}");
+    let method = prop::sample::select(vec!["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS"]);
+    let headers = prop::collection::vec(("[a-zA-Z-]{1,12}", "[ -~]{0,40}"), 0..4);
+    (method, path, query, headers).prop_map(|(m, p, q, h)| {
+        let uri = match q {
+            Some(q) => format!("{p}?{q}"),
+            None => p,
+        };
+        (m.to_string(), uri, h)
+    })
+}
+
+/// No container; the runtime view of an empty node.
+struct NoContainers;
+
+impl crate::server::runtime_view::RuntimeView for NoContainers {
+    fn container(
+        &self,
+        _: &str,
+    ) -> futures::future::BoxFuture<
+        '_,
+        Result<
+            crate::server::runtime_view::ContainerInfo,
+            crate::server::runtime_view::RuntimeError,
+        >,
+    > {
+        Box::pin(async {
+            Err(crate::server::runtime_view::RuntimeError::Failed(
+                "not found".into(),
+            ))
+        })
+    }
+
+    fn running_pods(
+        &self,
+    ) -> futures::future::BoxFuture<
+        '_,
+        Result<
+            Vec<crate::server::runtime_view::RunningPod>,
+            crate::server::runtime_view::RuntimeError,
+        >,
+    > {
+        Box::pin(async { Ok(vec![]) })
+    }
+}
+
+/// A kubelet port over `dir` (pod logs in `dir/pods`, node logs in `dir/var-log`, a secret in
+/// `dir/secret`), with anonymous requests allowed or not, every authenticated one authorized.
+fn server(dir: &Path, anonymous: bool) -> Arc<crate::server::Server> {
+    use crate::server::auth::Authenticator;
+    use crate::server::authz::Authorizer;
+    std::fs::create_dir_all(dir.join("pods/default_web_u1/main")).unwrap();
+    std::fs::write(
+        dir.join("pods/default_web_u1/main/0.log"),
+        "2026-12-02T10:00:00Z stdout F mine\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("var-log")).unwrap();
+    std::fs::write(dir.join("var-log/syslog"), "node log\n").unwrap();
+    std::fs::write(dir.join("secret"), "TOPSECRET\n").unwrap();
+    Arc::new(crate::server::Server {
+        node_name: "n".into(),
+        statuses: crate::status::StatusStore::default(),
+        stats: crate::stats::StatsProvider::new(),
+        health: crate::healthz::Health::started(),
+        authn: Authenticator::new(None, Duration::ZERO, anonymous),
+        authz: Authorizer::new(
+            crate::config::AuthorizationMode::AlwaysAllow,
+            None,
+            Duration::ZERO,
+            Duration::ZERO,
+        ),
+        runtime: Arc::new(NoContainers),
+        streaming_runtime: None,
+        stream_idle_timeout: Duration::ZERO,
+        pod_logs_dir: dir.join("pods"),
+        node_log_dir: dir.join("var-log"),
+        endpoints: crate::server::Endpoints {
+            debugging_handlers: true,
+            system_log_handler: true,
+        },
+        configz: serde_json::json!({}),
+    })
+}
+
+/// Sends one request through the router: its status and body.
+async fn send(
+    server: &Arc<crate::server::Server>,
+    (method, uri, headers): &(String, String, Vec<(String, String)>),
+) -> Option<(u16, Vec<u8>)> {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let mut req = http::Request::builder().method(method.as_str()).uri(uri);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    // A request the HTTP layer itself would refuse never reaches the router.
+    let req = req.body(axum::body::Body::empty()).ok()?;
+    let resp = crate::server::handlers::router(server.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some((status, body.to_vec()))
+}
+
+proptest! {
+    #![proptest_config(cases())]
+
+    /// Without credentials and with anonymous requests off, every route answers 401 and nothing
+    /// else: never data.
+    #[test]
+    fn unauthenticated_requests_get_401_on_every_route(req in request()) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = server(dir.path(), false);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        if let Some((status, body)) = rt.block_on(send(&s, &req)) {
+            prop_assert_eq!(status, 401, "{:?}: {}", req, String::from_utf8_lossy(&body));
+        }
+    }
+
+    /// Authorized requests on hostile paths are answered (any status) without a panic, and no
+    /// answer carries a file outside the logs the routes serve.
+    #[test]
+    fn no_route_serves_a_file_outside_its_logs(req in request()) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = server(dir.path(), true);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        if let Some((status, body)) = rt.block_on(send(&s, &req)) {
+            prop_assert!((200..600).contains(&status));
+            let text = String::from_utf8_lossy(&body);
+            prop_assert!(!text.contains("TOPSECRET"), "{:?} served the secret", req);
+        }
+    }
+}
+
+/// A pod the API server could accept, with the fields that feed the CRI configs drawn from
+/// hostile values: names, hostnames, commands with `$(VAR)` references, env sources, resources
+/// at the edges of quantities, security contexts, ports, DNS settings.
+fn pod() -> impl Strategy<Value = Pod> {
+    let quantity = prop_oneof![
+        Just("0".to_string()),
+        Just("1".to_string()),
+        Just("100m".to_string()),
+        Just("64Mi".to_string()),
+        Just("9223372036854775807".to_string()),
+        Just("1E".to_string()),
+        Just("8Ei".to_string()),
+        Just("1e18".to_string()),
+        Just("0.000000001".to_string()),
+        "[0-9]{1,20}(\\.[0-9]{1,9})?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?",
+    ];
+    let resources = prop::collection::btree_map(
+        prop::sample::select(vec![
+            "cpu",
+            "memory",
+            "ephemeral-storage",
+            "hugepages-2Mi",
+            "example.com/gpu",
+        ]),
+        quantity,
+        0..3,
+    );
+    let env_value = prop_oneof![
+        text().prop_map(|v| serde_json::json!({ "value": v })),
+        "[a-zA-Z.\\[\\]'/-]{0,30}".prop_map(|p| serde_json::json!({ "valueFrom": {"fieldRef": {"fieldPath": p}} })),
+        (
+            prop::sample::select(vec!["limits.cpu", "requests.memory", "limits.ephemeral-storage", "bogus"]),
+            prop::option::of(prop::sample::select(vec!["1m", "1Mi", "0", "3", "1e-3"])),
+        )
+            .prop_map(|(r, d)| serde_json::json!({ "valueFrom": {"resourceFieldRef": {"resource": r, "divisor": d}} })),
+        text().prop_map(|n| serde_json::json!({ "valueFrom": {"configMapKeyRef": {"name": n, "key": "k"}} })),
+        text().prop_map(|n| serde_json::json!({ "valueFrom": {"secretKeyRef": {"name": n, "key": "k", "optional": true}} })),
+    ];
+    let env = prop::collection::vec(("[A-Za-z_][A-Za-z0-9_]{0,8}", env_value), 0..4);
+    let container = (
+        "[a-z][a-z0-9-]{0,10}",
+        prop::collection::vec(text(), 0..3),
+        prop::collection::vec("[a-z$()A-Z_ ]{0,16}", 0..3),
+        env,
+        resources.clone(),
+        resources,
+        prop::option::of(any::<i64>()),
+        prop::option::of(any::<bool>()),
+        prop::collection::vec(text(), 0..2),
+        prop::collection::vec((any::<i32>(), prop::option::of(any::<i32>())), 0..2),
+    )
+        .prop_map(
+            |(name, command, args, env, requests, limits, uid, privileged, caps, ports)| {
+                let env: Vec<_> = env
+                    .into_iter()
+                    .map(|(n, mut v)| {
+                        v["name"] = n.into();
+                        v
+                    })
+                    .collect();
+                let ports: Vec<_> = ports
+                    .into_iter()
+                    .map(|(c, h)| serde_json::json!({"containerPort": c, "hostPort": h}))
+                    .collect();
+                serde_json::json!({
+                    "name": name, "image": "busybox", "command": command, "args": args, "env": env,
+                    "resources": {"requests": requests, "limits": limits},
+                    "securityContext": {"runAsUser": uid, "privileged": privileged,
+                                        "capabilities": {"add": caps}},
+                    "ports": ports,
+                })
+            },
+        );
+    (
+        text(),
+        prop::option::of(text()),
+        prop::option::of(text()),
+        prop::option::of(any::<bool>()),
+        prop::collection::vec(container, 1..3),
+        prop::option::of(prop::sample::select(vec![
+            "ClusterFirst",
+            "Default",
+            "None",
+            "ClusterFirstWithHostNet",
+            "bogus",
+        ])),
+        prop::collection::btree_map("[a-z./]{1,12}", text(), 0..3),
+    )
+        .prop_map(
+            |(name, hostname, subdomain, host_network, containers, dns, sysctls)| {
+                let sysctls: Vec<_> = sysctls
+                    .into_iter()
+                    .map(|(n, v)| serde_json::json!({"name": n, "value": v}))
+                    .collect();
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": name, "namespace": "default", "uid": "u-1"},
+                    "spec": {
+                        "hostname": hostname, "subdomain": subdomain, "hostNetwork": host_network,
+                        "dnsPolicy": dns, "containers": containers,
+                        "securityContext": {"sysctls": sysctls},
+                    },
+                }))
+                .expect("a pod")
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(cases())]
+
+    /// Every pod becomes a CRI sandbox config and container configs, or is refused with a
+    /// reason (the kubelet's CreateContainerConfigError message); never a panic.
+    #[test]
+    fn pods_become_cri_configs_or_are_refused_with_a_reason(pod in pod()) {
+        let dirs = crate::runtime::PodDirs {
+            root_dir: "/var/lib/kubelet".into(),
+            pod_logs_dir: "/var/log/pods".into(),
+            container_logs_link_dir: "/var/log/containers".into(),
+            cluster_dns: vec!["10.96.0.10".into()],
+            cluster_domain: "cluster.local".into(),
+            resolv_conf: "/nonexistent".into(),
+            cgroups: crate::cgroup::Hierarchy::new(crate::config::CgroupDriver::Cgroupfs, "", true),
+        };
+        if let Err(e) = crate::runtime::sandbox::sandbox_config(&pod, 0, &dirs) {
+            prop_assert!(!e.to_string().is_empty());
+        }
+        let _ = crate::resource::qos_class(&pod);
+        let _ = crate::resource::pod_request(&pod, "memory");
+        let allocatable = BTreeMap::from([("cpu".to_string(), 2000), ("memory".to_string(), 1 << 40)]);
+        let (volumes, maps): (HashMap<String, String>, HashMap<_, _>) = (HashMap::new(), HashMap::new());
+        let ctx = crate::runtime::container::ContainerContext {
+            volumes: &volumes,
+            pod_ip: "10.0.0.2",
+            host_ip: "10.0.0.1",
+            node_name: "n",
+            etc_hosts: None,
+            termination_log: Path::new("/dev/null"),
+            memory_capacity: 1 << 33,
+            allocatable: &allocatable,
+            config_maps: &maps,
+            secrets: &maps,
+            service_env: &[],
+            pid_target: None,
+            security: crate::runtime::security_context::SecurityInputs {
+                seccomp_default: false,
+                seccomp_root: Path::new("/var/lib/kubelet/seccomp"),
+                image_uid: None,
+                image_username: "",
+            },
+        };
+        for c in &pod.spec.as_ref().unwrap().containers {
+            if let Err(e) = crate::runtime::container::container_config(&pod, c, 0, false, &ctx) {
+                prop_assert!(!e.0.is_empty());
+            }
+        }
+    }
+}
