@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use bosun_cri::types::{ContainerFilter, PodSandboxFilter};
 
-use super::runtime::PodRuntime;
+use super::runtime::PodObserver;
 use crate::runtime::{
     ContainerView, ObservedContainer, ObservedSandbox, RunState, SandboxView, labels,
 };
@@ -42,7 +42,7 @@ pub fn termination_log(pod_dir: &Path, name: &str, restart_count: u32) -> PathBu
 /// Lists the sandboxes and containers labelled with `uid`; containers in `exited` are taken as
 /// remembered (an exited container no longer changes) instead of asking their status again.
 pub async fn observe(
-    cri: &impl PodRuntime,
+    cri: &impl PodObserver,
     uid: &str,
     pod_dir: &Path,
     exited: &HashMap<String, ContainerView>,
@@ -87,7 +87,7 @@ pub async fn observe(
 
 /// One container as the plan sees it, from its labels and ContainerStatus.
 async fn container_view(
-    cri: &impl PodRuntime,
+    cri: &impl PodObserver,
     c: &bosun_cri::types::Container,
     pod_dir: &Path,
 ) -> bosun_cri::Result<ContainerView> {
@@ -231,7 +231,7 @@ mod tests {
         }
     }
 
-    impl PodRuntime for Scripted {
+    impl PodObserver for Scripted {
         async fn list_pod_sandbox(
             &self,
             f: PodSandboxFilter,
