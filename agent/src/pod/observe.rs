@@ -49,14 +49,14 @@ pub async fn observe(
 ) -> bosun_cri::Result<Observed> {
     let selector = HashMap::from([(labels::POD_UID.to_string(), uid.to_string())]);
     let (mut sandboxes, containers) = tokio::try_join!(
-        cri.list_pod_sandbox(PodSandboxFilter {
+        cri.list_pod_sandbox(Some(PodSandboxFilter {
             label_selector: selector.clone(),
             ..Default::default()
-        }),
-        cri.list_containers(ContainerFilter {
+        })),
+        cri.list_containers(Some(ContainerFilter {
             label_selector: selector,
             ..Default::default()
-        }),
+        })),
     )?;
     sandboxes.sort_by_key(|c| std::cmp::Reverse(c.created_at));
     let sandboxes: Vec<ObservedSandbox> = sandboxes.iter().map(ObservedSandbox::of).collect();
@@ -234,14 +234,17 @@ mod tests {
     impl PodObserver for Scripted {
         async fn list_pod_sandbox(
             &self,
-            f: PodSandboxFilter,
+            f: Option<PodSandboxFilter>,
         ) -> bosun_cri::Result<Vec<PodSandbox>> {
-            assert_eq!(f.label_selector[labels::POD_UID], "uid-1");
+            assert_eq!(f.unwrap().label_selector[labels::POD_UID], "uid-1");
             Ok(self.sandboxes.clone())
         }
 
-        async fn list_containers(&self, f: ContainerFilter) -> bosun_cri::Result<Vec<Container>> {
-            assert_eq!(f.label_selector[labels::POD_UID], "uid-1");
+        async fn list_containers(
+            &self,
+            f: Option<ContainerFilter>,
+        ) -> bosun_cri::Result<Vec<Container>> {
+            assert_eq!(f.unwrap().label_selector[labels::POD_UID], "uid-1");
             Ok(self.containers.clone())
         }
 

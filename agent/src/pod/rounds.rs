@@ -36,11 +36,17 @@ struct Held {
 struct Scripted(Mutex<Held>);
 
 impl PodObserver for Scripted {
-    async fn list_pod_sandbox(&self, _: PodSandboxFilter) -> bosun_cri::Result<Vec<PodSandbox>> {
+    async fn list_pod_sandbox(
+        &self,
+        _: Option<PodSandboxFilter>,
+    ) -> bosun_cri::Result<Vec<PodSandbox>> {
         Ok(self.0.lock().unwrap().sandboxes.clone())
     }
 
-    async fn list_containers(&self, _: ContainerFilter) -> bosun_cri::Result<Vec<Container>> {
+    async fn list_containers(
+        &self,
+        _: Option<ContainerFilter>,
+    ) -> bosun_cri::Result<Vec<Container>> {
         let held = self.0.lock().unwrap();
         Ok(held.containers.iter().map(|(c, _)| c.clone()).collect())
     }

@@ -15,15 +15,15 @@ use bosun_cri::{CriClient, ExecSyncOutput};
 
 /// The runtime calls that observe a pod.
 pub trait PodObserver: Send + Sync {
-    /// ListPodSandbox with `filter`.
+    /// ListPodSandbox with `filter` (none: every sandbox).
     fn list_pod_sandbox(
         &self,
-        filter: PodSandboxFilter,
+        filter: Option<PodSandboxFilter>,
     ) -> impl Future<Output = bosun_cri::Result<Vec<PodSandbox>>> + Send;
-    /// ListContainers with `filter`.
+    /// ListContainers with `filter` (none: every container).
     fn list_containers(
         &self,
-        filter: ContainerFilter,
+        filter: Option<ContainerFilter>,
     ) -> impl Future<Output = bosun_cri::Result<Vec<Container>>> + Send;
     /// ContainerStatus of container `id` (not verbose); a default status when the runtime sends
     /// none.
@@ -92,13 +92,16 @@ pub trait PodRuntime: PodObserver + 'static {
 impl PodObserver for CriClient {
     async fn list_pod_sandbox(
         &self,
-        filter: PodSandboxFilter,
+        filter: Option<PodSandboxFilter>,
     ) -> bosun_cri::Result<Vec<PodSandbox>> {
-        CriClient::list_pod_sandbox(self, Some(filter)).await
+        CriClient::list_pod_sandbox(self, filter).await
     }
 
-    async fn list_containers(&self, filter: ContainerFilter) -> bosun_cri::Result<Vec<Container>> {
-        CriClient::list_containers(self, Some(filter)).await
+    async fn list_containers(
+        &self,
+        filter: Option<ContainerFilter>,
+    ) -> bosun_cri::Result<Vec<Container>> {
+        CriClient::list_containers(self, filter).await
     }
 
     async fn container_status(&self, id: &str) -> bosun_cri::Result<ContainerStatus> {

@@ -44,6 +44,7 @@ pub(super) struct Held {
     /// Containers with their status, oldest first.
     pub containers: Vec<(Container, ContainerStatus)>,
     images: HashSet<String>,
+    sandboxes_made: usize,
     /// `<CRI call> <what it named>` of every call but the reads.
     pub calls: Vec<String>,
     clock: i64,
@@ -162,20 +163,28 @@ impl Scripted {
 }
 
 impl PodObserver for Scripted {
-    async fn list_pod_sandbox(&self, f: PodSandboxFilter) -> bosun_cri::Result<Vec<PodSandbox>> {
+    async fn list_pod_sandbox(
+        &self,
+        f: Option<PodSandboxFilter>,
+    ) -> bosun_cri::Result<Vec<PodSandbox>> {
         let held = self.held.lock().unwrap();
         let all = held.sandboxes.iter();
+        let selector = f.map(|f| f.label_selector).unwrap_or_default();
         Ok(all
-            .filter(|s| selected(&s.labels, &f.label_selector))
+            .filter(|s| selected(&s.labels, &selector))
             .cloned()
             .collect())
     }
 
-    async fn list_containers(&self, f: ContainerFilter) -> bosun_cri::Result<Vec<Container>> {
+    async fn list_containers(
+        &self,
+        f: Option<ContainerFilter>,
+    ) -> bosun_cri::Result<Vec<Container>> {
         let held = self.held.lock().unwrap();
         let all = held.containers.iter().map(|(c, _)| c);
+        let selector = f.map(|f| f.label_selector).unwrap_or_default();
         Ok(all
-            .filter(|c| selected(&c.labels, &f.label_selector))
+            .filter(|c| selected(&c.labels, &selector))
             .cloned()
             .collect())
     }
@@ -207,7 +216,8 @@ impl PodRuntime for Scripted {
         self.enter("RunPodSandbox", format!("RunPodSandbox {attempt}"))
             .await;
         let mut held = self.held.lock().unwrap();
-        let id = format!("sb-{}", held.sandboxes.len());
+        let id = format!("sb-{}", held.sandboxes_made);
+        held.sandboxes_made += 1;
         let created_at = held.tick();
         held.sandboxes.push(PodSandbox {
             id: id.clone(),
