@@ -60,6 +60,13 @@ impl Recorder {
         Recorder { tx: None }
     }
 
+    /// A recorder handing its events to the returned receiver, for tests to read.
+    #[cfg(test)]
+    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<PodEvent>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (Recorder { tx: Some(tx) }, rx)
+    }
+
     /// A recorder writing to the API through a task owned by `cancel`.
     pub fn spawn(client: kube::Client, node: String, cancel: CancellationToken) -> Self {
         let (tx, rx) = mpsc::channel(512);

@@ -8,10 +8,11 @@ use tokio::sync::Semaphore;
 use crate::runtime::PodDirs;
 use crate::status::StatusStore;
 
-/// Shared, read-only context of the pod workers of one node.
-pub struct NodeContext {
+/// Shared, read-only context of the pod workers of one node; `R` is the runtime (the CRI
+/// client, or a scripted one in the worker's unit tests).
+pub struct NodeContext<R = CriClient> {
     /// The CRI runtime.
-    pub cri: CriClient,
+    pub cri: R,
     /// Paths and naming.
     pub dirs: PodDirs,
     /// This node's name.

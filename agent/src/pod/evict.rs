@@ -9,13 +9,14 @@ use tracing::warn;
 use super::observe::Observed;
 use super::plan::past_active_deadline;
 use super::report::Terminal;
+use super::runtime::PodRuntime;
 use super::teardown;
 use super::worker::PodWorker;
 use crate::events::EventType;
 use crate::eviction::plan::Eviction;
 use crate::volume;
 
-impl PodWorker {
+impl<R: PodRuntime> PodWorker<R> {
     /// The eviction the manager handed over, if any.
     pub(super) fn take_eviction(&self) -> Option<(Eviction, oneshot::Sender<bool>)> {
         self.evict.lock().ok()?.take()

@@ -1,7 +1,8 @@
 //! Image pull policy as the kubelet applies it, and image name checks.
 
-use bosun_cri::CriClient;
 use k8s_openapi::api::core::v1::Container;
+
+use super::runtime::PodRuntime;
 
 /// Why an image is not there: the kubelet's waiting reasons.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +77,7 @@ pub fn valid_image_name(image: &str) -> bool {
 
 /// Makes sure the container's image is present by its pull policy; returns the image reference.
 pub async fn ensure_image(
-    cri: &CriClient,
+    cri: &impl PodRuntime,
     c: &Container,
     auths: &[bosun_cri::types::AuthConfig],
 ) -> Result<String, PullError> {
@@ -105,14 +106,14 @@ pub async fn ensure_image(
     }
     if auths.is_empty() {
         return cri
-            .pull_image(&image, None, None)
+            .pull_image(&image, None)
             .await
             .map_err(|e| PullError::Pull(format!("Failed to pull image {image:?}: {e}")));
     }
     // As the kubelet: every matching credential in turn, the first pull that works wins.
     let mut errors = Vec::new();
     for auth in auths {
-        match cri.pull_image(&image, Some(auth.clone()), None).await {
+        match cri.pull_image(&image, Some(auth.clone())).await {
             Ok(id) => return Ok(id),
             Err(e) => errors.push(e.to_string()),
         }

@@ -9,6 +9,7 @@ use tracing::warn;
 
 use super::context::NodeContext;
 use super::keyring::Keyring;
+use super::runtime::PodRuntime;
 use crate::events::EventType;
 use crate::volume;
 use crate::volume::api::{ApiVolumes, get_config_map, get_secret};
@@ -24,7 +25,7 @@ fn namespace(pod: &Pod) -> &str {
 /// the pod's list: the ServiceAccount admission copies the account's into it). Secrets that
 /// cannot be read are named in a FailedToRetrieveImagePullSecret event and the pull goes on.
 pub async fn pull_credentials(
-    ctx: &NodeContext,
+    ctx: &NodeContext<impl PodRuntime>,
     pod: &Pod,
     image: &str,
 ) -> Result<Vec<bosun_cri::types::AuthConfig>, String> {
@@ -59,7 +60,7 @@ pub async fn pull_credentials(
 
 /// The ConfigMaps and Secrets the container's env refers to (None where absent).
 pub async fn env_objects(
-    ctx: &NodeContext,
+    ctx: &NodeContext<impl PodRuntime>,
     pod: &Pod,
     c: &Container,
 ) -> Result<(EnvObjects, EnvObjects), String> {
@@ -103,7 +104,7 @@ pub async fn env_objects(
 
 /// Service link variables: the master service's always, the namespace's services' unless
 /// enableServiceLinks is false.
-pub async fn service_env(ctx: &NodeContext, pod: &Pod) -> Vec<(String, String)> {
+pub async fn service_env(ctx: &NodeContext<impl PodRuntime>, pod: &Pod) -> Vec<(String, String)> {
     let Some(client) = &ctx.api else {
         return vec![];
     };
@@ -118,7 +119,7 @@ pub async fn service_env(ctx: &NodeContext, pod: &Pod) -> Vec<(String, String)> 
 /// Host paths of every volume of `pod`, setting up (or refreshing, when due) the API-backed ones
 /// and remembering their paths in `known`.
 pub async fn set_up_volumes(
-    ctx: &NodeContext,
+    ctx: &NodeContext<impl PodRuntime>,
     pod: &Pod,
     api_volumes: &mut ApiVolumes,
     known: &mut Option<HashMap<String, String>>,

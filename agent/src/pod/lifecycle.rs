@@ -5,10 +5,11 @@
 
 use std::time::Duration;
 
-use bosun_cri::CriClient;
 use k8s_openapi::api::core::v1::{Container, HTTPGetAction, LifecycleHandler};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::runtime::PodRuntime;
 
 /// Why a hook failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,7 +24,7 @@ pub enum HookError {
 
 /// Runs `handler` for `container` (CRI id `id`) within `budget`.
 pub async fn run(
-    cri: &CriClient,
+    cri: &impl PodRuntime,
     id: &str,
     container: &Container,
     pod_ip: &str,

@@ -12,18 +12,21 @@ use tracing::{info, warn};
 
 use super::admission::Admission;
 use super::context::NodeContext;
+use super::runtime::PodRuntime;
 use super::runtime_class::RuntimeClasses;
 use super::source::SourceUpdate;
 use super::worker::{self, PodUpdate, WorkerHandle};
 use crate::eviction::PodsRequest;
-use crate::runtime::{ObservedPod, observe_all};
+use crate::runtime::ObservedPod;
+use crate::runtime::observed::group;
 
 /// PLEG relist period (the kubelet's generic PLEG relists every second).
 pub const RELIST: Duration = Duration::from_secs(1);
 
-/// Owns the workers of all pods of the node.
-pub struct PodManager {
-    ctx: Arc<NodeContext>,
+/// Owns the workers of all pods of the node; `R` is the runtime (the CRI client, or a scripted
+/// one in unit tests).
+pub struct PodManager<R = bosun_cri::CriClient> {
+    ctx: Arc<NodeContext<R>>,
     sources: Vec<&'static str>,
     desired: HashMap<&'static str, BTreeMap<String, Arc<Pod>>>,
     workers: HashMap<String, WorkerHandle>,
@@ -104,10 +107,10 @@ fn mailbox(current: &PodUpdate, pod: &Arc<Pod>) -> Mailbox {
     }
 }
 
-impl PodManager {
+impl<R: PodRuntime> PodManager<R> {
     /// A manager expecting updates from the named sources before it removes anything.
     pub fn new(
-        ctx: Arc<NodeContext>,
+        ctx: Arc<NodeContext<R>>,
         sources: Vec<&'static str>,
         admission: Admission,
         cancel: CancellationToken,
@@ -366,7 +369,10 @@ impl PodManager {
             self.reconcile();
         }
         self.publish_known();
-        let observed = match observe_all(&self.ctx.cri).await {
+        // Every sandbox and container, as runtime::observe_all lists them.
+        let cri = &self.ctx.cri;
+        let listed = tokio::try_join!(cri.list_pod_sandbox(None), cri.list_containers(None));
+        let observed = match listed.map(|(sandboxes, containers)| group(sandboxes, containers)) {
             Ok(o) => {
                 self.pleg.relisted(std::time::Instant::now());
                 o
@@ -418,8 +424,9 @@ impl PodManager {
     fn reap(&mut self, uid: String, pod: ObservedPod) {
         info!(pod.uid = %uid, pod.name = %pod.name, pod.namespace = %pod.namespace, "removing a pod that no source wants");
         self.reaping.insert(uid);
-        let cri = self.ctx.cri.clone();
+        let ctx = self.ctx.clone();
         tokio::spawn(async move {
+            let cri = &ctx.cri;
             for c in pod
                 .containers
                 .iter()
@@ -554,6 +561,85 @@ mod tests {
         ];
         for (name, current, desired, want) in cases {
             assert_eq!(kind(&mailbox(&current, desired)), want, "{name}");
+        }
+    }
+
+    use super::super::worker_tests::{self, TestNode, UID};
+
+    /// Admission for a node with room (static pods skip it anyway).
+    fn admission() -> Admission {
+        Admission {
+            allocatable: BTreeMap::new(),
+            node_labels: tokio::sync::watch::channel(Default::default()).1,
+            sysctls: super::super::sysctls::SysctlAllowlist::new(&[]).unwrap(),
+            apparmor_enabled: false,
+            pressure: tokio::sync::watch::channel(Default::default()).1,
+        }
+    }
+
+    /// The file source wanting `pod` (or nothing).
+    fn manifests(pod: Option<&Arc<Pod>>) -> SourceUpdate {
+        let pods = pod.map(|p| (UID.to_string(), p.clone())).into_iter();
+        SourceUpdate {
+            source: "file",
+            pods: pods.collect(),
+        }
+    }
+
+    /// A static pod's manifest removed, then put back while its worker still has the Terminate:
+    /// pending behind a sync (held in PullImage), or running (held in StopContainer). The
+    /// Terminate is never overwritten, the pod is stopped and removed, and a new worker runs it
+    /// again.
+    #[tokio::test]
+    async fn a_static_pod_removed_and_put_back_during_its_grace_period_runs_again() {
+        for held in ["PullImage", "StopContainer"] {
+            let node = TestNode::new();
+            let rt = node.rt();
+            let mut p = Pod::clone(&worker_tests::pod());
+            let annotations = p.metadata.annotations.get_or_insert_with(Default::default);
+            annotations.insert(crate::runtime::labels::CONFIG_SOURCE.into(), "file".into());
+            let p = Arc::new(p);
+            let cancel = node.cancel.child_token();
+            let mut m = PodManager::new(node.ctx.clone(), vec!["file"], admission(), cancel);
+            let entered = rt.hold(held);
+            let held_now = || async {
+                tokio::time::timeout(Duration::from_secs(10), entered.notified())
+                    .await
+                    .unwrap_or_else(|_| panic!("{held}: not called"))
+            };
+            m.apply(manifests(Some(&p)));
+            if held == "PullImage" {
+                // The worker syncs, held: the Terminate waits in its mailbox.
+                held_now().await;
+                m.apply(manifests(None));
+            } else {
+                // The worker terminates, held in the stop.
+                rt.wait_for("app running", |h| h.running() == ["app-0"])
+                    .await;
+                m.apply(manifests(None));
+                held_now().await;
+            }
+            // Put back during the grace period: the Terminate stays, the restart is noted.
+            m.apply(manifests(Some(&p)));
+            let update = m.workers[UID].tx.borrow().clone();
+            assert!(matches!(update, PodUpdate::Terminate(..)), "{held}");
+            assert!(m.restart.contains(UID), "{held}");
+            rt.release(held);
+            // Once the old worker is done, a relist starts the new one, which runs the pod.
+            for _ in 0..2000 {
+                m.relist().await;
+                if rt.with(|h| h.count("RunPodSandbox") == 2 && h.running().len() == 1) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let calls = rt.with(|h| h.calls.clone());
+            let removed = calls.iter().position(|c| c == "RemovePodSandbox sb-0");
+            let again = calls.iter().rposition(|c| c == "RunPodSandbox 0");
+            assert!(removed.is_some() && removed < again, "{held}: {calls:?}");
+            assert_eq!(rt.with(|h| h.running().len()), 1, "{held}: {calls:?}");
+            assert_eq!(rt.with(|h| h.sandboxes[0].id.clone()), "sb-1", "{held}");
+            assert!(m.restart.is_empty(), "{held}");
         }
     }
 }

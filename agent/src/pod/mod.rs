@@ -30,6 +30,8 @@ pub mod start;
 pub mod sysctls;
 pub mod teardown;
 pub mod worker;
+#[cfg(test)]
+mod worker_tests;
 
 pub use context::NodeContext;
 pub use manager::PodManager;

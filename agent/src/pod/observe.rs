@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use bosun_cri::types::{ContainerFilter, PodSandboxFilter};
 
-use super::runtime::PodRuntime;
+use super::runtime::PodObserver;
 use crate::runtime::{
     ContainerView, ObservedContainer, ObservedSandbox, RunState, SandboxView, labels,
 };
@@ -42,21 +42,21 @@ pub fn termination_log(pod_dir: &Path, name: &str, restart_count: u32) -> PathBu
 /// Lists the sandboxes and containers labelled with `uid`; containers in `exited` are taken as
 /// remembered (an exited container no longer changes) instead of asking their status again.
 pub async fn observe(
-    cri: &impl PodRuntime,
+    cri: &impl PodObserver,
     uid: &str,
     pod_dir: &Path,
     exited: &HashMap<String, ContainerView>,
 ) -> bosun_cri::Result<Observed> {
     let selector = HashMap::from([(labels::POD_UID.to_string(), uid.to_string())]);
     let (mut sandboxes, containers) = tokio::try_join!(
-        cri.list_pod_sandbox(PodSandboxFilter {
+        cri.list_pod_sandbox(Some(PodSandboxFilter {
             label_selector: selector.clone(),
             ..Default::default()
-        }),
-        cri.list_containers(ContainerFilter {
+        })),
+        cri.list_containers(Some(ContainerFilter {
             label_selector: selector,
             ..Default::default()
-        }),
+        })),
     )?;
     sandboxes.sort_by_key(|c| std::cmp::Reverse(c.created_at));
     let sandboxes: Vec<ObservedSandbox> = sandboxes.iter().map(ObservedSandbox::of).collect();
@@ -87,7 +87,7 @@ pub async fn observe(
 
 /// One container as the plan sees it, from its labels and ContainerStatus.
 async fn container_view(
-    cri: &impl PodRuntime,
+    cri: &impl PodObserver,
     c: &bosun_cri::types::Container,
     pod_dir: &Path,
 ) -> bosun_cri::Result<ContainerView> {
@@ -231,17 +231,20 @@ mod tests {
         }
     }
 
-    impl PodRuntime for Scripted {
+    impl PodObserver for Scripted {
         async fn list_pod_sandbox(
             &self,
-            f: PodSandboxFilter,
+            f: Option<PodSandboxFilter>,
         ) -> bosun_cri::Result<Vec<PodSandbox>> {
-            assert_eq!(f.label_selector[labels::POD_UID], "uid-1");
+            assert_eq!(f.unwrap().label_selector[labels::POD_UID], "uid-1");
             Ok(self.sandboxes.clone())
         }
 
-        async fn list_containers(&self, f: ContainerFilter) -> bosun_cri::Result<Vec<Container>> {
-            assert_eq!(f.label_selector[labels::POD_UID], "uid-1");
+        async fn list_containers(
+            &self,
+            f: Option<ContainerFilter>,
+        ) -> bosun_cri::Result<Vec<Container>> {
+            assert_eq!(f.unwrap().label_selector[labels::POD_UID], "uid-1");
             Ok(self.containers.clone())
         }
 

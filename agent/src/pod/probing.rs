@@ -11,12 +11,13 @@ use super::observe::Observed;
 use super::plan::{
     ContainerView, RunState, container_spec, is_restartable_init, restarts_when_killed,
 };
+use super::runtime::PodRuntime;
 use super::teardown;
 use super::worker::PodWorker;
 use crate::events::EventType;
 use crate::prober::{PodProbes, ProbeStatus, ProbeType, RunningContainer};
 
-impl PodWorker {
+impl<R: PodRuntime> PodWorker<R> {
     /// Tells the prober which containers run now (`pod_ip` their pod's IP) and returns what
     /// their probes say for the status.
     pub(super) fn probes(&self, obs: &Observed, pod_ip: &str) -> HashMap<String, ProbeStatus> {

@@ -7,6 +7,7 @@ use tracing::info;
 
 use super::context::NodeContext;
 use super::observe::Observed;
+use super::runtime::PodRuntime;
 use crate::status::{ProbeStatus, StatusInput, Waiting, compute};
 
 /// The status message of a pod past its activeDeadlineSeconds.
@@ -39,7 +40,7 @@ impl Terminal {
 /// did not start, the probe results of running ones; Failed as `terminal` says when given),
 /// stores it, logs a phase change, and returns it.
 pub fn report_status(
-    ctx: &NodeContext,
+    ctx: &NodeContext<impl PodRuntime>,
     pod: &Pod,
     obs: &Observed,
     ips: &[String],
@@ -57,7 +58,7 @@ pub fn report_status(
         containers: &obs.containers,
         sandbox_id: obs.sandbox.as_ref().map(|s| s.id.as_str()),
         waiting,
-        runtime_name: &ctx.cri.runtime_version().runtime_name,
+        runtime_name: ctx.cri.runtime_name(),
         now: crate::status::compute::now(),
         terminal: terminal.map(|t| ("Failed", t.reason, t.message.as_str())),
         probes,

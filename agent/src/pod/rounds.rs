@@ -1,9 +1,9 @@
 //! The pod worker's rounds against a scripted runtime: each round observes the runtime through
-//! the [`PodRuntime`] seam, remembers exited containers and plans, as `PodWorker::sync` does; the
+//! the [`PodObserver`] seam, remembers exited containers and plans, as `PodWorker::sync` does; the
 //! test then carries the plan out on the script (sandbox made, containers started, the crash
-//! loop's back-off stepped as `PodWorker::start_containers` does) and lets time pass. The
-//! runtime's own calls (create, start, stop) are not behind the seam yet: the rounds check what
-//! the worker decides and asks, the e2e tests what containerd does.
+//! loop's back-off stepped as `PodWorker::start_containers` does) and lets time pass: the rounds
+//! check what the worker decides, on a clock the test sets. `worker_tests.rs` drives the real
+//! worker through the whole [`super::runtime::PodRuntime`], the e2e tests what containerd does.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::Pod;
 use super::backoff::CRASH_LOOP;
 use super::observe::{observe, remember_exited};
 use super::plan::{ContainerView, PodActions, StartContainer, plan};
-use super::runtime::PodRuntime;
+use super::runtime::PodObserver;
 use crate::backoff::KeyedBackoff;
 use crate::runtime::labels;
 
@@ -35,12 +35,18 @@ struct Held {
 #[derive(Default)]
 struct Scripted(Mutex<Held>);
 
-impl PodRuntime for Scripted {
-    async fn list_pod_sandbox(&self, _: PodSandboxFilter) -> bosun_cri::Result<Vec<PodSandbox>> {
+impl PodObserver for Scripted {
+    async fn list_pod_sandbox(
+        &self,
+        _: Option<PodSandboxFilter>,
+    ) -> bosun_cri::Result<Vec<PodSandbox>> {
         Ok(self.0.lock().unwrap().sandboxes.clone())
     }
 
-    async fn list_containers(&self, _: ContainerFilter) -> bosun_cri::Result<Vec<Container>> {
+    async fn list_containers(
+        &self,
+        _: Option<ContainerFilter>,
+    ) -> bosun_cri::Result<Vec<Container>> {
         let held = self.0.lock().unwrap();
         Ok(held.containers.iter().map(|(c, _)| c.clone()).collect())
     }

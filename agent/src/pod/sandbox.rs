@@ -3,18 +3,23 @@
 
 use std::time::Instant;
 
-use bosun_cri::CriClient;
 use k8s_openapi::api::core::v1::Pod;
 use tracing::{info, warn};
 
 use super::context::NodeContext;
+use super::runtime::PodRuntime;
 use super::runtime_class::RuntimeClasses;
 use crate::events::EventType;
 use crate::runtime::sandbox::{PodKey, sandbox_config};
 
 /// Runs sandbox `attempt` of `pod` (its log directory made first); a failure is logged and
 /// recorded as a FailedCreatePodSandBox event, and the next sync tries again.
-pub async fn run_sandbox(ctx: &NodeContext, classes: &RuntimeClasses, pod: &Pod, attempt: u32) {
+pub async fn run_sandbox(
+    ctx: &NodeContext<impl PodRuntime>,
+    classes: &RuntimeClasses,
+    pod: &Pod,
+    attempt: u32,
+) {
     let key = PodKey::of(pod);
     let dirs = &ctx.dirs;
     if let Err(e) = std::fs::create_dir_all(dirs.pod_log_dir(&key.namespace, &key.name, &key.uid)) {
@@ -64,11 +69,15 @@ pub async fn run_sandbox(ctx: &NodeContext, classes: &RuntimeClasses, pod: &Pod,
 /// the host's user namespace. Bosun does not allocate user namespace mappings yet, so a pod
 /// asking for one is refused on every runtime, with the kubelet's message where the runtime
 /// lacks support and a message naming the missing piece where it has it.
-async fn check_user_namespace(ctx: &NodeContext, pod: &Pod, handler: &str) -> Result<(), String> {
+async fn check_user_namespace(
+    ctx: &NodeContext<impl PodRuntime>,
+    pod: &Pod,
+    handler: &str,
+) -> Result<(), String> {
     if pod.spec.as_ref().and_then(|s| s.host_users) != Some(false) {
         return Ok(());
     }
-    let supported = ctx.cri.status(false).await.is_ok_and(|s| {
+    let supported = ctx.cri.status().await.is_ok_and(|s| {
         s.runtime_handlers
             .iter()
             .any(|h| h.name == handler && h.features.as_ref().is_some_and(|f| f.user_namespaces))
@@ -90,11 +99,11 @@ async fn check_user_namespace(ctx: &NodeContext, pod: &Pod, handler: &str) -> Re
 }
 
 /// The IPs the runtime gave sandbox `id` (primary first); none when it cannot say.
-pub async fn sandbox_ips(cri: &CriClient, id: &str) -> Vec<String> {
-    let Ok(resp) = cri.pod_sandbox_status(id, false).await else {
+pub async fn sandbox_ips(cri: &impl PodRuntime, id: &str) -> Vec<String> {
+    let Ok(status) = cri.pod_sandbox_status(id).await else {
         return vec![];
     };
-    let net = resp.status.and_then(|s| s.network).unwrap_or_default();
+    let net = status.and_then(|s| s.network).unwrap_or_default();
     std::iter::once(net.ip)
         .chain(net.additional_ips.into_iter().map(|i| i.ip))
         .filter(|i| !i.is_empty())

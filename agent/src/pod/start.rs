@@ -21,6 +21,7 @@ use super::plan::{
     ContainerView, PodActions, RunState, SandboxView, StartContainer, container_spec,
     ephemeral_spec, is_restartable_init, restarts_when_killed,
 };
+use super::runtime::PodRuntime;
 use super::teardown;
 use super::worker::PodWorker;
 use crate::backoff::KeyedBackoff;
@@ -87,9 +88,9 @@ impl StartError {
 }
 
 /// One container to start and what it starts with.
-pub struct Start<'a> {
+pub struct Start<'a, R> {
     /// The node's shared context.
-    pub ctx: &'a NodeContext,
+    pub ctx: &'a NodeContext<R>,
     /// The pod.
     pub pod: &'a Pod,
     /// The ready sandbox it runs in.
@@ -103,7 +104,7 @@ pub struct Start<'a> {
     pub pid_target: Option<&'a str>,
 }
 
-impl Start<'_> {
+impl<R: PodRuntime> Start<'_, R> {
     fn event(&self, kind: EventType, reason: &str, message: String) {
         let name = Some(self.start.name.as_str());
         self.ctx.events.pod(self.pod, name, kind, reason, message);
@@ -393,7 +394,7 @@ impl Start<'_> {
     }
 }
 
-impl PodWorker {
+impl<R: PodRuntime> PodWorker<R> {
     /// Starts the plan's containers in the ready sandbox, in order; returns those that started.
     pub(super) async fn start_containers(
         &mut self,
@@ -533,7 +534,7 @@ impl PodWorker {
     }
 
     /// Pull, volumes, config, create, start, postStart.
-    pub(super) async fn start_steps(&mut self, step: &Start<'_>) -> Result<(), StartError> {
+    pub(super) async fn start_steps(&mut self, step: &Start<'_, R>) -> Result<(), StartError> {
         step.pull(&mut self.pulls, &mut self.start_sli).await?;
         let volumes = self.volumes().await.map_err(|e| {
             warn!("FailedMount: {e}");

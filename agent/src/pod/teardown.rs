@@ -14,6 +14,7 @@ use super::lifecycle::{self, HookError};
 use super::observe::Observed;
 use super::ordering::TerminationOrdering;
 use super::plan::{ContainerView, RunState, container_spec};
+use super::runtime::PodRuntime;
 use crate::events::EventType;
 use crate::runtime::sandbox::PodKey;
 use crate::volume;
@@ -37,7 +38,11 @@ pub fn grace_period(pod: &Pod, grace: Option<i64>) -> Duration {
 }
 
 /// The kubelet's LifecycleHTTPFallback event: an HTTPS hook answered in plain HTTP.
-pub fn http_fallback_event(ctx: &NodeContext, pod: &Pod, run: &lifecycle::HookRun) {
+pub fn http_fallback_event(
+    ctx: &NodeContext<impl PodRuntime>,
+    pod: &Pod,
+    run: &lifecycle::HookRun,
+) {
     if let Some(host) = &run.http_fallback {
         let msg = format!(
             "request to HTTPS lifecycle hook {host} got HTTP response, retry with HTTP succeeded"
@@ -50,7 +55,7 @@ pub fn http_fallback_event(ctx: &NodeContext, pod: &Pod, run: &lifecycle::HookRu
 /// Runs the container's preStop hook (exec, HTTP with `pod_ip`, or sleep) within `budget`;
 /// returns the time it took.
 pub async fn pre_stop(
-    ctx: &NodeContext,
+    ctx: &NodeContext<impl PodRuntime>,
     pod: &Pod,
     c: &ContainerView,
     pod_ip: &str,
@@ -85,7 +90,7 @@ pub async fn pre_stop(
 /// period (`grace` when given, as a failed probe's own; else the pod's): the kill after a failed
 /// postStart hook or a failed liveness or startup probe.
 pub async fn stop_container(
-    ctx: &NodeContext,
+    ctx: &NodeContext<impl PodRuntime>,
     pod: &Pod,
     c: &ContainerView,
     pod_ip: &str,
@@ -104,7 +109,7 @@ pub async fn stop_container(
 /// Stops every live container (in parallel, within the grace period, sidecars last) and then
 /// the ready sandboxes; `sandbox_ips` gives HTTP preStop hooks their pod IP.
 pub async fn kill(
-    ctx: &NodeContext,
+    ctx: &NodeContext<impl PodRuntime>,
     pod: &Pod,
     obs: &Observed,
     sandbox_ips: &HashMap<String, Vec<String>>,
@@ -162,7 +167,7 @@ pub async fn kill(
 /// Removes what is left of a stopped pod: its sandboxes (with their containers), its cgroup,
 /// its directory and logs, its status; then, for a pod deleted in the API, finishes the
 /// graceful deletion as the kubelet does.
-pub async fn remove(ctx: &NodeContext, pod: &Pod, obs: &Observed) {
+pub async fn remove(ctx: &NodeContext<impl PodRuntime>, pod: &Pod, obs: &Observed) {
     let key = PodKey::of(pod);
     for (id, _) in &obs.sandbox_ids {
         if let Err(e) = ctx.cri.remove_pod_sandbox(id).await

@@ -19,6 +19,7 @@ use super::inputs::set_up_volumes;
 use super::observe::{Observed, observe, remember_exited};
 use super::plan::{ContainerView, PodActions, RunState, plan, starts_unblock_init};
 use super::report::{Terminal, report_status};
+use super::runtime::PodRuntime;
 use super::runtime_class::RuntimeClasses;
 use super::sandbox::{run_sandbox, sandbox_ips};
 use super::teardown;
@@ -75,8 +76,8 @@ impl WorkerHandle {
 }
 
 /// Spawns the worker of `pod`; `classes` reads the RuntimeClass of its sandboxes.
-pub fn spawn(
-    ctx: Arc<NodeContext>,
+pub fn spawn<R: PodRuntime>(
+    ctx: Arc<NodeContext<R>>,
     classes: Arc<RuntimeClasses>,
     pod: Arc<Pod>,
     cancel: CancellationToken,
@@ -114,8 +115,8 @@ pub fn spawn(
     }
 }
 
-pub(super) struct PodWorker {
-    pub(super) ctx: Arc<NodeContext>,
+pub(super) struct PodWorker<R> {
+    pub(super) ctx: Arc<NodeContext<R>>,
     pub(super) classes: Arc<RuntimeClasses>,
     pub(super) pod: Arc<Pod>,
     /// Crash-loop back-off per container name.
@@ -140,7 +141,7 @@ pub(super) struct PodWorker {
     pub(super) wake: Arc<Notify>,
 }
 
-impl PodWorker {
+impl<R: PodRuntime> PodWorker<R> {
     async fn run(
         mut self,
         mut rx: watch::Receiver<PodUpdate>,

@@ -207,7 +207,11 @@ pub async fn observe_all(cri: &CriClient) -> Result<HashMap<String, ObservedPod>
     Ok(group(sandboxes, containers))
 }
 
-fn group(sandboxes: Vec<PodSandbox>, containers: Vec<Container>) -> HashMap<String, ObservedPod> {
+/// Every sandbox and container grouped by the pod UID on its labels (unlabelled ones left out).
+pub fn group(
+    sandboxes: Vec<PodSandbox>,
+    containers: Vec<Container>,
+) -> HashMap<String, ObservedPod> {
     let mut pods: HashMap<String, ObservedPod> = HashMap::new();
     for s in sandboxes {
         let Some(uid) = s.labels.get(labels::POD_UID) else {
