@@ -91,8 +91,12 @@ fn guaranteed_pod(vm: &Vm, name: &str) -> String {
 #[test]
 fn systemctl_start_stop_and_restart_keep_and_adopt_the_pods() {
     let _one = GUEST.lock().unwrap_or_else(|e| e.into_inner());
+    let t0 = Instant::now();
+    let step = |what: &str| eprintln!("vm lifecycle: {what} after {:.1?}", t0.elapsed());
     let Some(vm) = Vm::get() else { return };
+    step("VM up");
     standalone(vm);
+    step("bosun installed");
     vm.write(&format!("{MANIFESTS}/web.yaml"), &guaranteed_pod(vm, "web"));
 
     // Type=notify: `systemctl start` returns once bosun sent READY=1, so the unit is active then.
@@ -101,13 +105,14 @@ fn systemctl_start_stop_and_restart_keep_and_adopt_the_pods() {
     let took = started.elapsed();
     let state = vm.sh("for p in Type ActiveState SubState; do systemctl show -p $p --value bosun; done | paste -sd' '");
     assert_eq!(state, "notify active running", "{}", vm.bosun_journal());
-    eprintln!("systemctl start bosun returned after {took:?}");
+    step(&format!("systemctl start bosun returned in {took:.1?}"));
 
     let first = vm.wait_sh(
         "web's container running",
         POD_START,
         &running_container("web-vm", "main"),
     );
+    step("web running");
     let pid = vm.sh("systemctl show -p MainPID --value bosun");
 
     // KillMode=process: stopping bosun leaves the pod's containers running.
@@ -119,6 +124,7 @@ fn systemctl_start_stop_and_restart_keep_and_adopt_the_pods() {
         "the pod's container after systemctl stop bosun"
     );
 
+    step("stopped, web still running");
     // A restart adopts the running container: same id, never restarted, under a new bosun.
     vm.sh("systemctl start bosun");
     let pid2 = vm.sh("systemctl show -p MainPID --value bosun");
@@ -145,7 +151,9 @@ fn systemctl_start_stop_and_restart_keep_and_adopt_the_pods() {
         "one main container ever"
     );
     assert_eq!(vm.sh("systemctl show -p NRestarts --value bosun"), "0");
+    step("restarted twice, web adopted");
     remove_static_pod(vm, "web");
+    step("web removed");
 }
 
 /// The cgroup v2 limit files of `dir` (relative to /sys/fs/cgroup) in the guest, as `file=value`.
