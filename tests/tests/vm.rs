@@ -252,3 +252,121 @@ fn guaranteed_pod_and_qos_limits_read_back_from_cgroup_v2() {
     remove_static_pod(vm, "limited");
     assert!(wrong.is_empty(), "cgroup v2 values:\n{}", wrong.join("\n"));
 }
+
+/// The VM node's KubeletConfiguration in the cluster: tainted, so only pods that tolerate the
+/// taint land on the slow guest.
+const CLUSTER_CONFIG: &str = "apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: systemd
+containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
+podPidsLimit: 1024
+registerWithTaints:
+- key: bosun.test/vm
+  effect: NoSchedule
+";
+
+#[test]
+fn joins_the_host_control_plane_and_runs_a_pod() {
+    let _one = GUEST.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(vm) = Vm::get() else { return };
+    let env = bosun_tests::Env::cluster();
+    standalone(vm);
+    // The node's client certificate; the API server as the guest reaches it (10.0.2.2), its
+    // serving certificate checked against its name `kubernetes` (it has no SAN for 10.0.2.2).
+    let cred = vm.share().join("node");
+    let out =
+        std::process::Command::new(bosun_tests::repo_root().join("tests/cluster/mint-node-cred"))
+            .arg("vm")
+            .arg(&cred)
+            .envs(env.vars())
+            .output()
+            .expect("run mint-node-cred");
+    assert!(
+        out.status.success(),
+        "mint-node-cred: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = env
+        .var("APISERVER")
+        .rsplit(':')
+        .next()
+        .expect("APISERVER port")
+        .to_string();
+    let kubeconfig = std::fs::read_to_string(cred.join("kubeconfig"))
+        .expect("kubeconfig")
+        .replace(
+            &format!("server: {}", env.var("APISERVER")),
+            &format!(
+                "server: https://{}:{port}\n    tls-server-name: kubernetes",
+                vm.var("BOSUN_VM_HOST_ADDR")
+            ),
+        );
+    assert!(kubeconfig.contains("tls-server-name"), "{kubeconfig}");
+    vm.write("/etc/kubernetes/kubelet.conf", &kubeconfig);
+    vm.write("/var/lib/kubelet/config.yaml", CLUSTER_CONFIG);
+    vm.sh(
+        "rm -f /etc/systemd/system/bosun.service.d/20-standalone.conf && systemctl daemon-reload",
+    );
+    // READY=1 in cluster mode comes once the Node is registered.
+    vm.sh("systemctl start bosun");
+    let node = bosun_tests::kubectl(&[
+        "get",
+        "node",
+        "vm",
+        "-o",
+        "jsonpath={.status.nodeInfo.kubeletVersion} {.status.addresses[?(@.type==\"InternalIP\")].address}",
+    ]);
+    assert!(
+        node.contains("bosun") && node.ends_with(" 10.0.2.15"),
+        "node vm: {node}"
+    );
+
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "vm-hello", "namespace": "default"},
+        "spec": {
+            "nodeName": "vm",
+            "tolerations": [{"key": "bosun.test/vm", "operator": "Exists"}],
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{
+                "name": "main", "image": vm.busybox_image(),
+                "command": ["sh", "-c", "exec sleep 3600"],
+                "resources": {"limits": {"cpu": "250m", "memory": "64Mi"}},
+            }],
+        },
+    });
+    let file = vm.share().join("vm-hello.json");
+    std::fs::write(&file, pod.to_string()).expect("pod file");
+    let file = file.display().to_string();
+    bosun_tests::kubectl(&[
+        "delete",
+        "pod",
+        "vm-hello",
+        "--ignore-not-found",
+        "--wait=true",
+        "--timeout=120s",
+    ]);
+    bosun_tests::kubectl(&["apply", "-f", &file]);
+    bosun_tests::kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/vm-hello",
+        "--timeout=180s",
+    ]);
+    let status = bosun_tests::kubectl(&[
+        "get",
+        "pod",
+        "vm-hello",
+        "-o",
+        "jsonpath={.status.phase} {.status.qosClass} {.status.podIP}",
+    ]);
+    assert!(
+        status.starts_with("Running Guaranteed 10.88."),
+        "pod vm-hello: {status}"
+    );
+    assert!(!vm.sh(&running_container("vm-hello", "main")).is_empty());
+
+    bosun_tests::kubectl(&["delete", "pod", "vm-hello", "--wait=true", "--timeout=120s"]);
+    vm.sh("systemctl stop bosun");
+    bosun_tests::kubectl(&["delete", "node", "vm", "--wait=true"]);
+}
