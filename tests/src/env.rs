@@ -97,7 +97,7 @@ impl Env {
 }
 
 /// Parses `export NAME=value` lines (values optionally quoted) as env.sh files hold them.
-fn parse_exports(text: &str) -> HashMap<String, String> {
+pub(crate) fn parse_exports(text: &str) -> HashMap<String, String> {
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("export "))
         .filter_map(|l| l.split_once('='))

@@ -15,6 +15,7 @@ pub mod pod;
 pub mod prom;
 pub mod standalone;
 pub mod upstream;
+pub mod vm;
 pub mod wait;
 
 pub use agent::{Agent, AgentProcess, facts};
@@ -28,4 +29,5 @@ pub use node::Containerd;
 pub use pod::{Container, PodBuilder};
 pub use standalone::StandaloneNode;
 pub use upstream::Kubelet;
+pub use vm::Vm;
 pub use wait::{wait_until, wait_until_async};

@@ -328,8 +328,21 @@ impl Backend for V2 {
         self.update(path, res)
     }
 
+    /// Enables the controllers in every ancestor first, as `create`: on a systemd machine,
+    /// systemd rewrites the subtree_control of a slice it realizes (seen on a Debian 12 guest:
+    /// kubepods.slice left with `memory hugetlb pids rdma misc`, so the QoS tiers had no
+    /// cpu.weight and the next start of bosun failed with EACCES writing it).
     fn update(&self, path: &str, res: &ResourceConfig) -> Result<(), CgroupError> {
         let dir = join(&self.root, path);
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        if let Some((_, ancestors)) = parts.split_last() {
+            let mut parent = self.root.clone();
+            self.enable_controllers(&parent)?;
+            for part in ancestors {
+                parent = parent.join(part);
+                self.enable_controllers(&parent)?;
+            }
+        }
         if let Some(shares) = res.cpu_shares.filter(|s| *s != 0) {
             write(&dir, "cpu.weight", &shares_to_weight(shares).to_string())?;
         }
@@ -461,6 +474,18 @@ mod tests {
         .unwrap();
         assert_eq!(read("cpu.max"), "max 100000");
         assert_eq!(read("memory.max"), "max");
+        // An update enables the controllers along the path again (systemd trims a slice's).
+        std::fs::write(
+            t.path().join("kubepods/cgroup.subtree_control"),
+            "memory pids",
+        )
+        .unwrap();
+        b.update("/kubepods/burstable", &ResourceConfig::default())
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("kubepods/cgroup.subtree_control")).unwrap(),
+            "+cpu +cpuset +memory +pids +hugetlb +io"
+        );
         assert_eq!(b.children("/kubepods/burstable"), ["podx"]);
         b.remove("/kubepods/burstable").unwrap();
         assert!(!b.exists("/kubepods/burstable"));

@@ -1,0 +1,206 @@
+//! The VM node: a qemu guest with systemd as PID 1 and cgroup v2 only (`tests/vm/up`), driven over
+//! ssh, with bosun installed in it as systemd/README.md tells an operator.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Once, OnceLock};
+use std::time::Duration;
+
+use crate::env::{env_dir, parse_exports, repo_root};
+use crate::wait::wait_until;
+
+/// The guest's static pod directory (the kubeadm layout).
+pub const MANIFESTS: &str = "/etc/kubernetes/manifests";
+
+/// The running guest: the variables of `$BOSUN_ENV_DIR/vm/env.sh`.
+#[derive(Debug)]
+pub struct Vm {
+    vars: HashMap<String, String>,
+    installed: Once,
+}
+
+impl Vm {
+    /// The VM node, booted once per test process (`tests/vm/up` is idempotent and leaves it
+    /// running; `tests/vm/down` stops it). None, with the reason printed, where qemu cannot run.
+    pub fn get() -> Option<&'static Vm> {
+        static VM: OnceLock<Option<Vm>> = OnceLock::new();
+        let vm = VM.get_or_init(Vm::up).as_ref();
+        if vm.is_none() {
+            eprintln!("SKIPPED: {}", Vm::skip_reason());
+        }
+        vm
+    }
+
+    fn skip_reason() -> String {
+        let text = std::fs::read_to_string(env_dir().join("vm/env.sh")).unwrap_or_default();
+        let reason = parse_exports(&text).remove("BOSUN_VM_SKIP");
+        format!(
+            "no VM node: {}",
+            reason.unwrap_or_else(|| "tests/vm/up gave no reason".into())
+        )
+    }
+
+    fn up() -> Option<Vm> {
+        let script = repo_root().join("tests/vm/up");
+        let out = Command::new(&script)
+            .env("BOSUN_ENV_DIR", env_dir())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "{} failed ({}):\n{}{}",
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(env_dir().join("vm/env.sh")).expect("vm/env.sh");
+        let vars = parse_exports(&text);
+        if vars.contains_key("BOSUN_VM_SKIP") {
+            return None;
+        }
+        Some(Vm {
+            vars,
+            installed: Once::new(),
+        })
+    }
+
+    /// One variable of the VM's env file.
+    pub fn var(&self, name: &str) -> &str {
+        self.vars
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing from the VM's env.sh"))
+    }
+
+    /// `10.0.2.2:5000/busybox:1`: the host's registry as the guest reaches it.
+    pub fn busybox_image(&self) -> &str {
+        self.var("BOSUN_VM_BUSYBOX_IMAGE")
+    }
+
+    /// The host directory mounted at /mnt/host in the guest.
+    pub fn share(&self) -> PathBuf {
+        PathBuf::from(self.var("BOSUN_VM_SHARE"))
+    }
+
+    /// Runs `script` with bash in the guest as root; its exit status and output.
+    pub fn try_sh(&self, script: &str) -> Output {
+        Command::new("ssh")
+            .args(["-i", self.var("BOSUN_VM_SSH_KEY")])
+            .args(["-p", self.var("BOSUN_VM_SSH_PORT")])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ])
+            .args([
+                "-o",
+                "LogLevel=ERROR",
+                "-o",
+                "ConnectTimeout=10",
+                "-o",
+                "BatchMode=yes",
+            ])
+            .args(["root@127.0.0.1", "bash", "-c"])
+            .arg(shell_quote(&format!("set -euo pipefail\n{script}")))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ssh")
+    }
+
+    /// Runs `script` in the guest and returns its trimmed stdout; panics with its output when it fails.
+    pub fn sh(&self, script: &str) -> String {
+        let out = self.try_sh(script);
+        assert!(
+            out.status.success(),
+            "in the guest: `{script}` failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Polls `script` in the guest until it succeeds with a non-empty stdout, which it returns.
+    pub fn wait_sh(&self, what: &str, timeout: Duration, script: &str) -> String {
+        wait_until(what, timeout, || {
+            let out = self.try_sh(script);
+            let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            (out.status.success() && !stdout.is_empty()).then_some(stdout)
+        })
+    }
+
+    /// Installs bosun as systemd/README.md says (once per test process), from copies in the
+    /// share: the binary under test to /usr/bin/bosun, systemd/bosun.service and the kubeadm
+    /// drop-in systemd/10-kubeadm.conf (no kubelet unit to disable in the guest); then
+    /// daemon-reload and enable. The binary goes without its debug info (a fifth of the size
+    /// through the emulated 9p).
+    pub fn install_bosun(&self) {
+        self.installed.call_once(|| self.install());
+    }
+
+    fn install(&self) {
+        let share = self.share();
+        std::fs::create_dir_all(share.join("systemd")).expect("share/systemd");
+        let tmp = share.join(".bosun");
+        let stripped = Command::new("strip")
+            .arg("--strip-debug")
+            .arg("-o")
+            .arg(&tmp)
+            .arg(crate::bosun_bin())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !stripped {
+            std::fs::copy(crate::bosun_bin(), &tmp).expect("copy bosun into the share");
+        }
+        std::fs::rename(&tmp, share.join("bosun")).expect("rename bosun");
+        for f in ["bosun.service", "10-kubeadm.conf"] {
+            std::fs::copy(
+                repo_root().join("systemd").join(f),
+                share.join("systemd").join(f),
+            )
+            .expect("copy the unit files into the share");
+        }
+        let g = self.var("BOSUN_VM_GUEST_SHARE");
+        self.sh(&format!(
+            "install -m 0755 {g}/bosun /usr/bin/bosun
+             install -m 0644 {g}/systemd/bosun.service /etc/systemd/system/bosun.service
+             install -D -m 0644 {g}/systemd/10-kubeadm.conf /etc/systemd/system/bosun.service.d/10-kubeadm.conf
+             systemctl daemon-reload && systemctl enable bosun 2>/dev/null"
+        ));
+    }
+
+    /// Writes `text` to `path` in the guest at once (written aside, then renamed).
+    pub fn write(&self, path: &str, text: &str) {
+        let share = self.share();
+        let name = format!(".write-{}", std::process::id());
+        std::fs::write(share.join(&name), text).expect("write into the share");
+        let g = self.var("BOSUN_VM_GUEST_SHARE");
+        self.sh(&format!(
+            "mkdir -p \"$(dirname {path})\" && cp {g}/{name} {path}.tmp && mv {path}.tmp {path} && rm {g}/{name}"
+        ));
+    }
+
+    /// The guest's journal of bosun.service since its last start (for failure messages).
+    pub fn bosun_journal(&self) -> String {
+        let out = self.try_sh("journalctl -u bosun --no-pager -n 200 -o cat");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+}
+
+/// `s` as one single-quoted shell word.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_single_quotes() {
+        assert_eq!(shell_quote("a 'b' c"), r"'a '\''b'\'' c'");
+    }
+}

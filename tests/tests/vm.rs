@@ -1,0 +1,372 @@
+//! Bosun on a real systemd node with cgroup v2: a qemu guest (`tests/vm/up`) with bosun installed
+//! as systemd/README.md tells an operator, in standalone mode (a static pod, cgroupDriver systemd).
+//! The guest runs under TCG here, where a container start takes about 2 s: the suite stays small.
+//! Skipped, with the reason printed, where qemu cannot run.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bosun_tests::vm::MANIFESTS;
+use bosun_tests::{Container, PodBuilder, Vm};
+
+/// The tests share the guest's one bosun.service: one at a time.
+static GUEST: Mutex<()> = Mutex::new(());
+
+/// A pod start in the guest: the image pull, the sandbox and the container under emulation.
+const POD_START: Duration = Duration::from_secs(180);
+
+/// The KubeletConfiguration of a standalone node (kubeadm's path, /var/lib/kubelet/config.yaml).
+const STANDALONE_CONFIG: &str = "apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: systemd
+containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
+staticPodPath: /etc/kubernetes/manifests
+fileCheckFrequency: 1s
+podPidsLimit: 1024
+";
+
+/// The operator's drop-in for a node with no cluster: the kubeadm drop-in's kubeconfig flags
+/// emptied (it sorts after 10-kubeadm.conf, so its Environment= wins).
+const STANDALONE_DROPIN: &str = "[Service]\nEnvironment=\"KUBELET_KUBECONFIG_ARGS=\"\n";
+
+/// Bosun installed and configured for standalone mode, stopped, with no static pods and no pod
+/// containers left from an earlier test.
+fn standalone(vm: &Vm) {
+    vm.sh("systemctl stop bosun 2>/dev/null || true");
+    vm.install_bosun();
+    vm.write("/var/lib/kubelet/config.yaml", STANDALONE_CONFIG);
+    vm.write(
+        "/etc/systemd/system/bosun.service.d/20-standalone.conf",
+        STANDALONE_DROPIN,
+    );
+    // Containers left by a test that failed half-way: removed behind the CRI plugin's back, so
+    // containerd restarts to forget them.
+    vm.sh(&format!(
+        "mkdir -p {MANIFESTS} && rm -f {MANIFESTS}/*
+         if [ -n \"$(ctr -n k8s.io containers ls -q)\" ]; then
+           for c in $(ctr -n k8s.io containers ls -q); do ctr -n k8s.io tasks kill -s KILL $c 2>/dev/null || true; done
+           for c in $(ctr -n k8s.io containers ls -q); do ctr -n k8s.io tasks delete -f $c 2>/dev/null || true; ctr -n k8s.io containers delete $c 2>/dev/null || true; done
+           systemctl restart containerd
+         fi
+         systemctl daemon-reload"
+    ));
+}
+
+/// The id of the running container `container` of pod `pod` (CRI labels; one filter, as ctr ORs
+/// several), empty when there is none.
+fn running_container(pod: &str, container: &str) -> String {
+    format!(
+        r#"for id in $(ctr -n k8s.io containers ls -q 'labels."io.kubernetes.pod.name"=={pod},labels."io.kubernetes.container.name"=={container}'); do
+             ctr -n k8s.io tasks ls | awk -v id=$id '$1 == id && $3 == "RUNNING" {{ print id }}'
+           done"#
+    )
+}
+
+/// Removes static pod `name`'s manifest, waits until bosun has removed its containers (sandbox
+/// included), then stops bosun.
+fn remove_static_pod(vm: &Vm, name: &str) {
+    vm.sh(&format!("rm -f {MANIFESTS}/{name}.yaml"));
+    vm.wait_sh(
+        &format!("{name}'s containers removed"),
+        Duration::from_secs(120),
+        &format!(
+            r#"test -z "$(ctr -n k8s.io containers ls -q 'labels."io.kubernetes.pod.name"=={name}-vm')" && echo gone"#
+        ),
+    );
+    vm.sh("systemctl stop bosun");
+}
+
+/// The Guaranteed static pod `name`: `main` sleeps, limits (= requests) 250m and 64Mi.
+fn guaranteed_pod(vm: &Vm, name: &str) -> String {
+    PodBuilder::new(name)
+        .grace(2)
+        .container(
+            Container::sh("main", "exec sleep 3600")
+                .image(vm.busybox_image())
+                .limits("250m", "64Mi"),
+        )
+        .manifest()
+}
+
+#[test]
+fn systemctl_start_stop_and_restart_keep_and_adopt_the_pods() {
+    let _one = GUEST.lock().unwrap_or_else(|e| e.into_inner());
+    let t0 = Instant::now();
+    let step = |what: &str| eprintln!("vm lifecycle: {what} after {:.1?}", t0.elapsed());
+    let Some(vm) = Vm::get() else { return };
+    step("VM up");
+    standalone(vm);
+    step("bosun installed");
+    vm.write(&format!("{MANIFESTS}/web.yaml"), &guaranteed_pod(vm, "web"));
+
+    // Type=notify: `systemctl start` returns once bosun sent READY=1, so the unit is active then.
+    let started = Instant::now();
+    vm.sh("systemctl start bosun");
+    let took = started.elapsed();
+    let state = vm.sh("for p in Type ActiveState SubState; do systemctl show -p $p --value bosun; done | paste -sd' '");
+    assert_eq!(state, "notify active running", "{}", vm.bosun_journal());
+    step(&format!("systemctl start bosun returned in {took:.1?}"));
+
+    let first = vm.wait_sh(
+        "web's container running",
+        POD_START,
+        &running_container("web-vm", "main"),
+    );
+    step("web running");
+    let pid = vm.sh("systemctl show -p MainPID --value bosun");
+
+    // KillMode=process: stopping bosun leaves the pod's containers running.
+    vm.sh("systemctl stop bosun");
+    assert_eq!(vm.sh("systemctl is-active bosun || true"), "inactive");
+    assert_eq!(
+        vm.sh(&running_container("web-vm", "main")),
+        first,
+        "the pod's container after systemctl stop bosun"
+    );
+
+    step("stopped, web still running");
+    // A restart adopts the running container: same id, never restarted, under a new bosun.
+    vm.sh("systemctl start bosun");
+    let pid2 = vm.sh("systemctl show -p MainPID --value bosun");
+    assert_ne!(pid, pid2, "a new bosun process");
+    vm.sh("systemctl restart bosun");
+    let pid3 = vm.sh("systemctl show -p MainPID --value bosun");
+    assert_ne!(pid2, pid3, "a new bosun process after systemctl restart");
+    // The new bosun reports the pod's phase once it has synced it; by then it has adopted or
+    // replaced the container.
+    vm.wait_sh(
+        "the restarted bosun's first sync of web",
+        POD_START,
+        &format!("journalctl _PID={pid3} -o cat | grep 'pod.name.*web-vm' | grep 'pod phase'"),
+    );
+    assert_eq!(
+        vm.sh(&running_container("web-vm", "main")),
+        first,
+        "web's container after systemctl restart bosun:\n{}",
+        vm.bosun_journal()
+    );
+    assert_eq!(
+        vm.sh(r#"ctr -n k8s.io containers ls -q 'labels."io.kubernetes.pod.name"==web-vm,labels."io.kubernetes.container.name"==main' | wc -l"#),
+        "1",
+        "one main container ever"
+    );
+    assert_eq!(vm.sh("systemctl show -p NRestarts --value bosun"), "0");
+    step("restarted twice, web adopted");
+    remove_static_pod(vm, "web");
+    step("web removed");
+}
+
+/// The cgroup v2 limit files of `dir` (relative to /sys/fs/cgroup) in the guest, as `file=value`.
+fn cgroup_files(vm: &Vm, dir: &str) -> Vec<String> {
+    vm.sh(&format!(
+        "cd /sys/fs/cgroup/{dir} && for f in cpu.max cpu.weight memory.max pids.max; do echo \"$f=$(cat $f)\"; done"
+    ))
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+/// cpu.shares to cpu.weight as the kubelet's cgroup v2 manager (KEP 2254's linear mapping).
+fn weight(shares: u64) -> u64 {
+    ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142 + 1
+}
+
+#[test]
+#[ignore = "bosun's systemd cgroup driver writes the slices' files behind systemd's back: when runc \
+            asks systemd for the first scope of a pod, systemd realizes kubepods.slice and the pod's \
+            slice and resets their cpu.max, cpu.weight, memory.max and pids.max to its defaults; \
+            needs the D-Bus driver of issue #21"]
+fn guaranteed_pod_and_qos_limits_read_back_from_cgroup_v2() {
+    let _one = GUEST.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(vm) = Vm::get() else { return };
+    standalone(vm);
+    vm.write(
+        &format!("{MANIFESTS}/limited.yaml"),
+        &guaranteed_pod(vm, "limited"),
+    );
+    vm.sh("systemctl start bosun");
+    let id = vm.wait_sh(
+        "limited's container running",
+        POD_START,
+        &running_container("limited-vm", "main"),
+    );
+    // The container's own cgroup (its scope, made by runc through systemd) and its parent, the
+    // pod's slice.
+    let scope = vm.sh(&format!(
+        "pid=$(ctr -n k8s.io tasks ls | awk -v id={id} '$1 == id {{ print $2 }}'); cut -d: -f3 /proc/$pid/cgroup"
+    ));
+    let pod = scope
+        .rsplit_once('/')
+        .expect("the scope has a parent")
+        .0
+        .to_string();
+    let cores: u64 = vm.sh("nproc").parse().expect("nproc");
+    let mem_total: u64 = vm
+        .sh("awk '/^MemTotal:/ { print $2 * 1024 }' /proc/meminfo")
+        .parse()
+        .expect("MemTotal");
+    let pids: u64 = vm
+        .sh("a=$(cat /proc/sys/kernel/pid_max); b=$(cat /proc/sys/kernel/threads-max); echo $(( a < b ? a : b ))")
+        .parse()
+        .expect("pid capacity");
+    let q250 = "cpu.max=25000 100000".to_string();
+    let w250 = format!("cpu.weight={}", weight(256));
+    let mem64 = "memory.max=67108864".to_string();
+    // (level, cgroup, the files that matter there): 250m is quota 25000 per 100000 and 256 shares;
+    // node allocatable with no reservations is every core, all memory and the pid capacity.
+    let want = [
+        (
+            "container",
+            scope.clone(),
+            vec![q250.clone(), w250.clone(), mem64.clone()],
+        ),
+        ("pod", pod, vec![q250, w250, mem64, "pids.max=1024".into()]),
+        (
+            "kubepods",
+            "kubepods.slice".into(),
+            vec![
+                "cpu.max=max 100000".into(),
+                format!("cpu.weight={}", weight(1024 * cores)),
+                format!("memory.max={mem_total}"),
+                format!("pids.max={pids}"),
+            ],
+        ),
+        (
+            "burstable",
+            "kubepods.slice/kubepods-burstable.slice".into(),
+            vec!["cpu.weight=1".into()],
+        ),
+        (
+            "besteffort",
+            "kubepods.slice/kubepods-besteffort.slice".into(),
+            vec!["cpu.weight=1".into()],
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (level, dir, files) in &want {
+        let got = cgroup_files(vm, dir);
+        if !files.iter().all(|f| got.contains(f)) {
+            wrong.push(format!("{level} ({dir}): want {files:?}, got {got:?}"));
+        }
+    }
+    remove_static_pod(vm, "limited");
+    assert!(wrong.is_empty(), "cgroup v2 values:\n{}", wrong.join("\n"));
+}
+
+/// The VM node's KubeletConfiguration in the cluster: tainted, so only pods that tolerate the
+/// taint land on the slow guest.
+const CLUSTER_CONFIG: &str = "apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: systemd
+containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
+podPidsLimit: 1024
+registerWithTaints:
+- key: bosun.test/vm
+  effect: NoSchedule
+";
+
+#[test]
+fn joins_the_host_control_plane_and_runs_a_pod() {
+    let _one = GUEST.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(vm) = Vm::get() else { return };
+    let env = bosun_tests::Env::cluster();
+    standalone(vm);
+    // The node's client certificate; the API server as the guest reaches it (10.0.2.2), its
+    // serving certificate checked against its name `kubernetes` (it has no SAN for 10.0.2.2).
+    let cred = vm.share().join("node");
+    let out =
+        std::process::Command::new(bosun_tests::repo_root().join("tests/cluster/mint-node-cred"))
+            .arg("vm")
+            .arg(&cred)
+            .envs(env.vars())
+            .output()
+            .expect("run mint-node-cred");
+    assert!(
+        out.status.success(),
+        "mint-node-cred: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = env
+        .var("APISERVER")
+        .rsplit(':')
+        .next()
+        .expect("APISERVER port")
+        .to_string();
+    let kubeconfig = std::fs::read_to_string(cred.join("kubeconfig"))
+        .expect("kubeconfig")
+        .replace(
+            &format!("server: {}", env.var("APISERVER")),
+            &format!(
+                "server: https://{}:{port}\n    tls-server-name: kubernetes",
+                vm.var("BOSUN_VM_HOST_ADDR")
+            ),
+        );
+    assert!(kubeconfig.contains("tls-server-name"), "{kubeconfig}");
+    vm.write("/etc/kubernetes/kubelet.conf", &kubeconfig);
+    vm.write("/var/lib/kubelet/config.yaml", CLUSTER_CONFIG);
+    vm.sh(
+        "rm -f /etc/systemd/system/bosun.service.d/20-standalone.conf && systemctl daemon-reload",
+    );
+    // READY=1 in cluster mode comes once the Node is registered.
+    vm.sh("systemctl start bosun");
+    let node = bosun_tests::kubectl(&[
+        "get",
+        "node",
+        "vm",
+        "-o",
+        "jsonpath={.status.nodeInfo.kubeletVersion} {.status.addresses[?(@.type==\"InternalIP\")].address}",
+    ]);
+    assert!(
+        node.contains("bosun") && node.ends_with(" 10.0.2.15"),
+        "node vm: {node}"
+    );
+
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "vm-hello", "namespace": "default"},
+        "spec": {
+            "nodeName": "vm",
+            "tolerations": [{"key": "bosun.test/vm", "operator": "Exists"}],
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{
+                "name": "main", "image": vm.busybox_image(),
+                "command": ["sh", "-c", "exec sleep 3600"],
+                "resources": {"limits": {"cpu": "250m", "memory": "64Mi"}},
+            }],
+        },
+    });
+    let file = vm.share().join("vm-hello.json");
+    std::fs::write(&file, pod.to_string()).expect("pod file");
+    let file = file.display().to_string();
+    bosun_tests::kubectl(&[
+        "delete",
+        "pod",
+        "vm-hello",
+        "--ignore-not-found",
+        "--wait=true",
+        "--timeout=120s",
+    ]);
+    bosun_tests::kubectl(&["apply", "-f", &file]);
+    bosun_tests::kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/vm-hello",
+        "--timeout=180s",
+    ]);
+    let status = bosun_tests::kubectl(&[
+        "get",
+        "pod",
+        "vm-hello",
+        "-o",
+        "jsonpath={.status.phase} {.status.qosClass} {.status.podIP}",
+    ]);
+    assert!(
+        status.starts_with("Running Guaranteed 10.88."),
+        "pod vm-hello: {status}"
+    );
+    assert!(!vm.sh(&running_container("vm-hello", "main")).is_empty());
+
+    bosun_tests::kubectl(&["delete", "pod", "vm-hello", "--wait=true", "--timeout=120s"]);
+    vm.sh("systemctl stop bosun");
+    bosun_tests::kubectl(&["delete", "node", "vm", "--wait=true"]);
+}
