@@ -150,7 +150,9 @@ proptest! {
 
     /// Any string parses as a quantity or is refused; never a panic.
     #[test]
-    fn quantities_parse_or_are_refused(s in text()) {
+    fn quantities_parse_or_are_refused(
+        s in prop_oneof![text(), "[-+]?[0-9]{1,40}(\\.[0-9]{0,20})?[eE][-+]?(21474836[0-9]{2}|[0-9]{1,3})"],
+    ) {
         let _ = crate::resource::parse_quantity(&s);
     }
 

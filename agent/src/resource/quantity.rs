@@ -71,7 +71,7 @@ pub fn parse_quantity(s: &str) -> Result<Quantity, QuantityError> {
     // value = mantissa * 10^(exp10 - frac_len) * multiplier; kept as milli.
     let mantissa: i128 = format!("{int_part}{frac_part}")
         .parse::<i128>()
-        .unwrap_or(0);
+        .map_err(|_| err())?;
     let (mul, dec_exp): (i128, i32) = match suffix {
         "" => (1, 0),
         "Ki" => (1 << 10, 0),
@@ -92,15 +92,17 @@ pub fn parse_quantity(s: &str) -> Result<Quantity, QuantityError> {
         _ => return Err(err()),
     };
     // milli = mantissa * mul * 10^(dec_exp + exp10 - frac_len + 3), rounded up.
-    let e = dec_exp + exp10 - frac_part.len() as i32 + 3;
+    let e = i64::from(dec_exp) + i64::from(exp10) - frac_part.len() as i64 + 3;
     let scaled = mantissa.checked_mul(mul).ok_or_else(err)?;
     let milli = if e >= 0 {
-        scaled
-            .checked_mul(10i128.checked_pow(e as u32).ok_or_else(err)?)
-            .ok_or_else(err)?
+        let p = u32::try_from(e).ok().and_then(|e| 10i128.checked_pow(e));
+        scaled.checked_mul(p.ok_or_else(err)?).ok_or_else(err)?
     } else {
-        let d = 10i128.checked_pow((-e) as u32).unwrap_or(i128::MAX);
-        (scaled + d - 1) / d
+        // Rounded up to a whole milli; a divisor beyond i128 leaves at most 1.
+        match u32::try_from(-e).ok().and_then(|e| 10i128.checked_pow(e)) {
+            Some(d) => scaled / d + i128::from(scaled % d != 0),
+            None => i128::from(scaled != 0),
+        }
     };
     Ok(Quantity {
         milli: if neg { -milli } else { milli },
@@ -142,5 +144,31 @@ mod tests {
         for input in ["", "abc", "1Qi", "1.2.3", "--1", "m", "1 Mi"] {
             assert!(parse_quantity(input).is_err(), "{input} should not parse");
         }
+    }
+
+    /// Found while fuzzing: exponents at the edge of i32 overflowed (a panic in debug builds, a
+    /// wrapped value in release), and a mantissa beyond i128 was read as 0.
+    #[test]
+    fn extreme_exponents_and_mantissas_are_errors_not_panics_or_zero() {
+        for input in [
+            "1e2147483647",
+            "1e2147483645",
+            "1.5e-2147483648n",
+            "999999999999999999999999999999999999999999",
+        ] {
+            assert!(parse_quantity(input).is_err(), "{input} should not parse");
+        }
+        // Tiny positive amounts round up to one milli, as 500n does.
+        for input in ["1e-2147483648", "1.5e-2147483648", "1e-40"] {
+            assert_eq!(
+                parse_quantity(input).map(|q| q.milli_value()),
+                Ok(1),
+                "{input}"
+            );
+        }
+        assert_eq!(
+            parse_quantity("0e-2147483648").map(|q| q.milli_value()),
+            Ok(0)
+        );
     }
 }
