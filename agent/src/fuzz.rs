@@ -29,6 +29,11 @@ fn cases() -> Config {
     }
 }
 
+/// One of `values`, owned.
+fn one_of(values: &'static [&'static str]) -> impl Strategy<Value = String> + Clone {
+    prop::sample::select(values).prop_map(str::to_string)
+}
+
 /// Strings that stress parsers: anything at all, or the alphabet of quantities, durations,
 /// paths and label syntax.
 fn text() -> impl Strategy<Value = String> {
@@ -209,15 +214,10 @@ proptest! {
 /// A request to the kubelet port: method, path built from hostile segments, query, headers.
 fn request() -> impl Strategy<Value = (String, String, Vec<(String, String)>)> {
     let segment = prop_oneof![
-        Just("..".to_string()),
-        Just("%2e%2e".to_string()),
-        Just("%2F".to_string()),
-        Just("secret".to_string()),
-        Just("var-log".to_string()),
-        Just("default".to_string()),
-        Just("web".to_string()),
-        Just("main".to_string()),
-        prop::sample::select(vec![
+        one_of(&[
+            "..", "%2e%2e", "%2F", "secret", "var-log", "default", "web", "main",
+        ]),
+        one_of(&[
             "containerLogs",
             "logs",
             "pods",
@@ -238,8 +238,7 @@ fn request() -> impl Strategy<Value = (String, String, Vec<(String, String)>)> {
             "cadvisor",
             "probes",
             "ping",
-        ])
-        .prop_map(str::to_string),
+        ]),
         "[a-zA-Z0-9._~%-]{0,12}",
     ];
     let path = prop::collection::vec(segment, 0..6).prop_map(|s| format!("/{}", s.join("/")));
@@ -385,15 +384,17 @@ proptest! {
 /// at the edges of quantities, security contexts, ports, DNS settings.
 fn pod() -> impl Strategy<Value = Pod> {
     let quantity = prop_oneof![
-        Just("0".to_string()),
-        Just("1".to_string()),
-        Just("100m".to_string()),
-        Just("64Mi".to_string()),
-        Just("9223372036854775807".to_string()),
-        Just("1E".to_string()),
-        Just("8Ei".to_string()),
-        Just("1e18".to_string()),
-        Just("0.000000001".to_string()),
+        one_of(&[
+            "0",
+            "1",
+            "100m",
+            "64Mi",
+            "9223372036854775807",
+            "1E",
+            "8Ei",
+            "1e18",
+            "0.000000001",
+        ]),
         "[0-9]{1,20}(\\.[0-9]{1,9})?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?",
     ];
     let resources = prop::collection::btree_map(
@@ -494,15 +495,7 @@ proptest! {
     /// reason (the kubelet's CreateContainerConfigError message); never a panic.
     #[test]
     fn pods_become_cri_configs_or_are_refused_with_a_reason(pod in pod()) {
-        let dirs = crate::runtime::PodDirs {
-            root_dir: "/var/lib/kubelet".into(),
-            pod_logs_dir: "/var/log/pods".into(),
-            container_logs_link_dir: "/var/log/containers".into(),
-            cluster_dns: vec!["10.96.0.10".into()],
-            cluster_domain: "cluster.local".into(),
-            resolv_conf: "/nonexistent".into(),
-            cgroups: crate::cgroup::Hierarchy::new(crate::config::CgroupDriver::Cgroupfs, "", true),
-        };
+        let dirs = crate::runtime::sandbox::tests::dirs();
         if let Err(e) = crate::runtime::sandbox::sandbox_config(&pod, 0, &dirs) {
             prop_assert!(!e.to_string().is_empty());
         }

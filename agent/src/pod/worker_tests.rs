@@ -56,6 +56,11 @@ impl Held {
         self.clock
     }
 
+    /// Container `id` and its status, if the runtime holds it.
+    fn container_mut(&mut self, id: &str) -> Option<&mut (Container, ContainerStatus)> {
+        self.containers.iter_mut().find(|(c, _)| c.id == id)
+    }
+
     /// Ids of the running containers.
     pub fn running(&self) -> Vec<&str> {
         self.containers
@@ -138,9 +143,7 @@ impl Scripted {
         let mut held = self.held.lock().unwrap();
         let now = held.tick();
         let (_, st) = held
-            .containers
-            .iter_mut()
-            .find(|(c, _)| c.id == id)
+            .container_mut(id)
             .unwrap_or_else(|| panic!("no container {id}"));
         st.state = ContainerState::ContainerExited as i32;
         st.exit_code = code;
@@ -330,9 +333,7 @@ impl PodRuntime for Scripted {
         let mut held = self.held.lock().unwrap();
         let now = held.tick();
         let (c, st) = held
-            .containers
-            .iter_mut()
-            .find(|(c, _)| c.id == id)
+            .container_mut(id)
             .ok_or_else(|| not_found("StartContainer"))?;
         c.state = ContainerState::ContainerRunning as i32;
         st.state = ContainerState::ContainerRunning as i32;
@@ -345,7 +346,7 @@ impl PodRuntime for Scripted {
             .await;
         let mut held = self.held.lock().unwrap();
         let now = held.tick();
-        let Some((c, st)) = held.containers.iter_mut().find(|(c, _)| c.id == id) else {
+        let Some((c, st)) = held.container_mut(id) else {
             return Err(not_found("StopContainer"));
         };
         if st.state != ContainerState::ContainerExited as i32 {

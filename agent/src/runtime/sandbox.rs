@@ -385,10 +385,12 @@ fn host_resolv(path: &Path) -> (Vec<String>, Vec<String>, Vec<String>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn dirs() -> PodDirs {
+    /// The kubelet's default directories, cluster DNS 10.96.0.10 in cluster.local, no host
+    /// resolv.conf and cgroupfs names: what unit tests build sandbox configs with.
+    pub(crate) fn dirs() -> PodDirs {
         PodDirs {
             root_dir: "/var/lib/kubelet".into(),
             pod_logs_dir: "/var/log/pods".into(),
