@@ -32,7 +32,13 @@ impl Container {
 
     /// `name` running `argv` as is in busybox.
     pub fn exec(name: &str, argv: &[&str]) -> Container {
-        Container(json!({"name": name, "image": Env::runtime().busybox_image(), "command": argv}))
+        Container::exec_in(Env::runtime().busybox_image(), name, argv)
+    }
+
+    /// `name` running `argv` as is in `image`, without the host's test environment (the VM node
+    /// names its own busybox).
+    pub fn exec_in(image: &str, name: &str, argv: &[&str]) -> Container {
+        Container(json!({"name": name, "image": image, "command": argv}))
     }
 
     /// `name` running its image's own entrypoint.

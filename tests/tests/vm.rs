@@ -81,8 +81,7 @@ fn guaranteed_pod(vm: &Vm, name: &str) -> String {
     PodBuilder::new(name)
         .grace(2)
         .container(
-            Container::sh("main", "exec sleep 3600")
-                .image(vm.busybox_image())
+            Container::exec_in(vm.busybox_image(), "main", &["sh", "-c", "exec sleep 3600"])
                 .limits("250m", "64Mi"),
         )
         .manifest()
@@ -171,11 +170,10 @@ fn weight(shares: u64) -> u64 {
     ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142 + 1
 }
 
+/// With cgroupDriver systemd, kubepods, the QoS tiers and the pod are transient slice units made
+/// over D-Bus with their limits as unit properties (issue #21): systemd keeps them when runc asks
+/// it for the containers' scopes.
 #[test]
-#[ignore = "bosun's systemd cgroup driver writes the slices' files behind systemd's back: when runc \
-            asks systemd for the first scope of a pod, systemd realizes kubepods.slice and the pod's \
-            slice and resets their cpu.max, cpu.weight, memory.max and pids.max to its defaults; \
-            needs the D-Bus driver of issue #21"]
 fn guaranteed_pod_and_qos_limits_read_back_from_cgroup_v2() {
     let _one = GUEST.lock().unwrap_or_else(|e| e.into_inner());
     let Some(vm) = Vm::get() else { return };
@@ -245,12 +243,54 @@ fn guaranteed_pod_and_qos_limits_read_back_from_cgroup_v2() {
     let mut wrong = Vec::new();
     for (level, dir, files) in &want {
         let got = cgroup_files(vm, dir);
+        eprintln!("{level} ({dir}): {got:?}");
         if !files.iter().all(|f| got.contains(f)) {
             wrong.push(format!("{level} ({dir}): want {files:?}, got {got:?}"));
         }
     }
+    // Every level is a transient slice unit systemd knows; systemctl status shows the pod's slice
+    // (holding the containers' scopes) under kubepods.slice (the empty QoS slices are not drawn
+    // in its cgroup tree), list-units all four.
+    let pod_unit = want[1].1.rsplit('/').next().expect("pod slice").to_string();
+    let status = vm.sh("systemctl status kubepods.slice --no-pager --lines=0 --full");
+    let units =
+        vm.sh("systemctl list-units --type=slice --all --no-pager --plain --no-legend 'kubepods*'");
+    eprintln!("systemctl status kubepods.slice:\n{status}\nsystemctl list-units:\n{units}");
+    if !status.contains("CGroup: /kubepods.slice\n") || !status.contains(&pod_unit) {
+        wrong.push(format!(
+            "systemctl status kubepods.slice shows no {pod_unit}"
+        ));
+    }
+    for unit in [
+        "kubepods.slice",
+        "kubepods-burstable.slice",
+        "kubepods-besteffort.slice",
+        pod_unit.as_str(),
+    ] {
+        let state = vm.sh(&format!(
+            "systemctl show -p LoadState -p ActiveState -p Transient --value {unit} | paste -sd' '"
+        ));
+        if state != "loaded active yes" || !units.contains(unit) {
+            wrong.push(format!(
+                "{unit}: LoadState ActiveState Transient {state:?}, in list-units: {}",
+                units.contains(unit)
+            ));
+        }
+    }
+    // Removing the pod stops its slice unit (StopUnit).
+    vm.sh(&format!("rm -f {MANIFESTS}/limited.yaml"));
+    vm.wait_sh(
+        "the pod's slice unit stopped",
+        Duration::from_secs(120),
+        &format!("s=$(systemctl is-active {pod_unit} || true); [ \"$s\" = inactive ] && echo gone"),
+    );
     remove_static_pod(vm, "limited");
-    assert!(wrong.is_empty(), "cgroup v2 values:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "cgroup v2 values and units:\n{}\n{}",
+        wrong.join("\n"),
+        vm.bosun_journal()
+    );
 }
 
 /// The VM node's KubeletConfiguration in the cluster: tainted, so only pods that tolerate the

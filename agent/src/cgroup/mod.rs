@@ -2,12 +2,16 @@
 //! cgroup (`<cgroupRoot>/kubepods`) with the QoS tiers `burstable` and `besteffort` below it, one
 //! `pod<uid>` cgroup per pod with the limits of its containers' sum, made before the sandbox and
 //! removed after it; cgroup v1 and v2 behind one seam ([`fs::Backend`]), names in the cgroupfs or
-//! systemd syntax ([`name`]).
+//! systemd syntax ([`name`]). With the systemd driver each of those cgroups is a transient slice
+//! unit made over D-Bus first ([`systemd`] builds its properties, [`dbus`] talks to systemd), as
+//! the kubelet's systemd cgroup manager does through libcontainer.
 
+pub mod dbus;
 pub mod fs;
 pub mod manager;
 pub mod name;
 pub mod resources;
+pub mod systemd;
 
 use std::path::{Path, PathBuf};
 
@@ -49,6 +53,26 @@ pub enum CgroupError {
     /// The systemd driver is configured on a machine without systemd.
     #[error("cgroupDriver systemd: systemd is not running (no /run/systemd/system)")]
     NoSystemd,
+    /// A call to systemd over D-Bus failed.
+    #[error("systemd {op} {unit}: {message}")]
+    Systemd {
+        /// The Manager method (`StartTransientUnit`) or `connect`.
+        op: &'static str,
+        /// The unit it was about (empty for connect).
+        unit: String,
+        /// What D-Bus or systemd said.
+        message: String,
+    },
+    /// A call to systemd, or its job, did not finish in time.
+    #[error("systemd {op} {unit}: no answer within {after:?}")]
+    SystemdTimeout {
+        /// The Manager method.
+        op: &'static str,
+        /// The unit it was about.
+        unit: String,
+        /// The deadline.
+        after: std::time::Duration,
+    },
 }
 
 impl CgroupError {
@@ -105,7 +129,15 @@ pub async fn start(
         Err(e) => tracing::warn!(error = %e, "CRI RuntimeConfig failed; using cgroupDriver"),
     }
     let backend = fs::open(Path::new(CGROUP_ROOT))?;
-    let manager = ContainerManager::new(backend, names, cfg.pod_pids_limit);
-    manager.start(node_allocatable)?;
+    let mut manager = ContainerManager::new(backend, names, cfg.pod_pids_limit);
+    if cfg.driver == CgroupDriver::Systemd {
+        let systemd = dbus::SystemdDbus::connect().await?;
+        tracing::info!(
+            systemd.version = dbus::Units::version(&systemd),
+            "cgroupDriver systemd: cgroups are transient slice units"
+        );
+        manager = manager.with_units(std::sync::Arc::new(systemd));
+    }
+    manager.start(node_allocatable).await?;
     Ok(manager)
 }

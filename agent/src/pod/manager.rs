@@ -402,19 +402,19 @@ impl<R: PodRuntime> PodManager<R> {
         }
         self.reaping.retain(|u| now.contains_key(u));
         if self.all_sources_seen() {
-            self.remove_orphaned_cgroups(&now);
+            self.remove_orphaned_cgroups(&now).await;
         }
         self.last_relist = now;
     }
 
     /// Removes the cgroups of pods with neither a worker nor anything in the runtime.
-    fn remove_orphaned_cgroups(&self, in_runtime: &HashMap<String, String>) {
+    async fn remove_orphaned_cgroups(&self, in_runtime: &HashMap<String, String>) {
         for orphan in self.ctx.cgroups.pod_cgroups() {
             if self.workers.contains_key(&orphan.uid) || in_runtime.contains_key(&orphan.uid) {
                 continue;
             }
             info!(pod.uid = %orphan.uid, cgroup = %orphan.path, "removing the cgroup of a pod no longer known");
-            if let Err(e) = self.ctx.cgroups.remove_orphan(&orphan) {
+            if let Err(e) = self.ctx.cgroups.remove_orphan(&orphan).await {
                 warn!(pod.uid = %orphan.uid, error = %e, "cannot remove an orphaned pod cgroup");
             }
         }

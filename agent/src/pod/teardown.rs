@@ -176,7 +176,7 @@ pub async fn remove(ctx: &NodeContext<impl PodRuntime>, pod: &Pod, obs: &Observe
             warn!(sandbox.id = %id, error = %e, "remove sandbox failed");
         }
     }
-    if let Err(e) = ctx.cgroups.remove_pod(pod) {
+    if let Err(e) = ctx.cgroups.remove_pod(pod).await {
         warn!(error = %e, "cannot remove the pod cgroup; orphan cleanup retries");
     }
     let dirs = &ctx.dirs;

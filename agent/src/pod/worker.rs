@@ -239,7 +239,7 @@ impl<R: PodRuntime> PodWorker<R> {
 
     async fn sync(&mut self) -> bosun_cri::Result<()> {
         // The pod cgroup (with its limits) exists before the sandbox, as the kubelet makes it.
-        if let Err(e) = self.ctx.cgroups.ensure_pod(&self.pod) {
+        if let Err(e) = self.ctx.cgroups.ensure_pod(&self.pod).await {
             warn!(error = %e, "cannot create the pod cgroup");
             let msg = format!("unable to ensure pod container exists: {e}");
             self.event(None, EventType::Warning, "FailedCreatePodContainer", msg);
