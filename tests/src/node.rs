@@ -168,6 +168,16 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
+        // A containerd that died under a test explains that test's failure: say so, with its log.
+        if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+            let log = fs::read_to_string(self.dir.join("log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!(
+                "containerd of slot {} exited during the test ({status}); its log ends:\n{}",
+                self.slot,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         self.stop_daemon();
         teardown(&self.dir, &self.bridge);
         if let Some(parent) = self.dir.parent() {
@@ -183,13 +193,18 @@ fn teardown(dir: &Path, bridge: &str) {
         .status();
 }
 
+/// Where slot claims live: machine-wide, not per environment directory, because what a slot names
+/// is machine-wide too (bridge `bsnN`, subnet, cgroup `/bosun-bsnN`, server port); two
+/// environments (CI's and a second one) must never both hold slot N.
+const SLOTS_DIR: &str = "/run/bosun-tests/slots";
+
 /// Claims a free slot number across all test processes and threads: an exclusive `flock` on the
 /// slot's file, held until the [`Containerd`] is dropped or its process dies (so a crashed test
 /// leaves no stale claim, and two claimants can never both win one slot, as the pid-file check
 /// before it allowed when both found the same stale file).
 fn claim_slot() -> (u32, Flock<fs::File>) {
-    let slots = env_dir().join("slots");
-    fs::create_dir_all(&slots).expect("create slots dir");
+    let slots = Path::new(SLOTS_DIR);
+    fs::create_dir_all(slots).expect("create slots dir");
     for slot in 1..=MAX_SLOT {
         let path = slots.join(slot.to_string());
         let Ok(file) = OpenOptions::new()

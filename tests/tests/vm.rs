@@ -155,6 +155,72 @@ fn systemctl_start_stop_and_restart_keep_and_adopt_the_pods() {
     step("web removed");
 }
 
+/// systemd's watchdog (the unit's WatchdogSec, shortened by an operator's drop-in) is fed while
+/// bosun is healthy, and restarts a bosun that stops answering; the new one adopts the pod.
+#[test]
+fn the_watchdog_restarts_a_bosun_that_stops_answering() {
+    let _one = GUEST.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(vm) = Vm::get() else { return };
+    standalone(vm);
+    vm.write(
+        "/etc/systemd/system/bosun.service.d/30-watchdog.conf",
+        "[Service]\nWatchdogSec=10s\nTimeoutAbortSec=5s\nRestartSec=1s\n",
+    );
+    vm.sh("systemctl daemon-reload");
+    vm.write(&format!("{MANIFESTS}/dog.yaml"), &guaranteed_pod(vm, "dog"));
+    vm.sh("systemctl start bosun");
+    let first = vm.wait_sh(
+        "dog's container running",
+        POD_START,
+        &running_container("dog-vm", "main"),
+    );
+    let pid = vm.sh("systemctl show -p MainPID --value bosun");
+    // Fed: systemd records each WATCHDOG=1; the timestamp moves on twice within two periods.
+    let t0 = vm.sh("systemctl show -p WatchdogTimestampMonotonic --value bosun");
+    let t1 = vm.wait_sh(
+        "a watchdog ping",
+        Duration::from_secs(20),
+        &format!("t=$(systemctl show -p WatchdogTimestampMonotonic --value bosun); [ \"$t\" != {t0} ] && echo $t"),
+    );
+    vm.wait_sh(
+        "a second watchdog ping",
+        Duration::from_secs(20),
+        &format!("t=$(systemctl show -p WatchdogTimestampMonotonic --value bosun); [ \"$t\" != {t1} ] && echo $t"),
+    );
+    assert_eq!(vm.sh("systemctl show -p NRestarts --value bosun"), "0");
+
+    // Frozen (SIGSTOP): no pings; after WatchdogSec systemd aborts it, kills it when the abort
+    // times out, and starts a new one.
+    vm.sh(&format!("kill -STOP {pid}"));
+    let pid2 = vm.wait_sh(
+        "bosun restarted by the watchdog",
+        Duration::from_secs(90),
+        &format!(
+            "p=$(systemctl show -p MainPID --value bosun); s=$(systemctl is-active bosun || true)
+             [ \"$p\" != 0 ] && [ \"$p\" != {pid} ] && [ \"$s\" = active ] && echo $p"
+        ),
+    );
+    let journal = vm.sh("journalctl -u bosun --no-pager -o cat | grep -i watchdog || true");
+    assert!(
+        journal.contains("Watchdog timeout"),
+        "no watchdog timeout in the journal:\n{journal}"
+    );
+    assert_eq!(vm.sh("systemctl show -p NRestarts --value bosun"), "1");
+    vm.wait_sh(
+        "the restarted bosun's first sync of dog",
+        POD_START,
+        &format!("journalctl _PID={pid2} -o cat | grep 'pod.name.*dog-vm' | grep 'pod phase'"),
+    );
+    assert_eq!(
+        vm.sh(&running_container("dog-vm", "main")),
+        first,
+        "dog's container after the watchdog restart:\n{}",
+        vm.bosun_journal()
+    );
+    vm.sh("rm -f /etc/systemd/system/bosun.service.d/30-watchdog.conf && systemctl daemon-reload");
+    remove_static_pod(vm, "dog");
+}
+
 /// The cgroup v2 limit files of `dir` (relative to /sys/fs/cgroup) in the guest, as `file=value`.
 fn cgroup_files(vm: &Vm, dir: &str) -> Vec<String> {
     vm.sh(&format!(
@@ -300,13 +366,63 @@ kind: KubeletConfiguration
 cgroupDriver: systemd
 containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
 podPidsLimit: 1024
+authentication:
+  x509:
+    clientCAFile: /etc/kubernetes/pki/ca.crt
 registerWithTaints:
 - key: bosun.test/vm
   effect: NoSchedule
 ";
 
+/// Pod `name` on the VM node (tolerating its taint): `command` in busybox under `limits`.
+fn vm_pod(vm: &Vm, name: &str, restart: &str, command: &str, limits: (&str, &str)) -> String {
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "nodeName": "vm",
+            "restartPolicy": restart,
+            "tolerations": [{"key": "bosun.test/vm", "operator": "Exists"}],
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{
+                "name": "main", "image": vm.busybox_image(),
+                "command": ["sh", "-c", command],
+                "resources": {"limits": {"cpu": limits.0, "memory": limits.1}},
+            }],
+        },
+    });
+    let file = vm.share().join(format!("{name}.json"));
+    std::fs::write(&file, pod.to_string()).expect("pod file");
+    bosun_tests::kubectl(&[
+        "delete",
+        "pod",
+        name,
+        "--ignore-not-found",
+        "--wait=true",
+        "--timeout=120s",
+    ]);
+    bosun_tests::kubectl(&["apply", "-f", &file.display().to_string()]);
+    name.to_string()
+}
+
+/// The PSI object `v` (`{"full": {...}, "some": {...}}`) has every field of the kubelet's.
+fn is_psi(v: &serde_json::Value) -> bool {
+    ["full", "some"].iter().all(|k| {
+        v[k]["total"].is_u64()
+            && ["avg10", "avg60", "avg300"]
+                .iter()
+                .all(|a| v[k][a].is_f64())
+    })
+}
+
+/// A cgroup's stats in /stats/summary carry CPU, memory and IO pressure, as the kubelet's do
+/// on cgroup v2 (KubeletPSI, GA in v1.36).
+fn has_pressure(stats: &serde_json::Value) -> bool {
+    is_psi(&stats["cpu"]["psi"]) && is_psi(&stats["memory"]["psi"]) && is_psi(&stats["io"]["psi"])
+}
+
 #[test]
-fn joins_the_host_control_plane_and_runs_a_pod() {
+fn joins_the_host_control_plane_runs_pods_and_reports_oom_kills_and_pressure() {
     let _one = GUEST.lock().unwrap_or_else(|e| e.into_inner());
     let Some(vm) = Vm::get() else { return };
     let env = bosun_tests::Env::cluster();
@@ -343,6 +459,11 @@ fn joins_the_host_control_plane_and_runs_a_pod() {
         );
     assert!(kubeconfig.contains("tls-server-name"), "{kubeconfig}");
     vm.write("/etc/kubernetes/kubelet.conf", &kubeconfig);
+    // The cluster CA verifies clients of the kubelet port (kubeadm's clientCAFile).
+    vm.write(
+        "/etc/kubernetes/pki/ca.crt",
+        &std::fs::read_to_string(env.var("CLUSTER_CA")).expect("cluster CA"),
+    );
     vm.write("/var/lib/kubelet/config.yaml", CLUSTER_CONFIG);
     vm.sh(
         "rm -f /etc/systemd/system/bosun.service.d/20-standalone.conf && systemctl daemon-reload",
@@ -361,32 +482,22 @@ fn joins_the_host_control_plane_and_runs_a_pod() {
         "node vm: {node}"
     );
 
-    let pod = serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "vm-hello", "namespace": "default"},
-        "spec": {
-            "nodeName": "vm",
-            "tolerations": [{"key": "bosun.test/vm", "operator": "Exists"}],
-            "terminationGracePeriodSeconds": 2,
-            "containers": [{
-                "name": "main", "image": vm.busybox_image(),
-                "command": ["sh", "-c", "exec sleep 3600"],
-                "resources": {"limits": {"cpu": "250m", "memory": "64Mi"}},
-            }],
-        },
-    });
-    let file = vm.share().join("vm-hello.json");
-    std::fs::write(&file, pod.to_string()).expect("pod file");
-    let file = file.display().to_string();
-    bosun_tests::kubectl(&[
-        "delete",
-        "pod",
+    vm_pod(
+        vm,
         "vm-hello",
-        "--ignore-not-found",
-        "--wait=true",
-        "--timeout=120s",
-    ]);
-    bosun_tests::kubectl(&["apply", "-f", &file]);
+        "Always",
+        "exec sleep 3600",
+        ("250m", "64Mi"),
+    );
+    // Doubles a string until the 32Mi limit kills it: the kernel's OOM kill, seen by containerd
+    // in the cgroup's memory.events and reported by bosun as the kubelet does.
+    vm_pod(
+        vm,
+        "vm-oom",
+        "Never",
+        "a=0123456789abcdef; while true; do a=$a$a; done",
+        ("250m", "32Mi"),
+    );
     bosun_tests::kubectl(&[
         "wait",
         "--for=condition=Ready",
@@ -406,6 +517,82 @@ fn joins_the_host_control_plane_and_runs_a_pod() {
     );
     assert!(!vm.sh(&running_container("vm-hello", "main")).is_empty());
 
+    bosun_tests::kubectl(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Failed",
+        "pod/vm-oom",
+        "--timeout=180s",
+    ]);
+    let oom = bosun_tests::kubectl(&[
+        "get",
+        "pod",
+        "vm-oom",
+        "-o",
+        "jsonpath={.status.containerStatuses[0].state.terminated.reason} {.status.containerStatuses[0].state.terminated.exitCode}",
+    ]);
+    assert_eq!(oom, "OOMKilled 137", "pod vm-oom's container");
+
+    // /stats/summary and /metrics/cadvisor from the guest's cgroup v2 files, over the kubelet
+    // port (forwarded to the host), as the cluster admin.
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (crt, key) =
+        bosun_tests::mint_client_cert(certs.path(), "bosun-test-admin", &["system:masters"]);
+    let g = vm.var("BOSUN_VM_GUEST_SHARE");
+    vm.sh(&format!(
+        "cp /var/lib/kubelet/pki/kubelet.crt {g}/kubelet.crt"
+    ));
+    let addr = format!("127.0.0.1:{}", vm.var("BOSUN_VM_KUBELET_PORT"))
+        .parse()
+        .expect("kubelet port address");
+    let admin =
+        bosun_tests::KubeletClient::new(addr, &vm.share().join("kubelet.crt"), Some((&crt, &key)))
+            .with_server_name("vm");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let summary = rt.block_on(bosun_tests::wait_until_async(
+        "vm-hello's container with CPU, memory and pressure in /stats/summary",
+        Duration::from_secs(120),
+        || async {
+            let s = admin.get("/stats/summary").await.ok()?.json();
+            let pod = s["pods"]
+                .as_array()?
+                .iter()
+                .find(|p| p["podRef"]["name"] == "vm-hello")?
+                .clone();
+            let c = pod["containers"]
+                .as_array()?
+                .iter()
+                .find(|c| c["name"] == "main")?
+                .clone();
+            (c["cpu"]["usageCoreNanoSeconds"].is_u64()
+                && c["memory"]["workingSetBytes"].as_u64()? > 0
+                && has_pressure(&c)
+                && has_pressure(&pod))
+            .then_some(s)
+        },
+    ));
+    eprintln!(
+        "node stats: cpu {} memory {} io {}",
+        summary["node"]["cpu"], summary["node"]["memory"], summary["node"]["io"]
+    );
+    assert!(has_pressure(&summary["node"]), "{}", summary["node"]);
+    // Bosun, containerd and the emulated guest compete for one CPU: some task has waited.
+    let waited = summary["node"]["cpu"]["psi"]["some"]["total"].as_u64();
+    assert!(waited > Some(0), "node CPU pressure: {waited:?}");
+    let metrics = rt
+        .block_on(admin.get("/metrics/cadvisor"))
+        .expect("/metrics/cadvisor")
+        .text();
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("container_pressure_memory_waiting_seconds_total{container=\"main\"")
+            && l.contains("pod=\"vm-hello\"")),
+        "{metrics}"
+    );
+
+    bosun_tests::kubectl(&["delete", "pod", "vm-oom", "--wait=true", "--timeout=120s"]);
     bosun_tests::kubectl(&["delete", "pod", "vm-hello", "--wait=true", "--timeout=120s"]);
     vm.sh("systemctl stop bosun");
     bosun_tests::kubectl(&["delete", "node", "vm", "--wait=true"]);

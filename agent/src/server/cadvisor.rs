@@ -15,7 +15,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::resource_metrics::go_float;
 use crate::stats::Identities;
-use crate::stats::summary::{CpuStats, FsStats, MemoryStats, NetworkStats, Summary};
+use crate::stats::summary::{
+    CpuStats, FsStats, IoStats, MemoryStats, NetworkStats, PsiStats, Summary,
+};
 
 /// The base labels of every series, in name order.
 const BASE: [&str; 6] = ["container", "id", "image", "name", "namespace", "pod"];
@@ -130,6 +132,40 @@ impl Families {
         }
     }
 
+    /// cAdvisor's pressure families (`container_pressure_*`): the pressure files' cumulative
+    /// totals (microseconds) in seconds, `full` as stalled and `some` as waiting.
+    fn pressure(
+        &mut self,
+        base: &[String; 6],
+        cpu: Option<&CpuStats>,
+        memory: Option<&MemoryStats>,
+        io: Option<&IoStats>,
+    ) {
+        let sources: [PressureSource<'_>; 3] = [
+            (
+                cpu.and_then(|c| Some((c.psi.as_ref()?, &c.time))),
+                PRESSURE_CPU_STALLED,
+                PRESSURE_CPU_WAITING,
+            ),
+            (
+                memory.and_then(|m| Some((m.psi.as_ref()?, &m.time))),
+                PRESSURE_MEMORY_STALLED,
+                PRESSURE_MEMORY_WAITING,
+            ),
+            (
+                io.and_then(|i| Some((i.psi.as_ref()?, &i.time))),
+                PRESSURE_IO_STALLED,
+                PRESSURE_IO_WAITING,
+            ),
+        ];
+        for (psi, stalled, waiting) in sources {
+            let Some((psi, time)) = psi else { continue };
+            let t = Some(ms(time));
+            self.add(stalled, base, None, psi.full.total as f64 / 1e6, t);
+            self.add(waiting, base, None, psi.some.total as f64 / 1e6, t);
+        }
+    }
+
     fn start(&mut self, base: &[String; 6], start: &Time, now_ms: i64) {
         self.add(START_TIME, base, None, start.0.as_second() as f64, None);
         self.add(LAST_SEEN, base, None, (now_ms / 1000) as f64, Some(now_ms));
@@ -137,6 +173,9 @@ impl Families {
 }
 
 type Desc = (&'static str, &'static str, &'static str);
+
+/// One resource's pressure and when it was read, with its stalled and waiting families.
+type PressureSource<'a> = (Option<(&'a PsiStats, &'a Time)>, Desc, Desc);
 const CPU_USAGE: Desc = (
     "container_cpu_usage_seconds_total",
     "Cumulative cpu time consumed in seconds.",
@@ -194,6 +233,36 @@ const FS_USAGE: Desc = (
     "Number of bytes that are consumed by the container on this filesystem.",
     "gauge",
 );
+const PRESSURE_CPU_STALLED: Desc = (
+    "container_pressure_cpu_stalled_seconds_total",
+    "Total time duration no tasks in the container could make progress due to CPU congestion.",
+    "counter",
+);
+const PRESSURE_CPU_WAITING: Desc = (
+    "container_pressure_cpu_waiting_seconds_total",
+    "Total time duration tasks in the container have waited due to CPU congestion.",
+    "counter",
+);
+const PRESSURE_MEMORY_STALLED: Desc = (
+    "container_pressure_memory_stalled_seconds_total",
+    "Total time duration no tasks in the container could make progress due to memory congestion.",
+    "counter",
+);
+const PRESSURE_MEMORY_WAITING: Desc = (
+    "container_pressure_memory_waiting_seconds_total",
+    "Total time duration tasks in the container have waited due to memory congestion.",
+    "counter",
+);
+const PRESSURE_IO_STALLED: Desc = (
+    "container_pressure_io_stalled_seconds_total",
+    "Total time duration no tasks in the container could make progress due to IO congestion.",
+    "counter",
+);
+const PRESSURE_IO_WAITING: Desc = (
+    "container_pressure_io_waiting_seconds_total",
+    "Total time duration tasks in the container have waited due to IO congestion.",
+    "counter",
+);
 const START_TIME: Desc = (
     "container_start_time_seconds",
     "Start time of the container since unix epoch in seconds.",
@@ -227,6 +296,12 @@ pub fn encode(summary: Option<&Summary>, ids: &Identities, images: &Images, now_
             s.node.memory.as_ref(),
             s.node.swap.as_ref().and_then(|s| s.swap_usage_bytes),
         );
+        f.pressure(
+            &root,
+            s.node.cpu.as_ref(),
+            s.node.memory.as_ref(),
+            s.node.io.as_ref(),
+        );
         f.network(&root, s.node.network.as_ref());
         f.fs(&root, s.node.fs.as_ref());
         f.start(&root, &s.node.start_time, now_ms);
@@ -247,6 +322,7 @@ pub fn encode(summary: Option<&Summary>, ids: &Identities, images: &Images, now_
                     p.memory.as_ref(),
                     p.swap.as_ref().and_then(|s| s.swap_usage_bytes),
                 );
+                f.pressure(&base, p.cpu.as_ref(), p.memory.as_ref(), p.io.as_ref());
                 f.network(&base, p.network.as_ref());
                 f.start(&base, &p.start_time, now_ms);
             }
@@ -273,6 +349,7 @@ pub fn encode(summary: Option<&Summary>, ids: &Identities, images: &Images, now_
                     c.memory.as_ref(),
                     c.swap.as_ref().and_then(|s| s.swap_usage_bytes),
                 );
+                f.pressure(&base, c.cpu.as_ref(), c.memory.as_ref(), c.io.as_ref());
                 f.fs(&base, c.rootfs.as_ref());
                 f.start(&base, &c.start_time, now_ms);
             }
@@ -376,7 +453,12 @@ mod tests {
                     "name": "main",
                     "startTime": "2026-12-02T10:00:02Z",
                     "cpu": {"time": "2026-12-02T10:00:10Z", "usageCoreNanoSeconds": 500_000_000u64},
-                    "memory": {"time": "2026-12-02T10:00:10Z", "workingSetBytes": 4096},
+                    "memory": {"time": "2026-12-02T10:00:10Z", "workingSetBytes": 4096,
+                               "psi": {"full": {"total": 1_500_000, "avg10": 0.5, "avg60": 0.1, "avg300": 0.0},
+                                       "some": {"total": 2_500_000, "avg10": 0.7, "avg60": 0.2, "avg300": 0.0}}},
+                    "io": {"time": "2026-12-02T10:00:10Z",
+                           "psi": {"full": {"total": 0, "avg10": 0.0, "avg60": 0.0, "avg300": 0.0},
+                                   "some": {"total": 250, "avg10": 0.0, "avg60": 0.0, "avg300": 0.0}}},
                 }],
             }],
         }))
@@ -411,12 +493,25 @@ mod tests {
             r#"container_cpu_usage_seconds_total{container="main",cpu="total",id="/kubepods/burstable/podu1/abc",image="busybox:1",name="abc",namespace="default",pod="web"} 0.5 1796205610000"#,
             r#"container_memory_working_set_bytes{container="main",id="/kubepods/burstable/podu1/abc",image="busybox:1",name="abc",namespace="default",pod="web"} 4096 1796205610000"#,
             r#"container_network_receive_bytes_total{container="",id="/kubepods/burstable/podu1",image="",interface="eth0",name="",namespace="default",pod="web"} 7 1796205610000"#,
+            "# TYPE container_pressure_memory_stalled_seconds_total counter",
+            r#"container_pressure_memory_stalled_seconds_total{container="main",id="/kubepods/burstable/podu1/abc",image="busybox:1",name="abc",namespace="default",pod="web"} 1.5 1796205610000"#,
+            r#"container_pressure_memory_waiting_seconds_total{container="main",id="/kubepods/burstable/podu1/abc",image="busybox:1",name="abc",namespace="default",pod="web"} 2.5 1796205610000"#,
+            r#"container_pressure_io_stalled_seconds_total{container="main",id="/kubepods/burstable/podu1/abc",image="busybox:1",name="abc",namespace="default",pod="web"} 0 1796205610000"#,
+            r#"container_pressure_io_waiting_seconds_total{container="main",id="/kubepods/burstable/podu1/abc",image="busybox:1",name="abc",namespace="default",pod="web"} 0.00025 1796205610000"#,
             r#"container_start_time_seconds{container="main",id="/kubepods/burstable/podu1/abc",image="busybox:1",name="abc",namespace="default",pod="web"} 1.796205602e+09"#,
             "container_scrape_error 0",
         ];
         for l in want_lines {
             assert!(text.lines().any(|t| t == l), "missing {l}\n{text}");
         }
+        // Pressure only where it was read: none for the CPU here, none for the pod.
+        assert!(!text.contains("container_pressure_cpu"), "{text}");
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("container_pressure") && l.contains(r#"container="""#)),
+            "{text}"
+        );
         // Families sorted by name, each HELP and TYPE once.
         let names: Vec<&str> = text
             .lines()

@@ -32,6 +32,64 @@ pub struct MemorySample {
     pub swap_usage: Option<u64>,
 }
 
+/// One line of a pressure file: `some`/`full avg10=.. avg60=.. avg300=.. total=..`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PsiLine {
+    /// Share of wall time stalled over the last 10 s, in percent.
+    pub avg10: f64,
+    /// Over the last 60 s.
+    pub avg60: f64,
+    /// Over the last 300 s.
+    pub avg300: f64,
+    /// Cumulative stall time in microseconds, as the file gives it (and cAdvisor passes on).
+    pub total: u64,
+}
+
+/// A pressure file: some tasks stalled, and all tasks stalled.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Psi {
+    /// Time at least one task was stalled.
+    pub some: PsiLine,
+    /// Time all non-idle tasks were stalled at once.
+    pub full: PsiLine,
+}
+
+/// Pressure stall information of one cgroup: `cpu.pressure`, `memory.pressure`, `io.pressure`
+/// (cgroup v2); all zero where the files do not exist (cgroup v1, a kernel without PSI), as the
+/// kubelet reports them through cAdvisor.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Pressure {
+    /// CPU.
+    pub cpu: Psi,
+    /// Memory.
+    pub memory: Psi,
+    /// Block IO.
+    pub io: Psi,
+}
+
+/// Parses a pressure file; lines it does not know are skipped, missing fields stay 0.
+pub fn parse_psi(text: &str) -> Psi {
+    let mut psi = Psi::default();
+    for line in text.lines() {
+        let mut words = line.split_ascii_whitespace();
+        let target = match words.next() {
+            Some("some") => &mut psi.some,
+            Some("full") => &mut psi.full,
+            _ => continue,
+        };
+        for w in words {
+            match w.split_once('=') {
+                Some(("avg10", v)) => target.avg10 = v.parse().unwrap_or(0.0),
+                Some(("avg60", v)) => target.avg60 = v.parse().unwrap_or(0.0),
+                Some(("avg300", v)) => target.avg300 = v.parse().unwrap_or(0.0),
+                Some(("total", v)) => target.total = v.parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    psi
+}
+
 /// Which cgroup layout the machine has, and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Layout {
@@ -120,6 +178,24 @@ impl Layout {
         std::fs::read_to_string(self.dir(rel).join("cgroup.procs"))
             .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
             .unwrap_or_default()
+    }
+
+    /// Reads the pressure files of cgroup `rel` (v2 only: v1 has none, so nothing is read).
+    pub fn pressure(&self, rel: &str) -> Pressure {
+        let Layout::V2 { root } = self else {
+            return Pressure::default();
+        };
+        let dir = join(root, rel);
+        let read = |f: &str| {
+            std::fs::read_to_string(dir.join(f))
+                .map(|t| parse_psi(&t))
+                .unwrap_or_default()
+        };
+        Pressure {
+            cpu: read("cpu.pressure"),
+            memory: read("memory.pressure"),
+            io: read("io.pressure"),
+        }
     }
 
     /// Reads CPU and memory of cgroup `rel`; missing files give `None`s, never an error.
@@ -252,6 +328,45 @@ mod tests {
             ),
             (14336, 4096, 12, 1, None, Some(0))
         );
+    }
+
+    #[test]
+    fn pressure_files_parse_and_v1_reads_none() {
+        let text = "some avg10=1.50 avg60=0.25 avg300=0.00 total=123456\nfull avg10=0.10 avg60=0.00 avg300=0.00 total=789\n";
+        let p = parse_psi(text);
+        assert_eq!(
+            p.some,
+            PsiLine {
+                avg10: 1.5,
+                avg60: 0.25,
+                avg300: 0.0,
+                total: 123456
+            }
+        );
+        assert_eq!((p.full.avg10, p.full.total), (0.1, 789));
+        // A cpu.pressure of an old kernel has no `full` line; garbage is skipped, not an error.
+        let p = parse_psi("some avg10=x total=5\nweird line\n");
+        assert_eq!(
+            (p.some.total, p.some.avg10, p.full),
+            (5, 0.0, PsiLine::default())
+        );
+
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("kubepods/podA")).unwrap();
+        std::fs::write(d.path().join("kubepods/podA/memory.pressure"), text).unwrap();
+        let v2 = Layout::V2 {
+            root: d.path().to_path_buf(),
+        };
+        let p = v2.pressure("/kubepods/podA");
+        assert_eq!(
+            (p.memory.some.total, p.cpu, p.io),
+            (123456, Psi::default(), Psi::default())
+        );
+        let v1 = Layout::V1 {
+            cpuacct: d.path().to_path_buf(),
+            memory: d.path().to_path_buf(),
+        };
+        assert_eq!(v1.pressure("/kubepods/podA"), Pressure::default());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::StatsProvider;
-use super::cgroup::{CgroupSample, Layout, MemorySample};
+use super::cgroup::{CgroupSample, Layout, MemorySample, Pressure, Psi};
 use super::fs::{self as sfs, FsCapacity, Usage};
 use super::node_proc;
 use super::rate::CpuRates;
@@ -282,9 +282,9 @@ fn pod_stats(
             .pod_cgroups
             .insert(uid.to_string(), cadvisor_name(rel));
     }
-    let cg = match (&st.layout, &cg_rel) {
-        (Some(l), Some(rel)) => l.sample(rel),
-        _ => CgroupSample::default(),
+    let (cg, pressure) = match (&st.layout, &cg_rel) {
+        (Some(l), Some(rel)) => (l.sample(rel), Some(l.pressure(rel))),
+        _ => (CgroupSample::default(), None),
     };
     let linux = a.sandboxes.get(sandbox_id).and_then(|s| s.linux.as_ref());
     let cpu = cpu_stats(
@@ -293,8 +293,10 @@ fn pod_stats(
         linux.and_then(|l| l.cpu.as_ref()),
         cg.cpu_usage_ns,
         now,
-    );
-    let memory = memory_stats(linux.and_then(|l| l.memory.as_ref()), cg.memory, now);
+    )
+    .map(|c| with_cpu_psi(c, pressure.as_ref()));
+    let memory = memory_stats(linux.and_then(|l| l.memory.as_ref()), cg.memory, now)
+        .map(|m| with_memory_psi(m, pressure.as_ref()));
     let network = match linux.and_then(|l| l.network.as_ref()) {
         Some(n) => Some(cri_network(n, now)),
         None => pod_net_dev(st, cg_rel.as_deref(), sandbox_id, now),
@@ -338,6 +340,7 @@ fn pod_stats(
         containers,
         cpu,
         memory,
+        io: pressure.as_ref().map(|p| io_stats(p, now)),
         network,
         volume_stats: vols.into_iter().map(|(v, _)| v).collect(),
         ephemeral_storage: Some(FsStats {
@@ -381,10 +384,11 @@ fn container_stats(
             .find(|s| s.attributes.as_ref().is_some_and(|at| at.id == c.id))
     });
     let cri = from_sandbox.or_else(|| a.containers.get(&c.id));
-    let cgroup = match (&st.layout, pod.cg_rel) {
-        (Some(l), Some(rel)) => container_cgroup(l, rel, &c.id).map(|c| cadvisor_name(&c)),
+    let cg_rel = match (&st.layout, pod.cg_rel) {
+        (Some(l), Some(rel)) => container_cgroup(l, rel, &c.id),
         _ => None,
     };
+    let cgroup = cg_rel.as_deref().map(cadvisor_name);
     st.ids.containers.insert(
         (pod.uid.to_string(), c.name.clone()),
         super::ContainerIdentity {
@@ -397,11 +401,14 @@ fn container_stats(
     let cri_mem = cri.and_then(|s| s.memory.as_ref());
     let complete = cri_cpu.is_some_and(|c| c.usage_core_nano_seconds.is_some())
         && cri_mem.is_some_and(|m| m.usage_bytes.is_some() && m.working_set_bytes.is_some());
-    let ccg = match (&st.layout, pod.cg_rel, complete) {
-        (Some(l), Some(rel), false) => container_cgroup(l, rel, &c.id)
-            .map(|c| l.sample(&c))
-            .unwrap_or_default(),
+    let ccg = match (&st.layout, &cg_rel, complete) {
+        (Some(l), Some(rel), false) => l.sample(rel),
         _ => CgroupSample::default(),
+    };
+    // Pressure from the container's cgroup files, as the kubelet's cAdvisor reads it.
+    let pressure = match (&st.layout, &cg_rel) {
+        (Some(l), Some(rel)) => Some(l.pressure(rel)),
+        _ => None,
     };
     let logs = sfs::usage(&pod.log_dir.join(&c.name)).map(|us| FsStats {
         used_bytes: Some(us.bytes),
@@ -435,8 +442,11 @@ fn container_stats(
     ContainerStats {
         name: c.name.clone(),
         start_time: time_ns(c.created_at).unwrap_or_else(|| now.clone()),
-        cpu: cpu_stats(&mut st.rates, &c.id, cri_cpu, ccg.cpu_usage_ns, now),
-        memory: memory_stats(cri_mem, ccg.memory, now),
+        cpu: cpu_stats(&mut st.rates, &c.id, cri_cpu, ccg.cpu_usage_ns, now)
+            .map(|s| with_cpu_psi(s, pressure.as_ref())),
+        memory: memory_stats(cri_mem, ccg.memory, now)
+            .map(|m| with_memory_psi(m, pressure.as_ref())),
+        io: pressure.as_ref().map(|p| io_stats(p, now)),
         accelerators: vec![],
         rootfs,
         logs,
@@ -599,7 +609,42 @@ fn cpu_stats(
         usage_nano_cores: computed.or_else(|| cri.and_then(|c| u!(c.usage_nano_cores))),
         usage_core_nano_seconds: Some(usage),
         time,
+        psi: None,
     })
+}
+
+/// The summary's form of one pressure file.
+fn psi_stats(p: &Psi) -> PsiStats {
+    let data = |l: &super::cgroup::PsiLine| PsiData {
+        total: l.total,
+        avg10: l.avg10,
+        avg60: l.avg60,
+        avg300: l.avg300,
+    };
+    PsiStats {
+        full: data(&p.full),
+        some: data(&p.some),
+    }
+}
+
+/// `cpu` with the CPU pressure of its cgroup, when the cgroup was found.
+fn with_cpu_psi(mut cpu: CpuStats, p: Option<&Pressure>) -> CpuStats {
+    cpu.psi = p.map(|p| psi_stats(&p.cpu));
+    cpu
+}
+
+/// `memory` with the memory pressure of its cgroup, when the cgroup was found.
+fn with_memory_psi(mut memory: MemoryStats, p: Option<&Pressure>) -> MemoryStats {
+    memory.psi = p.map(|p| psi_stats(&p.memory));
+    memory
+}
+
+/// The IO stats of a cgroup: its IO pressure.
+fn io_stats(p: &Pressure, now: &Time) -> IoStats {
+    IoStats {
+        time: now.clone(),
+        psi: Some(psi_stats(&p.io)),
+    }
 }
 
 /// Memory from the runtime's fields where present, each missing one from the cgroup.
@@ -630,6 +675,7 @@ fn memory_stats(
         page_faults: pick(|m| u!(m.page_faults), |c| c.page_faults),
         major_page_faults: pick(|m| u!(m.major_page_faults), |c| c.major_page_faults),
         time,
+        psi: None,
     })
 }
 
@@ -709,6 +755,7 @@ fn node_stats(
         .as_ref()
         .map(|l| l.sample("/"))
         .unwrap_or_default();
+    let root_pressure = st.layout.as_ref().map(|l| l.pressure("/"));
     let meminfo = node_proc::meminfo();
     let total = meminfo.as_ref().map(|m| m.mem_total);
     let memory = root.memory.map(|m| MemoryStats {
@@ -719,11 +766,13 @@ fn node_stats(
         rss_bytes: Some(m.rss),
         page_faults: Some(m.page_faults),
         major_page_faults: Some(m.major_page_faults),
+        psi: root_pressure.as_ref().map(|p| psi_stats(&p.memory)),
     });
     let cpu = root.cpu_usage_ns.map(|usage| CpuStats {
         usage_nano_cores: st.rates.rate("node", usage, nanos(now)),
         usage_core_nano_seconds: Some(usage),
         time: now.clone(),
+        psi: root_pressure.as_ref().map(|p| psi_stats(&p.cpu)),
     });
     let swap = meminfo.as_ref().map(|m| {
         let (t, free) = (m.swap_total, m.swap_free);
@@ -735,21 +784,24 @@ fn node_stats(
     });
     let pods_cg = st.layout.as_ref().map(|l| {
         let names = &st.facts.dirs.cgroups;
-        l.sample(&names.literal(&names.node()))
+        let rel = names.literal(&names.node());
+        (l.sample(&rel), l.pressure(&rel))
     });
     let system_containers = pods_cg
-        .filter(|s| s.memory.is_some() || s.cpu_usage_ns.is_some())
-        .map(|s| {
+        .filter(|(s, _)| s.memory.is_some() || s.cpu_usage_ns.is_some())
+        .map(|(s, p)| {
             let cpu = s.cpu_usage_ns.map(|usage| CpuStats {
                 usage_nano_cores: st.rates.rate("system/pods", usage, nanos(now)),
                 usage_core_nano_seconds: Some(usage),
                 time: now.clone(),
+                psi: Some(psi_stats(&p.cpu)),
             });
             ContainerStats {
                 name: SYSTEM_CONTAINER_PODS.into(),
                 start_time: st.boot.clone(),
                 cpu,
-                memory: memory_stats(None, s.memory, now),
+                memory: memory_stats(None, s.memory, now).map(|m| with_memory_psi(m, Some(&p))),
+                io: Some(io_stats(&p, now)),
                 accelerators: vec![],
                 rootfs: None,
                 logs: None,
@@ -765,6 +817,7 @@ fn node_stats(
         start_time: st.boot.clone(),
         cpu,
         memory,
+        io: root_pressure.as_ref().map(|p| io_stats(p, now)),
         network: node_proc::net_dev(None).map(|ifs| network_of(ifs, now)),
         fs: nodefs.map(|c| FsStats {
             used_bytes: Some(c.used),

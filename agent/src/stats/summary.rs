@@ -43,6 +43,9 @@ pub struct NodeStats {
     /// Memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryStats>,
+    /// Block IO pressure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io: Option<IoStats>,
     /// Network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkStats>,
@@ -119,6 +122,9 @@ pub struct PodStats {
     /// Memory of the pod cgroup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryStats>,
+    /// Block IO pressure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io: Option<IoStats>,
     /// The pod's network namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkStats>,
@@ -163,6 +169,9 @@ pub struct ContainerStats {
     /// Memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryStats>,
+    /// Block IO pressure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io: Option<IoStats>,
     /// Accelerators (never filled by bosun).
     #[serde(
         default,
@@ -248,6 +257,42 @@ pub struct CpuStats {
     /// Cumulative usage in core-nanoseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage_core_nano_seconds: Option<u64>,
+    /// CPU pressure stall information.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psi: Option<PsiStats>,
+}
+
+/// Pressure stall information of one resource (`<resource>.pressure`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PsiStats {
+    /// All non-idle tasks stalled at once.
+    pub full: PsiData,
+    /// At least one task stalled.
+    pub some: PsiData,
+}
+
+/// One line of a pressure file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PsiData {
+    /// Cumulative stall time, as the pressure file gives it (microseconds; cAdvisor passes the
+    /// value on unchanged).
+    pub total: u64,
+    /// Percent of time stalled over the last 10 s.
+    pub avg10: f64,
+    /// Over the last 60 s.
+    pub avg60: f64,
+    /// Over the last 300 s.
+    pub avg300: f64,
+}
+
+/// Block IO: its pressure stall information.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IoStats {
+    /// When these stats were updated.
+    pub time: Time,
+    /// IO pressure stall information.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psi: Option<PsiStats>,
 }
 
 /// Memory usage.
@@ -274,6 +319,9 @@ pub struct MemoryStats {
     /// Cumulative major page faults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub major_page_faults: Option<u64>,
+    /// Memory pressure stall information.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psi: Option<PsiStats>,
 }
 
 /// Swap usage.
@@ -434,8 +482,21 @@ mod tests {
                     time: t(1_700_000_010),
                     usage_nano_cores: Some(5),
                     usage_core_nano_seconds: Some(7),
+                    psi: None,
                 }),
                 memory: None,
+                io: Some(IoStats {
+                    time: t(1_700_000_010),
+                    psi: Some(PsiStats {
+                        full: PsiData::default(),
+                        some: PsiData {
+                            total: 1234,
+                            avg10: 1.5,
+                            avg60: 0.25,
+                            avg300: 0.0,
+                        },
+                    }),
+                }),
                 network: Some(NetworkStats {
                     time: t(1_700_000_010),
                     default: InterfaceStats {
@@ -464,6 +525,7 @@ mod tests {
                 containers: vec![],
                 cpu: None,
                 memory: None,
+                io: None,
                 network: None,
                 volume_stats: vec![VolumeStats {
                     fs: FsStats {
@@ -487,6 +549,10 @@ mod tests {
                 "nodeName": "n1",
                 "startTime": "2023-11-14T22:13:20Z",
                 "cpu": {"time": "2023-11-14T22:13:30Z", "usageNanoCores": 5, "usageCoreNanoSeconds": 7},
+                "io": {"time": "2023-11-14T22:13:30Z", "psi": {
+                    "full": {"total": 0, "avg10": 0.0, "avg60": 0.0, "avg300": 0.0},
+                    "some": {"total": 1234, "avg10": 1.5, "avg60": 0.25, "avg300": 0.0}
+                }},
                 "network": {"time": "2023-11-14T22:13:30Z", "name": "eth0", "rxBytes": 1},
                 "rlimit": {"time": "2023-11-14T22:13:30Z", "maxpid": 10, "curproc": 3}
             },
@@ -530,10 +596,20 @@ mod tests {
             inodes_used: Some(6),
             ..FsStats::at(now.clone())
         };
+        let psi = PsiStats {
+            full: PsiData {
+                total: 7,
+                avg10: 0.5,
+                avg60: 0.1,
+                avg300: 0.01,
+            },
+            some: PsiData::default(),
+        };
         let cpu = CpuStats {
             time: now.clone(),
             usage_nano_cores: Some(1),
             usage_core_nano_seconds: Some(2),
+            psi: Some(psi.clone()),
         };
         let mem = MemoryStats {
             time: now.clone(),
@@ -543,6 +619,11 @@ mod tests {
             rss_bytes: Some(4),
             page_faults: Some(5),
             major_page_faults: Some(6),
+            psi: Some(psi.clone()),
+        };
+        let io = IoStats {
+            time: now.clone(),
+            psi: Some(psi),
         };
         let swap = SwapStats {
             time: now.clone(),
@@ -564,6 +645,7 @@ mod tests {
                 start_time: now.clone(),
                 cpu: Some(cpu.clone()),
                 memory: Some(mem.clone()),
+                io: Some(io.clone()),
                 accelerators: vec![],
                 rootfs: Some(fs.clone()),
                 logs: Some(fs.clone()),
@@ -572,6 +654,7 @@ mod tests {
             }],
             cpu: Some(cpu),
             memory: Some(mem),
+            io: Some(io),
             network: Some(NetworkStats {
                 time: now.clone(),
                 default: eth0.clone(),
