@@ -231,6 +231,120 @@ fn cgroup_files(vm: &Vm, dir: &str) -> Vec<String> {
     .collect()
 }
 
+/// The cgroups (relative to /sys/fs/cgroup) of running container `id`: its own (the scope runc
+/// made through systemd) and its parent, the pod's slice.
+fn container_and_pod_cgroups(vm: &Vm, id: &str) -> (String, String) {
+    let scope = vm.sh(&format!(
+        "pid=$(ctr -n k8s.io tasks ls | awk -v id={id} '$1 == id {{ print $2 }}'); cut -d: -f3 /proc/$pid/cgroup"
+    ));
+    let pod = scope
+        .rsplit_once('/')
+        .expect("the scope has a parent")
+        .0
+        .to_string();
+    (scope, pod)
+}
+
+/// The limit files at every level of static pod `name`'s Guaranteed container, as
+/// `level: file=value` lines, once its container runs under whichever agent is started.
+fn limits_at_every_level(vm: &Vm, name: &str) -> Vec<String> {
+    let id = vm.wait_sh(
+        &format!("{name}'s container running"),
+        POD_START,
+        &running_container(&format!("{name}-vm"), "main"),
+    );
+    let (scope, pod) = container_and_pod_cgroups(vm, &id);
+    let mut out = vec![format!("pod cgroup: {pod}")];
+    for (level, dir) in [
+        ("container", scope.as_str()),
+        ("pod", pod.as_str()),
+        ("kubepods", "kubepods.slice"),
+        ("burstable", "kubepods.slice/kubepods-burstable.slice"),
+        ("besteffort", "kubepods.slice/kubepods-besteffort.slice"),
+    ] {
+        out.extend(
+            cgroup_files(vm, dir)
+                .into_iter()
+                .map(|f| format!("{level}: {f}")),
+        );
+    }
+    out
+}
+
+/// The upstream kubelet (the control plane's build, `$KUBELET_BIN`) installed in the guest as a
+/// transient unit with the same config file and static pod: the yardstick of bosun's cgroup v2
+/// values (issue #21). Same pod slice (the static pod's UID is the same hash), same files.
+#[test]
+fn the_upstream_kubelet_writes_the_same_cgroup_v2_values() {
+    let _one = GUEST.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(vm) = Vm::get() else { return };
+    let env = bosun_tests::Env::cluster();
+    standalone(vm);
+    vm.write(
+        &format!("{MANIFESTS}/yard.yaml"),
+        &guaranteed_pod(vm, "yard"),
+    );
+    vm.sh("systemctl start bosun");
+    let bosun = limits_at_every_level(vm, "yard");
+    remove_static_pod(vm, "yard");
+
+    // The kubelet, without its debug info (a fifth of the copy through the emulated 9p).
+    let share = vm.share();
+    let status = std::process::Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(share.join("kubelet"))
+        .arg(env.var("KUBELET_BIN"))
+        .status()
+        .expect("run strip");
+    assert!(status.success(), "strip the kubelet into the share");
+    let g = vm.var("BOSUN_VM_GUEST_SHARE");
+    vm.sh(&format!(
+        "install -m 0755 {g}/kubelet /usr/local/bin/kubelet && rm {g}/kubelet"
+    ));
+    vm.write(
+        &format!("{MANIFESTS}/yard.yaml"),
+        &guaranteed_pod(vm, "yard"),
+    );
+    vm.sh(
+        "systemctl reset-failed kubelet-yardstick 2>/dev/null || true
+         systemd-run --unit=kubelet-yardstick --property=KillMode=process \
+           /usr/local/bin/kubelet --config /var/lib/kubelet/config.yaml",
+    );
+    let journal = || {
+        vm.try_sh("journalctl -u kubelet-yardstick --no-pager -n 60 -o cat")
+            .stdout
+    };
+    let kubelet = std::panic::catch_unwind(|| limits_at_every_level(vm, "yard"));
+    let kubelet = kubelet.unwrap_or_else(|e| {
+        eprintln!("{}", String::from_utf8_lossy(&journal()));
+        std::panic::resume_unwind(e)
+    });
+    vm.sh(&format!("rm -f {MANIFESTS}/yard.yaml"));
+    vm.wait_sh(
+        "the kubelet removed yard's containers",
+        Duration::from_secs(120),
+        r#"test -z "$(ctr -n k8s.io containers ls -q 'labels."io.kubernetes.pod.name"==yard-vm')" && echo gone"#,
+    );
+    vm.sh("systemctl stop kubelet-yardstick");
+    eprintln!(
+        "bosun:\n{}\nkubelet:\n{}",
+        bosun.join("\n"),
+        kubelet.join("\n")
+    );
+    let differ: Vec<String> = bosun
+        .iter()
+        .zip(&kubelet)
+        .filter(|(b, k)| b != k)
+        .map(|(b, k)| format!("bosun {b:?}, kubelet {k:?}"))
+        .collect();
+    assert!(
+        differ.is_empty() && bosun.len() == kubelet.len(),
+        "cgroup v2 values differ from the kubelet's:\n{}",
+        differ.join("\n")
+    );
+}
+
 /// cpu.shares to cpu.weight as the kubelet's cgroup v2 manager (KEP 2254's linear mapping).
 fn weight(shares: u64) -> u64 {
     ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142 + 1
@@ -254,16 +368,7 @@ fn guaranteed_pod_and_qos_limits_read_back_from_cgroup_v2() {
         POD_START,
         &running_container("limited-vm", "main"),
     );
-    // The container's own cgroup (its scope, made by runc through systemd) and its parent, the
-    // pod's slice.
-    let scope = vm.sh(&format!(
-        "pid=$(ctr -n k8s.io tasks ls | awk -v id={id} '$1 == id {{ print $2 }}'); cut -d: -f3 /proc/$pid/cgroup"
-    ));
-    let pod = scope
-        .rsplit_once('/')
-        .expect("the scope has a parent")
-        .0
-        .to_string();
+    let (scope, pod) = container_and_pod_cgroups(vm, &id);
     let cores: u64 = vm.sh("nproc").parse().expect("nproc");
     let mem_total: u64 = vm
         .sh("awk '/^MemTotal:/ { print $2 * 1024 }' /proc/meminfo")
