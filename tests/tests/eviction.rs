@@ -392,7 +392,7 @@ async fn disk_pressure_evicts_the_pod_filling_the_disk_as_the_kubelet() {
         disk_pressure_facts(Agent::Kubelet, Fill::Bytes)
     );
     let want = disk_pressure_want(Fill::Bytes);
-    assert_eq!(kubelet, want, "the kubelet");
+    assert_eq!(yardstick(kubelet), want, "the kubelet");
     assert_eq!(bosun, want, "bosun");
 }
 
@@ -405,8 +405,22 @@ async fn inode_pressure_evicts_the_pod_making_files_as_the_kubelet() {
         disk_pressure_facts(Agent::Kubelet, Fill::Inodes)
     );
     let want = disk_pressure_want(Fill::Inodes);
-    assert_eq!(kubelet, want, "the kubelet");
+    assert_eq!(yardstick(kubelet), want, "the kubelet");
     assert_eq!(bosun, want, "bosun");
+}
+
+/// The kubelet's facts with its one timing-dependent difference taken out: on a loaded machine
+/// its eviction manager may evict the quiet pod too, when the stats it decides on (cAdvisor's,
+/// refreshed every 10 s) still show the pressure after the filler's cleanup wait. Seen in CI
+/// (the filler's containers gone 24 s after its eviction). Bosun is held to one eviction.
+fn yardstick(mut kubelet: Vec<(String, String)>) -> Vec<(String, String)> {
+    for (k, v) in &mut kubelet {
+        if k == "quiet" && v == "Failed Some(0)" {
+            eprintln!("the kubelet evicted the quiet pod too (stale stats under load)");
+            *v = "Running Some(0)".into();
+        }
+    }
+    kubelet
 }
 
 /// The pod's condition of type `type_`, if any.
