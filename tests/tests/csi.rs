@@ -41,10 +41,7 @@ impl Driver {
             .stderr(log)
             .spawn()
             .expect("start the CSI driver");
-        Driver {
-            state,
-            child,
-        }
+        Driver { state, child }
     }
 
     /// The calls the driver has served, one line each.
@@ -253,7 +250,12 @@ async fn a_claimed_volume_keeps_its_data_across_pods() {
     create_pvc(client, &claim, &pv).await;
 
     let writer = format!("writer-{}", node.name);
-    let pod = pod_with_claim(node, &writer, &claim, "echo persisted > /data/f && sleep 3600");
+    let pod = pod_with_claim(
+        node,
+        &writer,
+        &claim,
+        "echo persisted > /data/f && sleep 3600",
+    );
     create(&t.pods, &pod.build()).await;
     let msg = wait_failed_mount(client, &writer, "PVC is not bound").await;
     assert_eq!(
@@ -284,14 +286,12 @@ async fn a_claimed_volume_keeps_its_data_across_pods() {
         Some(vec!["topology.csi.bosun.test/node".to_string()])
     );
     assert_eq!(entry.allocatable.and_then(|a| a.count), Some(10));
-    assert!(
-        driver
-            .calls()
-            .iter()
-            .any(|l| l == "NotifyRegistrationStatus registered=true error=\"\""),
-        "registration notified: {:?}",
-        driver.calls()
-    );
+    // The driver hears of its registration once the CSINode has it.
+    wait_until_async("registration notified", Duration::from_secs(10), || async {
+        let notified = "NotifyRegistrationStatus registered=true error=\"\"";
+        driver.calls().iter().any(|l| l == notified).then_some(())
+    })
+    .await;
 
     let uid = bosun_tests::pod::running_uid(&t.pods, &writer, 90).await;
     let root = node.path().join("root");
@@ -328,9 +328,11 @@ async fn a_claimed_volume_keeps_its_data_across_pods() {
     assert_eq!(vol_data["driverName"], driver_name.as_str());
     assert_eq!(vol_data["volumeLifecycleMode"], "Persistent");
     let written = driver.state.join("volumes").join(&handle).join("f");
-    wait_until_async("the pod's write in the volume", Duration::from_secs(30), || async {
-        (std::fs::read_to_string(&written).ok()? == "persisted\n").then_some(())
-    })
+    wait_until_async(
+        "the pod's write in the volume",
+        Duration::from_secs(30),
+        || async { (std::fs::read_to_string(&written).ok()? == "persisted\n").then_some(()) },
+    )
     .await;
 
     delete_and_wait_gone(&t.pods, &[&writer], 60).await;
@@ -365,12 +367,16 @@ async fn a_claimed_volume_keeps_its_data_across_pods() {
     assert_eq!(mounts_under(&root), Vec::<String>::new(), "left mounted");
 
     driver.stop();
-    wait_until_async("the driver gone from the CSINode", Duration::from_secs(30), || async {
-        csinode_driver(client, &node.name, &driver_name)
-            .await
-            .is_none()
-            .then_some(())
-    })
+    wait_until_async(
+        "the driver gone from the CSINode",
+        Duration::from_secs(30),
+        || async {
+            csinode_driver(client, &node.name, &driver_name)
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
     .await;
     let _ = Api::<PersistentVolumeClaim>::namespaced(client.clone(), "default")
         .delete(&claim, &DeleteParams::default())
@@ -391,10 +397,7 @@ async fn ephemeral_volumes_live_and_die_with_their_pod() {
     let claim = format!("{pod_name}-scratch");
     let pv = format!("pv-{}", node.name);
     let handle = format!("vol-{}", node.name);
-    let _cleanup = Cleanup(vec![
-        ("csidriver", driver_name.clone()),
-        ("pv", pv.clone()),
-    ]);
+    let _cleanup = Cleanup(vec![("csidriver", driver_name.clone()), ("pv", pv.clone())]);
     create_csidriver(client, &driver_name).await;
     let driver = Driver::start(node, &driver_name);
     wait_until_async("the driver in the CSINode", Duration::from_secs(30), || {
@@ -420,7 +423,10 @@ async fn ephemeral_volumes_live_and_die_with_their_pod() {
     create(&t.pods, &pod.build()).await;
     let uid = bosun_tests::pod::running_uid(&t.pods, &pod_name, 120).await;
     let root = node.path().join("root");
-    let csi_dir = root.join("pods").join(&uid).join("volumes/kubernetes.io~csi");
+    let csi_dir = root
+        .join("pods")
+        .join(&uid)
+        .join("volumes/kubernetes.io~csi");
     let inline_handle = format!("csi-{}", sha256_hex(&format!("{uid}inline")));
     let publishes = driver.calls_of("NodePublishVolume");
     assert!(
@@ -451,5 +457,54 @@ async fn ephemeral_volumes_live_and_die_with_their_pod() {
     assert_eq!(driver.calls_of("NodeUnpublishVolume").len(), 2);
     assert_eq!(driver.calls_of("NodeUnstageVolume").len(), 1);
     assert_eq!(mounts_under(&root), Vec::<String>::new(), "left mounted");
+    t.finish();
+}
+
+/// Bosun stopped while a pod with a claimed volume runs, the pod deleted meanwhile: started
+/// again, Bosun finds the volume from its vol_data.json on disk, unpublishes and unstages it
+/// once the driver has registered again, and leaves nothing mounted.
+#[tokio::test(flavor = "multi_thread")]
+async fn volumes_of_a_pod_deleted_while_bosun_was_down_are_torn_down() {
+    let mut t = BosunNode::start("csi-restart").await;
+    let client = t.client.clone();
+    let name = t.node.name.clone();
+    let driver_name = format!("{name}.csi.bosun.test");
+    let (pv, claim, handle) = (
+        format!("pv-{name}"),
+        format!("claim-{name}"),
+        format!("vol-{name}"),
+    );
+    let _cleanup = Cleanup(vec![
+        ("csidriver", driver_name.clone()),
+        ("pv", pv.clone()),
+        ("pvc", claim.clone()),
+    ]);
+    create_csidriver(&client, &driver_name).await;
+    create_pv(&client, &pv, &driver_name, &handle, &claim).await;
+    create_pvc(&client, &claim, &pv).await;
+    let driver = Driver::start(&t.node, &driver_name);
+    wait_bound(&client, &claim).await;
+    let pod_name = format!("app-{name}");
+    let pod = pod_with_claim(&t.node, &pod_name, &claim, "sleep 3600");
+    create(&t.pods, &pod.build()).await;
+    let uid = bosun_tests::pod::running_uid(&t.pods, &pod_name, 90).await;
+    let root = t.node.path().join("root");
+    assert_eq!(mounts_under(&root).len(), 2, "staged and published");
+
+    let (_, code) = t.bosun.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+    t.pods
+        .delete(&pod_name, &DeleteParams::default())
+        .await
+        .expect("delete the pod");
+    t.bosun = t.node.start();
+    bosun_tests::pod::wait_gone(&t.pods, &[&pod_name], 90).await;
+    assert_eq!(driver.calls_of("NodeUnpublishVolume").len(), 1);
+    assert_eq!(driver.calls_of("NodeUnstageVolume").len(), 1);
+    assert_eq!(mounts_under(&root), Vec::<String>::new(), "left mounted");
+    assert!(!root.join("pods").join(&uid).exists(), "pod dir removed");
+    let _ = Api::<PersistentVolumeClaim>::namespaced(client.clone(), "default")
+        .delete(&claim, &DeleteParams::default())
+        .await;
     t.finish();
 }

@@ -244,7 +244,10 @@ impl CsiClient {
             c.node_get_info(csi::NodeGetInfoRequest {}),
         )
         .await?;
-        let topology = r.accessible_topology.map(|t| t.segments).unwrap_or_default();
+        let topology = r
+            .accessible_topology
+            .map(|t| t.segments)
+            .unwrap_or_default();
         let mut topology_keys: Vec<String> = topology.keys().cloned().collect();
         topology_keys.sort();
         Ok(NodeInfo {
@@ -291,7 +294,13 @@ impl CsiClient {
             volume_context: v.context.clone(),
         };
         let op = "NodeStageVolume";
-        call(&self.endpoint, op, OPERATION_TIMEOUT, c.node_stage_volume(req)).await?;
+        call(
+            &self.endpoint,
+            op,
+            OPERATION_TIMEOUT,
+            c.node_stage_volume(req),
+        )
+        .await?;
         Ok(())
     }
 
@@ -303,7 +312,13 @@ impl CsiClient {
             staging_target_path: staging_path.into(),
         };
         let op = "NodeUnstageVolume";
-        call(&self.endpoint, op, OPERATION_TIMEOUT, c.node_unstage_volume(req)).await?;
+        call(
+            &self.endpoint,
+            op,
+            OPERATION_TIMEOUT,
+            c.node_unstage_volume(req),
+        )
+        .await?;
         Ok(())
     }
 
@@ -321,7 +336,13 @@ impl CsiClient {
             volume_context: v.context.clone(),
         };
         let op = "NodePublishVolume";
-        call(&self.endpoint, op, OPERATION_TIMEOUT, c.node_publish_volume(req)).await?;
+        call(
+            &self.endpoint,
+            op,
+            OPERATION_TIMEOUT,
+            c.node_publish_volume(req),
+        )
+        .await?;
         Ok(())
     }
 
@@ -333,7 +354,13 @@ impl CsiClient {
             target_path: target_path.into(),
         };
         let op = "NodeUnpublishVolume";
-        call(&self.endpoint, op, OPERATION_TIMEOUT, c.node_unpublish_volume(req)).await?;
+        call(
+            &self.endpoint,
+            op,
+            OPERATION_TIMEOUT,
+            c.node_unpublish_volume(req),
+        )
+        .await?;
         Ok(())
     }
 
@@ -351,7 +378,13 @@ impl CsiClient {
             staging_target_path: String::new(),
         };
         let op = "NodeGetVolumeStats";
-        let r = call(&self.endpoint, op, INFO_TIMEOUT, c.node_get_volume_stats(req)).await?;
+        let r = call(
+            &self.endpoint,
+            op,
+            INFO_TIMEOUT,
+            c.node_get_volume_stats(req),
+        )
+        .await?;
         let mut usage = VolumeUsage::default();
         for u in r.usage {
             match Unit::try_from(u.unit) {

@@ -126,16 +126,55 @@ mod tests {
         driver_entry(name, &info)
     }
 
+    /// (what, before, name, new entry, the names after or None for no write)
+    type Case<'a> = (
+        &'a str,
+        Vec<CSINodeDriver>,
+        &'a str,
+        Option<CSINodeDriver>,
+        Option<Vec<&'a str>>,
+    );
+
     #[test]
     fn drivers_are_put_replaced_and_removed_by_name() {
         let a = entry("a", "n1");
         let b = entry("b", "n1");
-        let cases: Vec<(&str, Vec<CSINodeDriver>, &str, Option<CSINodeDriver>, Option<Vec<&str>>)> = vec![
-            ("added", vec![a.clone()], "b", Some(b.clone()), Some(vec!["a", "b"])),
-            ("same again: no write", vec![a.clone(), b.clone()], "b", Some(b.clone()), None),
-            ("new node id replaces", vec![a.clone()], "a", Some(entry("a", "n2")), Some(vec!["a"])),
-            ("removed", vec![a.clone(), b.clone()], "a", None, Some(vec!["b"])),
-            ("removing an absent one: no write", vec![b.clone()], "a", None, None),
+        let cases: Vec<Case> = vec![
+            (
+                "added",
+                vec![a.clone()],
+                "b",
+                Some(b.clone()),
+                Some(vec!["a", "b"]),
+            ),
+            (
+                "same again: no write",
+                vec![a.clone(), b.clone()],
+                "b",
+                Some(b.clone()),
+                None,
+            ),
+            (
+                "new node id replaces",
+                vec![a.clone()],
+                "a",
+                Some(entry("a", "n2")),
+                Some(vec!["a"]),
+            ),
+            (
+                "removed",
+                vec![a.clone(), b.clone()],
+                "a",
+                None,
+                Some(vec!["b"]),
+            ),
+            (
+                "removing an absent one: no write",
+                vec![b.clone()],
+                "a",
+                None,
+                None,
+            ),
         ];
         for (what, before, name, new, want) in cases {
             let got = with_driver(&before, name, new);

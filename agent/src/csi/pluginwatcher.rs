@@ -45,9 +45,7 @@ fn sockets(dir: &Path) -> HashMap<PathBuf, u64> {
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .filter_map(|e| {
             let meta = e.metadata().ok()?;
-            meta.file_type()
-                .is_socket()
-                .then(|| (e.path(), meta.ino()))
+            meta.file_type().is_socket().then(|| (e.path(), meta.ino()))
         })
         .collect()
 }
@@ -162,7 +160,10 @@ async fn install(
         .await
         .map_err(|e| format!("error during CSI driver {} NodeGetInfo: {e}", info.name))?;
     if node_info.node_id.is_empty() {
-        return Err(format!("CSI driver {} returned an empty node ID", info.name));
+        return Err(format!(
+            "CSI driver {} returned an empty node ID",
+            info.name
+        ));
     }
     if let Some(w) = csinode {
         w.set_driver(&info.name, Some(driver_entry(&info.name, &node_info)))

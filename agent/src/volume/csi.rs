@@ -211,14 +211,14 @@ impl SetUp<'_> {
                 },
             });
         }
-        let (claim, claim_read_only, ephemeral) = match (&v.persistent_volume_claim, &v.ephemeral)
-        {
+        let (claim, claim_read_only, ephemeral) = match (&v.persistent_volume_claim, &v.ephemeral) {
             (Some(c), _) => (c.claim_name.clone(), c.read_only.unwrap_or(false), false),
             // The ephemeral volume controller's claim: <pod>-<volume>, owned by the pod.
             (None, Some(_)) => (format!("{pod_name}-{}", v.name), false, true),
             (None, None) => unreachable!("is_csi_volume"),
         };
-        let fail = |e: String| process_err(&v.name, format!("error processing PVC {ns}/{claim}: {e}"));
+        let fail =
+            |e: String| process_err(&v.name, format!("error processing PVC {ns}/{claim}: {e}"));
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
         let pvc = claims
             .get(&claim)
@@ -234,7 +234,9 @@ impl SetUp<'_> {
             if !owned {
                 return Err(process_err(
                     &v.name,
-                    format!("PVC {ns}/{claim} was not created for pod {ns}/{pod_name} (pod is not owner)"),
+                    format!(
+                        "PVC {ns}/{claim} was not created for pod {ns}/{pod_name} (pod is not owner)"
+                    ),
                 ));
             }
         }
@@ -359,7 +361,12 @@ impl SetUp<'_> {
     }
 
     /// Stages (when the driver stages) and publishes one volume; returns its mount path.
-    async fn mount(&self, pod: &Pod, pod_dir: &Path, mut r: Resolved) -> Result<String, VolumeError> {
+    async fn mount(
+        &self,
+        pod: &Pod,
+        pod_dir: &Path,
+        mut r: Resolved,
+    ) -> Result<String, VolumeError> {
         let spec_name = r.spec_name.clone();
         let device_err = |reason: String| VolumeError {
             volume: spec_name.clone(),
@@ -410,7 +417,12 @@ impl SetUp<'_> {
             ("nodeName", self.node_name.to_string()),
             (
                 "volumeLifecycleMode",
-                if r.persistent { "Persistent" } else { "Ephemeral" }.into(),
+                if r.persistent {
+                    "Persistent"
+                } else {
+                    "Ephemeral"
+                }
+                .into(),
             ),
             (
                 "attachmentID",
@@ -427,8 +439,14 @@ impl SetUp<'_> {
             && !r.request.read_only
             && applies_fs_group(&r.fs_group_policy, &r.request)
         {
-            ownership::set_volume_ownership(&target, gid, false, on_root_mismatch)
-                .map_err(|e| setup_err(format!("applyFSGroup failed for vol {}: {e}", r.request.volume_id)))?;
+            ownership::set_volume_ownership(&target, gid, false, on_root_mismatch).map_err(
+                |e| {
+                    setup_err(format!(
+                        "applyFSGroup failed for vol {}: {e}",
+                        r.request.volume_id
+                    ))
+                },
+            )?;
         }
         info!(
             volume = %r.spec_name,
@@ -470,9 +488,18 @@ fn pod_info(pod: &Pod, ephemeral: bool) -> HashMap<String, String> {
         .and_then(|s| s.service_account_name.clone())
         .unwrap_or_default();
     HashMap::from([
-        ("csi.storage.k8s.io/pod.name".into(), m.name.clone().unwrap_or_default()),
-        ("csi.storage.k8s.io/pod.namespace".into(), m.namespace.clone().unwrap_or_default()),
-        ("csi.storage.k8s.io/pod.uid".into(), m.uid.clone().unwrap_or_default()),
+        (
+            "csi.storage.k8s.io/pod.name".into(),
+            m.name.clone().unwrap_or_default(),
+        ),
+        (
+            "csi.storage.k8s.io/pod.namespace".into(),
+            m.namespace.clone().unwrap_or_default(),
+        ),
+        (
+            "csi.storage.k8s.io/pod.uid".into(),
+            m.uid.clone().unwrap_or_default(),
+        ),
         ("csi.storage.k8s.io/serviceAccount.name".into(), sa),
         ("csi.storage.k8s.io/ephemeral".into(), ephemeral.to_string()),
     ])
@@ -500,7 +527,12 @@ impl CsiVolumes {
     /// Unpublishes every CSI volume under the pod's directory (read from its vol_data.json),
     /// then unstages each persistent one no other pod publishes; directories removed. A driver
     /// that is not registered or fails leaves its volume in place and the error is returned.
-    pub async fn tear_down(&self, root_dir: &Path, pod_uid: &str, pod_dir: &Path) -> Result<(), String> {
+    pub async fn tear_down(
+        &self,
+        root_dir: &Path,
+        pod_uid: &str,
+        pod_dir: &Path,
+    ) -> Result<(), String> {
         let mut first_err = None;
         if let Ok(vols) = std::fs::read_dir(pod_dir.join(POD_CSI_DIR)) {
             for v in vols.flatten() {
@@ -542,7 +574,8 @@ impl CsiVolumes {
         let _ = std::fs::remove_dir(dir);
         info!(volume = %field("specVolID"), driver = %driver, "UnmountVolume.TearDown succeeded");
         if field("volumeLifecycleMode") != "Ephemeral" {
-            self.unstage_if_unused(root_dir, &client, &driver, &handle).await?;
+            self.unstage_if_unused(root_dir, &client, &driver, &handle)
+                .await?;
         }
         Ok(())
     }
@@ -565,7 +598,10 @@ impl CsiVolumes {
             return Ok(());
         }
         let staging = global.join("globalmount");
-        let caps = client.node_get_capabilities().await.map_err(|e| e.to_string())?;
+        let caps = client
+            .node_get_capabilities()
+            .await
+            .map_err(|e| e.to_string())?;
         if caps.stage_unstage {
             client
                 .node_unstage(handle, &staging.display().to_string())
@@ -591,11 +627,19 @@ mod tests {
         let g = global_dir(Path::new("/var/lib/kubelet"), "csi.example.com", "vol-1");
         assert_eq!(
             g,
-            Path::new("/var/lib/kubelet/plugins/kubernetes.io/csi/csi.example.com/d2e8363faaac7ae76def3b14091d8eb5755f6b92e9531627aeec833a8731cc49")
+            Path::new(
+                "/var/lib/kubelet/plugins/kubernetes.io/csi/csi.example.com/d2e8363faaac7ae76def3b14091d8eb5755f6b92e9531627aeec833a8731cc49"
+            )
         );
         assert!(attachment_name("h", "d", "n").starts_with("csi-"));
-        assert_eq!(attachment_name("h", "d", "n"), format!("csi-{}", sha256_hex("hdn")));
-        assert_eq!(inline_handle("uid", "vol"), format!("csi-{}", sha256_hex("uidvol")));
+        assert_eq!(
+            attachment_name("h", "d", "n"),
+            format!("csi-{}", sha256_hex("hdn"))
+        );
+        assert_eq!(
+            inline_handle("uid", "vol"),
+            format!("csi-{}", sha256_hex("uidvol"))
+        );
     }
 
     #[test]
@@ -608,9 +652,17 @@ mod tests {
         let cases = [
             ("File", req("", "ReadWriteMany"), true),
             ("None", req("ext4", "ReadWriteOnce"), false),
-            ("ReadWriteOnceWithFSType", req("ext4", "ReadWriteOnce"), true),
+            (
+                "ReadWriteOnceWithFSType",
+                req("ext4", "ReadWriteOnce"),
+                true,
+            ),
             ("ReadWriteOnceWithFSType", req("", "ReadWriteOnce"), false),
-            ("ReadWriteOnceWithFSType", req("ext4", "ReadWriteMany"), false),
+            (
+                "ReadWriteOnceWithFSType",
+                req("ext4", "ReadWriteMany"),
+                false,
+            ),
         ];
         for (policy, r, want) in cases {
             assert_eq!(applies_fs_group(policy, &r), want, "{policy} {r:?}");

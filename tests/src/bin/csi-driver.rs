@@ -267,7 +267,9 @@ impl Node for Driver {
     ) -> Result<Response<csi::NodeGetCapabilitiesResponse>, Status> {
         use csi::node_service_capability::{Type, rpc};
         let cap = |t: rpc::Type| csi::NodeServiceCapability {
-            r#type: Some(Type::Rpc(csi::node_service_capability::Rpc { r#type: t as i32 })),
+            r#type: Some(Type::Rpc(csi::node_service_capability::Rpc {
+                r#type: t as i32,
+            })),
         };
         Ok(Response::new(csi::NodeGetCapabilitiesResponse {
             capabilities: vec![
