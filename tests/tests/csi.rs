@@ -92,10 +92,15 @@ impl Drop for Cleanup {
 
 /// The CSIDriver object of the test driver: no attach, pod info on mount, both lifecycle modes.
 async fn create_csidriver(client: &kube::Client, name: &str) {
+    create_csidriver_with(client, name, false).await
+}
+
+/// The CSIDriver object of the test driver, with `attach` for attachRequired.
+async fn create_csidriver_with(client: &kube::Client, name: &str, attach: bool) {
     let d: CSIDriver = serde_json::from_value(json!({
         "metadata": {"name": name},
         "spec": {
-            "attachRequired": false,
+            "attachRequired": attach,
             "podInfoOnMount": true,
             "volumeLifecycleModes": ["Persistent", "Ephemeral"],
         },
@@ -503,6 +508,74 @@ async fn volumes_of_a_pod_deleted_while_bosun_was_down_are_torn_down() {
     assert_eq!(driver.calls_of("NodeUnstageVolume").len(), 1);
     assert_eq!(mounts_under(&root), Vec::<String>::new(), "left mounted");
     assert!(!root.join("pods").join(&uid).exists(), "pod dir removed");
+    let _ = Api::<PersistentVolumeClaim>::namespaced(client.clone(), "default")
+        .delete(&claim, &DeleteParams::default())
+        .await;
+    t.finish();
+}
+
+/// With a CSIDriver that requires attach, the pod waits (FailedMount, WaitForAttach) until the
+/// VolumeAttachment the attach/detach controller creates for it is attached (here the test plays
+/// the external attacher and sets status.attached), then the volume is staged and published.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_volume_needing_attach_waits_for_its_volume_attachment() {
+    use k8s_openapi::api::storage::v1::VolumeAttachment;
+    use kube::api::{Patch, PatchParams};
+    let t = BosunNode::start("csi-attach").await;
+    let client = t.client.clone();
+    let name = t.node.name.clone();
+    let driver_name = format!("{name}.csi.bosun.test");
+    let (pv, claim, handle) = (
+        format!("pv-{name}"),
+        format!("claim-{name}"),
+        format!("vol-{name}"),
+    );
+    let attachment = format!(
+        "csi-{}",
+        sha256_hex(&format!("{handle}{driver_name}{name}"))
+    );
+    let _cleanup = Cleanup(vec![
+        ("csidriver", driver_name.clone()),
+        ("pv", pv.clone()),
+        ("pvc", claim.clone()),
+        ("volumeattachment", attachment.clone()),
+    ]);
+    create_csidriver_with(&client, &driver_name, true).await;
+    create_pv(&client, &pv, &driver_name, &handle, &claim).await;
+    create_pvc(&client, &claim, &pv).await;
+    let driver = Driver::start(&t.node, &driver_name);
+    wait_until_async("the driver in the CSINode", Duration::from_secs(30), || {
+        csinode_driver(&client, &name, &driver_name)
+    })
+    .await;
+    wait_bound(&client, &claim).await;
+    let pod_name = format!("app-{name}");
+    let pod = pod_with_claim(&t.node, &pod_name, &claim, "sleep 3600");
+    create(&t.pods, &pod.build()).await;
+    let msg = wait_failed_mount(&client, &pod_name, "MountVolume.WaitForAttach failed").await;
+    assert!(
+        msg.starts_with(&format!(
+            "MountVolume.WaitForAttach failed for volume \"{pv}\" : "
+        )),
+        "{msg}"
+    );
+    assert!(driver.calls_of("NodeStageVolume").is_empty());
+
+    let api: Api<VolumeAttachment> = Api::all(client.clone());
+    wait_until_async(
+        "the controller's VolumeAttachment",
+        Duration::from_secs(60),
+        || async { api.get_opt(&attachment).await.ok()?.map(|_| ()) },
+    )
+    .await;
+    let status = json!({"status": {"attached": true, "attachmentMetadata": {"device": "test"}}});
+    api.patch_status(&attachment, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("mark the volume attached");
+    bosun_tests::pod::running_uid(&t.pods, &pod_name, 60).await;
+    assert_eq!(driver.calls_of("NodeStageVolume").len(), 1);
+    delete_and_wait_gone(&t.pods, &[&pod_name], 60).await;
+    assert_eq!(driver.calls_of("NodeUnstageVolume").len(), 1);
     let _ = Api::<PersistentVolumeClaim>::namespaced(client.clone(), "default")
         .delete(&claim, &DeleteParams::default())
         .await;
