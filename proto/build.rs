@@ -1,11 +1,16 @@
-//! Generates the pod-resources v1 and gRPC health v1 clients and servers from proto/ (needs protoc).
+//! Generates the pod-resources v1, gRPC health v1, CSI v1 and plugin registration v1 clients and
+//! servers from proto/ (needs protoc and its well-known types).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    println!("cargo:rerun-if-changed=proto/podresources_v1.proto");
-    println!("cargo:rerun-if-changed=proto/health.proto");
-    tonic_prost_build::configure().compile_protos(
-        &["proto/podresources_v1.proto", "proto/health.proto"],
-        &["proto"],
-    )?;
+    let protos = [
+        "proto/podresources_v1.proto",
+        "proto/health.proto",
+        "proto/csi.proto",
+        "proto/pluginregistration_v1.proto",
+    ];
+    for p in protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    tonic_prost_build::configure().compile_protos(&protos, &["proto"])?;
     Ok(())
 }

@@ -169,6 +169,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         &mut tasks,
     );
     spawn_log_rotation(&cfg.container_logs, &ctx, &cancel, &mut tasks);
+    let watcher = crate::csi::pluginwatcher::run(
+        ctx.dirs.root_dir.clone(),
+        ctx.csi.drivers.clone(),
+        client
+            .clone()
+            .map(|c| crate::csi::csinode::CsiNodeWriter::new(c, &ctx.node_name)),
+        cancel.child_token(),
+    );
+    tasks.spawn("plugin-watcher", watcher);
     tasks.spawn("pod-manager", manager.run(rx, Some(eviction.pods)));
     info!(tasks = ?tasks.running(), "bosun running");
     cancel.cancelled().await;
@@ -476,6 +485,7 @@ async fn node_context(
         statuses: StatusStore::default(),
         pulls: Arc::new(Semaphore::new(cfg.images.parallel_pulls())),
         api: client.clone(),
+        csi: Default::default(),
         objects: client.clone().map(|c| {
             Arc::new(crate::objects::Objects::new(
                 c,

@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod cgroup;
 pub mod client;
 pub mod config;
+pub mod csi;
 pub mod events;
 pub mod eviction;
 pub mod gc;

@@ -11,3 +11,17 @@ pub mod health_v1 {
     #![allow(missing_docs, clippy::all)]
     tonic::include_proto!("grpc.health.v1");
 }
+
+/// The Container Storage Interface v1 (`csi.v1`): the Identity and Node services Bosun calls on
+/// a CSI driver's socket (and the Controller service, unused).
+pub mod csi_v1 {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("csi.v1");
+}
+
+/// The kubelet plugin registration API v1 (`pluginregistration.Registration`): what a plugin
+/// serves on its socket in `<root>/plugins_registry/` for the plugin watcher.
+pub mod pluginregistration_v1 {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("pluginregistration");
+}

@@ -31,6 +31,8 @@ pub struct NodeContext<R = CriClient> {
     pub pulls: Arc<Semaphore>,
     /// The API client; none in standalone mode.
     pub api: Option<kube::Client>,
+    /// The registered CSI drivers and the CSI volumes published per pod.
+    pub csi: crate::volume::csi::CsiVolumes,
     /// The configmap and secret managers; none in standalone mode.
     pub objects: Option<Arc<crate::objects::Objects>>,
     /// Services for env vars.

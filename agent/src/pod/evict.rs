@@ -71,7 +71,9 @@ impl<R: PodRuntime> PodWorker<R> {
         }
         if self.volume_paths.take().is_some() {
             let dir = self.ctx.dirs.pod_dir(&self.key().uid).join("volumes");
-            if let Err(e) = volume::tear_down(&dir) {
+            if let Err(e) = teardown::tear_down_csi(&self.ctx, &self.key().uid).await {
+                warn!(error = %e, "CSI volumes of a stopped pod not torn down");
+            } else if let Err(e) = volume::tear_down(&dir) {
                 warn!(error = %e, "cannot tear down the volumes of a stopped pod");
             }
         }

@@ -127,6 +127,7 @@ pub async fn set_up_volumes(
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
     let dir = ctx.dirs.pod_dir(uid);
     let mut paths = volume::set_up(pod, &dir)?;
+    paths.extend(set_up_csi_volumes(ctx, pod, &dir).await?);
     if let (Some(client), Some(objects)) = (&ctx.api, &ctx.objects) {
         if known.is_none() || api_volumes.due() {
             let api_paths = api_volumes.set_up(client, objects, pod, &dir).await?;
@@ -144,9 +145,41 @@ pub async fn set_up_volumes(
         return Err(volume::VolumeError {
             volume: "*".into(),
             reason: "configMap, secret and projected volumes need an API server".into(),
+            op: Default::default(),
         });
     } else {
         *known = Some(paths.clone());
     }
     Ok(paths)
+}
+
+/// The mount paths of the pod's CSI volumes (persistentVolumeClaim, ephemeral, csi), staged and
+/// published through their drivers; without an API server they are not supported.
+async fn set_up_csi_volumes(
+    ctx: &NodeContext<impl PodRuntime>,
+    pod: &Pod,
+    dir: &std::path::Path,
+) -> Result<HashMap<String, String>, volume::VolumeError> {
+    let Some(client) = &ctx.api else {
+        let csi = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .find(|v| volume::csi::is_csi_volume(v));
+        return match csi {
+            Some(v) => Err(volume::VolumeError {
+                volume: v.name.clone(),
+                reason: "volume type not supported by bosun yet without an API server".into(),
+                op: Default::default(),
+            }),
+            None => Ok(HashMap::new()),
+        };
+    };
+    let set_up = volume::csi::SetUp {
+        client,
+        volumes: &ctx.csi,
+        root_dir: &ctx.dirs.root_dir,
+        node_name: &ctx.node_name,
+    };
+    set_up.set_up(pod, dir).await
 }

@@ -536,7 +536,9 @@ impl<R: PodRuntime> PodWorker<R> {
     /// Pull, volumes, config, create, start, postStart.
     pub(super) async fn start_steps(&mut self, step: &Start<'_, R>) -> Result<(), StartError> {
         step.pull(&mut self.pulls, &mut self.start_sli).await?;
-        let volumes = self.volumes().await.map_err(|e| {
+        let volumes = self.volumes().await;
+        self.volumes_pending = volumes.is_err();
+        let volumes = volumes.map_err(|e| {
             warn!("FailedMount: {e}");
             self.event(None, EventType::Warning, "FailedMount", e.to_string());
             StartError::Volumes(e.to_string())

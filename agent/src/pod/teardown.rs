@@ -180,7 +180,9 @@ pub async fn remove(ctx: &NodeContext<impl PodRuntime>, pod: &Pod, obs: &Observe
         warn!(error = %e, "cannot remove the pod cgroup; orphan cleanup retries");
     }
     let dirs = &ctx.dirs;
-    if let Err(e) = volume::tear_down(&dirs.pod_dir(&key.uid)) {
+    if let Err(e) = tear_down_csi(ctx, &key.uid).await {
+        warn!(error = %e, "CSI volumes not torn down: the pod directory stays");
+    } else if let Err(e) = volume::tear_down(&dirs.pod_dir(&key.uid)) {
         warn!(error = %e, "cannot remove the pod directory");
     }
     let _ = std::fs::remove_dir_all(dirs.pod_log_dir(&key.namespace, &key.name, &key.uid));
@@ -195,6 +197,26 @@ pub async fn remove(ctx: &NodeContext<impl PodRuntime>, pod: &Pod, obs: &Observe
     ctx.statuses.remove(&key.uid);
     if let (Some(client), Some(_)) = (&ctx.api, &pod.metadata.deletion_timestamp) {
         finish_deletion(client, &key).await;
+    }
+}
+
+/// Unpublishes (and unstages when unused) the pod's CSI volumes, once its containers are gone;
+/// a driver that fails or is not registered is retried for up to a minute (a driver restarting
+/// comes back within it).
+pub async fn tear_down_csi(ctx: &NodeContext<impl PodRuntime>, uid: &str) -> Result<(), String> {
+    let dir = ctx.dirs.pod_dir(uid);
+    let mut delay = Duration::from_millis(500);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match ctx.csi.tear_down(&ctx.dirs.root_dir, uid, &dir).await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() + delay > deadline => return Err(e),
+            Err(e) => {
+                warn!(error = %e, "UnmountVolume failed; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(8));
+            }
+        }
     }
 }
 

@@ -34,6 +34,10 @@ use crate::volume::api::ApiVolumes;
 
 /// How often a worker syncs with no event at all.
 const RESYNC: Duration = Duration::from_secs(10);
+/// How soon a start held back by volumes not set up (a claim not bound yet, a CSI driver not
+/// registered yet) is tried again: the kubelet polls its volume manager every 300 ms; every
+/// retry here reads the API, so a little less often.
+const VOLUME_RETRY: Duration = Duration::from_secs(2);
 
 /// What the manager asks of a worker; the newest message wins.
 #[derive(Debug, Clone)]
@@ -100,6 +104,7 @@ pub fn spawn<R: PodRuntime>(
         exited: HashMap::new(),
         api_volumes,
         volume_paths: None,
+        volumes_pending: false,
         terminal: None,
         evict: evict.clone(),
         synced: false,
@@ -128,6 +133,8 @@ pub(super) struct PodWorker<R> {
     pub(super) exited: HashMap<String, ContainerView>,
     pub(super) api_volumes: ApiVolumes,
     pub(super) volume_paths: Option<HashMap<String, String>>,
+    /// The last container start failed on its volumes: the next sync comes sooner.
+    pub(super) volumes_pending: bool,
     /// Set once the pod is stopped for good (past activeDeadlineSeconds, evicted): it stays
     /// stopped and Failed.
     pub(super) terminal: Option<Terminal>,
@@ -204,7 +211,11 @@ impl<R: PodRuntime> PodWorker<R> {
                 .min()
                 .map(|t| t - now)
                 .unwrap_or(RESYNC)
-                .min(RESYNC);
+                .min(if self.volumes_pending {
+                    VOLUME_RETRY
+                } else {
+                    RESYNC
+                });
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 r = rx.changed() => if r.is_err() { return },

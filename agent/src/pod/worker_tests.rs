@@ -467,6 +467,7 @@ impl TestNode {
             statuses: StatusStore::default(),
             pulls: Arc::new(Semaphore::new(1)),
             api: Some(api(requests.clone())),
+            csi: Default::default(),
             objects: None,
             services: Default::default(),
             events,

@@ -86,6 +86,7 @@ impl ApiVolumes {
             let err = |reason: String| VolumeError {
                 volume: v.name.clone(),
                 reason,
+                op: Default::default(),
             };
             let Some((kind, files, tmpfs)) = self
                 .content(client, objects, pod, &ns, v)

@@ -1,8 +1,10 @@
 //! Pod volumes on the node: emptyDir (disk or tmpfs) and hostPath (with its type checks) here;
-//! configMap, secret, downwardAPI and projected in `api`.
+//! configMap, secret, downwardAPI and projected in `api`; persistentVolumeClaim, generic ephemeral
+//! and inline CSI volumes through a CSI driver in `csi`.
 
 pub mod api;
 pub mod atomic;
+pub mod csi;
 pub mod ownership;
 
 use std::collections::HashMap;
@@ -12,12 +14,51 @@ use k8s_openapi::api::core::v1::Pod;
 
 /// A volume that could not be set up: the kubelet's FailedMount.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("MountVolume.SetUp failed for volume \"{volume}\": {reason}")]
+#[error("{}", self.message())]
 pub struct VolumeError {
-    /// The volume's name.
+    /// The volume's name (for a CSI persistent volume, the PV's, as the kubelet's spec name).
     pub volume: String,
     /// Why.
     pub reason: String,
+    /// The step that failed, which words the message.
+    pub op: VolumeOp,
+}
+
+/// The step of a volume's set-up that failed, as the kubelet words its FailedMount events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VolumeOp {
+    /// Setting up a volume of Bosun's own (emptyDir, hostPath, API volumes).
+    #[default]
+    SetUp,
+    /// The CSI driver's NodePublishVolume ("MountVolume.SetUp failed for volume \"v\" : ...").
+    CsiSetUp,
+    /// Staging through the driver (NodeStageVolume) or finding it registered.
+    MountDevice,
+    /// Waiting for the VolumeAttachment to be attached.
+    WaitForAttach,
+    /// Resolving the volume: the claim is missing or unbound, the PV is absent (the kubelet's
+    /// desired state populator error, reported as WaitForAttachAndMount does).
+    Process,
+}
+
+impl VolumeError {
+    /// The event message, in the kubelet's words for the failed step.
+    pub fn message(&self) -> String {
+        let (v, r) = (&self.volume, &self.reason);
+        match self.op {
+            VolumeOp::SetUp => format!("MountVolume.SetUp failed for volume \"{v}\": {r}"),
+            VolumeOp::CsiSetUp => format!("MountVolume.SetUp failed for volume \"{v}\" : {r}"),
+            VolumeOp::MountDevice => {
+                format!("MountVolume.MountDevice failed for volume \"{v}\" : {r}")
+            }
+            VolumeOp::WaitForAttach => {
+                format!("MountVolume.WaitForAttach failed for volume \"{v}\" : {r}")
+            }
+            VolumeOp::Process => format!(
+                "Unable to attach or mount volumes: unmounted volumes=[{v}], unattached volumes=[], failed to process volumes=[{v}]: {r}"
+            ),
+        }
+    }
 }
 
 /// Sets up every volume of `pod` under `pod_dir` and returns the host path of each by name.
@@ -27,6 +68,7 @@ pub fn set_up(pod: &Pod, pod_dir: &Path) -> Result<HashMap<String, String>, Volu
         let err = |reason: String| VolumeError {
             volume: v.name.clone(),
             reason,
+            op: VolumeOp::SetUp,
         };
         let path: PathBuf = if let Some(ed) = &v.empty_dir {
             let dir = pod_dir
@@ -47,7 +89,7 @@ pub fn set_up(pod: &Pod, pod_dir: &Path) -> Result<HashMap<String, String>, Volu
             let p = PathBuf::from(&hp.path);
             check_host_path(&p, hp.type_.as_deref().unwrap_or("")).map_err(err)?;
             p
-        } else if api::is_api_volume(v) {
+        } else if api::is_api_volume(v) || csi::is_csi_volume(v) {
             continue;
         } else {
             return Err(err("volume type not supported by bosun yet".into()));

@@ -1,0 +1,223 @@
+//! The kubelet's plugin watcher and plugin manager for CSI drivers: every second (the kubelet's
+//! plugin manager reconciles every second too) `<root>/plugins_registry/` is read; a new socket
+//! (or one recreated by a restarted driver: a new inode) is registered (GetInfo, the driver's
+//! NodeGetInfo on the endpoint it names, its entry in the CSINode, NotifyRegistrationStatus), a
+//! socket gone deregisters its driver (entry dropped from the CSINode). A failed registration is
+//! retried after 5 s. Device plugins are not handled yet: they are told so.
+
+use std::collections::HashMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::client::{CsiClient, PluginInfo, RegistrationClient};
+use super::csinode::{CsiNodeWriter, driver_entry};
+use super::{Driver, Drivers};
+
+/// How often the registry directory is read.
+const SCAN: Duration = Duration::from_secs(1);
+/// How long a failed registration waits before the next attempt.
+const RETRY: Duration = Duration::from_secs(5);
+
+/// The directory plugins put their registration sockets in.
+pub fn registry_dir(root_dir: &Path) -> PathBuf {
+    root_dir.join("plugins_registry")
+}
+
+/// What the watcher knows of one socket.
+enum Seen {
+    /// Registered as this driver.
+    Registered { inode: u64, driver: String },
+    /// Its last registration failed at this time.
+    Failed { inode: u64, at: Instant },
+}
+
+/// The sockets in `dir` (not hidden files, as the kubelet) with their inodes.
+fn sockets(dir: &Path) -> HashMap<PathBuf, u64> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return HashMap::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            meta.file_type().is_socket().then(|| (e.path(), meta.ino()))
+        })
+        .collect()
+}
+
+/// Whether a CSI driver's supported versions include one Bosun speaks (CSI 1.x).
+fn supported_version(versions: &[String]) -> bool {
+    versions.iter().any(|v| {
+        let v = v.trim_start_matches('v');
+        v.split('.').next() == Some("1")
+    })
+}
+
+/// Runs the watcher until `cancel`: registers and deregisters drivers in `drivers` and, with an
+/// API client, in the node's CSINode.
+pub async fn run(
+    root_dir: PathBuf,
+    drivers: Drivers,
+    csinode: Option<CsiNodeWriter>,
+    cancel: CancellationToken,
+) {
+    let dir = registry_dir(&root_dir);
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        warn!(error = %e, dir = %dir.display(), "cannot create the plugin registry directory");
+    }
+    let mut seen: HashMap<PathBuf, Seen> = HashMap::new();
+    loop {
+        let now = sockets(&dir);
+        let gone: Vec<PathBuf> = seen
+            .keys()
+            .filter(|p| !now.contains_key(*p))
+            .cloned()
+            .collect();
+        for path in gone {
+            if let Some(Seen::Registered { driver, .. }) = seen.remove(&path) {
+                deregister(&drivers, csinode.as_ref(), &driver).await;
+            }
+        }
+        for (path, inode) in now {
+            let due = match seen.get(&path) {
+                None => true,
+                Some(Seen::Registered { inode: i, .. }) => *i != inode,
+                Some(Seen::Failed { inode: i, at }) => *i != inode || at.elapsed() >= RETRY,
+            };
+            if !due {
+                continue;
+            }
+            let entry = match register(&path, &drivers, csinode.as_ref()).await {
+                Ok(driver) => Seen::Registered { inode, driver },
+                Err(e) => {
+                    warn!(socket = %path.display(), error = %e, "plugin registration failed");
+                    Seen::Failed {
+                        inode,
+                        at: Instant::now(),
+                    }
+                }
+            };
+            seen.insert(path, entry);
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(SCAN) => {}
+        }
+    }
+}
+
+/// Registers the plugin on `socket`; returns its driver name.
+async fn register(
+    socket: &Path,
+    drivers: &Drivers,
+    csinode: Option<&CsiNodeWriter>,
+) -> Result<String, String> {
+    let reg = RegistrationClient::new(socket);
+    let info = reg.get_info().await.map_err(|e| e.to_string())?;
+    let result = install(socket, &info, drivers, csinode).await;
+    let notified = reg.notify(result.clone().err()).await;
+    if let Err(e) = notified {
+        warn!(plugin = %info.name, error = %e, "NotifyRegistrationStatus failed");
+    }
+    result.map(|()| info.name)
+}
+
+/// Validates a plugin's info, reads its node info and records the driver.
+async fn install(
+    socket: &Path,
+    info: &PluginInfo,
+    drivers: &Drivers,
+    csinode: Option<&CsiNodeWriter>,
+) -> Result<(), String> {
+    if info.kind != "CSIPlugin" {
+        return Err(format!(
+            "plugin type {:?} of {} is not supported by bosun yet",
+            info.kind, info.name
+        ));
+    }
+    if info.name.is_empty() {
+        return Err("CSI plugin name is empty".into());
+    }
+    if !supported_version(&info.versions) {
+        return Err(format!(
+            "none of the versions {:?} of CSI driver {} is supported (1.x)",
+            info.versions, info.name
+        ));
+    }
+    let endpoint = if info.endpoint.is_empty() {
+        socket.to_path_buf()
+    } else {
+        PathBuf::from(&info.endpoint)
+    };
+    let client = CsiClient::new(&endpoint);
+    let node_info = client
+        .node_get_info()
+        .await
+        .map_err(|e| format!("error during CSI driver {} NodeGetInfo: {e}", info.name))?;
+    if node_info.node_id.is_empty() {
+        return Err(format!(
+            "CSI driver {} returned an empty node ID",
+            info.name
+        ));
+    }
+    if let Some(w) = csinode {
+        w.set_driver(&info.name, Some(driver_entry(&info.name, &node_info)))
+            .await
+            .map_err(|e| format!("error updating CSINode object with CSI driver node info: {e}"))?;
+    }
+    info!(
+        driver = %info.name,
+        endpoint = %endpoint.display(),
+        node_id = %node_info.node_id,
+        "CSI driver registered"
+    );
+    drivers.insert(
+        &info.name,
+        Driver {
+            endpoint,
+            client,
+            info: node_info,
+        },
+    );
+    Ok(())
+}
+
+/// Forgets driver `name` and drops it from the CSINode.
+async fn deregister(drivers: &Drivers, csinode: Option<&CsiNodeWriter>, name: &str) {
+    info!(driver = %name, "CSI driver socket removed: deregistering");
+    drivers.remove(name);
+    if let Some(w) = csinode
+        && let Err(e) = w.set_driver(name, None).await
+    {
+        warn!(driver = %name, error = %e, "cannot remove the driver from the CSINode");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csi_versions_of_major_one_are_spoken() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert!(supported_version(&v(&["1.0.0"])));
+        assert!(supported_version(&v(&["0.3.0", "v1.2.0"])));
+        assert!(!supported_version(&v(&["0.3.0"])));
+        assert!(!supported_version(&v(&[])));
+    }
+
+    #[test]
+    fn only_visible_sockets_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = std::os::unix::net::UnixListener::bind(dir.path().join("a.sock")).unwrap();
+        let _h = std::os::unix::net::UnixListener::bind(dir.path().join(".hidden.sock")).unwrap();
+        std::fs::write(dir.path().join("file"), "x").unwrap();
+        let found: Vec<PathBuf> = sockets(dir.path()).into_keys().collect();
+        assert_eq!(found, vec![dir.path().join("a.sock")]);
+    }
+}
