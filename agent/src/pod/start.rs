@@ -537,7 +537,10 @@ impl<R: PodRuntime> PodWorker<R> {
     pub(super) async fn start_steps(&mut self, step: &Start<'_, R>) -> Result<(), StartError> {
         step.pull(&mut self.pulls, &mut self.start_sli).await?;
         let volumes = self.volumes().await;
-        self.volumes_pending = volumes.is_err();
+        self.volume_retry = match volumes {
+            Ok(_) => None,
+            Err(_) => Some(super::worker::next_volume_retry(self.volume_retry)),
+        };
         let volumes = volumes.map_err(|e| {
             warn!("FailedMount: {e}");
             self.event(None, EventType::Warning, "FailedMount", e.to_string());

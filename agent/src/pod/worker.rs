@@ -35,9 +35,15 @@ use crate::volume::api::ApiVolumes;
 /// How often a worker syncs with no event at all.
 const RESYNC: Duration = Duration::from_secs(10);
 /// How soon a start held back by volumes not set up (a claim not bound yet, a CSI driver not
-/// registered yet) is tried again: the kubelet polls its volume manager every 300 ms; every
-/// retry here reads the API, so a little less often.
-const VOLUME_RETRY: Duration = Duration::from_secs(2);
+/// registered yet) is first tried again: the kubelet polls its volume manager every 300 ms; every
+/// retry here reads the API (and records a FailedMount event), so a little less often, doubling
+/// on each failure up to [`RESYNC`] as the kubelet's operations back off.
+pub(super) const VOLUME_RETRY: Duration = Duration::from_secs(2);
+
+/// The wait before the next volume retry after one that failed `prev` (None: the first failure).
+pub(super) fn next_volume_retry(prev: Option<Duration>) -> Duration {
+    prev.map_or(VOLUME_RETRY, |d| (d * 2).min(RESYNC))
+}
 
 /// What the manager asks of a worker; the newest message wins.
 #[derive(Debug, Clone)]
@@ -104,7 +110,7 @@ pub fn spawn<R: PodRuntime>(
         exited: HashMap::new(),
         api_volumes,
         volume_paths: None,
-        volumes_pending: false,
+        volume_retry: None,
         terminal: None,
         evict: evict.clone(),
         synced: false,
@@ -133,8 +139,9 @@ pub(super) struct PodWorker<R> {
     pub(super) exited: HashMap<String, ContainerView>,
     pub(super) api_volumes: ApiVolumes,
     pub(super) volume_paths: Option<HashMap<String, String>>,
-    /// The last container start failed on its volumes: the next sync comes sooner.
-    pub(super) volumes_pending: bool,
+    /// The last container start failed on its volumes: the next sync comes after this wait
+    /// (sooner than a resync at first, backing off while the failures go on).
+    pub(super) volume_retry: Option<Duration>,
     /// Set once the pod is stopped for good (past activeDeadlineSeconds, evicted): it stays
     /// stopped and Failed.
     pub(super) terminal: Option<Terminal>,
@@ -211,11 +218,7 @@ impl<R: PodRuntime> PodWorker<R> {
                 .min()
                 .map(|t| t - now)
                 .unwrap_or(RESYNC)
-                .min(if self.volumes_pending {
-                    VOLUME_RETRY
-                } else {
-                    RESYNC
-                });
+                .min(self.volume_retry.unwrap_or(RESYNC));
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 r = rx.changed() => if r.is_err() { return },

@@ -711,3 +711,17 @@ async fn a_pod_no_longer_wanted_is_removed_but_not_deleted_from_the_api() {
         "{requests:?}"
     );
 }
+
+/// A start held back by its volumes is retried at 2 s, then less often as the failures go on,
+/// never less often than the resync: FailedMount events slow down as the kubelet's do.
+#[test]
+fn volume_retries_back_off_to_the_resync() {
+    let mut waits = Vec::new();
+    let mut prev = None;
+    for _ in 0..5 {
+        let next = worker::next_volume_retry(prev);
+        waits.push(next.as_secs());
+        prev = Some(next);
+    }
+    assert_eq!(waits, [2, 4, 8, 10, 10]);
+}
