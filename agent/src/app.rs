@@ -107,6 +107,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tasks.spawn("server", serve);
     spawn_stats(&cfg.pods, &ctx, &stats, &cancel, &mut tasks);
     let eviction = spawn_eviction(&cfg.eviction, &ctx, &stats, &cancel, &mut tasks).await;
+    let shutting_down = spawn_node_shutdown(&cfg, &ctx, &eviction, &cancel, &mut tasks);
     if let Err(e) = crate::podresources::spawn(
         &cfg.paths.root_dir,
         ctx.statuses.clone(),
@@ -144,6 +145,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 notifier: &notifier,
                 labels: labels_tx,
                 pressure: eviction.pressure.clone(),
+                shutting_down: shutting_down.clone(),
                 pleg: pleg.clone(),
                 pods: tx.clone(),
                 cancel: &cancel,
@@ -156,7 +158,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let manager = PodManager::new(
         ctx.clone(),
         sources,
-        admission(&cfg.pods, &ctx, labels_rx, eviction.pressure),
+        admission(
+            &cfg.pods,
+            &ctx,
+            labels_rx,
+            (eviction.pressure, shutting_down),
+        ),
         cancel.child_token(),
     )
     .with_pleg(pleg);
@@ -272,6 +279,8 @@ struct EvictionLinks {
     pressure: crate::eviction::ConditionsRx,
     /// Its requests to the pod manager (the active pods, evict one).
     pods: mpsc::Receiver<crate::eviction::PodsRequest>,
+    /// Where others (the node shutdown manager) send the same requests.
+    pods_tx: mpsc::Sender<crate::eviction::PodsRequest>,
     /// Its requests to the container and image GC tasks.
     reclaim: (crate::gc::ReclaimRx, crate::gc::ReclaimRx),
 }
@@ -295,7 +304,7 @@ async fn spawn_eviction(
     let (reclaim_images, images_rx) = mpsc::channel(1);
     let eviction = eviction
         .with_memcg(memcg_notifiers(cfg, ctx))
-        .with_pods(evict_tx, dedicated)
+        .with_pods(evict_tx.clone(), dedicated)
         .with_events(ctx.events.clone(), ctx.node_name.clone())
         .with_reclaim(crate::eviction::Reclaim {
             containers: Some(reclaim_containers),
@@ -310,8 +319,27 @@ async fn spawn_eviction(
     EvictionLinks {
         pressure,
         pods: evict_rx,
+        pods_tx: evict_tx,
         reclaim: (containers_rx, images_rx),
     }
+}
+
+/// The node shutdown manager when shutdownGracePeriod (or its by-priority form) is set: it
+/// stops pods through the pod manager as the eviction manager does. Whether the node is
+/// shutting down, for the node status and admission (never, without the manager).
+fn spawn_node_shutdown(
+    cfg: &Config,
+    ctx: &NodeContext,
+    eviction: &EvictionLinks,
+    cancel: &CancellationToken,
+    tasks: &mut Tasks,
+) -> crate::nodeshutdown::ShuttingDown {
+    let (manager, shutting_down) =
+        crate::nodeshutdown::Manager::new(&cfg.node, eviction.pods_tx.clone(), ctx.events.clone());
+    if let Some(manager) = manager {
+        tasks.spawn("node-shutdown", manager.run(cancel.child_token()));
+    }
+    shutting_down
 }
 
 /// The image filesystem's mountpoint, as the runtime's ImageFsInfo names it.
@@ -502,6 +530,7 @@ struct ApiLoops<'a> {
     notifier: &'a crate::sdnotify::Notifier,
     labels: crate::node::LabelsTx,
     pressure: crate::eviction::ConditionsRx,
+    shutting_down: crate::nodeshutdown::ShuttingDown,
     pleg: crate::pod::pleg::PlegHealth,
     pods: mpsc::Sender<source::SourceUpdate>,
     cancel: &'a CancellationToken,
@@ -523,7 +552,8 @@ impl ApiLoops<'_> {
             (Arc::new(cfg.node.clone()), cfg.server.port),
             crate::node::status::Observer::new(ctx.cri.clone(), ctx.dirs.root_dir.clone())
                 .with_pressure(self.pressure)
-                .with_pleg(self.pleg),
+                .with_pleg(self.pleg)
+                .with_shutdown(self.shutting_down),
             registered,
             self.labels,
             ctx.events.clone(),
@@ -582,13 +612,16 @@ fn node_allocatable(
 }
 
 /// What admission checks pods against: allocatable as the node reports it (computed once, in
-/// the node context), the node's labels as `node_labels` has them, and the eviction manager's
-/// pressure conditions.
+/// the node context), the node's labels as `node_labels` has them, the eviction manager's
+/// pressure conditions and whether the node is shutting down.
 fn admission(
     pods: &PodsConfig,
     ctx: &NodeContext,
     node_labels: tokio::sync::watch::Receiver<crate::node::NodeView>,
-    pressure: crate::eviction::ConditionsRx,
+    (pressure, shutting_down): (
+        crate::eviction::ConditionsRx,
+        crate::nodeshutdown::ShuttingDown,
+    ),
 ) -> crate::pod::admission::Admission {
     crate::pod::admission::Admission {
         allocatable: ctx.allocatable.clone(),
@@ -596,6 +629,7 @@ fn admission(
         sysctls: pods.sysctls.clone(),
         apparmor_enabled: crate::pod::admission::host_apparmor_enabled(),
         pressure,
+        shutting_down: Some(shutting_down),
     }
 }
 

@@ -50,16 +50,6 @@ const FIELDS: &[NotActedOn] = &[
         },
     },
     NotActedOn {
-        field: "shutdownGracePeriod",
-        why: "graceful node shutdown is not implemented",
-        set: |k, d| k.shutdown_grace_period != d.shutdown_grace_period,
-    },
-    NotActedOn {
-        field: "shutdownGracePeriodCriticalPods",
-        why: "graceful node shutdown is not implemented",
-        set: |k, d| k.shutdown_grace_period_critical_pods != d.shutdown_grace_period_critical_pods,
-    },
-    NotActedOn {
         field: "enableSystemLogQuery",
         why: "the node log query is not implemented; /logs/ serves the node's log files",
         set: |k, d| k.enable_system_log_query != d.enable_system_log_query,
