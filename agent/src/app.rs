@@ -73,7 +73,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     spawn_healthz(&cfg.server, &health, &cancel, &mut tasks).await?;
     // Bind the kubelet port first: a port in use is a clear error and a non-zero exit.
     let server_listener = crate::server::bind(&cfg.server.address, cfg.server.port).await?;
-    let server_tls = server_tls(&cfg)?;
+    // serverTLSBootstrap: the port serves the certificate the cluster signs, once it is.
+    let serving = cfg
+        .server
+        .server_tls_bootstrap
+        .then(|| Arc::new(crate::client::serving::ServingResolver::default()));
+    let server_tls = server_tls(&cfg, serving.clone())?;
     tasks.spawn("signals", on_signal(cancel.clone(), notifier.clone()));
 
     let mut cri = connect_runtime(&cfg.runtime, &cancel).await?;
@@ -94,6 +99,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         info!(node = %cfg.node.name, "no kubeconfig: standalone mode, static pods only");
     }
     let ctx = node_context(&cfg, cri, &machine, client.clone(), &cancel).await?;
+    if let (Some(client), Some(resolver)) = (&client, serving) {
+        let serving = crate::client::serving::Serving {
+            client: client.clone(),
+            node: cfg.node.name.clone(),
+            hostnames: vec![cfg.node.name.clone()],
+            ips: crate::node::node_ips(&cfg.node),
+            cert_dir: cfg.paths.cert_dir.clone(),
+            resolver,
+        };
+        tasks.spawn("serving-cert", serving.run(cancel.child_token()));
+    }
 
     // The stats sampler publishes into this provider; the server reads the latest sample.
     let stats = crate::stats::StatsProvider::new();
@@ -633,9 +649,19 @@ fn admission(
     }
 }
 
-/// The TLS configuration of the kubelet port: the configured or self-signed serving certificate.
-fn server_tls(cfg: &Config) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+/// The TLS configuration of the kubelet port: with serverTLSBootstrap the certificate `serving`
+/// holds, else the configured or self-signed serving certificate.
+fn server_tls(
+    cfg: &Config,
+    serving: Option<Arc<crate::client::serving::ServingResolver>>,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     use crate::server::tls;
+    if let Some(resolver) = serving {
+        return Ok(tls::server_config_with_resolver(
+            resolver,
+            cfg.server.authentication.client_ca_file.as_deref(),
+        )?);
+    }
     let ips = crate::node::node_ips(&cfg.node);
     let serving = tls::ServingCert::resolve(
         cfg.server.tls_cert_file.as_deref(),

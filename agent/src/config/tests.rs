@@ -775,7 +775,7 @@ fn fields_not_acted_on_are_warned_about_by_name() {
             &[],
             &[],
         ),
-        ("serverTLSBootstrap: true\n", &[], &["serverTLSBootstrap"]),
+        ("serverTLSBootstrap: true\n", &[], &[]),
         ("failSwapOn: false\n", &[], &["failSwapOn"]),
         ("", &["--fail-swap-on=false"], &["failSwapOn"]),
         ("failCgroupV1: false\n", &[], &["failCgroupV1"]),
