@@ -73,7 +73,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     spawn_healthz(&cfg.server, &health, &cancel, &mut tasks).await?;
     // Bind the kubelet port first: a port in use is a clear error and a non-zero exit.
     let server_listener = crate::server::bind(&cfg.server.address, cfg.server.port).await?;
-    let server_tls = server_tls(&cfg)?;
+    // serverTLSBootstrap: the port serves the certificate the cluster signs, once it is.
+    let serving = cfg
+        .server
+        .server_tls_bootstrap
+        .then(|| Arc::new(crate::client::serving::ServingResolver::default()));
+    let server_tls = server_tls(&cfg, serving.clone())?;
     tasks.spawn("signals", on_signal(cancel.clone(), notifier.clone()));
 
     let mut cri = connect_runtime(&cfg.runtime, &cancel).await?;
@@ -94,6 +99,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         info!(node = %cfg.node.name, "no kubeconfig: standalone mode, static pods only");
     }
     let ctx = node_context(&cfg, cri, &machine, client.clone(), &cancel).await?;
+    if let (Some(client), Some(resolver)) = (&client, serving) {
+        let serving = crate::client::serving::Serving {
+            client: client.clone(),
+            node: cfg.node.name.clone(),
+            hostnames: vec![cfg.node.name.clone()],
+            ips: crate::node::node_ips(&cfg.node),
+            cert_dir: cfg.paths.cert_dir.clone(),
+            resolver,
+        };
+        tasks.spawn("serving-cert", serving.run(cancel.child_token()));
+    }
 
     // The stats sampler publishes into this provider; the server reads the latest sample.
     let stats = crate::stats::StatsProvider::new();
@@ -107,6 +123,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tasks.spawn("server", serve);
     spawn_stats(&cfg.pods, &ctx, &stats, &cancel, &mut tasks);
     let eviction = spawn_eviction(&cfg.eviction, &ctx, &stats, &cancel, &mut tasks).await;
+    let shutting_down = spawn_node_shutdown(&cfg, &ctx, &eviction, &cancel, &mut tasks);
     if let Err(e) = crate::podresources::spawn(
         &cfg.paths.root_dir,
         ctx.statuses.clone(),
@@ -144,6 +161,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 notifier: &notifier,
                 labels: labels_tx,
                 pressure: eviction.pressure.clone(),
+                shutting_down: shutting_down.clone(),
                 pleg: pleg.clone(),
                 pods: tx.clone(),
                 cancel: &cancel,
@@ -156,7 +174,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let manager = PodManager::new(
         ctx.clone(),
         sources,
-        admission(&cfg.pods, &ctx, labels_rx, eviction.pressure),
+        admission(
+            &cfg.pods,
+            &ctx,
+            labels_rx,
+            (eviction.pressure, shutting_down),
+        ),
         cancel.child_token(),
     )
     .with_pleg(pleg);
@@ -281,6 +304,8 @@ struct EvictionLinks {
     pressure: crate::eviction::ConditionsRx,
     /// Its requests to the pod manager (the active pods, evict one).
     pods: mpsc::Receiver<crate::eviction::PodsRequest>,
+    /// Where others (the node shutdown manager) send the same requests.
+    pods_tx: mpsc::Sender<crate::eviction::PodsRequest>,
     /// Its requests to the container and image GC tasks.
     reclaim: (crate::gc::ReclaimRx, crate::gc::ReclaimRx),
 }
@@ -304,7 +329,7 @@ async fn spawn_eviction(
     let (reclaim_images, images_rx) = mpsc::channel(1);
     let eviction = eviction
         .with_memcg(memcg_notifiers(cfg, ctx))
-        .with_pods(evict_tx, dedicated)
+        .with_pods(evict_tx.clone(), dedicated)
         .with_events(ctx.events.clone(), ctx.node_name.clone())
         .with_reclaim(crate::eviction::Reclaim {
             containers: Some(reclaim_containers),
@@ -319,8 +344,27 @@ async fn spawn_eviction(
     EvictionLinks {
         pressure,
         pods: evict_rx,
+        pods_tx: evict_tx,
         reclaim: (containers_rx, images_rx),
     }
+}
+
+/// The node shutdown manager when shutdownGracePeriod (or its by-priority form) is set: it
+/// stops pods through the pod manager as the eviction manager does. Whether the node is
+/// shutting down, for the node status and admission (never, without the manager).
+fn spawn_node_shutdown(
+    cfg: &Config,
+    ctx: &NodeContext,
+    eviction: &EvictionLinks,
+    cancel: &CancellationToken,
+    tasks: &mut Tasks,
+) -> crate::nodeshutdown::ShuttingDown {
+    let (manager, shutting_down) =
+        crate::nodeshutdown::Manager::new(&cfg.node, eviction.pods_tx.clone(), ctx.events.clone());
+    if let Some(manager) = manager {
+        tasks.spawn("node-shutdown", manager.run(cancel.child_token()));
+    }
+    shutting_down
 }
 
 /// The image filesystem's mountpoint, as the runtime's ImageFsInfo names it.
@@ -512,6 +556,7 @@ struct ApiLoops<'a> {
     notifier: &'a crate::sdnotify::Notifier,
     labels: crate::node::LabelsTx,
     pressure: crate::eviction::ConditionsRx,
+    shutting_down: crate::nodeshutdown::ShuttingDown,
     pleg: crate::pod::pleg::PlegHealth,
     pods: mpsc::Sender<source::SourceUpdate>,
     cancel: &'a CancellationToken,
@@ -533,7 +578,8 @@ impl ApiLoops<'_> {
             (Arc::new(cfg.node.clone()), cfg.server.port),
             crate::node::status::Observer::new(ctx.cri.clone(), ctx.dirs.root_dir.clone())
                 .with_pressure(self.pressure)
-                .with_pleg(self.pleg),
+                .with_pleg(self.pleg)
+                .with_shutdown(self.shutting_down),
             registered,
             self.labels,
             ctx.events.clone(),
@@ -592,13 +638,16 @@ fn node_allocatable(
 }
 
 /// What admission checks pods against: allocatable as the node reports it (computed once, in
-/// the node context), the node's labels as `node_labels` has them, and the eviction manager's
-/// pressure conditions.
+/// the node context), the node's labels as `node_labels` has them, the eviction manager's
+/// pressure conditions and whether the node is shutting down.
 fn admission(
     pods: &PodsConfig,
     ctx: &NodeContext,
     node_labels: tokio::sync::watch::Receiver<crate::node::NodeView>,
-    pressure: crate::eviction::ConditionsRx,
+    (pressure, shutting_down): (
+        crate::eviction::ConditionsRx,
+        crate::nodeshutdown::ShuttingDown,
+    ),
 ) -> crate::pod::admission::Admission {
     crate::pod::admission::Admission {
         allocatable: ctx.allocatable.clone(),
@@ -606,12 +655,23 @@ fn admission(
         sysctls: pods.sysctls.clone(),
         apparmor_enabled: crate::pod::admission::host_apparmor_enabled(),
         pressure,
+        shutting_down: Some(shutting_down),
     }
 }
 
-/// The TLS configuration of the kubelet port: the configured or self-signed serving certificate.
-fn server_tls(cfg: &Config) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+/// The TLS configuration of the kubelet port: with serverTLSBootstrap the certificate `serving`
+/// holds, else the configured or self-signed serving certificate.
+fn server_tls(
+    cfg: &Config,
+    serving: Option<Arc<crate::client::serving::ServingResolver>>,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     use crate::server::tls;
+    if let Some(resolver) = serving {
+        return Ok(tls::server_config_with_resolver(
+            resolver,
+            cfg.server.authentication.client_ca_file.as_deref(),
+        )?);
+    }
     let ips = crate::node::node_ips(&cfg.node);
     let serving = tls::ServingCert::resolve(
         cfg.server.tls_cert_file.as_deref(),

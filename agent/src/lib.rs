@@ -14,6 +14,7 @@ pub mod logging;
 pub mod logs;
 pub mod metrics;
 pub mod node;
+pub mod nodeshutdown;
 pub mod objects;
 pub mod pod;
 pub mod podresources;

@@ -33,7 +33,8 @@ ensure_packages() {
   # binary-or-file:package
   for pair in containerd:containerd runc:runc /usr/lib/cni/bridge:containernetworking-plugins \
     /bin/busybox:busybox-static umoci:umoci skopeo:skopeo docker-registry:docker-registry \
-    protoc:protobuf-compiler htpasswd:apache2-utils ip:iproute2 iptables:iptables curl:curl ss:iproute2 openssl:openssl; do
+    protoc:protobuf-compiler htpasswd:apache2-utils ip:iproute2 iptables:iptables curl:curl ss:iproute2 openssl:openssl \
+    /usr/bin/dbus-daemon:dbus-daemon; do
     local probe=${pair%%:*} pkg=${pair#*:}
     if [[ $probe == /* ]]; then [[ -e $probe ]] && continue; else command -v "$probe" >/dev/null && continue; fi
     missing+=("$pkg")

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod env;
 pub mod fixture;
 pub mod kubelet;
+pub mod logind;
 pub mod node;
 pub mod pod;
 pub mod prom;

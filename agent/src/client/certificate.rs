@@ -90,6 +90,12 @@ pub fn rotation_deadline(not_before: i64, not_after: i64, jitter: f64) -> i64 {
 /// Writes `bundle` (certificate then key, PEM) as `kubelet-client-<timestamp>.pem` (mode 0600)
 /// and points `kubelet-client-current.pem` at it atomically. Returns the current path.
 pub fn store(cert_dir: &Path, bundle: &str) -> Result<PathBuf, CertError> {
+    store_as(cert_dir, "kubelet-client", bundle)
+}
+
+/// Writes `bundle` as `<prefix>-<timestamp>.pem` (mode 0600) and points `<prefix>-current.pem`
+/// at it atomically (the kubelet's certificate file store). Returns the current path.
+pub fn store_as(cert_dir: &Path, prefix: &str, bundle: &str) -> Result<PathBuf, CertError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let io = |path: &Path| {
@@ -98,7 +104,7 @@ pub fn store(cert_dir: &Path, bundle: &str) -> Result<PathBuf, CertError> {
     };
     std::fs::create_dir_all(cert_dir).map_err(io(cert_dir))?;
     let stamp = jiff_stamp();
-    let file = cert_dir.join(format!("kubelet-client-{stamp}.pem"));
+    let file = cert_dir.join(format!("{prefix}-{stamp}.pem"));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -109,8 +115,9 @@ pub fn store(cert_dir: &Path, bundle: &str) -> Result<PathBuf, CertError> {
     f.write_all(bundle.as_bytes())
         .and_then(|_| f.sync_all())
         .map_err(io(&file))?;
-    let current = cert_dir.join(CURRENT);
-    let tmp = cert_dir.join(format!(".{CURRENT}.tmp"));
+    let current_name = format!("{prefix}-current.pem");
+    let current = cert_dir.join(&current_name);
+    let tmp = cert_dir.join(format!(".{current_name}.tmp"));
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(&file, &tmp).map_err(io(&tmp))?;
     std::fs::rename(&tmp, &current).map_err(io(&current))?;

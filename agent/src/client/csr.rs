@@ -44,10 +44,34 @@ pub enum CsrError {
     Timeout(String),
 }
 
+/// The signer of kubelet serving certificates (serverTLSBootstrap).
+pub const SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
+
+/// The client certificate's usages (DefaultKubeletClientGetUsages for an ECDSA key).
+pub const CLIENT_USAGES: &[&str] = &["digital signature", "client auth"];
+/// The serving certificate's usages (DefaultKubeletServingGetUsages for an ECDSA key).
+pub const SERVING_USAGES: &[&str] = &["digital signature", "server auth"];
+
 /// A new key and the PEM certificate request for node `node`: (request, key).
 pub fn new_request(node: &str) -> Result<(String, String), CsrError> {
+    new_serving_request(node, &[], &[])
+}
+
+/// A new key and the PEM request of node `node` with the serving certificate's SANs (the
+/// kubelet's serving template: its hostnames as DNS names, its IPs): (request, key).
+pub fn new_serving_request(
+    node: &str,
+    hostnames: &[String],
+    ips: &[std::net::IpAddr],
+) -> Result<(String, String), CsrError> {
     let key = rcgen::KeyPair::generate()?;
-    let mut params = rcgen::CertificateParams::default();
+    // rcgen makes an IP SAN of a name that parses as an IP, a DNS SAN of the others.
+    let names: Vec<String> = hostnames
+        .iter()
+        .cloned()
+        .chain(ips.iter().map(|ip| ip.to_string()))
+        .collect();
+    let mut params = rcgen::CertificateParams::new(names)?;
     let mut dn = rcgen::DistinguishedName::new();
     dn.push(rcgen::DnType::OrganizationName, "system:nodes");
     dn.push(rcgen::DnType::CommonName, format!("system:node:{node}"));
@@ -56,10 +80,20 @@ pub fn new_request(node: &str) -> Result<(String, String), CsrError> {
     Ok((csr.pem()?, key.serialize_pem()))
 }
 
-/// Submits `request` and waits for the signed certificate (PEM).
+/// Submits `request` for the client certificate and waits for the signed certificate (PEM).
 pub async fn request_certificate(
     client: &kube::Client,
     request: &str,
+    cancel: &CancellationToken,
+) -> Result<String, CsrError> {
+    request_signed(client, request, (SIGNER, CLIENT_USAGES), cancel).await
+}
+
+/// Submits `request` to `signer` with `usages` and waits for the signed certificate (PEM).
+pub async fn request_signed(
+    client: &kube::Client,
+    request: &str,
+    (signer, usages): (&str, &[&str]),
     cancel: &CancellationToken,
 ) -> Result<String, CsrError> {
     let api: Api<CertificateSigningRequest> = Api::all(client.clone());
@@ -70,15 +104,15 @@ pub async fn request_certificate(
         },
         spec: CertificateSigningRequestSpec {
             request: ByteString(request.as_bytes().to_vec()),
-            signer_name: SIGNER.into(),
-            usages: Some(vec!["digital signature".into(), "client auth".into()]),
+            signer_name: signer.into(),
+            usages: Some(usages.iter().map(|u| u.to_string()).collect()),
             ..Default::default()
         },
         status: None,
     };
     let created = api.create(&PostParams::default(), &csr).await?;
     let name = created.metadata.name.unwrap_or_default();
-    info!(csr = %name, "certificate signing request submitted; waiting for the certificate");
+    info!(csr = %name, signer, "certificate signing request submitted; waiting for the certificate");
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut step = Duration::from_millis(200);
     while tokio::time::Instant::now() < deadline {

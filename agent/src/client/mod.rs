@@ -5,6 +5,7 @@
 
 pub mod certificate;
 pub mod csr;
+pub mod serving;
 pub mod watch;
 
 use std::path::{Path, PathBuf};

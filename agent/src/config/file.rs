@@ -400,6 +400,9 @@ pub struct KubeletConfiguration {
     /// Part of shutdownGracePeriod reserved for critical pods.
     #[serde(default, with = "duration::serde")]
     pub shutdown_grace_period_critical_pods: Duration,
+    /// Shutdown grace periods by pod priority, in place of the two fields above.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shutdown_grace_period_by_pod_priority: Vec<ShutdownGracePeriodByPodPriority>,
     /// Taints the Node is registered with.
     #[serde(default)]
     pub register_with_taints: Vec<Taint>,
@@ -559,6 +562,18 @@ impl std::str::FromStr for TaintEffect {
             )),
         }
     }
+}
+
+/// The shutdown grace period of pods from one priority up (`shutdownGracePeriodByPodPriority`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShutdownGracePeriodByPodPriority {
+    /// The lowest pod priority of the group.
+    #[serde(default)]
+    pub priority: i32,
+    /// How long the group's pods get, in seconds.
+    #[serde(default)]
+    pub shutdown_grace_period_seconds: i64,
 }
 
 /// A taint to register the Node with (`registerWithTaints`, `--register-with-taints`).
@@ -753,7 +768,6 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
         "\"/usr/libexec/kubernetes/kubelet-plugins/volume/exec/\"",
     ),
     ("providerID", ""),
-    ("shutdownGracePeriodByPodPriority", ""),
     ("crashLoopBackOff", ""),
     ("reservedMemory", ""),
     ("enableDebugFlagsHandler", "true"),

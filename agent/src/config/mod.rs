@@ -96,6 +96,9 @@ pub struct NodeConfig {
     pub shutdown_grace_period: Duration,
     /// Part of `shutdown_grace_period` for critical pods.
     pub shutdown_grace_period_critical_pods: Duration,
+    /// Shutdown grace periods by pod priority (`shutdownGracePeriodByPodPriority`): (priority,
+    /// seconds) as configured; empty: the two fields above.
+    pub shutdown_grace_period_by_pod_priority: Vec<(i32, i64)>,
 }
 
 /// The kubelet's directories.

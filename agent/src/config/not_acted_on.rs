@@ -20,11 +20,6 @@ struct NotActedOn {
 /// The fields, in the order of the kubelet's KubeletConfiguration.
 const FIELDS: &[NotActedOn] = &[
     NotActedOn {
-        field: "serverTLSBootstrap",
-        why: "no serving certificate is requested by CSR; tlsCertFile or a self-signed one is served",
-        set: |k, d| k.server_tls_bootstrap != d.server_tls_bootstrap,
-    },
-    NotActedOn {
         field: "hairpinMode",
         why: "hairpin traffic is the runtime's CNI configuration",
         set: |k, d| k.hairpin_mode != d.hairpin_mode,
@@ -48,16 +43,6 @@ const FIELDS: &[NotActedOn] = &[
                 .iter()
                 .any(|v| v != "pods" && v != "none")
         },
-    },
-    NotActedOn {
-        field: "shutdownGracePeriod",
-        why: "graceful node shutdown is not implemented",
-        set: |k, d| k.shutdown_grace_period != d.shutdown_grace_period,
-    },
-    NotActedOn {
-        field: "shutdownGracePeriodCriticalPods",
-        why: "graceful node shutdown is not implemented",
-        set: |k, d| k.shutdown_grace_period_critical_pods != d.shutdown_grace_period_critical_pods,
     },
     NotActedOn {
         field: "enableSystemLogQuery",

@@ -496,7 +496,24 @@ fn every_validation_error_names_its_field() {
         (
             "shutdownGracePeriod: 10s\nshutdownGracePeriodCriticalPods: 20s\n",
             &[],
-            "shutdownGracePeriodCriticalPods: must not be greater",
+            "shutdownGracePeriodCriticalPods: shutdownGracePeriodCriticalPods 20s must be <= \
+             shutdownGracePeriod 10s",
+        ),
+        (
+            "shutdownGracePeriod: 500ms\n",
+            &[],
+            "shutdownGracePeriod: shutdownGracePeriod 500ms must be either zero or otherwise >= 1 sec",
+        ),
+        (
+            "shutdownGracePeriod: 10s\nshutdownGracePeriodCriticalPods: 500ms\n",
+            &[],
+            "shutdownGracePeriodCriticalPods: shutdownGracePeriodCriticalPods 500ms must be either zero",
+        ),
+        (
+            "shutdownGracePeriod: 10s\nshutdownGracePeriodByPodPriority:\n- priority: 0\n  shutdownGracePeriodSeconds: 5\n",
+            &[],
+            "shutdownGracePeriodByPodPriority: Cannot specify both shutdownGracePeriodByPodPriority \
+             and shutdownGracePeriod at the same time",
         ),
         (
             "registerWithTaints:\n- key: \"bad key\"\n  effect: NoSchedule\n",
@@ -758,7 +775,7 @@ fn fields_not_acted_on_are_warned_about_by_name() {
             &[],
             &[],
         ),
-        ("serverTLSBootstrap: true\n", &[], &["serverTLSBootstrap"]),
+        ("serverTLSBootstrap: true\n", &[], &[]),
         ("failSwapOn: false\n", &[], &["failSwapOn"]),
         ("", &["--fail-swap-on=false"], &["failSwapOn"]),
         ("failCgroupV1: false\n", &[], &["failCgroupV1"]),
@@ -775,11 +792,11 @@ fn fields_not_acted_on_are_warned_about_by_name() {
             &[],
             &["enforceNodeAllocatable"],
         ),
-        ("shutdownGracePeriod: 30s\n", &[], &["shutdownGracePeriod"]),
+        ("shutdownGracePeriod: 30s\n", &[], &[]),
         (
             "shutdownGracePeriod: 30s\nshutdownGracePeriodCriticalPods: 10s\n",
             &[],
-            &["shutdownGracePeriod", "shutdownGracePeriodCriticalPods"],
+            &[],
         ),
         (
             "",
@@ -996,5 +1013,41 @@ fn reservations_are_typed_at_load_with_the_exact_parser() {
         err.to_string()
             .contains("systemReserved.memory: must be a non-negative quantity"),
         "{err}"
+    );
+}
+
+/// The graceful node shutdown fields reach the node's slice as given, with no warning: bosun
+/// acts on them.
+#[test]
+fn shutdown_grace_periods_are_read() {
+    let c = from_text(
+        "shutdownGracePeriod: 30s\nshutdownGracePeriodCriticalPods: 10s\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.node.shutdown_grace_period, Duration::from_secs(30));
+    assert_eq!(
+        c.node.shutdown_grace_period_critical_pods,
+        Duration::from_secs(10)
+    );
+    assert!(
+        c.warnings.iter().all(|w| !w.contains("shutdown")),
+        "{:?}",
+        c.warnings
+    );
+    let c = from_text(
+        "shutdownGracePeriodByPodPriority:\n- priority: 100000\n  shutdownGracePeriodSeconds: 20\n\
+         - priority: 0\n  shutdownGracePeriodSeconds: 5\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        c.node.shutdown_grace_period_by_pod_priority,
+        vec![(100_000, 20), (0, 5)]
+    );
+    assert!(
+        c.warnings.iter().all(|w| !w.contains("shutdown")),
+        "{:?}",
+        c.warnings
     );
 }

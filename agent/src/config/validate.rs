@@ -689,10 +689,47 @@ fn check_periods(k: &KubeletConfiguration, e: &mut Errors) {
     ] {
         e.positive_duration(field, value);
     }
-    if k.shutdown_grace_period_critical_pods > k.shutdown_grace_period {
+    check_shutdown(k, e);
+}
+
+/// The graceful node shutdown fields, as the kubelet validates them with GracefulNodeShutdown and
+/// GracefulNodeShutdownBasedOnPodPriority on (their defaults).
+fn check_shutdown(k: &KubeletConfiguration, e: &mut Errors) {
+    let (period, critical) = (
+        k.shutdown_grace_period,
+        k.shutdown_grace_period_critical_pods,
+    );
+    if critical > period {
         e.push(
             "shutdownGracePeriodCriticalPods",
-            "must not be greater than shutdownGracePeriod",
+            format!(
+                "shutdownGracePeriodCriticalPods {} must be <= shutdownGracePeriod {}",
+                super::duration::format(critical),
+                super::duration::format(period)
+            ),
+        );
+    }
+    for (field, value) in [
+        ("shutdownGracePeriod", period),
+        ("shutdownGracePeriodCriticalPods", critical),
+    ] {
+        if !value.is_zero() && value < Duration::from_secs(1) {
+            e.push(
+                field,
+                format!(
+                    "{field} {} must be either zero or otherwise >= 1 sec",
+                    super::duration::format(value)
+                ),
+            );
+        }
+    }
+    if !k.shutdown_grace_period_by_pod_priority.is_empty()
+        && (!period.is_zero() || !critical.is_zero())
+    {
+        e.push(
+            "shutdownGracePeriodByPodPriority",
+            "Cannot specify both shutdownGracePeriodByPodPriority and shutdownGracePeriod at the \
+             same time",
         );
     }
 }
@@ -874,6 +911,11 @@ fn assemble(k: KubeletConfiguration, f: &Flags, node_name: String, v: Validated)
             fail_swap_on: k.fail_swap_on,
             shutdown_grace_period: k.shutdown_grace_period,
             shutdown_grace_period_critical_pods: k.shutdown_grace_period_critical_pods,
+            shutdown_grace_period_by_pod_priority: k
+                .shutdown_grace_period_by_pod_priority
+                .iter()
+                .map(|g| (g.priority, g.shutdown_grace_period_seconds))
+                .collect(),
         },
         paths: PathsConfig {
             cert_dir: f.cert_dir.clone().unwrap_or_else(|| root_dir.join("pki")),

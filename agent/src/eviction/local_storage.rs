@@ -49,6 +49,7 @@ fn limit_of(c: &Container) -> Option<(i128, String)> {
 fn evict(pod: &Pod, message: String) -> Eviction {
     Eviction {
         uid: pod.metadata.uid.clone().unwrap_or_default(),
+        reason: super::plan::EVICTED,
         grace_seconds: IMMEDIATE_GRACE_SECONDS,
         message,
         resource: "ephemeral-storage",

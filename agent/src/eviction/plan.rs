@@ -14,11 +14,18 @@ use crate::config::eviction::{Signal, Threshold};
 /// The kubelet's immediateEvictionGracePeriodSeconds: a hard threshold's evictions.
 pub const IMMEDIATE_GRACE_SECONDS: i64 = 1;
 
-/// One eviction to perform.
+/// The status reason of the eviction manager's evictions (and its event's).
+pub const EVICTED: &str = "Evicted";
+
+/// One eviction to perform: the kubelet's killPodFunc with its status function (the eviction
+/// manager's, and the node shutdown manager's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Eviction {
     /// The pod's UID.
     pub uid: String,
+    /// The status reason: [`EVICTED`] (the eviction manager's, which also records the Warning
+    /// Evicted event) or `Terminated` (the node shutdown manager's, no event).
+    pub reason: &'static str,
     /// The grace period override, in seconds.
     pub grace_seconds: i64,
     /// The status message (also the event's and the DisruptionTarget condition's).
@@ -109,6 +116,7 @@ pub fn plan(
         eviction_message(resource, victim.pod, victim.stats, &ordered, observations);
     Some(Eviction {
         uid: victim.pod.metadata.uid.clone().unwrap_or_default(),
+        reason: EVICTED,
         grace_seconds,
         message,
         resource,

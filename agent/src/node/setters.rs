@@ -61,6 +61,8 @@ pub struct Facts {
     pub images: Vec<ContainerImage>,
     /// The eviction manager's pressure conditions.
     pub pressure: Conditions,
+    /// The node shutdown manager says the node is shutting down.
+    pub shutting_down: bool,
 }
 
 /// One setter: updates the fields it owns.
@@ -346,8 +348,8 @@ pub fn pid_pressure_condition(status: &mut NodeStatus, _: &Settings, f: &Facts) 
     );
 }
 
-/// Ready: True unless the runtime or its network is not ready or a required capacity is missing;
-/// the transition time changes only when the status does.
+/// Ready: True unless the runtime or its network is not ready, the node is shutting down or a
+/// required capacity is missing; the transition time changes only when the status does.
 pub fn ready_condition(status: &mut NodeStatus, _: &Settings, f: &Facts) {
     let now = Time(f.now);
     let mut errors: Vec<String> = f
@@ -356,6 +358,9 @@ pub fn ready_condition(status: &mut NodeStatus, _: &Settings, f: &Facts) {
         .chain(&f.network_errors)
         .cloned()
         .collect();
+    if f.shutting_down {
+        errors.push(crate::nodeshutdown::NOT_READY_MESSAGE.into());
+    }
     let missing: Vec<&str> = ["cpu", "memory", "pods", "ephemeral-storage"]
         .into_iter()
         .filter(|r| !status.capacity.as_ref().is_some_and(|c| c.contains_key(*r)))
@@ -737,6 +742,28 @@ mod tests {
             ready(&st).message.as_deref(),
             Some("container runtime is down\ncontainer runtime network not ready: x")
         );
+    }
+
+    /// A node shutting down is NotReady with the kubelet's message (its shutdown manager's
+    /// ShutdownStatus error), Ready again when the shutdown is cancelled.
+    #[test]
+    fn a_node_shutting_down_is_not_ready() {
+        let mut f = facts(1);
+        f.shutting_down = true;
+        let mut st = NodeStatus::default();
+        apply(&mut st, &settings(), &f);
+        let r = ready(&st);
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_deref(), r.message.as_deref()),
+            (
+                "False",
+                Some("KubeletNotReady"),
+                Some("node is shutting down")
+            )
+        );
+        f.shutting_down = false;
+        apply(&mut st, &settings(), &f);
+        assert_eq!(ready(&st).status, "True");
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub struct Observer {
     last_runtime_sync: Option<Instant>,
     pressure: Option<crate::eviction::ConditionsRx>,
     pleg: Option<crate::pod::pleg::PlegHealth>,
+    shutdown: Option<crate::nodeshutdown::ShuttingDown>,
 }
 
 /// The runtime's view of a CRI condition, written as the kubelet's `%v` of it.
@@ -62,7 +63,16 @@ impl Observer {
             last_runtime_sync: None,
             pressure: None,
             pleg: None,
+            shutdown: None,
         }
+    }
+
+    /// Reports the node NotReady while `shutdown` says it is shutting down; the status is
+    /// written at once when that changes (the kubelet's syncNodeStatus from the shutdown
+    /// manager).
+    pub fn with_shutdown(mut self, shutdown: crate::nodeshutdown::ShuttingDown) -> Observer {
+        self.shutdown = Some(shutdown);
+        self
     }
 
     /// Reports the node NotReady while `pleg` is not healthy ("PLEG is not healthy: ...").
@@ -175,6 +185,7 @@ impl Observer {
                 .as_ref()
                 .map(|p| p.borrow().clone())
                 .unwrap_or_default(),
+            shutting_down: self.shutdown.as_ref().is_some_and(|s| *s.borrow()),
         }
     }
 }
@@ -337,6 +348,15 @@ impl StatusUpdater {
     /// returns. [`Self::update`] logs its own failures.
     pub async fn run(mut self, every: Duration, cancel: CancellationToken) {
         let policy = Policy::exponential(Duration::from_millis(100), every);
+        let mut shutdown = self.observer.shutdown.clone();
+        let shutdown_changed = async |s: &mut Option<crate::nodeshutdown::ShuttingDown>| match s {
+            Some(s) => {
+                if s.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        };
         loop {
             let updated = retry(
                 policy,
@@ -355,6 +375,7 @@ impl StatusUpdater {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
+                () = shutdown_changed(&mut shutdown) => {}
             }
         }
     }

@@ -4,13 +4,19 @@
 //! not fit the node's allocatable (OutOfcpu, OutOfmemory, OutOfephemeral-storage, OutOfpods, and
 //! OutOf<name> for an extended resource the Node lists or hugepages), whose nodeSelector / required node affinity does not match the
 //! node's labels (NodeAffinity) or whose host ports are taken by an admitted pod (NodePorts) is
-//! rejected, as is one asking for an AppArmor profile on a host without AppArmor (AppArmor): it
-//! ends in phase Failed with the reason and a message.
+//! rejected, as is one asking for an AppArmor profile on a host without AppArmor (AppArmor), and
+//! every pod while the node shuts down (NodeShutdown): it ends in phase Failed with the reason
+//! and a message.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, Pod};
 use tokio::sync::watch;
+
+/// The reason of a pod rejected while the node shuts down (NodeShutdownNotAdmittedReason).
+pub const NODE_SHUTDOWN_REASON: &str = "NodeShutdown";
+/// Its message (nodeShutdownNotAdmittedMessage).
+pub const NODE_SHUTDOWN_MESSAGE: &str = "Pod was rejected as the node is shutting down.";
 
 /// Why a pod was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +61,8 @@ pub struct Admission {
     pub apparmor_enabled: bool,
     /// The eviction manager's pressure conditions, current.
     pub pressure: crate::eviction::ConditionsRx,
+    /// Whether the node is shutting down (the node shutdown manager's); None: never.
+    pub shutting_down: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 pub use crate::resource::pod_request;
@@ -169,7 +177,20 @@ impl Admission {
                 "node(s) had taints that the pod didn't tolerate",
             ));
         }
-        self.admit_apparmor(pod)
+        self.admit_apparmor(pod)?;
+        self.admit_shutdown()
+    }
+
+    /// The node shutdown manager's admission, the kubelet's last handler: every pod is
+    /// rejected while the node shuts down.
+    fn admit_shutdown(&self) -> Result<(), Rejection> {
+        if self.shutting_down.as_ref().is_some_and(|s| *s.borrow()) {
+            return Err(Rejection {
+                reason: NODE_SHUTDOWN_REASON.into(),
+                message: NODE_SHUTDOWN_MESSAGE.into(),
+            });
+        }
+        Ok(())
     }
 
     /// The kubelet's AppArmor admission: a Pending pod asking for a confined profile on a host
@@ -484,7 +505,35 @@ mod tests {
             sysctls: super::super::sysctls::SysctlAllowlist::new(&[]).unwrap(),
             apparmor_enabled: false,
             pressure: watch::channel(Default::default()).1,
+            shutting_down: None,
         }
+    }
+
+    /// While the node shuts down every pod is rejected with the kubelet's reason and message,
+    /// after every other check; once the shutdown is cancelled pods are admitted again.
+    #[test]
+    fn pods_are_rejected_while_the_node_shuts_down() {
+        let (tx, rx) = watch::channel(false);
+        let n = Admission {
+            shutting_down: Some(rx),
+            ..node()
+        };
+        let p = pod("1m", "1Mi", serde_json::json!({}));
+        assert_eq!(n.admit(&p, &[]), Ok(()));
+        tx.send_replace(true);
+        let r = n.admit(&p, &[]).unwrap_err();
+        assert_eq!(
+            (r.reason.as_str(), r.status_message().as_str()),
+            (
+                "NodeShutdown",
+                "Pod was rejected: Pod was rejected as the node is shutting down."
+            )
+        );
+        // Resources are checked first, as the kubelet's handlers run in order.
+        let big = pod("3", "1Mi", serde_json::json!({}));
+        assert_eq!(n.admit(&big, &[]).unwrap_err().reason, "OutOfcpu");
+        tx.send_replace(false);
+        assert_eq!(n.admit(&p, &[]), Ok(()));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Stopping a pod for good, as the kubelet does for an eviction (its killPodNow) and for a pod
 //! past its activeDeadlineSeconds: every container stopped, the volumes torn down, the status
-//! Failed with the reason. The eviction comes from the eviction manager through the worker's
-//! [`super::worker::WorkerHandle::evict`].
+//! Failed with the reason. The eviction comes from the eviction manager (or the node shutdown
+//! manager) through the worker's [`super::worker::WorkerHandle::evict`].
 
 use tokio::sync::oneshot;
 use tracing::warn;
@@ -13,7 +13,7 @@ use super::runtime::PodRuntime;
 use super::teardown;
 use super::worker::PodWorker;
 use crate::events::EventType;
-use crate::eviction::plan::Eviction;
+use crate::eviction::plan::{EVICTED, Eviction};
 use crate::volume;
 
 impl<R: PodRuntime> PodWorker<R> {
@@ -24,7 +24,8 @@ impl<R: PodRuntime> PodWorker<R> {
 
     /// Evicts the pod as the kubelet's eviction manager does: a Warning Evicted event with the
     /// message, every container stopped within the eviction's grace period, the status Failed
-    /// with reason Evicted and the DisruptionTarget condition; `done` answered once stopped.
+    /// with reason Evicted and the DisruptionTarget condition; `done` answered once stopped. The
+    /// node shutdown manager's kill is the same without the event, with reason Terminated.
     pub(super) async fn evict(
         &mut self,
         obs: &Observed,
@@ -38,18 +39,22 @@ impl<R: PodRuntime> PodWorker<R> {
         }
         warn!(
             grace_seconds = eviction.grace_seconds,
-            "Evicted: {}", eviction.message
+            reason = eviction.reason,
+            "stopping the pod for good: {}",
+            eviction.message
         );
-        self.ctx.events.pod_annotated(
-            &self.pod,
-            None,
-            eviction.annotations.clone(),
-            EventType::Warning,
-            "Evicted",
-            eviction.message.clone(),
-        );
+        if eviction.reason == EVICTED {
+            self.ctx.events.pod_annotated(
+                &self.pod,
+                None,
+                eviction.annotations.clone(),
+                EventType::Warning,
+                EVICTED,
+                eviction.message.clone(),
+            );
+        }
         self.terminal = Some(Terminal {
-            reason: "Evicted",
+            reason: eviction.reason,
             message: eviction.message,
             disruption_target: eviction.disruption_target,
         });

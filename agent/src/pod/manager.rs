@@ -574,6 +574,7 @@ mod tests {
             sysctls: super::super::sysctls::SysctlAllowlist::new(&[]).unwrap(),
             apparmor_enabled: false,
             pressure: tokio::sync::watch::channel(Default::default()).1,
+            shutting_down: None,
         }
     }
 

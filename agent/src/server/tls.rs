@@ -189,10 +189,35 @@ pub fn server_config(
     serving: &ServingCert,
     client_ca: Option<&Path>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let mut cfg = client_auth(client_ca)?.with_single_cert(
+        load_certs(&serving.cert_file)?,
+        load_key(&serving.key_file)?,
+    )?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// The same with the certificate from `resolver` at each handshake (serverTLSBootstrap: the
+/// certificate the cluster signed, rotated without a restart).
+pub fn server_config_with_resolver(
+    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+    client_ca: Option<&Path>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let mut cfg = client_auth(client_ca)?.with_cert_resolver(resolver);
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// The builder up to client authentication: certificates requested and verified against
+/// `client_ca` when given, not required.
+fn client_auth(
+    client_ca: Option<&Path>,
+) -> Result<rustls::ConfigBuilder<rustls::ServerConfig, rustls::server::WantsServerCert>, TlsError>
+{
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(rustls::DEFAULT_VERSIONS)?;
-    let builder = match client_ca {
+    Ok(match client_ca {
         None => builder.with_no_client_auth(),
         Some(path) => {
             let mut roots = RootCertStore::empty();
@@ -211,13 +236,7 @@ pub fn server_config(
                 })?;
             builder.with_client_cert_verifier(verifier)
         }
-    };
-    let mut cfg = builder.with_single_cert(
-        load_certs(&serving.cert_file)?,
-        load_key(&serving.key_file)?,
-    )?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
+    })
 }
 
 #[cfg(test)]
