@@ -76,6 +76,25 @@ async fn sandboxes_of(node: &ClusterNode, uid: &str) -> Vec<(String, bool)> {
         .collect()
 }
 
+/// The highest CRI attempt number among the containers of pod `uid` (the restart count the
+/// runtime holds: dead containers are garbage-collected, the attempt number stays).
+async fn last_attempt(node: &ClusterNode, uid: &str) -> u32 {
+    let cri = bosun_cri::CriClient::connect(&node.ctd.endpoint(), Default::default())
+        .await
+        .expect("connect to the node's containerd");
+    let filter = bosun_cri::types::ContainerFilter {
+        label_selector: [("io.kubernetes.pod.uid".to_string(), uid.to_string())].into(),
+        ..Default::default()
+    };
+    cri.list_containers(Some(filter))
+        .await
+        .expect("list containers")
+        .into_iter()
+        .filter_map(|c| c.metadata.map(|m| m.attempt))
+        .max()
+        .unwrap_or(0)
+}
+
 /// Bosun still running and never panicked.
 fn assert_alive(b: &mut BosunNode, when: &str) {
     if let Some(status) = b.bosun.try_exit() {
@@ -380,6 +399,7 @@ async fn api_server_unreachable_then_status_lease_and_pods_catch_up() {
     let oneshot_uid = running_uid(&pods, &oneshot, 60).await;
     let pid = bosun.pid();
     let rss_before = rss_kib(pid);
+    let crasher_restarts_before = last_attempt(&node, &crasher_uid).await;
 
     // The outage: swallowed connections, then refused ones.
     let cut = Instant::now();
@@ -409,10 +429,11 @@ async fn api_server_unreachable_then_status_lease_and_pods_catch_up() {
     }
     let attempts = proxy.accepted() - accepted_before;
     // Restarted locally, by the restartPolicy, without the API server.
-    let crasher_runs = node.containers_of(&crasher_uid).await.len();
+    let crasher_restarts = last_attempt(&node, &crasher_uid).await;
     assert!(
-        crasher_runs >= 2,
-        "the crashing container was not restarted during the outage ({crasher_runs} runs)"
+        crasher_restarts > crasher_restarts_before,
+        "the crashing container was not restarted during the outage (attempt \
+         {crasher_restarts_before} before, {crasher_restarts} after)"
     );
     let oneshot_runs = node.containers_of(&oneshot_uid).await;
     assert_eq!(
@@ -467,8 +488,8 @@ async fn api_server_unreachable_then_status_lease_and_pods_catch_up() {
         Duration::from_secs(60),
         || async {
             let p = pods.get_opt(&crasher).await.ok()??;
-            let restarts = container_status(&p, "c")?.restart_count as usize;
-            (restarts + 1 >= crasher_runs).then_some(())
+            let restarts = container_status(&p, "c")?.restart_count;
+            (i64::from(restarts) >= i64::from(crasher_restarts)).then_some(())
         },
     )
     .await;
@@ -503,7 +524,7 @@ async fn api_server_unreachable_then_status_lease_and_pods_catch_up() {
     assert!(!bosun.log_text().contains("panicked"), "bosun panicked");
     eprintln!(
         "outage {outage:?} (since {cut_at}): RSS {rss_before} KiB before, {rss_max} KiB max; \
-         {attempts} connection attempts; crasher ran {crasher_runs} times; after the return: \
+         {attempts} connection attempts; crasher restarted {crasher_restarts_before} -> {crasher_restarts} times; after the return: \
          node status {status_after:?}, Lease {lease_after:?}, pods {pods_after:?}; {} requests \
          in 30 s: {by_kind:?}",
         burst.len()
