@@ -535,3 +535,108 @@ async fn api_server_unreachable_then_status_lease_and_pods_catch_up() {
     let (_, code) = bosun.terminate(Duration::from_secs(10));
     assert_eq!(code, Some(0), "bosun's exit code after SIGTERM");
 }
+
+/// Fills the filesystem of `file`'s directory: writes `file` until the disk refuses (ENOSPC).
+fn fill(file: &std::path::Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(file).expect("create the filler");
+    let chunk = vec![0x5a_u8; 64 << 10];
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", file.display()),
+        }
+    }
+    // The last partial page too.
+    while f.write(&[0x5a]).is_ok_and(|n| n == 1) {}
+}
+
+/// Kubelet events about pod `name` in `default`: (reason, message).
+async fn pod_events(client: &kube::Client, name: &str) -> Vec<(String, String)> {
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
+    let lp = kube::api::ListParams::default().fields(&format!(
+        "involvedObject.kind=Pod,involvedObject.name={name}"
+    ));
+    events
+        .list(&lp)
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
+}
+
+/// The node's root dir (pod directories: /etc/hosts, termination logs, volumes) on a small
+/// filesystem that fills up (disk-pressure eviction off, so the writes themselves are what is
+/// judged): Bosun keeps running and the node Ready, a running pod is untouched, a pod bound
+/// meanwhile does not start and says why in an event naming the full disk, and it starts once
+/// space returns, without any restart of Bosun.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_dir_full_then_pods_wait_with_the_reason_and_start_when_space_returns() {
+    let opts = bosun_tests::NodeOptions {
+        root_dir_size: Some("16m".into()),
+        eviction_hard: Some(vec![("memory.available".into(), "100Mi".into())]),
+        ..Default::default()
+    };
+    let mut b = BosunNode::start_with("flt-rootfull", &opts).await;
+    let nodes: Api<Node> = Api::all(b.client.clone());
+    let name = b.node.name.clone();
+    wait_until_async("node Ready", Duration::from_secs(60), || async {
+        (ready(&nodes, &name).await?.0 == "True").then_some(())
+    })
+    .await;
+    let pods = b.pods.clone();
+    let steady = format!("{name}-steady");
+    create(&pods, &sleeper(&name, &steady)).await;
+    running_uid(&pods, &steady, 120).await;
+    let before = running(&pods, &steady).await.expect("steady pod running");
+
+    let filler = b.node.path().join("root/filler");
+    fill(&filler);
+    let during = format!("{name}-during");
+    create(&pods, &sleeper(&name, &during)).await;
+    let (reason, message) = wait_until_async(
+        "an event naming the full disk",
+        Duration::from_secs(60),
+        || async {
+            pod_events(&b.client, &during)
+                .await
+                .into_iter()
+                .find(|(_, m)| m.to_lowercase().contains("no space left on device"))
+        },
+    )
+    .await;
+    let p = pods.get(&during).await.expect("pod");
+    assert_ne!(phase(&p), "Running", "pod started on a full disk");
+    assert_eq!(
+        ready(&nodes, &name).await.map(|r| r.0).as_deref(),
+        Some("True"),
+        "node not Ready with a full root dir"
+    );
+    assert_alive(&mut b, "with the root dir full");
+    let waiting = container_status(&p, "c")
+        .and_then(|s| s.state.as_ref()?.waiting.as_ref()?.reason.clone())
+        .unwrap_or_default();
+
+    std::fs::remove_file(&filler).expect("remove the filler");
+    let freed = Instant::now();
+    running_uid(&pods, &during, 120).await;
+    let started_after = freed.elapsed();
+    assert_eq!(
+        running(&pods, &steady).await.as_ref(),
+        Some(&before),
+        "the running pod was touched by the full disk"
+    );
+    assert_alive(&mut b, "after space returned");
+    eprintln!(
+        "root dir full: event {reason}: {message:?}; container waiting {waiting:?}; started \
+         {started_after:?} after space returned"
+    );
+    for p in [&steady, &during] {
+        let _ = pods.delete(p, &DeleteParams::default()).await;
+    }
+    b.finish();
+}
