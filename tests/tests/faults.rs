@@ -477,11 +477,14 @@ async fn api_server_unreachable_then_status_lease_and_pods_catch_up() {
     .await;
     let lease_after = back.elapsed();
     running_uid(&pods, &during, 60).await;
+    let during_after = back.elapsed();
     bosun_tests::pod::wait_gone(&pods, &[doomed.as_str()], 60).await;
+    let doomed_after = back.elapsed();
     bosun_tests::pod::wait_pod(&pods, &oneshot, "one-shot pod Succeeded", 60, |p| {
         (phase(p) == "Succeeded").then_some(())
     })
     .await;
+    let oneshot_after = back.elapsed();
     // The restart count the API shows is the runtime's, not the one from before the outage.
     wait_until_async(
         "crasher restarts caught up",
@@ -525,8 +528,9 @@ async fn api_server_unreachable_then_status_lease_and_pods_catch_up() {
     eprintln!(
         "outage {outage:?} (since {cut_at}): RSS {rss_before} KiB before, {rss_max} KiB max; \
          {attempts} connection attempts; crasher restarted {crasher_restarts_before} -> {crasher_restarts} times; after the return: \
-         node status {status_after:?}, Lease {lease_after:?}, pods {pods_after:?}; {} requests \
-         in 30 s: {by_kind:?}",
+         node status {status_after:?}, Lease {lease_after:?}, pod bound meanwhile Running \
+         {during_after:?}, deleted pod gone {doomed_after:?}, one-shot Succeeded \
+         {oneshot_after:?}, restart count {pods_after:?}; {} requests in 30 s: {by_kind:?}",
         burst.len()
     );
     for p in steady.iter().chain([&crasher, &oneshot, &during]) {
