@@ -644,3 +644,89 @@ async fn root_dir_full_then_pods_wait_with_the_reason_and_start_when_space_retur
     }
     b.finish();
 }
+
+/// The highest `line N` the logger container of pod `uid` has in its log files so far.
+fn last_logged(logs: &std::path::Path, name: &str, uid: &str) -> u64 {
+    bosun_tests::pod::container_output(logs, "default", name, uid, "c")
+        .lines()
+        .filter_map(|l| l.strip_prefix("line ")?.trim().parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// The container log directory (`podLogsDir`) on a small filesystem that fills up while a pod
+/// writes to its log: Bosun keeps running and the node Ready, the writing pod keeps running
+/// without a restart, a pod bound meanwhile still starts (its log directory needs no space), and
+/// once space returns the writer's new lines reach its log again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_log_dir_full_then_logging_resumes_when_space_returns() {
+    let opts = bosun_tests::NodeOptions {
+        pod_logs_dir_size: Some("8m".into()),
+        ..Default::default()
+    };
+    let mut b = BosunNode::start_with("flt-logfull", &opts).await;
+    let nodes: Api<Node> = Api::all(b.client.clone());
+    let name = b.node.name.clone();
+    wait_until_async("node Ready", Duration::from_secs(60), || async {
+        (ready(&nodes, &name).await?.0 == "True").then_some(())
+    })
+    .await;
+    let pods = b.pods.clone();
+    let logger = format!("{name}-logger");
+    let script = "i=0; while true; do i=$((i+1)); echo line $i; sleep 0.2; done";
+    create(
+        &pods,
+        &PodBuilder::new(&logger)
+            .node(&name)
+            .container(Container::sh("c", script))
+            .build(),
+    )
+    .await;
+    let uid = running_uid(&pods, &logger, 120).await;
+    let logs = b.node.path().join("pods");
+    bosun_tests::wait_until("the logger's lines", Duration::from_secs(30), || {
+        (last_logged(&logs, &logger, &uid) >= 5).then_some(())
+    });
+    let before = running(&pods, &logger).await.expect("logger running");
+
+    let filler = logs.join("filler");
+    fill(&filler);
+    let during = format!("{name}-during");
+    create(&pods, &sleeper(&name, &during)).await;
+    running_uid(&pods, &during, 120).await;
+    assert_eq!(
+        running(&pods, &logger).await.as_ref(),
+        Some(&before),
+        "the logging pod was restarted by the full log disk"
+    );
+    assert_eq!(
+        ready(&nodes, &name).await.map(|r| r.0).as_deref(),
+        Some("True"),
+        "node not Ready with a full log disk"
+    );
+    assert_alive(&mut b, "with the log disk full");
+    let at_removal = last_logged(&logs, &logger, &uid);
+
+    std::fs::remove_file(&filler).expect("remove the filler");
+    let freed = Instant::now();
+    bosun_tests::wait_until(
+        "the logger's new lines after space returned",
+        Duration::from_secs(60),
+        || (last_logged(&logs, &logger, &uid) > at_removal + 5).then_some(()),
+    );
+    let resumed_after = freed.elapsed();
+    assert_eq!(
+        running(&pods, &logger).await.as_ref(),
+        Some(&before),
+        "the logging pod was restarted"
+    );
+    assert_alive(&mut b, "after space returned");
+    eprintln!(
+        "log dir full: last line {at_removal} when space returned, logging again after \
+         {resumed_after:?}"
+    );
+    for p in [&logger, &during] {
+        let _ = pods.delete(p, &DeleteParams::default()).await;
+    }
+    b.finish();
+}
