@@ -104,23 +104,7 @@ impl ApiServerReplica {
 
     /// Rewrites the `server:` of the kubeconfig at `path` to this replica.
     pub fn point_kubeconfig(&self, path: &Path) {
-        let text = std::fs::read_to_string(path).expect("read kubeconfig");
-        let out: Vec<String> = text
-            .lines()
-            .map(|l| match l.trim_start().strip_prefix("server:") {
-                Some(_) => {
-                    let indent = &l[..l.len() - l.trim_start().len()];
-                    format!("{indent}server: {}", self.url())
-                }
-                None => l.to_string(),
-            })
-            .collect();
-        assert!(
-            out.iter().any(|l| l.contains(&self.url())),
-            "no server: line in {}",
-            path.display()
-        );
-        std::fs::write(path, out.join("\n") + "\n").expect("write kubeconfig");
+        crate::proxy::point_kubeconfig(path, &self.url());
     }
 }
 

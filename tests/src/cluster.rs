@@ -31,6 +31,9 @@ pub struct NodeOptions {
     /// The inodes of that tmpfs (mount -o nr_inodes): few, for inode pressure; unset: the
     /// kernel's default (half the RAM pages).
     pub root_dir_inodes: Option<u32>,
+    /// Size of a tmpfs mounted as the node's `podLogsDir` (`8m`): a container log disk of the
+    /// test's own that it can fill; unset: a plain directory.
+    pub pod_logs_dir_size: Option<String>,
 }
 
 /// One cluster node run by bosun (or by the upstream kubelet: the config and flags suit both).
@@ -108,6 +111,14 @@ impl ClusterNode {
                 .status()
                 .expect("run mount");
             assert!(status.success(), "mount a tmpfs on the root dir");
+        }
+        if let Some(size) = &opts.pod_logs_dir_size {
+            let status = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(d.join("pods"))
+                .status()
+                .expect("run mount");
+            assert!(status.success(), "mount a tmpfs on the pod logs dir");
         }
         let status = Command::new(repo_root().join("tests/cluster/mint-node-cred"))
             .arg(&name)

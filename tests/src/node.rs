@@ -154,6 +154,14 @@ impl Containerd {
         self.spawn();
     }
 
+    /// Kills the daemon at once (SIGKILL, as the OOM killer or a crash would), leaving its state
+    /// and its shims: containers keep running.
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            daemon::kill(&mut child);
+        }
+    }
+
     /// Stops the daemon only (SIGTERM, SIGKILL after 10 s), leaving its state.
     pub fn stop_daemon(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -338,3 +338,259 @@ async fn pods_served_directly_and_through_the_api_server_node_proxy() {
     delete_and_wait_gone(&pods, &[&name], 60).await;
     bosun.terminate(Duration::from_secs(10));
 }
+
+/// How long bosun gives a client to send a request's headers (agent `HEADER_READ_TIMEOUT`).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long bosun gives a client to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The agent's resident memory in KiB (`VmRSS` of /proc/<pid>/status).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A TLS connector trusting the node's serving certificate, without a client certificate.
+fn tls_connector(crt: &std::path::Path) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(crt).expect("serving cert") {
+        roots.add(c.expect("PEM")).expect("root");
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+}
+
+/// Reads from `conn` until the server closes it (EOF or an error) or `within` passes; returns
+/// how long after `since` it was closed, None if still open.
+async fn closed_within<R: tokio::io::AsyncRead + Unpin>(
+    conn: &mut R,
+    since: std::time::Instant,
+    within: Duration,
+) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::from_std(since + within);
+    loop {
+        match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(since.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Hostile clients on the kubelet port while an authorized client keeps asking for /healthz and
+/// /pods: TCP connections that never start TLS, TLS connections that stay silent or send a
+/// request's headers a byte a second (slowloris), TLS garbage, a 2 MiB header and a huge body.
+/// Authorized requests keep being answered promptly, the silent and slow connections are closed
+/// after the handshake and header timeouts (the kubelet's Go server would hold them for its 4 h
+/// ReadTimeout), the oversized header is refused with 431, and bosun's memory stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_clients_are_cut_off_while_authorized_requests_are_served() {
+    use tokio::io::AsyncWriteExt;
+    const RAW: usize = 300;
+    const SILENT: usize = 100;
+    const SLOW: usize = 200;
+    const GARBAGE: usize = 50;
+    let node = ClusterNode::new("srv-hostile");
+    let mut bosun = node.start();
+    let (addr, crt) = endpoint(&node);
+    let certs = tempfile::tempdir().unwrap();
+    let (admin_crt, admin_key) =
+        mint_client_cert(certs.path(), "bosun-test-admin", &["system:masters"]);
+    let admin = std::sync::Arc::new(KubeletClient::new(
+        addr,
+        &crt,
+        Some((&admin_crt, &admin_key)),
+    ));
+    wait_until_async("kubelet port answers", Duration::from_secs(30), || async {
+        admin.get("/healthz").await.ok().filter(|a| a.status == 200)
+    })
+    .await;
+    for _ in 0..20 {
+        get_ok(&admin, "/pods").await;
+    }
+    let pid = bosun.pid();
+    let rss_before = rss_kib(pid);
+
+    // The authorized client, all along: a fresh connection per request.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let prober = {
+        let (admin, stop) = (admin.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut worst = Duration::ZERO;
+            let mut answered = 0u32;
+            while !stop.is_cancelled() {
+                for path in ["/healthz", "/pods"] {
+                    let t = std::time::Instant::now();
+                    let a = admin.get(path).await.expect("authorized request");
+                    assert_eq!(a.status, 200, "{path} during the attack: {}", a.text());
+                    worst = worst.max(t.elapsed());
+                    answered += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            (worst, answered)
+        })
+    };
+
+    let tls = tls_connector(&crt);
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let attack = std::time::Instant::now();
+    // TCP connections that never start the handshake.
+    let mut raw = Vec::new();
+    for _ in 0..RAW {
+        raw.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    // TLS connections silent after the handshake.
+    let mut silent = Vec::new();
+    for _ in 0..SILENT {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        silent.push(tls.connect(name.clone(), tcp).await.expect("handshake"));
+    }
+    // Slowloris: headers a byte a second, never finished.
+    let mut slow = Vec::new();
+    for _ in 0..SLOW {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let conn = tls.connect(name.clone(), tcp).await.expect("handshake");
+        slow.push(tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let (mut r, mut w) = tokio::io::split(conn);
+            let writer = async move {
+                let head = b"GET /pods HTTP/1.1\r\nHost: x\r\n";
+                for b in head.iter().chain(b"X-Slow: ".iter().cycle()) {
+                    if w.write_all(&[*b]).await.is_err() || w.flush().await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            };
+            tokio::select! {
+                closed = closed_within(&mut r, started, HEADER_READ_TIMEOUT + Duration::from_secs(20)) => closed,
+                _ = writer => closed_within(&mut r, started, HEADER_READ_TIMEOUT + Duration::from_secs(20)).await,
+            }
+        }));
+    }
+    // TLS garbage: closed at once.
+    for i in 0..GARBAGE {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let garbage: Vec<u8> = (0..4096u32)
+            .map(|j| (j.wrapping_mul(2_654_435_761).wrapping_add(i as u32) >> 13) as u8)
+            .collect();
+        let _ = tcp.write_all(&garbage).await;
+        let t = std::time::Instant::now();
+        let closed = closed_within(&mut tcp, t, Duration::from_secs(5)).await;
+        assert!(closed.is_some(), "TLS garbage connection {i} left open");
+    }
+    // A 2 MiB header: 431, the connection closed.
+    {
+        use tokio::io::AsyncReadExt;
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut conn = tls.connect(name.clone(), tcp).await.expect("handshake");
+        let mut req = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+        req.extend(std::iter::repeat_n(b'a', 2 << 20));
+        req.extend(b"\r\n\r\n");
+        let _ = conn.write_all(&req).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 431"),
+            "2 MiB header answered {:?}",
+            answer.lines().next()
+        );
+    }
+    // A huge body without credentials: 401 while the body is still coming.
+    {
+        use tokio::io::AsyncReadExt;
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let conn = tls.connect(name.clone(), tcp).await.expect("handshake");
+        let (mut r, mut w) = tokio::io::split(conn);
+        let writer = tokio::spawn(async move {
+            let head = b"POST /pods HTTP/1.1\r\nHost: x\r\nContent-Length: 10737418240\r\n\r\n";
+            w.write_all(head).await.expect("write");
+            let chunk = vec![b'x'; 1 << 20];
+            for _ in 0..256 {
+                if w.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut answer = vec![0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(10), r.read(&mut answer))
+            .await
+            .expect("an answer to the huge body within 10 s")
+            .unwrap_or(0);
+        writer.abort();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(
+            answer.starts_with("HTTP/1.1 401"),
+            "huge body answered {answer:?}"
+        );
+    }
+    let opened = attack.elapsed();
+    let mut rss_max = rss_kib(pid);
+
+    // The server closes what it must, in time.
+    let mut raw_closed = Duration::ZERO;
+    for (i, mut c) in raw.into_iter().enumerate() {
+        let t = closed_within(&mut c, attack, HANDSHAKE_TIMEOUT + Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("TCP connection {i} without a handshake left open"));
+        raw_closed = raw_closed.max(t);
+        rss_max = rss_max.max(rss_kib(pid));
+    }
+    let mut silent_closed = Duration::ZERO;
+    for (i, mut c) in silent.into_iter().enumerate() {
+        let t = closed_within(
+            &mut c,
+            attack,
+            opened + HEADER_READ_TIMEOUT + Duration::from_secs(10),
+        )
+        .await
+        .unwrap_or_else(|| panic!("TLS connection {i} silent after the handshake left open"));
+        silent_closed = silent_closed.max(t);
+        rss_max = rss_max.max(rss_kib(pid));
+    }
+    let mut slow_closed = Duration::ZERO;
+    for (i, s) in slow.into_iter().enumerate() {
+        let t = s
+            .await
+            .expect("slowloris task")
+            .unwrap_or_else(|| panic!("slowloris connection {i} left open"));
+        slow_closed = slow_closed.max(t);
+    }
+    rss_max = rss_max.max(rss_kib(pid));
+    stop.cancel();
+    let (worst, answered) = prober.await.expect("authorized client");
+    let rss_after = rss_kib(pid);
+    assert!(
+        worst < Duration::from_secs(2),
+        "an authorized request took {worst:?} during the attack"
+    );
+    assert!(
+        rss_max <= rss_before + 64 * 1024,
+        "RSS grew from {rss_before} KiB to {rss_max} KiB under {} connections",
+        RAW + SILENT + SLOW
+    );
+    get_ok(&admin, "/healthz").await;
+    assert!(bosun.try_exit().is_none(), "bosun exited under the attack");
+    eprintln!(
+        "hostile clients: {RAW} raw TCP closed by {raw_closed:?}, {SILENT} silent TLS by \
+         {silent_closed:?}, {SLOW} slowloris by {slow_closed:?} (each from its start); \
+         {answered} authorized requests, slowest {worst:?}; RSS {rss_before} KiB before, \
+         {rss_max} KiB max, {rss_after} KiB after"
+    );
+    let (_, code) = bosun.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+}

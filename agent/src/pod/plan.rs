@@ -188,6 +188,12 @@ pub fn plan(
                     start_or_backoff(&mut actions, &c.name, false, true);
                 }
             }
+            // Created but never started (its start failed, or the runtime died during it): a
+            // new instance, whatever the restart policy (the kubelet's ShouldContainerBeRestarted).
+            Some(v) if v.state == RunState::Created => {
+                all_done = false;
+                start_or_backoff(&mut actions, &c.name, false, false);
+            }
             Some(_) => all_done = false,
         }
     }
@@ -683,6 +689,18 @@ mod tests {
                 want: PodActions {
                     kill_pod: true,
                     create_sandbox: Some(1),
+                    ..Default::default()
+                },
+            },
+            Case {
+                what: "an app container created but never started (the runtime died during \
+                       its start) is started again (the kubelet's ShouldContainerBeRestarted)",
+                pod: pod("Always", &[], &["app"]),
+                sandbox: Some(sb(true)),
+                containers: vec![cv("app", Created, 0, 0, 1)],
+                backoff: "",
+                want: PodActions {
+                    start: vec![start("app", false, 1)],
                     ..Default::default()
                 },
             },
