@@ -273,7 +273,9 @@ fn limits_at_every_level(vm: &Vm, name: &str) -> Vec<String> {
 
 /// The upstream kubelet (the control plane's build, `$KUBELET_BIN`) installed in the guest as a
 /// transient unit with the same config file and static pod: the yardstick of bosun's cgroup v2
-/// values (issue #21). Same pod slice (the static pod's UID is the same hash), same files.
+/// values (issue #21). Same pod slice (the static pod's UID is the same hash), same files. The
+/// kubelet refuses webhook authentication without an API server ("no client provided, cannot use
+/// webhook authentication"), so it alone gets flags turning the port's webhooks off.
 #[test]
 fn the_upstream_kubelet_writes_the_same_cgroup_v2_values() {
     let _one = GUEST.lock().unwrap_or_else(|e| e.into_inner());
@@ -309,7 +311,8 @@ fn the_upstream_kubelet_writes_the_same_cgroup_v2_values() {
     vm.sh(
         "systemctl reset-failed kubelet-yardstick 2>/dev/null || true
          systemd-run --unit=kubelet-yardstick --property=KillMode=process \
-           /usr/local/bin/kubelet --config /var/lib/kubelet/config.yaml",
+           /usr/local/bin/kubelet --config /var/lib/kubelet/config.yaml \
+             --authentication-token-webhook=false --authorization-mode=AlwaysAllow",
     );
     let journal = || {
         vm.try_sh("journalctl -u kubelet-yardstick --no-pager -n 60 -o cat")
