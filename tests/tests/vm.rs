@@ -685,6 +685,14 @@ fn joins_the_host_control_plane_runs_pods_and_reports_oom_kills_and_pressure() {
         "node stats: cpu {} memory {} io {}",
         summary["node"]["cpu"], summary["node"]["memory"], summary["node"]["io"]
     );
+    // The v2 root cgroup has no memory.current: the node's memory comes from its memory.stat,
+    // as the kubelet's (what `kubectl top node` reads).
+    let node_ws = summary["node"]["memory"]["workingSetBytes"].as_u64();
+    assert!(
+        node_ws > Some(0),
+        "node memory: {}",
+        summary["node"]["memory"]
+    );
     assert!(has_pressure(&summary["node"]), "{}", summary["node"]);
     // Bosun, containerd and the emulated guest compete for one CPU: some task has waited.
     let waited = summary["node"]["cpu"]["psi"]["some"]["total"].as_u64();

@@ -220,9 +220,20 @@ impl Layout {
                     .ok()
                     .and_then(|t| stat_field(&t, "usage_usec"))
                     .map(|us| us.saturating_mul(1000));
+                // The root cgroup has no memory.current: its usage is memory.stat's anon + file,
+                // as runc's cgroup library (and so the kubelet's cAdvisor) emulates it.
+                let current = read_u64(&dir.join("memory.current")).or_else(|| {
+                    let root_dir = rel.trim_matches('/').is_empty();
+                    let stat = std::fs::read_to_string(dir.join("memory.stat")).ok()?;
+                    root_dir.then(|| {
+                        stat_field(&stat, "anon")
+                            .unwrap_or(0)
+                            .saturating_add(stat_field(&stat, "file").unwrap_or(0))
+                    })
+                });
                 CgroupSample {
                     cpu_usage_ns: cpu,
-                    memory: read_u64(&dir.join("memory.current")).map(|usage| {
+                    memory: current.map(|usage| {
                         let stat =
                             std::fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
                         let limit = std::fs::read_to_string(dir.join("memory.max"))
@@ -367,6 +378,26 @@ mod tests {
             memory: d.path().to_path_buf(),
         };
         assert_eq!(v1.pressure("/kubepods/podA"), Pressure::default());
+    }
+
+    /// The v2 root cgroup has no memory.current: usage is anon + file of its memory.stat, as
+    /// runc's library emulates it for cAdvisor; a child without memory.current has no memory.
+    #[test]
+    fn v2_root_memory_from_its_memory_stat() {
+        let d = tempfile::tempdir().unwrap();
+        let stat = "anon 4096\nfile 8192\ninactive_file 2048\npgfault 12\npgmajfault 1\n";
+        std::fs::write(d.path().join("memory.stat"), stat).unwrap();
+        std::fs::create_dir_all(d.path().join("kubepods")).unwrap();
+        std::fs::write(d.path().join("kubepods/memory.stat"), stat).unwrap();
+        let v2 = Layout::V2 {
+            root: d.path().to_path_buf(),
+        };
+        let m = v2.sample("/").memory.expect("root memory");
+        assert_eq!(
+            (m.usage, m.working_set, m.rss, m.page_faults, m.limit),
+            (12288, 10240, 4096, 12, None)
+        );
+        assert_eq!(v2.sample("/kubepods").memory, None);
     }
 
     #[test]
