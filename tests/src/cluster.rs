@@ -55,12 +55,45 @@ pub struct ClusterNode {
 pub const TEST_EVICTION_HARD: &str = "  memory.available: 100Mi\n  nodefs.available: 1%\n  \
     nodefs.inodesFree: 1%\n  imagefs.available: 1%\n  imagefs.inodesFree: 1%\n";
 
+/// Size of the shared API server's audit log: where a count of requests starts.
+pub fn audit_len() -> u64 {
+    std::fs::metadata(Env::cluster().var("AUDIT_LOG"))
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+/// Requests of `user` completed in the audit log after byte `from`: (verb, resource[/sub]).
+pub fn audit_requests(from: u64, user: &str) -> Vec<(String, String)> {
+    use std::io::{BufRead, Seek};
+    let mut f = std::fs::File::open(Env::cluster().var("AUDIT_LOG")).expect("audit log");
+    f.seek(std::io::SeekFrom::Start(from)).expect("seek");
+    std::io::BufReader::new(f)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+        .filter(|e| e["user"]["username"] == user && e["stage"] == "ResponseComplete")
+        .map(|e| {
+            let o = &e["objectRef"];
+            let mut res = o["resource"].as_str().unwrap_or("").to_string();
+            if let Some(s) = o["subresource"].as_str() {
+                res = format!("{res}/{s}");
+            }
+            (e["verb"].as_str().unwrap_or("").to_string(), res)
+        })
+        .collect()
+}
+
 impl ClusterNode {
+    /// A CRI client of this node's containerd.
+    pub async fn cri(&self) -> bosun_cri::CriClient {
+        bosun_cri::CriClient::connect(&self.ctd.endpoint(), Default::default())
+            .await
+            .expect("connect to the node's containerd")
+    }
+
     /// The containers of pod `uid` in this node's containerd, by the pod UID label: (id, state).
     pub async fn containers_of(&self, uid: &str) -> Vec<(String, i32)> {
-        let cri = bosun_cri::CriClient::connect(&self.ctd.endpoint(), Default::default())
-            .await
-            .expect("connect to the node's containerd");
+        let cri = self.cri().await;
         let filter = bosun_cri::types::ContainerFilter {
             label_selector: [("io.kubernetes.pod.uid".to_string(), uid.to_string())].into(),
             ..Default::default()

@@ -5,6 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use bosun_tests::bench::procfs::rss_kib;
+use bosun_tests::cluster::{audit_len, audit_requests};
 use bosun_tests::pod::{Container, PodBuilder, container_status, create, phase, running_uid};
 use bosun_tests::{BosunNode, ClusterNode, wait_until_async};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -61,9 +63,7 @@ async fn ready(nodes: &Api<Node>, name: &str) -> Option<(String, String, String)
 
 /// The sandboxes of pod `uid` in the node's containerd: (id, ready).
 async fn sandboxes_of(node: &ClusterNode, uid: &str) -> Vec<(String, bool)> {
-    let cri = bosun_cri::CriClient::connect(&node.ctd.endpoint(), Default::default())
-        .await
-        .expect("connect to the node's containerd");
+    let cri = node.cri().await;
     let filter = bosun_cri::types::PodSandboxFilter {
         label_selector: [("io.kubernetes.pod.uid".to_string(), uid.to_string())].into(),
         ..Default::default()
@@ -79,9 +79,7 @@ async fn sandboxes_of(node: &ClusterNode, uid: &str) -> Vec<(String, bool)> {
 /// The highest CRI attempt number among the containers of pod `uid` (the restart count the
 /// runtime holds: dead containers are garbage-collected, the attempt number stays).
 async fn last_attempt(node: &ClusterNode, uid: &str) -> u32 {
-    let cri = bosun_cri::CriClient::connect(&node.ctd.endpoint(), Default::default())
-        .await
-        .expect("connect to the node's containerd");
+    let cri = node.cri().await;
     let filter = bosun_cri::types::ContainerFilter {
         label_selector: [("io.kubernetes.pod.uid".to_string(), uid.to_string())].into(),
         ..Default::default()
@@ -254,45 +252,6 @@ async fn containerd_killed_during_churn_then_every_pod_converges() {
         let _ = pods.delete(p, &DeleteParams::default()).await;
     }
     b.finish();
-}
-
-/// The agent's resident memory in KiB (`VmRSS` of /proc/<pid>/status).
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Size of the shared API server's audit log: where a count of requests starts.
-fn audit_len() -> u64 {
-    std::fs::metadata(bosun_tests::Env::cluster().var("AUDIT_LOG"))
-        .map(|m| m.len())
-        .unwrap_or(0)
-}
-
-/// Requests of `user` completed in the audit log after byte `from`: "verb resource[/sub]".
-fn audit_requests(from: u64, user: &str) -> Vec<String> {
-    use std::io::{BufRead, Seek};
-    let mut f =
-        std::fs::File::open(bosun_tests::Env::cluster().var("AUDIT_LOG")).expect("audit log");
-    f.seek(std::io::SeekFrom::Start(from)).expect("seek");
-    std::io::BufReader::new(f)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
-        .filter(|e| e["user"]["username"] == user && e["stage"] == "ResponseComplete")
-        .map(|e| {
-            let o = &e["objectRef"];
-            let mut res = o["resource"].as_str().unwrap_or("").to_string();
-            if let Some(s) = o["subresource"].as_str() {
-                res = format!("{res}/{s}");
-            }
-            format!("{} {res}", e["verb"].as_str().unwrap_or(""))
-        })
-        .collect()
 }
 
 /// The outage's length: `BOSUN_OUTAGE_SECS` (300 for the 5 minutes), 40 s by default.
@@ -508,7 +467,10 @@ async fn api_server_unreachable_then_status_lease_and_pods_catch_up() {
     // The burst: every request of the node in the 30 s after the return.
     let settle = Duration::from_secs(30).saturating_sub(back.elapsed());
     tokio::time::sleep(settle).await;
-    let burst = audit_requests(audit_from, &format!("system:node:{name}"));
+    let burst: Vec<String> = audit_requests(audit_from, &format!("system:node:{name}"))
+        .into_iter()
+        .map(|(verb, res)| format!("{verb} {res}"))
+        .collect();
     let mut by_kind = std::collections::BTreeMap::<&str, usize>::new();
     for r in &burst {
         *by_kind.entry(r.as_str()).or_default() += 1;

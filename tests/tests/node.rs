@@ -3,10 +3,10 @@
 //! it changes, survives a restart without its Lease (or without its Node), and stops on SIGTERM.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Seek};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use bosun_tests::cluster::{audit_len, audit_requests};
 use bosun_tests::pod::{Container, PodBuilder, create, running_uid};
 use bosun_tests::{ApiServerReplica, ClusterNode, Env, admin_client, bosun_bin, wait_until_async};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -61,32 +61,6 @@ fn read(path: &str) -> String {
         .unwrap_or_default()
         .trim()
         .to_string()
-}
-
-/// Requests of `user` in the audit log written after byte `from`: (verb, resource/subresource).
-fn audit_requests(from: u64, user: &str) -> Vec<(String, String)> {
-    let mut f = std::fs::File::open(Env::cluster().var("AUDIT_LOG")).expect("audit log");
-    f.seek(std::io::SeekFrom::Start(from)).expect("seek");
-    std::io::BufReader::new(f)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
-        .filter(|e| e["user"]["username"] == user && e["stage"] == "ResponseComplete")
-        .map(|e| {
-            let o = &e["objectRef"];
-            let mut res = o["resource"].as_str().unwrap_or("").to_string();
-            if let Some(s) = o["subresource"].as_str() {
-                res = format!("{res}/{s}");
-            }
-            (e["verb"].as_str().unwrap_or("").to_string(), res)
-        })
-        .collect()
-}
-
-fn audit_len() -> u64 {
-    std::fs::metadata(Env::cluster().var("AUDIT_LOG"))
-        .map(|m| m.len())
-        .unwrap_or(0)
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bosun_tests::bench::procfs::rss_kib;
 use bosun_tests::kubelet::Answer;
 use bosun_tests::{
     ClusterNode, Env, KubeletClient, kubectl, mint_client_cert, prom, wait_until, wait_until_async,
@@ -343,16 +344,6 @@ async fn pods_served_directly_and_through_the_api_server_node_proxy() {
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long bosun gives a client to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The agent's resident memory in KiB (`VmRSS` of /proc/<pid>/status).
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 /// A TLS connector trusting the node's serving certificate, without a client certificate.
 fn tls_connector(crt: &std::path::Path) -> tokio_rustls::TlsConnector {

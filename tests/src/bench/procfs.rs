@@ -40,6 +40,14 @@ pub fn parse_rss_kb(status: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The resident memory of `pid` in kB; 0 when it cannot be read (the process is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| parse_rss_kb(&s))
+        .unwrap_or(0)
+}
+
 /// CPU seconds (utime + stime) `pid` has used so far.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
