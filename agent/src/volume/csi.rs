@@ -186,15 +186,12 @@ impl SetUp<'_> {
                     op: VolumeOp::CsiSetUp,
                 });
             }
-            let mut context: HashMap<String, String> = inline
-                .volume_attributes
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .collect();
-            if pod_info_on_mount(csidriver.as_ref()) {
-                context.extend(pod_info(pod, true));
-            }
+            let context = volume_context(
+                inline.volume_attributes.as_ref(),
+                csidriver.as_ref(),
+                pod,
+                true,
+            );
             return Ok(Resolved {
                 spec_name: v.name.clone(),
                 driver: inline.driver.clone(),
@@ -281,15 +278,12 @@ impl SetUp<'_> {
             });
         };
         let csidriver = self.csidriver(&pv_name, &source.driver).await?;
-        let mut context: HashMap<String, String> = source
-            .volume_attributes
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        if pod_info_on_mount(csidriver.as_ref()) {
-            context.extend(pod_info(pod, false));
-        }
+        let context = volume_context(
+            source.volume_attributes.as_ref(),
+            csidriver.as_ref(),
+            pod,
+            false,
+        );
         Ok(Resolved {
             spec_name: pv_name,
             driver: source.driver.clone(),
@@ -457,6 +451,23 @@ impl SetUp<'_> {
         );
         Ok(target.display().to_string())
     }
+}
+
+/// The volume context of NodePublishVolume: the volume's attributes, plus the pod's information
+/// when the driver asks for it (`ephemeral`: an inline volume).
+fn volume_context(
+    attributes: Option<&std::collections::BTreeMap<String, String>>,
+    driver: Option<&CSIDriver>,
+    pod: &Pod,
+    ephemeral: bool,
+) -> HashMap<String, String> {
+    let mut context: HashMap<String, String> = attributes
+        .map(|a| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    if pod_info_on_mount(driver) {
+        context.extend(pod_info(pod, ephemeral));
+    }
+    context
 }
 
 fn pod_info_on_mount(d: Option<&CSIDriver>) -> bool {
