@@ -100,15 +100,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     let ctx = node_context(&cfg, cri, &machine, client.clone(), &cancel).await?;
     if let (Some(client), Some(resolver)) = (&client, serving) {
-        let serving = crate::client::serving::Serving {
-            client: client.clone(),
-            node: cfg.node.name.clone(),
-            hostnames: vec![cfg.node.name.clone()],
-            ips: crate::node::node_ips(&cfg.node),
-            cert_dir: cfg.paths.cert_dir.clone(),
-            resolver,
-        };
-        tasks.spawn("serving-cert", serving.run(cancel.child_token()));
+        spawn_serving_cert(&cfg, client.clone(), resolver, &cancel, &mut tasks);
     }
 
     // The stats sampler publishes into this provider; the server reads the latest sample.
@@ -138,39 +130,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         taints: crate::node::register::api_taints(&cfg.node.register_with_taints),
         allocatable: Default::default(),
     });
-    let (tx, rx) = mpsc::channel(16);
-    let mut sources = Vec::new();
-    if let Some(dir) = cfg.pods.static_pod_path.clone() {
-        sources.push("file");
-        let watch = source::run_static(
-            dir,
-            cfg.node.name.clone(),
-            cfg.pods.file_check_frequency,
-            tx.clone(),
-            cancel.child_token(),
-        );
-        tasks.spawn("static-pods", watch);
-    }
-    match &client {
-        Some(client) => {
-            sources.push("api");
-            let loops = ApiLoops {
-                client: client.clone(),
-                ctx: &ctx,
-                cfg: &cfg,
-                notifier: &notifier,
-                labels: labels_tx,
-                pressure: eviction.pressure.clone(),
-                shutting_down: shutting_down.clone(),
-                pleg: pleg.clone(),
-                pods: tx.clone(),
-                cancel: &cancel,
-            };
-            loops.spawn(&mut tasks);
-        }
-        None => notifier.notify("READY=1"),
-    }
-    drop(tx);
+    let (sources, rx) = spawn_pod_sources(
+        &cfg,
+        &client,
+        ApiLoopInputs {
+            ctx: &ctx,
+            notifier: &notifier,
+            labels: labels_tx,
+            pressure: eviction.pressure.clone(),
+            shutting_down: shutting_down.clone(),
+            pleg: pleg.clone(),
+        },
+        &cancel,
+        &mut tasks,
+    );
     let manager = PodManager::new(
         ctx.clone(),
         sources,
@@ -207,6 +180,76 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tasks.drain(SHUTDOWN_DEADLINE).await;
     info!("bosun stopped");
     Ok(())
+}
+
+/// Spawns the serving certificate's CSR loop (serverTLSBootstrap): the node's name and IPs as
+/// SANs, served through `resolver` once approved.
+fn spawn_serving_cert(
+    cfg: &Config,
+    client: kube::Client,
+    resolver: Arc<crate::client::serving::ServingResolver>,
+    cancel: &CancellationToken,
+    tasks: &mut Tasks,
+) {
+    let serving = crate::client::serving::Serving {
+        client,
+        node: cfg.node.name.clone(),
+        hostnames: vec![cfg.node.name.clone()],
+        ips: crate::node::node_ips(&cfg.node),
+        cert_dir: cfg.paths.cert_dir.clone(),
+        resolver,
+    };
+    tasks.spawn("serving-cert", serving.run(cancel.child_token()));
+}
+
+/// What the API loops share with the rest of the node besides the client and config.
+struct ApiLoopInputs<'a> {
+    ctx: &'a Arc<NodeContext>,
+    notifier: &'a crate::sdnotify::Notifier,
+    labels: crate::node::LabelsTx,
+    pressure: crate::eviction::ConditionsRx,
+    shutting_down: crate::nodeshutdown::ShuttingDown,
+    pleg: crate::pod::pleg::PlegHealth,
+}
+
+/// Spawns the pod sources (the static pod path; with a client the API loops, else READY=1 at
+/// once) and returns their names and the channel the pod manager reads.
+fn spawn_pod_sources(
+    cfg: &Config,
+    client: &Option<kube::Client>,
+    shared: ApiLoopInputs<'_>,
+    cancel: &CancellationToken,
+    tasks: &mut Tasks,
+) -> (Vec<&'static str>, mpsc::Receiver<source::SourceUpdate>) {
+    let (tx, rx) = mpsc::channel(16);
+    let mut sources = Vec::new();
+    if let Some(dir) = cfg.pods.static_pod_path.clone() {
+        sources.push("file");
+        let watch = source::run_static(
+            dir,
+            cfg.node.name.clone(),
+            cfg.pods.file_check_frequency,
+            tx.clone(),
+            cancel.child_token(),
+        );
+        tasks.spawn("static-pods", watch);
+    }
+    match &client {
+        Some(client) => {
+            sources.push("api");
+            let loops = ApiLoops {
+                client: client.clone(),
+                cfg,
+                shared,
+                pods: tx.clone(),
+                cancel,
+            };
+            loops.spawn(tasks);
+        }
+        None => shared.notifier.notify("READY=1"),
+    }
+    drop(tx);
+    (sources, rx)
 }
 
 /// The memory threshold notifiers of the eviction thresholds when kernelMemcgNotification is
@@ -362,6 +405,7 @@ fn spawn_node_shutdown(
     let (manager, shutting_down) =
         crate::nodeshutdown::Manager::new(&cfg.node, eviction.pods_tx.clone(), ctx.events.clone());
     if let Some(manager) = manager {
+        let manager = manager.with_state_in(&ctx.dirs.root_dir);
         tasks.spawn("node-shutdown", manager.run(cancel.child_token()));
     }
     shutting_down
@@ -551,23 +595,26 @@ async fn node_context(
 /// mirror pods and the status writer.
 struct ApiLoops<'a> {
     client: kube::Client,
-    ctx: &'a Arc<NodeContext>,
     cfg: &'a Config,
-    notifier: &'a crate::sdnotify::Notifier,
-    labels: crate::node::LabelsTx,
-    pressure: crate::eviction::ConditionsRx,
-    shutting_down: crate::nodeshutdown::ShuttingDown,
-    pleg: crate::pod::pleg::PlegHealth,
+    shared: ApiLoopInputs<'a>,
     pods: mpsc::Sender<source::SourceUpdate>,
     cancel: &'a CancellationToken,
 }
 
 impl ApiLoops<'_> {
     fn spawn(self, tasks: &mut Tasks) {
-        let (client, ctx, cfg, cancel) = (self.client, self.ctx, self.cfg, self.cancel);
+        let (client, cfg, cancel) = (self.client, self.cfg, self.cancel);
+        let ApiLoopInputs {
+            ctx,
+            notifier,
+            labels,
+            pressure,
+            shutting_down,
+            pleg,
+        } = self.shared;
         // READY=1 once the node is registered (the runtime already answered).
         let (registered, is_registered) = tokio::sync::oneshot::channel();
-        let ready = self.notifier.clone();
+        let ready = notifier.clone();
         tasks.spawn("sd-ready", async move {
             if is_registered.await.is_ok() {
                 ready.notify("READY=1");
@@ -577,11 +624,11 @@ impl ApiLoops<'_> {
             client.clone(),
             (Arc::new(cfg.node.clone()), cfg.server.port),
             crate::node::status::Observer::new(ctx.cri.clone(), ctx.dirs.root_dir.clone())
-                .with_pressure(self.pressure)
-                .with_pleg(self.pleg)
-                .with_shutdown(self.shutting_down),
+                .with_pressure(pressure)
+                .with_pleg(pleg)
+                .with_shutdown(shutting_down),
             registered,
-            self.labels,
+            labels,
             ctx.events.clone(),
             cancel.child_token(),
         );

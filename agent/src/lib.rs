@@ -1,6 +1,7 @@
 //! bosun: a Kubernetes node agent. The library holds one module per kubelet concept; `main` wires.
 
 pub mod app;
+pub mod atomic_file;
 pub mod backoff;
 pub mod cgroup;
 pub mod client;

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::{Once, OnceLock};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::env::{env_dir, parse_exports, repo_root};
@@ -17,7 +18,8 @@ pub const MANIFESTS: &str = "/etc/kubernetes/manifests";
 #[derive(Debug)]
 pub struct Vm {
     vars: HashMap<String, String>,
-    installed: Once,
+    /// Bosun is installed in the running guest (a new boot starts from the clean image).
+    installed: AtomicBool,
 }
 
 impl Vm {
@@ -42,6 +44,34 @@ impl Vm {
     }
 
     fn up() -> Option<Vm> {
+        Vm::run_up();
+        let text = std::fs::read_to_string(env_dir().join("vm/env.sh")).expect("vm/env.sh");
+        let vars = parse_exports(&text);
+        if vars.contains_key("BOSUN_VM_SKIP") {
+            return None;
+        }
+        Some(Vm {
+            vars,
+            installed: AtomicBool::new(false),
+        })
+    }
+
+    /// Boots the guest again after it powered off (`tests/vm/up` boots a guest whose qemu has
+    /// exited), from the clean image: bosun is installed again by the next [`Vm::install_bosun`].
+    pub fn boot_again(&self) {
+        Vm::run_up();
+        self.installed.store(false, Ordering::SeqCst);
+    }
+
+    /// True while the guest's qemu process runs (its pid file names a live qemu).
+    pub fn is_running(&self) -> bool {
+        let pid = std::fs::read_to_string(env_dir().join("vm/qemu.pid")).unwrap_or_default();
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid.trim())).unwrap_or_default();
+        !pid.trim().is_empty() && String::from_utf8_lossy(&cmdline).contains("qemu")
+    }
+
+    /// Runs `tests/vm/up`; panics with its output when it fails.
+    fn run_up() {
         let script = repo_root().join("tests/vm/up");
         let out = Command::new(&script)
             .env("BOSUN_ENV_DIR", env_dir())
@@ -56,15 +86,6 @@ impl Vm {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let text = std::fs::read_to_string(env_dir().join("vm/env.sh")).expect("vm/env.sh");
-        let vars = parse_exports(&text);
-        if vars.contains_key("BOSUN_VM_SKIP") {
-            return None;
-        }
-        Some(Vm {
-            vars,
-            installed: Once::new(),
-        })
     }
 
     /// One variable of the VM's env file.
@@ -103,6 +124,12 @@ impl Vm {
                 "-o",
                 "BatchMode=yes",
             ])
+            // One connection shared by every command (tests/vm/lib.sh's vm_ssh uses the same
+            // socket): a handshake costs about 3 s under TCG, a command on the open connection
+            // about 0.4 s.
+            .args(["-o", "ControlMaster=auto", "-o", "ControlPersist=300"])
+            .arg("-o")
+            .arg(format!("ControlPath={}", self.var("BOSUN_VM_SSH_CONTROL")))
             .args(["root@127.0.0.1", "bash", "-c"])
             .arg(shell_quote(&format!("set -euo pipefail\n{script}")))
             .stdin(Stdio::null())
@@ -132,13 +159,16 @@ impl Vm {
         })
     }
 
-    /// Installs bosun as systemd/README.md says (once per test process), from copies in the
+    /// Installs bosun as systemd/README.md says (once per boot of the guest), from copies in the
     /// share: the binary under test to /usr/bin/bosun, systemd/bosun.service and the kubeadm
     /// drop-in systemd/10-kubeadm.conf (no kubelet unit to disable in the guest); then
     /// daemon-reload and enable. The binary goes without its debug info (a fifth of the size
     /// through the emulated 9p).
     pub fn install_bosun(&self) {
-        self.installed.call_once(|| self.install());
+        if !self.installed.load(Ordering::SeqCst) {
+            self.install();
+            self.installed.store(true, Ordering::SeqCst);
+        }
     }
 
     fn install(&self) {
@@ -169,6 +199,75 @@ impl Vm {
              install -m 0644 {g}/systemd/bosun.service /etc/systemd/system/bosun.service
              install -D -m 0644 {g}/systemd/10-kubeadm.conf /etc/systemd/system/bosun.service.d/10-kubeadm.conf
              systemctl daemon-reload && systemctl enable bosun 2>/dev/null"
+        ));
+    }
+
+    /// Removes pod containers an earlier test or run left in the guest (behind the CRI plugin's
+    /// back, so containerd restarts to forget them).
+    pub fn remove_pod_containers(&self) {
+        self.sh(
+            "if [ -n \"$(ctr -n k8s.io containers ls -q)\" ]; then
+               for c in $(ctr -n k8s.io containers ls -q); do ctr -n k8s.io tasks kill -s KILL $c 2>/dev/null || true; done
+               for c in $(ctr -n k8s.io containers ls -q); do ctr -n k8s.io tasks delete -f $c 2>/dev/null || true; ctr -n k8s.io containers delete $c 2>/dev/null || true; done
+               systemctl restart containerd
+             fi",
+        );
+    }
+
+    /// Gives the guest the credentials of node `node` in the host's test cluster, where the
+    /// kubeadm drop-in looks for them: /etc/kubernetes/kubelet.conf (the API server as the guest
+    /// reaches it, 10.0.2.2, its certificate checked against its name `kubernetes`: it has no SAN
+    /// for 10.0.2.2) and the cluster CA as /etc/kubernetes/pki/ca.crt (kubeadm's clientCAFile).
+    pub fn join_cluster(&self, node: &str) {
+        let env = crate::Env::cluster();
+        let cred = self.share().join(node);
+        let out = Command::new(repo_root().join("tests/cluster/mint-node-cred"))
+            .arg(node)
+            .arg(&cred)
+            .envs(env.vars())
+            .output()
+            .expect("run mint-node-cred");
+        assert!(
+            out.status.success(),
+            "mint-node-cred: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let apiserver = env.var("APISERVER");
+        let port = apiserver.rsplit(':').next().expect("APISERVER port");
+        let kubeconfig = std::fs::read_to_string(cred.join("kubeconfig"))
+            .expect("kubeconfig")
+            .replace(
+                &format!("server: {apiserver}"),
+                &format!(
+                    "server: https://{}:{port}\n    tls-server-name: kubernetes",
+                    self.var("BOSUN_VM_HOST_ADDR")
+                ),
+            );
+        assert!(kubeconfig.contains("tls-server-name"), "{kubeconfig}");
+        self.write("/etc/kubernetes/kubelet.conf", &kubeconfig);
+        self.write(
+            "/etc/kubernetes/pki/ca.crt",
+            &std::fs::read_to_string(env.var("CLUSTER_CA")).expect("cluster CA"),
+        );
+    }
+
+    /// Installs the upstream kubelet (the control plane's build, `$KUBELET_BIN`) as
+    /// /usr/local/bin/kubelet, without its debug info (a fifth of the copy through the emulated
+    /// 9p).
+    pub fn install_kubelet(&self) {
+        let env = crate::Env::cluster();
+        let share = self.share();
+        let status = Command::new("strip")
+            .arg("--strip-debug")
+            .arg("-o")
+            .arg(share.join("kubelet"))
+            .arg(env.var("KUBELET_BIN"))
+            .status()
+            .expect("run strip");
+        assert!(status.success(), "strip the kubelet into the share");
+        let g = self.var("BOSUN_VM_GUEST_SHARE");
+        self.sh(&format!(
+            "install -m 0755 {g}/kubelet /usr/local/bin/kubelet && rm {g}/kubelet"
         ));
     }
 

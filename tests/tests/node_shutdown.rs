@@ -214,6 +214,20 @@ async fn shutdown_stops_pods_by_priority_then_releases_the_lock() {
         held <= Duration::from_secs(15),
         "the lock was held {held:?}"
     );
+    // The shutdown's start and end in the kubelet's state file, for the gauges after a reboot.
+    let file = node.path().join("root/graceful_node_shutdown_state");
+    let text = std::fs::read_to_string(&file).expect("graceful_node_shutdown_state");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("state JSON");
+    let time = |k: &str| -> k8s_openapi::jiff::Timestamp {
+        v[k].as_str()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("{k} in {text}"))
+    };
+    let took = time("endTime").duration_since(time("startTime"));
+    assert!(
+        took.as_secs_f64() >= 7.0 && took <= held.try_into().unwrap(),
+        "shutdown recorded as taking {took:?}: {text}"
+    );
 
     // Cancelled: the lock is taken again and the node is Ready.
     logind.prepare_for_shutdown(false).await;

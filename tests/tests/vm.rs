@@ -39,17 +39,11 @@ fn standalone(vm: &Vm) {
         "/etc/systemd/system/bosun.service.d/20-standalone.conf",
         STANDALONE_DROPIN,
     );
-    // Containers left by a test that failed half-way: removed behind the CRI plugin's back, so
-    // containerd restarts to forget them.
     vm.sh(&format!(
-        "mkdir -p {MANIFESTS} && rm -f {MANIFESTS}/*
-         if [ -n \"$(ctr -n k8s.io containers ls -q)\" ]; then
-           for c in $(ctr -n k8s.io containers ls -q); do ctr -n k8s.io tasks kill -s KILL $c 2>/dev/null || true; done
-           for c in $(ctr -n k8s.io containers ls -q); do ctr -n k8s.io tasks delete -f $c 2>/dev/null || true; ctr -n k8s.io containers delete $c 2>/dev/null || true; done
-           systemctl restart containerd
-         fi
-         systemctl daemon-reload"
+        "mkdir -p {MANIFESTS} && rm -f {MANIFESTS}/* && systemctl daemon-reload"
     ));
+    // Containers left by a test that failed half-way.
+    vm.remove_pod_containers();
 }
 
 /// The id of the running container `container` of pod `pod` (CRI labels; one filter, as ctr ORs
@@ -88,7 +82,7 @@ fn guaranteed_pod(vm: &Vm, name: &str) -> String {
 }
 
 #[test]
-fn systemctl_start_stop_and_restart_keep_and_adopt_the_pods() {
+fn systemctl_start_stop_restart_and_the_watchdog_keep_and_adopt_the_pods() {
     let _one = GUEST.lock().unwrap_or_else(|e| e.into_inner());
     let t0 = Instant::now();
     let step = |what: &str| eprintln!("vm lifecycle: {what} after {:.1?}", t0.elapsed());
@@ -151,29 +145,15 @@ fn systemctl_start_stop_and_restart_keep_and_adopt_the_pods() {
     );
     assert_eq!(vm.sh("systemctl show -p NRestarts --value bosun"), "0");
     step("restarted twice, web adopted");
-    remove_static_pod(vm, "web");
-    step("web removed");
-}
 
-/// systemd's watchdog (the unit's WatchdogSec, shortened by an operator's drop-in) is fed while
-/// bosun is healthy, and restarts a bosun that stops answering; the new one adopts the pod.
-#[test]
-fn the_watchdog_restarts_a_bosun_that_stops_answering() {
-    let _one = GUEST.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(vm) = Vm::get() else { return };
-    standalone(vm);
+    // systemd's watchdog (the unit's WatchdogSec, shortened by an operator's drop-in) is fed
+    // while bosun is healthy, and restarts a bosun that stops answering; the new one adopts the
+    // pod again.
     vm.write(
         "/etc/systemd/system/bosun.service.d/30-watchdog.conf",
         "[Service]\nWatchdogSec=10s\nTimeoutAbortSec=5s\nRestartSec=1s\n",
     );
-    vm.sh("systemctl daemon-reload");
-    vm.write(&format!("{MANIFESTS}/dog.yaml"), &guaranteed_pod(vm, "dog"));
-    vm.sh("systemctl start bosun");
-    let first = vm.wait_sh(
-        "dog's container running",
-        POD_START,
-        &running_container("dog-vm", "main"),
-    );
+    vm.sh("systemctl daemon-reload && systemctl restart bosun");
     let pid = vm.sh("systemctl show -p MainPID --value bosun");
     // Fed: systemd records each WATCHDOG=1; the timestamp moves on twice within two periods.
     let t0 = vm.sh("systemctl show -p WatchdogTimestampMonotonic --value bosun");
@@ -207,18 +187,20 @@ fn the_watchdog_restarts_a_bosun_that_stops_answering() {
     );
     assert_eq!(vm.sh("systemctl show -p NRestarts --value bosun"), "1");
     vm.wait_sh(
-        "the restarted bosun's first sync of dog",
+        "the bosun the watchdog restarted syncing web",
         POD_START,
-        &format!("journalctl _PID={pid2} -o cat | grep 'pod.name.*dog-vm' | grep 'pod phase'"),
+        &format!("journalctl _PID={pid2} -o cat | grep 'pod.name.*web-vm' | grep 'pod phase'"),
     );
     assert_eq!(
-        vm.sh(&running_container("dog-vm", "main")),
+        vm.sh(&running_container("web-vm", "main")),
         first,
-        "dog's container after the watchdog restart:\n{}",
+        "web's container after the watchdog restart:\n{}",
         vm.bosun_journal()
     );
+    step("the watchdog restarted a frozen bosun, web adopted");
     vm.sh("rm -f /etc/systemd/system/bosun.service.d/30-watchdog.conf && systemctl daemon-reload");
-    remove_static_pod(vm, "dog");
+    remove_static_pod(vm, "web");
+    step("web removed");
 }
 
 /// The cgroup v2 limit files of `dir` (relative to /sys/fs/cgroup) in the guest, as `file=value`.
@@ -280,7 +262,6 @@ fn limits_at_every_level(vm: &Vm, name: &str) -> Vec<String> {
 fn the_upstream_kubelet_writes_the_same_cgroup_v2_values() {
     let _one = GUEST.lock().unwrap_or_else(|e| e.into_inner());
     let Some(vm) = Vm::get() else { return };
-    let env = bosun_tests::Env::cluster();
     standalone(vm);
     vm.write(
         &format!("{MANIFESTS}/yard.yaml"),
@@ -290,20 +271,7 @@ fn the_upstream_kubelet_writes_the_same_cgroup_v2_values() {
     let bosun = limits_at_every_level(vm, "yard");
     remove_static_pod(vm, "yard");
 
-    // The kubelet, without its debug info (a fifth of the copy through the emulated 9p).
-    let share = vm.share();
-    let status = std::process::Command::new("strip")
-        .arg("--strip-debug")
-        .arg("-o")
-        .arg(share.join("kubelet"))
-        .arg(env.var("KUBELET_BIN"))
-        .status()
-        .expect("run strip");
-    assert!(status.success(), "strip the kubelet into the share");
-    let g = vm.var("BOSUN_VM_GUEST_SHARE");
-    vm.sh(&format!(
-        "install -m 0755 {g}/kubelet /usr/local/bin/kubelet && rm {g}/kubelet"
-    ));
+    vm.install_kubelet();
     vm.write(
         &format!("{MANIFESTS}/yard.yaml"),
         &guaranteed_pod(vm, "yard"),
@@ -490,6 +458,8 @@ authentication:
 registerWithTaints:
 - key: bosun.test/vm
   effect: NoSchedule
+shutdownGracePeriod: 30s
+shutdownGracePeriodCriticalPods: 10s
 ";
 
 /// Pod `name` on the VM node (tolerating its taint): `command` in busybox under `limits`.
@@ -540,48 +510,12 @@ fn has_pressure(stats: &serde_json::Value) -> bool {
 }
 
 #[test]
-fn joins_the_host_control_plane_runs_pods_and_reports_oom_kills_and_pressure() {
+fn joins_the_host_control_plane_runs_pods_reports_oom_kills_and_pressure_and_shuts_down_gracefully()
+{
     let _one = GUEST.lock().unwrap_or_else(|e| e.into_inner());
     let Some(vm) = Vm::get() else { return };
-    let env = bosun_tests::Env::cluster();
     standalone(vm);
-    // The node's client certificate; the API server as the guest reaches it (10.0.2.2), its
-    // serving certificate checked against its name `kubernetes` (it has no SAN for 10.0.2.2).
-    let cred = vm.share().join("node");
-    let out =
-        std::process::Command::new(bosun_tests::repo_root().join("tests/cluster/mint-node-cred"))
-            .arg("vm")
-            .arg(&cred)
-            .envs(env.vars())
-            .output()
-            .expect("run mint-node-cred");
-    assert!(
-        out.status.success(),
-        "mint-node-cred: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let port = env
-        .var("APISERVER")
-        .rsplit(':')
-        .next()
-        .expect("APISERVER port")
-        .to_string();
-    let kubeconfig = std::fs::read_to_string(cred.join("kubeconfig"))
-        .expect("kubeconfig")
-        .replace(
-            &format!("server: {}", env.var("APISERVER")),
-            &format!(
-                "server: https://{}:{port}\n    tls-server-name: kubernetes",
-                vm.var("BOSUN_VM_HOST_ADDR")
-            ),
-        );
-    assert!(kubeconfig.contains("tls-server-name"), "{kubeconfig}");
-    vm.write("/etc/kubernetes/kubelet.conf", &kubeconfig);
-    // The cluster CA verifies clients of the kubelet port (kubeadm's clientCAFile).
-    vm.write(
-        "/etc/kubernetes/pki/ca.crt",
-        &std::fs::read_to_string(env.var("CLUSTER_CA")).expect("cluster CA"),
-    );
+    vm.join_cluster("vm");
     vm.write("/var/lib/kubelet/config.yaml", CLUSTER_CONFIG);
     vm.sh(
         "rm -f /etc/systemd/system/bosun.service.d/20-standalone.conf && systemctl daemon-reload",
@@ -717,9 +651,63 @@ fn joins_the_host_control_plane_runs_pods_and_reports_oom_kills_and_pressure() {
             && l.contains("pod=\"vm-hello\"")),
         "{metrics}"
     );
+    graceful_shutdown_reaches_the_api_before_the_guest_is_gone(vm);
+}
 
-    bosun_tests::kubectl(&["delete", "pod", "vm-oom", "--wait=true", "--timeout=120s"]);
-    bosun_tests::kubectl(&["delete", "pod", "vm-hello", "--wait=true", "--timeout=120s"]);
-    vm.sh("systemctl stop bosun");
+/// Graceful node shutdown against the real systemd-logind: bosun (shutdownGracePeriod 30s) has
+/// raised logind's InhibitDelayMaxSec and holds a delay lock; `systemctl poweroff` stops the
+/// running pod vm-hello with the kubelet's status, which the API server has once the guest is
+/// gone. The guest is booted again for the other tests, and the pods and the Node removed.
+fn graceful_shutdown_reaches_the_api_before_the_guest_is_gone(vm: &Vm) {
+    let delay = vm.sh("busctl get-property org.freedesktop.login1 /org/freedesktop/login1 org.freedesktop.login1.Manager InhibitDelayMaxUSec");
+    assert_eq!(delay, "t 30000000", "logind's InhibitDelayMaxUSec");
+    let locks = vm.wait_sh(
+        "bosun's delay inhibitor lock",
+        Duration::from_secs(60),
+        "systemd-inhibit --list --no-pager | grep -E 'kubelet.*shutdown.*delay' || true",
+    );
+    eprintln!("inhibitor: {locks}");
+    let started = Instant::now();
+    // The ssh connection may end with the guest: only the command's start matters.
+    let _ = vm.try_sh("systemctl poweroff --no-block");
+    // The node turns NotReady with the kubelet's message at once (later, with the guest gone,
+    // the node lifecycle controller makes it Unknown).
+    let ready = "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}|{.status.conditions[?(@.type==\"Ready\")].message}";
+    let node = bosun_tests::wait_until(
+        "node vm NotReady: shutting down",
+        Duration::from_secs(120),
+        || {
+            let c = bosun_tests::kubectl(&["get", "node", "vm", "-o", ready]);
+            (c.starts_with("False|") || !vm.is_running()).then_some(c)
+        },
+    );
+    bosun_tests::wait_until("the guest powered off", Duration::from_secs(300), || {
+        (!vm.is_running()).then_some(())
+    });
+    eprintln!(
+        "guest gone {:.1?} after systemctl poweroff",
+        started.elapsed()
+    );
+    // What the API server has now was written before the guest was gone.
+    let pod = bosun_tests::kubectl(&[
+        "get",
+        "pod",
+        "vm-hello",
+        "-o",
+        "jsonpath={.status.phase}|{.status.reason}|{.status.message}|{.status.conditions[?(@.type==\"DisruptionTarget\")].reason}",
+    ]);
+    vm.boot_again();
+    for p in ["vm-oom", "vm-hello"] {
+        bosun_tests::kubectl(&["delete", "pod", p, "--grace-period=0", "--force"]);
+    }
     bosun_tests::kubectl(&["delete", "node", "vm", "--wait=true"]);
+    assert_eq!(
+        pod,
+        "Failed|Terminated|Pod was terminated in response to imminent node shutdown.|TerminationByKubelet",
+        "pod vm-hello after the guest's poweroff"
+    );
+    assert_eq!(
+        node, "False|node is shutting down",
+        "node vm's Ready condition after the guest's poweroff"
+    );
 }

@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -66,6 +67,11 @@ pub struct Metrics {
     pub probe_lag: Histogram,
     /// kubelet_evictions_total{eviction_signal}.
     pub evictions: Family<EvictionSignal, Counter>,
+    /// kubelet_graceful_shutdown_start_time_seconds: when the last graceful node shutdown
+    /// started, Unix seconds (0: none recorded).
+    pub graceful_shutdown_start_time: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// kubelet_graceful_shutdown_end_time_seconds: when it ended (0: not yet).
+    pub graceful_shutdown_end_time: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 /// Prometheus' default buckets (client_golang DefBuckets), the kubelet's for pod worker latency.
@@ -99,6 +105,8 @@ impl Metrics {
             rest_client_requests: Family::default(),
             probe_lag: Histogram::new(exponential_buckets(0.001, 2.0, 12)),
             evictions: Family::default(),
+            graceful_shutdown_start_time: Gauge::default(),
+            graceful_shutdown_end_time: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -138,6 +146,18 @@ impl Metrics {
             "kubelet_evictions",
             "[ALPHA] Cumulative number of pod evictions by eviction signal",
             m.evictions.clone(),
+        );
+        // The kubelet registers these with GracefulNodeShutdown and
+        // GracefulNodeShutdownBasedOnPodPriority, both on by default.
+        registry.register(
+            "kubelet_graceful_shutdown_start_time_seconds",
+            "[ALPHA] Last graceful shutdown start time since unix epoch in seconds",
+            m.graceful_shutdown_start_time.clone(),
+        );
+        registry.register(
+            "kubelet_graceful_shutdown_end_time_seconds",
+            "[ALPHA] Last graceful shutdown end time since unix epoch in seconds",
+            m.graceful_shutdown_end_time.clone(),
         );
         registry.register(
             "bosun_prober_probe_lag_seconds",

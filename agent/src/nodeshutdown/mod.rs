@@ -13,6 +13,7 @@
 
 pub mod groups;
 pub mod logind;
+pub mod state;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,6 +55,8 @@ pub struct Manager {
     node: String,
     state: watch::Sender<bool>,
     logind_conf_dir: PathBuf,
+    /// `<root-dir>/graceful_node_shutdown_state`: when the last shutdown started and ended.
+    times_file: Option<PathBuf>,
 }
 
 /// The kubelet's killPodNow timeout: one and a half grace periods, at least 10 s.
@@ -100,8 +103,21 @@ impl Manager {
             node: node.to_string(),
             state,
             logind_conf_dir: PathBuf::from(logind::LOGIND_CONF_DIR),
+            times_file: None,
         };
         (Some(manager), rx)
+    }
+
+    /// Records each shutdown's start and end in `<root_dir>/graceful_node_shutdown_state`, and
+    /// sets the two shutdown gauges from that file now (the kubelet's setMetrics).
+    pub fn with_state_in(mut self, root_dir: &std::path::Path) -> Manager {
+        let file = state::path(root_dir);
+        match state::load(&file) {
+            Ok(times) => set_gauges(&times),
+            Err(e) => error!(error = %e, "Failed to load graceful shutdown state"),
+        }
+        self.times_file = Some(file);
+        self
     }
 
     /// Watches for shutdowns until cancelled. As the kubelet: a failed first start is logged
@@ -236,11 +252,34 @@ impl Manager {
         error!("Ended to watching the node for shutdown events");
     }
 
+    /// Handles a shutdown (the kubelet's processShutdownEvent): its start recorded, the pods
+    /// stopped, its end recorded.
+    async fn process_shutdown(&self) {
+        info!("Shutdown manager processing shutdown event");
+        let mut times = state::ShutdownTimes {
+            start: Some(k8s_openapi::jiff::Timestamp::now()),
+            end: None,
+        };
+        self.record(&times);
+        self.stop_pods().await;
+        times.end = Some(k8s_openapi::jiff::Timestamp::now());
+        self.record(&times);
+    }
+
+    /// Writes `times` to the state file (when there is one) and sets the gauges.
+    fn record(&self, times: &state::ShutdownTimes) {
+        if let Some(file) = &self.times_file
+            && let Err(e) = state::store(file, times)
+        {
+            error!(error = %e, "Failed to store graceful shutdown state");
+        }
+        set_gauges(times);
+    }
+
     /// Stops the active pods group by group (killPods): each group's pods at once with the
     /// group's grace period (or their own, shorter one), waiting for them at most the group's
     /// grace period before the next group.
-    async fn process_shutdown(&self) {
-        info!("Shutdown manager processing shutdown event");
+    async fn stop_pods(&self) {
         let (tx, rx) = oneshot::channel();
         if self.pods.send(PodsRequest::Active(tx)).await.is_err() {
             return;
@@ -276,6 +315,14 @@ impl Manager {
             }
         }
     }
+}
+
+/// The shutdown gauges from `times` (0 for a time not set).
+fn set_gauges(times: &state::ShutdownTimes) {
+    let (start, end) = times.gauges();
+    let m = crate::metrics::global();
+    m.graceful_shutdown_start_time.set(start);
+    m.graceful_shutdown_end_time.set(end);
 }
 
 /// What a successful start holds: the connection, the lock (None once released) and the
@@ -371,7 +418,8 @@ mod tests {
         let (pods_tx, mut pods_rx) = mpsc::channel(4);
         let (manager, shutting_down) =
             Manager::with_periods("n", periods, pods_tx, Recorder::disabled());
-        let manager = manager.expect("enabled");
+        let root = tempfile::tempdir().unwrap();
+        let manager = manager.expect("enabled").with_state_in(root.path());
         assert!(!*shutting_down.borrow());
         let active = vec![
             pod("critical", 2_000_001_000, None),
@@ -397,8 +445,21 @@ mod tests {
             }
             kills
         });
+        let before = k8s_openapi::jiff::Timestamp::now();
         manager.process_shutdown().await;
         drop(manager);
+        // The shutdown's start and end recorded as the kubelet's state file has them.
+        let times = state::load(&state::path(root.path())).unwrap();
+        let (start, end) = (times.start.unwrap(), times.end.unwrap());
+        assert!(before <= start && start <= end, "{times:?}");
+        let m = crate::metrics::global();
+        assert_eq!(
+            (
+                m.graceful_shutdown_start_time.get(),
+                m.graceful_shutdown_end_time.get()
+            ),
+            times.gauges()
+        );
         let mut kills = pod_manager.await.unwrap();
         // Within a group the order is not fixed; groups are.
         kills[..2].sort();

@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Volume};
+use k8s_openapi::api::core::v1::{
+    CSIVolumeSource, PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec, Pod, Volume,
+};
 use k8s_openapi::api::storage::v1::{CSIDriver, VolumeAttachment};
 use kube::Api;
 use sha2::{Digest, Sha256};
@@ -167,107 +169,23 @@ impl SetUp<'_> {
 
     /// The claim, PV and CSIDriver behind volume `v`, or the inline source.
     async fn resolve(&self, pod: &Pod, v: &Volume) -> Result<Resolved, VolumeError> {
-        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-        let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
-        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
         if let Some(inline) = &v.csi {
-            let csidriver = self.csidriver(&v.name, &inline.driver).await?;
-            let modes = csidriver
-                .as_ref()
-                .and_then(|d| d.spec.volume_lifecycle_modes.clone())
-                .unwrap_or_else(|| vec!["Persistent".into()]);
-            if !modes.iter().any(|m| m == "Ephemeral") {
-                return Err(VolumeError {
-                    volume: v.name.clone(),
-                    reason: format!(
-                        "kubernetes.io/csi: mounter.SetupAt failed to check volume lifecycle mode: volume mode \"Ephemeral\" not supported by driver {} (only supports {modes:?})",
-                        inline.driver
-                    ),
-                    op: VolumeOp::CsiSetUp,
-                });
-            }
-            let context = volume_context(
-                inline.volume_attributes.as_ref(),
-                csidriver.as_ref(),
-                pod,
-                true,
-            );
-            return Ok(Resolved {
-                spec_name: v.name.clone(),
-                driver: inline.driver.clone(),
-                persistent: false,
-                attach_required: false,
-                fs_group_policy: fs_group_policy(csidriver.as_ref()),
-                request: VolumeRequest {
-                    volume_id: inline_handle(uid, &v.name),
-                    fs_type: inline.fs_type.clone().unwrap_or_default(),
-                    read_only: inline.read_only.unwrap_or(false),
-                    access_mode: "ReadWriteOnce".into(),
-                    context,
-                    ..Default::default()
-                },
-            });
+            return self.resolve_inline(pod, v, inline).await;
         }
+        let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
         let (claim, claim_read_only, ephemeral) = match (&v.persistent_volume_claim, &v.ephemeral) {
             (Some(c), _) => (c.claim_name.clone(), c.read_only.unwrap_or(false), false),
             // The ephemeral volume controller's claim: <pod>-<volume>, owned by the pod.
             (None, Some(_)) => (format!("{pod_name}-{}", v.name), false, true),
-            (None, None) => unreachable!("is_csi_volume"),
-        };
-        let fail =
-            |e: String| process_err(&v.name, format!("error processing PVC {ns}/{claim}: {e}"));
-        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
-        let pvc = claims
-            .get(&claim)
-            .await
-            .map_err(|e| fail(format!("failed to fetch PVC from API server: {e}")))?;
-        if ephemeral {
-            let owned = pvc
-                .metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| o.controller == Some(true) && o.uid == uid);
-            if !owned {
-                return Err(process_err(
-                    &v.name,
-                    format!(
-                        "PVC {ns}/{claim} was not created for pod {ns}/{pod_name} (pod is not owner)"
-                    ),
-                ));
+            (None, None) => {
+                return Err(VolumeError {
+                    volume: v.name.clone(),
+                    reason: "volume type not supported by bosun yet".into(),
+                    op: VolumeOp::SetUp,
+                });
             }
-        }
-        if pvc.metadata.deletion_timestamp.is_some()
-            && !pvc
-                .metadata
-                .finalizers
-                .iter()
-                .flatten()
-                .any(|f| f == "kubernetes.io/pvc-protection")
-        {
-            return Err(fail("PVC is being deleted".into()));
-        }
-        if pvc.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound") {
-            return Err(fail("PVC is not bound".into()));
-        }
-        let pv_name = pvc
-            .spec
-            .as_ref()
-            .and_then(|s| s.volume_name.clone())
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| fail("PVC has empty pvc.Spec.VolumeName".into()))?;
-        let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
-        let pv = pvs
-            .get(&pv_name)
-            .await
-            .map_err(|e| fail(format!("failed to fetch PV {pv_name} from API server: {e}")))?;
-        let spec = pv.spec.clone().unwrap_or_default();
-        let claim_uid = spec.claim_ref.as_ref().and_then(|r| r.uid.clone());
-        if claim_uid.is_none() || claim_uid != pvc.metadata.uid {
-            return Err(fail(format!(
-                "found PV object {pv_name:?} but its ClaimRef does not point to this PVC"
-            )));
-        }
+        };
+        let (pv_name, spec) = self.bound_pv(pod, &v.name, &claim, ephemeral).await?;
         let Some(source) = spec.csi else {
             return Err(VolumeError {
                 volume: v.name.clone(),
@@ -307,6 +225,122 @@ impl SetUp<'_> {
                 ..Default::default()
             },
         })
+    }
+
+    /// An inline `csi` volume: the driver must allow the Ephemeral lifecycle mode.
+    async fn resolve_inline(
+        &self,
+        pod: &Pod,
+        v: &Volume,
+        inline: &CSIVolumeSource,
+    ) -> Result<Resolved, VolumeError> {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let csidriver = self.csidriver(&v.name, &inline.driver).await?;
+        let modes = csidriver
+            .as_ref()
+            .and_then(|d| d.spec.volume_lifecycle_modes.clone())
+            .unwrap_or_else(|| vec!["Persistent".into()]);
+        if !modes.iter().any(|m| m == "Ephemeral") {
+            return Err(VolumeError {
+                volume: v.name.clone(),
+                reason: format!(
+                    "kubernetes.io/csi: mounter.SetupAt failed to check volume lifecycle mode: volume mode \"Ephemeral\" not supported by driver {} (only supports {modes:?})",
+                    inline.driver
+                ),
+                op: VolumeOp::CsiSetUp,
+            });
+        }
+        let context = volume_context(
+            inline.volume_attributes.as_ref(),
+            csidriver.as_ref(),
+            pod,
+            true,
+        );
+        Ok(Resolved {
+            spec_name: v.name.clone(),
+            driver: inline.driver.clone(),
+            persistent: false,
+            attach_required: false,
+            fs_group_policy: fs_group_policy(csidriver.as_ref()),
+            request: VolumeRequest {
+                volume_id: inline_handle(uid, &v.name),
+                fs_type: inline.fs_type.clone().unwrap_or_default(),
+                read_only: inline.read_only.unwrap_or(false),
+                access_mode: "ReadWriteOnce".into(),
+                context,
+                ..Default::default()
+            },
+        })
+    }
+
+    /// The PV bound to `claim` (name and spec), checked as the kubelet's
+    /// getPVCExtractPV/getPVSpec: a generic ephemeral claim owned by the pod, not being deleted,
+    /// Bound, and the PV's claimRef pointing back at it.
+    async fn bound_pv(
+        &self,
+        pod: &Pod,
+        volume: &str,
+        claim: &str,
+        ephemeral: bool,
+    ) -> Result<(String, PersistentVolumeSpec), VolumeError> {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let fail =
+            |e: String| process_err(volume, format!("error processing PVC {ns}/{claim}: {e}"));
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
+        let pvc = claims
+            .get(claim)
+            .await
+            .map_err(|e| fail(format!("failed to fetch PVC from API server: {e}")))?;
+        if ephemeral {
+            let owned = pvc
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.controller == Some(true) && o.uid == uid);
+            if !owned {
+                return Err(process_err(
+                    volume,
+                    format!(
+                        "PVC {ns}/{claim} was not created for pod {ns}/{pod_name} (pod is not owner)"
+                    ),
+                ));
+            }
+        }
+        if pvc.metadata.deletion_timestamp.is_some()
+            && !pvc
+                .metadata
+                .finalizers
+                .iter()
+                .flatten()
+                .any(|f| f == "kubernetes.io/pvc-protection")
+        {
+            return Err(fail("PVC is being deleted".into()));
+        }
+        if pvc.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound") {
+            return Err(fail("PVC is not bound".into()));
+        }
+        let pv_name = pvc
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_name.clone())
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| fail("PVC has empty pvc.Spec.VolumeName".into()))?;
+        let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
+        let pv = pvs
+            .get(&pv_name)
+            .await
+            .map_err(|e| fail(format!("failed to fetch PV {pv_name} from API server: {e}")))?;
+        let spec = pv.spec.clone().unwrap_or_default();
+        let claim_uid = spec.claim_ref.as_ref().and_then(|r| r.uid.clone());
+        if claim_uid.is_none() || claim_uid != pvc.metadata.uid {
+            return Err(fail(format!(
+                "found PV object {pv_name:?} but its ClaimRef does not point to this PVC"
+            )));
+        }
+        Ok((pv_name, spec))
     }
 
     async fn csidriver(&self, volume: &str, name: &str) -> Result<Option<CSIDriver>, VolumeError> {

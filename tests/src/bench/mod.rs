@@ -13,3 +13,4 @@ pub mod scenario;
 pub mod scrape;
 pub mod stats;
 pub mod streaming;
+pub mod vm;

@@ -453,7 +453,8 @@ async fn window(
     })
 }
 
-async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<()>
+/// Polls `check` every 100 ms until it returns true; fails after `timeout`.
+pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<bool>>,

@@ -1,6 +1,7 @@
 //! `bench [--quick] [--pods N] [--burst M] [--window SECS] [--settle SECS] [--scrapes K]
-//! [--log-mib L] [--eviction-runs E] [--floor-runs R] [--only bosun|kubelet]`: Bosun against the upstream kubelet, side by side, in
-//! one run. Run through `tests/bench/run`, which builds Bosun in release mode.
+//! [--log-mib L] [--eviction-runs E] [--floor-runs R] [--only bosun|kubelet] [--vm]`: Bosun against the upstream kubelet, side by side, in
+//! one run. Run through `tests/bench/run`, which builds Bosun in release mode. `--vm`: startup,
+//! CPU and RSS inside the VM node (cgroup v2, systemd driver; bench::vm).
 //! `bench --check FILE` exits non-zero unless FILE (a run's output) has every required line.
 
 use std::time::Duration;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bosun_tests::bench::report::{self, Machine, Row};
 use bosun_tests::bench::scenario::{self, Agent, Outcome, Params, progress};
+use bosun_tests::bench::vm::{self, VmParams};
 use bosun_tests::bench::{audit, floor, stats};
 use bosun_tests::{Env, admin_client, bosun_bin};
 
@@ -16,6 +18,7 @@ struct Args {
     floor_runs: usize,
     agents: Vec<Agent>,
     quick: bool,
+    vm: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -27,7 +30,8 @@ fn parse_args() -> anyhow::Result<Args> {
         );
     }
     let quick = argv.iter().any(|a| a == "--quick");
-    argv.retain(|a| a != "--quick");
+    let vm = argv.iter().any(|a| a == "--vm");
+    argv.retain(|a| a != "--quick" && a != "--vm");
     let log_dir = bosun_tests::env::env_dir().join("bench");
     let mut params = if quick {
         Params {
@@ -85,7 +89,7 @@ fn parse_args() -> anyhow::Result<Args> {
                 println!(
                     "usage: bench [--quick] [--pods N] [--burst M] [--window SECS] [--settle SECS] \
                      [--scrapes K] [--log-mib L] [--eviction-runs E] [--floor-runs R] \
-                     [--only bosun|kubelet]"
+                     [--only bosun|kubelet] [--vm]"
                 );
                 std::process::exit(0);
             }
@@ -108,12 +112,16 @@ fn parse_args() -> anyhow::Result<Args> {
         floor_runs,
         agents,
         quick,
+        vm,
     })
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
+    if args.vm {
+        return run_vm(&args).await;
+    }
     let p = &args.params;
     let env = Env::cluster();
     std::fs::create_dir_all(&p.log_dir)?;
@@ -198,6 +206,65 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    println!();
+    println!("{}", machine.line());
+    for r in &rows {
+        println!("{}", r.line());
+    }
+    Ok(())
+}
+
+/// `--vm`: both agents in the VM node, one after the other: the `vm_*` rows. Sizes: `--pods`
+/// and `--burst` when given, else 10 and 20 (every container start is emulated); `--window`
+/// and `--settle` as given.
+async fn run_vm(args: &Args) -> anyhow::Result<()> {
+    let given = |flag: &str| std::env::args().any(|a| a == flag);
+    let p = VmParams {
+        pods: if given("--pods") {
+            args.params.pods
+        } else if args.quick {
+            2
+        } else {
+            10
+        },
+        burst: if given("--burst") {
+            args.params.burst
+        } else if args.quick {
+            3
+        } else {
+            20
+        },
+        settle: args.params.settle,
+        window: args.params.window,
+    };
+    let env = Env::cluster();
+    let Some(vm) = tokio::task::block_in_place(bosun_tests::Vm::get) else {
+        bail!("no VM node (tests/vm/up): see above");
+    };
+    let mut machine = vm::machine(vm);
+    machine.kubernetes = format!("kubelet {}", env.var("KUBE_VERSION"));
+    progress(format_args!(
+        "VM mode: {} pods one by one, burst {}, windows {} s after {} s; {}",
+        p.pods,
+        p.burst,
+        p.window.as_secs(),
+        p.settle.as_secs(),
+        machine.kernel
+    ));
+    let mut bosun = None;
+    let mut kubelet = None;
+    for agent in &args.agents {
+        let outcome = vm::run(*agent, vm, &p)
+            .await
+            .with_context(|| format!("{} in the VM", agent.name()))?;
+        match agent {
+            Agent::Bosun => bosun = Some(outcome),
+            Agent::Kubelet => kubelet = Some(outcome),
+        }
+    }
+    let rows = vm::rows(&p, bosun.as_ref(), kubelet.as_ref());
+    println!();
+    print!("{}", report::table(&rows, &machine));
     println!();
     println!("{}", machine.line());
     for r in &rows {
