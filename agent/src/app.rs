@@ -78,7 +78,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .server
         .server_tls_bootstrap
         .then(|| Arc::new(crate::client::serving::ServingResolver::default()));
-    let server_tls = server_tls(&cfg, serving.clone())?;
+    let tls_source = server_tls(&cfg, serving.clone())?;
+    let (tls_tx, server_tls) = tokio::sync::watch::channel(tls_source.build()?);
+    tasks.spawn(
+        "tls-reload",
+        crate::server::tls_reload::run(tls_source, tls_tx, cancel.child_token()),
+    );
     tasks.spawn("signals", on_signal(cancel.clone(), notifier.clone()));
 
     let mut cri = connect_runtime(&cfg.runtime, &cancel).await?;
@@ -711,26 +716,27 @@ fn admission(
 fn server_tls(
     cfg: &Config,
     serving: Option<Arc<crate::client::serving::ServingResolver>>,
-) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+) -> anyhow::Result<crate::server::tls::TlsSource> {
     use crate::server::tls;
+    let client_ca = cfg.server.authentication.client_ca_file.clone();
     if let Some(resolver) = serving {
-        return Ok(tls::server_config_with_resolver(
-            resolver,
-            cfg.server.authentication.client_ca_file.as_deref(),
-        )?);
+        return Ok(tls::TlsSource {
+            serving: tls::ServingSource::Resolver(resolver),
+            client_ca,
+        });
     }
     let ips = crate::node::node_ips(&cfg.node);
-    let serving = tls::ServingCert::resolve(
+    let files = tls::ServingCert::resolve(
         cfg.server.tls_cert_file.as_deref(),
         cfg.server.tls_private_key_file.as_deref(),
         &cfg.paths.cert_dir,
         &cfg.node.name,
         &ips,
     )?;
-    Ok(tls::server_config(
-        &serving,
-        cfg.server.authentication.client_ca_file.as_deref(),
-    )?)
+    Ok(tls::TlsSource {
+        serving: tls::ServingSource::Files(files),
+        client_ca,
+    })
 }
 
 /// The effective configuration `/configz` serves: with no serving certificate configured, the

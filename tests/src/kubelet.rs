@@ -157,6 +157,86 @@ impl KubeletClient {
 /// returns (cert, key) paths.
 pub fn mint_client_cert(dir: &Path, user: &str, groups: &[&str]) -> (PathBuf, PathBuf) {
     let env = Env::cluster();
+    let ca = (
+        Path::new(env.var("CLUSTER_CA")),
+        Path::new(env.var("CLUSTER_CA_KEY")),
+    );
+    mint_client_cert_by(ca, dir, user, groups)
+}
+
+/// Runs openssl with `args`; panics with its stderr when it fails.
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A new self-signed CA (a day long) written to `dir` as `<name>.crt` and `<name>.key`; returns
+/// (cert, key) paths.
+pub fn mint_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (crt, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-keyout",
+        &key.display().to_string(),
+        "-out",
+        &crt.display().to_string(),
+        "-subj",
+        &format!("/CN={name}"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    (crt, key)
+}
+
+/// A self-signed serving certificate (a day long) for `host` and `ip`, written to `cert` and
+/// `key`.
+pub fn mint_serving_cert(cert: &Path, key: &Path, host: &str, ip: &str) {
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-keyout",
+        &key.display().to_string(),
+        "-out",
+        &cert.display().to_string(),
+        "-subj",
+        &format!("/CN={host}"),
+        "-addext",
+        &format!("subjectAltName=DNS:{host},IP:{ip}"),
+    ]);
+}
+
+/// A client certificate for `user` in `groups`, signed by the CA `(cert, key)`, written to
+/// `dir`; returns (cert, key) paths.
+pub fn mint_client_cert_by(
+    ca: (&Path, &Path),
+    dir: &Path,
+    user: &str,
+    groups: &[&str],
+) -> (PathBuf, PathBuf) {
     let base = dir.join(user.replace(':', "_"));
     let (key, csr, crt, ext) = (
         base.with_extension("key"),
@@ -174,20 +254,8 @@ pub fn mint_client_cert(dir: &Path, user: &str, groups: &[&str]) -> (PathBuf, Pa
         "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n",
     )
     .expect("write ext");
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
     let p = |p: &Path| p.display().to_string();
-    run(&[
+    openssl(&[
         "req",
         "-new",
         "-newkey",
@@ -200,15 +268,15 @@ pub fn mint_client_cert(dir: &Path, user: &str, groups: &[&str]) -> (PathBuf, Pa
         "-subj",
         &subject,
     ]);
-    run(&[
+    openssl(&[
         "x509",
         "-req",
         "-in",
         &p(&csr),
         "-CA",
-        env.var("CLUSTER_CA"),
+        &p(ca.0),
         "-CAkey",
-        env.var("CLUSTER_CA_KEY"),
+        &p(ca.1),
         "-set_serial",
         &serial(),
         "-days",

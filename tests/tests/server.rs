@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bosun_tests::bench::procfs::rss_kib;
-use bosun_tests::kubelet::Answer;
+use bosun_tests::kubelet::{Answer, mint_ca, mint_client_cert_by, mint_serving_cert};
 use bosun_tests::{
     ClusterNode, Env, KubeletClient, kubectl, mint_client_cert, prom, wait_until, wait_until_async,
 };
@@ -581,6 +581,126 @@ async fn hostile_clients_are_cut_off_while_authorized_requests_are_served() {
          {silent_closed:?}, {SLOW} slowloris by {slow_closed:?} (each from its start); \
          {answered} authorized requests, slowest {worst:?}; RSS {rss_before} KiB before, \
          {rss_max} KiB max, {rss_after} KiB after"
+    );
+    let (_, code) = bosun.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+}
+
+/// Replaces `path` with `text` at once (written beside it, then renamed over it), as operators'
+/// certificate tools do.
+fn replace_file(path: &std::path::Path, text: &[u8]) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, text).expect("write the new file");
+    std::fs::rename(&tmp, path).expect("rename over the old file");
+}
+
+/// The kubelet port picks up a new serving certificate and a new client CA bundle from disk
+/// without a restart (ReloadKubeletServerCertificateFile, ReloadKubeletClientCAFile), and keeps
+/// the last good certificate when a broken one is written.
+#[tokio::test]
+async fn the_serving_certificate_and_client_ca_are_reloaded_from_disk() {
+    let mut node = ClusterNode::new("srv-reload");
+    // The node's own copy of the cluster CA as its clientCAFile, so the test may change it.
+    let ca_file = node.path().join("client-ca.crt");
+    let cluster_ca = std::fs::read(Env::cluster().var("CLUSTER_CA")).expect("cluster CA");
+    std::fs::write(&ca_file, &cluster_ca).expect("client CA file");
+    node.args
+        .extend(["--client-ca-file".into(), ca_file.display().to_string()]);
+    let mut bosun = node.start();
+    let (addr, crt) = endpoint(&node);
+    let certs = tempfile::tempdir().unwrap();
+    let (admin_crt, admin_key) =
+        mint_client_cert(certs.path(), "bosun-test-admin", &["system:masters"]);
+    let admin = KubeletClient::new(addr, &crt, Some((&admin_crt, &admin_key)));
+    wait_until_async("kubelet port answers", Duration::from_secs(30), || async {
+        admin.get("/healthz").await.ok().filter(|a| a.status == 200)
+    })
+    .await;
+
+    // A cluster admin whose certificate another CA signed: anonymous until that CA is trusted.
+    let (other_ca, other_key) = mint_ca(certs.path(), "bosun-test-other-ca");
+    let (other_crt, other_crt_key) = mint_client_cert_by(
+        (&other_ca, &other_key),
+        certs.path(),
+        "bosun-test-other-admin",
+        &["system:masters"],
+    );
+    let other = || KubeletClient::new(addr, &crt, Some((&other_crt, &other_crt_key)));
+    // Refused before its CA is trusted. The kubelet (Go's RequestClientCert) completes the
+    // handshake and answers 401; rustls refuses a certificate it cannot verify in the handshake.
+    match other().get("/pods").await {
+        Err(_) => {}
+        Ok(a) => assert_eq!(a.status, 401, "before its CA is trusted: {}", a.text()),
+    }
+    let mut bundle = cluster_ca.clone();
+    bundle.extend(std::fs::read(&other_ca).expect("other CA"));
+    replace_file(&ca_file, &bundle);
+    let t0 = std::time::Instant::now();
+    wait_until_async(
+        "the other CA's client trusted",
+        Duration::from_secs(30),
+        || async { other().get("/pods").await.ok().filter(|a| a.status == 200) },
+    )
+    .await;
+    eprintln!("client CA reloaded after {:.1?}", t0.elapsed());
+    get_ok(&admin, "/pods").await;
+
+    // A new serving certificate: new connections are served with it.
+    let first = certs.path().join("first.crt");
+    std::fs::copy(&crt, &first).expect("keep the first certificate");
+    get_ok(
+        &KubeletClient::new(addr, &first, Some((&admin_crt, &admin_key))),
+        "/healthz",
+    )
+    .await;
+    let ip = Env::cluster().var("NODE_IP").to_string();
+    let new_crt = certs.path().join("serving.crt");
+    let new_key = certs.path().join("serving.key");
+    mint_serving_cert(&new_crt, &new_key, &node.name, &ip);
+    replace_file(
+        &node.path().join("pki/kubelet.key"),
+        &std::fs::read(&new_key).unwrap(),
+    );
+    replace_file(
+        &node.path().join("pki/kubelet.crt"),
+        &std::fs::read(&new_crt).unwrap(),
+    );
+    let t0 = std::time::Instant::now();
+    let trusting_new = || KubeletClient::new(addr, &new_crt, Some((&admin_crt, &admin_key)));
+    wait_until_async(
+        "the new serving certificate served",
+        Duration::from_secs(30),
+        || async {
+            trusting_new()
+                .get("/healthz")
+                .await
+                .ok()
+                .filter(|a| a.status == 200)
+        },
+    )
+    .await;
+    eprintln!("serving certificate reloaded after {:.1?}", t0.elapsed());
+    assert!(
+        KubeletClient::new(addr, &first, Some((&admin_crt, &admin_key)))
+            .get("/healthz")
+            .await
+            .is_err(),
+        "a client trusting only the first certificate is refused once it is replaced"
+    );
+
+    // A broken certificate file: logged, and the last good one stays.
+    replace_file(&node.path().join("pki/kubelet.crt"), b"not a certificate\n");
+    wait_until("the broken file logged", Duration::from_secs(30), || {
+        bosun
+            .log_text()
+            .contains("invalid certificate, key or client CA file")
+            .then_some(())
+    });
+    get_ok(&trusting_new(), "/healthz").await;
+    assert!(
+        bosun.try_exit().is_none(),
+        "bosun exited:\n{}",
+        bosun.log_text()
     );
     let (_, code) = bosun.terminate(Duration::from_secs(10));
     assert_eq!(code, Some(0));

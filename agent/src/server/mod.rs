@@ -18,6 +18,7 @@ pub mod runtime_view;
 pub mod stream_proxy;
 pub mod streaming;
 pub mod tls;
+pub mod tls_reload;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -137,14 +138,14 @@ pub async fn bind(address: &str, port: u16) -> Result<TcpListener, ServerError> 
         .map_err(|source| ServerError::Listen { addr, source })
 }
 
-/// Serves HTTPS on `listener` until cancelled.
+/// Serves HTTPS on `listener` until cancelled, each connection with the TLS configuration `tls`
+/// holds when it arrives.
 pub async fn serve(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>,
     server: Arc<Server>,
     cancel: CancellationToken,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
     let app = handlers::router(server);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -167,7 +168,8 @@ pub async fn serve(
                 }
             },
         };
-        let acceptor = acceptor.clone();
+        // The configuration as it is now: tls_reload swaps in reloaded files.
+        let acceptor = TlsAcceptor::from(tls.borrow().clone());
         let app = app.clone();
         let cancel = cancel.clone();
         tokio::spawn(async move {

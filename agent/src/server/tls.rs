@@ -170,6 +170,47 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
+/// Where the kubelet port's serving certificate comes from.
+#[derive(Clone)]
+pub enum ServingSource {
+    /// PEM files (tlsCertFile/tlsPrivateKeyFile, or the self-signed pair), reloaded when they
+    /// change.
+    Files(ServingCert),
+    /// The serverTLSBootstrap certificate, read from the resolver at each handshake.
+    Resolver(Arc<dyn rustls::server::ResolvesServerCert>),
+}
+
+/// What the kubelet port's TLS configuration is built from, again whenever a file changes.
+#[derive(Clone)]
+pub struct TlsSource {
+    /// The serving certificate.
+    pub serving: ServingSource,
+    /// clientCAFile: the bundle client certificates are verified against.
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsSource {
+    /// The rustls configuration from the files as they are now.
+    pub fn build(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let ca = self.client_ca.as_deref();
+        match &self.serving {
+            ServingSource::Files(files) => server_config(files, ca),
+            ServingSource::Resolver(r) => server_config_with_resolver(r.clone(), ca),
+        }
+    }
+
+    /// The files the configuration is read from.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        if let ServingSource::Files(f) = &self.serving {
+            files.push(f.cert_file.clone());
+            files.push(f.key_file.clone());
+        }
+        files.extend(self.client_ca.clone());
+        files
+    }
+}
+
 /// The rustls server configuration: the serving certificate, client certificates requested and
 /// verified against `client_ca` when given, ALPN h2 and http/1.1.
 pub fn server_config(
