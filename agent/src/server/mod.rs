@@ -142,7 +142,7 @@ pub async fn bind(address: &str, port: u16) -> Result<TcpListener, ServerError> 
 /// holds when it arrives.
 pub async fn serve(
     listener: TcpListener,
-    tls: tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>,
+    tls: tokio::sync::watch::Receiver<Arc<tls::ServerTls>>,
     server: Arc<Server>,
     cancel: CancellationToken,
 ) {
@@ -169,7 +169,8 @@ pub async fn serve(
             },
         };
         // The configuration as it is now: tls_reload swaps in reloaded files.
-        let acceptor = TlsAcceptor::from(tls.borrow().clone());
+        let tls = tls.borrow().clone();
+        let acceptor = TlsAcceptor::from(tls.config.clone());
         let app = app.clone();
         let cancel = cancel.clone();
         tokio::spawn(async move {
@@ -190,7 +191,7 @@ pub async fn serve(
                     .get_ref()
                     .1
                     .peer_certificates()
-                    .and_then(|c| c.first())
+                    .and_then(|chain| tls.verified(chain))
                     .and_then(|c| User::from_certificate(c)),
             );
             let activity = Arc::new(Activity::default());

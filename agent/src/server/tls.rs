@@ -2,18 +2,21 @@
 //!
 //! As the kubelet: `tlsCertFile`/`tlsPrivateKeyFile` when given, else a self-signed certificate
 //! `<cert-dir>/kubelet.crt` + `kubelet.key`, generated once and reused. Client certificates are
-//! requested (never required) and verified against `authentication.x509.clientCAFile`: a verified
-//! certificate authenticates its subject; a request without one goes on to token or anonymous
-//! authentication.
+//! requested (never required) as Go's `tls.RequestClientCert`: the handshake proves the client
+//! holds the key, and the chain is verified against `authentication.x509.clientCAFile` after it
+//! ([`ServerTls::verified`]): a verified certificate authenticates its subject; a request without
+//! one, or with one the CA did not sign, goes on to token or anonymous authentication.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::RootCertStore;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use tracing::info;
 
 /// Why the TLS configuration could not be built.
@@ -189,14 +192,44 @@ pub struct TlsSource {
     pub client_ca: Option<PathBuf>,
 }
 
+/// The kubelet port's TLS as built from a [`TlsSource`]: the rustls configuration and, with a
+/// client CA, the verifier of the client certificates presented in its handshakes.
+pub struct ServerTls {
+    /// What connections are accepted with.
+    pub config: Arc<rustls::ServerConfig>,
+    client_ca: Option<Arc<dyn ClientCertVerifier>>,
+}
+
+impl ServerTls {
+    /// The end-entity certificate of the client's `chain` when the client CA verifies it (for
+    /// client authentication, now); None without a client CA or a chain it does not verify.
+    pub fn verified<'c>(
+        &self,
+        chain: &'c [CertificateDer<'static>],
+    ) -> Option<&'c CertificateDer<'static>> {
+        let (end, intermediates) = chain.split_first()?;
+        let verifier = self.client_ca.as_ref()?;
+        verifier
+            .verify_client_cert(end, intermediates, UnixTime::now())
+            .ok()
+            .map(|_| end)
+    }
+}
+
 impl TlsSource {
-    /// The rustls configuration from the files as they are now.
-    pub fn build(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let ca = self.client_ca.as_deref();
-        match &self.serving {
-            ServingSource::Files(files) => server_config(files, ca),
-            ServingSource::Resolver(r) => server_config_with_resolver(r.clone(), ca),
-        }
+    /// The TLS configuration from the files as they are now.
+    pub fn build(&self) -> Result<Arc<ServerTls>, TlsError> {
+        let (builder, client_ca) = client_auth(self.client_ca.as_deref())?;
+        let mut config = match &self.serving {
+            ServingSource::Files(files) => builder
+                .with_single_cert(load_certs(&files.cert_file)?, load_key(&files.key_file)?)?,
+            ServingSource::Resolver(r) => builder.with_cert_resolver(r.clone()),
+        };
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(ServerTls {
+            config: Arc::new(config),
+            client_ca,
+        }))
     }
 
     /// The files the configuration is read from.
@@ -211,60 +244,87 @@ impl TlsSource {
     }
 }
 
-/// The rustls server configuration: the serving certificate, client certificates requested and
-/// verified against `client_ca` when given, ALPN h2 and http/1.1.
-pub fn server_config(
-    serving: &ServingCert,
-    client_ca: Option<&Path>,
-) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let mut cfg = client_auth(client_ca)?.with_single_cert(
-        load_certs(&serving.cert_file)?,
-        load_key(&serving.key_file)?,
-    )?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
+/// Go's `tls.RequestClientCert`, as the kubelet's port asks for client certificates: one is
+/// requested, and the handshake's signature checked with its key (the client holds it), but the
+/// chain is not judged in the handshake; [`ServerTls::verified`] judges it after, so a
+/// certificate another CA signed is an unauthenticated request (401), not a failed handshake.
+#[derive(Debug)]
+struct RequestClientCert(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for RequestClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
-/// The same with the certificate from `resolver` at each handshake (serverTLSBootstrap: the
-/// certificate the cluster signed, rotated without a restart).
-pub fn server_config_with_resolver(
-    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
-    client_ca: Option<&Path>,
-) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let mut cfg = client_auth(client_ca)?.with_cert_resolver(resolver);
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
-}
+type WantsCert = rustls::ConfigBuilder<rustls::ServerConfig, rustls::server::WantsServerCert>;
 
-/// The builder up to client authentication: certificates requested and verified against
-/// `client_ca` when given, not required.
+/// The builder up to client authentication, and the verifier of client certificates: with
+/// `client_ca`, certificates requested (never required) and judged after the handshake.
 fn client_auth(
     client_ca: Option<&Path>,
-) -> Result<rustls::ConfigBuilder<rustls::ServerConfig, rustls::server::WantsServerCert>, TlsError>
-{
+) -> Result<(WantsCert, Option<Arc<dyn ClientCertVerifier>>), TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(rustls::DEFAULT_VERSIONS)?;
-    Ok(match client_ca {
-        None => builder.with_no_client_auth(),
-        Some(path) => {
-            let mut roots = RootCertStore::empty();
-            for cert in load_certs(path)? {
-                roots.add(cert).map_err(|e| TlsError::ClientCa {
-                    path: path.to_path_buf(),
-                    message: e.to_string(),
-                })?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .allow_unauthenticated()
-                .build()
-                .map_err(|e| TlsError::ClientCa {
-                    path: path.to_path_buf(),
-                    message: e.to_string(),
-                })?;
-            builder.with_client_cert_verifier(verifier)
-        }
-    })
+    let Some(path) = client_ca else {
+        return Ok((builder.with_no_client_auth(), None));
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(path)? {
+        roots.add(cert).map_err(|e| TlsError::ClientCa {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::ClientCa {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    let requested = Arc::new(RequestClientCert(verifier.clone()));
+    Ok((builder.with_client_cert_verifier(requested), Some(verifier)))
 }
 
 #[cfg(test)]
@@ -286,12 +346,71 @@ mod tests {
         let pem = std::fs::read_to_string(&a.cert_file).unwrap();
         let b = ServingCert::resolve(None, None, dir.path(), "node-a", &ips).unwrap();
         assert_eq!(pem, std::fs::read_to_string(&b.cert_file).unwrap());
-        server_config(&b, None).unwrap();
+        TlsSource {
+            serving: ServingSource::Files(b.clone()),
+            client_ca: None,
+        }
+        .build()
+        .unwrap();
         let der = load_certs(&b.cert_file).unwrap().remove(0);
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
         let sans = cert.subject_alternative_name().unwrap().unwrap();
         let names = format!("{:?}", sans.value.general_names);
         assert!(names.contains("node-a"), "{names}");
         assert!(names.contains("198"), "{names}");
+    }
+
+    /// A CA (its PEM file in `dir`) and a client certificate chain it signed.
+    fn ca_and_client(dir: &Path, name: &str) -> (PathBuf, Vec<CertificateDer<'static>>) {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+            KeyPair,
+        };
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, format!("{name}-ca"));
+        let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
+        client
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("{name}-user"));
+        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = client
+            .signed_by(&KeyPair::generate().unwrap(), &issuer)
+            .unwrap();
+        let file = dir.join(format!("{name}-ca.crt"));
+        std::fs::write(&file, issuer.pem()).unwrap();
+        (file, vec![cert.der().clone()])
+    }
+
+    /// Client certificates are asked for, never required, and judged after the handshake: the
+    /// client CA's own pass, another CA's do not (an unauthenticated request, as the kubelet's
+    /// RequestClientCert), and without a client CA none is asked for or judged.
+    #[test]
+    fn client_certificates_are_judged_against_the_client_ca_after_the_handshake() {
+        let dir = tempfile::tempdir().unwrap();
+        let serving = ServingCert::resolve(None, None, dir.path(), "node-a", &[]).unwrap();
+        let (ca, ours) = ca_and_client(dir.path(), "ours");
+        let (_, theirs) = ca_and_client(dir.path(), "theirs");
+        let source = |client_ca: Option<PathBuf>| TlsSource {
+            serving: ServingSource::Files(serving.clone()),
+            client_ca,
+        };
+        let tls = source(Some(ca)).build().unwrap();
+        let handshake = RequestClientCert(tls.client_ca.clone().unwrap());
+        assert!(handshake.offer_client_auth() && !handshake.client_auth_mandatory());
+        assert!(
+            handshake
+                .verify_client_cert(&theirs[0], &[], UnixTime::now())
+                .is_ok(),
+            "the handshake does not judge the chain"
+        );
+        assert_eq!(tls.verified(&ours), Some(&ours[0]));
+        assert_eq!(tls.verified(&theirs), None);
+        assert_eq!(tls.verified(&[]), None);
+        let without = source(None).build().unwrap();
+        assert!(without.client_ca.is_none());
+        assert_eq!(without.verified(&ours), None);
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use super::tls::TlsSource;
+use super::tls::{ServerTls, TlsSource};
 
 /// How often the files are looked at.
 pub const CHECK_PERIOD: Duration = Duration::from_secs(5);
@@ -39,7 +39,7 @@ fn fingerprint(files: &[PathBuf]) -> Fingerprint {
 /// they are when this is called, until cancelled.
 pub fn run(
     source: TlsSource,
-    current: watch::Sender<Arc<rustls::ServerConfig>>,
+    current: watch::Sender<Arc<ServerTls>>,
     cancel: CancellationToken,
 ) -> impl std::future::Future<Output = ()> {
     let files = source.files();
@@ -51,7 +51,7 @@ async fn watch_files(
     source: TlsSource,
     files: Vec<PathBuf>,
     mut seen: Fingerprint,
-    current: watch::Sender<Arc<rustls::ServerConfig>>,
+    current: watch::Sender<Arc<ServerTls>>,
     cancel: CancellationToken,
 ) {
     if files.is_empty() {
