@@ -122,6 +122,13 @@ impl Bosun {
         }
     }
 
+    /// SIGKILLs bosun (no chance to clean up) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            daemon::kill(&mut c);
+        }
+    }
+
     /// The exit status if it has exited.
     pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
         self.child

@@ -692,3 +692,121 @@ async fn container_log_dir_full_then_logging_resumes_when_space_returns() {
     }
     b.finish();
 }
+
+/// The seed of the kill points: `BOSUN_KILL_SEED` to replay a run, else the clock.
+fn kill_seed() -> u64 {
+    std::env::var("BOSUN_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+                | 1
+        })
+}
+
+/// Bosun SIGKILLed at random points while pods are created and deleted, and started again each
+/// time (as systemd's Restart=always would): afterwards every pod converges. The live ones run
+/// with one ready sandbox and one running container each, never restarted; the deleted ones
+/// are gone from the API with nothing of theirs left running. The seed is printed;
+/// `BOSUN_KILL_SEED` replays it.
+#[tokio::test]
+async fn bosun_killed_at_random_points_then_every_pod_converges() {
+    let mut b = BosunNode::start("flt-kill9").await;
+    let name = b.node.name.clone();
+    let pods = b.pods.clone();
+    let seed = kill_seed();
+    eprintln!("kill points from BOSUN_KILL_SEED={seed}");
+    let mut rng = seed;
+    let mut next = move || {
+        // xorshift64: reproducible from the seed.
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    const ROUNDS: usize = 6;
+    let mut live: Vec<String> = Vec::new();
+    let mut deleted: Vec<(String, String)> = Vec::new();
+    for round in 0..ROUNDS {
+        for i in 0..3 {
+            let p = format!("{name}-r{round}-{i}");
+            create(&pods, &sleeper(&name, &p)).await;
+            live.push(p);
+        }
+        // Two pods of an earlier round deleted, so that some die while they start.
+        for _ in 0..2.min(live.len().saturating_sub(3)) {
+            let p = live.remove(next() as usize % (live.len() - 3));
+            let uid = pods
+                .get(&p)
+                .await
+                .expect("pod to delete")
+                .metadata
+                .uid
+                .unwrap_or_default();
+            pods.delete(&p, &DeleteParams::default())
+                .await
+                .expect("delete pod");
+            deleted.push((p, uid));
+        }
+        let after = Duration::from_millis(next() % 1500);
+        tokio::time::sleep(after).await;
+        assert_alive(&mut b, &format!("before kill {round}"));
+        b.bosun.kill();
+        eprintln!("round {round}: bosun SIGKILLed {after:?} into it");
+        b.bosun = b.node.start();
+    }
+
+    let t0 = Instant::now();
+    for p in &live {
+        running_uid(&pods, p, 180).await;
+    }
+    bosun_tests::pod::wait_gone(
+        &pods,
+        &deleted.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+        120,
+    )
+    .await;
+    eprintln!(
+        "{} pods Running and {} deleted ones gone {:.1?} after the last restart",
+        live.len(),
+        deleted.len(),
+        t0.elapsed()
+    );
+    for p in &live {
+        let r = running(&pods, p).await.expect("live pod running");
+        assert_eq!(r.restarts, 0, "pod {p} restarted its container");
+        let boxes = sandboxes_of(&b.node, &r.uid).await;
+        assert_eq!(
+            boxes.iter().filter(|s| s.1).count(),
+            1,
+            "pod {p}: sandboxes {boxes:?}"
+        );
+        let containers = b.node.containers_of(&r.uid).await;
+        assert_eq!(
+            containers.iter().filter(|c| c.1 == 1).count(),
+            1,
+            "pod {p}: containers {containers:?}"
+        );
+    }
+    for (p, uid) in &deleted {
+        wait_until_async(
+            "a deleted pod's sandbox and containers stopped",
+            Duration::from_secs(60),
+            || async {
+                let boxes = sandboxes_of(&b.node, uid).await;
+                let live = b.node.containers_of(uid).await;
+                (boxes.iter().all(|s| !s.1) && live.iter().all(|c| c.1 != 1)).then_some(())
+            },
+        )
+        .await;
+        eprintln!("deleted pod {p}: nothing left running");
+    }
+    assert_alive(&mut b, "after the kills");
+    for p in &live {
+        let _ = pods.delete(p, &DeleteParams::default()).await;
+    }
+    b.finish();
+}
