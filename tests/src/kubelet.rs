@@ -208,24 +208,45 @@ pub fn mint_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 }
 
 /// A self-signed serving certificate (a day long) for `host` and `ip`, written to `cert` and
-/// `key`.
+/// `key`: an end-entity certificate for server authentication (no CA flag, which `req -x509`'s
+/// defaults would add and a verifying client refuses).
 pub fn mint_serving_cert(cert: &Path, key: &Path, host: &str, ip: &str) {
+    let csr = cert.with_extension("csr");
+    let ext = cert.with_extension("ext");
+    std::fs::write(
+        &ext,
+        format!(
+            "subjectAltName=DNS:{host},IP:{ip}\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+        ),
+    )
+    .expect("write ext");
+    let p = |p: &Path| p.display().to_string();
     openssl(&[
         "req",
-        "-x509",
+        "-new",
         "-newkey",
         "rsa:2048",
         "-nodes",
-        "-days",
-        "1",
         "-keyout",
-        &key.display().to_string(),
+        &p(key),
         "-out",
-        &cert.display().to_string(),
+        &p(&csr),
         "-subj",
         &format!("/CN={host}"),
-        "-addext",
-        &format!("subjectAltName=DNS:{host},IP:{ip}"),
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p(&csr),
+        "-signkey",
+        &p(key),
+        "-days",
+        "1",
+        "-out",
+        &p(cert),
+        "-extfile",
+        &p(&ext),
     ]);
 }
 
