@@ -326,6 +326,7 @@ fn spawn_stats(
 ) {
     let facts = crate::stats::NodeFacts {
         node_name: ctx.node_name.clone(),
+        csi: ctx.csi.clone(),
         dirs: ctx.dirs.clone(),
     };
     let sampler = crate::stats::sampler::run(
