@@ -627,7 +627,8 @@ impl ApiLoops<'_> {
             crate::node::status::Observer::new(ctx.cri.clone(), ctx.dirs.root_dir.clone())
                 .with_pressure(pressure)
                 .with_pleg(pleg)
-                .with_shutdown(shutting_down),
+                .with_shutdown(shutting_down)
+                .with_csi(ctx.csi.clone()),
             registered,
             labels,
             ctx.events.clone(),

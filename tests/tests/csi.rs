@@ -584,7 +584,8 @@ async fn volumes_of_a_pod_deleted_while_bosun_was_down_are_torn_down() {
 
 /// With a CSIDriver that requires attach, the pod waits (FailedMount, WaitForAttach) until the
 /// VolumeAttachment the attach/detach controller creates for it is attached (here the test plays
-/// the external attacher and sets status.attached), then the volume is staged and published.
+/// the external attacher and sets status.attached), then the volume is staged and published and
+/// the Node's status.volumesInUse holds it until the pod is deleted.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_volume_needing_attach_waits_for_its_volume_attachment() {
     use k8s_openapi::api::storage::v1::VolumeAttachment;
@@ -642,8 +643,26 @@ async fn a_volume_needing_attach_waits_for_its_volume_attachment() {
         .expect("mark the volume attached");
     bosun_tests::pod::running_uid(&t.pods, &pod_name, 60).await;
     assert_eq!(driver.calls_of("NodeStageVolume").len(), 1);
+    // The node reports the mounted volume in use (the attach/detach controller detaches only
+    // once it is gone), by the kubelet's unique name, until the pod and its mounts are gone.
+    let unique = format!("kubernetes.io/csi/{driver_name}^{handle}");
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let in_use = || async {
+        let n = nodes.get(&name).await.ok()?;
+        Some(n.status?.volumes_in_use.unwrap_or_default())
+    };
+    wait_until_async("the volume in use", Duration::from_secs(60), || async {
+        (in_use().await? == [unique.clone()]).then_some(())
+    })
+    .await;
     delete_and_wait_gone(&t.pods, &[&pod_name], 60).await;
     assert_eq!(driver.calls_of("NodeUnstageVolume").len(), 1);
+    wait_until_async(
+        "the volume no longer in use",
+        Duration::from_secs(60),
+        || async { in_use().await?.is_empty().then_some(()) },
+    )
+    .await;
     let _ = Api::<PersistentVolumeClaim>::namespaced(client.clone(), "default")
         .delete(&claim, &DeleteParams::default())
         .await;

@@ -77,6 +77,12 @@ pub fn global_dir(root_dir: &Path, driver: &str, handle: &str) -> PathBuf {
         .join(sha256_hex(handle))
 }
 
+/// The kubelet's unique name of a CSI volume (GetUniqueVolumeNameFromSpec):
+/// `kubernetes.io/csi/<driver>^<handle>`.
+pub fn unique_volume_name(driver: &str, handle: &str) -> String {
+    format!("kubernetes.io/csi/{driver}^{handle}")
+}
+
 /// The VolumeAttachment name of a volume on a node (the kubelet's getAttachmentName).
 pub fn attachment_name(handle: &str, driver: &str, node: &str) -> String {
     format!("csi-{}", sha256_hex(&format!("{handle}{driver}{node}")))
@@ -604,6 +610,22 @@ impl CsiVolumes {
         self.published.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
+    /// The unique names (`kubernetes.io/csi/<driver>^<handle>`) of the published volumes of
+    /// attachable drivers, sorted, once each: the kubelet's GetVolumesInUse, which the node
+    /// status reports so the attach/detach controller detaches only unmounted volumes.
+    pub fn volumes_in_use(&self) -> Vec<String> {
+        let published = self.published();
+        let mut names: Vec<String> = published
+            .values()
+            .flat_map(|vols| vols.values())
+            .filter(|v| v.attachable)
+            .map(|v| unique_volume_name(&v.driver, &v.handle))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Unpublishes every CSI volume under the pod's directory (read from its vol_data.json),
     /// then unstages each persistent one no other pod publishes; directories removed. A driver
     /// that is not registered or fails leaves its volume in place and the error is returned.
@@ -747,6 +769,41 @@ mod tests {
         for (policy, r, want) in cases {
             assert_eq!(applies_fs_group(policy, &r), want, "{policy} {r:?}");
         }
+    }
+
+    #[test]
+    fn volumes_in_use_are_the_attachable_published_ones_sorted_once() {
+        let vols = CsiVolumes::default();
+        let v = |driver: &str, handle: &str, attachable: bool| Published {
+            path: format!("/p/{handle}"),
+            driver: driver.into(),
+            handle: handle.into(),
+            namespace: "default".into(),
+            claim: None,
+            attachable,
+        };
+        {
+            let mut m = vols.published.lock().unwrap();
+            m.insert(
+                "pod-a".into(),
+                HashMap::from([
+                    ("x".into(), v("d2", "h1", true)),
+                    ("y".into(), v("d1", "h9", true)),
+                    ("z".into(), v("d1", "inline", false)),
+                ]),
+            );
+            // The same volume published for a second pod is listed once.
+            m.insert(
+                "pod-b".into(),
+                HashMap::from([("x".into(), v("d2", "h1", true))]),
+            );
+        }
+        assert_eq!(
+            vols.volumes_in_use(),
+            ["kubernetes.io/csi/d1^h9", "kubernetes.io/csi/d2^h1"]
+        );
+        vols.published.lock().unwrap().clear();
+        assert!(vols.volumes_in_use().is_empty());
     }
 
     #[test]
