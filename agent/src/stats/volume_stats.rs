@@ -1,6 +1,7 @@
 //! The usage of pods' CSI volumes, as the kubelet's volumeStatCalculator with metricsCsi: for
-//! each pod with published CSI volumes, at most once per `volumeStatsAggPeriod` (and at once for
-//! a pod not measured yet), NodeGetCapabilities and, when the driver has GET_VOLUME_STATS,
+//! each pod with published CSI volumes, at once for a pod not measured yet, then every
+//! `volumeStatsAggPeriod` stretched by up to as much again at random (JitterUntil with factor
+//! 1.0), NodeGetCapabilities and, when the driver has GET_VOLUME_STATS,
 //! NodeGetVolumeStats(handle, publish path). A driver without the capability gives no stats (the
 //! kubelet's NotSupported); one that fails or is not registered is skipped until the next
 //! period. Runs beside the sampler, which reads the latest figures; a scrape never calls a
@@ -24,7 +25,8 @@ const TICK: Duration = Duration::from_secs(1);
 /// One pod's measured CSI volumes.
 #[derive(Clone, Debug)]
 struct Measured {
-    at: Instant,
+    /// When the pod is due again.
+    next: Instant,
     stats: Vec<VolumeStats>,
 }
 
@@ -42,11 +44,11 @@ impl CsiVolumeStats {
             .unwrap_or_default()
     }
 
-    /// Pods of `published` not measured within `period`, sorted; forgets pods no longer there.
+    /// Pods of `published` due a measurement at `now`, sorted; forgets pods no longer there.
     fn due(
         &self,
         published: &HashMap<String, HashMap<String, Published>>,
-        period: Duration,
+        now: Instant,
     ) -> Vec<String> {
         let Ok(mut m) = self.0.write() else {
             return vec![];
@@ -54,17 +56,18 @@ impl CsiVolumeStats {
         m.retain(|uid, _| published.contains_key(uid));
         let mut due: Vec<String> = published
             .keys()
-            .filter(|uid| m.get(*uid).is_none_or(|e| e.at.elapsed() >= period))
+            .filter(|uid| m.get(*uid).is_none_or(|e| now >= e.next))
             .cloned()
             .collect();
         due.sort();
         due
     }
 
-    fn store(&self, uid: &str, stats: Vec<VolumeStats>) {
+    /// Records pod `uid`'s stats, due again after `wait`.
+    fn store(&self, uid: &str, stats: Vec<VolumeStats>, wait: Duration) {
         if let Ok(mut m) = self.0.write() {
-            let at = Instant::now();
-            m.insert(uid.to_string(), Measured { at, stats });
+            let next = Instant::now() + wait;
+            m.insert(uid.to_string(), Measured { next, stats });
         }
     }
 }
@@ -78,12 +81,16 @@ pub async fn run(
 ) {
     loop {
         let published = csi.published();
-        for uid in out.due(&published, period) {
+        for uid in out.due(&published, Instant::now()) {
             let Some(volumes) = published.get(&uid) else {
                 continue;
             };
-            let stats = measure_pod(&csi, &uid, volumes).await;
-            out.store(&uid, stats);
+            let stats = tokio::select! {
+                _ = cancel.cancelled() => return,
+                s = measure_pod(&csi, &uid, volumes) => s,
+            };
+            let wait = period.mul_f64(1.0 + crate::backoff::jitter());
+            out.store(&uid, stats, wait);
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -199,18 +206,20 @@ mod tests {
     fn pods_are_due_once_per_period_and_forgotten_when_gone() {
         let out = CsiVolumeStats::default();
         let vols = HashMap::from([("v".to_string(), published(None))]);
-        let mut pub_ = HashMap::from([("a".to_string(), vols.clone()), ("b".to_string(), vols)]);
-        let period = Duration::from_secs(60);
-        assert_eq!(out.due(&pub_, period), ["a", "b"]);
-        out.store("a", vec![]);
+        let mut pods = HashMap::from([("a".to_string(), vols.clone()), ("b".to_string(), vols)]);
+        let now = Instant::now();
         assert_eq!(
-            out.due(&pub_, period),
-            ["b"],
-            "a measured within the period"
+            out.due(&pods, now),
+            ["a", "b"],
+            "never measured: due at once"
         );
-        assert_eq!(out.due(&pub_, Duration::ZERO), ["a", "b"], "a period later");
-        pub_.remove("a");
-        out.due(&pub_, period);
+        out.store("a", vec![], Duration::from_secs(60));
+        assert_eq!(out.due(&pods, now), ["b"], "a measured, due in a minute");
+        let later = now + Duration::from_secs(61);
+        assert_eq!(out.due(&pods, later), ["a", "b"], "a minute later");
+        assert!(out.of("a").is_empty() && out.of("b").is_empty());
+        pods.remove("a");
+        out.due(&pods, now);
         assert!(out.0.read().unwrap().get("a").is_none(), "a forgotten");
     }
 }
