@@ -331,6 +331,7 @@ fn spawn_stats(
 ) {
     let facts = crate::stats::NodeFacts {
         node_name: ctx.node_name.clone(),
+        csi: ctx.csi.clone(),
         dirs: ctx.dirs.clone(),
     };
     let sampler = crate::stats::sampler::run(
@@ -631,7 +632,8 @@ impl ApiLoops<'_> {
             crate::node::status::Observer::new(ctx.cri.clone(), ctx.dirs.root_dir.clone())
                 .with_pressure(pressure)
                 .with_pleg(pleg)
-                .with_shutdown(shutting_down),
+                .with_shutdown(shutting_down)
+                .with_csi(ctx.csi.clone()),
             registered,
             labels,
             ctx.events.clone(),

@@ -242,6 +242,23 @@ clusterDomain: cluster.local
         self.ctd.server_port()
     }
 
+    /// A client of this node's kubelet port as the cluster admin (a client certificate of
+    /// group system:masters), trusting the node's serving certificate once it is written.
+    pub fn admin_kubelet(&self) -> crate::KubeletClient {
+        let ip = Env::cluster().var("NODE_IP").parse().expect("NODE_IP");
+        let crt = self.path().join("pki/kubelet.crt");
+        crate::wait_until(
+            "serving certificate",
+            std::time::Duration::from_secs(30),
+            || crt.exists().then_some(()),
+        );
+        let certs = tempfile::tempdir().expect("tempdir");
+        let (admin_crt, admin_key) =
+            crate::mint_client_cert(certs.path(), "bosun-test-admin", &["system:masters"]);
+        let addr = std::net::SocketAddr::new(ip, self.server_port());
+        crate::KubeletClient::new(addr, &crt, Some((&admin_crt, &admin_key)))
+    }
+
     /// Starts bosun for this node, logging to `<dir>/bosun.log`.
     pub fn start(&self) -> Bosun {
         self.start_with_env(&[])

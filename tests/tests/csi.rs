@@ -4,15 +4,16 @@
 //! `<root>/plugins_registry/` like any driver: registration shows in the CSINode and goes with
 //! the driver; a statically provisioned PV bound to a claim keeps a pod's data across pods;
 //! nothing stays mounted after a pod is deleted; inline and generic ephemeral volumes live and
-//! die with their pod; pods wait with the kubelet's FailedMount texts while a claim is unbound or
-//! the driver is not registered.
+//! die with their pod; their usage is in /stats/summary from the driver's NodeGetVolumeStats;
+//! pods wait with the kubelet's FailedMount texts while a claim is unbound or the driver is not
+//! registered.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
 use bosun_tests::pod::{Container, PodBuilder, container_output, create, delete_and_wait_gone};
-use bosun_tests::{BosunNode, ClusterNode, wait_until_async};
+use bosun_tests::{BosunNode, ClusterNode, KubeletClient, wait_until_async};
 use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::{CSIDriver, CSINode};
 use kube::Api;
@@ -222,6 +223,28 @@ fn sha256_hex(s: &str) -> String {
         .to_string()
 }
 
+/// Pod `pod`'s entry of volume `volume` in the node's /stats/summary, once there.
+async fn volume_in_summary(kubelet: &KubeletClient, pod: &str, volume: &str) -> serde_json::Value {
+    wait_until_async(
+        &format!("volume {volume} of pod {pod} in /stats/summary"),
+        Duration::from_secs(90),
+        || async {
+            let s = kubelet.get("/stats/summary").await.ok()?.json();
+            let p = s["pods"]
+                .as_array()?
+                .iter()
+                .find(|p| p["podRef"]["name"] == pod)?
+                .clone();
+            p["volume"]
+                .as_array()?
+                .iter()
+                .find(|v| v["name"] == volume)
+                .cloned()
+        },
+    )
+    .await
+}
+
 fn pod_with_claim(node: &ClusterNode, name: &str, claim: &str, script: &str) -> PodBuilder {
     PodBuilder::new(name)
         .node(&node.name)
@@ -339,6 +362,40 @@ async fn a_claimed_volume_keeps_its_data_across_pods() {
         || async { (std::fs::read_to_string(&written).ok()? == "persisted\n").then_some(()) },
     )
     .await;
+
+    // The volume in /stats/summary as the kubelet reports it: the pod's volume name, the claim,
+    // the driver's figures for the publish path (statvfs of the volume's directory).
+    let kubelet = node.admin_kubelet();
+    let v = volume_in_summary(&kubelet, &writer, "data").await;
+    assert_eq!(
+        v["pvcRef"],
+        json!({"name": claim.as_str(), "namespace": "default"}),
+        "{v}"
+    );
+    let fs = nix::sys::statvfs::statvfs(&driver.state.join("volumes").join(&handle))
+        .expect("statvfs of the volume");
+    let capacity = fs.blocks() as u64 * fs.fragment_size() as u64;
+    assert_eq!(v["capacityBytes"], capacity, "{v}");
+    let figure = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
+    let (available, used) = (figure("availableBytes"), figure("usedBytes"));
+    assert!(
+        available > 0 && used > 0 && available + used <= capacity,
+        "{v}"
+    );
+    assert!(figure("inodes") > 0 && figure("inodesUsed") > 0, "{v}");
+    assert!(v["time"].is_string(), "{v}");
+    let asked = driver.calls_of("NodeGetVolumeStats");
+    assert_eq!(
+        asked.first(),
+        Some(&format!("NodeGetVolumeStats {handle} {}", target.display()))
+    );
+    // Scrapes read the latest figures: the driver is asked once per volumeStatsAggPeriod (1m).
+    for _ in 0..5 {
+        let a = kubelet.get("/stats/summary").await.expect("scrape");
+        assert_eq!(a.status, 200);
+    }
+    let asked_after = driver.calls_of("NodeGetVolumeStats").len();
+    assert!(asked_after <= asked.len() + 1, "{asked_after} calls");
 
     delete_and_wait_gone(&t.pods, &[&writer], 60).await;
     assert_eq!(
@@ -458,6 +515,17 @@ async fn ephemeral_volumes_live_and_die_with_their_pod() {
     })
     .await;
 
+    // Both in /stats/summary: the generic ephemeral one with its claim, the inline one without.
+    let kubelet = node.admin_kubelet();
+    let scratch = volume_in_summary(&kubelet, &pod_name, "scratch").await;
+    assert_eq!(
+        scratch["pvcRef"],
+        json!({"name": claim.as_str(), "namespace": "default"})
+    );
+    let inline = volume_in_summary(&kubelet, &pod_name, "inline").await;
+    assert!(inline.get("pvcRef").is_none(), "{inline}");
+    assert!(inline["capacityBytes"].as_u64() > Some(0), "{inline}");
+
     delete_and_wait_gone(&t.pods, &[&pod_name], 60).await;
     assert_eq!(driver.calls_of("NodeUnpublishVolume").len(), 2);
     assert_eq!(driver.calls_of("NodeUnstageVolume").len(), 1);
@@ -516,7 +584,8 @@ async fn volumes_of_a_pod_deleted_while_bosun_was_down_are_torn_down() {
 
 /// With a CSIDriver that requires attach, the pod waits (FailedMount, WaitForAttach) until the
 /// VolumeAttachment the attach/detach controller creates for it is attached (here the test plays
-/// the external attacher and sets status.attached), then the volume is staged and published.
+/// the external attacher and sets status.attached), then the volume is staged and published and
+/// the Node's status.volumesInUse holds it until the pod is deleted.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_volume_needing_attach_waits_for_its_volume_attachment() {
     use k8s_openapi::api::storage::v1::VolumeAttachment;
@@ -574,8 +643,26 @@ async fn a_volume_needing_attach_waits_for_its_volume_attachment() {
         .expect("mark the volume attached");
     bosun_tests::pod::running_uid(&t.pods, &pod_name, 60).await;
     assert_eq!(driver.calls_of("NodeStageVolume").len(), 1);
+    // The node reports the mounted volume in use (the attach/detach controller detaches only
+    // once it is gone), by the kubelet's unique name, until the pod and its mounts are gone.
+    let unique = format!("kubernetes.io/csi/{driver_name}^{handle}");
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let in_use = || async {
+        let n = nodes.get(&name).await.ok()?;
+        Some(n.status?.volumes_in_use.unwrap_or_default())
+    };
+    wait_until_async("the volume in use", Duration::from_secs(60), || async {
+        (in_use().await? == [unique.clone()]).then_some(())
+    })
+    .await;
     delete_and_wait_gone(&t.pods, &[&pod_name], 60).await;
     assert_eq!(driver.calls_of("NodeUnstageVolume").len(), 1);
+    wait_until_async(
+        "the volume no longer in use",
+        Duration::from_secs(60),
+        || async { in_use().await?.is_empty().then_some(()) },
+    )
+    .await;
     let _ = Api::<PersistentVolumeClaim>::namespaced(client.clone(), "default")
         .delete(&claim, &DeleteParams::default())
         .await;

@@ -1127,3 +1127,69 @@ async fn run_as_non_root_is_verified_against_the_image_user() {
     );
     bn.finish();
 }
+
+/// A volumeMount's subPathExpr expands from the container's env (here $(POD_NAME) from the
+/// downward API): the container writes through the expanded subPath and finds the file under
+/// the pod's name in the whole volume; an expression naming an unset variable leaves the
+/// container in CreateContainerConfigError with the kubelet's message.
+#[tokio::test]
+async fn sub_path_expr_expands_from_the_downward_api() {
+    use serde_json::json;
+    let bn = BosunNode::start("pods-subpath").await;
+    let (node, api) = (&bn.node, &bn.pods);
+    let pod_name_env = json!({"valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}});
+    let name = format!("{}-expr", node.name);
+    let p = pod(node, &name, "Always")
+        .empty_dir("data")
+        .container(
+            Container::sh("main", "echo written > /mine/f && exec sleep 3600")
+                .env("POD_NAME", pod_name_env.clone())
+                .with(
+                    "volumeMounts",
+                    json!([
+                        {"name": "data", "mountPath": "/mine", "subPathExpr": "$(POD_NAME)"},
+                        {"name": "data", "mountPath": "/all"},
+                    ]),
+                ),
+        )
+        .build();
+    create(api, &p).await;
+    let p = wait_pod(api, &name, "pod Running", 60, |p| {
+        (phase(p) == "Running").then(|| p.clone())
+    })
+    .await;
+    let path = format!("/all/{name}/f");
+    wait_until_async(
+        "the file under the pod's name",
+        Duration::from_secs(30),
+        || async { (exec(node, &p, &format!("cat {path}")).await == "written").then_some(()) },
+    )
+    .await;
+
+    let bad = format!("{}-unset", node.name);
+    let p = pod(node, &bad, "Always")
+        .empty_dir("data")
+        .container(
+            Container::sh("main", "exec sleep 3600")
+                .env("POD_NAME", pod_name_env)
+                .with(
+                    "volumeMounts",
+                    json!([{"name": "data", "mountPath": "/mine", "subPathExpr": "$(POD_NAME)/$(NOPE)"}]),
+                ),
+        )
+        .build();
+    create(api, &p).await;
+    let msg = wait_pod(api, &bad, "CreateContainerConfigError", 60, |p| {
+        let w = container_status(p, "main")?
+            .state
+            .as_ref()?
+            .waiting
+            .as_ref()?;
+        (w.reason.as_deref() == Some("CreateContainerConfigError"))
+            .then(|| w.message.clone().unwrap_or_default())
+    })
+    .await;
+    assert_eq!(msg, "missing value for NOPE");
+    delete_and_wait_gone(api, &[&name, &bad], 60).await;
+    bn.finish();
+}

@@ -24,6 +24,7 @@ async fn sampler(node: &StandaloneNode, cancel: &CancellationToken) -> StatsProv
         node.cri().await,
         NodeFacts {
             node_name: node.name.clone(),
+            csi: Default::default(),
             dirs: PodDirs {
                 root_dir: node.root(),
                 pod_logs_dir: d.join("pods"),

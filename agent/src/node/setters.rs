@@ -63,12 +63,15 @@ pub struct Facts {
     pub pressure: Conditions,
     /// The node shutdown manager says the node is shutting down.
     pub shutting_down: bool,
+    /// The unique names of the attachable volumes mounted here, sorted (the volume manager's
+    /// GetVolumesInUse).
+    pub volumes_in_use: Vec<String>,
 }
 
 /// One setter: updates the fields it owns.
 pub type Setter = fn(&mut NodeStatus, &Settings, &Facts);
 
-/// The setters in the kubelet's order; Ready comes last so it is the last condition.
+/// The setters in the kubelet's order; Ready is the last condition.
 pub const SETTERS: &[Setter] = &[
     node_address,
     machine_info,
@@ -82,6 +85,7 @@ pub const SETTERS: &[Setter] = &[
     disk_pressure_condition,
     pid_pressure_condition,
     ready_condition,
+    volumes_in_use,
 ];
 
 /// Applies every setter to `status`.
@@ -254,6 +258,12 @@ pub fn features(status: &mut NodeStatus, _: &Settings, f: &Facts) {
 }
 
 /// What a pressure condition says when True and when False: (reason, message) each.
+/// `volumesInUse` (the kubelet's VolumesInUse setter); absent when none, as the API stores an
+/// empty list.
+pub fn volumes_in_use(status: &mut NodeStatus, _: &Settings, f: &Facts) {
+    status.volumes_in_use = (!f.volumes_in_use.is_empty()).then(|| f.volumes_in_use.clone());
+}
+
 struct PressureTexts {
     type_: &'static str,
     pressure: (&'static str, &'static str),
@@ -479,6 +489,25 @@ mod tests {
                 .unwrap()
                 .contains_key("example.com/dongle")
         );
+    }
+
+    /// volumesInUse follows the mounted attachable volumes, and goes (absent, as the API keeps
+    /// an empty list) once none is left; a change is a change to write.
+    #[test]
+    fn volumes_in_use_follow_the_mounted_volumes() {
+        let mut st = NodeStatus::default();
+        let mut f = facts(100);
+        f.volumes_in_use = vec!["kubernetes.io/csi/d^h".into()];
+        apply(&mut st, &settings(), &f);
+        assert_eq!(
+            st.volumes_in_use,
+            Some(vec!["kubernetes.io/csi/d^h".to_string()])
+        );
+        let before = st.clone();
+        f.volumes_in_use.clear();
+        apply(&mut st, &settings(), &f);
+        assert_eq!(st.volumes_in_use, None);
+        assert!(changed(&before, &st));
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub struct Observer {
     pressure: Option<crate::eviction::ConditionsRx>,
     pleg: Option<crate::pod::pleg::PlegHealth>,
     shutdown: Option<crate::nodeshutdown::ShuttingDown>,
+    csi: Option<crate::volume::csi::CsiVolumes>,
 }
 
 /// The runtime's view of a CRI condition, written as the kubelet's `%v` of it.
@@ -64,7 +65,14 @@ impl Observer {
             pressure: None,
             pleg: None,
             shutdown: None,
+            csi: None,
         }
+    }
+
+    /// Reports the attachable CSI volumes `csi` has mounted in `volumesInUse`.
+    pub fn with_csi(mut self, csi: crate::volume::csi::CsiVolumes) -> Observer {
+        self.csi = Some(csi);
+        self
     }
 
     /// Reports the node NotReady while `shutdown` says it is shutting down; the status is
@@ -186,6 +194,11 @@ impl Observer {
                 .map(|p| p.borrow().clone())
                 .unwrap_or_default(),
             shutting_down: self.shutdown.as_ref().is_some_and(|s| *s.borrow()),
+            volumes_in_use: self
+                .csi
+                .as_ref()
+                .map(|c| c.volumes_in_use())
+                .unwrap_or_default(),
         }
     }
 }
@@ -208,6 +221,7 @@ pub fn status_patch(base: &NodeStatus, desired: &NodeStatus) -> Value {
         "nodeInfo": desired.node_info,
         "images": desired.images,
         "runtimeHandlers": desired.runtime_handlers,
+        "volumesInUse": desired.volumes_in_use,
     });
     if desired.features.is_some() {
         status["features"] = json!(desired.features);
@@ -429,6 +443,18 @@ mod tests {
             same["status"]["images"],
             Value::Null,
             "absent images are removed"
+        );
+
+        assert_eq!(
+            same["status"]["volumesInUse"],
+            Value::Null,
+            "no volumes in use: the list is removed"
+        );
+        let mut in_use = base.clone();
+        in_use.volumes_in_use = Some(vec!["kubernetes.io/csi/d^h".into()]);
+        assert_eq!(
+            status_patch(&base, &in_use)["status"]["volumesInUse"],
+            json!(["kubernetes.io/csi/d^h"])
         );
 
         let moved = status(&[("InternalIP", "10.0.0.2"), ("Hostname", "n1")]);

@@ -6,9 +6,9 @@ use std::path::Path;
 
 use bosun_cri::types::{
     ContainerConfig, ContainerMetadata, ImageSpec, KeyValue, LinuxContainerConfig,
-    LinuxContainerResources, Mount, NamespaceMode, NamespaceOption,
+    LinuxContainerResources, Mount, MountPropagation, NamespaceMode, NamespaceOption,
 };
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, VolumeMount};
 
 use super::hosts;
 use super::labels;
@@ -100,7 +100,7 @@ pub fn container_config(
         .termination_message_path
         .clone()
         .unwrap_or_else(|| "/dev/termination-log".into());
-    let mounts = mounts(container, ctx, &tm_path)?;
+    let mounts = mounts(container, ctx, &tm_path, &env_map)?;
     let annotations = annotations(pod, container, restart_count, init, tm_path);
     // Each container joins the pod's namespaces as the sandbox has them; without this the
     // runtime reads "POD" for the PID namespace and every pod would share one.
@@ -139,14 +139,20 @@ pub fn container_config(
     })
 }
 
-/// The container's mounts: its volumeMounts (subPaths made), the pod's /etc/hosts unless it
-/// mounts its own, and the termination log at `tm_path`.
+/// The container's mounts: its volumeMounts (subPaths made, subPathExpr expanded from `env`),
+/// the pod's /etc/hosts unless it mounts its own, and the termination log at `tm_path`.
 fn mounts(
     container: &Container,
     ctx: &ContainerContext<'_>,
     tm_path: &str,
+    env: &HashMap<&str, &str>,
 ) -> Result<Vec<Mount>, ConfigError> {
     let mut mounts = Vec::new();
+    let privileged = container
+        .security_context
+        .as_ref()
+        .and_then(|s| s.privileged)
+        .unwrap_or(false);
     for m in container.volume_mounts.iter().flatten() {
         let host = ctx.volumes.get(&m.name).ok_or_else(|| {
             ConfigError(format!(
@@ -154,18 +160,17 @@ fn mounts(
                 m.name, container.name
             ))
         })?;
-        let host = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+        let propagation = mount_propagation(m.mount_propagation.as_deref(), privileged)?;
+        let host = match sub_path(m, env)?.filter(|s| !s.is_empty()) {
             Some(sub) => {
-                if sub.starts_with('/') || sub.split('/').any(|c| c == "..") {
-                    return Err(ConfigError(format!(
-                        "invalid subPath {sub:?} of volume {}",
-                        m.name
-                    )));
-                }
-                let p = Path::new(host).join(sub);
+                let p = Path::new(host).join(&sub);
                 if !p.exists() {
-                    std::fs::create_dir_all(&p)
-                        .map_err(|e| ConfigError(format!("subPath {}: {e}", p.display())))?;
+                    std::fs::create_dir_all(&p).map_err(|_| {
+                        ConfigError(format!(
+                            "failed to create subPath directory for volumeMount \"{}\" of container \"{}\"",
+                            m.name, container.name
+                        ))
+                    })?;
                 }
                 p.display().to_string()
             }
@@ -175,6 +180,7 @@ fn mounts(
             container_path: m.mount_path.clone(),
             host_path: host,
             readonly: m.read_only.unwrap_or(false),
+            propagation: propagation as i32,
             ..Default::default()
         });
     }
@@ -189,6 +195,66 @@ fn mounts(
         ..Default::default()
     });
     Ok(mounts)
+}
+
+/// The mount's subPath, or its subPathExpr expanded from the container's `env` (the kubelet's
+/// ExpandContainerVolumeMounts: a variable unset or empty is an error naming it), checked as
+/// makeMounts checks it: relative, and no `..` component.
+fn sub_path(m: &VolumeMount, env: &HashMap<&str, &str>) -> Result<Option<String>, ConfigError> {
+    let sub = match m.sub_path_expr.as_deref().filter(|e| !e.is_empty()) {
+        Some(expr) => {
+            let mut missing = std::collections::BTreeSet::new();
+            let expanded = expand_with(expr, |name| match env.get(name) {
+                Some(v) if !v.is_empty() => v.to_string(),
+                _ => {
+                    missing.insert(name.to_string());
+                    String::new()
+                }
+            });
+            if !missing.is_empty() {
+                let names: Vec<String> = missing.into_iter().collect();
+                return Err(ConfigError(format!(
+                    "missing value for {}",
+                    names.join(", ")
+                )));
+            }
+            Some(expanded)
+        }
+        None => m.sub_path.clone(),
+    };
+    if let Some(sub) = sub.as_deref().filter(|s| !s.is_empty()) {
+        if sub.starts_with('/') {
+            return Err(ConfigError(format!(
+                "error SubPath `{sub}` must not be an absolute path"
+            )));
+        }
+        if sub.split('/').any(|c| c == "..") {
+            return Err(ConfigError(format!(
+                "unable to provision SubPath `{sub}`: must not contain '..'"
+            )));
+        }
+    }
+    Ok(sub)
+}
+
+/// A volumeMount's mountPropagation as CRI's (the kubelet's translateMountPropagation: unset
+/// and None private, HostToContainer rslave, Bidirectional rshared); Bidirectional only for a
+/// privileged container, as the API's validation allows it.
+fn mount_propagation(
+    mode: Option<&str>,
+    privileged: bool,
+) -> Result<MountPropagation, ConfigError> {
+    match mode {
+        None | Some("None") => Ok(MountPropagation::PropagationPrivate),
+        Some("HostToContainer") => Ok(MountPropagation::PropagationHostToContainer),
+        Some("Bidirectional") if privileged => Ok(MountPropagation::PropagationBidirectional),
+        Some("Bidirectional") => Err(ConfigError(
+            "Bidirectional mount propagation is available only to privileged containers".into(),
+        )),
+        Some(other) => Err(ConfigError(format!(
+            "invalid MountPropagation mode: {other:?}"
+        ))),
+    }
 }
 
 /// The annotations the kubelet puts on a container (restart count, the kubelet's container hash,
@@ -507,6 +573,14 @@ pub fn resource_value(
 
 /// Expands `$(VAR)` from `env`; `$$(VAR)` escapes to a literal `$(VAR)`; unknown references stay.
 pub fn expand(s: &str, env: &HashMap<&str, &str>) -> String {
+    expand_with(s, |name| match env.get(name) {
+        Some(v) => v.to_string(),
+        None => format!("$({name})"),
+    })
+}
+
+/// Expands every `$(VAR)` of `s` to `lookup(VAR)`; `$$` is a literal `$`.
+fn expand_with(s: &str, mut lookup: impl FnMut(&str) -> String) -> String {
     let mut out = String::with_capacity(s.len());
     let b = s.as_bytes();
     let mut i = 0;
@@ -520,11 +594,7 @@ pub fn expand(s: &str, env: &HashMap<&str, &str>) -> String {
             if b[i + 1] == b'('
                 && let Some(end) = s[i + 2..].find(')')
             {
-                let name = &s[i + 2..i + 2 + end];
-                match env.get(name) {
-                    Some(v) => out.push_str(v),
-                    None => out.push_str(&s[i..i + 3 + end]),
-                }
+                out.push_str(&lookup(&s[i + 2..i + 2 + end]));
                 i += 3 + end;
                 continue;
             }
@@ -554,6 +624,87 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(expand(input, &env), want, "{input}");
+        }
+    }
+
+    fn volume_mount(json: serde_json::Value) -> VolumeMount {
+        serde_json::from_value(json).unwrap()
+    }
+
+    /// subPathExpr expands from the container's env as the kubelet's expandSubpath; a variable
+    /// unset or empty is an error naming each, sorted; the result is checked as a subPath is.
+    #[test]
+    fn sub_path_expr_expands_from_the_env() {
+        let env = HashMap::from([("POD_NAME", "web-0"), ("NS", "prod"), ("EMPTY", "")]);
+        let expr = |e: &str| {
+            volume_mount(serde_json::json!({"name": "v", "mountPath": "/m", "subPathExpr": e}))
+        };
+        let cases: [(&str, Result<Option<&str>, &str>); 8] = [
+            ("$(POD_NAME)", Ok(Some("web-0"))),
+            ("logs/$(NS)/$(POD_NAME)", Ok(Some("logs/prod/web-0"))),
+            ("$$(POD_NAME)", Ok(Some("$(POD_NAME)"))),
+            ("$(B)/$(A)/$(EMPTY)", Err("missing value for A, B, EMPTY")),
+            (
+                "/abs/$(NS)",
+                Err("error SubPath `/abs/prod` must not be an absolute path"),
+            ),
+            (
+                "$(NS)/../x",
+                Err("unable to provision SubPath `prod/../x`: must not contain '..'"),
+            ),
+            ("a..b", Ok(Some("a..b"))),
+            ("", Ok(None)),
+        ];
+        for (input, want) in cases {
+            let got = sub_path(&expr(input), &env);
+            let got = got.as_ref().map(|s| s.as_deref()).map_err(|e| e.0.as_str());
+            assert_eq!(got, want, "{input:?}");
+        }
+        // A plain subPath is taken as is (no expansion), with the same checks.
+        let plain =
+            volume_mount(serde_json::json!({"name": "v", "mountPath": "/m", "subPath": "$(NS)"}));
+        assert_eq!(sub_path(&plain, &env), Ok(Some("$(NS)".into())));
+        let up =
+            volume_mount(serde_json::json!({"name": "v", "mountPath": "/m", "subPath": "../x"}));
+        assert_eq!(
+            sub_path(&up, &env),
+            Err(ConfigError(
+                "unable to provision SubPath `../x`: must not contain '..'".into()
+            ))
+        );
+    }
+
+    /// mountPropagation as CRI's, and Bidirectional for privileged containers only.
+    #[test]
+    fn mount_propagation_maps_to_cri() {
+        use MountPropagation::*;
+        let cases = [
+            (None, false, Ok(PropagationPrivate)),
+            (Some("None"), false, Ok(PropagationPrivate)),
+            (
+                Some("HostToContainer"),
+                false,
+                Ok(PropagationHostToContainer),
+            ),
+            (Some("Bidirectional"), true, Ok(PropagationBidirectional)),
+            (
+                Some("Bidirectional"),
+                false,
+                Err("Bidirectional mount propagation is available only to privileged containers"),
+            ),
+            (
+                Some("Shared"),
+                true,
+                Err("invalid MountPropagation mode: \"Shared\""),
+            ),
+        ];
+        for (mode, privileged, want) in cases {
+            let got = mount_propagation(mode, privileged).map_err(|e| e.0);
+            assert_eq!(
+                got,
+                want.map_err(str::to_string),
+                "{mode:?} privileged={privileged}"
+            );
         }
     }
 

@@ -7,6 +7,7 @@ pub mod node_proc;
 pub mod rate;
 pub mod sampler;
 pub mod summary;
+pub mod volume_stats;
 
 pub use sampler::{NodeFacts, SamplerConfig, spawn};
 

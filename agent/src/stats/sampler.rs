@@ -21,8 +21,10 @@ use super::fs::{self as sfs, FsCapacity, Usage};
 use super::node_proc;
 use super::rate::CpuRates;
 use super::summary::*;
+use super::volume_stats::{self, CsiVolumeStats};
 use crate::resource::QosClass;
 use crate::runtime::{ObservedContainer, ObservedPod, PodDirs, observe_all};
+use crate::volume::csi::CsiVolumes;
 
 /// How often to sample.
 #[derive(Clone, Copy, Debug)]
@@ -49,6 +51,8 @@ impl Default for SamplerConfig {
 pub struct NodeFacts {
     /// This node's name.
     pub node_name: String,
+    /// The CSI volumes published for pods (measured by their drivers).
+    pub csi: CsiVolumes,
     /// Paths and cgroup naming (`dirs.cgroups`: the container manager's [`Hierarchy`], the one
     /// source of pod cgroup names).
     pub dirs: PodDirs,
@@ -63,6 +67,8 @@ struct State {
     volumes: HashMap<String, Vec<(VolumeStats, bool)>>,
     volumes_at: Option<Instant>,
     volume_interval: Duration,
+    /// The latest usage of the pods' CSI volumes, from their drivers.
+    csi: CsiVolumeStats,
     boot: Time,
     /// The identities of the round being assembled.
     ids: super::Identities,
@@ -78,12 +84,31 @@ struct Answers {
     image_fs: Option<bosun_cri::types::ImageFsInfoResponse>,
 }
 
-/// Samples until `cancel`, publishing into `provider`.
+/// Samples until `cancel`, publishing into `provider`; the pods' CSI volumes are measured
+/// beside it every `cfg.volume_interval`.
 pub async fn run(
     cri: CriClient,
     facts: NodeFacts,
     provider: StatsProvider,
     cfg: SamplerConfig,
+    cancel: CancellationToken,
+) {
+    let csi = CsiVolumeStats::default();
+    let calculator = volume_stats::run(
+        facts.csi.clone(),
+        csi.clone(),
+        cfg.volume_interval,
+        cancel.clone(),
+    );
+    tokio::join!(calculator, sample(cri, facts, provider, cfg, csi, cancel));
+}
+
+async fn sample(
+    cri: CriClient,
+    facts: NodeFacts,
+    provider: StatsProvider,
+    cfg: SamplerConfig,
+    csi: CsiVolumeStats,
     cancel: CancellationToken,
 ) {
     let boot = node_proc::boot_time()
@@ -98,6 +123,7 @@ pub async fn run(
         volumes: HashMap::new(),
         volumes_at: None,
         volume_interval: cfg.volume_interval,
+        csi,
         boot,
         ids: super::Identities::default(),
     });
@@ -328,7 +354,9 @@ fn pod_stats(
         containers.push(container_stats(st, a, &pod, c));
     }
     containers.sort_by(|x, y| x.name.cmp(&y.name));
-    let vols = st.volumes.get(uid).cloned().unwrap_or_default();
+    let mut vols = st.volumes.get(uid).cloned().unwrap_or_default();
+    vols.extend(st.csi.of(uid).into_iter().map(|v| (v, false)));
+    vols.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     let eph = ephemeral_usage(&containers, &vols);
     PodStats {
         pod_ref: PodReference {
@@ -702,8 +730,9 @@ fn image_fs(r: &bosun_cri::types::ImageFsInfoResponse, now: &Time) -> Option<FsS
     })
 }
 
-/// Usage of every volume directory of a pod (`volumes/<plugin>/<name>`); the flag is true for
-/// emptyDir volumes on the node's disk (they count towards ephemeral storage).
+/// Usage of every volume directory of a pod (`volumes/<plugin>/<name>`) but its CSI volumes
+/// (their drivers measure them: volume_stats.rs); the flag is true for emptyDir volumes on the
+/// node's disk (they count towards ephemeral storage).
 fn volumes(pod_dir: &Path, now: &Time) -> Vec<(VolumeStats, bool)> {
     let mut out = Vec::new();
     let pod_dev = std::fs::metadata(pod_dir).ok().map(|m| {
@@ -714,6 +743,9 @@ fn volumes(pod_dir: &Path, now: &Time) -> Vec<(VolumeStats, bool)> {
         return out;
     };
     for plugin in plugins.flatten() {
+        if plugin.file_name() == "kubernetes.io~csi" {
+            continue;
+        }
         let empty_dir = plugin.file_name() == "kubernetes.io~empty-dir";
         let Ok(vols) = std::fs::read_dir(plugin.path()) else {
             continue;
@@ -860,6 +892,7 @@ mod tests {
         State {
             facts: NodeFacts {
                 node_name: "n".into(),
+                csi: CsiVolumes::default(),
                 dirs: PodDirs {
                     root_dir: dir.into(),
                     pod_logs_dir: dir.into(),
@@ -876,6 +909,7 @@ mod tests {
             volumes: HashMap::new(),
             volumes_at: None,
             volume_interval: Duration::from_secs(60),
+            csi: CsiVolumeStats::default(),
             boot: time_of(SystemTime::now()),
             ids: crate::stats::Identities::default(),
         }
@@ -908,6 +942,25 @@ mod tests {
         if st.layout.is_some() {
             assert!(s.node.cpu.unwrap().usage_nano_cores.is_some());
         }
+    }
+
+    /// The directory walk measures emptyDir (and the other local) volumes, never a CSI volume's
+    /// directory, which its driver measures.
+    #[test]
+    fn the_walk_leaves_csi_volumes_to_their_drivers() {
+        let d = tempfile::tempdir().unwrap();
+        let scratch = d.path().join("volumes/kubernetes.io~empty-dir/scratch");
+        let pv = d.path().join("volumes/kubernetes.io~csi/pv-1/mount");
+        std::fs::create_dir_all(&scratch).unwrap();
+        std::fs::create_dir_all(&pv).unwrap();
+        std::fs::write(scratch.join("f"), [0u8; 8192]).unwrap();
+        std::fs::write(pv.join("f"), [0u8; 8192]).unwrap();
+        let now = time_of(SystemTime::now());
+        let names: Vec<(String, bool)> = volumes(d.path(), &now)
+            .into_iter()
+            .map(|(v, local)| (v.name, local))
+            .collect();
+        assert_eq!(names, [("scratch".to_string(), true)]);
     }
 
     /// Writes a cgroup's CPU time (ns) and memory usage where `layout` reads them.

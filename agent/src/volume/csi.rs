@@ -36,12 +36,30 @@ pub fn is_csi_volume(v: &Volume) -> bool {
 }
 
 /// The CSI side of the node: the registered drivers and the volumes published per pod UID
-/// (by volume name: their mount paths), so a pod's later syncs need no API call.
+/// (by the pod's volume name), so a pod's later syncs need no API call, and the stats and the
+/// node status read what is mounted (the kubelet's actual state of the world).
 #[derive(Debug, Clone, Default)]
 pub struct CsiVolumes {
     /// The registered drivers (filled by the plugin watcher).
     pub drivers: Drivers,
-    published: Arc<Mutex<HashMap<String, HashMap<String, String>>>>,
+    published: Arc<Mutex<HashMap<String, HashMap<String, Published>>>>,
+}
+
+/// A CSI volume published for a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// Where it is published (the containers' mount source).
+    pub path: String,
+    /// The driver's name.
+    pub driver: String,
+    /// The volume handle (its ID for the driver).
+    pub handle: String,
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The claim behind it (a persistentVolumeClaim or generic ephemeral volume).
+    pub claim: Option<String>,
+    /// Whether its driver is attachable (CSIDriver attachRequired, or no CSIDriver object).
+    pub attachable: bool,
 }
 
 /// sha256 in lower hex.
@@ -57,6 +75,12 @@ pub fn global_dir(root_dir: &Path, driver: &str, handle: &str) -> PathBuf {
         .join("plugins/kubernetes.io/csi")
         .join(driver)
         .join(sha256_hex(handle))
+}
+
+/// The kubelet's unique name of a CSI volume (GetUniqueVolumeNameFromSpec):
+/// `kubernetes.io/csi/<driver>^<handle>`.
+pub fn unique_volume_name(driver: &str, handle: &str) -> String {
+    format!("kubernetes.io/csi/{driver}^{handle}")
 }
 
 /// The VolumeAttachment name of a volume on a node (the kubelet's getAttachmentName).
@@ -107,6 +131,8 @@ struct Resolved {
     persistent: bool,
     /// Whether the CSIDriver asks for a VolumeAttachment.
     attach_required: bool,
+    /// The claim of a persistentVolumeClaim or generic ephemeral volume.
+    claim: Option<String>,
     /// The CSIDriver's fsGroupPolicy (ReadWriteOnceWithFSType when unset).
     fs_group_policy: String,
 }
@@ -151,18 +177,26 @@ impl SetUp<'_> {
                 .lock()
                 .ok()
                 .and_then(|m| m.get(&uid).and_then(|p| p.get(&v.name).cloned()));
-            if let Some(path) = known.filter(|p| is_mounted(Path::new(p))) {
-                out.insert(v.name.clone(), path);
+            if let Some(p) = known.filter(|p| is_mounted(Path::new(&p.path))) {
+                out.insert(v.name.clone(), p.path);
                 continue;
             }
             let resolved = self.resolve(pod, v).await?;
-            let path = self.mount(pod, pod_dir, resolved).await?;
+            let mut published = Published {
+                path: String::new(),
+                driver: resolved.driver.clone(),
+                handle: resolved.request.volume_id.clone(),
+                namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+                claim: resolved.claim.clone(),
+                attachable: resolved.persistent && resolved.attach_required,
+            };
+            published.path = self.mount(pod, pod_dir, resolved).await?;
+            out.insert(v.name.clone(), published.path.clone());
             if let Ok(mut m) = self.volumes.published.lock() {
                 m.entry(uid.clone())
                     .or_default()
-                    .insert(v.name.clone(), path.clone());
+                    .insert(v.name.clone(), published);
             }
-            out.insert(v.name.clone(), path);
         }
         Ok(out)
     }
@@ -206,6 +240,7 @@ impl SetUp<'_> {
             spec_name: pv_name,
             driver: source.driver.clone(),
             persistent: true,
+            claim: Some(claim),
             // No CSIDriver object: attach is required (the kubelet's default).
             attach_required: csidriver
                 .as_ref()
@@ -261,6 +296,7 @@ impl SetUp<'_> {
             driver: inline.driver.clone(),
             persistent: false,
             attach_required: false,
+            claim: None,
             fs_group_policy: fs_group_policy(csidriver.as_ref()),
             request: VolumeRequest {
                 volume_id: inline_handle(uid, &v.name),
@@ -569,6 +605,27 @@ fn published_anywhere(root_dir: &Path, driver: &str, handle: &str) -> bool {
 }
 
 impl CsiVolumes {
+    /// The CSI volumes published for each pod UID, by the pod's volume name.
+    pub fn published(&self) -> HashMap<String, HashMap<String, Published>> {
+        self.published.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// The unique names (`kubernetes.io/csi/<driver>^<handle>`) of the published volumes of
+    /// attachable drivers, sorted, once each: the kubelet's GetVolumesInUse, which the node
+    /// status reports so the attach/detach controller detaches only unmounted volumes.
+    pub fn volumes_in_use(&self) -> Vec<String> {
+        let published = self.published();
+        let mut names: Vec<String> = published
+            .values()
+            .flat_map(|vols| vols.values())
+            .filter(|v| v.attachable)
+            .map(|v| unique_volume_name(&v.driver, &v.handle))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Unpublishes every CSI volume under the pod's directory (read from its vol_data.json),
     /// then unstages each persistent one no other pod publishes; directories removed. A driver
     /// that is not registered or fails leaves its volume in place and the error is returned.
@@ -712,6 +769,41 @@ mod tests {
         for (policy, r, want) in cases {
             assert_eq!(applies_fs_group(policy, &r), want, "{policy} {r:?}");
         }
+    }
+
+    #[test]
+    fn volumes_in_use_are_the_attachable_published_ones_sorted_once() {
+        let vols = CsiVolumes::default();
+        let v = |driver: &str, handle: &str, attachable: bool| Published {
+            path: format!("/p/{handle}"),
+            driver: driver.into(),
+            handle: handle.into(),
+            namespace: "default".into(),
+            claim: None,
+            attachable,
+        };
+        {
+            let mut m = vols.published.lock().unwrap();
+            m.insert(
+                "pod-a".into(),
+                HashMap::from([
+                    ("x".into(), v("d2", "h1", true)),
+                    ("y".into(), v("d1", "h9", true)),
+                    ("z".into(), v("d1", "inline", false)),
+                ]),
+            );
+            // The same volume published for a second pod is listed once.
+            m.insert(
+                "pod-b".into(),
+                HashMap::from([("x".into(), v("d2", "h1", true))]),
+            );
+        }
+        assert_eq!(
+            vols.volumes_in_use(),
+            ["kubernetes.io/csi/d1^h9", "kubernetes.io/csi/d2^h1"]
+        );
+        vols.published.lock().unwrap().clear();
+        assert!(vols.volumes_in_use().is_empty());
     }
 
     #[test]

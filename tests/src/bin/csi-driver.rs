@@ -8,8 +8,9 @@
 //! NodeStageVolume bind-mounts it on the staging path, NodePublishVolume bind-mounts the staging
 //! path (or, for a volume without staging such as an inline ephemeral one, the volume's
 //! directory) on the target path (read-only when asked), the unstage and unpublish calls unmount.
-//! Every call is appended as one line to `DIR/calls.log` (`<Rpc> <volume id> <path>`) for the
-//! tests to assert on; SIGTERM removes both sockets.
+//! NodeGetVolumeStats answers statvfs of the volume path (GET_VOLUME_STATS is advertised). Every
+//! call is appended as one line to `DIR/calls.log` (`<Rpc> <volume id> <path>`) for the tests to
+//! assert on; SIGTERM removes both sockets.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -215,6 +216,10 @@ impl Node for Driver {
         r: Request<csi::NodeGetVolumeStatsRequest>,
     ) -> Result<Response<csi::NodeGetVolumeStatsResponse>, Status> {
         let r = r.into_inner();
+        self.record(format!(
+            "NodeGetVolumeStats {} {}",
+            r.volume_id, r.volume_path
+        ));
         let s = nix::sys::statvfs::statvfs(Path::new(&r.volume_path))
             .map_err(|e| Status::not_found(format!("statvfs {}: {e}", r.volume_path)))?;
         let frag = s.fragment_size() as i64;
