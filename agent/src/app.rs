@@ -170,6 +170,23 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         &mut tasks,
     );
     spawn_log_rotation(&cfg.container_logs, &ctx, &cancel, &mut tasks);
+    spawn_plugin_watcher(&ctx, &client, &cancel, &mut tasks);
+    tasks.spawn("pod-manager", manager.run(rx, Some(eviction.pods)));
+    info!(tasks = ?tasks.running(), "bosun running");
+    cancel.cancelled().await;
+    tasks.drain(SHUTDOWN_DEADLINE).await;
+    info!("bosun stopped");
+    Ok(())
+}
+
+/// Spawns the plugin watcher: CSI drivers registering under `<root>/plugins_registry`, and
+/// the CSINode object kept with them when there is a client.
+fn spawn_plugin_watcher(
+    ctx: &NodeContext,
+    client: &Option<kube::Client>,
+    cancel: &CancellationToken,
+    tasks: &mut Tasks,
+) {
     let watcher = crate::csi::pluginwatcher::run(
         ctx.dirs.root_dir.clone(),
         ctx.csi.drivers.clone(),
@@ -179,12 +196,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cancel.child_token(),
     );
     tasks.spawn("plugin-watcher", watcher);
-    tasks.spawn("pod-manager", manager.run(rx, Some(eviction.pods)));
-    info!(tasks = ?tasks.running(), "bosun running");
-    cancel.cancelled().await;
-    tasks.drain(SHUTDOWN_DEADLINE).await;
-    info!("bosun stopped");
-    Ok(())
 }
 
 /// Spawns the serving certificate's CSR loop (serverTLSBootstrap): the node's name and IPs as

@@ -75,12 +75,13 @@ pub fn valid_image_name(image: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c))
 }
 
-/// Makes sure the container's image is present by its pull policy; returns the image reference.
-pub async fn ensure_image(
+/// The image `c` asks for when its pull policy lets it be used as it is on the node: its id,
+/// None when it must be pulled (absent, or policy Always); an invalid name, a Never policy with
+/// no image, or a failed inspection are errors (the kubelet's EnsureImageExists before it pulls).
+pub async fn image_present(
     cri: &impl PodRuntime,
     c: &Container,
-    auths: &[bosun_cri::types::AuthConfig],
-) -> Result<String, PullError> {
+) -> Result<Option<String>, PullError> {
     let image = c.image.clone().unwrap_or_default();
     if !valid_image_name(&image) {
         return Err(PullError::InvalidImageName(format!(
@@ -88,44 +89,64 @@ pub async fn ensure_image(
         )));
     }
     let policy = pull_policy(c);
-    if policy != "Always" {
-        match cri.image_status(&image).await {
-            Ok(Some(img)) => return Ok(img.id),
-            Ok(None) if policy == "Never" => {
-                return Err(PullError::NeverPull(format!(
-                    "Container image {image:?} is not present with pull policy of Never"
-                )));
-            }
-            Ok(None) => {}
-            Err(e) => {
-                return Err(PullError::Pull(format!(
-                    "Failed to inspect image {image:?}: {e}"
-                )));
-            }
-        }
+    if policy == "Always" {
+        return Ok(None);
     }
-    if auths.is_empty() {
-        return cri
-            .pull_image(&image, None)
+    match cri.image_status(&image).await {
+        Ok(Some(img)) => Ok(Some(img.id)),
+        Ok(None) if policy == "Never" => Err(PullError::NeverPull(format!(
+            "Container image {image:?} is not present with pull policy of Never"
+        ))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(PullError::Pull(format!(
+            "Failed to inspect image {image:?}: {e}"
+        ))),
+    }
+}
+
+/// Pulls `image` with the pod's credentials `auths` (every matching one in turn, the first pull
+/// that works wins, as the kubelet); the image id and its size in bytes (0 when the runtime
+/// does not say).
+pub async fn pull_image(
+    cri: &impl PodRuntime,
+    image: &str,
+    auths: &[bosun_cri::types::AuthConfig],
+) -> Result<(String, u64), PullError> {
+    let pulled = if auths.is_empty() {
+        cri.pull_image(image, None)
             .await
-            .map_err(|e| PullError::Pull(format!("Failed to pull image {image:?}: {e}")));
-    }
-    // As the kubelet: every matching credential in turn, the first pull that works wins.
-    let mut errors = Vec::new();
-    for auth in auths {
-        match cri.pull_image(&image, Some(auth.clone())).await {
-            Ok(id) => return Ok(id),
-            Err(e) => errors.push(e.to_string()),
-        }
-    }
-    let e = if errors.len() == 1 {
-        errors.remove(0)
+            .map_err(|e| PullError::Pull(format!("Failed to pull image {image:?}: {e}")))?
     } else {
-        format!("[{}]", errors.join(", "))
+        let mut errors = Vec::new();
+        let mut id = None;
+        for auth in auths {
+            match cri.pull_image(image, Some(auth.clone())).await {
+                Ok(i) => {
+                    id = Some(i);
+                    break;
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        match id {
+            Some(id) => id,
+            None => {
+                let e = if errors.len() == 1 {
+                    errors.remove(0)
+                } else {
+                    format!("[{}]", errors.join(", "))
+                };
+                return Err(PullError::Pull(format!(
+                    "Failed to pull image {image:?}: {e}"
+                )));
+            }
+        }
     };
-    Err(PullError::Pull(format!(
-        "Failed to pull image {image:?}: {e}"
-    )))
+    let size = match cri.image_status(&pulled).await {
+        Ok(Some(img)) => img.size,
+        _ => 0,
+    };
+    Ok((pulled, size))
 }
 
 #[cfg(test)]

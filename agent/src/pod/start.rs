@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::context::NodeContext;
-use super::image::{PullError, ensure_image};
+use super::image::{PullError, image_present, pull_image};
 use super::inputs::{env_objects, pull_credentials, service_env};
 use super::lifecycle;
 use super::observe::{Observed, termination_log};
@@ -125,37 +125,69 @@ impl<R: PodRuntime> Start<'_, R> {
             self.event(EventType::Normal, "BackOff", e.to_string());
             return Err(e);
         }
-        let auths = pull_credentials(self.ctx, self.pod, &image).await;
-        let (pulled, took) = {
-            let _permit = self.ctx.pulls.acquire().await;
-            info!("Pulling: pulling image {image:?}");
-            let t = Instant::now();
-            let r = match auths {
-                Ok(auths) => ensure_image(&self.ctx.cri, self.spec, &auths).await,
-                Err(e) => Err(PullError::Pull(e)),
-            };
-            (r, t.elapsed())
+        // Present and usable by its policy: no pull, not behind the node's pull limit.
+        let present = match image_present(&self.ctx.cri, self.spec).await {
+            Ok(p) => p,
+            Err(e) => return Err(self.pull_failed(pulls, key, now, e)),
         };
+        if present.is_some() {
+            sli.pulled(Duration::ZERO);
+            pulls.reset(key);
+            // The kubelet's text with KubeletEnsureSecretPulledImages on (its default).
+            let msg = format!(
+                "Container image {image:?} already present on machine and can be accessed by the pod"
+            );
+            self.event(EventType::Normal, "Pulled", msg);
+            return Ok(());
+        }
+        let auths = pull_credentials(self.ctx, self.pod, &image).await;
+        let waiting = Instant::now();
+        let _permit = self.ctx.pulls.acquire().await;
+        info!("Pulling: pulling image {image:?}");
+        self.event(
+            EventType::Normal,
+            "Pulling",
+            format!("Pulling image {image:?}"),
+        );
+        let t = Instant::now();
+        let pulled = match auths {
+            Ok(auths) => pull_image(&self.ctx.cri, &image, &auths).await,
+            Err(e) => Err(PullError::Pull(e)),
+        };
+        let took = t.elapsed();
         sli.pulled(took);
         match pulled {
-            Ok(_) => {
+            Ok((_, size)) => {
                 pulls.reset(key);
-                let msg = format!("Container image {image:?} ready after {took:?}");
+                let ms = |d: Duration| Duration::from_millis(d.as_millis() as u64);
+                let msg = format!(
+                    "Successfully pulled image {image:?} in {} ({} including waiting). Image size: {size} bytes.",
+                    crate::config::duration::format(ms(took)),
+                    crate::config::duration::format(ms(waiting.elapsed()))
+                );
                 self.event(EventType::Normal, "Pulled", msg);
                 Ok(())
             }
-            Err(e) => {
-                if matches!(e, PullError::Pull(_)) {
-                    pulls.next(key, now);
-                    let msg = format!("Pulling image {image:?}");
-                    self.event(EventType::Normal, "Pulling", msg);
-                }
-                self.event(EventType::Warning, "Failed", e.message().to_string());
-                let msg = format!("Error: {}", e.reason());
-                self.event(EventType::Warning, "Failed", msg);
-                Err(StartError::Pull(e))
-            }
+            Err(e) => Err(self.pull_failed(pulls, key, now, e)),
         }
+    }
+
+    /// A failed pull: the next one backs off (a failed pull, not a refused name or policy), and
+    /// the kubelet's Failed events.
+    fn pull_failed(
+        &self,
+        pulls: &mut KeyedBackoff,
+        key: &str,
+        now: Instant,
+        e: PullError,
+    ) -> StartError {
+        if matches!(e, PullError::Pull(_)) {
+            pulls.next(key, now);
+        }
+        self.event(EventType::Warning, "Failed", e.message().to_string());
+        let msg = format!("Error: {}", e.reason());
+        self.event(EventType::Warning, "Failed", msg);
+        StartError::Pull(e)
     }
 
     /// The container's CRI config and its sandbox's, and the log file it writes: env read from

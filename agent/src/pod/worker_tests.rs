@@ -593,7 +593,7 @@ async fn a_pod_starts_sandbox_then_image_then_container() {
     let status = node.ctx.statuses.get(UID).unwrap();
     assert_eq!(status.phase.as_deref(), Some("Running"));
     assert_eq!(status.pod_ip.as_deref(), Some("10.0.0.5"));
-    assert_eq!(node.events(), ["Pulled", "Created", "Started"]);
+    assert_eq!(node.events(), ["Pulling", "Pulled", "Created", "Started"]);
 }
 
 #[tokio::test]

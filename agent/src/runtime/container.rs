@@ -172,7 +172,7 @@ fn mounts(
                         ))
                     })?;
                 }
-                p.display().to_string()
+                within_volume(&p, host, m, container)?
             }
             None => host.clone(),
         };
@@ -195,6 +195,34 @@ fn mounts(
         ..Default::default()
     });
     Ok(mounts)
+}
+
+/// The subPath `p` resolved (symlinks followed), refused when it leads out of the volume at
+/// `root` (the kubelet's "subpath ... not within volume path": a container could otherwise plant
+/// a symlink that a later mount follows into the host). The check and the runtime's bind mount
+/// are two steps; the kubelet closes that window by mounting through an open file descriptor.
+fn within_volume(
+    p: &Path,
+    root: &str,
+    m: &VolumeMount,
+    container: &Container,
+) -> Result<String, ConfigError> {
+    let fail = |why: String| {
+        ConfigError(format!(
+            "failed to prepare subPath for volumeMount \"{}\" of container \"{}\": {why}",
+            m.name, container.name
+        ))
+    };
+    let root = std::fs::canonicalize(root).map_err(|e| fail(e.to_string()))?;
+    let real = std::fs::canonicalize(p).map_err(|e| fail(e.to_string()))?;
+    if !real.starts_with(&root) {
+        return Err(fail(format!(
+            "subpath {:?} not within volume path {:?}",
+            real.display().to_string(),
+            root.display().to_string()
+        )));
+    }
+    Ok(real.display().to_string())
 }
 
 /// The mount's subPath, or its subPathExpr expanded from the container's `env` (the kubelet's
@@ -629,6 +657,43 @@ mod tests {
 
     fn volume_mount(json: serde_json::Value) -> VolumeMount {
         serde_json::from_value(json).unwrap()
+    }
+
+    /// A subPath that a symlink in the volume leads out of the volume is refused; one inside is
+    /// mounted by its resolved path.
+    #[test]
+    fn a_sub_path_leading_out_of_the_volume_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let volume = dir.path().join("vol");
+        let outside = dir.path().join("host-etc");
+        std::fs::create_dir_all(volume.join("real")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, volume.join("escape")).unwrap();
+        std::os::unix::fs::symlink("real", volume.join("inside")).unwrap();
+        let c = Container {
+            name: "c".into(),
+            ..Default::default()
+        };
+        let m = volume_mount(serde_json::json!({"name": "v", "mountPath": "/m"}));
+        let root = volume.display().to_string();
+        let err = within_volume(&volume.join("escape"), &root, &m, &c).unwrap_err();
+        assert!(
+            err.0.starts_with(
+                "failed to prepare subPath for volumeMount \"v\" of container \"c\": subpath"
+            ) && err.0.contains("not within volume path"),
+            "{}",
+            err.0
+        );
+        let ok = within_volume(&volume.join("inside"), &root, &m, &c).unwrap();
+        assert_eq!(
+            ok,
+            volume
+                .canonicalize()
+                .unwrap()
+                .join("real")
+                .display()
+                .to_string()
+        );
     }
 
     /// subPathExpr expands from the container's env as the kubelet's expandSubpath; a variable
