@@ -510,8 +510,7 @@ fn has_pressure(stats: &serde_json::Value) -> bool {
 }
 
 #[test]
-fn joins_the_host_control_plane_runs_pods_reports_oom_kills_and_pressure_and_shuts_down_gracefully()
-{
+fn joins_the_host_control_plane_runs_the_core_pod_cases_and_shuts_down_gracefully() {
     let _one = GUEST.lock().unwrap_or_else(|e| e.into_inner());
     let Some(vm) = Vm::get() else { return };
     standalone(vm);
@@ -583,6 +582,7 @@ fn joins_the_host_control_plane_runs_pods_reports_oom_kills_and_pressure_and_shu
         "jsonpath={.status.containerStatuses[0].state.terminated.reason} {.status.containerStatuses[0].state.terminated.exitCode}",
     ]);
     assert_eq!(oom, "OOMKilled 137", "pod vm-oom's container");
+    core_cases(vm);
 
     // /stats/summary and /metrics/cadvisor from the guest's cgroup v2 files, over the kubelet
     // port (forwarded to the host), as the cluster admin.
@@ -651,7 +651,82 @@ fn joins_the_host_control_plane_runs_pods_reports_oom_kills_and_pressure_and_shu
             && l.contains("pod=\"vm-hello\"")),
         "{metrics}"
     );
+    // /metrics/resource (what metrics-server scrapes) from the same v2 files: the node's and
+    // vm-hello's memory working set, non-zero.
+    let resource = rt
+        .block_on(admin.get("/metrics/resource"))
+        .expect("/metrics/resource")
+        .text();
+    let value = |prefix: &str, needle: &str| -> Option<f64> {
+        resource
+            .lines()
+            .find(|l| l.starts_with(prefix) && l.contains(needle))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let node_ws = value("node_memory_working_set_bytes", "");
+    let pod_ws = value("container_memory_working_set_bytes{", "pod=\"vm-hello\"");
+    assert!(
+        node_ws > Some(0.0) && pod_ws > Some(0.0),
+        "node {node_ws:?}, vm-hello {pod_ws:?}:\n{resource}"
+    );
     graceful_shutdown_reaches_the_api_before_the_guest_is_gone(vm);
+}
+
+/// The pod suite's core cases on the VM node: a configMap volume read by the main container,
+/// which writes it to its termination log and exits 3, beside a sidecar (a restartable init
+/// container) that is stopped once main is done: Failed, exit code 3, the configMap's text as
+/// the message, the sidecar Completed. Then the Failed pods are deleted gracefully, as bosun
+/// confirms.
+fn core_cases(vm: &Vm) {
+    let busybox = vm.busybox_image();
+    let objects = serde_json::json!({
+        "apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "ConfigMap",
+             "metadata": {"name": "vm-config", "namespace": "default"},
+             "data": {"greeting": "hello from a configMap"}},
+            {"apiVersion": "v1", "kind": "Pod",
+             "metadata": {"name": "vm-core", "namespace": "default"},
+             "spec": {
+                "nodeName": "vm", "restartPolicy": "Never",
+                "tolerations": [{"key": "bosun.test/vm", "operator": "Exists"}],
+                "terminationGracePeriodSeconds": 2,
+                "volumes": [{"name": "config", "configMap": {"name": "vm-config"}}],
+                "initContainers": [{
+                    "name": "sidecar", "image": busybox, "restartPolicy": "Always",
+                    "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
+                }],
+                "containers": [{
+                    "name": "main", "image": busybox,
+                    "command": ["sh", "-c", "cat /config/greeting > /dev/termination-log; exit 3"],
+                    "volumeMounts": [{"name": "config", "mountPath": "/config"}],
+                }],
+             }},
+        ]
+    });
+    let file = vm.share().join("vm-core.json");
+    std::fs::write(&file, objects.to_string()).expect("objects file");
+    bosun_tests::kubectl(&["apply", "-f", &file.display().to_string()]);
+    let done = bosun_tests::wait_until("vm-core done, its sidecar stopped", POD_START, || {
+        let s = bosun_tests::kubectl(&[
+            "get",
+            "pod",
+            "vm-core",
+            "-o",
+            "jsonpath={.status.phase}|{.status.containerStatuses[0].state.terminated.exitCode}|{.status.containerStatuses[0].state.terminated.message}|{.status.initContainerStatuses[0].state.terminated.reason}",
+        ]);
+        (s.starts_with("Failed|") && !s.ends_with('|')).then_some(s)
+    });
+    assert_eq!(
+        done, "Failed|3|hello from a configMap|Completed",
+        "pod vm-core"
+    );
+    for p in ["vm-core", "vm-oom"] {
+        bosun_tests::kubectl(&["delete", "pod", p, "--wait=true", "--timeout=120s"]);
+    }
+    bosun_tests::kubectl(&["delete", "configmap", "vm-config"]);
 }
 
 /// Graceful node shutdown against the real systemd-logind: bosun (shutdownGracePeriod 30s) has
@@ -697,9 +772,7 @@ fn graceful_shutdown_reaches_the_api_before_the_guest_is_gone(vm: &Vm) {
         "jsonpath={.status.phase}|{.status.reason}|{.status.message}|{.status.conditions[?(@.type==\"DisruptionTarget\")].reason}",
     ]);
     vm.boot_again();
-    for p in ["vm-oom", "vm-hello"] {
-        bosun_tests::kubectl(&["delete", "pod", p, "--grace-period=0", "--force"]);
-    }
+    bosun_tests::kubectl(&["delete", "pod", "vm-hello", "--grace-period=0", "--force"]);
     bosun_tests::kubectl(&["delete", "node", "vm", "--wait=true"]);
     assert_eq!(
         pod,
