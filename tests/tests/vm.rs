@@ -607,7 +607,15 @@ fn joins_the_host_control_plane_runs_the_core_pod_cases_and_shuts_down_gracefull
         "vm-hello's container with CPU, memory and pressure in /stats/summary",
         Duration::from_secs(120),
         || async {
-            let s = admin.get("/stats/summary").await.ok()?.json();
+            // Not yet 200 while the guest's clock (set from the emulated RTC at boot) is behind
+            // the host's that minted the client certificate: until then it is not valid yet and
+            // the request is unauthenticated, a 401 as on the kubelet.
+            let a = admin.get("/stats/summary").await.ok()?;
+            if a.status != 200 {
+                eprintln!("/stats/summary: {} {}", a.status, a.text());
+                return None;
+            }
+            let s = a.json();
             let pod = s["pods"]
                 .as_array()?
                 .iter()
