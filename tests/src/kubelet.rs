@@ -207,19 +207,18 @@ pub fn mint_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     (crt, key)
 }
 
-/// A self-signed serving certificate (a day long) for `host` and `ip`, written to `cert` and
-/// `key`: an end-entity certificate for server authentication (no CA flag, which `req -x509`'s
-/// defaults would add and a verifying client refuses).
-pub fn mint_serving_cert(cert: &Path, key: &Path, host: &str, ip: &str) {
+/// Who signs a leaf certificate: itself, or a CA `(cert, key)`.
+enum Signer<'a> {
+    SelfSigned,
+    Ca(&'a Path, &'a Path),
+}
+
+/// A leaf certificate (a day long) for `subject` with the X.509 extensions `ext`: a new RSA key
+/// written to `key`, its request to `<cert>.csr`, the certificate to `cert`, signed by `signer`.
+fn mint_leaf(cert: &Path, key: &Path, subject: &str, ext: &str, signer: Signer<'_>) {
     let csr = cert.with_extension("csr");
-    let ext = cert.with_extension("ext");
-    std::fs::write(
-        &ext,
-        format!(
-            "subjectAltName=DNS:{host},IP:{ip}\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
-        ),
-    )
-    .expect("write ext");
+    let ext_file = cert.with_extension("ext");
+    std::fs::write(&ext_file, ext).expect("write ext");
     let p = |p: &Path| p.display().to_string();
     openssl(&[
         "req",
@@ -232,22 +231,40 @@ pub fn mint_serving_cert(cert: &Path, key: &Path, host: &str, ip: &str) {
         "-out",
         &p(&csr),
         "-subj",
+        subject,
+    ]);
+    let serial = serial();
+    let (key_s, ca_s, ca_key_s);
+    let signed_by: Vec<&str> = match signer {
+        Signer::SelfSigned => {
+            key_s = p(key);
+            vec!["-signkey", &key_s]
+        }
+        Signer::Ca(ca, ca_key) => {
+            (ca_s, ca_key_s) = (p(ca), p(ca_key));
+            vec!["-CA", &ca_s, "-CAkey", &ca_key_s, "-set_serial", &serial]
+        }
+    };
+    let (csr_s, cert_s, ext_s) = (p(&csr), p(cert), p(&ext_file));
+    let mut args = vec!["x509", "-req", "-in", &csr_s];
+    args.extend(signed_by);
+    args.extend(["-days", "1", "-out", &cert_s, "-extfile", &ext_s]);
+    openssl(&args);
+}
+
+/// A self-signed serving certificate (a day long) for `host` and `ip`, written to `cert` and
+/// `key`: an end-entity certificate for server authentication (no CA flag, which `req -x509`'s
+/// defaults would add and a verifying client refuses).
+pub fn mint_serving_cert(cert: &Path, key: &Path, host: &str, ip: &str) {
+    mint_leaf(
+        cert,
+        key,
         &format!("/CN={host}"),
-    ]);
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &p(&csr),
-        "-signkey",
-        &p(key),
-        "-days",
-        "1",
-        "-out",
-        &p(cert),
-        "-extfile",
-        &p(&ext),
-    ]);
+        &format!(
+            "subjectAltName=DNS:{host},IP:{ip}\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+        ),
+        Signer::SelfSigned,
+    );
 }
 
 /// A client certificate for `user` in `groups`, signed by the CA `(cert, key)`, written to
@@ -259,54 +276,19 @@ pub fn mint_client_cert_by(
     groups: &[&str],
 ) -> (PathBuf, PathBuf) {
     let base = dir.join(user.replace(':', "_"));
-    let (key, csr, crt, ext) = (
-        base.with_extension("key"),
-        base.with_extension("csr"),
-        base.with_extension("crt"),
-        base.with_extension("ext"),
-    );
+    let (key, crt) = (base.with_extension("key"), base.with_extension("crt"));
     let mut subject = String::new();
     for g in groups {
         subject.push_str(&format!("/O={g}"));
     }
     subject.push_str(&format!("/CN={user}"));
-    std::fs::write(
-        &ext,
-        "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n",
-    )
-    .expect("write ext");
-    let p = |p: &Path| p.display().to_string();
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        &p(&key),
-        "-out",
-        &p(&csr),
-        "-subj",
+    mint_leaf(
+        &crt,
+        &key,
         &subject,
-    ]);
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &p(&csr),
-        "-CA",
-        &p(ca.0),
-        "-CAkey",
-        &p(ca.1),
-        "-set_serial",
-        &serial(),
-        "-days",
-        "1",
-        "-out",
-        &p(&crt),
-        "-extfile",
-        &p(&ext),
-    ]);
+        "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n",
+        Signer::Ca(ca.0, ca.1),
+    );
     (crt, key)
 }
 

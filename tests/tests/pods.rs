@@ -22,6 +22,21 @@ fn pod(node: &ClusterNode, name: &str, policy: &str) -> PodBuilder {
         .grace(3)
 }
 
+/// The message of pod `name`'s container `main` once it waits in CreateContainerConfigError
+/// (within 60 s).
+async fn config_error(api: &Api<Pod>, name: &str) -> String {
+    wait_pod(api, name, "CreateContainerConfigError", 60, |p| {
+        let w = container_status(p, "main")?
+            .state
+            .as_ref()?
+            .waiting
+            .as_ref()?;
+        (w.reason.as_deref() == Some("CreateContainerConfigError"))
+            .then(|| w.message.clone().unwrap_or_default())
+    })
+    .await
+}
+
 /// Watches the pod and collects the distinct (reason, message) of its first container's waiting
 /// state, in order, until `until` appears.
 async fn waiting_reasons(
@@ -468,16 +483,7 @@ async fn config_maps_in_env_and_volumes() {
         .container(Container::sh("main", "exec sleep 3600").env("X", from_cm("nope")))
         .build();
     create(api, &p).await;
-    let msg = wait_pod(api, &bad, "CreateContainerConfigError", 60, |p| {
-        let w = container_status(p, "main")?
-            .state
-            .as_ref()?
-            .waiting
-            .as_ref()?;
-        (w.reason.as_deref() == Some("CreateContainerConfigError"))
-            .then(|| w.message.clone().unwrap_or_default())
-    })
-    .await;
+    let msg = config_error(api, &bad).await;
     assert_eq!(
         msg,
         format!("couldn't find key nope in ConfigMap default/{cm_name}")
@@ -1179,16 +1185,7 @@ async fn sub_path_expr_expands_from_the_downward_api() {
         )
         .build();
     create(api, &p).await;
-    let msg = wait_pod(api, &bad, "CreateContainerConfigError", 60, |p| {
-        let w = container_status(p, "main")?
-            .state
-            .as_ref()?
-            .waiting
-            .as_ref()?;
-        (w.reason.as_deref() == Some("CreateContainerConfigError"))
-            .then(|| w.message.clone().unwrap_or_default())
-    })
-    .await;
+    let msg = config_error(api, &bad).await;
     assert_eq!(msg, "missing value for NOPE");
     delete_and_wait_gone(api, &[&name, &bad], 60).await;
     bn.finish();

@@ -119,13 +119,7 @@ pub async fn run(agent: Agent, p: &Params) -> anyhow::Result<Outcome> {
     let client = admin_client().await;
     let ns = node.name.clone();
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}}))?,
-        )
-        .await
-        .context("create namespace")?;
+    create_namespace(&namespaces, &ns).await?;
     let mut process = None;
     let result = measure(agent, p, &node, &client, &ns, &mut process).await;
     if let Some(proc) = process.as_mut() {
@@ -168,18 +162,7 @@ async fn measure(
     let env = Env::cluster();
     let audit_log = PathBuf::from(env.var("AUDIT_LOG"));
     let user = format!("system:node:{}", node.name);
-    // Pods need the namespace's service account and root CA config map (token volume).
-    wait_for(
-        Duration::from_secs(60),
-        "service account and kube-root-ca.crt",
-        || async {
-            let sa: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-            let cm: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-            Ok(sa.get_opt("default").await?.is_some()
-                && cm.get_opt("kube-root-ca.crt").await?.is_some())
-        },
-    )
-    .await?;
+    namespace_ready(client, ns).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let tracker = Tracker::start(pods.clone()).await?;
 
@@ -451,6 +434,34 @@ async fn window(
         requests,
         length,
     })
+}
+
+/// Creates namespace `ns`.
+pub async fn create_namespace(namespaces: &Api<Namespace>, ns: &str) -> anyhow::Result<()> {
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}}))?,
+        )
+        .await
+        .context("create namespace")?;
+    Ok(())
+}
+
+/// Waits until namespace `ns` has what pods need for their token volume: the `default`
+/// service account and the `kube-root-ca.crt` config map.
+pub async fn namespace_ready(client: &kube::Client, ns: &str) -> anyhow::Result<()> {
+    wait_for(
+        Duration::from_secs(60),
+        "service account and kube-root-ca.crt",
+        || async {
+            let sa: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+            let cm: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+            Ok(sa.get_opt("default").await?.is_some()
+                && cm.get_opt("kube-root-ca.crt").await?.is_some())
+        },
+    )
+    .await
 }
 
 /// Polls `check` every 100 ms until it returns true; fails after `timeout`.

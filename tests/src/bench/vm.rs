@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
 
@@ -195,13 +195,7 @@ pub async fn run(agent: Agent, vm: &Vm, p: &VmParams) -> anyhow::Result<VmOutcom
         Ok(namespaces.get_opt(&ns).await?.is_none())
     })
     .await?;
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}}))?,
-        )
-        .await
-        .context("create namespace")?;
+    super::scenario::create_namespace(&namespaces, &ns).await?;
     let result = measure(agent, vm, p, &client, &ns).await;
     if result.is_err() {
         let journal = blocking(|| {
@@ -228,17 +222,7 @@ async fn measure(
     ns: &str,
 ) -> anyhow::Result<VmOutcome> {
     let name = agent.name();
-    super::scenario::wait_for(
-        Duration::from_secs(60),
-        "service account and kube-root-ca.crt",
-        || async {
-            let sa: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-            let cm: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-            Ok(sa.get_opt("default").await?.is_some()
-                && cm.get_opt("kube-root-ca.crt").await?.is_some())
-        },
-    )
-    .await?;
+    super::scenario::namespace_ready(client, ns).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let tracker = Tracker::start(pods.clone()).await?;
     let nodes: Api<Node> = Api::all(client.clone());
