@@ -194,6 +194,14 @@ pub fn plan(
                 all_done = false;
                 start_or_backoff(&mut actions, &c.name, false, false);
             }
+            // Unknown: it may be running, so it is killed before a new instance starts, lest two
+            // run (computePodActions).
+            Some(v) if v.state == RunState::Unknown => {
+                all_done = false;
+                let message = "Container is in \"unknown\" state, try killing it before restart";
+                actions.kill.push((v.id.clone(), message.to_string()));
+                start_or_backoff(&mut actions, &c.name, false, false);
+            }
             Some(_) => all_done = false,
         }
     }
@@ -368,7 +376,18 @@ fn init_actions<'a>(
                 }
             }
             // A regular init container still running: wait for it.
-            RunState::Running | RunState::Unknown => {}
+            RunState::Running => {}
+            // Unknown (the runtime lost it mid-create): it may be running, so it is killed before
+            // a new instance starts; a regular one that may not restart ends the pod.
+            RunState::Unknown => {
+                if !sidecar && !restarts_when_killed(pod, c) {
+                    return InitPlan::KillPod;
+                }
+                let message =
+                    "Init container is in \"unknown\" state, try killing it before restart";
+                kill.push((v.id.clone(), message.to_string()));
+                start.push(i);
+            }
             RunState::Exited if sidecar => start.push(i),
             RunState::Exited if v.exit_code != 0 => {
                 if !container_should_restart(c, spec, v.exit_code) {
@@ -701,6 +720,66 @@ mod tests {
                 backoff: "",
                 want: PodActions {
                     start: vec![start("app", false, 1)],
+                    ..Default::default()
+                },
+            },
+            Case {
+                what: "an app container in the unknown state (the runtime died while creating \
+                       it) is killed, then a new instance started",
+                pod: pod("Always", &[], &["app"]),
+                sandbox: Some(sb(true)),
+                containers: vec![cv("app", Unknown, 0, 0, 1)],
+                backoff: "",
+                want: PodActions {
+                    kill: vec![(
+                        "app-1".into(),
+                        "Container is in \"unknown\" state, try killing it before restart".into(),
+                    )],
+                    start: vec![start("app", false, 1)],
+                    ..Default::default()
+                },
+            },
+            Case {
+                what: "an init container in the unknown state is killed and run again",
+                pod: pod("Always", &["i1", "i2"], &["app"]),
+                sandbox: Some(sb(true)),
+                containers: vec![cv("i1", Unknown, 0, 0, 1)],
+                backoff: "",
+                want: PodActions {
+                    kill: vec![(
+                        "i1-1".into(),
+                        "Init container is in \"unknown\" state, try killing it before restart"
+                            .into(),
+                    )],
+                    start: vec![start("i1", true, 1)],
+                    ..Default::default()
+                },
+            },
+            Case {
+                what: "a sidecar in the unknown state is killed and started again",
+                pod: pod("Never", &["side"], &["app"]),
+                sandbox: Some(sb(true)),
+                containers: vec![cv("side", Unknown, 0, 0, 1)],
+                backoff: "",
+                want: PodActions {
+                    kill: vec![(
+                        "side-1".into(),
+                        "Init container is in \"unknown\" state, try killing it before restart"
+                            .into(),
+                    )],
+                    start: vec![start("side", true, 1)],
+                    ..Default::default()
+                },
+            },
+            Case {
+                what: "an init container in the unknown state under restartPolicy Never ends \
+                       the pod",
+                pod: pod("Never", &["i1"], &["app"]),
+                sandbox: Some(sb(true)),
+                containers: vec![cv("i1", Unknown, 0, 0, 1)],
+                backoff: "",
+                want: PodActions {
+                    kill_pod: true,
                     ..Default::default()
                 },
             },

@@ -407,8 +407,8 @@ impl<R: PodRuntime> PodWorker<R> {
         self.start_sli.status(&self.pod, &status);
     }
 
-    /// Stops the running containers the plan restarts because their definition changed, with
-    /// the kubelet's Killing event; true when any.
+    /// Stops the containers the plan restarts (their definition changed, or their state is
+    /// unknown), with the kubelet's Killing event; true when any.
     async fn kill_changed(&mut self, obs: &Observed, actions: &PodActions) -> bool {
         let pod = self.pod.clone();
         for (id, message) in &actions.kill {
