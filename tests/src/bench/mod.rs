@@ -2,6 +2,7 @@
 //! containerd, control plane, images and pods, one after the other in one run.
 
 pub mod audit;
+pub mod density;
 pub mod eviction;
 pub mod floor;
 pub mod logs;

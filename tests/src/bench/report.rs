@@ -30,7 +30,7 @@ pub const REQUIRED: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct Row {
     /// Machine-readable name, e.g. `pod_startup_p50_ms`.
-    pub name: &'static str,
+    pub name: String,
     /// What it measures, for the table.
     pub what: String,
     /// Bosun's value.
@@ -144,9 +144,9 @@ pub fn table(rows: &[Row], machine: &Machine) -> String {
     out
 }
 
-/// The required metric names missing from `output` (lines `bench <name> ...`).
-pub fn missing(output: &str) -> Vec<&'static str> {
-    REQUIRED
+/// The metric names of `required` missing from `output` (lines `bench <name> ...`).
+pub fn missing(output: &str, required: &[&'static str]) -> Vec<&'static str> {
+    required
         .iter()
         .copied()
         .filter(|name| {
@@ -164,7 +164,7 @@ mod tests {
 
     fn row(bosun: Option<f64>, kubelet: Option<f64>) -> Row {
         Row {
-            name: "pod_startup_p50_ms",
+            name: "pod_startup_p50_ms".into(),
             what: "startup".into(),
             bosun,
             kubelet,
@@ -195,7 +195,7 @@ mod tests {
             .join("\n");
         // rss_mb_idle does not stand in for rss_mb.
         let out = format!("{out}\nbench rss_mb_idle bosun=1 kubelet=1 ratio=1.00\n");
-        assert_eq!(missing(&out), vec!["rss_mb"]);
+        assert_eq!(missing(&out, REQUIRED), vec!["rss_mb"]);
     }
 
     #[test]

@@ -101,6 +101,59 @@ pub fn progress(msg: impl std::fmt::Display) {
     eprintln!("[bench {}] {msg}", Timestamp::now().strftime("%H:%M:%S"));
 }
 
+/// A fresh node for one agent's run: its own name, containerd and credentials, the images
+/// present (nothing measured pulls) and a namespace named after it.
+pub struct Stage {
+    /// The node.
+    pub node: ClusterNode,
+    /// An admin client.
+    pub client: kube::Client,
+    /// The namespace of the run's pods.
+    pub ns: String,
+    /// The node's runtime as CRI names it, e.g. `containerd://2.1.4`.
+    pub runtime_version: String,
+}
+
+impl Stage {
+    /// Makes the node (`bench-<prefix>-<agent>`) and its namespace.
+    pub async fn new(agent: Agent, prefix: &str, opts: NodeOptions) -> anyhow::Result<Stage> {
+        let prefix = format!("{prefix}-{}", agent.name());
+        let node =
+            tokio::task::spawn_blocking(move || ClusterNode::with_options(&prefix, &opts)).await?;
+        progress(format_args!("{}: node {}", agent.name(), node.name));
+        let runtime_version = floor::prepare(&node.ctd)
+            .await?
+            .runtime_version()
+            .node_info_string();
+        let client = admin_client().await;
+        let ns = node.name.clone();
+        create_namespace(&Api::all(client.clone()), &ns).await?;
+        Ok(Stage {
+            node,
+            client,
+            ns,
+            runtime_version,
+        })
+    }
+
+    /// Stops the agent (its log copied into `log_dir` as `<file>.log`), deletes the namespace
+    /// and the node.
+    pub async fn finish(self, process: &mut Option<Process>, log_dir: &Path, file: &str) {
+        if let Some(proc) = process.as_mut() {
+            proc.stop();
+            let to = log_dir.join(format!("{file}.log"));
+            if std::fs::copy(proc.log(), &to).is_ok() {
+                progress(format_args!("{file}: log in {}", to.display()));
+            }
+        }
+        *process = None;
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let _ = namespaces.delete(&self.ns, &DeleteParams::default()).await;
+        let node = self.node;
+        let _ = tokio::task::spawn_blocking(move || drop(node)).await;
+    }
+}
+
 /// Runs `agent` through the benchmark on a new node (own name, containerd and credentials).
 pub async fn run(agent: Agent, p: &Params) -> anyhow::Result<Outcome> {
     let opts = NodeOptions {
@@ -110,28 +163,18 @@ pub async fn run(agent: Agent, p: &Params) -> anyhow::Result<Outcome> {
         extra_config: format!("containerLogMaxSize: {}Mi\n", 2 * p.log_mib + 10),
         ..Default::default()
     };
-    let prefix = format!("bench-{}", agent.name());
-    let node =
-        tokio::task::spawn_blocking(move || ClusterNode::with_options(&prefix, &opts)).await?;
-    progress(format_args!("{}: node {}", agent.name(), node.name));
-    // Images present before the agent starts: nothing measured pulls.
-    floor::prepare(&node.ctd).await?;
-    let client = admin_client().await;
-    let ns = node.name.clone();
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    create_namespace(&namespaces, &ns).await?;
+    let stage = Stage::new(agent, "bench", opts).await?;
     let mut process = None;
-    let result = measure(agent, p, &node, &client, &ns, &mut process).await;
-    if let Some(proc) = process.as_mut() {
-        proc.stop();
-        let to = p.log_dir.join(format!("{}.log", agent.name()));
-        if std::fs::copy(proc.log(), &to).is_ok() {
-            progress(format_args!("{}: log in {}", agent.name(), to.display()));
-        }
-    }
-    drop(process);
-    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
-    tokio::task::spawn_blocking(move || drop(node)).await?;
+    let result = measure(
+        agent,
+        p,
+        &stage.node,
+        &stage.client,
+        &stage.ns,
+        &mut process,
+    )
+    .await;
+    stage.finish(&mut process, &p.log_dir, agent.name()).await;
     let mut outcome = result?;
     progress(format_args!(
         "{}: eviction reaction, {} runs on a node of its own",
@@ -169,36 +212,8 @@ async fn measure(
     let run_cursor = Cursor::at_end(&audit_log)?;
     let run_from = Timestamp::now();
     let t_start = Instant::now();
-    *process = Some(agent.start(node));
-    let proc = process.as_mut().expect("just set");
+    let proc = start_until_ready(agent, node, client, process).await?;
     let pid = proc.pid();
-    let nodes: Api<Node> = Api::all(client.clone());
-    let ready_deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(status) = proc.exited() {
-            bail!(
-                "{} exited ({status}); log: {}",
-                agent.name(),
-                proc.log().display()
-            );
-        }
-        if nodes
-            .get_opt(&node.name)
-            .await?
-            .as_ref()
-            .is_some_and(node_ready)
-        {
-            break;
-        }
-        if Instant::now() > ready_deadline {
-            bail!(
-                "node {} not Ready after 120 s; log: {}",
-                node.name,
-                proc.log().display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let node_ready_s = t_start.elapsed().as_secs_f64();
     progress(format_args!(
         "{}: node Ready after {node_ready_s:.1} s",
@@ -413,8 +428,47 @@ async fn measure(
     })
 }
 
+/// Starts `agent` on `node` into `process` and waits (up to 120 s) for the Node's Ready
+/// condition; fails when the agent exits first.
+pub async fn start_until_ready<'a>(
+    agent: Agent,
+    node: &ClusterNode,
+    client: &kube::Client,
+    process: &'a mut Option<Process>,
+) -> anyhow::Result<&'a mut Process> {
+    *process = Some(agent.start(node));
+    let proc = process.as_mut().expect("just set");
+    let nodes: Api<Node> = Api::all(client.clone());
+    let ready_deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = proc.exited() {
+            bail!(
+                "{} exited ({status}); log: {}",
+                agent.name(),
+                proc.log().display()
+            );
+        }
+        if nodes
+            .get_opt(&node.name)
+            .await?
+            .as_ref()
+            .is_some_and(node_ready)
+        {
+            return Ok(proc);
+        }
+        if Instant::now() > ready_deadline {
+            bail!(
+                "node {} not Ready after 120 s; log: {}",
+                node.name,
+                proc.log().display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Measures the agent over `length` and counts the node's API requests received meanwhile.
-async fn window(
+pub async fn window(
     pid: u32,
     user: &str,
     audit_log: &Path,

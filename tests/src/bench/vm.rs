@@ -310,10 +310,10 @@ async fn measure(
 /// The VM run's rows (names prefixed `vm_`).
 pub fn rows(p: &VmParams, bosun: Option<&VmOutcome>, kubelet: Option<&VmOutcome>) -> Vec<Row> {
     let both = |f: &dyn Fn(&VmOutcome) -> Option<f64>| (bosun.and_then(f), kubelet.and_then(f));
-    let row = |name, what: String, decimals, f: &dyn Fn(&VmOutcome) -> Option<f64>| {
+    let row = |name: &str, what: String, decimals, f: &dyn Fn(&VmOutcome) -> Option<f64>| {
         let (b, k) = both(f);
         Row {
-            name,
+            name: name.into(),
             what,
             bosun: b,
             kubelet: k,

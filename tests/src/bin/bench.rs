@@ -1,12 +1,16 @@
 //! `bench [--quick] [--pods N] [--burst M] [--window SECS] [--settle SECS] [--scrapes K]
-//! [--log-mib L] [--eviction-runs E] [--floor-runs R] [--only bosun|kubelet] [--vm]`: Bosun against the upstream kubelet, side by side, in
-//! one run. Run through `tests/bench/run`, which builds Bosun in release mode. `--vm`: startup,
-//! CPU and RSS inside the VM node (cgroup v2, systemd driver; bench::vm).
-//! `bench --check FILE` exits non-zero unless FILE (a run's output) has every required line.
+//! [--log-mib L] [--eviction-runs E] [--floor-runs R] [--only bosun|kubelet] [--vm] [--density
+//! [--levels N,M,..]]`: Bosun against the upstream kubelet, side by side, in one run. Run
+//! through `tests/bench/run`, which builds Bosun in release mode. `--vm`: startup, CPU and RSS
+//! inside the VM node (cgroup v2, systemd driver; bench::vm). `--density`: a node filled to
+//! maxPods in steps (bench::density).
+//! `bench --check FILE [--density]` exits non-zero unless FILE (a run's output) has every
+//! required line.
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use bosun_tests::bench::density::{self, DensityParams};
 use bosun_tests::bench::report::{self, Machine, Row};
 use bosun_tests::bench::scenario::{self, Agent, Outcome, Params, progress};
 use bosun_tests::bench::vm::{self, VmParams};
@@ -19,6 +23,8 @@ struct Args {
     agents: Vec<Agent>,
     quick: bool,
     vm: bool,
+    /// `--density` with its `--levels`.
+    density: Option<Vec<usize>>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -27,11 +33,13 @@ fn parse_args() -> anyhow::Result<Args> {
         check_output(
             argv.get(1)
                 .context("--check needs the file of a run's output")?,
+            argv.iter().any(|a| a == "--density"),
         );
     }
     let quick = argv.iter().any(|a| a == "--quick");
     let vm = argv.iter().any(|a| a == "--vm");
-    argv.retain(|a| a != "--quick" && a != "--vm");
+    let mut density = argv.iter().any(|a| a == "--density").then(Vec::new);
+    argv.retain(|a| a != "--quick" && a != "--vm" && a != "--density");
     let log_dir = bosun_tests::env::env_dir().join("bench");
     let mut params = if quick {
         Params {
@@ -78,6 +86,17 @@ fn parse_args() -> anyhow::Result<Args> {
             "--log-mib" => params.log_mib = number(value()?)?,
             "--eviction-runs" => params.eviction_runs = number(value()?)? as usize,
             "--floor-runs" => floor_runs = number(value()?)? as usize,
+            "--levels" => {
+                let levels = value()?
+                    .split(',')
+                    .map(|v| number(v.to_string()).map(|n| n as usize))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                anyhow::ensure!(
+                    !levels.is_empty() && levels[0] > 0 && levels.is_sorted_by(|a, b| a < b),
+                    "--levels: increasing pod counts, the first at least 1"
+                );
+                density = Some(levels);
+            }
             "--only" => {
                 agents = match value()?.as_str() {
                     "bosun" => vec![Agent::Bosun],
@@ -89,7 +108,7 @@ fn parse_args() -> anyhow::Result<Args> {
                 println!(
                     "usage: bench [--quick] [--pods N] [--burst M] [--window SECS] [--settle SECS] \
                      [--scrapes K] [--log-mib L] [--eviction-runs E] [--floor-runs R] \
-                     [--only bosun|kubelet] [--vm]"
+                     [--only bosun|kubelet] [--vm] [--density [--levels N,M,..]]"
                 );
                 std::process::exit(0);
             }
@@ -113,6 +132,7 @@ fn parse_args() -> anyhow::Result<Args> {
         agents,
         quick,
         vm,
+        density,
     })
 }
 
@@ -121,6 +141,9 @@ async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     if args.vm {
         return run_vm(&args).await;
+    }
+    if let Some(levels) = &args.density {
+        return run_density(&args, levels).await;
     }
     let p = &args.params;
     let env = Env::cluster();
@@ -273,10 +296,74 @@ async fn run_vm(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--check FILE`: exits 0 if FILE has every required `bench <metric>` line, else 1 naming them.
-fn check_output(file: &str) -> ! {
+/// `--density`: both agents fill a node to maxPods in steps: the `density_*` rows. Levels:
+/// `--levels` when given, else 110,250 (quick: 4,8); `--window` and `--settle` when given.
+async fn run_density(args: &Args, levels: &[usize]) -> anyhow::Result<()> {
+    let given = |flag: &str| std::env::args().any(|a| a == flag);
+    let log_dir = args.params.log_dir.clone();
+    std::fs::create_dir_all(&log_dir)?;
+    let mut p = if args.quick {
+        DensityParams::quick(log_dir)
+    } else {
+        DensityParams::full(log_dir)
+    };
+    if !levels.is_empty() {
+        p.levels = levels.to_vec();
+    }
+    if given("--window") {
+        p.window = args.params.window;
+    }
+    if given("--settle") {
+        p.settle = args.params.settle;
+    }
+    let env = Env::cluster();
+    let mut machine = Machine::read();
+    machine.kubernetes = format!("kubelet {}", env.var("KUBE_VERSION"));
+    progress(format_args!(
+        "density mode: levels {:?} (the first one every {} ms, then bursts), windows {} s after {} s",
+        p.levels,
+        p.interval.as_millis(),
+        p.window.as_secs(),
+        p.settle.as_secs()
+    ));
+    let mut bosun = None;
+    let mut kubelet = None;
+    for agent in &args.agents {
+        let outcome = density::run(*agent, &p)
+            .await
+            .with_context(|| format!("{} density run", agent.name()))?;
+        match agent {
+            Agent::Bosun => bosun = Some(outcome),
+            Agent::Kubelet => kubelet = Some(outcome),
+        }
+    }
+    machine.containerd = bosun
+        .iter()
+        .chain(&kubelet)
+        .map(|o: &density::DensityOutcome| o.runtime_version.clone())
+        .next()
+        .unwrap_or_default();
+    let rows = density::rows(&p, bosun.as_ref(), kubelet.as_ref());
+    println!();
+    print!("{}", report::table(&rows, &machine));
+    println!();
+    println!("{}", machine.line());
+    for r in &rows {
+        println!("{}", r.line());
+    }
+    Ok(())
+}
+
+/// `--check FILE`: exits 0 if FILE has every required `bench <metric>` line (of a density run
+/// with `density`), else 1 naming them.
+fn check_output(file: &str, density: bool) -> ! {
     let text = std::fs::read_to_string(file).unwrap_or_default();
-    let missing = report::missing(&text);
+    let required = if density {
+        density::REQUIRED
+    } else {
+        report::REQUIRED
+    };
+    let missing = report::missing(&text, required);
     if missing.is_empty() {
         std::process::exit(0);
     }
@@ -305,7 +392,7 @@ fn rows(
     let mut row =
         |name: &'static str, what: String, decimals: usize, f: &dyn Fn(&Outcome) -> Option<f64>| {
             rows.push(Row {
-                name,
+                name: name.into(),
                 what,
                 bosun: bosun.and_then(f),
                 kubelet: kubelet.and_then(f),
@@ -498,7 +585,7 @@ fn rows(
     );
     // The floor is the runtime's, the same for both agents.
     let floor_row = |name: &'static str, what: String, v: Option<f64>| Row {
-        name,
+        name: name.into(),
         what,
         bosun: v,
         kubelet: v,
