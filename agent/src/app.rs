@@ -604,6 +604,7 @@ async fn node_context(
         cgroups,
         prober,
         seccomp_default: pods.seccomp_default,
+        sync_frequency: pods.sync_frequency,
         seccomp_root: paths.root_dir.join("seccomp"),
     }))
 }

@@ -47,4 +47,6 @@ pub struct NodeContext<R = CriClient> {
     pub seccomp_default: bool,
     /// Where Localhost seccomp profiles live (`<rootDir>/seccomp`).
     pub seccomp_root: std::path::PathBuf,
+    /// `syncFrequency`: how often a settled pod is synced again (stretched by jitter).
+    pub sync_frequency: std::time::Duration,
 }

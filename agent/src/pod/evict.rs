@@ -97,4 +97,18 @@ impl<R: PodRuntime> PodWorker<R> {
         let now = crate::status::compute::now();
         past_active_deadline(&self.pod, start.map(|t| t.0.as_second()), now.0.as_second())
     }
+
+    /// Time left before spec.activeDeadlineSeconds (from the startTime), for a pod with a
+    /// deadline and a start not stopped for good yet.
+    pub(super) fn until_active_deadline(&self) -> Option<std::time::Duration> {
+        if self.terminal.is_some() {
+            return None;
+        }
+        let deadline = self.pod.spec.as_ref()?.active_deadline_seconds?;
+        let start = self.ctx.statuses.previous(&self.pod)?.start_time?;
+        let ran = crate::status::compute::now().0.as_second() - start.0.as_second();
+        Some(std::time::Duration::from_secs(
+            deadline.saturating_sub(ran).max(0) as u64,
+        ))
+    }
 }

@@ -19,6 +19,7 @@ pub mod plan;
 pub mod pleg;
 mod probing;
 pub mod report;
+pub mod resync;
 #[cfg(test)]
 mod rounds;
 pub mod runtime;

@@ -99,11 +99,7 @@ pub fn plan(
         return actions;
     };
     let policy = RestartPolicy::of(pod);
-    let next_count = |name: &str| {
-        latest(containers, name, None)
-            .map(|c| c.restart_count + 1)
-            .unwrap_or(0)
-    };
+    let next_count = |name: &str| latest(containers, name, None).map_or(0, |c| c.restart_count + 1);
 
     let sandbox = match sandbox {
         Some(s) if s.ready => s,
@@ -117,13 +113,7 @@ pub fn plan(
     }
     // Ephemeral containers, as the kubelet's computePodActions: started even while
     // initialization is incomplete, once, whatever becomes of them.
-    actions.ephemeral = spec
-        .ephemeral_containers
-        .iter()
-        .flatten()
-        .filter(|ec| latest(containers, &ec.name, None).is_none())
-        .map(|ec| ec.name.clone())
-        .collect();
+    actions.ephemeral = never_run_ephemeral(spec, containers);
     let in_sandbox = |name: &str| latest(containers, name, Some(&sandbox.id));
     let start_or_backoff = |actions: &mut PodActions, name: &str, init: bool, exited: bool| {
         if exited && backoff.in_backoff(name, now) {
@@ -198,8 +188,7 @@ pub fn plan(
             // run (computePodActions).
             Some(v) if v.state == RunState::Unknown => {
                 all_done = false;
-                let message = "Container is in \"unknown\" state, try killing it before restart";
-                actions.kill.push((v.id.clone(), message.to_string()));
+                actions.kill.push(kill_unknown(v, "Container"));
                 start_or_backoff(&mut actions, &c.name, false, false);
             }
             Some(_) => all_done = false,
@@ -213,6 +202,23 @@ pub fn plan(
         };
     }
     actions
+}
+
+/// The ephemeral containers (`kubectl debug`) that never ran in any sandbox.
+fn never_run_ephemeral(spec: &PodSpec, containers: &[ContainerView]) -> Vec<String> {
+    spec.ephemeral_containers
+        .iter()
+        .flatten()
+        .filter(|ec| latest(containers, &ec.name, None).is_none())
+        .map(|ec| ec.name.clone())
+        .collect()
+}
+
+/// The kill of container `v` in the unknown state before a new instance starts, with the
+/// kubelet's message; `what` is "Container" or "Init container".
+fn kill_unknown(v: &ContainerView, what: &str) -> (String, String) {
+    let message = format!("{what} is in \"unknown\" state, try killing it before restart");
+    (v.id.clone(), message)
 }
 
 /// What to do when the pod's newest sandbox is not ready (or there is none): nothing for a pod
@@ -383,9 +389,7 @@ fn init_actions<'a>(
                 if !sidecar && !restarts_when_killed(pod, c) {
                     return InitPlan::KillPod;
                 }
-                let message =
-                    "Init container is in \"unknown\" state, try killing it before restart";
-                kill.push((v.id.clone(), message.to_string()));
+                kill.push(kill_unknown(v, "Init container"));
                 start.push(i);
             }
             RunState::Exited if sidecar => start.push(i),

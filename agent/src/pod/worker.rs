@@ -32,8 +32,10 @@ use crate::status::Waiting;
 use crate::volume;
 use crate::volume::api::ApiVolumes;
 
-/// How often a worker syncs with no event at all.
-const RESYNC: Duration = Duration::from_secs(10);
+use super::resync;
+
+/// The longest wait between two volume retries.
+const RESYNC: Duration = resync::UNSETTLED;
 /// How soon a start held back by volumes not set up (a claim not bound yet, a CSI driver not
 /// registered yet) is first tried again: the kubelet polls its volume manager every 300 ms; every
 /// retry here reads the API (and records a FailedMount event), so a little less often, doubling
@@ -162,6 +164,7 @@ impl<R: PodRuntime> PodWorker<R> {
         wake: Arc<Notify>,
         cancel: CancellationToken,
     ) {
+        let mut next_sync: Duration;
         loop {
             let update = rx.borrow_and_update().clone();
             match update {
@@ -180,9 +183,14 @@ impl<R: PodRuntime> PodWorker<R> {
                     self.pod = pod;
                     let started = Instant::now();
                     // Boxed: the sync's state lives only while it runs, not in every idle worker's task.
-                    if let Err(e) = Box::pin(self.sync()).await {
-                        warn!(error = %e, "pod sync failed; retrying");
-                    }
+                    let ok = match Box::pin(self.sync()).await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            warn!(error = %e, "pod sync failed; retrying");
+                            false
+                        }
+                    };
+                    next_sync = self.resync_delay(ok);
                     crate::metrics::global().observe_pod_sync(op, started.elapsed());
                     self.synced = true;
                 }
@@ -217,8 +225,9 @@ impl<R: PodRuntime> PodWorker<R> {
                 .filter_map(|b| b.next_expiry(now))
                 .min()
                 .map(|t| t - now)
-                .unwrap_or(RESYNC)
-                .min(self.volume_retry.unwrap_or(RESYNC));
+                .unwrap_or(next_sync)
+                .min(next_sync)
+                .min(self.volume_retry.unwrap_or(next_sync));
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 r = rx.changed() => if r.is_err() { return },
@@ -226,6 +235,22 @@ impl<R: PodRuntime> PodWorker<R> {
                 _ = tokio::time::sleep(until) => {}
             }
         }
+    }
+
+    /// The wait before the next periodic sync, after one that succeeded (`ok`) or not.
+    fn resync_delay(&self, ok: bool) -> Duration {
+        let settled = ok
+            && self
+                .ctx
+                .statuses
+                .previous(&self.pod)
+                .is_some_and(|s| resync::settled(&s));
+        resync::delay(
+            settled,
+            self.ctx.sync_frequency,
+            crate::backoff::jitter(),
+            self.until_active_deadline(),
+        )
     }
 
     pub(super) fn key(&self) -> PodKey {

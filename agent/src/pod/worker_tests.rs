@@ -475,6 +475,7 @@ impl TestNode {
             prober: Prober::spawn(Arc::new(NoProbes), Recorder::disabled(), cancel.clone()),
             seccomp_default: false,
             seccomp_root: dir.path().join("seccomp"),
+            sync_frequency: std::time::Duration::from_secs(60),
         };
         TestNode {
             ctx: Arc::new(ctx),

@@ -187,12 +187,22 @@ fn check_host_path(p: &Path, kind: &str) -> Result<(), String> {
     }
 }
 
+/// True when `dir` is a mount point of another filesystem than its parent's, as every tmpfs
+/// mount is (the kubelet's IsLikelyNotMountPoint). Two stats: /proc/self/mountinfo, which lists
+/// every container's overlay with its long options, cost a node with 250 pods more than half of
+/// its CPU when read on each volume refresh.
+fn is_mount_point(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let parent = dir.parent().unwrap_or(dir);
+    match (std::fs::metadata(dir), std::fs::metadata(parent)) {
+        (Ok(d), Ok(p)) => d.dev() != p.dev(),
+        _ => false,
+    }
+}
+
+/// Mounts a tmpfs (of `size`, a quantity) on `dir` unless one is there already.
 pub(crate) fn mount_tmpfs(dir: &Path, size: Option<&str>) -> Result<(), String> {
-    let mounted = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(&*dir.to_string_lossy()));
-    if mounted {
+    if is_mount_point(dir) {
         return Ok(());
     }
     let mut opts = String::from("mode=0777");
@@ -214,6 +224,16 @@ pub(crate) fn mount_tmpfs(dir: &Path, size: Option<&str>) -> Result<(), String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_points_are_on_another_device_than_their_parent() {
+        assert!(is_mount_point(Path::new("/proc")));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sub = dir.path().join("d");
+        std::fs::create_dir(&sub).expect("mkdir");
+        assert!(!is_mount_point(&sub));
+        assert!(!is_mount_point(&dir.path().join("missing")));
+    }
 
     #[test]
     fn mounts_under_the_pod_dir_deepest_first() {
