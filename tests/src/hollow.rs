@@ -237,7 +237,8 @@ authentication:
     }
 
     /// kubemark's flags (cmd/kubemark/app/hollow_node.go): the fake image service rather than a
-    /// host containerd's, no read-only port, its temporary root dir under this node's directory.
+    /// host containerd's, no read-only port. It makes its root dir under /tmp whatever TMPDIR says
+    /// (test/utils MakeTempDirOrDie); [`HollowProcess`] removes it.
     fn kubemark_command(&self) -> Command {
         let mut cmd = Command::new(Env::cluster().var("KUBEMARK_BIN"));
         cmd.arg("--morph=kubelet")
@@ -249,8 +250,7 @@ authentication:
             .arg(format!("--node-labels={HOLLOW_LABEL}={}", self.group))
             .arg(format!(
                 "--register-with-taints={HOLLOW_TAINT}=true:NoSchedule"
-            ))
-            .env("TMPDIR", self.path());
+            ));
         cmd
     }
 }
@@ -286,7 +286,22 @@ impl Drop for HollowProcess {
         if let Some(f) = self.fake_cri.as_mut() {
             daemon::kill(f);
         }
+        if let Some(root) = kubemark_root_dir(&fs::read_to_string(&self.log).unwrap_or_default()) {
+            let _ = fs::remove_dir_all(root);
+        }
     }
+}
+
+/// The root dir kubemark's hollow kubelet logged it made (`Using /tmp/hollow-kubelet.123 as root
+/// dir for hollow-kubelet`); only a directory of that name under /tmp.
+fn kubemark_root_dir(log: &str) -> Option<&str> {
+    let line = log
+        .lines()
+        .find(|l| l.contains("as root dir for hollow-kubelet"))?;
+    let dir = line.split("Using ").nth(1)?.split(" as root dir").next()?;
+    dir.strip_prefix("/tmp/hollow-kubelet.")
+        .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
+        .then_some(dir)
 }
 
 impl Drop for HollowNode {
@@ -351,4 +366,22 @@ pub fn deployment(
             },
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_kubemarks_root_dir_and_nothing_else() {
+        let log = "I1203 hollow_kubelet.go:185] Using /tmp/hollow-kubelet.42 as root dir for hollow-kubelet\n";
+        assert_eq!(kubemark_root_dir(log), Some("/tmp/hollow-kubelet.42"));
+        for bad in [
+            "Using / as root dir for hollow-kubelet",
+            "Using /tmp/hollow-kubelet.1/../.. as root dir for hollow-kubelet",
+            "nothing here",
+        ] {
+            assert_eq!(kubemark_root_dir(bad), None, "{bad}");
+        }
+    }
 }

@@ -204,7 +204,9 @@ fn node_images(mut list: Vec<bosun_cri::types::Image>) -> Vec<ContainerImage> {
     list.into_iter()
         .map(|i| ContainerImage {
             names: Some(i.repo_digests.into_iter().chain(i.repo_tags).collect()),
-            size_bytes: Some(i.size.min(i64::MAX as u64) as i64),
+            // sizeBytes is omitempty: a 0 reads back absent, so it is written absent, or every
+            // round would see a change (the fake runtime's images have no size).
+            size_bytes: (i.size > 0).then(|| i.size.min(i64::MAX as u64) as i64),
         })
         .collect()
 }
@@ -491,6 +493,12 @@ mod tests {
         ] {
             assert_eq!(names(node_images(list)), want);
         }
+        // The API drops a sizeBytes of 0 (omitempty): written as absent, it reads back equal.
+        let sizes: Vec<Option<i64>> = node_images(vec![image("a", 0), image("b", 5)])
+            .into_iter()
+            .map(|i| i.size_bytes)
+            .collect();
+        assert_eq!(sizes, [Some(5), None]);
     }
 
     #[test]
