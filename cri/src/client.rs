@@ -41,18 +41,33 @@ impl Default for Timeouts {
 /// Name and version of the runtime behind the endpoint, from the CRI Version call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeVersion {
+    /// The version of the runtime API the runtime implements: `0.1.0` (the kubelet's
+    /// kubeRuntimeAPIVersion, what containerd, CRI-O and the fake runtime answer).
+    pub version: String,
     /// e.g. `containerd`.
     pub runtime_name: String,
     /// e.g. `1.6.20~ds1`.
     pub runtime_version: String,
-    /// The CRI API version, `v1`.
+    /// The CRI API version the runtime names, e.g. `v1` (containerd) or `0.1.0`
+    /// (k8s.io/cri-api's fake runtime): informational, as for the kubelet.
     pub runtime_api_version: String,
 }
+
+/// The runtime API version the kubelet accepts (kuberuntime's kubeRuntimeAPIVersion).
+pub const RUNTIME_API_VERSION: &str = "0.1.0";
 
 impl RuntimeVersion {
     /// The form the kubelet reports as nodeInfo.containerRuntimeVersion: `containerd://1.6.20~ds1`.
     pub fn node_info_string(&self) -> String {
         format!("{}://{}", self.runtime_name, self.runtime_version)
+    }
+
+    /// Whether the kubelet would run on this runtime: the v1 service answered Version (so it
+    /// speaks CRI v1, as cri-client's validateServiceConnection decides) and its `version` is
+    /// [`RUNTIME_API_VERSION`] (NewKubeGenericRuntimeManager's check); the free-form
+    /// `runtime_api_version` is only logged.
+    pub fn is_supported(&self) -> bool {
+        self.version == RUNTIME_API_VERSION
     }
 }
 
@@ -100,6 +115,7 @@ impl CriClient {
             channel,
             timeouts,
             version: RuntimeVersion {
+                version: String::new(),
                 runtime_name: String::new(),
                 runtime_version: String::new(),
                 runtime_api_version: String::new(),
@@ -107,11 +123,11 @@ impl CriClient {
             observer: None,
         };
         let v = client.version().await?;
-        if v.runtime_api_version != "v1" {
+        if !v.is_supported() {
             return Err(CriError::UnsupportedVersion {
                 endpoint: client.endpoint_text.clone(),
                 runtime: format!("{} {}", v.runtime_name, v.runtime_version),
-                api_version: v.runtime_api_version,
+                api_version: v.version,
             });
         }
         client.version = v;
@@ -242,6 +258,7 @@ impl CriClient {
             })
             .await?;
         Ok(RuntimeVersion {
+            version: r.version,
             runtime_name: r.runtime_name,
             runtime_version: r.runtime_version,
             runtime_api_version: r.runtime_api_version,
@@ -788,5 +805,34 @@ fn image_spec(image: &str) -> cri::ImageSpec {
     cri::ImageSpec {
         image: image.to_string(),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(version: &str, api: &str) -> RuntimeVersion {
+        RuntimeVersion {
+            version: version.into(),
+            runtime_name: "r".into(),
+            runtime_version: "1".into(),
+            runtime_api_version: api.into(),
+        }
+    }
+
+    #[test]
+    fn runtime_version_is_checked_as_the_kubelet_does() {
+        // (version, runtime_api_version, accepted): containerd and CRI-O answer 0.1.0/v1;
+        // k8s.io/cri-api's fake runtime (kubemark's) 0.1.0/0.1.0, which the kubelet runs on.
+        let cases = [
+            ("0.1.0", "v1", true),
+            ("0.1.0", "0.1.0", true),
+            ("0.2.0", "v1", false),
+            ("", "v1", false),
+        ];
+        for (version, api, ok) in cases {
+            assert_eq!(answer(version, api).is_supported(), ok, "{version}/{api}");
+        }
     }
 }

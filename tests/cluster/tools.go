@@ -1,8 +1,10 @@
 //go:build tools
 
 // Package tools pins the Kubernetes commands that tests/cluster/build compiles:
-// the control plane the tests run against and the upstream kubelet that Bosun
-// is measured against. Nothing here is part of Bosun itself.
+// the control plane the tests run against, the upstream kubelet that Bosun is
+// measured against, and kubemark's hollow node (the kubelet's code on a fake
+// runtime), the yardstick of the scale benchmark. Nothing here is part of Bosun
+// itself.
 package tools
 
 import (
@@ -10,4 +12,5 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kubemark"
 )

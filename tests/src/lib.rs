@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod daemon;
 pub mod env;
 pub mod fixture;
+pub mod hollow;
 pub mod kubelet;
 pub mod logind;
 pub mod node;

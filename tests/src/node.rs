@@ -40,7 +40,7 @@ impl Containerd {
     /// when given: a small image filesystem of its own (unmounted by the teardown).
     pub fn start_with_root_size(name: &str, size: Option<&str>) -> Containerd {
         let env = Env::runtime();
-        let (slot, slot_lock) = claim_slot();
+        let (slot, slot_lock) = claim_slot(Path::new(SLOTS_DIR), MAX_SLOT);
         // Short paths: unix socket paths under it must stay below 108 bytes.
         let node_dir = env_dir().join("nodes").join(slot.to_string());
         let dir = node_dir.join("containerd");
@@ -206,14 +206,13 @@ fn teardown(dir: &Path, bridge: &str) {
 /// environments (CI's and a second one) must never both hold slot N.
 const SLOTS_DIR: &str = "/run/bosun-tests/slots";
 
-/// Claims a free slot number across all test processes and threads: an exclusive `flock` on the
-/// slot's file, held until the [`Containerd`] is dropped or its process dies (so a crashed test
-/// leaves no stale claim, and two claimants can never both win one slot, as the pid-file check
-/// before it allowed when both found the same stale file).
-fn claim_slot() -> (u32, Flock<fs::File>) {
-    let slots = Path::new(SLOTS_DIR);
+/// Claims a free slot number in `slots` (1..=`max`) across all test processes and threads: an
+/// exclusive `flock` on the slot's file, held until the lock is dropped or its process dies (so a
+/// crashed test leaves no stale claim, and two claimants can never both win one slot, as the
+/// pid-file check before it allowed when both found the same stale file).
+pub(crate) fn claim_slot(slots: &Path, max: u32) -> (u32, Flock<fs::File>) {
     fs::create_dir_all(slots).expect("create slots dir");
-    for slot in 1..=MAX_SLOT {
+    for slot in 1..=max {
         let path = slots.join(slot.to_string());
         let Ok(file) = OpenOptions::new()
             .create(true)
@@ -230,7 +229,7 @@ fn claim_slot() -> (u32, Flock<fs::File>) {
             return (slot, lock);
         }
     }
-    panic!("no free containerd slot in {}", slots.display());
+    panic!("no free slot in {}", slots.display());
 }
 
 /// Creates cgroup `root` (`/bosun-bsn3`) in every hierarchy under /sys/fs/cgroup, as a cgroupRoot

@@ -157,15 +157,7 @@ impl Observer {
             Some(_) => {}
         }
         let images = match self.cri.list_images().await {
-            Ok(mut list) => {
-                list.sort_by_key(|i| std::cmp::Reverse(i.size));
-                list.into_iter()
-                    .map(|i| ContainerImage {
-                        names: Some(i.repo_digests.into_iter().chain(i.repo_tags).collect()),
-                        size_bytes: Some(i.size.min(i64::MAX as u64) as i64),
-                    })
-                    .collect()
-            }
+            Ok(list) => node_images(list),
             Err(e) => {
                 warn!(error = %e, "listing images for the node status failed");
                 Vec::new()
@@ -201,6 +193,22 @@ impl Observer {
                 .unwrap_or_default(),
         }
     }
+}
+
+/// The node's images from the runtime's list, largest first and, at equal size, by ID
+/// descending (the kubelet's sliceutils.ByImageSize): an order that does not follow the runtime's
+/// listing order, which may change between calls (the fake runtime lists from a Go map), so that
+/// an unchanged set of images never reads as a status change.
+fn node_images(mut list: Vec<bosun_cri::types::Image>) -> Vec<ContainerImage> {
+    list.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| b.id.cmp(&a.id)));
+    list.into_iter()
+        .map(|i| ContainerImage {
+            names: Some(i.repo_digests.into_iter().chain(i.repo_tags).collect()),
+            // sizeBytes is omitempty: a 0 reads back absent, so it is written absent, or every
+            // round would see a change (the fake runtime's images have no size).
+            size_bytes: (i.size > 0).then(|| i.size.min(i64::MAX as u64) as i64),
+        })
+        .collect()
 }
 
 /// The strategic merge patch of nodes/status writing every field the setters own: conditions
@@ -463,6 +471,34 @@ mod tests {
             p["status"]["addresses"],
             json!([{"$patch": "replace"}, {"type": "InternalIP", "address": "10.0.0.2"}, {"type": "Hostname", "address": "n1"}])
         );
+    }
+
+    #[test]
+    fn images_order_is_the_kubelets_whatever_the_runtime_lists() {
+        let image = |id: &str, size: u64| bosun_cri::types::Image {
+            id: id.into(),
+            repo_tags: vec![id.into()],
+            size,
+            ..Default::default()
+        };
+        let names = |l: Vec<ContainerImage>| -> Vec<String> {
+            l.into_iter()
+                .flat_map(|i| i.names.unwrap_or_default())
+                .collect()
+        };
+        let want = ["big", "b", "a"];
+        for list in [
+            vec![image("a", 1), image("b", 1), image("big", 9)],
+            vec![image("b", 1), image("big", 9), image("a", 1)],
+        ] {
+            assert_eq!(names(node_images(list)), want);
+        }
+        // The API drops a sizeBytes of 0 (omitempty): written as absent, it reads back equal.
+        let sizes: Vec<Option<i64>> = node_images(vec![image("a", 0), image("b", 5)])
+            .into_iter()
+            .map(|i| i.size_bytes)
+            .collect();
+        assert_eq!(sizes, [Some(5), None]);
     }
 
     #[test]

@@ -63,17 +63,39 @@ pub fn requests(
     from: Timestamp,
     to: Timestamp,
 ) -> BTreeMap<String, usize> {
+    requests_where(log, username, |u| u == username, from, to)
+}
+
+/// As [`requests`], for every user whose name starts with `prefix` (`system:node:hollow-`), all
+/// counted together.
+pub fn requests_of_users(
+    log: &str,
+    prefix: &str,
+    from: Timestamp,
+    to: Timestamp,
+) -> BTreeMap<String, usize> {
+    requests_where(log, prefix, |u| u.starts_with(prefix), from, to)
+}
+
+/// The requests of the users `user` accepts; `hint` is a substring of every line that may count.
+fn requests_where(
+    log: &str,
+    hint: &str,
+    user: impl Fn(&str) -> bool,
+    from: Timestamp,
+    to: Timestamp,
+) -> BTreeMap<String, usize> {
     let mut seen = HashSet::new();
     let mut by_kind = BTreeMap::new();
     for line in log.lines() {
         // Cheap filter before parsing: most lines are other users'.
-        if !line.contains(username) {
+        if !line.contains(hint) {
             continue;
         }
         let Ok(ev) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        if ev["user"]["username"].as_str() != Some(username) {
+        if !ev["user"]["username"].as_str().is_some_and(&user) {
             continue;
         }
         let Some(received) = ev["requestReceivedTimestamp"]
@@ -215,6 +237,10 @@ mod tests {
         assert_eq!(by.get("watch pods"), Some(&1));
         assert_eq!(by.get("patch pods/status"), Some(&1));
         assert_eq!(total(&by), 3);
+        // By prefix: both nodes, together.
+        let by = requests_of_users(&log, "system:node:n1", from, to);
+        assert_eq!(by.get("get nodes"), Some(&2));
+        assert_eq!(total(&by), 4);
     }
 
     #[test]

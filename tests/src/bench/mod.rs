@@ -5,6 +5,7 @@ pub mod audit;
 pub mod density;
 pub mod eviction;
 pub mod floor;
+pub mod hollow;
 pub mod logs;
 pub mod pods;
 pub mod probes;

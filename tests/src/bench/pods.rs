@@ -41,6 +41,7 @@ fn running_and_ready(p: &Pod) -> bool {
 
 #[derive(Default)]
 struct Seen {
+    first: HashMap<String, Instant>,
     ready: HashMap<String, Instant>,
     present: HashSet<String>,
     gone: HashMap<String, Instant>,
@@ -74,6 +75,7 @@ impl Tracker {
                         watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
                             let name = p.metadata.name.clone().unwrap_or_default();
                             s.present.insert(name.clone());
+                            s.first.entry(name.clone()).or_insert(now);
                             s.gone.remove(&name);
                             if running_and_ready(&p) {
                                 s.ready.entry(name.clone()).or_insert(now);
@@ -140,6 +142,27 @@ impl Tracker {
                 .collect::<Option<Vec<_>>>())
         })
         .await
+    }
+
+    /// For every pod seen both created and Running and Ready: from its first watch event (the
+    /// create, as a controller's pods are seen) to Ready, ms. Pods present at the initial list
+    /// count from then.
+    pub fn startups_ms(&self) -> Vec<f64> {
+        let s = self.seen.lock().expect("tracker lock");
+        s.ready
+            .iter()
+            .filter_map(|(n, r)| {
+                s.first
+                    .get(n)
+                    .map(|f| r.duration_since(*f).as_secs_f64() * 1e3)
+            })
+            .collect()
+    }
+
+    /// How many pods exist now, and how many of all seen have been Running and Ready.
+    pub fn counts(&self) -> (usize, usize) {
+        let s = self.seen.lock().expect("tracker lock");
+        (s.present.len(), s.ready.len())
     }
 
     async fn wait<T>(

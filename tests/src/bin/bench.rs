@@ -4,6 +4,8 @@
 //! through `tests/bench/run`, which builds Bosun in release mode. `--vm`: startup, CPU and RSS
 //! inside the VM node (cgroup v2, systemd driver; bench::vm). `--density`: a node filled to
 //! maxPods in steps (bench::density).
+//! `bench --nodes N[,N...] [--hold SECS] [--pods-per-node P]`: the hollow-node scale benchmark
+//! (bench::hollow), Bosun's hollow nodes then kubemark's, for each N.
 //! `bench --check FILE [--density]` exits non-zero unless FILE (a run's output) has every
 //! required line.
 
@@ -11,10 +13,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bosun_tests::bench::density::{self, DensityParams};
+use bosun_tests::bench::hollow::{self as hollow_bench, HollowParams};
 use bosun_tests::bench::report::{self, Machine, Row};
 use bosun_tests::bench::scenario::{self, Agent, Outcome, Params, progress};
 use bosun_tests::bench::vm::{self, VmParams};
 use bosun_tests::bench::{audit, floor, stats};
+use bosun_tests::hollow::HollowAgent;
 use bosun_tests::{Env, admin_client, bosun_bin};
 
 struct Args {
@@ -25,6 +29,12 @@ struct Args {
     vm: bool,
     /// `--density` with its `--levels`.
     density: Option<Vec<usize>>,
+    /// `--nodes`: the hollow-node benchmark for each of these N.
+    nodes: Vec<usize>,
+    /// `--hold` (hollow-node benchmark), seconds.
+    hold: Option<u64>,
+    /// `--pods-per-node` (hollow-node benchmark).
+    pods_per_node: usize,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -70,6 +80,7 @@ fn parse_args() -> anyhow::Result<Args> {
     };
     let mut floor_runs = params.pods;
     let mut agents = vec![Agent::Bosun, Agent::Kubelet];
+    let (mut nodes, mut hold, mut pods_per_node) = (Vec::new(), None, 10);
     let mut it = argv.into_iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -97,6 +108,13 @@ fn parse_args() -> anyhow::Result<Args> {
                 );
                 density = Some(levels);
             }
+            "--nodes" => {
+                for n in value()?.split(',') {
+                    nodes.push(number(n.to_string())? as usize);
+                }
+            }
+            "--hold" => hold = Some(number(value()?)?),
+            "--pods-per-node" => pods_per_node = number(value()?)? as usize,
             "--only" => {
                 agents = match value()?.as_str() {
                     "bosun" => vec![Agent::Bosun],
@@ -108,7 +126,8 @@ fn parse_args() -> anyhow::Result<Args> {
                 println!(
                     "usage: bench [--quick] [--pods N] [--burst M] [--window SECS] [--settle SECS] \
                      [--scrapes K] [--log-mib L] [--eviction-runs E] [--floor-runs R] \
-                     [--only bosun|kubelet] [--vm] [--density [--levels N,M,..]]"
+                     [--only bosun|kubelet] [--vm] [--density [--levels N,M,..]] | [--quick] \
+                     --nodes N[,N...] [--hold SECS] [--pods-per-node P] [--only bosun|kubelet]"
                 );
                 std::process::exit(0);
             }
@@ -133,6 +152,9 @@ fn parse_args() -> anyhow::Result<Args> {
         quick,
         vm,
         density,
+        nodes,
+        hold,
+        pods_per_node,
     })
 }
 
@@ -144,6 +166,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(levels) = &args.density {
         return run_density(&args, levels).await;
+    }
+    if !args.nodes.is_empty() {
+        return run_hollow(&args).await;
     }
     let p = &args.params;
     let env = Env::cluster();
@@ -351,6 +376,56 @@ async fn run_density(args: &Args, levels: &[usize]) -> anyhow::Result<()> {
     for r in &rows {
         println!("{}", r.line());
     }
+    Ok(())
+}
+
+/// The hollow-node benchmark: for each N, Bosun's hollow nodes then kubemark's; a `bench hollow_*`
+/// line per metric, and the largest N each agent ran with p99 startup <= 5 s.
+async fn run_hollow(args: &Args) -> anyhow::Result<()> {
+    let hold = args.hold.unwrap_or(if args.quick { 20 } else { 300 });
+    let mut largest: [Option<usize>; 2] = [None, None];
+    for &n in &args.nodes {
+        let p = HollowParams {
+            nodes: n,
+            pods_per_node: args.pods_per_node,
+            hold: Duration::from_secs(hold),
+            settle: Duration::from_secs(if args.quick { 2 } else { 10 }),
+            log_dir: args.params.log_dir.clone(),
+        };
+        let mut outcomes = [None, None];
+        for (i, agent) in [HollowAgent::Bosun, HollowAgent::Kubemark]
+            .into_iter()
+            .enumerate()
+        {
+            let wanted = if i == 0 { Agent::Bosun } else { Agent::Kubelet };
+            if !args.agents.contains(&wanted) {
+                continue;
+            }
+            progress(format_args!(
+                "hollow: {} x {n}, hold {hold} s",
+                agent.name()
+            ));
+            match hollow_bench::run(agent, &p).await {
+                Ok(o) => {
+                    if o.startup(99.0).is_some_and(|p99| p99 <= 5000.0) {
+                        largest[i] = Some(largest[i].map_or(n, |l| l.max(n)));
+                    }
+                    outcomes[i] = Some(o);
+                }
+                Err(e) => progress(format_args!("hollow: {} x {n} failed: {e:#}", agent.name())),
+            }
+        }
+        for l in hollow_bench::lines(outcomes[0].as_ref(), outcomes[1].as_ref()) {
+            println!("{l}");
+        }
+    }
+    let fmt = |v: Option<usize>| v.map_or("n/a".to_string(), |v| v.to_string());
+    println!(
+        "bench hollow_max_nodes_slo bosun={} kubemark={} (largest N run with p99 pod startup <= 5 s; N tried: {:?})",
+        fmt(largest[0]),
+        fmt(largest[1]),
+        args.nodes
+    );
     Ok(())
 }
 

@@ -1,0 +1,62 @@
+// Command fake-cri serves the Kubernetes project's own fake CRI runtime (k8s.io/cri-client/pkg/fake,
+// the one kubemark's hollow nodes run in-process) on the unix socket -socket, for the scale tests'
+// hollow nodes: each hollow node gets its own. Sandboxes and containers exist only in memory (a
+// sandbox is READY with IP 192.168.192.168 at once, a started container RUNNING until stopped);
+// images are pulled by name without a registry, as kubemark's hollow kubelet does with
+// --use-host-image-service=false. Built by tests/cluster/build; stops on SIGTERM or SIGINT.
+package main
+
+import (
+	"flag"
+	"log"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	fakeremote "k8s.io/cri-client/pkg/fake"
+)
+
+func main() {
+	socket := flag.String("socket", "", "path of the unix socket to serve CRI v1 on (required)")
+	images := flag.String("images", "", "comma-separated image references present from the start")
+	flag.Parse()
+	if *socket == "" {
+		log.Fatal("-socket is required")
+	}
+
+	rt := fakeremote.NewFakeRemoteRuntime()
+	var present []string
+	for _, i := range strings.Split(*images, ",") {
+		if i != "" {
+			present = append(present, i)
+		}
+	}
+	if len(present) > 0 {
+		rt.ImageService.SetFakeImages(present)
+	}
+	if err := rt.Start("unix://" + *socket); err != nil {
+		log.Fatalf("serve on %s: %v", *socket, err)
+	}
+	log.Printf("fake CRI runtime serving on %s", *socket)
+
+	// The fakes record every call for their unit tests' assertions and never forget one: drop
+	// the record now and then so that a long run's memory stays flat.
+	go func() {
+		for range time.Tick(10 * time.Second) {
+			rt.RuntimeService.Lock()
+			rt.RuntimeService.Called = rt.RuntimeService.Called[:0]
+			rt.RuntimeService.Unlock()
+			rt.ImageService.Lock()
+			rt.ImageService.Called = rt.ImageService.Called[:0]
+			rt.ImageService.Unlock()
+		}
+	}()
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	<-sig
+	rt.Stop()
+	_ = os.Remove(*socket)
+}
