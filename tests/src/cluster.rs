@@ -83,6 +83,25 @@ pub fn audit_requests(from: u64, user: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A node name `<prefix>-<pid>-<n>` unique in this process, with any Node of that name left in
+/// the API deleted: names repeat once test pids wrap around on a long-lived machine, and a Node
+/// left by an earlier run (killed before its drop ran) would be taken for the new one, Ready and
+/// all.
+pub fn fresh_node_name(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let env = Env::cluster();
+    let name = format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    let _ = Command::new(env.var("KUBECTL"))
+        .args(["delete", "node", &name, "--ignore-not-found"])
+        .env("KUBECONFIG", env.var("KUBECONFIG"))
+        .output();
+    name
+}
+
 impl ClusterNode {
     /// A CRI client of this node's containerd.
     pub async fn cri(&self) -> bosun_cri::CriClient {
@@ -113,19 +132,8 @@ impl ClusterNode {
 
     /// As [`ClusterNode::new`], with `opts` in the config.
     pub fn with_options(prefix: &str, opts: &NodeOptions) -> ClusterNode {
-        static N: AtomicU32 = AtomicU32::new(0);
         let env = Env::cluster();
-        let name = format!(
-            "{prefix}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        );
-        // Names repeat once test pids wrap around on a long-lived machine: a Node left by an
-        // earlier run (killed before its drop ran) would be taken for this one, Ready and all.
-        let _ = Command::new(env.var("KUBECTL"))
-            .args(["delete", "node", &name, "--ignore-not-found"])
-            .env("KUBECONFIG", env.var("KUBECONFIG"))
-            .output();
+        let name = fresh_node_name(prefix);
         let ctd = Containerd::start_with_root_size(&name, opts.containerd_root_size.as_deref());
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();

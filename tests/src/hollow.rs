@@ -7,7 +7,6 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::Flock;
@@ -78,17 +77,8 @@ impl HollowNode {
     /// Prepares hollow node `<prefix>-<pid>-<n>` of `group`: credentials and a directory (short:
     /// the fake runtime's socket path must stay under 108 bytes).
     pub fn new(prefix: &str, group: &str) -> HollowNode {
-        static N: AtomicU32 = AtomicU32::new(0);
         let env = Env::cluster();
-        let name = format!(
-            "{prefix}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        );
-        let _ = Command::new(env.var("KUBECTL"))
-            .args(["delete", "node", &name, "--ignore-not-found"])
-            .env("KUBECONFIG", env.var("KUBECONFIG"))
-            .output();
+        let name = crate::cluster::fresh_node_name(prefix);
         let (slot, lock) = crate::node::claim_slot(Path::new(SLOTS_DIR), MAX_SLOT);
         let dir = tempfile::Builder::new()
             .prefix("hollow")

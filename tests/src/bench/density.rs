@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::PostParams;
 
 use super::pods::{self, Tracker};
 use super::report::Row;
@@ -167,15 +167,8 @@ async fn measure(
         });
     }
 
-    let t_delete = Instant::now();
-    pods.delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await?;
-    let gone = tracker.gone(&names, Duration::from_secs(900)).await?;
-    let teardown_s = gone
-        .iter()
-        .max()
-        .map(|g| g.saturating_duration_since(t_delete).as_secs_f64())
-        .unwrap_or(0.0);
+    let teardown_s =
+        scenario::delete_all(&pods, &tracker, &names, Duration::from_secs(900)).await?;
     progress(format_args!(
         "{}: {} pods gone after {teardown_s:.1} s",
         agent.name(),

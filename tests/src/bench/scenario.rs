@@ -353,15 +353,7 @@ async fn measure(
         streaming.forward_mib_s
     ));
 
-    let t_delete = Instant::now();
-    pods.delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await?;
-    let gone = tracker.gone(&names, Duration::from_secs(600)).await?;
-    let teardown_s = gone
-        .iter()
-        .max()
-        .map(|g| g.saturating_duration_since(t_delete).as_secs_f64())
-        .unwrap_or(0.0);
+    let teardown_s = delete_all(&pods, &tracker, &names, Duration::from_secs(600)).await?;
     progress(format_args!(
         "{}: {} pods gone after {teardown_s:.2} s",
         agent.name(),
@@ -465,6 +457,25 @@ pub async fn start_until_ready<'a>(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Deletes every pod of the namespace at once and waits (up to `timeout`) for `names` to be gone
+/// from the watch; seconds from the delete call to the last one gone.
+pub async fn delete_all(
+    pods: &Api<Pod>,
+    tracker: &Tracker,
+    names: &[String],
+    timeout: Duration,
+) -> anyhow::Result<f64> {
+    let t_delete = Instant::now();
+    pods.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await?;
+    let gone = tracker.gone(names, timeout).await?;
+    Ok(gone
+        .iter()
+        .max()
+        .map(|g| g.saturating_duration_since(t_delete).as_secs_f64())
+        .unwrap_or(0.0))
 }
 
 /// Measures the agent over `length` and counts the node's API requests received meanwhile.

@@ -255,10 +255,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     println!();
-    println!("{}", machine.line());
-    for r in &rows {
-        println!("{}", r.line());
-    }
+    print_lines(&rows, &machine);
     Ok(())
 }
 
@@ -311,13 +308,7 @@ async fn run_vm(args: &Args) -> anyhow::Result<()> {
         }
     }
     let rows = vm::rows(&p, bosun.as_ref(), kubelet.as_ref());
-    println!();
-    print!("{}", report::table(&rows, &machine));
-    println!();
-    println!("{}", machine.line());
-    for r in &rows {
-        println!("{}", r.line());
-    }
+    print_report(&rows, &machine);
     Ok(())
 }
 
@@ -369,14 +360,24 @@ async fn run_density(args: &Args, levels: &[usize]) -> anyhow::Result<()> {
         .next()
         .unwrap_or_default();
     let rows = density::rows(&p, bosun.as_ref(), kubelet.as_ref());
+    print_report(&rows, &machine);
+    Ok(())
+}
+
+/// Prints the table of `rows`, then the machine's and every row's `bench` line.
+fn print_report(rows: &[Row], machine: &Machine) {
     println!();
-    print!("{}", report::table(&rows, &machine));
+    print!("{}", report::table(rows, machine));
     println!();
+    print_lines(rows, machine);
+}
+
+/// Prints the machine's `bench` line and every row's.
+fn print_lines(rows: &[Row], machine: &Machine) {
     println!("{}", machine.line());
-    for r in &rows {
+    for r in rows {
         println!("{}", r.line());
     }
-    Ok(())
 }
 
 /// The hollow-node benchmark: for each N, Bosun's hollow nodes then kubemark's; a `bench hollow_*`
