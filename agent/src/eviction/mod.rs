@@ -31,6 +31,7 @@ use tracing::{debug, info, warn};
 use crate::config::eviction::{EvictionConfig, Signal};
 use crate::events::{EventType, Recorder};
 use crate::stats::StatsProvider;
+use crate::stats::summary::Summary;
 pub use synchronize::{Condition, Conditions};
 
 /// The kubelet's evictionMonitoringPeriod (a constant there, not a configuration field).
@@ -93,6 +94,10 @@ pub struct Reclaim {
 /// kubelet's podCleanupTimeout).
 pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a disk eviction waits for a sample with the pods' volumes measured again before it
+/// ranks on the round's own.
+const REMEASURE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The eviction manager: thresholds, what earlier rounds saw, and where conditions go.
 pub struct Manager {
     config: EvictionConfig,
@@ -115,7 +120,7 @@ pub struct Manager {
 struct Round {
     met: Vec<crate::config::eviction::Threshold>,
     observations: signals::Observations,
-    summary: Arc<crate::stats::summary::Summary>,
+    summary: Arc<Summary>,
 }
 
 impl Manager {
@@ -288,7 +293,8 @@ impl Manager {
             warn!(thresholds = ?signals, "Eviction manager: eviction thresholds have been met, but no pods are active to evict");
             return None;
         }
-        let candidates = candidates(&active, &round.summary);
+        let summary = self.ranking_summary(signal, round.summary).await;
+        let candidates = candidates(&active, &summary);
         let Some(eviction) = plan::plan(
             &round.met,
             &round.observations,
@@ -302,6 +308,27 @@ impl Manager {
         info!(resource = eviction.resource, pod.uid = %eviction.uid, grace_seconds = eviction.grace_seconds,
             message = %eviction.message, "Eviction manager: must evict pod(s) to reclaim");
         self.carry_out(pods, eviction, signal.as_str()).await
+    }
+
+    /// The Summary to rank pods on for `signal`. For a disk signal, a fresh sample with every
+    /// pod's volumes measured now: the round's volume usage may date from before a pod filled
+    /// its emptyDir (it is measured every volumeStatsAggPeriod, the filesystem every sample),
+    /// and would rank a quiet pod above the one filling the disk.
+    async fn ranking_summary(&self, signal: Signal, round: Arc<Summary>) -> Arc<Summary> {
+        if synchronize::Condition::of(signal) != synchronize::Condition::DiskPressure {
+            return round;
+        }
+        let fresh = self.stats.fresh_sample_with_volumes();
+        if tokio::time::timeout(REMEASURE_TIMEOUT, fresh)
+            .await
+            .is_err()
+        {
+            warn!(
+                "eviction manager: no sample with the volumes measured again; ranking on the round's"
+            );
+            return round;
+        }
+        self.stats.latest().unwrap_or(round)
     }
 
     /// Hands `eviction` to the pod manager and waits until the pod is stopped (or the grace
@@ -522,6 +549,21 @@ mod tests {
         (tx, task)
     }
 
+    /// A sampling loop publishing `fresh` whenever a sample is asked for, as the sampler does
+    /// with the volumes measured again when asked.
+    fn sampler_publishing(provider: &StatsProvider, fresh: Summary) -> tokio::task::JoinHandle<()> {
+        let provider = provider.clone();
+        tokio::spawn(async move {
+            loop {
+                provider.sample_wanted().await;
+                if let Some(request) = provider.volumes_wanted() {
+                    provider.volumes_measured_for(request);
+                }
+                provider.publish(fresh.clone());
+            }
+        })
+    }
+
     #[tokio::test]
     async fn evicts_the_top_ranked_pod_that_is_not_critical_once_per_round() {
         let pod = |name: &str, annotations: serde_json::Value| -> Arc<Pod> {
@@ -543,7 +585,18 @@ mod tests {
                 "volume": [{"time": "2026-12-02T20:00:00Z", "name": "data", "usedBytes": used}]
             })
         };
+        // The round's volume usage was measured before the filler filled its emptyDir; the
+        // sample asked for before ranking measures it again.
         let provider = disk_summary(
+            10 << 20,
+            400 << 20,
+            serde_json::json!([
+                stats("quiet", 1 << 10),
+                stats("filler", 0),
+                stats("static", 350 << 20)
+            ]),
+        );
+        let fresh = disk_summary(
             10 << 20,
             400 << 20,
             serde_json::json!([
@@ -552,6 +605,7 @@ mod tests {
                 stats("static", 350 << 20)
             ]),
         );
+        let sampler = sampler_publishing(&provider, (*fresh.latest().unwrap()).clone());
         let config = nodefs_hard(ThresholdValue::Quantity(150 * 1024 * 1024 * 1000));
         let active = vec![
             pod("quiet", serde_json::json!({})),
@@ -567,6 +621,7 @@ mod tests {
         let round = m.decide(Instant::now()).expect("threshold met");
         assert_eq!(m.evict(round).await.as_deref(), Some("filler"));
         drop(m);
+        sampler.abort();
         let evicted = task.await.unwrap();
         assert_eq!(evicted.len(), 1, "one pod per round: {evicted:?}");
         let e = &evicted[0];

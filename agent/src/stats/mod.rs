@@ -12,6 +12,7 @@ pub mod volume_stats;
 pub use sampler::{NodeFacts, SamplerConfig, spawn};
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, RwLock};
 
 use summary::Summary;
@@ -46,6 +47,10 @@ pub struct StatsProvider {
     published: Arc<tokio::sync::Notify>,
     /// Asks the sampling loop for a sample now.
     wanted: Arc<tokio::sync::Notify>,
+    /// Requests for the pods' volumes measured again off their interval, numbered from 1.
+    volumes_requested: Arc<AtomicU64>,
+    /// The last request a published sample answered.
+    volumes_served: Arc<AtomicU64>,
 }
 
 impl StatsProvider {
@@ -81,6 +86,31 @@ impl StatsProvider {
         let published = self.published.notified();
         self.wanted.notify_one();
         published.await;
+    }
+
+    /// As [`Self::fresh_sample`], with every pod's volumes measured again in that sample rather
+    /// than on their interval (the eviction manager, before ranking pods for disk pressure:
+    /// usage measured before a pod filled its emptyDir would rank a quiet pod first).
+    pub async fn fresh_sample_with_volumes(&self) {
+        let request = self.volumes_requested.fetch_add(1, SeqCst) + 1;
+        // A sample already past its measurement when asked does not answer: wait for one that
+        // saw the request before measuring.
+        while self.volumes_served.load(SeqCst) < request {
+            self.fresh_sample().await;
+        }
+    }
+
+    /// The newest request for the volumes measured again, if a sample has not answered it yet
+    /// (the sampling loop, before it measures; it passes the number to
+    /// [`Self::volumes_measured_for`] before publishing).
+    pub fn volumes_wanted(&self) -> Option<u64> {
+        let requested = self.volumes_requested.load(SeqCst);
+        (requested > self.volumes_served.load(SeqCst)).then_some(requested)
+    }
+
+    /// Records that the sample about to be published measured the volumes for `request`.
+    pub fn volumes_measured_for(&self, request: u64) {
+        self.volumes_served.fetch_max(request, SeqCst);
     }
 
     /// Returns once somebody asked for a sample now (the sampling loop).

@@ -135,6 +135,10 @@ async fn sample(
     loop {
         let answers = ask_runtime(&cri, &mut sandbox_stats).await;
         let Some(mut st) = state.take() else { return };
+        let volumes_request = provider.volumes_wanted();
+        if volumes_request.is_some() {
+            st.volumes_at = None;
+        }
         let joined = tokio::task::spawn_blocking(move || {
             let cpu = cpu_time();
             let s = assemble(&mut st, answers, SystemTime::now());
@@ -149,6 +153,9 @@ async fn sample(
                     files_cpu_us = cpu.as_micros() as u64,
                     "stats sampled"
                 );
+                if let Some(request) = volumes_request {
+                    provider.volumes_measured_for(request);
+                }
                 provider.publish_with(summary, ids);
                 state = Some(st);
             }
