@@ -13,6 +13,7 @@ pub mod procfs;
 pub mod report;
 pub mod scenario;
 pub mod scrape;
+pub mod soak;
 pub mod stats;
 pub mod streaming;
 pub mod vm;

@@ -6,7 +6,9 @@
 //! maxPods in steps (bench::density).
 //! `bench --nodes N[,N...] [--hold SECS] [--pods-per-node P]`: the hollow-node scale benchmark
 //! (bench::hollow), Bosun's hollow nodes then kubemark's, for each N.
-//! `bench --check FILE [--density]` exits non-zero unless FILE (a run's output) has every
+//! `bench --soak [--minutes N] [--quick]`: both agents at once under pods created and deleted
+//! without pause (bench::soak); exits non-zero when Bosun leaked or a pod never started.
+//! `bench --check FILE [--density|--soak]` exits non-zero unless FILE (a run's output) has every
 //! required line.
 
 use std::time::Duration;
@@ -16,6 +18,7 @@ use bosun_tests::bench::density::{self, DensityParams};
 use bosun_tests::bench::hollow::{self as hollow_bench, HollowParams};
 use bosun_tests::bench::report::{self, Machine, Row};
 use bosun_tests::bench::scenario::{self, Agent, Outcome, Params, progress};
+use bosun_tests::bench::soak::{self, SoakParams};
 use bosun_tests::bench::vm::{self, VmParams};
 use bosun_tests::bench::{audit, floor, stats};
 use bosun_tests::hollow::HollowAgent;
@@ -35,6 +38,8 @@ struct Args {
     hold: Option<u64>,
     /// `--pods-per-node` (hollow-node benchmark).
     pods_per_node: usize,
+    /// `--soak`, with `--minutes` when given.
+    soak: Option<Option<u64>>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -44,12 +49,14 @@ fn parse_args() -> anyhow::Result<Args> {
             argv.get(1)
                 .context("--check needs the file of a run's output")?,
             argv.iter().any(|a| a == "--density"),
+            argv.iter().any(|a| a == "--soak"),
         );
     }
     let quick = argv.iter().any(|a| a == "--quick");
     let vm = argv.iter().any(|a| a == "--vm");
     let mut density = argv.iter().any(|a| a == "--density").then(Vec::new);
-    argv.retain(|a| a != "--quick" && a != "--vm" && a != "--density");
+    let mut soak = argv.iter().any(|a| a == "--soak").then_some(None);
+    argv.retain(|a| a != "--quick" && a != "--vm" && a != "--density" && a != "--soak");
     let log_dir = bosun_tests::env::env_dir().join("bench");
     let mut params = if quick {
         Params {
@@ -114,6 +121,7 @@ fn parse_args() -> anyhow::Result<Args> {
                 }
             }
             "--hold" => hold = Some(number(value()?)?),
+            "--minutes" => soak = Some(Some(number(value()?)?)),
             "--pods-per-node" => pods_per_node = number(value()?)? as usize,
             "--only" => {
                 agents = match value()?.as_str() {
@@ -127,7 +135,8 @@ fn parse_args() -> anyhow::Result<Args> {
                     "usage: bench [--quick] [--pods N] [--burst M] [--window SECS] [--settle SECS] \
                      [--scrapes K] [--log-mib L] [--eviction-runs E] [--floor-runs R] \
                      [--only bosun|kubelet] [--vm] [--density [--levels N,M,..]] | [--quick] \
-                     --nodes N[,N...] [--hold SECS] [--pods-per-node P] [--only bosun|kubelet]"
+                     --nodes N[,N...] [--hold SECS] [--pods-per-node P] [--only bosun|kubelet] | \
+                     --soak [--minutes N] [--quick] [--only bosun|kubelet]"
                 );
                 std::process::exit(0);
             }
@@ -155,6 +164,7 @@ fn parse_args() -> anyhow::Result<Args> {
         nodes,
         hold,
         pods_per_node,
+        soak,
     })
 }
 
@@ -166,6 +176,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(levels) = &args.density {
         return run_density(&args, levels).await;
+    }
+    if let Some(minutes) = args.soak {
+        return run_soak(&args, minutes).await;
     }
     if !args.nodes.is_empty() {
         return run_hollow(&args).await;
@@ -364,6 +377,55 @@ async fn run_density(args: &Args, levels: &[usize]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--soak`: both agents at once, each on its own node, under the soak's churn; the report,
+/// then a non-zero exit when Bosun leaked or left a pod unstarted.
+async fn run_soak(args: &Args, minutes: Option<u64>) -> anyhow::Result<()> {
+    let log_dir = args.params.log_dir.clone();
+    std::fs::create_dir_all(&log_dir)?;
+    let p = match (minutes, args.quick) {
+        (Some(m), _) => SoakParams::full(m, log_dir),
+        (None, true) => SoakParams::quick(log_dir),
+        (None, false) => SoakParams::full(60, log_dir),
+    };
+    progress(format_args!(
+        "soak: {} s of {} pods a minute, each deleted at {} s, a sample every {} s; agents {:?}",
+        p.duration.as_secs(),
+        p.per_minute,
+        p.lifetime.as_secs(),
+        p.sample_every.as_secs(),
+        args.agents.iter().map(|a| a.name()).collect::<Vec<_>>()
+    ));
+    let run = |agent: Agent| {
+        let p = p.clone();
+        let wanted = args.agents.contains(&agent);
+        async move {
+            if !wanted {
+                return Ok(None);
+            }
+            soak::run(agent, &p)
+                .await
+                .map(Some)
+                .with_context(|| format!("{} soak", agent.name()))
+        }
+    };
+    let (bosun, kubelet) = tokio::join!(run(Agent::Bosun), run(Agent::Kubelet));
+    let (bosun, kubelet) = (bosun?, kubelet?);
+    println!();
+    for l in soak::lines(&p, bosun.as_ref(), kubelet.as_ref()) {
+        println!("{l}");
+    }
+    if let Some(k) = &kubelet {
+        for problem in soak::problems(k) {
+            progress(format_args!("kubelet (not checked): {problem}"));
+        }
+    }
+    let problems = bosun.as_ref().map(soak::problems).unwrap_or_default();
+    if !problems.is_empty() {
+        bail!("bosun: {}", problems.join("; "));
+    }
+    Ok(())
+}
+
 /// Prints the table of `rows`, then the machine's and every row's `bench` line.
 fn print_report(rows: &[Row], machine: &Machine) {
     println!();
@@ -431,11 +493,13 @@ async fn run_hollow(args: &Args) -> anyhow::Result<()> {
 }
 
 /// `--check FILE`: exits 0 if FILE has every required `bench <metric>` line (of a density run
-/// with `density`), else 1 naming them.
-fn check_output(file: &str, density: bool) -> ! {
+/// with `density`, a soak with `soak`), else 1 naming them.
+fn check_output(file: &str, density: bool, soak: bool) -> ! {
     let text = std::fs::read_to_string(file).unwrap_or_default();
     let required = if density {
         density::REQUIRED
+    } else if soak {
+        soak::REQUIRED
     } else {
         report::REQUIRED
     };
