@@ -34,6 +34,8 @@ pub struct NodeOptions {
     /// Size of a tmpfs mounted as the node's `podLogsDir` (`8m`): a container log disk of the
     /// test's own that it can fill; unset: a plain directory.
     pub pod_logs_dir_size: Option<String>,
+    /// `healthzPort` (on 127.0.0.1); unset: 0, no healthz port.
+    pub healthz_port: Option<u16>,
 }
 
 /// One cluster node run by bosun (or by the upstream kubelet: the config and flags suit both).
@@ -197,7 +199,7 @@ cgroupDriver: cgroupfs
 cgroupRoot: {cgroup_root}
 failCgroupV1: false
 failSwapOn: false
-healthzPort: 0
+healthzPort: {healthz_port}
 port: {port}
 resolvConf: {d}/resolv.conf
 clusterDNS: [10.96.0.10]
@@ -211,6 +213,7 @@ clusterDomain: cluster.local
             cgroup_root = ctd.cgroup_root(),
             ca = env.var("CLUSTER_CA"),
             port = ctd.server_port(),
+            healthz_port = opts.healthz_port.unwrap_or(0),
             extra = opts.extra_config,
             eviction_hard = eviction_hard,
         );

@@ -707,3 +707,144 @@ async fn the_serving_certificate_and_client_ca_are_reloaded_from_disk() {
     let (_, code) = bosun.terminate(Duration::from_secs(10));
     assert_eq!(code, Some(0));
 }
+
+/// One plain-HTTP `GET /healthz` on a new connection, as the kubelet's healthz port is probed
+/// (curl, a service manager): true when the answer is `200` with body `ok`.
+async fn healthz_once(addr: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut conn) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nUser-Agent: flood\r\n\r\n";
+    if conn.write_all(request).await.is_err() {
+        return false;
+    }
+    let mut answer = Vec::with_capacity(256);
+    if conn.read_to_end(&mut answer).await.is_err() {
+        return false;
+    }
+    answer.starts_with(b"HTTP/1.1 200 ") && answer.ends_with(b"\r\n\r\nok")
+}
+
+/// The healthz port (plain HTTP on 127.0.0.1, the kubelet's healthzPort) asked 10,000 times a
+/// second, each on a new connection, while 20 pods start on the node: every answer is `200 ok`,
+/// every pod runs, and bosun's memory stays bounded. The rate reached is printed (on two cores the
+/// client shares the machine with bosun, containerd and the control plane).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn healthz_flood_is_answered_while_pods_start() {
+    const TARGET_PER_SEC: u64 = 10_000;
+    const CLIENTS: u64 = 32;
+    const PODS: usize = 20;
+    // A free loopback port, given back for bosun to bind.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let node = ClusterNode::with_options(
+        "srv-flood",
+        &bosun_tests::NodeOptions {
+            healthz_port: Some(port),
+            ..Default::default()
+        },
+    );
+    let mut bosun = node.start();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_until_async("healthz answers ok", Duration::from_secs(60), || async {
+        healthz_once(addr).await.then_some(())
+    })
+    .await;
+    let client = bosun_tests::admin_client().await;
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    wait_until_async("node Ready", Duration::from_secs(60), || async {
+        let n = nodes.get_opt(&node.name).await.ok()??;
+        let ready = n
+            .status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "Ready")?;
+        (ready.status == "True").then_some(())
+    })
+    .await;
+    let pid = bosun.pid();
+    let rss_before = rss_kib(pid);
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let period = Duration::from_micros(1_000_000 * CLIENTS / TARGET_PER_SEC);
+    let flood: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                let (mut ok, mut failed) = (0u64, 0u64);
+                while !stop.is_cancelled() {
+                    tick.tick().await;
+                    if healthz_once(addr).await {
+                        ok += 1;
+                    } else {
+                        failed += 1;
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    let rss_max = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut max = 0;
+            while !stop.is_cancelled() {
+                max = max.max(rss_kib(pid));
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            max
+        })
+    };
+
+    let started = std::time::Instant::now();
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(client.clone(), "default");
+    let names: Vec<String> = (0..PODS).map(|i| format!("{}-{i}", node.name)).collect();
+    for name in &names {
+        let pod = bosun_tests::PodBuilder::new(name)
+            .node(&node.name)
+            .grace(1)
+            .container(bosun_tests::Container::exec(
+                "main",
+                &["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
+            ))
+            .build();
+        bosun_tests::pod::create(&pods, &pod).await;
+    }
+    for name in &names {
+        bosun_tests::pod::running_uid(&pods, name, 180).await;
+    }
+    let all_running = started.elapsed();
+    // At least 30 s of flood in all.
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(all_running)).await;
+    stop.cancel();
+    let elapsed = started.elapsed();
+    let (mut ok, mut failed) = (0, 0);
+    for f in flood {
+        let (o, e) = f.await.unwrap();
+        ok += o;
+        failed += e;
+    }
+    let rss_max = rss_max.await.unwrap();
+    let rss_after = rss_kib(pid);
+    eprintln!(
+        "healthz flood: {ok} answered ok, {failed} failed in {:.1} s ({:.0}/s, target {TARGET_PER_SEC}/s); \
+         {PODS} pods Running after {:.1} s; RSS {rss_before} KiB before, {rss_max} KiB at most, {rss_after} KiB after",
+        elapsed.as_secs_f64(),
+        ok as f64 / elapsed.as_secs_f64(),
+        all_running.as_secs_f64()
+    );
+    assert!(bosun.try_exit().is_none(), "bosun exited under the flood");
+    assert_eq!(failed, 0, "healthz requests not answered 200 ok");
+    assert!(ok > 0);
+    assert!(
+        rss_max < rss_before + 64 * 1024,
+        "RSS grew from {rss_before} KiB to {rss_max} KiB under the flood"
+    );
+    bosun_tests::pod::delete_and_wait_gone(&pods, &names, 120).await;
+}
