@@ -1,6 +1,7 @@
 //! Garbage collection and log rotation on a bosun node, against its own containerd: dead
 //! containers of a crash loop collected down to what `--previous` and lastState need; images
-//! over the high threshold removed down to the low one, in-use and pause images kept.
+//! over the high threshold removed down to the low one, in-use and pause images kept; the
+//! directory of a pod deleted while bosun was down removed once it is back.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -394,4 +395,79 @@ async fn a_chatty_container_keeps_at_most_max_files_logs_older_ones_gzipped() {
     let st = container_status(&p, "chatty").expect("status");
     assert_eq!(st.restart_count, 0, "{st:?}");
     let _ = api.delete(&name, &Default::default()).await;
+}
+
+/// Mount points under `dir`, from this process's mountinfo.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| Path::new(m).starts_with(dir))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A pod deleted from the API while bosun was down (killed): once bosun is back, the pod's
+/// containers are removed and, as the kubelet's cleanupOrphanedPodDirs does during
+/// housekeeping, its directory under the root dir goes with its volumes (an emptyDir holding a
+/// file, a memory-backed emptyDir mounted as tmpfs, the token volume); nothing stays mounted.
+#[tokio::test]
+async fn the_directory_of_a_pod_deleted_while_bosun_was_down_is_removed_once_back() {
+    let node = ClusterNode::new("gc-orphan-dir");
+    let mut bosun = node.start();
+    let client = admin_client().await;
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let name = format!("{}-p", node.name);
+    let pod = PodBuilder::new(&name)
+        .node(&node.name)
+        .grace(1)
+        .service_account_token()
+        .empty_dir("data")
+        .volume(serde_json::json!({"name": "mem", "emptyDir": {"medium": "Memory"}}))
+        .container(
+            Container::sh(
+                "main",
+                "echo kept > /data/f; echo kept > /mem/f; exec sleep 3600",
+            )
+            .mount("data", "/data")
+            .mount("mem", "/mem"),
+        )
+        .build();
+    create(&api, &pod).await;
+    let uid = bosun_tests::pod::running_uid(&api, &name, 120).await;
+    let dir = node.path().join("root/pods").join(&uid);
+    assert!(dir.is_dir(), "the pod directory {}", dir.display());
+    assert!(
+        !mounts_under(&dir).is_empty(),
+        "the memory-backed emptyDir is a mount under {}",
+        dir.display()
+    );
+
+    bosun.kill();
+    api.delete(
+        &name,
+        &kube::api::DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("force delete");
+    bosun_tests::wait_until_async(
+        "the pod gone from the API",
+        Duration::from_secs(30),
+        || async { matches!(api.get_opt(&name).await, Ok(None)).then_some(()) },
+    )
+    .await;
+    let bosun = node.start();
+    bosun_tests::wait_until_async(
+        "the deleted pod's containers, directory and mounts gone",
+        Duration::from_secs(90),
+        || async {
+            let left = node.containers_of(&uid).await;
+            (left.is_empty() && !dir.exists() && mounts_under(&dir).is_empty()).then_some(())
+        },
+    )
+    .await;
+    drop(bosun);
 }

@@ -32,6 +32,8 @@ pub struct PodManager<R = bosun_cri::CriClient> {
     workers: HashMap<String, WorkerHandle>,
     /// Orphans being removed, by UID.
     reaping: HashSet<String>,
+    /// Directories of pods no longer known being removed, by UID.
+    sweeping: Arc<std::sync::Mutex<HashSet<String>>>,
     last_relist: HashMap<String, String>,
     admission: Admission,
     /// Pods that failed admission, by UID: they never get a worker.
@@ -122,6 +124,7 @@ impl<R: PodRuntime> PodManager<R> {
             desired: HashMap::new(),
             workers: HashMap::new(),
             reaping: HashSet::new(),
+            sweeping: Arc::default(),
             last_relist: HashMap::new(),
             admission,
             rejected: HashSet::new(),
@@ -403,6 +406,7 @@ impl<R: PodRuntime> PodManager<R> {
         self.reaping.retain(|u| now.contains_key(u));
         if self.all_sources_seen() {
             self.remove_orphaned_cgroups(&now).await;
+            self.remove_orphaned_pod_dirs(&now);
         }
         self.last_relist = now;
     }
@@ -417,6 +421,47 @@ impl<R: PodRuntime> PodManager<R> {
             if let Err(e) = self.ctx.cgroups.remove_orphan(&orphan).await {
                 warn!(pod.uid = %orphan.uid, error = %e, "cannot remove an orphaned pod cgroup");
             }
+        }
+    }
+
+    /// Removes the directories (volumes torn down first) of pods no source has, with neither a
+    /// worker nor anything in the runtime: those deleted while bosun was down (the kubelet's
+    /// cleanupOrphanedPodDirs, in housekeeping). A mount that will not go keeps the directory
+    /// and is retried at the next relist.
+    fn remove_orphaned_pod_dirs(&self, in_runtime: &HashMap<String, String>) {
+        let Ok(entries) = std::fs::read_dir(self.ctx.dirs.root_dir.join("pods")) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let uid = e.file_name().to_string_lossy().into_owned();
+            if self.workers.contains_key(&uid)
+                || self.all.contains_key(&uid)
+                || in_runtime.contains_key(&uid)
+            {
+                continue;
+            }
+            let Ok(mut sweeping) = self.sweeping.lock() else {
+                return;
+            };
+            if !sweeping.insert(uid.clone()) {
+                continue;
+            }
+            drop(sweeping);
+            let (ctx, sweeping) = (self.ctx.clone(), self.sweeping.clone());
+            tokio::spawn(async move {
+                info!(pod.uid = %uid, "Orphaned pod found, removing");
+                let dir = ctx.dirs.pod_dir(&uid);
+                let result = match super::teardown::tear_down_csi(&ctx, &uid).await {
+                    Ok(()) => crate::volume::tear_down(&dir).map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    warn!(pod.uid = %uid, error = %e, "orphaned pod found, but its directory cannot be removed yet");
+                }
+                if let Ok(mut s) = sweeping.lock() {
+                    s.remove(&uid);
+                }
+            });
         }
     }
 

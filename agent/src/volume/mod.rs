@@ -100,16 +100,45 @@ pub fn set_up(pod: &Pod, pod_dir: &Path) -> Result<HashMap<String, String>, Volu
 }
 
 /// Unmounts every mount under the pod's directory (emptyDir medium Memory, secret, configMap and
-/// projected tmpfs), deepest first, then removes the directory.
+/// projected tmpfs), deepest first, then removes the directory without crossing into another
+/// filesystem: a mount that would not go is an error, its content untouched.
 pub fn tear_down(pod_dir: &Path) -> std::io::Result<()> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     for m in mounts_under(&mountinfo, pod_dir) {
         let _ = std::process::Command::new("umount").arg(&m).status();
     }
-    match std::fs::remove_dir_all(pod_dir) {
+    match remove_all_one_filesystem(pod_dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
+}
+
+/// Removes `dir` and everything under it that is on `dir`'s own filesystem, as the kubelet's
+/// removeall.RemoveAllOneFilesystem: a directory on another device (a mount point left) stops the
+/// removal with an error naming it, and nothing inside it is touched.
+pub fn remove_all_one_filesystem(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::symlink_metadata(dir)?.dev();
+    remove_on_device(dir, dev)
+}
+
+fn remove_on_device(dir: &Path, dev: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let meta = std::fs::symlink_metadata(&path)?;
+        if !meta.is_dir() {
+            std::fs::remove_file(&path)?;
+        } else if meta.dev() != dev {
+            return Err(std::io::Error::other(format!(
+                "{} is a mount point: not removed",
+                path.display()
+            )));
+        } else {
+            remove_on_device(&path, dev)?;
+        }
+    }
+    std::fs::remove_dir(dir)
 }
 
 /// Mount points strictly under `dir` in a mountinfo text, deepest first.
@@ -233,6 +262,31 @@ mod tests {
         std::fs::create_dir(&sub).expect("mkdir");
         assert!(!is_mount_point(&sub));
         assert!(!is_mount_point(&dir.path().join("missing")));
+    }
+
+    /// A tmpfs left mounted inside the directory stops the removal and keeps its file; the rest
+    /// goes once it is unmounted. (Needs root, as bosun does, to mount.)
+    #[test]
+    fn removal_never_crosses_into_a_mount_left_under_the_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pod = dir.path().join("pod");
+        let vol = pod.join("volumes/kubernetes.io~empty-dir/cache");
+        std::fs::create_dir_all(&vol).expect("mkdir");
+        std::fs::write(pod.join("etc-hosts"), "x").expect("write");
+        std::os::unix::fs::symlink("/etc/hostname", pod.join("link")).expect("symlink");
+        mount_tmpfs(&vol, None).expect("mount a tmpfs (root needed)");
+        std::fs::write(vol.join("data"), "kept").expect("write");
+        let e = remove_all_one_filesystem(&pod).expect_err("a mount point inside");
+        assert!(e.to_string().contains("is a mount point"), "{e}");
+        assert_eq!(std::fs::read_to_string(vol.join("data")).unwrap(), "kept");
+        assert!(
+            Path::new("/etc/hostname").exists(),
+            "a symlink is removed, not followed"
+        );
+        let status = std::process::Command::new("umount").arg(&vol).status();
+        assert!(status.is_ok_and(|s| s.success()));
+        remove_all_one_filesystem(&pod).expect("removed once unmounted");
+        assert!(!pod.exists());
     }
 
     #[test]
