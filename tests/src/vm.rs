@@ -160,9 +160,9 @@ impl Vm {
     }
 
     /// Installs bosun as systemd/README.md says (once per boot of the guest), from copies in the
-    /// share: the binary under test to /usr/bin/bosun, systemd/bosun.service and the kubeadm
-    /// drop-in systemd/10-kubeadm.conf (no kubelet unit to disable in the guest); then
-    /// daemon-reload and enable. The binary goes without its debug info (a fifth of the size
+    /// share: the README's own `install` commands for the binary under test, systemd/bosun.service
+    /// and the kubeadm drop-in systemd/10-kubeadm.conf (no kubelet unit to disable in the guest);
+    /// then daemon-reload and enable. The binary goes without its debug info (a fifth of the size
     /// through the emulated 9p).
     pub fn install_bosun(&self) {
         if !self.installed.load(Ordering::SeqCst) {
@@ -194,11 +194,11 @@ impl Vm {
             .expect("copy the unit files into the share");
         }
         let g = self.var("BOSUN_VM_GUEST_SHARE");
+        let readme = std::fs::read_to_string(repo_root().join("systemd/README.md"))
+            .expect("systemd/README.md");
         self.sh(&format!(
-            "install -m 0755 {g}/bosun /usr/bin/bosun
-             install -m 0644 {g}/systemd/bosun.service /etc/systemd/system/bosun.service
-             install -D -m 0644 {g}/systemd/10-kubeadm.conf /etc/systemd/system/bosun.service.d/10-kubeadm.conf
-             systemctl daemon-reload && systemctl enable bosun 2>/dev/null"
+            "{}\nsystemctl daemon-reload && systemctl enable bosun 2>/dev/null",
+            readme_install_commands(&readme, g)
         ));
     }
 
@@ -232,23 +232,57 @@ impl Vm {
             "mint-node-cred: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let apiserver = env.var("APISERVER");
-        let port = apiserver.rsplit(':').next().expect("APISERVER port");
-        let kubeconfig = std::fs::read_to_string(cred.join("kubeconfig"))
-            .expect("kubeconfig")
-            .replace(
-                &format!("server: {apiserver}"),
-                &format!(
-                    "server: https://{}:{port}\n    tls-server-name: kubernetes",
-                    self.var("BOSUN_VM_HOST_ADDR")
-                ),
-            );
-        assert!(kubeconfig.contains("tls-server-name"), "{kubeconfig}");
-        self.write("/etc/kubernetes/kubelet.conf", &kubeconfig);
+        let kubeconfig = std::fs::read_to_string(cred.join("kubeconfig")).expect("kubeconfig");
+        self.write(
+            "/etc/kubernetes/kubelet.conf",
+            &self.as_guest_sees_it(&kubeconfig),
+        );
         self.write(
             "/etc/kubernetes/pki/ca.crt",
             &std::fs::read_to_string(env.var("CLUSTER_CA")).expect("cluster CA"),
         );
+    }
+
+    /// Lays out what `kubeadm join` leaves for a node that has yet to bootstrap, in the files the
+    /// kubeadm drop-in names, with kubeadm's modes: the host cluster's bootstrap-token kubeconfig
+    /// as /etc/kubernetes/bootstrap-kubelet.conf (0600) and the cluster CA as
+    /// /etc/kubernetes/pki/ca.crt (0644); no /etc/kubernetes/kubelet.conf and no client
+    /// certificate, so bosun's TLS bootstrap writes them.
+    pub fn kubeadm_join_files(&self) {
+        let env = crate::Env::cluster();
+        let boot =
+            std::fs::read_to_string(env.var("BOOTSTRAP_KUBECONFIG")).expect("bootstrap kubeconfig");
+        self.sh("rm -rf /etc/kubernetes/kubelet.conf /var/lib/kubelet/pki");
+        self.write(
+            "/etc/kubernetes/bootstrap-kubelet.conf",
+            &self.as_guest_sees_it(&boot),
+        );
+        self.write(
+            "/etc/kubernetes/pki/ca.crt",
+            &std::fs::read_to_string(env.var("CLUSTER_CA")).expect("cluster CA"),
+        );
+        self.sh(
+            "chown root:root /etc/kubernetes/bootstrap-kubelet.conf /etc/kubernetes/pki/ca.crt
+             chmod 0600 /etc/kubernetes/bootstrap-kubelet.conf
+             chmod 0644 /etc/kubernetes/pki/ca.crt",
+        );
+    }
+
+    /// A host kubeconfig for the test cluster made to work in the guest: the API server as the
+    /// guest reaches it, 10.0.2.2, its certificate checked against its name `kubernetes` (it has
+    /// no SAN for 10.0.2.2).
+    fn as_guest_sees_it(&self, kubeconfig: &str) -> String {
+        let apiserver = crate::Env::cluster().var("APISERVER").to_string();
+        let port = apiserver.rsplit(':').next().expect("APISERVER port");
+        let text = kubeconfig.replace(
+            &format!("server: {apiserver}"),
+            &format!(
+                "server: https://{}:{port}\n    tls-server-name: kubernetes",
+                self.var("BOSUN_VM_HOST_ADDR")
+            ),
+        );
+        assert!(text.contains("tls-server-name"), "{text}");
+        text
     }
 
     /// Installs the upstream kubelet (the control plane's build, `$KUBELET_BIN`) as
@@ -289,6 +323,26 @@ impl Vm {
     }
 }
 
+/// The `install` commands of systemd/README.md (its indented lines starting with `install`), with
+/// the repository's paths replaced by the share's copies under `guest_share`: the files land in
+/// the guest with the modes the README gives an operator.
+fn readme_install_commands(readme: &str, guest_share: &str) -> String {
+    let lines: Vec<String> = readme
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("install "))
+        .map(|l| {
+            l.replace("target/release/bosun", &format!("{guest_share}/bosun"))
+                .replace(" systemd/", &format!(" {guest_share}/systemd/"))
+        })
+        .collect();
+    assert!(
+        lines.len() >= 3,
+        "systemd/README.md: expected the install commands of the binary, the unit and the drop-in:\n{readme}"
+    );
+    lines.join("\n")
+}
+
 /// `s` as one single-quoted shell word.
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -297,6 +351,20 @@ fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_readmes_install_commands_take_the_share_copies() {
+        let readme = "intro\n\n    install -m 0755 target/release/bosun /usr/bin/bosun\n    \
+                      install -m 0600 systemd/bosun.service /etc/systemd/system/bosun.service\n    \
+                      install -D -m 0600 systemd/10-kubeadm.conf /etc/x/10-kubeadm.conf\n    \
+                      systemctl enable bosun\n";
+        assert_eq!(
+            readme_install_commands(readme, "/mnt/host"),
+            "install -m 0755 /mnt/host/bosun /usr/bin/bosun\n\
+             install -m 0600 /mnt/host/systemd/bosun.service /etc/systemd/system/bosun.service\n\
+             install -D -m 0600 /mnt/host/systemd/10-kubeadm.conf /etc/x/10-kubeadm.conf"
+        );
+    }
 
     #[test]
     fn quotes_single_quotes() {

@@ -792,3 +792,346 @@ fn graceful_shutdown_reaches_the_api_before_the_guest_is_gone(vm: &Vm) {
         "node vm's Ready condition after the guest's poweroff"
     );
 }
+
+/// The KubeletConfiguration `kubeadm join` writes for v1.37 (its componentconfig defaults:
+/// anonymous auth off, webhook authentication and authorization, the cluster CA as clientCAFile,
+/// rotateCertificates, healthz on loopback, zero durations it leaves to the kubelet's
+/// defaulting), plus what the CIS Kubernetes Benchmark's remediation adds for the items whose
+/// kubelet default fails: podPidsLimit (4.2.13), seccompDefault (4.2.14 of v1.11 and later) and
+/// a serving certificate from files (4.2.9). The node taint keeps the cluster's other pods off
+/// the slow guest.
+const CIS_CONFIG: &str = "apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+authentication:
+  anonymous:
+    enabled: false
+  webhook:
+    cacheTTL: 0s
+    enabled: true
+  x509:
+    clientCAFile: /etc/kubernetes/pki/ca.crt
+authorization:
+  mode: Webhook
+  webhook:
+    cacheAuthorizedTTL: 0s
+    cacheUnauthorizedTTL: 0s
+cgroupDriver: systemd
+clusterDNS:
+- 10.96.0.10
+clusterDomain: cluster.local
+containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
+fileCheckFrequency: 0s
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+httpCheckFrequency: 0s
+imageMinimumGCAge: 0s
+nodeStatusReportFrequency: 0s
+nodeStatusUpdateFrequency: 0s
+rotateCertificates: true
+runtimeRequestTimeout: 0s
+staticPodPath: /etc/kubernetes/manifests
+streamingConnectionIdleTimeout: 0s
+syncFrequency: 0s
+volumeStatsAggPeriod: 0s
+registerWithTaints:
+- key: bosun.test/vm
+  effect: NoSchedule
+podPidsLimit: 4096
+seccompDefault: true
+tlsCertFile: /var/lib/kubelet/pki/cis-serving.crt
+tlsPrivateKeyFile: /var/lib/kubelet/pki/cis-serving.key
+";
+
+/// TLS 1.2 suites the CIS Kubernetes Benchmark (4.2.12, v1.12's list: v1.10's less the two
+/// RSA-key-exchange suites) calls strong, by their OpenSSL names.
+const CIS_STRONG_SUITES: &[&str] = &[
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-CHACHA20-POLY1305",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+];
+
+/// `mode owner:group` of `path` in the guest meets a CIS file item: no permission bit beyond
+/// `max` (kube-bench's bitmask test) and owned by root:root.
+fn file_item(vm: &Vm, path: &str, max: u32) -> (bool, String) {
+    let out = vm.sh(&format!("stat -L -c '%a %U:%G' {path} 2>&1 || true"));
+    let ok = out
+        .split_once(' ')
+        .and_then(|(mode, owner)| Some((u32::from_str_radix(mode, 8).ok()?, owner)))
+        .is_some_and(|(mode, owner)| mode & !max == 0 && owner == "root:root");
+    (ok, format!("{path}: {out}"))
+}
+
+/// Whether a TLS handshake with the guest's :10250 (forwarded to `port`) succeeds offering only
+/// `cipher` (OpenSSL name) at protocol `version` (an s_client flag such as `-tls1_2`).
+fn handshake(port: &str, version: &str, cipher: &str) -> bool {
+    std::process::Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-servername", "vm", version])
+        .args(["-cipher", &format!("{cipher}:@SECLEVEL=0")])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The TLS 1.2 cipher suites bosun accepts on the guest's :10250 (forwarded to `port`), out of
+/// every one this host's OpenSSL knows, and whether TLS 1.0 or 1.1 is accepted at all.
+fn offered_suites(port: &str) -> (Vec<String>, bool) {
+    let all = std::process::Command::new("openssl")
+        .args(["ciphers", "-tls1_2", "ALL:COMPLEMENTOFALL:@SECLEVEL=0"])
+        .output()
+        .expect("openssl ciphers");
+    let all = String::from_utf8_lossy(&all.stdout).trim().to_string();
+    let accepted = all
+        .split(':')
+        .filter(|c| !c.starts_with("TLS_")) // TLS 1.3 suites: not chosen with -cipher
+        .filter(|c| handshake(port, "-tls1_2", c))
+        .map(str::to_string)
+        .collect();
+    let old = ["-tls1", "-tls1_1"]
+        .iter()
+        .any(|v| handshake(port, v, "ALL"));
+    (accepted, old)
+}
+
+/// The CIS Kubernetes Benchmark's worker node items (v1.10.0, sections 4.1 and 4.2, and the
+/// kubelet items v1.11/v1.12 added) checked against bosun on a systemd node as `kubeadm join`
+/// sets one up: the unit and drop-in installed as systemd/README.md says, the bootstrap-token
+/// kubeconfig and cluster CA, kubeadm's KubeletConfiguration (with the benchmark's remediation
+/// of the items whose kubelet default fails; see RELIABILITY.md), bosun bootstrapping its own
+/// client certificate and kubeconfig. Each item is checked on what an auditor sees: file modes
+/// and owners in the guest, the running process's command line, the effective configuration at
+/// `/configz`, and the behaviour behind it (401, 403, no read-only port, the TLS suites offered).
+#[test]
+fn cis_kubelet_benchmark_items_pass_on_the_systemd_node() {
+    let _one = GUEST.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(vm) = Vm::get() else { return };
+    let t0 = Instant::now();
+    vm.sh("systemctl stop bosun 2>/dev/null || true");
+    vm.install_bosun();
+    vm.remove_pod_containers();
+    bosun_tests::kubectl(&["delete", "node", "vm", "--ignore-not-found", "--wait=true"]);
+    vm.kubeadm_join_files();
+    vm.write("/var/lib/kubelet/config.yaml", CIS_CONFIG);
+    // The serving certificate of 4.2.9, from files as an operator provides it.
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (crt, key) = (
+        certs.path().join("serving.crt"),
+        certs.path().join("serving.key"),
+    );
+    bosun_tests::kubelet::mint_serving_cert(&crt, &key, "vm", "10.0.2.15");
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).expect("serving cert");
+    vm.write("/var/lib/kubelet/pki/cis-serving.crt", &read(&crt));
+    vm.write("/var/lib/kubelet/pki/cis-serving.key", &read(&key));
+    // The benchmark's remediation of the files kubeadm writes 0644 (4.1.7 in v1.10, 4.1.9).
+    vm.sh(
+        "chmod 0600 /var/lib/kubelet/pki/cis-serving.key /var/lib/kubelet/config.yaml /etc/kubernetes/pki/ca.crt
+         chown root:root /var/lib/kubelet/config.yaml /var/lib/kubelet/pki/cis-serving.*
+         rm -f /etc/systemd/system/bosun.service.d/20-standalone.conf && systemctl daemon-reload",
+    );
+    // READY=1 in cluster mode comes once the Node is registered: after the TLS bootstrap.
+    vm.sh("systemctl start bosun");
+    eprintln!(
+        "cis: bosun bootstrapped and registered after {:.1?}",
+        t0.elapsed()
+    );
+
+    let pid = vm.sh("systemctl show -p MainPID --value bosun");
+    let cmdline: Vec<String> = vm
+        .sh(&format!("tr '\\0' '\\n' < /proc/{pid}/cmdline"))
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let flag = |name: &str| {
+        cmdline
+            .iter()
+            .find(|a| *a == name || a.starts_with(&format!("{name}=")))
+            .cloned()
+    };
+    eprintln!("cis: bosun's command line: {}", cmdline.join(" "));
+
+    let port = vm.var("BOSUN_VM_KUBELET_PORT").to_string();
+    let addr = format!("127.0.0.1:{port}").parse().expect("kubelet port");
+    let (admin_crt, admin_key) =
+        bosun_tests::mint_client_cert(certs.path(), "bosun-test-admin", &["system:masters"]);
+    let (nobody_crt, nobody_key) = bosun_tests::mint_client_cert(certs.path(), "cis-nobody", &[]);
+    let client = |c: Option<(&std::path::Path, &std::path::Path)>| {
+        bosun_tests::KubeletClient::new(addr, &crt, c).with_server_name("vm")
+    };
+    let (admin, nobody, anonymous) = (
+        client(Some((&admin_crt, &admin_key))),
+        client(Some((&nobody_crt, &nobody_key))),
+        client(None),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // The served certificate verifies against the tlsCertFile's: bosun serves that file (4.2.9).
+    let configz = rt.block_on(bosun_tests::wait_until_async(
+        "/configz as the cluster admin",
+        Duration::from_secs(120),
+        || async {
+            let a = admin.get("/configz").await.ok()?;
+            (a.status == 200).then(|| a.json()["kubeletconfig"].clone())
+        },
+    ));
+    let status = |c: &bosun_tests::KubeletClient, path: &'static str| {
+        rt.block_on(c.get(path)).map_or(0, |a| a.status)
+    };
+    let (anon_pods, nobody_pods) = (status(&anonymous, "/pods"), status(&nobody, "/pods"));
+
+    let mut items: Vec<(&str, bool, String)> = Vec::new();
+    let mut item = |id: &'static str, ok: bool, detail: String| items.push((id, ok, detail));
+    for (id, path) in [
+        ("4.1.1/4.1.2 unit", "/etc/systemd/system/bosun.service"),
+        (
+            "4.1.1/4.1.2 drop-in",
+            "/etc/systemd/system/bosun.service.d/10-kubeadm.conf",
+        ),
+        ("4.1.5/4.1.6", "/etc/kubernetes/kubelet.conf"),
+        ("4.1.7/4.1.8", "/etc/kubernetes/pki/ca.crt"),
+        ("4.1.9/4.1.10", "/var/lib/kubelet/config.yaml"),
+    ] {
+        let (ok, detail) = file_item(vm, path, 0o600);
+        item(id, ok, detail);
+    }
+    let c = &configz;
+    let shown = |path: &str| c.pointer(path).cloned().unwrap_or(serde_json::Value::Null);
+    let described = |path: &str, f: Option<String>| format!("{path} = {}, flag {f:?}", shown(path));
+    let p = "/authentication/anonymous/enabled";
+    item(
+        "4.2.1",
+        shown(p) == false && flag("--anonymous-auth").is_none() && anon_pods == 401,
+        format!(
+            "{}; anonymous GET /pods: {anon_pods}",
+            described(p, flag("--anonymous-auth"))
+        ),
+    );
+    let p = "/authorization/mode";
+    item(
+        "4.2.2",
+        shown(p) == "Webhook" && flag("--authorization-mode").is_none() && nobody_pods == 403,
+        format!(
+            "{}; GET /pods by a user with no RBAC: {nobody_pods}",
+            described(p, flag("--authorization-mode"))
+        ),
+    );
+    let p = "/authentication/x509/clientCAFile";
+    item(
+        "4.2.3",
+        shown(p) == "/etc/kubernetes/pki/ca.crt",
+        described(p, flag("--client-ca-file")),
+    );
+    let listening = vm.sh("ss -ltnH 'sport = :10255' | wc -l");
+    let p = "/readOnlyPort";
+    item(
+        "4.2.4",
+        shown(p).as_i64().unwrap_or(0) == 0
+            && flag("--read-only-port").is_none()
+            && listening == "0",
+        format!(
+            "{}; sockets on :10255: {listening}",
+            described(p, flag("--read-only-port"))
+        ),
+    );
+    let p = "/streamingConnectionIdleTimeout";
+    item(
+        "4.2.5",
+        shown(p)
+            .as_str()
+            .is_some_and(|t| !["0", "0s", ""].contains(&t)),
+        described(p, flag("--streaming-connection-idle-timeout")),
+    );
+    let p = "/makeIPTablesUtilChains";
+    item(
+        "4.2.6",
+        shown(p) == true && flag("--make-iptables-util-chains").is_none(),
+        described(p, flag("--make-iptables-util-chains")),
+    );
+    item(
+        "4.2.7",
+        flag("--hostname-override").is_none(),
+        format!("--hostname-override: {:?}", flag("--hostname-override")),
+    );
+    let p = "/eventRecordQPS";
+    item(
+        "4.2.8",
+        shown(p).as_i64().is_some_and(|q| q >= 0) && flag("--event-qps").is_none(),
+        described(p, flag("--event-qps")),
+    );
+    item(
+        "4.2.9",
+        shown("/tlsCertFile") == "/var/lib/kubelet/pki/cis-serving.crt"
+            && shown("/tlsPrivateKeyFile") == "/var/lib/kubelet/pki/cis-serving.key",
+        format!(
+            "tlsCertFile {}, tlsPrivateKeyFile {}; the served certificate verified against it",
+            shown("/tlsCertFile"),
+            shown("/tlsPrivateKeyFile")
+        ),
+    );
+    let rotated = vm.sh("readlink /var/lib/kubelet/pki/kubelet-client-current.pem || true");
+    let p = "/rotateCertificates";
+    item(
+        "4.2.10",
+        shown(p) == true && flag("--rotate-certificates").is_none() && !rotated.is_empty(),
+        format!(
+            "{}; kubelet-client-current.pem -> {rotated:?}",
+            described(p, flag("--rotate-certificates"))
+        ),
+    );
+    let p = "/featureGates/RotateKubeletServerCertificate";
+    item(
+        "4.2.11",
+        shown(p) != false && flag("--feature-gates").is_none(),
+        described(p, flag("--feature-gates")),
+    );
+    let (suites, old) = offered_suites(&port);
+    item(
+        "4.2.12",
+        !suites.is_empty()
+            && suites
+                .iter()
+                .all(|s| CIS_STRONG_SUITES.contains(&s.as_str()))
+            && !old,
+        format!(
+            "TLS 1.2 suites accepted: {}; TLS 1.0/1.1 accepted: {old}",
+            suites.join(" ")
+        ),
+    );
+    let p = "/podPidsLimit";
+    item(
+        "4.2.13",
+        shown(p).as_i64().is_some_and(|n| n > 0),
+        described(p, flag("--pod-max-pids")),
+    );
+    let p = "/seccompDefault";
+    item(
+        "4.2.14 (v1.11+)",
+        shown(p) == true,
+        described(p, flag("--seccomp-default")),
+    );
+    vm.sh("systemctl stop bosun");
+    bosun_tests::kubectl(&["delete", "node", "vm", "--ignore-not-found", "--wait=true"]);
+    vm.sh("rm -rf /etc/kubernetes/kubelet.conf /etc/kubernetes/bootstrap-kubelet.conf /var/lib/kubelet/pki");
+    for (id, ok, detail) in &items {
+        eprintln!(
+            "cis: {id}: {} ({detail})",
+            if *ok { "pass" } else { "FAIL" }
+        );
+    }
+    eprintln!("cis: checked in {:.1?}", t0.elapsed());
+    let failed: Vec<String> = items
+        .iter()
+        .filter(|(_, ok, _)| !ok)
+        .map(|(id, _, detail)| format!("{id}: {detail}"))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "CIS items failing:\n{}\n{}",
+        failed.join("\n"),
+        vm.bosun_journal()
+    );
+}

@@ -46,6 +46,9 @@ pub enum ClientError {
     /// The TLS configuration was refused.
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
+    /// The kubeconfig's `tls-server-name` is not a DNS name or IP address.
+    #[error("kubeconfig tls-server-name {0}")]
+    ServerName(String),
     /// Writing the kubeconfig failed.
     #[error("writing kubeconfig {path}: {source}")]
     Write {
@@ -300,7 +303,20 @@ fn rotating_client(
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(config.connect_timeout);
-    let connections = Connections::new(hyper_rustls::HttpsConnector::from((http, Arc::new(tls))));
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    // The kubeconfig's tls-server-name, as client-go checks it: the name the API server's
+    // certificate must carry when the address in `server` is not one of its names.
+    let builder = match &config.tls_server_name {
+        Some(name) => {
+            let name = rustls::pki_types::ServerName::try_from(name.clone())
+                .map_err(|e| ClientError::ServerName(format!("{name:?}: {e}")))?;
+            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+        }
+        None => builder,
+    };
+    let connections = Connections::new(builder.enable_http1().wrap_connector(http));
     let service = ServiceBuilder::new()
         .layer(metrics_layer(&config))
         .layer(config.base_uri_layer())
@@ -347,7 +363,7 @@ async fn bootstrap(
 }
 
 /// Writes a kubeconfig with the (parsed) bootstrap kubeconfig's cluster and the client
-/// certificate file, named as the kubelet names them.
+/// certificate file, named as the kubelet names them, mode 0600.
 fn write_kubeconfig(path: &Path, boot: &Kubeconfig, cert_file: &Path) -> Result<(), ClientError> {
     let context = boot
         .current_context
@@ -379,9 +395,9 @@ fn write_kubeconfig(path: &Path, boot: &Kubeconfig, cert_file: &Path) -> Result<
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(werr)?;
     }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&doc).unwrap_or_default()).map_err(werr)?;
-    std::fs::rename(&tmp, path).map_err(werr)
+    // Private, as the kubelet writes it (client-go's WriteToFile: 0600): it names the client key.
+    let data = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+    crate::atomic_file::write(path, &data, 0o600).map_err(werr)
 }
 
 /// Renews the client certificate at its rotation deadline, for as long as bosun runs; a failed
@@ -534,5 +550,80 @@ mod tests {
             user.token.is_none(),
             "the bootstrap token is not carried over"
         );
+    }
+
+    /// The client of a rotating certificate checks the API server's certificate against the
+    /// kubeconfig's `tls-server-name`, not the address, as client-go does (a node reaching the
+    /// API server at an address its certificate does not name; found by the CIS test on the VM
+    /// node, where every request failed to connect after a TLS bootstrap).
+    #[tokio::test]
+    async fn the_rotating_client_verifies_the_tls_server_name() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let server_key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["kubernetes".into()]).unwrap();
+        let server_cert = params.self_signed(&server_key).unwrap();
+        let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![server_cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(server_key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                let mut buf = [0u8; 4096];
+                let _ = tls.read(&mut buf).await;
+                let body = "{}";
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(answer.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            }
+        });
+        let client_key = rcgen::KeyPair::generate().unwrap();
+        let client_cert = rcgen::CertificateParams::new(vec!["system:node:n".into()])
+            .unwrap()
+            .self_signed(&client_key)
+            .unwrap();
+        let identity = certificate::load(
+            client_cert.pem().as_bytes(),
+            client_key.serialize_pem().as_bytes(),
+        )
+        .unwrap();
+        let mut config = kube::Config::new(format!("https://{addr}").parse().unwrap());
+        config.root_cert = Some(vec![server_cert.der().to_vec()]);
+        config.tls_server_name = Some("kubernetes".into());
+        let (client, _) = rotating_client(config, Arc::new(Resolver::new(identity.key))).unwrap();
+        let req = http::Request::get("/version").body(Vec::new()).unwrap();
+        let answer = client.request_text(req).await;
+        assert_eq!(answer.map_err(|e| e.to_string()).as_deref(), Ok("{}"));
+    }
+
+    /// CIS Kubernetes Benchmark 4.1.5: the `--kubeconfig` file is 600 or more restrictive, as the
+    /// kubelet writes it after bootstrap (client-go's `WriteToFile`, mode 0600), whatever was
+    /// there before.
+    #[test]
+    fn the_kubeconfig_written_after_bootstrap_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let boot = kubeconfig("https://127.0.0.1:1", serde_json::json!({"token": "t"}));
+        let out = d.path().join("kubelet.conf");
+        std::fs::write(&out, "old").unwrap();
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_kubeconfig(&out, &boot, &d.path().join("pki/current.pem")).unwrap();
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "kubeconfig mode {mode:o}");
     }
 }
