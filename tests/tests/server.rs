@@ -757,12 +757,7 @@ async fn healthz_flood_is_answered_while_pods_start() {
     let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
     wait_until_async("node Ready", Duration::from_secs(60), || async {
         let n = nodes.get_opt(&node.name).await.ok()??;
-        let ready = n
-            .status?
-            .conditions?
-            .into_iter()
-            .find(|c| c.type_ == "Ready")?;
-        (ready.status == "True").then_some(())
+        bosun_tests::agent::node_ready(&n).then_some(())
     })
     .await;
     let pid = bosun.pid();
