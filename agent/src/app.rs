@@ -123,10 +123,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let shutting_down = spawn_node_shutdown(&cfg, &ctx, &eviction, &cancel, &mut tasks);
     if let Err(e) = crate::podresources::spawn(
         &cfg.paths.root_dir,
-        ctx.statuses.clone(),
+        (ctx.statuses.clone(), ctx.devices.clone()),
         cancel.child_token(),
     ) {
         warn!(error = %e, "pod-resources API not served");
+    }
+    if let Err(e) =
+        crate::devicemanager::registration::spawn(ctx.devices.clone(), cancel.child_token())
+    {
+        warn!(error = %e, "device plugin registration not served");
     }
 
     // The Node's labels for admission: the ones bosun registers with until the Node is seen.
@@ -179,8 +184,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Spawns the plugin watcher: CSI drivers registering under `<root>/plugins_registry`, and
-/// the CSINode object kept with them when there is a client.
+/// Spawns the plugin watcher: CSI drivers and device plugins registering under
+/// `<root>/plugins_registry`, and the CSINode object kept with the drivers when there is a client.
 fn spawn_plugin_watcher(
     ctx: &NodeContext,
     client: &Option<kube::Client>,
@@ -189,7 +194,7 @@ fn spawn_plugin_watcher(
 ) {
     let watcher = crate::csi::pluginwatcher::run(
         ctx.dirs.root_dir.clone(),
-        ctx.csi.drivers.clone(),
+        (ctx.csi.drivers.clone(), ctx.devices.clone()),
         client
             .clone()
             .map(|c| crate::csi::csinode::CsiNodeWriter::new(c, &ctx.node_name)),
@@ -563,6 +568,12 @@ async fn node_context(
     for d in [&dirs.root_dir, &dirs.pod_logs_dir] {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
+    // The kubelet's setupDataDirs: the root dir on a shared mount, else bind-mounted rshared.
+    match crate::volume::rshared::make_rshared(&dirs.root_dir) {
+        Ok(true) => info!(root_dir = %dirs.root_dir.display(), "root dir bind-mounted rshared"),
+        Ok(false) => {}
+        Err(e) => anyhow::bail!("error configuring root directory: {e}"),
+    }
     // One detection of the node's addresses: the first is status.hostIP.
     let host_ips: Vec<String> = crate::node::node_ips(&cfg.node)
         .iter()
@@ -579,6 +590,15 @@ async fn node_context(
         events.clone(),
         cancel.child_token(),
     );
+    let image_volumes = cri.runtime_version().mounts_images();
+    let csi = crate::volume::csi::CsiVolumes::default();
+    let in_use = csi.reconstruct(&paths.root_dir, client.as_ref()).await;
+    if in_use > 0 {
+        info!(
+            volumes = in_use,
+            "attachable CSI volumes still published: reported in use"
+        );
+    }
     Ok(Arc::new(NodeContext {
         cri,
         dirs,
@@ -590,7 +610,8 @@ async fn node_context(
         statuses: StatusStore::default(),
         pulls: Arc::new(Semaphore::new(cfg.images.parallel_pulls())),
         api: client.clone(),
-        csi: Default::default(),
+        csi,
+        devices: crate::devicemanager::DeviceManager::new(&paths.root_dir),
         objects: client.clone().map(|c| {
             Arc::new(crate::objects::Objects::new(
                 c,
@@ -605,6 +626,7 @@ async fn node_context(
         prober,
         seccomp_default: pods.seccomp_default,
         sync_frequency: pods.sync_frequency,
+        image_volumes,
         seccomp_root: paths.root_dir.join("seccomp"),
     }))
 }
@@ -645,7 +667,8 @@ impl ApiLoops<'_> {
                 .with_pressure(pressure)
                 .with_pleg(pleg)
                 .with_shutdown(shutting_down)
-                .with_csi(ctx.csi.clone()),
+                .with_csi(ctx.csi.clone())
+                .with_devices(ctx.devices.clone()),
             registered,
             labels,
             ctx.events.clone(),
@@ -722,6 +745,7 @@ fn admission(
         apparmor_enabled: crate::pod::admission::host_apparmor_enabled(),
         pressure,
         shutting_down: Some(shutting_down),
+        devices: Some(ctx.devices.clone()),
     }
 }
 

@@ -27,7 +27,7 @@ pub enum EventType {
 /// One event to record.
 #[derive(Debug, Clone)]
 pub struct PodEvent {
-    /// The involved object's kind: `Pod` or `Node`.
+    /// The involved object's kind: `Pod`, `Node` or `PersistentVolumeClaim`.
     pub object_kind: &'static str,
     /// The pod's namespace (for a Node: `default`, where the kubelet puts node events).
     pub namespace: String,
@@ -136,6 +136,27 @@ impl Recorder {
             namespace: "default".into(),
             name: name.into(),
             uid: name.into(),
+            field_path: String::new(),
+            kind,
+            reason: reason.into(),
+            message,
+            annotations: BTreeMap::new(),
+        });
+    }
+
+    /// Records an event about the claim `namespace/name` (uid `uid`); never waits.
+    pub fn claim(
+        &self,
+        (namespace, name, uid): (String, String, String),
+        kind: EventType,
+        reason: &str,
+        message: String,
+    ) {
+        self.send(PodEvent {
+            object_kind: "PersistentVolumeClaim",
+            namespace,
+            name,
+            uid,
             field_path: String::new(),
             kind,
             reason: reason.into(),

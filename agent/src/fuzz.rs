@@ -505,6 +505,8 @@ proptest! {
         let (volumes, maps): (HashMap<String, String>, HashMap<_, _>) = (HashMap::new(), HashMap::new());
         let ctx = crate::runtime::container::ContainerContext {
             volumes: &volumes,
+            image_volumes: &volumes,
+            subpaths_dir: Path::new("/nonexistent/volume-subpaths"),
             pod_ip: "10.0.0.2",
             host_ip: "10.0.0.1",
             node_name: "n",

@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod client;
 pub mod config;
 pub mod csi;
+pub mod devicemanager;
 pub mod events;
 pub mod eviction;
 pub mod gc;

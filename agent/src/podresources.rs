@@ -1,6 +1,7 @@
 //! The kubelet's pod-resources v1 API (`PodResourcesLister`) on `<root-dir>/pod-resources/kubelet.sock`:
-//! which pods and containers run here and what exclusive resources they hold. Bosun has no device
-//! plugins, static CPU manager or memory manager, so devices, CPU ids and memory are always empty.
+//! which pods and containers run here and what exclusive resources they hold: the devices the
+//! device manager allocated (List, Get) and the healthy devices (GetAllocatableResources). Bosun
+//! has no static CPU manager or memory manager, so CPU ids and memory are always empty.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use crate::devicemanager::DeviceManager;
 use crate::status::StatusStore;
 
 /// Errors of starting the pod-resources server.
@@ -35,6 +37,31 @@ pub fn socket_path(root_dir: &Path) -> PathBuf {
 /// Serves the API from the pods in `statuses`.
 struct Lister {
     statuses: StatusStore,
+    devices: DeviceManager,
+}
+
+/// Devices by resource as the API lists them (a NUMA node as topology when there is one).
+fn container_devices(
+    by_resource: std::collections::BTreeMap<String, Vec<(String, i64)>>,
+) -> Vec<pr::ContainerDevices> {
+    let mut out = Vec::new();
+    for (resource, ids) in by_resource {
+        // One entry per NUMA node, as the kubelet's containerDevicesFromResourceDeviceInstances.
+        let mut by_numa: std::collections::BTreeMap<i64, Vec<String>> = Default::default();
+        for (id, numa) in ids {
+            by_numa.entry(numa).or_default().push(id);
+        }
+        for (numa, device_ids) in by_numa {
+            out.push(pr::ContainerDevices {
+                resource_name: resource.clone(),
+                device_ids,
+                topology: (numa >= 0).then(|| pr::TopologyInfo {
+                    nodes: vec![pr::NumaNode { id: numa }],
+                }),
+            });
+        }
+    }
+    out
 }
 
 /// True for a pod the kubelet counts active (not Succeeded or Failed).
@@ -45,8 +72,10 @@ fn active(p: &Pod) -> bool {
     )
 }
 
-/// One pod's resources: its app containers and its restartable (sidecar) init containers.
-fn resources(p: &Pod) -> pr::PodResources {
+/// One pod's resources: its app containers and its restartable (sidecar) init containers, with
+/// the devices each holds.
+fn resources(p: &Pod, devices: &DeviceManager) -> pr::PodResources {
+    let uid = p.metadata.uid.as_deref().unwrap_or_default();
     let spec = p.spec.as_ref();
     let sidecars = spec
         .and_then(|s| s.init_containers.as_ref())
@@ -61,6 +90,7 @@ fn resources(p: &Pod) -> pr::PodResources {
             .chain(apps)
             .map(|c| pr::ContainerResources {
                 name: c.name.clone(),
+                devices: container_devices(devices.container_devices(uid, &c.name)),
                 ..Default::default()
             })
             .collect(),
@@ -84,7 +114,7 @@ impl PodResourcesLister for Lister {
                 .cmp(&(&b.metadata.namespace, &b.metadata.name))
         });
         Ok(Response::new(pr::ListPodResourcesResponse {
-            pod_resources: pods.iter().map(|p| resources(p)).collect(),
+            pod_resources: pods.iter().map(|p| resources(p, &self.devices)).collect(),
         }))
     }
 
@@ -92,7 +122,10 @@ impl PodResourcesLister for Lister {
         &self,
         _: Request<pr::AllocatableResourcesRequest>,
     ) -> Result<Response<pr::AllocatableResourcesResponse>, Status> {
-        Ok(Response::new(pr::AllocatableResourcesResponse::default()))
+        Ok(Response::new(pr::AllocatableResourcesResponse {
+            devices: container_devices(self.devices.allocatable_devices()),
+            ..Default::default()
+        }))
     }
 
     async fn get(
@@ -107,7 +140,7 @@ impl PodResourcesLister for Lister {
         });
         match pod {
             Some(p) => Ok(Response::new(pr::GetPodResourcesResponse {
-                pod_resources: Some(resources(&p)),
+                pod_resources: Some(resources(&p, &self.devices)),
             })),
             None => Err(Status::not_found(format!(
                 "pod {} in namespace {} not found",
@@ -120,7 +153,7 @@ impl PodResourcesLister for Lister {
 /// Binds the socket (replacing a stale one) and serves until `cancel`.
 pub fn spawn(
     root_dir: &Path,
-    statuses: StatusStore,
+    (statuses, devices): (StatusStore, DeviceManager),
     cancel: CancellationToken,
 ) -> Result<(), PodResourcesError> {
     let path = socket_path(root_dir);
@@ -144,7 +177,7 @@ pub fn spawn(
     tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
         let served = tonic::transport::Server::builder()
-            .add_service(PodResourcesListerServer::new(Lister { statuses }))
+            .add_service(PodResourcesListerServer::new(Lister { statuses, devices }))
             .serve_with_incoming_shutdown(incoming, cancel.cancelled())
             .await;
         if let Err(e) = served {
@@ -176,7 +209,8 @@ mod tests {
 
     #[test]
     fn resources_list_app_and_sidecar_containers_without_devices() {
-        let r = resources(&pod("Running"));
+        let dir = tempfile::tempdir().unwrap();
+        let r = resources(&pod("Running"), &DeviceManager::new(dir.path()));
         let names: Vec<&str> = r.containers.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["proxy", "main", "side"]);
         assert!(

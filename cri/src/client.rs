@@ -39,7 +39,7 @@ impl Default for Timeouts {
 }
 
 /// Name and version of the runtime behind the endpoint, from the CRI Version call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RuntimeVersion {
     /// The version of the runtime API the runtime implements: `0.1.0` (the kubelet's
     /// kubeRuntimeAPIVersion, what containerd, CRI-O and the fake runtime answer).
@@ -57,6 +57,29 @@ pub struct RuntimeVersion {
 pub const RUNTIME_API_VERSION: &str = "0.1.0";
 
 impl RuntimeVersion {
+    /// Whether the runtime mounts OCI images as volumes (CRI Mount.image): containerd from 2.1,
+    /// CRI-O from 1.31; another runtime is trusted to say so itself. The error says which
+    /// version would.
+    pub fn mounts_images(&self) -> std::result::Result<(), String> {
+        let need = match self.runtime_name.as_str() {
+            "containerd" => (2, 1),
+            "cri-o" => (1, 31),
+            _ => return Ok(()),
+        };
+        let v = self.runtime_version.trim_start_matches('v');
+        let mut parts = v.split(|c: char| !c.is_ascii_digit());
+        let mut next = || parts.next().and_then(|p| p.parse::<u32>().ok());
+        let have = (next().unwrap_or(0), next().unwrap_or(0));
+        if have >= need {
+            Ok(())
+        } else {
+            Err(format!(
+                "the container runtime {} {} cannot mount images as volumes (CRI Mount.image needs {} {}.{} or later)",
+                self.runtime_name, self.runtime_version, self.runtime_name, need.0, need.1
+            ))
+        }
+    }
+
     /// The form the kubelet reports as nodeInfo.containerRuntimeVersion: `containerd://1.6.20~ds1`.
     pub fn node_info_string(&self) -> String {
         format!("{}://{}", self.runtime_name, self.runtime_version)
@@ -819,6 +842,25 @@ mod tests {
             runtime_version: "1".into(),
             runtime_api_version: api.into(),
         }
+    }
+
+    #[test]
+    fn image_volumes_need_a_runtime_that_mounts_images() {
+        let v = |name: &str, version: &str| RuntimeVersion {
+            runtime_name: name.into(),
+            runtime_version: version.into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            v("containerd", "1.6.20~ds1").mounts_images(),
+            Err("the container runtime containerd 1.6.20~ds1 cannot mount images as volumes (CRI Mount.image needs containerd 2.1 or later)".into())
+        );
+        assert!(v("containerd", "2.0.5").mounts_images().is_err());
+        assert_eq!(v("containerd", "v2.4.2").mounts_images(), Ok(()));
+        assert_eq!(v("containerd", "2.1.0").mounts_images(), Ok(()));
+        assert!(v("cri-o", "1.30.2").mounts_images().is_err());
+        assert_eq!(v("cri-o", "1.31.0").mounts_images(), Ok(()));
+        assert_eq!(v("fake-runtime", "0.1.0").mounts_images(), Ok(()));
     }
 
     #[test]

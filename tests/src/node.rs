@@ -24,6 +24,8 @@ pub struct Containerd {
     /// Held while this containerd lives; the kernel releases it when the process dies.
     _slot_lock: Flock<fs::File>,
     child: Option<Child>,
+    /// Where its containerd and shim come from (None: the machine's, on PATH).
+    bin_dir: Option<PathBuf>,
     /// Pod subnet of this containerd's CNI bridge.
     pub subnet: String,
     /// The slot claimed across test processes: unique while this containerd lives.
@@ -39,6 +41,12 @@ impl Containerd {
     /// As [`Containerd::start`], with its root (content store, snapshots) on a tmpfs of `size`
     /// when given: a small image filesystem of its own (unmounted by the teardown).
     pub fn start_with_root_size(name: &str, size: Option<&str>) -> Containerd {
+        Containerd::start_from(name, size, None)
+    }
+
+    /// As [`Containerd::start_with_root_size`], running the containerd (and its shim) in
+    /// `bin_dir` when given (the image volume test's containerd 2).
+    pub fn start_from(name: &str, size: Option<&str>, bin_dir: Option<&Path>) -> Containerd {
         let env = Env::runtime();
         let (slot, slot_lock) = claim_slot(Path::new(SLOTS_DIR), MAX_SLOT);
         // Short paths: unix socket paths under it must stay below 108 bytes.
@@ -77,6 +85,7 @@ impl Containerd {
             bridge,
             _slot_lock: slot_lock,
             child: None,
+            bin_dir: bin_dir.map(Path::to_path_buf),
             subnet,
             slot,
         };
@@ -86,7 +95,16 @@ impl Containerd {
 
     fn spawn(&mut self) {
         let log = fs::File::create(self.dir.join("log")).expect("create containerd log");
-        let child = Command::new("containerd")
+        let mut cmd = match &self.bin_dir {
+            Some(dir) => {
+                let path = std::env::var("PATH").unwrap_or_default();
+                let mut c = Command::new(dir.join("containerd"));
+                c.env("PATH", format!("{}:{path}", dir.display()));
+                c
+            }
+            None => Command::new("containerd"),
+        };
+        let child = cmd
             .arg("--config")
             .arg(self.dir.join("config.toml"))
             .stdin(Stdio::null())
@@ -260,4 +278,14 @@ fn ensure_cgroup_root(root: &str) {
             }
         }
     }
+}
+
+/// Mount points at or under `dir`, from this process's mountinfo.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| Path::new(m).starts_with(dir))
+        .map(str::to_string)
+        .collect()
 }

@@ -103,3 +103,10 @@ evictionHard:
             .expect("cri")
     }
 }
+
+impl Drop for StandaloneNode {
+    fn drop(&mut self) {
+        // Bosun bind-mounts the root dir rshared (as the kubelet does on a private mount).
+        crate::cluster::unmount_under(self.dir.path());
+    }
+}

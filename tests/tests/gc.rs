@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bosun_tests::pod::{Container, PodBuilder, container_status, create, wait_pod};
-use bosun_tests::{ClusterNode, NodeOptions, admin_client};
+use bosun_tests::{ClusterNode, NodeOptions, admin_client, mounts_under};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 
@@ -395,16 +395,6 @@ async fn a_chatty_container_keeps_at_most_max_files_logs_older_ones_gzipped() {
     let st = container_status(&p, "chatty").expect("status");
     assert_eq!(st.restart_count, 0, "{st:?}");
     let _ = api.delete(&name, &Default::default()).await;
-}
-
-/// Mount points under `dir`, from this process's mountinfo.
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| Path::new(m).starts_with(dir))
-        .map(str::to_string)
-        .collect()
 }
 
 /// A pod deleted from the API while bosun was down (killed): once bosun is back, the pod's

@@ -1171,6 +1171,17 @@ async fn sub_path_expr_expands_from_the_downward_api() {
         || async { (exec(node, &p, &format!("cat {path}")).await == "written").then_some(()) },
     )
     .await;
+    // The subPath reached the runtime as the kubelet hands it over: bound (through a descriptor
+    // opened beneath the volume) at <pod>/volume-subpaths/<volume>/<container>/<index>.
+    let uid = p.metadata.uid.clone().unwrap_or_default();
+    let pod_dir = node.path().join("root/pods").join(&uid);
+    assert_eq!(
+        bosun_tests::mounts_under(&pod_dir.join("volume-subpaths")),
+        [pod_dir
+            .join("volume-subpaths/data/main/0")
+            .display()
+            .to_string()]
+    );
 
     let bad = format!("{}-unset", node.name);
     let p = pod(node, &bad, "Always")
@@ -1188,5 +1199,118 @@ async fn sub_path_expr_expands_from_the_downward_api() {
     let msg = config_error(api, &bad).await;
     assert_eq!(msg, "missing value for NOPE");
     delete_and_wait_gone(api, &[&name, &bad], 60).await;
+    assert_eq!(
+        bosun_tests::mounts_under(&pod_dir),
+        Vec::<String>::new(),
+        "left mounted"
+    );
+    bn.finish();
+}
+
+/// mountPropagation and readOnly as the runtime applies them: with a hostPath that is a shared
+/// mount on the node, a mount made on the host after the containers started shows in the
+/// HostToContainer container and not in the None one; a privileged Bidirectional container's
+/// mount shows on the host; a readOnly volumeMount refuses writes.
+#[tokio::test]
+async fn mount_propagation_and_read_only_mounts_reach_the_container() {
+    use serde_json::json;
+    let bn = BosunNode::start("pods-propagation").await;
+    let (node, api) = (&bn.node, &bn.pods);
+    let shared = node.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    let sh = |cmd: &str| {
+        let ok = std::process::Command::new("sh")
+            .args(["-c", cmd])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "{cmd}");
+    };
+    let d = shared.display().to_string();
+    sh(&format!("mount --bind {d} {d} && mount --make-shared {d}"));
+    let name = format!("{}-prop", node.name);
+    let mount = |mode: &str, ro: bool| json!([{"name": "shared", "mountPath": "/host", "mountPropagation": mode, "readOnly": ro}]);
+    let p = pod(node, &name, "Always")
+        .volume(json!({"name": "shared", "hostPath": {"path": d, "type": "Directory"}}))
+        .container(
+            Container::sh("main", "exec sleep 3600")
+                .with("volumeMounts", mount("HostToContainer", true)),
+        )
+        .container(
+            Container::sh("private", "exec sleep 3600").with("volumeMounts", mount("None", false)),
+        )
+        .container(
+            Container::sh(
+                "bidi",
+                "mkdir -p /host/fromc && mount -t tmpfs tmpfs /host/fromc && exec sleep 3600",
+            )
+            .with("volumeMounts", mount("Bidirectional", false))
+            .with("securityContext", json!({"privileged": true})),
+        )
+        .build();
+    create(api, &p).await;
+    let p = wait_pod(api, &name, "pod Running", 60, |p| {
+        (phase(p) == "Running").then(|| p.clone())
+    })
+    .await;
+    // The container's mount, made after it started, on the host (Bidirectional).
+    let fromc = shared.join("fromc");
+    wait_until_async(
+        "the container's mount on the host",
+        Duration::from_secs(30),
+        || async {
+            bosun_tests::mounts_under(&fromc)
+                .contains(&fromc.display().to_string())
+                .then_some(())
+        },
+    )
+    .await;
+    // A host mount made now, in the HostToContainer container only.
+    sh(&format!(
+        "mkdir -p {d}/late && mount -t tmpfs tmpfs {d}/late && echo hi > {d}/late/hello"
+    ));
+    let by = |c: &str| {
+        let mut p = p.clone();
+        if let Some(cs) = p
+            .status
+            .as_mut()
+            .and_then(|s| s.container_statuses.as_mut())
+        {
+            cs.retain(|s| s.name == c);
+        }
+        p
+    };
+    wait_until_async(
+        "the host's mount in the container",
+        Duration::from_secs(30),
+        || async { (exec(node, &by("main"), "cat /host/late/hello").await == "hi").then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        exec(
+            node,
+            &by("private"),
+            "cat /host/late/hello 2>/dev/null || echo none"
+        )
+        .await,
+        "none"
+    );
+    assert_eq!(
+        exec(
+            node,
+            &by("main"),
+            "touch /host/x 2>/dev/null && echo wrote || echo read-only"
+        )
+        .await,
+        "read-only"
+    );
+    assert_eq!(
+        exec(node, &by("private"), "touch /host/y && echo wrote").await,
+        "wrote"
+    );
+    delete_and_wait_gone(api, &[&name], 60).await;
+    sh(&format!(
+        "umount -l {d}/late; umount -l {d}/fromc; umount -l {d}"
+    ));
     bn.finish();
 }

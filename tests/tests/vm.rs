@@ -680,7 +680,88 @@ fn joins_the_host_control_plane_runs_the_core_pod_cases_and_shuts_down_gracefull
         node_ws > Some(0.0) && pod_ws > Some(0.0),
         "node {node_ws:?}, vm-hello {pod_ws:?}:\n{resource}"
     );
+    the_node_rides_out_clock_steps(vm);
     graceful_shutdown_reaches_the_api_before_the_guest_is_gone(vm);
+}
+
+/// The guest's wall clock stepped forward two hours, then back (as NTP does to a VM whose
+/// clock was wrong): bosun keeps renewing its Lease (the renewTime the guest writes moves with
+/// each renewal, whichever way the clock went), the Node stays Ready, and a pod created after
+/// each step starts; nothing of bosun's waits on the wall clock for its timers.
+fn the_node_rides_out_clock_steps(vm: &Vm) {
+    let renew_time = || {
+        bosun_tests::kubectl(&[
+            "get",
+            "lease",
+            "vm",
+            "-n",
+            "kube-node-lease",
+            "-o",
+            "jsonpath={.spec.renewTime}",
+        ])
+    };
+    let renewals_seen = |what: &str| {
+        // Three distinct renewTimes in a row: the Lease is being renewed (every 10 s).
+        let mut seen = vec![renew_time()];
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while seen.len() < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: Lease renewTimes {seen:?} within 90 s"
+            );
+            std::thread::sleep(Duration::from_secs(2));
+            let t = renew_time();
+            if seen.last() != Some(&t) {
+                seen.push(t);
+            }
+        }
+        seen
+    };
+    let ready = || {
+        bosun_tests::kubectl(&[
+            "get",
+            "node",
+            "vm",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ])
+    };
+    // A pod created now becomes Ready.
+    let ready_pod = |name: &str| {
+        vm_pod(vm, name, "Always", "exec sleep 3600", ("100m", "32Mi"));
+        let pod = format!("pod/{name}");
+        bosun_tests::kubectl(&["wait", "--for=condition=Ready", &pod, "--timeout=120s"]);
+    };
+    let guest_now = || {
+        vm.sh("date +%s")
+            .trim()
+            .parse::<i64>()
+            .expect("guest clock")
+    };
+    let before = guest_now();
+    vm.sh("date -s @$(( $(date +%s) + 7200 )) >/dev/null");
+    assert!(
+        guest_now() >= before + 7200,
+        "the guest clock stepped forward"
+    );
+    let forward = renewals_seen("after the step forward");
+    assert_eq!(ready(), "True", "Ready after the step forward");
+    ready_pod("vm-after-step");
+    vm.sh("date -s @$(( $(date +%s) - 7200 )) >/dev/null");
+    let back = renewals_seen("after the step back");
+    assert!(
+        back.last() < forward.last(),
+        "renewTime follows the guest clock back: {forward:?} then {back:?}"
+    );
+    assert_eq!(ready(), "True", "Ready after the step back");
+    ready_pod("vm-after-step-back");
+    bosun_tests::kubectl(&[
+        "delete",
+        "pod",
+        "vm-after-step",
+        "vm-after-step-back",
+        "--wait=false",
+    ]);
 }
 
 /// The pod suite's core cases on the VM node: a configMap volume read by the main container,

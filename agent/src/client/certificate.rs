@@ -87,6 +87,60 @@ pub fn rotation_deadline(not_before: i64, not_after: i64, jitter: f64) -> i64 {
     not_before + (life * (0.7 + 0.2 * jitter.clamp(0.0, 1.0))).round() as i64
 }
 
+/// How often a wait for a rotation deadline reads the wall clock again.
+pub const WALL_CHECK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits until the wall clock (`now`, seconds) reaches `deadline`, reading it again at least
+/// every [`WALL_CHECK`]: certificates expire by the wall clock, so a clock stepped forward
+/// (NTP setting a VM's clock right) brings the rotation forward with it, within a minute,
+/// where a single monotonic sleep computed at the start (the kubelet's timer) would wake only
+/// after the whole interval, possibly past expiry; a clock stepped back delays it likewise.
+/// False when cancelled.
+pub async fn sleep_until_wall(
+    deadline: i64,
+    now: impl Fn() -> i64,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> bool {
+    loop {
+        let left = deadline - now();
+        if left <= 0 {
+            return true;
+        }
+        let nap = std::time::Duration::from_secs(left as u64).min(WALL_CHECK);
+        tokio::select! {
+            _ = cancel.cancelled() => return false,
+            _ = tokio::time::sleep(nap) => {}
+        }
+    }
+}
+
+/// Waits for the rotation `deadline` by the wall clock ([`sleep_until_wall`]), but never
+/// rotates again within [`WALL_CHECK`] of the last rotation (`last`): a node clock ahead of the
+/// signer's past a fresh certificate's deadline would otherwise request certificates back to
+/// back (the kubelet's loop does it once a second). False when cancelled.
+pub async fn wait_for_rotation(
+    deadline: i64,
+    now: impl Fn() -> i64,
+    last: Option<tokio::time::Instant>,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> bool {
+    if let Some(t) = last
+        && deadline <= now()
+        && t.elapsed() < WALL_CHECK
+    {
+        tracing::warn!(
+            "the wall clock is already past the new certificate's rotation deadline (is this node's clock ahead of the signer's?): next rotation in {:?}",
+            WALL_CHECK - t.elapsed()
+        );
+        tokio::select! {
+            _ = cancel.cancelled() => return false,
+            _ = tokio::time::sleep_until(t + WALL_CHECK) => {}
+        }
+        return true;
+    }
+    sleep_until_wall(deadline, now, cancel).await
+}
+
 /// Writes `bundle` (certificate then key, PEM) as `kubelet-client-<timestamp>.pem` (mode 0600)
 /// and points `kubelet-client-current.pem` at it atomically. Returns the current path.
 pub fn store(cert_dir: &Path, bundle: &str) -> Result<PathBuf, CertError> {
@@ -218,5 +272,77 @@ mod tests {
         let second = format!("{cert2}{key2}");
         store(dir.path(), &second).unwrap();
         assert_eq!(std::fs::read_to_string(&current).unwrap(), second);
+    }
+
+    /// A wall clock stepped forward past the deadline ends the wait within a check interval;
+    /// one stepped back makes it wait for the wall clock again; cancellation ends it.
+    #[tokio::test(start_paused = true)]
+    async fn a_rotation_wait_follows_the_wall_clock_through_steps() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicI64, Ordering};
+        let clock = Arc::new(AtomicI64::new(0));
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let start = tokio::time::Instant::now();
+        let c = clock.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let cancel2 = cancel.clone();
+        tokio::spawn(async move {
+            let done = sleep_until_wall(100_000, || c.load(Ordering::SeqCst), &cancel2).await;
+            let _ = tx.send((done, start.elapsed()));
+        });
+        // 10 minutes pass on both clocks; then NTP steps the wall clock to 10 s before the
+        // deadline.
+        for _ in 0..10 {
+            tokio::time::advance(WALL_CHECK).await;
+            clock.fetch_add(60, Ordering::SeqCst);
+        }
+        clock.store(99_990, Ordering::SeqCst);
+        tokio::time::advance(WALL_CHECK).await;
+        clock.fetch_add(60, Ordering::SeqCst);
+        let (done, took) = rx.await.unwrap();
+        assert!(done);
+        // Woken at most a check interval (plus the 10 s left) after the step, not 100,000 s on.
+        assert!(took <= WALL_CHECK * 12, "{took:?}");
+
+        // Stepped back: the wait goes on until the wall clock reaches the deadline.
+        let c = clock.clone();
+        clock.store(1_000, Ordering::SeqCst);
+        let cancel3 = cancel.clone();
+        let waiting = tokio::spawn(async move {
+            sleep_until_wall(2_000, || c.load(Ordering::SeqCst), &cancel3).await
+        });
+        clock.store(-5_000, Ordering::SeqCst);
+        tokio::time::advance(WALL_CHECK * 20).await;
+        assert!(!waiting.is_finished());
+        cancel.cancel();
+        assert!(!waiting.await.unwrap());
+    }
+
+    /// A certificate whose deadline the node's clock is already past is not requested again
+    /// within a check interval of the last rotation; with no rotation before, at once.
+    #[tokio::test(start_paused = true)]
+    async fn rotations_are_spaced_when_the_clock_is_past_a_fresh_deadline() {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let start = tokio::time::Instant::now();
+        assert!(wait_for_rotation(10, || 20, None, &cancel).await);
+        assert_eq!(start.elapsed(), std::time::Duration::ZERO);
+        assert!(wait_for_rotation(10, || 20, Some(start), &cancel).await);
+        assert_eq!(start.elapsed(), WALL_CHECK);
+        // A deadline still ahead: the wall clock decides, however recent the last rotation.
+        let now = tokio::time::Instant::now();
+        let c = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let c2 = c.clone();
+        let waiting = tokio::spawn(async move {
+            wait_for_rotation(
+                30,
+                move || c2.load(std::sync::atomic::Ordering::SeqCst),
+                Some(now),
+                &tokio_util::sync::CancellationToken::new(),
+            )
+            .await
+        });
+        tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        c.store(30, std::sync::atomic::Ordering::SeqCst);
+        assert!(waiting.await.unwrap());
     }
 }

@@ -410,17 +410,17 @@ async fn rotate(
     (resolver, connections): (Arc<Resolver>, Connections),
     cancel: CancellationToken,
 ) {
+    let mut last = None;
     loop {
         let deadline = certificate::rotation_deadline(
             current.not_before,
             current.not_after,
             crate::backoff::jitter(),
         );
-        let wait = Duration::from_secs((deadline - now()).max(0) as u64);
-        info!(node = %node, in_secs = wait.as_secs(), "client certificate rotation scheduled");
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
+        let in_secs = (deadline - now()).max(0);
+        info!(node = %node, in_secs, "client certificate rotation scheduled");
+        if !certificate::wait_for_rotation(deadline, now, last, &cancel).await {
+            return;
         }
         let mut backoff = Duration::from_secs(1);
         loop {
@@ -430,6 +430,7 @@ async fn rotate(
                     connections.renew();
                     info!(node = %node, not_after = next.not_after, "client certificate rotated");
                     current = next;
+                    last = Some(tokio::time::Instant::now());
                     break;
                 }
                 Err(e) => {

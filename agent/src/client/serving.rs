@@ -99,6 +99,7 @@ impl Serving {
         }
         let now = || k8s_openapi::jiff::Timestamp::now().as_second();
         let mut current = load_current(&self.cert_dir, now());
+        let mut last = None;
         loop {
             if let Some(l) = &current {
                 self.resolver.set(l.key.clone());
@@ -107,11 +108,10 @@ impl Serving {
                     l.not_after,
                     crate::backoff::jitter(),
                 );
-                let wait = Duration::from_secs((deadline - now()).max(0) as u64);
-                info!(node = %self.node, not_after = l.not_after, in_secs = wait.as_secs(), "serving certificate rotation scheduled");
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(wait) => {}
+                let in_secs = (deadline - now()).max(0);
+                info!(node = %self.node, not_after = l.not_after, in_secs, "serving certificate rotation scheduled");
+                if !certificate::wait_for_rotation(deadline, now, last, &cancel).await {
+                    return;
                 }
             }
             let mut backoff = Duration::from_secs(1);
@@ -120,6 +120,7 @@ impl Serving {
                     Ok(next) => {
                         info!(node = %self.node, not_after = next.not_after, "serving certificate signed");
                         current = Some(next);
+                        last = Some(tokio::time::Instant::now());
                         break;
                     }
                     Err(e) => {

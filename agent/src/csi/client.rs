@@ -27,6 +27,8 @@ pub struct CsiError {
     pub op: &'static str,
     /// The gRPC status (code: message) or the transport error.
     pub message: String,
+    /// The gRPC status code the driver answered with (None: no answer, a timeout).
+    pub code: Option<tonic::Code>,
 }
 
 /// A channel to a unix socket, dialled on first use and again after a failure.
@@ -53,15 +55,19 @@ async fn call<T, Fut>(
 where
     Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
-    let err = |message: String| CsiError {
+    let err = |message: String, code: Option<tonic::Code>| CsiError {
         endpoint: endpoint.display().to_string(),
         op,
         message,
+        code,
     };
     match tokio::time::timeout(deadline, fut).await {
         Ok(Ok(r)) => Ok(r.into_inner()),
-        Ok(Err(s)) => Err(err(format!("code = {:?} desc = {}", s.code(), s.message()))),
-        Err(_) => Err(err(format!("deadline of {deadline:?} exceeded"))),
+        Ok(Err(s)) => Err(err(
+            format!("code = {:?} desc = {}", s.code(), s.message()),
+            Some(s.code()),
+        )),
+        Err(_) => Err(err(format!("deadline of {deadline:?} exceeded"), None)),
     }
 }
 
@@ -150,6 +156,8 @@ pub struct NodeCapabilities {
     pub stage_unstage: bool,
     /// GET_VOLUME_STATS: NodeGetVolumeStats answers.
     pub volume_stats: bool,
+    /// EXPAND_VOLUME: NodeExpandVolume grows a published volume's filesystem.
+    pub expand_volume: bool,
 }
 
 /// Usage of a published volume (NodeGetVolumeStats).
@@ -275,6 +283,7 @@ impl CsiClient {
                 match rpc::Type::try_from(rpc.r#type) {
                     Ok(rpc::Type::StageUnstageVolume) => caps.stage_unstage = true,
                     Ok(rpc::Type::GetVolumeStats) => caps.volume_stats = true,
+                    Ok(rpc::Type::ExpandVolume) => caps.expand_volume = true,
                     _ => {}
                 }
             }
@@ -359,6 +368,36 @@ impl CsiClient {
             op,
             OPERATION_TIMEOUT,
             c.node_unpublish_volume(req),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// NodeExpandVolume: grows the filesystem of `v` (published at `v.target_path`, staged at
+    /// `v.staging_path`) to at least `required_bytes`.
+    pub async fn node_expand(
+        &self,
+        v: &VolumeRequest,
+        required_bytes: i64,
+    ) -> Result<(), CsiError> {
+        let mut c = self.node();
+        let req = csi::NodeExpandVolumeRequest {
+            volume_id: v.volume_id.clone(),
+            volume_path: v.target_path.clone(),
+            capacity_range: Some(csi::CapacityRange {
+                required_bytes,
+                limit_bytes: 0,
+            }),
+            staging_target_path: v.staging_path.clone(),
+            volume_capability: Some(v.capability()),
+            secrets: HashMap::new(),
+        };
+        let op = "NodeExpandVolume";
+        call(
+            &self.endpoint,
+            op,
+            OPERATION_TIMEOUT,
+            c.node_expand_volume(req),
         )
         .await?;
         Ok(())

@@ -1,9 +1,13 @@
 //! The kubelet's plugin watcher and plugin manager for CSI drivers: every second (the kubelet's
 //! plugin manager reconciles every second too) `<root>/plugins_registry/` is read; a new socket
 //! (or one recreated by a restarted driver: a new inode) is registered (GetInfo, the driver's
-//! NodeGetInfo on the endpoint it names, its entry in the CSINode, NotifyRegistrationStatus), a
+//! NodeGetInfo on the endpoint it names, its node ID and topology labels on the Node, its entry
+//! in the CSINode, NotifyRegistrationStatus), a
 //! socket gone deregisters its driver (entry dropped from the CSINode). A failed registration is
-//! retried after 5 s. Device plugins are not handled yet: they are told so.
+//! retried after 5 s. A plugin of type DevicePlugin goes to the device manager as the kubelet's
+//! device plugin handler: its versions and resource name validated, its endpoint (the path
+//! GetInfo names) connected and its ListAndWatch followed; its socket gone, its devices turn
+//! unhealthy.
 
 use std::collections::HashMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -16,6 +20,7 @@ use tracing::{info, warn};
 use super::client::{CsiClient, PluginInfo, RegistrationClient};
 use super::csinode::{CsiNodeWriter, driver_entry};
 use super::{Driver, Drivers};
+use crate::devicemanager::{DeviceManager, registration};
 
 /// How often the registry directory is read.
 const SCAN: Duration = Duration::from_secs(1);
@@ -29,8 +34,12 @@ pub fn registry_dir(root_dir: &Path) -> PathBuf {
 
 /// What the watcher knows of one socket.
 enum Seen {
-    /// Registered as this driver.
-    Registered { inode: u64, driver: String },
+    /// Registered as this driver (a device plugin: this resource, with its registration number).
+    Registered {
+        inode: u64,
+        driver: String,
+        device: Option<u64>,
+    },
     /// Its last registration failed at this time.
     Failed { inode: u64, at: Instant },
 }
@@ -62,7 +71,7 @@ fn supported_version(versions: &[String]) -> bool {
 /// API client, in the node's CSINode.
 pub async fn run(
     root_dir: PathBuf,
-    drivers: Drivers,
+    (drivers, devices): (Drivers, DeviceManager),
     csinode: Option<CsiNodeWriter>,
     cancel: CancellationToken,
 ) {
@@ -79,8 +88,19 @@ pub async fn run(
             .cloned()
             .collect();
         for path in gone {
-            if let Some(Seen::Registered { driver, .. }) = seen.remove(&path) {
-                deregister(&drivers, csinode.as_ref(), &driver).await;
+            match seen.remove(&path) {
+                Some(Seen::Registered {
+                    driver,
+                    device: Some(generation),
+                    ..
+                }) => {
+                    info!(resource = %driver, "device plugin socket removed: deregistering");
+                    devices.disconnected(&driver, generation);
+                }
+                Some(Seen::Registered { driver, .. }) => {
+                    deregister(&drivers, csinode.as_ref(), &driver).await
+                }
+                _ => {}
             }
         }
         for (path, inode) in now {
@@ -92,8 +112,18 @@ pub async fn run(
             if !due {
                 continue;
             }
-            let entry = match register(&path, &drivers, csinode.as_ref()).await {
-                Ok(driver) => Seen::Registered { inode, driver },
+            let plugins = Plugins {
+                drivers: &drivers,
+                devices: &devices,
+                csinode: csinode.as_ref(),
+                cancel: &cancel,
+            };
+            let entry = match register(&path, &plugins).await {
+                Ok((driver, device)) => Seen::Registered {
+                    inode,
+                    driver,
+                    device,
+                },
                 Err(e) => {
                     warn!(socket = %path.display(), error = %e, "plugin registration failed");
                     Seen::Failed {
@@ -111,20 +141,50 @@ pub async fn run(
     }
 }
 
-/// Registers the plugin on `socket`; returns its driver name.
-async fn register(
-    socket: &Path,
-    drivers: &Drivers,
-    csinode: Option<&CsiNodeWriter>,
-) -> Result<String, String> {
+/// Where registered plugins go.
+struct Plugins<'a> {
+    drivers: &'a Drivers,
+    devices: &'a DeviceManager,
+    csinode: Option<&'a CsiNodeWriter>,
+    cancel: &'a CancellationToken,
+}
+
+/// Registers the plugin on `socket`; returns its driver name (a device plugin's resource, with
+/// its registration number).
+async fn register(socket: &Path, to: &Plugins<'_>) -> Result<(String, Option<u64>), String> {
     let reg = RegistrationClient::new(socket);
     let info = reg.get_info().await.map_err(|e| e.to_string())?;
-    let result = install(socket, &info, drivers, csinode).await;
+    let result = if info.kind == "DevicePlugin" {
+        install_device_plugin(socket, &info, to).await.map(Some)
+    } else {
+        install(socket, &info, to.drivers, to.csinode)
+            .await
+            .map(|()| None)
+    };
     let notified = reg.notify(result.clone().err()).await;
     if let Err(e) = notified {
         warn!(plugin = %info.name, error = %e, "NotifyRegistrationStatus failed");
     }
-    result.map(|()| info.name)
+    result.map(|device| (info.name, device))
+}
+
+/// The kubelet's device plugin handler: ValidatePlugin, then RegisterPlugin (the endpoint
+/// connected, its devices followed).
+async fn install_device_plugin(
+    socket: &Path,
+    info: &PluginInfo,
+    to: &Plugins<'_>,
+) -> Result<u64, String> {
+    registration::validate(&info.name, &info.versions)?;
+    let endpoint = if info.endpoint.is_empty() {
+        socket.to_path_buf()
+    } else {
+        PathBuf::from(&info.endpoint)
+    };
+    let generation =
+        registration::connect(to.devices, &info.name, &endpoint, to.cancel.child_token()).await?;
+    info!(resource = %info.name, endpoint = %endpoint.display(), "device plugin registered through the plugin registry");
+    Ok(generation)
 }
 
 /// Validates a plugin's info, reads its node info and records the driver.
@@ -136,7 +196,7 @@ async fn install(
 ) -> Result<(), String> {
     if info.kind != "CSIPlugin" {
         return Err(format!(
-            "plugin type {:?} of {} is not supported by bosun yet",
+            "plugin type {:?} of {} is not supported by bosun",
             info.kind, info.name
         ));
     }
@@ -166,6 +226,9 @@ async fn install(
         ));
     }
     if let Some(w) = csinode {
+        w.set_node_info(&info.name, Some((&node_info.node_id, &node_info.topology)))
+            .await
+            .map_err(|e| format!("error updating Node object with CSI driver node info: {e}"))?;
         w.set_driver(&info.name, Some(driver_entry(&info.name, &node_info)))
             .await
             .map_err(|e| format!("error updating CSINode object with CSI driver node info: {e}"))?;
@@ -191,10 +254,13 @@ async fn install(
 async fn deregister(drivers: &Drivers, csinode: Option<&CsiNodeWriter>, name: &str) {
     info!(driver = %name, "CSI driver socket removed: deregistering");
     drivers.remove(name);
-    if let Some(w) = csinode
-        && let Err(e) = w.set_driver(name, None).await
-    {
-        warn!(driver = %name, error = %e, "cannot remove the driver from the CSINode");
+    if let Some(w) = csinode {
+        if let Err(e) = w.set_driver(name, None).await {
+            warn!(driver = %name, error = %e, "cannot remove the driver from the CSINode");
+        }
+        if let Err(e) = w.set_node_info(name, None).await {
+            warn!(driver = %name, error = %e, "cannot remove the driver's node ID from the Node");
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! The standard `process_*` metrics (client_golang's process collector), read from /proc on each
-//! scrape.
+//! scrape, and the async runtime's live task count (`bosun_runtime_alive_tasks`).
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -119,6 +119,14 @@ impl Collector for ProcessCollector {
                 v,
             )?;
         }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            gauge(
+                &mut encoder,
+                "bosun_runtime_alive_tasks",
+                "Tasks alive in Bosun's async runtime (the counterpart of the kubelet's go_goroutines).",
+                rt.metrics().num_alive_tasks() as f64,
+            )?;
+        }
         if let Some(v) = status_kb("VmSize:") {
             gauge(
                 &mut encoder,
@@ -128,5 +136,28 @@ impl Collector for ProcessCollector {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Encoded inside the runtime, the collector counts the runtime's live tasks.
+    #[tokio::test]
+    async fn the_runtimes_live_tasks_are_a_gauge() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(ProcessCollector::new()));
+        let _held = tokio::spawn(std::future::pending::<()>());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let tasks: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("bosun_runtime_alive_tasks "))
+            .expect(&text)
+            .parse()
+            .unwrap();
+        assert!(tasks >= 1.0, "{text}");
+        assert!(text.contains("process_open_fds "), "{text}");
     }
 }

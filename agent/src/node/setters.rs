@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{
     ContainerImage, DaemonEndpoint, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeFeatures,
     NodeRuntimeHandler, NodeStatus, NodeSwapStatus, NodeSystemInfo,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
@@ -66,6 +67,8 @@ pub struct Facts {
     /// The unique names of the attachable volumes mounted here, sorted (the volume manager's
     /// GetVolumesInUse).
     pub volumes_in_use: Vec<String>,
+    /// The device plugins' resources (the device manager's GetCapacity).
+    pub devices: crate::devicemanager::Capacity,
 }
 
 /// One setter: updates the fields it owns.
@@ -194,10 +197,29 @@ pub fn machine_info(status: &mut NodeStatus, s: &Settings, f: &Facts) {
     // allocatable, and one advertised in the capacity (a PATCH of the Node's status) is
     // allocatable whole, nothing being reserved of it.
     alloc_out.retain(|k, _| cap_out.contains_key(k) || !crate::resource::is_extended_resource(k));
+    device_plugin_resources(cap_out, &f.devices);
     for (k, v) in cap_out.iter() {
         if !alloc.contains_key(k) {
             alloc_out.insert(k.clone(), v.clone());
         }
+    }
+    for (k, n) in &f.devices.allocatable {
+        alloc_out.insert(k.clone(), Quantity(n.to_string()));
+    }
+}
+
+/// The device plugins' capacity as the kubelet's MachineInfo writes it: every device of each
+/// resource (healthy or not), and 0 for a resource whose plugin left more than the grace period
+/// ago; the allocatable is the healthy devices.
+fn device_plugin_resources(
+    cap_out: &mut std::collections::BTreeMap<String, Quantity>,
+    d: &crate::devicemanager::Capacity,
+) {
+    for (k, n) in &d.capacity {
+        cap_out.insert(k.clone(), Quantity(n.to_string()));
+    }
+    for k in &d.removed {
+        cap_out.insert(k.clone(), Quantity("0".into()));
     }
 }
 

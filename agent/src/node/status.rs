@@ -40,6 +40,7 @@ pub struct Observer {
     pleg: Option<crate::pod::pleg::PlegHealth>,
     shutdown: Option<crate::nodeshutdown::ShuttingDown>,
     csi: Option<crate::volume::csi::CsiVolumes>,
+    devices: Option<crate::devicemanager::DeviceManager>,
 }
 
 /// The runtime's view of a CRI condition, written as the kubelet's `%v` of it.
@@ -66,10 +67,19 @@ impl Observer {
             pleg: None,
             shutdown: None,
             csi: None,
+            devices: None,
         }
     }
 
-    /// Reports the attachable CSI volumes `csi` has mounted in `volumesInUse`.
+    /// Reports the device plugins' resources `devices` holds in capacity and allocatable
+    /// (written at once when they change).
+    pub fn with_devices(mut self, devices: crate::devicemanager::DeviceManager) -> Observer {
+        self.devices = Some(devices);
+        self
+    }
+
+    /// Reports the attachable CSI volumes `csi` has mounted or is setting up in `volumesInUse`
+    /// (written at once when a set-up asks), and tells it what was written.
     pub fn with_csi(mut self, csi: crate::volume::csi::CsiVolumes) -> Observer {
         self.csi = Some(csi);
         self
@@ -190,6 +200,11 @@ impl Observer {
                 .csi
                 .as_ref()
                 .map(|c| c.volumes_in_use())
+                .unwrap_or_default(),
+            devices: self
+                .devices
+                .as_ref()
+                .map(|d| d.capacity(Instant::now()))
                 .unwrap_or_default(),
         }
     }
@@ -326,6 +341,9 @@ impl StatusUpdater {
                 .is_none_or(|t| t.elapsed() >= self.report_every);
             if !due && !setters::changed(&old, &desired) {
                 debug!(node = %self.name, "node status unchanged");
+                if let Some(csi) = &self.observer.csi {
+                    csi.mark_reported(old.volumes_in_use.as_deref().unwrap_or_default());
+                }
                 return true;
             }
             let patch = status_patch(&old, &desired);
@@ -351,6 +369,9 @@ impl StatusUpdater {
                     }
                     self.last = Some(n);
                     self.last_report = Some(Instant::now());
+                    if let Some(csi) = &self.observer.csi {
+                        csi.mark_reported(desired.volumes_in_use.as_deref().unwrap_or_default());
+                    }
                     return true;
                 }
                 Err(e) => {
@@ -394,10 +415,26 @@ impl StatusUpdater {
             if updated.is_none() {
                 return;
             }
+            let csi = self.observer.csi.clone();
+            let report_asked = async {
+                match &csi {
+                    Some(c) => c.report_asked().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let devices = self.observer.devices.clone();
+            let devices_changed = async {
+                match &devices {
+                    Some(d) => d.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
                 () = shutdown_changed(&mut shutdown) => {}
+                () = report_asked => {}
+                () = devices_changed => {}
             }
         }
     }

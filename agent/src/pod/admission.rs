@@ -63,7 +63,13 @@ pub struct Admission {
     pub pressure: crate::eviction::ConditionsRx,
     /// Whether the node is shutting down (the node shutdown manager's); None: never.
     pub shutting_down: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The device manager, which reserves a pod's devices at admission; None: no device plugins.
+    pub devices: Option<crate::devicemanager::DeviceManager>,
 }
+
+/// The reason of a pod whose devices could not be allocated (the kubelet's
+/// admission.ErrorReasonUnexpected).
+pub const UNEXPECTED_ADMISSION_ERROR: &str = "UnexpectedAdmissionError";
 
 pub use crate::resource::pod_request;
 use crate::resource::{is_extended_resource, is_scalar_resource};
@@ -86,6 +92,13 @@ impl Admission {
                 None if is_extended_resource(&resource) => continue,
                 None => 0,
             };
+            // sanitizeNodeAllocatable: a pod already holding devices fits at least what is held.
+            let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+            let held = self
+                .devices
+                .as_ref()
+                .and_then(|d| d.held_for(uid, &resource));
+            let cap = cap.max(held.unwrap_or(0) as i128 * 1000);
             let want = pod_request(pod, &resource);
             if want == 0 {
                 continue;
@@ -109,6 +122,31 @@ impl Admission {
         // node affinity; host ports), then AppArmor; the first failure is the reason.
         admit_under_pressure(&self.pressure.borrow(), pod)?;
         super::sysctls::admit(&self.sysctls, pod)?;
+        self.allocate_devices(pod)?;
+        let r = self.admit_predicates(pod, admitted);
+        if r.is_err()
+            && let Some(d) = &self.devices
+        {
+            d.release(pod.metadata.uid.as_deref().unwrap_or_default());
+        }
+        r
+    }
+
+    /// The kubelet's resource allocator admission (the device manager's Allocate): devices
+    /// reserved for the pod's containers, or UnexpectedAdmissionError ("Allocate failed due to
+    /// ..., which is unexpected").
+    fn allocate_devices(&self, pod: &Pod) -> Result<(), Rejection> {
+        let Some(devices) = &self.devices else {
+            return Ok(());
+        };
+        devices.allocate(pod).map_err(|e| Rejection {
+            reason: UNEXPECTED_ADMISSION_ERROR.into(),
+            message: format!("Allocate failed due to {e}, which is unexpected"),
+        })
+    }
+
+    /// The predicates, node affinity, ports, taints, AppArmor and node shutdown.
+    fn admit_predicates(&self, pod: &Pod, admitted: &[&Pod]) -> Result<(), Rejection> {
         if let Some(&max) = self.allocatable.get("pods") {
             let used = admitted.len() as i128;
             if (used + 1) * 1000 > max {
@@ -506,6 +544,7 @@ mod tests {
             apparmor_enabled: false,
             pressure: watch::channel(Default::default()).1,
             shutting_down: None,
+            devices: None,
         }
     }
 

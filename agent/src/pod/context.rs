@@ -33,6 +33,8 @@ pub struct NodeContext<R = CriClient> {
     pub api: Option<kube::Client>,
     /// The registered CSI drivers and the CSI volumes published per pod.
     pub csi: crate::volume::csi::CsiVolumes,
+    /// The device plugins' devices and the pods' allocations.
+    pub devices: crate::devicemanager::DeviceManager,
     /// The configmap and secret managers; none in standalone mode.
     pub objects: Option<Arc<crate::objects::Objects>>,
     /// Services for env vars.
@@ -49,4 +51,6 @@ pub struct NodeContext<R = CriClient> {
     pub seccomp_root: std::path::PathBuf,
     /// `syncFrequency`: how often a settled pod is synced again (stretched by jitter).
     pub sync_frequency: std::time::Duration,
+    /// Whether the runtime mounts image volumes (Err: why not, for the pod's event).
+    pub image_volumes: Result<(), String>,
 }

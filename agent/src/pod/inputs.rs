@@ -183,3 +183,34 @@ async fn set_up_csi_volumes(
     };
     set_up.set_up(pod, dir).await
 }
+
+/// Grows the pod's writable claim volumes whose claim the resizer has grown, recording the
+/// kubelet's events (FileSystemResizeSuccess on the pod and the claim, VolumeResizeFailed).
+pub async fn expand_claims(ctx: &NodeContext<impl PodRuntime>, pod: &Pod) {
+    let Some(client) = &ctx.api else {
+        return;
+    };
+    let claims = ctx.csi.writable_claims_of(pod);
+    if claims.is_empty() {
+        return;
+    }
+    let expander = volume::expand::Expander {
+        client,
+        drivers: &ctx.csi.drivers,
+        root_dir: &ctx.dirs.root_dir,
+        node_name: &ctx.node_name,
+    };
+    for (_, published) in claims {
+        for ev in expander.check(&published).await {
+            let kind = if ev.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            match ev.claim {
+                Some(claim) => ctx.events.claim(claim, kind, ev.reason, ev.message),
+                None => ctx.events.pod(pod, None, kind, ev.reason, ev.message),
+            }
+        }
+    }
+}

@@ -229,6 +229,36 @@ impl<R: PodRuntime> PodManager<R> {
         matches!(phase.as_deref(), Some("Succeeded" | "Failed"))
     }
 
+    /// Frees the devices of pods no longer active (the device manager's UpdateAllocatedDevices
+    /// over the kubelet's GetActivePods: every pod known, admitted or still to be, whose phase is
+    /// not terminal and that was not rejected), before admission reserves devices again; only
+    /// once every source has sent its first full set.
+    fn free_devices(&self, all: &BTreeMap<String, Arc<Pod>>) {
+        // As the kubelet (sourcesReady.AllReady): a pod a source has not sent yet is not gone.
+        let Some(devices) = self
+            .admission
+            .devices
+            .as_ref()
+            .filter(|_| self.all_sources_seen())
+        else {
+            return;
+        };
+        let api_terminal = |p: &Pod| {
+            matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            )
+        };
+        let active: std::collections::HashSet<&str> = all
+            .iter()
+            .filter(|(uid, p)| {
+                !self.is_terminal(uid) && !api_terminal(p) && !self.rejected.contains(*uid)
+            })
+            .map(|(uid, _)| uid.as_str())
+            .collect();
+        devices.free_inactive(&active);
+    }
+
     /// The pods admitted and still to run (the kubelet's GetActivePods): a worker syncing them
     /// and a phase that is not terminal.
     fn active_pods(&self) -> Vec<Arc<Pod>> {
@@ -329,6 +359,7 @@ impl<R: PodRuntime> PodManager<R> {
                 .map(|t| t.0.as_second())
                 .unwrap_or(0)
         });
+        self.free_devices(all);
         let mut admitted = self.active_pods();
         for pod in new {
             let refs: Vec<&Pod> = admitted.iter().map(|p| p.as_ref()).collect();
@@ -620,6 +651,7 @@ mod tests {
             apparmor_enabled: false,
             pressure: tokio::sync::watch::channel(Default::default()).1,
             shutting_down: None,
+            devices: None,
         }
     }
 

@@ -117,34 +117,99 @@ impl<R: PodRuntime> Start<'_, R> {
         pulls: &mut KeyedBackoff,
         sli: &mut PodStartTracker,
     ) -> Result<(), StartError> {
-        let image = self.spec.image.clone().unwrap_or_default();
-        let key = &self.start.name;
+        let name = self.start.name.as_str();
+        self.ensure_image(self.spec, name, Some(name), pulls, sli)
+            .await
+            .map(|_| ())
+    }
+
+    /// The image volumes this container mounts, pulled by their pull policy as the kubelet's
+    /// getImageVolumes (events about the pod, a back-off per volume): the image ref the runtime
+    /// mounts, by volume name. A runtime that cannot mount images is a config error saying so.
+    pub async fn pull_image_volumes(
+        &self,
+        pulls: &mut KeyedBackoff,
+        sli: &mut PodStartTracker,
+    ) -> Result<HashMap<String, String>, StartError> {
+        let mounted: Vec<&str> = self
+            .spec
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.name.as_str())
+            .collect();
+        let mut out = HashMap::new();
+        for v in self
+            .pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+        {
+            let Some(source) = v
+                .image
+                .as_ref()
+                .filter(|_| mounted.contains(&v.name.as_str()))
+            else {
+                continue;
+            };
+            if let Err(why) = &self.ctx.image_volumes {
+                let msg = format!("image volume {:?}: {why}", v.name);
+                self.event(EventType::Warning, "Failed", format!("Error: {msg}"));
+                return Err(StartError::Config(msg));
+            }
+            let image = Container {
+                name: v.name.clone(),
+                image: source.reference.clone(),
+                image_pull_policy: source.pull_policy.clone(),
+                ..Default::default()
+            };
+            let key = format!("{} (image volume)", v.name);
+            let image_ref = self.ensure_image(&image, &key, None, pulls, sli).await?;
+            out.insert(v.name.clone(), image_ref);
+        }
+        Ok(out)
+    }
+
+    /// Makes sure `spec`'s image is there: the pull back-off under `key`, events on the
+    /// container `field` (None: the pod); the image's ref.
+    async fn ensure_image(
+        &self,
+        spec: &Container,
+        key: &str,
+        field: Option<&str>,
+        pulls: &mut KeyedBackoff,
+        sli: &mut PodStartTracker,
+    ) -> Result<String, StartError> {
+        let event = |kind, reason: &str, message: String| {
+            self.ctx.events.pod(self.pod, field, kind, reason, message);
+        };
+        let image = spec.image.clone().unwrap_or_default();
         let now = Instant::now();
         if pulls.in_backoff(key, now) {
             let e = StartError::PullBackOff(image);
-            self.event(EventType::Normal, "BackOff", e.to_string());
+            event(EventType::Normal, "BackOff", e.to_string());
             return Err(e);
         }
         // Present and usable by its policy: no pull, not behind the node's pull limit.
-        let present = match image_present(&self.ctx.cri, self.spec).await {
+        let present = match image_present(&self.ctx.cri, spec).await {
             Ok(p) => p,
-            Err(e) => return Err(self.pull_failed(pulls, key, now, e)),
+            Err(e) => return Err(self.pull_failed(pulls, key, field, now, e)),
         };
-        if present.is_some() {
+        if let Some(id) = present {
             sli.pulled(Duration::ZERO);
             pulls.reset(key);
             // The kubelet's text with KubeletEnsureSecretPulledImages on (its default).
             let msg = format!(
                 "Container image {image:?} already present on machine and can be accessed by the pod"
             );
-            self.event(EventType::Normal, "Pulled", msg);
-            return Ok(());
+            event(EventType::Normal, "Pulled", msg);
+            return Ok(id);
         }
         let auths = pull_credentials(self.ctx, self.pod, &image).await;
         let waiting = Instant::now();
         let _permit = self.ctx.pulls.acquire().await;
         info!("Pulling: pulling image {image:?}");
-        self.event(
+        event(
             EventType::Normal,
             "Pulling",
             format!("Pulling image {image:?}"),
@@ -157,7 +222,7 @@ impl<R: PodRuntime> Start<'_, R> {
         let took = t.elapsed();
         sli.pulled(took);
         match pulled {
-            Ok((_, size)) => {
+            Ok((id, size)) => {
                 pulls.reset(key);
                 let ms = |d: Duration| Duration::from_millis(d.as_millis() as u64);
                 let msg = format!(
@@ -165,10 +230,10 @@ impl<R: PodRuntime> Start<'_, R> {
                     crate::config::duration::format(ms(took)),
                     crate::config::duration::format(ms(waiting.elapsed()))
                 );
-                self.event(EventType::Normal, "Pulled", msg);
-                Ok(())
+                event(EventType::Normal, "Pulled", msg);
+                Ok(id)
             }
-            Err(e) => Err(self.pull_failed(pulls, key, now, e)),
+            Err(e) => Err(self.pull_failed(pulls, key, field, now, e)),
         }
     }
 
@@ -178,15 +243,18 @@ impl<R: PodRuntime> Start<'_, R> {
         &self,
         pulls: &mut KeyedBackoff,
         key: &str,
+        field: Option<&str>,
         now: Instant,
         e: PullError,
     ) -> StartError {
         if matches!(e, PullError::Pull(_)) {
             pulls.next(key, now);
         }
-        self.event(EventType::Warning, "Failed", e.message().to_string());
+        let events = &self.ctx.events;
+        let message = e.message().to_string();
+        events.pod(self.pod, field, EventType::Warning, "Failed", message);
         let msg = format!("Error: {}", e.reason());
-        self.event(EventType::Warning, "Failed", msg);
+        events.pod(self.pod, field, EventType::Warning, "Failed", msg);
         StartError::Pull(e)
     }
 
@@ -197,9 +265,10 @@ impl<R: PodRuntime> Start<'_, R> {
     pub async fn config(
         &self,
         volumes: &HashMap<String, String>,
+        image_volumes: &HashMap<String, String>,
         pod_ips: &[String],
     ) -> Result<(ContainerConfig, PodSandboxConfig, PathBuf), StartError> {
-        let r = self.make_config(volumes, pod_ips).await;
+        let r = self.make_config(volumes, image_volumes, pod_ips).await;
         if let Err(StartError::Config(msg)) = &r {
             self.event(EventType::Warning, "Failed", format!("Error: {msg}"));
         }
@@ -209,6 +278,7 @@ impl<R: PodRuntime> Start<'_, R> {
     async fn make_config(
         &self,
         volumes: &HashMap<String, String>,
+        image_volumes: &HashMap<String, String>,
         pod_ips: &[String],
     ) -> Result<(ContainerConfig, PodSandboxConfig, PathBuf), StartError> {
         let (ctx, pod, spec) = (self.ctx, self.pod, self.spec);
@@ -227,9 +297,12 @@ impl<R: PodRuntime> Start<'_, R> {
         std::fs::write(&tlog, b"")
             .map_err(|e| StartError::Create(format!("termination log {}: {e}", tlog.display())))?;
         let etc_hosts = self.etc_hosts(&pod_dir, pod_ips)?;
+        let subpaths_dir = pod_dir.join("volume-subpaths");
         let cctx = ContainerContext {
             etc_hosts: etc_hosts.as_ref(),
             volumes,
+            image_volumes,
+            subpaths_dir: &subpaths_dir,
             pod_ip: pod_ips.first().map(String::as_str).unwrap_or_default(),
             host_ip: &ctx.host_ip,
             node_name: &ctx.node_name,
@@ -248,8 +321,12 @@ impl<R: PodRuntime> Start<'_, R> {
             },
         };
         let (restarts, init) = (self.start.restart_count, self.start.init);
-        let config = container_config(pod, spec, restarts, init, &cctx)
+        let mut config = container_config(pod, spec, restarts, init, &cctx)
             .map_err(|e| StartError::Config(e.0))?;
+        ctx.devices
+            .run_options(&key.uid, &spec.name, &mut config)
+            .await
+            .map_err(StartError::Config)?;
         let log_path = ctx
             .dirs
             .pod_log_dir(&key.namespace, &key.name, &key.uid)
@@ -568,6 +645,9 @@ impl<R: PodRuntime> PodWorker<R> {
     /// Pull, volumes, config, create, start, postStart.
     pub(super) async fn start_steps(&mut self, step: &Start<'_, R>) -> Result<(), StartError> {
         step.pull(&mut self.pulls, &mut self.start_sli).await?;
+        let image_volumes = step
+            .pull_image_volumes(&mut self.pulls, &mut self.start_sli)
+            .await?;
         let volumes = self.volumes().await;
         self.volume_retry = match volumes {
             Ok(_) => None,
@@ -579,7 +659,8 @@ impl<R: PodRuntime> PodWorker<R> {
             StartError::Volumes(e.to_string())
         })?;
         let pod_ips = self.pod_ips(&step.sandbox.id).await;
-        let (config, sandbox_config, log_path) = step.config(&volumes, &pod_ips).await?;
+        let (config, sandbox_config, log_path) =
+            step.config(&volumes, &image_volumes, &pod_ips).await?;
         let id = step
             .create_and_start(config, sandbox_config, &log_path)
             .await?;

@@ -15,7 +15,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::backoff::{CRASH_LOOP, IMAGE_PULL};
 use super::context::NodeContext;
-use super::inputs::set_up_volumes;
+use super::inputs::{expand_claims, set_up_volumes};
 use super::observe::{Observed, observe, remember_exited};
 use super::plan::{ContainerView, PodActions, RunState, plan, starts_unblock_init};
 use super::report::{Terminal, report_status};
@@ -113,6 +113,7 @@ pub fn spawn<R: PodRuntime>(
         api_volumes,
         volume_paths: None,
         volume_retry: None,
+        resize_checked: None,
         terminal: None,
         evict: evict.clone(),
         synced: false,
@@ -144,6 +145,8 @@ pub(super) struct PodWorker<R> {
     /// The last container start failed on its volumes: the next sync comes after this wait
     /// (sooner than a resync at first, backing off while the failures go on).
     pub(super) volume_retry: Option<Duration>,
+    /// When the pod's claims were last checked for a resize to carry out on the node.
+    pub(super) resize_checked: Option<Instant>,
     /// Set once the pod is stopped for good (past activeDeadlineSeconds, evicted): it stays
     /// stopped and Failed.
     pub(super) terminal: Option<Terminal>,
@@ -359,6 +362,17 @@ impl<R: PodRuntime> PodWorker<R> {
                 if let Err(e) = self.volumes().await {
                     warn!("FailedMount: {e}");
                 }
+            }
+            if !acted
+                && obs.sandbox.as_ref().is_some_and(|s| s.ready)
+                && self.volume_paths.is_some()
+                && self
+                    .resize_checked
+                    .is_none_or(|t| t.elapsed() >= self.ctx.sync_frequency)
+            {
+                // Grow claims the resizer has grown (the kubelet checks at each pod sync).
+                self.resize_checked = Some(Instant::now());
+                expand_claims(&self.ctx, &self.pod).await;
             }
             let started: Vec<&str> = started_now.iter().map(String::as_str).collect();
             if round + 1 < rounds && starts_unblock_init(&self.pod, &started) {

@@ -468,6 +468,7 @@ impl TestNode {
             pulls: Arc::new(Semaphore::new(1)),
             api: Some(api(requests.clone())),
             csi: Default::default(),
+            devices: crate::devicemanager::DeviceManager::new(dir.path()),
             objects: None,
             services: Default::default(),
             events,
@@ -476,6 +477,7 @@ impl TestNode {
             seccomp_default: false,
             seccomp_root: dir.path().join("seccomp"),
             sync_frequency: std::time::Duration::from_secs(60),
+            image_volumes: Ok(()),
         };
         TestNode {
             ctx: Arc::new(ctx),

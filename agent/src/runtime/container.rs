@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, VolumeMount};
 use super::hosts;
 use super::labels;
 use super::sandbox::{PodKey, namespace_options};
+use super::subpath;
 use crate::cgroup::resources::{QUOTA_PERIOD_US, milli_cpu_to_quota, milli_cpu_to_shares};
 use crate::resource::{QosClass, parse_quantity, qos_class};
 
@@ -28,6 +29,10 @@ pub struct ConfigError(pub String);
 pub struct ContainerContext<'a> {
     /// Host paths of the pod's volumes by volume name.
     pub volumes: &'a HashMap<String, String>,
+    /// The image ref of each image volume by volume name (the runtime mounts the image).
+    pub image_volumes: &'a HashMap<String, String>,
+    /// `<pod>/volume-subpaths`, where subPaths are bound for the runtime to mount.
+    pub subpaths_dir: &'a Path,
     /// The pod's IP, for `status.podIP` env references.
     pub pod_ip: &'a str,
     /// The node's IP, for `status.hostIP`.
@@ -153,7 +158,11 @@ fn mounts(
         .as_ref()
         .and_then(|s| s.privileged)
         .unwrap_or(false);
-    for m in container.volume_mounts.iter().flatten() {
+    for (index, m) in container.volume_mounts.iter().flatten().enumerate() {
+        if let Some(image_ref) = ctx.image_volumes.get(&m.name) {
+            mounts.push(image_mount(m, image_ref, container)?);
+            continue;
+        }
         let host = ctx.volumes.get(&m.name).ok_or_else(|| {
             ConfigError(format!(
                 "cannot find volume \"{}\" to mount into container \"{}\"",
@@ -172,7 +181,17 @@ fn mounts(
                         ))
                     })?;
                 }
-                within_volume(&p, host, m, container)?
+                let real = within_volume(&p, host, m, container)?;
+                let prepare = |e: String| {
+                    ConfigError(format!(
+                        "failed to prepare subPath for volumeMount \"{}\" of container \"{}\": {e}",
+                        m.name, container.name
+                    ))
+                };
+                let root = std::fs::canonicalize(host).map_err(|e| prepare(e.to_string()))?;
+                let target =
+                    subpath::bind_target(ctx.subpaths_dir, &m.name, &container.name, index);
+                subpath::bind(&root, Path::new(&real), &target).map_err(prepare)?
             }
             None => host.clone(),
         };
@@ -197,10 +216,40 @@ fn mounts(
     Ok(mounts)
 }
 
+/// The mount of image volume `m`: the runtime mounts image `image_ref` read-only (the kubelet's
+/// image volume plugin is read-only), with the mount's propagation. A subPath into the image
+/// needs the CRI's image_sub_path, which this CRI API version lacks: refused by name.
+fn image_mount(
+    m: &VolumeMount,
+    image_ref: &str,
+    container: &Container,
+) -> Result<Mount, ConfigError> {
+    let sub = m.sub_path.as_deref().unwrap_or_default();
+    let sub_expr = m.sub_path_expr.as_deref().unwrap_or_default();
+    if !sub.is_empty() || !sub_expr.is_empty() {
+        return Err(ConfigError(format!(
+            "volumeMount \"{}\" of container \"{}\": subPath into an image volume is not supported by bosun yet",
+            m.name, container.name
+        )));
+    }
+    let propagation = mount_propagation(m.mount_propagation.as_deref(), false)?;
+    Ok(Mount {
+        container_path: m.mount_path.clone(),
+        readonly: true,
+        propagation: propagation as i32,
+        image: Some(ImageSpec {
+            image: image_ref.to_string(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
 /// The subPath `p` resolved (symlinks followed), refused when it leads out of the volume at
 /// `root` (the kubelet's "subpath ... not within volume path": a container could otherwise plant
-/// a symlink that a later mount follows into the host). The check and the runtime's bind mount
-/// are two steps; the kubelet closes that window by mounting through an open file descriptor.
+/// a symlink that a later mount follows into the host). What is then mounted is opened beneath
+/// the volume and bound through that descriptor (subpath.rs), so a symlink planted after this
+/// check is refused, not followed.
 fn within_volume(
     p: &Path,
     root: &str,
@@ -736,6 +785,35 @@ mod tests {
             Err(ConfigError(
                 "unable to provision SubPath `../x`: must not contain '..'".into()
             ))
+        );
+    }
+
+    /// An image volume is the runtime's to mount: the image ref, read-only whatever the mount
+    /// says; a subPath into it is refused by name.
+    #[test]
+    fn an_image_volume_mounts_the_image_read_only() {
+        let c = Container {
+            name: "app".into(),
+            ..Default::default()
+        };
+        let m = VolumeMount {
+            name: "tools".into(),
+            mount_path: "/tools".into(),
+            read_only: Some(false),
+            ..Default::default()
+        };
+        let got = image_mount(&m, "sha256:abc", &c).unwrap();
+        assert_eq!(got.container_path, "/tools");
+        assert!(got.readonly);
+        assert_eq!(got.host_path, "");
+        assert_eq!(got.image.map(|i| i.image), Some("sha256:abc".to_string()));
+        let sub = VolumeMount {
+            sub_path: Some("bin".into()),
+            ..m
+        };
+        assert_eq!(
+            image_mount(&sub, "sha256:abc", &c).unwrap_err().0,
+            "volumeMount \"tools\" of container \"app\": subPath into an image volume is not supported by bosun yet"
         );
     }
 

@@ -10,6 +10,7 @@ pub mod observed;
 pub mod restart;
 pub mod sandbox;
 pub mod security_context;
+pub mod subpath;
 
 pub use observed::{
     ContainerView, ObservedContainer, ObservedPod, ObservedSandbox, RunState, SandboxView, latest,

@@ -24,6 +24,7 @@ use tracing::info;
 use super::{VolumeError, VolumeOp, ownership};
 use crate::csi::Drivers;
 use crate::csi::client::{CsiClient, VolumeRequest};
+use crate::runtime::subpath::is_mount_point as is_mounted;
 
 /// The directory of CSI volumes in a pod's directory.
 const POD_CSI_DIR: &str = "volumes/kubernetes.io~csi";
@@ -43,7 +44,17 @@ pub struct CsiVolumes {
     /// The registered drivers (filled by the plugin watcher).
     pub drivers: Drivers,
     published: Arc<Mutex<HashMap<String, HashMap<String, Published>>>>,
+    /// Attachable volumes being set up, by pod UID (the kubelet's desired state of the world):
+    /// reported in use before they are staged, so the attach/detach controller leaves them be.
+    wanted: Arc<Mutex<HashMap<String, std::collections::BTreeSet<String>>>>,
+    /// The volumesInUse the node status last wrote (MarkVolumesAsReportedInUse).
+    reported: Arc<tokio::sync::watch::Sender<Vec<String>>>,
+    /// Wakes the node status loop to report a newly wanted volume.
+    nudge: Arc<tokio::sync::Notify>,
 }
+
+/// How long a volume's set-up waits for the node status to report it in use.
+const REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A CSI volume published for a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,14 +102,6 @@ pub fn attachment_name(handle: &str, driver: &str, node: &str) -> String {
 /// The handle of an inline ephemeral volume (the kubelet's makeVolumeHandle).
 pub fn inline_handle(pod_uid: &str, volume: &str) -> String {
     format!("csi-{}", sha256_hex(&format!("{pod_uid}{volume}")))
-}
-
-fn is_mounted(path: &Path) -> bool {
-    let want = path.to_string_lossy();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(&*want))
 }
 
 fn write_vol_data(dir: &Path, data: &BTreeMap<&str, String>) -> Result<(), String> {
@@ -198,6 +201,9 @@ impl SetUp<'_> {
                     .insert(v.name.clone(), published);
             }
         }
+        // Every volume of the pod is published (and listed from there): what it wanted while
+        // being set up, or what a restart reconstructed for it, is no longer needed.
+        self.volumes.unwant(&uid);
         Ok(out)
     }
 
@@ -417,6 +423,23 @@ impl SetUp<'_> {
                 r.request.volume_id
             )));
         }
+        // The kubelet's VerifyControllerAttachedVolume: the attach/detach controller lists it
+        // in the node's volumesAttached.
+        let unique = unique_volume_name(&r.driver, &r.request.volume_id);
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
+        let node = nodes.get(self.node_name).await.map_err(|e| {
+            err(format!(
+                "VerifyControllerAttachedVolume failed fetching node from API server: {e}"
+            ))
+        })?;
+        let listed = node
+            .status
+            .iter()
+            .flat_map(|s| s.volumes_attached.iter().flatten())
+            .any(|a| a.name == unique);
+        if !listed {
+            return Err(err("Volume not attached according to node status".into()));
+        }
         Ok(status
             .attachment_metadata
             .unwrap_or_default()
@@ -443,6 +466,15 @@ impl SetUp<'_> {
             op: VolumeOp::CsiSetUp,
         };
         if r.persistent && r.attach_required {
+            let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+            let name = unique_volume_name(&r.driver, &r.request.volume_id);
+            if !self.volumes.want_reported(uid, &name).await {
+                return Err(VolumeError {
+                    volume: spec_name.clone(),
+                    reason: "Volume has not been added to the list of VolumesInUse in the node's volume status".into(),
+                    op: VolumeOp::WaitForAttach,
+                });
+            }
             r.request.publish_context = self.attachment(&r).await?;
         }
         let client = self.volumes.drivers.client(&r.driver).ok_or_else(|| {
@@ -610,9 +642,35 @@ impl CsiVolumes {
         self.published.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
-    /// The unique names (`kubernetes.io/csi/<driver>^<handle>`) of the published volumes of
-    /// attachable drivers, sorted, once each: the kubelet's GetVolumesInUse, which the node
-    /// status reports so the attach/detach controller detaches only unmounted volumes.
+    /// The claim-backed volumes published for pod `uid` that the pod may write (the ones the
+    /// node grows when their claim is resized), with the pod's volume name.
+    pub fn writable_claims_of(&self, pod: &Pod) -> Vec<(String, Published)> {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let Some(vols) = self.published().remove(uid) else {
+            return vec![];
+        };
+        let read_only = |name: &str| {
+            pod.spec
+                .iter()
+                .flat_map(|s| s.volumes.iter().flatten())
+                .filter(|v| v.name == name)
+                .any(|v| {
+                    v.persistent_volume_claim
+                        .as_ref()
+                        .is_some_and(|c| c.read_only == Some(true))
+                })
+        };
+        let mut out: Vec<(String, Published)> = vols
+            .into_iter()
+            .filter(|(name, p)| p.claim.is_some() && !read_only(name))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// The unique names (`kubernetes.io/csi/<driver>^<handle>`) of the attachable volumes
+    /// published or being set up, sorted, once each: the kubelet's GetVolumesInUse, which the
+    /// node status reports so the attach/detach controller detaches only unused volumes.
     pub fn volumes_in_use(&self) -> Vec<String> {
         let published = self.published();
         let mut names: Vec<String> = published
@@ -621,9 +679,122 @@ impl CsiVolumes {
             .filter(|v| v.attachable)
             .map(|v| unique_volume_name(&v.driver, &v.handle))
             .collect();
+        if let Ok(w) = self.wanted.lock() {
+            names.extend(w.values().flatten().cloned());
+        }
         names.sort();
         names.dedup();
         names
+    }
+
+    /// Records that the node status now reports `names` in use (after a write the API took).
+    pub fn mark_reported(&self, names: &[String]) {
+        self.reported.send_if_modified(|r| {
+            let changed = r.as_slice() != names;
+            if changed {
+                *r = names.to_vec();
+            }
+            changed
+        });
+    }
+
+    /// Resolves when a volume being set up waits for the node status to report it.
+    pub async fn report_asked(&self) {
+        self.nudge.notified().await
+    }
+
+    /// Marks `name` wanted by pod `uid` and waits (at most [`REPORT_WAIT`]) until the node
+    /// status reports it in use, as the kubelet's VerifyControllerAttachedVolume; false when
+    /// it was not reported in time.
+    async fn want_reported(&self, uid: &str, name: &str) -> bool {
+        if let Ok(mut w) = self.wanted.lock() {
+            w.entry(uid.to_string())
+                .or_default()
+                .insert(name.to_string());
+        }
+        let mut rx = self.reported.subscribe();
+        if rx.borrow().iter().any(|n| n == name) {
+            return true;
+        }
+        self.nudge.notify_one();
+        let reported = async {
+            loop {
+                if rx.changed().await.is_err() {
+                    return false;
+                }
+                if rx.borrow().iter().any(|n| n == name) {
+                    return true;
+                }
+            }
+        };
+        tokio::time::timeout(REPORT_WAIT, reported)
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Rebuilds, from the pods' directories under `root_dir`, which attachable volumes are
+    /// still published (left by an earlier run), so the first node status after a restart
+    /// reports them in use, as the kubelet reconstructs its actual state from disk before it
+    /// reports volumesInUse: otherwise the attach/detach controller could detach a volume still
+    /// mounted for a pod deleted while Bosun was down. A driver's attachRequired is read from its
+    /// CSIDriver; unreadable (no API), the volume counts as attachable. A pod's entries go
+    /// once its volumes are set up again (published) or torn down.
+    pub async fn reconstruct(&self, root_dir: &Path, client: Option<&kube::Client>) -> usize {
+        let mut found: Vec<(String, String, String)> = Vec::new();
+        for pod in std::fs::read_dir(root_dir.join("pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let uid = pod.file_name().to_string_lossy().to_string();
+            let Ok(vols) = std::fs::read_dir(pod.path().join(POD_CSI_DIR)) else {
+                continue;
+            };
+            for v in vols.flatten() {
+                let Some(data) = read_vol_data(&v.path()) else {
+                    continue;
+                };
+                let field = |k: &str| data.get(k).cloned().unwrap_or_default();
+                if field("volumeLifecycleMode") == "Ephemeral"
+                    || !is_mounted(&v.path().join("mount"))
+                {
+                    continue;
+                }
+                found.push((uid.clone(), field("driverName"), field("volumeHandle")));
+            }
+        }
+        let mut attach: HashMap<String, bool> = HashMap::new();
+        let mut n = 0;
+        for (uid, driver, handle) in found {
+            if !attach.contains_key(&driver) {
+                let required = match client {
+                    Some(c) => Api::<CSIDriver>::all(c.clone())
+                        .get_opt(&driver)
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_none_or(|d| d.spec.attach_required.unwrap_or(true)),
+                    None => true,
+                };
+                attach.insert(driver.clone(), required);
+            }
+            if attach[&driver]
+                && let Ok(mut w) = self.wanted.lock()
+            {
+                w.entry(uid)
+                    .or_default()
+                    .insert(unique_volume_name(&driver, &handle));
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Forgets what pod `uid` wanted (its volumes are torn down or it is gone).
+    fn unwant(&self, uid: &str) {
+        if let Ok(mut w) = self.wanted.lock() {
+            w.remove(uid);
+        }
     }
 
     /// Unpublishes every CSI volume under the pod's directory (read from its vol_data.json),
@@ -643,10 +814,11 @@ impl CsiVolumes {
                 }
             }
         }
-        if first_err.is_none()
-            && let Ok(mut m) = self.published.lock()
-        {
-            m.remove(pod_uid);
+        if first_err.is_none() {
+            if let Ok(mut m) = self.published.lock() {
+                m.remove(pod_uid);
+            }
+            self.unwant(pod_uid);
         }
         first_err.map_or(Ok(()), Err)
     }
@@ -819,5 +991,79 @@ mod tests {
         assert!(published_anywhere(root.path(), "d", "h"));
         assert!(!published_anywhere(root.path(), "d", "other"));
         assert!(!published_anywhere(root.path(), "other", "h"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_volume_being_set_up_is_reported_in_use_before_it_is_staged() {
+        let vols = CsiVolumes::default();
+        let name = "kubernetes.io/csi/d^h";
+        // The status loop: woken by the set-up, writes what volumes_in_use lists.
+        let status = {
+            let vols = vols.clone();
+            tokio::spawn(async move {
+                vols.report_asked().await;
+                let listed = vols.volumes_in_use();
+                vols.mark_reported(&listed);
+                listed
+            })
+        };
+        assert!(vols.want_reported("pod-a", name).await);
+        assert_eq!(status.await.unwrap(), [name]);
+        // Reported already: no wait.
+        assert!(vols.want_reported("pod-b", name).await);
+        // Not reported within the wait (no status loop answering): false.
+        assert!(
+            !vols
+                .want_reported("pod-c", "kubernetes.io/csi/d^other")
+                .await
+        );
+        vols.unwant("pod-a");
+        vols.unwant("pod-b");
+        vols.unwant("pod-c");
+        assert!(vols.volumes_in_use().is_empty());
+    }
+
+    /// After a restart, attachable volumes still published under the pods' directories are
+    /// reported in use at once (without an API every driver counts as attachable); unmounted
+    /// leftovers and inline (ephemeral) volumes are not; a pod's set-up clears its entries.
+    #[tokio::test]
+    async fn volumes_still_published_after_a_restart_are_reported_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let vol = |uid: &str, name: &str, handle: &str, mode: &str, mounted: bool| {
+            let d = root.join("pods").join(uid).join(POD_CSI_DIR).join(name);
+            std::fs::create_dir_all(d.join("mount")).unwrap();
+            let data = BTreeMap::from([
+                ("driverName", "d".to_string()),
+                ("volumeHandle", handle.to_string()),
+                ("volumeLifecycleMode", mode.to_string()),
+            ]);
+            write_vol_data(&d, &data).unwrap();
+            if mounted {
+                let ok = std::process::Command::new("mount")
+                    .args(["-t", "tmpfs", "tmpfs"])
+                    .arg(d.join("mount"))
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok, "mount a tmpfs");
+            }
+            d.join("mount")
+        };
+        let a = vol("uid-a", "pv1", "h1", "Persistent", true);
+        vol("uid-a", "pv2", "h2", "Persistent", false);
+        let e = vol("uid-b", "inline", "h3", "Ephemeral", true);
+        let vols = CsiVolumes::default();
+        let n = vols.reconstruct(root, None).await;
+        for m in [&a, &e] {
+            std::process::Command::new("umount")
+                .arg(m)
+                .status()
+                .unwrap();
+        }
+        assert_eq!(n, 1);
+        assert_eq!(vols.volumes_in_use(), ["kubernetes.io/csi/d^h1"]);
+        vols.unwant("uid-a");
+        assert!(vols.volumes_in_use().is_empty());
     }
 }

@@ -1,11 +1,14 @@
 //! Pod volumes on the node: emptyDir (disk or tmpfs) and hostPath (with its type checks) here;
 //! configMap, secret, downwardAPI and projected in `api`; persistentVolumeClaim, generic ephemeral
-//! and inline CSI volumes through a CSI driver in `csi`.
+//! and inline CSI volumes through a CSI driver in `csi`, grown on the node when their claim is
+//! resized in `expand`; the root dir made an rshared mount in `rshared`.
 
 pub mod api;
 pub mod atomic;
 pub mod csi;
+pub mod expand;
 pub mod ownership;
+pub mod rshared;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -89,7 +92,9 @@ pub fn set_up(pod: &Pod, pod_dir: &Path) -> Result<HashMap<String, String>, Volu
             let p = PathBuf::from(&hp.path);
             check_host_path(&p, hp.type_.as_deref().unwrap_or("")).map_err(err)?;
             p
-        } else if api::is_api_volume(v) || csi::is_csi_volume(v) {
+        } else if api::is_api_volume(v) || csi::is_csi_volume(v) || v.image.is_some() {
+            // API volumes and CSI volumes are set up elsewhere; an image volume is mounted by
+            // the runtime from the image itself.
             continue;
         } else {
             return Err(err("volume type not supported by bosun yet".into()));

@@ -76,6 +76,9 @@ pub struct Sample {
     pub fds: u64,
     /// Agent threads.
     pub threads: u64,
+    /// Agent tasks: Bosun's live async tasks (`bosun_runtime_alive_tasks`), the kubelet's
+    /// goroutines (`go_goroutines`), from its /metrics; 0 when the scrape failed.
+    pub tasks: u64,
     /// Cgroups under the node's cgroup root.
     pub cgroups: u64,
     /// Mounts under the node's directories (root dir, logs, the runtime's state).
@@ -94,6 +97,9 @@ pub const FIGURES: &[Figure] = &[
     ("rss_kib", "agent RSS, KiB", |s| s.rss_kib as f64),
     ("fds", "agent open file descriptors", |s| s.fds as f64),
     ("threads", "agent threads", |s| s.threads as f64),
+    ("tasks", "agent tasks (Bosun) / goroutines (kubelet)", |s| {
+        s.tasks as f64
+    }),
     ("cgroups", "cgroups under the node's root", |s| {
         s.cgroups as f64
     }),
@@ -308,13 +314,14 @@ async fn soak(
 
 fn report(agent: Agent, s: &Sample) {
     progress(format_args!(
-        "{}: {:.0} s, {} pods: rss {} KiB, fds {}, threads {}, cgroups {}, mounts {}, sandboxes {}, containers {}",
+        "{}: {:.0} s, {} pods: rss {} KiB, fds {}, threads {}, tasks {}, cgroups {}, mounts {}, sandboxes {}, containers {}",
         agent.name(),
         s.at_s,
         s.pods,
         s.rss_kib,
         s.fds,
         s.threads,
+        s.tasks,
         s.cgroups,
         s.mounts,
         s.sandboxes,
@@ -334,6 +341,7 @@ async fn sample(pid: u32, node: &ClusterNode, at_s: f64, pods: usize) -> Sample 
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64);
+    let tasks = agent_tasks(node).await;
     let dirs = [node.path().to_path_buf(), node.ctd.dir().to_path_buf()];
     Sample {
         at_s,
@@ -341,11 +349,28 @@ async fn sample(pid: u32, node: &ClusterNode, at_s: f64, pods: usize) -> Sample 
         rss_kib: procfs::rss_kib(pid),
         fds,
         threads,
+        tasks,
         cgroups: cgroups_under(&node.ctd.cgroup_root()),
         mounts: mounts_under(&dirs),
         sandboxes: sandboxes as u64,
         containers: containers as u64,
     }
+}
+
+/// The agent's live tasks from its /metrics on the kubelet port: Bosun's
+/// `bosun_runtime_alive_tasks` or the kubelet's `go_goroutines`; 0 when unread. The serving
+/// certificate is checked for the node's name (the kubelet's self-signed one names nothing
+/// else).
+async fn agent_tasks(node: &ClusterNode) -> u64 {
+    let client = node.admin_kubelet().with_server_name(&node.name);
+    let Ok(a) = client.get("/metrics").await else {
+        return 0;
+    };
+    a.text()
+        .lines()
+        .filter(|l| l.starts_with("bosun_runtime_alive_tasks ") || l.starts_with("go_goroutines "))
+        .find_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
 }
 
 /// Cgroups at and below `root` (e.g. `/bosun-br3`) in the memory hierarchy (cgroup v1) or the
@@ -386,6 +411,7 @@ pub const REQUIRED: &[&str] = &[
     "soak_rss_kib_slope_per_hour",
     "soak_fds_slope_per_hour",
     "soak_threads_slope_per_hour",
+    "soak_tasks_slope_per_hour",
     "soak_cgroups_after",
     "soak_mounts_after",
     "soak_sandboxes_after",

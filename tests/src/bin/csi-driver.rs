@@ -4,13 +4,18 @@
 //! It serves the Identity and Node services on `DIR/csi.sock` and registers like any driver: the
 //! plugin registration service (GetInfo: type CSIPlugin, NAME, that endpoint, version 1.0.0;
 //! NotifyRegistrationStatus) on `ROOT/plugins_registry/NAME-reg.sock`, the socket the
-//! node-driver-registrar sidecar would create. A volume is the directory `DIR/volumes/<id>`:
+//! node-driver-registrar sidecar would create (through a relay that makes the kubelet's grpc-go
+//! requests acceptable to tonic: `relay_registration`). A volume is the directory
+//! `DIR/volumes/<id>`:
 //! NodeStageVolume bind-mounts it on the staging path, NodePublishVolume bind-mounts the staging
 //! path (or, for a volume without staging such as an inline ephemeral one, the volume's
 //! directory) on the target path (read-only when asked), the unstage and unpublish calls unmount.
 //! NodeGetVolumeStats answers statvfs of the volume path (GET_VOLUME_STATS is advertised). Every
 //! call is appended as one line to `DIR/calls.log` (`<Rpc> <volume id> <path>`) for the tests to
-//! assert on; SIGTERM removes both sockets.
+//! assert on; SIGTERM removes its sockets. While `DIR/hang-NodeStageVolume` (or
+//! `hang-NodePublishVolume`) exists, that call waits once logged, so a test can catch its caller
+//! mid-call; Node calls run on their own tasks and finish even when the caller is gone, as a
+//! real driver's mount does.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -43,6 +48,14 @@ impl Driver {
             .open(path)
         {
             let _ = writeln!(f, "{line}");
+        }
+    }
+
+    /// Waits while the test's knob `DIR/hang-<rpc>` exists.
+    async fn hang_while_asked(&self, rpc: &str) {
+        let knob = self.state.join(format!("hang-{rpc}"));
+        while knob.exists() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
 
@@ -140,6 +153,7 @@ impl Node for Driver {
             "NodeStageVolume {} {}",
             r.volume_id, r.staging_target_path
         ));
+        self.hang_while_asked("NodeStageVolume").await;
         let dir = self.volume_dir(&r.volume_id)?;
         let staging = Path::new(&r.staging_target_path);
         if !staging.is_dir() {
@@ -180,6 +194,7 @@ impl Node for Driver {
                 .map(String::as_str)
                 .unwrap_or("false"),
         ));
+        self.hang_while_asked("NodePublishVolume").await;
         let target = Path::new(&r.target_path);
         std::fs::create_dir_all(target)
             .map_err(|e| Status::internal(format!("mkdir {}: {e}", target.display())))?;
@@ -261,9 +276,24 @@ impl Node for Driver {
 
     async fn node_expand_volume(
         &self,
-        _: Request<csi::NodeExpandVolumeRequest>,
+        req: Request<csi::NodeExpandVolumeRequest>,
     ) -> Result<Response<csi::NodeExpandVolumeResponse>, Status> {
-        Err(Status::unimplemented("NodeExpandVolume"))
+        // A directory has no size to grow: the call is recorded and the size answered.
+        let r = req.into_inner();
+        let bytes = r.capacity_range.map_or(0, |c| c.required_bytes);
+        self.record(format!(
+            "NodeExpandVolume {} {} {bytes} staging={}",
+            r.volume_id, r.volume_path, r.staging_target_path
+        ));
+        if !mounted(Path::new(&r.volume_path)) {
+            return Err(Status::not_found(format!(
+                "{} is not published",
+                r.volume_path
+            )));
+        }
+        Ok(Response::new(csi::NodeExpandVolumeResponse {
+            capacity_bytes: bytes,
+        }))
     }
 
     async fn node_get_capabilities(
@@ -280,6 +310,7 @@ impl Node for Driver {
             capabilities: vec![
                 cap(rpc::Type::StageUnstageVolume),
                 cap(rpc::Type::GetVolumeStats),
+                cap(rpc::Type::ExpandVolume),
             ],
         }))
     }
@@ -296,6 +327,44 @@ impl Node for Driver {
                 segments: [(TOPOLOGY_KEY.to_string(), self.node_id.clone())].into(),
             }),
         }))
+    }
+}
+
+/// A service whose calls run on tasks of their own: a call goes on when its client hangs up.
+#[derive(Clone)]
+struct Detached<S>(S);
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Detached<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, R> tonic::codegen::Service<R> for Detached<S>
+where
+    S: tonic::codegen::Service<R>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        let task = tokio::spawn(self.0.call(req));
+        Box::pin(async move {
+            match task.await {
+                Ok(r) => r,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        })
     }
 }
 
@@ -332,6 +401,116 @@ impl Registration for Registrar {
     }
 }
 
+/// Relays connections to the registration socket on to the registration server at `inner`,
+/// with each request's `:authority` made `localhost`: the kubelet's plugin manager dials the
+/// socket with grpc-go and no WithAuthority, so its requests carry the socket's path there, which
+/// the h2 crate under tonic rejects as malformed (RST_STREAM PROTOCOL_ERROR, hyperium/h2#487),
+/// while the Go servers of node-driver-registrar accept it.
+async fn relay_registration(listener: tokio::net::UnixListener, inner: PathBuf) {
+    while let Ok((client, _)) = listener.accept().await {
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let Ok(server) = tokio::net::UnixStream::connect(&inner).await else {
+                return;
+            };
+            let (mut from_client, mut to_client) = client.into_split();
+            let (mut from_server, mut to_server) = server.into_split();
+            tokio::select! {
+                _ = tokio::io::copy(&mut from_server, &mut to_client) => {}
+                _ = local_authority(&mut from_client, &mut to_server) => {}
+            }
+        });
+    }
+}
+
+/// Copies an HTTP/2 client's bytes, rewriting the `:authority` of each complete HEADERS frame.
+async fn local_authority(
+    from: &mut tokio::net::unix::OwnedReadHalf,
+    to: &mut tokio::net::unix::OwnedWriteHalf,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut preface = [0u8; 24];
+    from.read_exact(&mut preface).await?;
+    to.write_all(&preface).await?;
+    loop {
+        let mut head = [0u8; 9];
+        from.read_exact(&mut head).await?;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0; len];
+        from.read_exact(&mut payload).await?;
+        // HEADERS with END_HEADERS, without PADDED or PRIORITY: the payload is the header block.
+        if head[3] == 1
+            && head[4] & 0x04 != 0
+            && head[4] & 0x28 == 0
+            && let Some(block) = with_local_authority(&payload)
+        {
+            payload = block;
+            head[..3].copy_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+        }
+        to.write_all(&head).await?;
+        to.write_all(&payload).await?;
+    }
+}
+
+/// An HPACK integer with an N-bit prefix at `block[*i]` (RFC 7541 5.1).
+fn hpack_int(block: &[u8], i: &mut usize, prefix: u32) -> Option<usize> {
+    let mask = ((1u32 << prefix) - 1) as usize;
+    let mut v = *block.get(*i)? as usize & mask;
+    *i += 1;
+    if v < mask {
+        return Some(v);
+    }
+    for shift in (0..28).step_by(7) {
+        let c = *block.get(*i)?;
+        *i += 1;
+        v += ((c & 0x7f) as usize) << shift;
+        if c & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Skips an HPACK string literal (RFC 7541 5.2).
+fn skip_hpack_string(block: &[u8], i: &mut usize) -> Option<()> {
+    *i += hpack_int(block, i, 7)?;
+    (*i <= block.len()).then_some(())
+}
+
+/// `block` with the value of each literal `:authority` field (static name index 1) replaced by
+/// `localhost`; None when it does not parse.
+fn with_local_authority(block: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(block.len());
+    let mut i = 0;
+    while i < block.len() {
+        let start = i;
+        let b = block[i];
+        // Indexed field (7-bit), literal with indexing (6), size update (5), other literals (4).
+        let (prefix, literal) = match b {
+            _ if b & 0x80 != 0 => (7, false),
+            _ if b & 0x40 != 0 => (6, true),
+            _ if b & 0x20 != 0 => (5, false),
+            _ => (4, true),
+        };
+        let name = hpack_int(block, &mut i, prefix)?;
+        if literal && name == 0 {
+            skip_hpack_string(block, &mut i)?;
+        }
+        let value_at = i;
+        if literal {
+            skip_hpack_string(block, &mut i)?;
+        }
+        if literal && name == 1 {
+            out.extend_from_slice(&block[start..value_at]);
+            out.push(9);
+            out.extend_from_slice(b"localhost");
+        } else {
+            out.extend_from_slice(&block[start..i]);
+        }
+    }
+    Some(out)
+}
+
 fn listen(path: &Path) -> std::io::Result<tokio_stream::wrappers::UnixListenerStream> {
     let _ = std::fs::remove_file(path);
     if let Some(parent) = path.parent() {
@@ -365,7 +544,9 @@ async fn main() -> anyhow::Result<()> {
         .join("plugins_registry")
         .join(format!("{}-reg.sock", driver.name));
     let csi_incoming = listen(&endpoint)?;
-    let reg_incoming = listen(&reg_socket)?;
+    let reg_inner = driver.state.join("registration.sock");
+    let reg_incoming = listen(&reg_inner)?;
+    let relay = relay_registration(listen(&reg_socket)?.into_inner(), reg_inner.clone());
     let stop = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
@@ -376,7 +557,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let csi_server = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(driver.clone()))
-        .add_service(NodeServer::new(driver.clone()))
+        .add_service(Detached(NodeServer::new(driver.clone())))
         .serve_with_incoming(csi_incoming);
     let registrar = Registrar {
         driver: driver.clone(),
@@ -388,9 +569,33 @@ async fn main() -> anyhow::Result<()> {
     tokio::select! {
         r = csi_server => r?,
         r = reg_server => r?,
+        _ = relay => {}
         _ = stop => {}
     }
     let _ = std::fs::remove_file(&reg_socket);
+    let _ = std::fs::remove_file(&reg_inner);
     let _ = std::fs::remove_file(&endpoint);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_local_authority;
+
+    #[test]
+    fn the_authority_becomes_localhost_and_the_rest_stays() {
+        // :method GET (indexed), :authority "/a/b.sock" (literal with indexing, static name 1),
+        // content-type (literal without indexing, new name), :authority (never indexed, name 1).
+        let mut block = vec![0x82, 0x41, 9];
+        block.extend_from_slice(b"/a/b.sock");
+        block.extend_from_slice(&[0x00, 1, b'x', 1, b'y']);
+        block.extend_from_slice(&[0x11, 2, b'/', b'c']);
+        let mut want = vec![0x82, 0x41, 9];
+        want.extend_from_slice(b"localhost");
+        want.extend_from_slice(&[0x00, 1, b'x', 1, b'y']);
+        want.extend_from_slice(&[0x11, 9]);
+        want.extend_from_slice(b"localhost");
+        assert_eq!(with_local_authority(&block), Some(want));
+        assert_eq!(with_local_authority(&[0x41, 20, b'a']), None);
+    }
 }
