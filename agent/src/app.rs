@@ -612,6 +612,9 @@ async fn node_context(
         api: client.clone(),
         csi,
         devices: crate::devicemanager::DeviceManager::new(&paths.root_dir),
+        allocations: crate::pod::allocation::Allocations::load(
+            paths.root_dir.join(crate::pod::allocation::STATE_FILE),
+        ),
         objects: client.clone().map(|c| {
             Arc::new(crate::objects::Objects::new(
                 c,

@@ -217,6 +217,19 @@ impl ContainerManager {
         Ok(())
     }
 
+    /// Writes `res` (the values a resize changes, the rest None) to the pod's cgroup (the
+    /// kubelet's SetPodCgroupConfig).
+    pub async fn resize_pod(&self, pod: &Pod, res: &ResourceConfig) -> Result<(), CgroupError> {
+        if !self.names.per_qos {
+            return Ok(());
+        }
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let path = self.names.literal(&self.names.pod(qos_class(pod), &uid));
+        self.update(&path, res).await?;
+        info!(cgroup = %path, ?res, "pod cgroup resized");
+        Ok(())
+    }
+
     /// Removes the pod's cgroup once its containers and sandbox are gone, then updates the tiers.
     pub async fn remove_pod(&self, pod: &Pod) -> Result<(), CgroupError> {
         if !self.names.per_qos {

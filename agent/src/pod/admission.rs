@@ -116,6 +116,13 @@ impl Admission {
         Ok(())
     }
 
+    /// Admits a resize of `pod` to its spec's resources on a node running `admitted` pods as
+    /// allocated (the kubelet's canAdmitPod with ResizeOperation: the resource predicates; a
+    /// resize beyond the node's allocatable is refused by the API server).
+    pub fn admit_resize(&self, pod: &Pod, admitted: &[&Pod]) -> Result<(), Rejection> {
+        self.admit_predicates(pod, admitted)
+    }
+
     /// Admits `pod` on a node already running `admitted` pods, or says why not.
     pub fn admit(&self, pod: &Pod, admitted: &[&Pod]) -> Result<(), Rejection> {
         // The kubelet's order: eviction, sysctls, then its predicates (resources, pods first;

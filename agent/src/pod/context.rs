@@ -53,4 +53,6 @@ pub struct NodeContext<R = CriClient> {
     pub sync_frequency: std::time::Duration,
     /// Whether the runtime mounts image volumes (Err: why not, for the pod's event).
     pub image_volumes: Result<(), String>,
+    /// The pods' allocated and actuated resources and their resize conditions.
+    pub allocations: super::allocation::Allocations,
 }

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::admission::Admission;
+use super::allocation::{INFEASIBLE, resize_message};
 use super::context::NodeContext;
 use super::runtime::PodRuntime;
 use super::runtime_class::RuntimeClasses;
@@ -49,8 +50,18 @@ pub struct PodManager<R = bosun_cri::CriClient> {
     known: tokio::sync::watch::Sender<Option<Arc<HashSet<String>>>>,
     /// When the relist last succeeded: the node's Ready condition and healthz read it.
     pleg: super::pleg::PlegHealth,
+    /// Pods whose resize waits for room (the allocation manager's podsWithPendingResizes).
+    pending_resizes: Vec<String>,
+    /// The version of each pod last checked for a resize request.
+    resize_seen: HashMap<String, Arc<Pod>>,
+    /// When pending resizes were last retried.
+    resizes_retried: std::time::Instant,
     cancel: CancellationToken,
 }
+
+/// How often pending resizes are retried when nothing else triggers it (the kubelet's
+/// allocation manager retryDelay).
+const RESIZE_RETRY: Duration = Duration::from_secs(180);
 
 /// The pods the manager has a worker for (running or terminating), by UID, once every source has
 /// sent its first full set (`None` before): the kubelet's `ShouldPodContentBeRemoved` is true for
@@ -133,6 +144,9 @@ impl<R: PodRuntime> PodManager<R> {
             classes,
             known: tokio::sync::watch::channel(None).0,
             pleg: super::pleg::PlegHealth::new(),
+            pending_resizes: Vec::new(),
+            resize_seen: HashMap::new(),
+            resizes_retried: std::time::Instant::now(),
             cancel,
         }
     }
@@ -286,6 +300,8 @@ impl<R: PodRuntime> PodManager<R> {
     fn reconcile(&mut self) {
         let all = std::mem::take(&mut self.all);
         self.admit_new(&all);
+        self.note_resizes(&all);
+        self.retry_pending_resizes(&all);
         self.restart.retain(|uid| {
             all.get(uid)
                 .is_some_and(|p| p.metadata.deletion_timestamp.is_none())
@@ -294,6 +310,8 @@ impl<R: PodRuntime> PodManager<R> {
             if self.rejected.contains(uid) {
                 continue;
             }
+            // Workers run the pod as allocated: a resize not accepted yet is not theirs.
+            let pod = &self.ctx.allocations.allocated_pod(pod);
             let Some(w) = self.workers.get(uid) else {
                 let w = worker::spawn(
                     self.ctx.clone(),
@@ -328,6 +346,11 @@ impl<R: PodRuntime> PodManager<R> {
             .filter(|u| !all.contains_key(*u))
             .cloned()
             .collect();
+        if self.all_sources_seen() {
+            self.ctx
+                .allocations
+                .retain(&|uid: &str| all.contains_key(uid));
+        }
         for uid in gone {
             if let Some(w) = self.workers.get(&uid)
                 && !matches!(&*w.tx.borrow(), PodUpdate::Terminate(..))
@@ -361,10 +384,18 @@ impl<R: PodRuntime> PodManager<R> {
         });
         self.free_devices(all);
         let mut admitted = self.active_pods();
+        let allocations = self.ctx.allocations.clone();
         for pod in new {
             let refs: Vec<&Pod> = admitted.iter().map(|p| p.as_ref()).collect();
+            // After a restart a pod is admitted at the resources it was allocated, which its
+            // spec may have outgrown since (the kubelet's AddPod).
+            let pod = &allocations.allocated_pod(pod);
             match self.admission.admit(pod, &refs) {
                 Ok(()) => {
+                    if !allocations.has(pod.metadata.uid.as_deref().unwrap_or_default()) {
+                        allocations.allocate(pod);
+                    }
+                    allocations.backfill(pod);
                     for w in super::not_acted_on::warnings(pod) {
                         warn!(
                             pod.name = pod.metadata.name.as_deref().unwrap_or_default(),
@@ -391,7 +422,129 @@ impl<R: PodRuntime> PodManager<R> {
         self.rejected.retain(|uid| all.contains_key(uid));
     }
 
+    /// Notes the pods whose spec now asks for other resources than allocated (the kubelet's
+    /// HandlePodUpdates with recordResizeOperations): they join the pending resizes; a resize
+    /// reverted before it was allocated clears PodResizePending.
+    fn note_resizes(&mut self, all: &BTreeMap<String, Arc<Pod>>) {
+        let allocations = self.ctx.allocations.clone();
+        for (uid, pod) in all {
+            if self
+                .resize_seen
+                .get(uid)
+                .is_some_and(|p| Arc::ptr_eq(p, pod))
+                || !allocations.has(uid)
+                || pod.metadata.deletion_timestamp.is_some()
+            {
+                continue;
+            }
+            self.resize_seen.insert(uid.clone(), pod.clone());
+            if allocations.resize_requested(pod) {
+                if !self.pending_resizes.contains(uid) {
+                    self.pending_resizes.push(uid.clone());
+                }
+            } else if allocations.conditions(uid).pending.is_some() {
+                allocations.clear_pending(uid);
+                self.pending_resizes.retain(|u| u != uid);
+                if let Some(w) = self.workers.get(uid) {
+                    w.wake.notify_one();
+                }
+            }
+        }
+        self.resize_seen.retain(|uid, _| all.contains_key(uid));
+    }
+
+    /// Decides the pending resizes (the allocation manager's retryPendingResizes): those that
+    /// shrink first, then by priority; each admitted against the other pods as allocated is
+    /// allocated (PodResizeInProgress, ResizeStarted), else PodResizePending with the admission's
+    /// reason (Deferred, retried later; Infeasible, not) and a ResizeDeferred or ResizeInfeasible
+    /// event when that changes.
+    fn retry_pending_resizes(&mut self, all: &BTreeMap<String, Arc<Pod>>) {
+        if self.pending_resizes.is_empty() || !self.all_sources_seen() {
+            return;
+        }
+        self.resizes_retried = std::time::Instant::now();
+        let allocations = self.ctx.allocations.clone();
+        let mut pending: Vec<Arc<Pod>> = std::mem::take(&mut self.pending_resizes)
+            .iter()
+            .filter_map(|uid| all.get(uid).cloned())
+            .collect();
+        let grows = |p: &Arc<Pod>| {
+            let allocated = allocations.allocated_pod(p);
+            ["cpu", "memory"].iter().any(|r| {
+                super::admission::pod_request(p, r) > super::admission::pod_request(&allocated, r)
+            })
+        };
+        pending.sort_by_key(|p| {
+            (
+                grows(p),
+                std::cmp::Reverse(p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)),
+            )
+        });
+        for pod in pending {
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            if pod.metadata.deletion_timestamp.is_some() || self.is_terminal(&uid) {
+                continue;
+            }
+            if !allocations.resize_requested(&pod) {
+                allocations.clear_pending(&uid);
+                continue;
+            }
+            let others: Vec<Arc<Pod>> = self
+                .active_pods()
+                .into_iter()
+                .filter(|p| p.metadata.uid.as_deref() != Some(uid.as_str()))
+                .map(|p| {
+                    let source = p.metadata.uid.as_ref().and_then(|u| all.get(u));
+                    allocations.allocated_pod(source.unwrap_or(&p))
+                })
+                .collect();
+            let refs: Vec<&Pod> = others.iter().map(|p| p.as_ref()).collect();
+            let generation = pod.metadata.generation;
+            let events = &self.ctx.events;
+            match self.admission.admit_resize(&pod, &refs) {
+                Ok(()) => {
+                    allocations.allocate(&pod);
+                    allocations.clear_pending(&uid);
+                    allocations.clear_in_progress(&uid);
+                    allocations.set_in_progress(&uid, "", "", generation);
+                    let msg = resize_message("Pod resize started", &pod, generation, "");
+                    info!(pod.uid = %uid, "ResizeStarted: {msg}");
+                    events.pod(
+                        &pod,
+                        None,
+                        crate::events::EventType::Normal,
+                        "ResizeStarted",
+                        msg,
+                    );
+                }
+                Err(r) => {
+                    if allocations.set_pending(&uid, &r.reason, &r.message, generation) {
+                        let kind = if r.reason == INFEASIBLE {
+                            "ResizeInfeasible"
+                        } else {
+                            "ResizeDeferred"
+                        };
+                        let prefix = format!("Pod resize {}", r.reason);
+                        let msg = resize_message(&prefix, &pod, generation, &r.message);
+                        info!(pod.uid = %uid, "{kind}: {msg}");
+                        events.pod(&pod, None, crate::events::EventType::Warning, kind, msg);
+                    }
+                    if r.reason != INFEASIBLE {
+                        self.pending_resizes.push(uid.clone());
+                    }
+                }
+            }
+            if let Some(w) = self.workers.get(&uid) {
+                w.wake.notify_one();
+            }
+        }
+    }
+
     async fn relist(&mut self) {
+        if !self.pending_resizes.is_empty() && self.resizes_retried.elapsed() >= RESIZE_RETRY {
+            // Retries the pending resizes, and hands accepted ones to their workers.
+            self.reconcile();
+        }
         self.workers.retain(|_, w| !w.task.is_finished());
         if self
             .restart

@@ -2,6 +2,7 @@
 //! and how a sync is decided (plan) and applied (worker).
 
 pub mod admission;
+pub mod allocation;
 pub mod api_source;
 pub mod backoff;
 pub mod context;
@@ -19,6 +20,7 @@ pub mod plan;
 pub mod pleg;
 mod probing;
 pub mod report;
+mod resize;
 pub mod resync;
 #[cfg(test)]
 mod rounds;

@@ -2,9 +2,12 @@
 
 use std::collections::HashMap;
 
-use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+use k8s_openapi::api::core::v1::{
+    ContainerStatus, Pod, PodCondition, PodStatus, ResourceRequirements,
+};
 use tracing::info;
 
+use super::allocation::Allocations;
 use super::context::NodeContext;
 use super::observe::Observed;
 use super::runtime::PodRuntime;
@@ -67,6 +70,7 @@ pub fn report_status(
     if let Some(t) = terminal.filter(|t| t.disruption_target) {
         add_disruption_target(&mut status, previous.as_ref(), pod, &t.message, &input.now);
     }
+    add_resize_status(&ctx.allocations, pod, &mut status);
     let old_phase = previous.as_ref().and_then(|p| p.phase.clone());
     if ctx.statuses.set(pod, status.clone()) && old_phase != status.phase {
         info!(
@@ -76,6 +80,85 @@ pub fn report_status(
         );
     }
     status
+}
+
+/// The in-place resize part of the status, as the kubelet's (InPlacePodVerticalScaling, GA):
+/// each container's allocatedResources (its allocated requests) and resources (what it runs
+/// with while running, its allocation otherwise), and the PodResizePending / PodResizeInProgress
+/// conditions, cleared once the pod is terminal. `pod` is the pod as allocated.
+fn add_resize_status(allocations: &Allocations, pod: &Pod, status: &mut PodStatus) {
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        allocations.clear_pending(uid);
+        allocations.clear_in_progress(uid);
+    } else {
+        let conditions = allocations.conditions(uid).to_pod_conditions();
+        if !conditions.is_empty() {
+            status
+                .conditions
+                .get_or_insert_with(Vec::new)
+                .extend(conditions);
+        }
+    }
+    let Some(spec) = pod.spec.as_ref() else {
+        return;
+    };
+    let spec_of = |name: &str| -> Option<Option<ResourceRequirements>> {
+        let listed = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .find(|c| c.name == name)
+            .map(|c| c.resources.clone());
+        // Ephemeral containers have no resources: their status says so.
+        listed.or_else(|| {
+            spec.ephemeral_containers
+                .iter()
+                .flatten()
+                .any(|c| c.name == name)
+                .then_some(None)
+        })
+    };
+    let fill = |st: &mut ContainerStatus| {
+        let Some(allocated) = spec_of(&st.name) else {
+            return;
+        };
+        let allocated = allocated.unwrap_or_default();
+        st.allocated_resources = allocated.requests.clone();
+        let mut resources = allocated;
+        let running = st.state.as_ref().is_some_and(|s| s.running.is_some());
+        let id = st
+            .container_id
+            .as_deref()
+            .and_then(|id| id.split_once("://"))
+            .map(|(_, id)| id);
+        if let Some(actual) = id
+            .filter(|_| running)
+            .and_then(|id| allocations.actuated(uid, &st.name, id))
+        {
+            for (list, from) in [
+                (&mut resources.limits, &actual.limits),
+                (&mut resources.requests, &actual.requests),
+            ] {
+                let (Some(list), Some(from)) = (list.as_mut(), from.as_ref()) else {
+                    continue;
+                };
+                for key in ["cpu", "memory"] {
+                    if let Some(q) = from.get(key) {
+                        list.insert(key.to_string(), q.clone());
+                    }
+                }
+            }
+        }
+        st.resources = Some(resources);
+    };
+    for list in [
+        &mut status.container_statuses,
+        &mut status.init_container_statuses,
+        &mut status.ephemeral_container_statuses,
+    ] {
+        list.iter_mut().flatten().for_each(fill);
+    }
 }
 
 /// Adds the DisruptionTarget condition the kubelet sets on a pod it stops for good (status True,

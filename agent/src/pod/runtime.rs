@@ -8,8 +8,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use bosun_cri::types::{
-    AuthConfig, Container, ContainerConfig, ContainerFilter, ContainerStatus, Image, PodSandbox,
-    PodSandboxConfig, PodSandboxFilter, PodSandboxStatus, StatusResponse,
+    AuthConfig, Container, ContainerConfig, ContainerFilter, ContainerStatus, Image,
+    LinuxContainerResources, PodSandbox, PodSandboxConfig, PodSandboxFilter, PodSandboxStatus,
+    StatusResponse,
 };
 use bosun_cri::{CriClient, ExecSyncOutput};
 
@@ -87,6 +88,12 @@ pub trait PodRuntime: PodObserver + 'static {
         cmd: Vec<String>,
         timeout: Duration,
     ) -> impl Future<Output = bosun_cri::Result<ExecSyncOutput>> + Send;
+    /// UpdateContainerResources of container `id` (an in-place resize).
+    fn update_container_resources(
+        &self,
+        id: &str,
+        linux: LinuxContainerResources,
+    ) -> impl Future<Output = bosun_cri::Result<()>> + Send;
 }
 
 impl PodObserver for CriClient {
@@ -171,5 +178,13 @@ impl PodRuntime for CriClient {
         timeout: Duration,
     ) -> bosun_cri::Result<ExecSyncOutput> {
         CriClient::exec_sync(self, id, cmd, timeout).await
+    }
+
+    async fn update_container_resources(
+        &self,
+        id: &str,
+        linux: LinuxContainerResources,
+    ) -> bosun_cri::Result<()> {
+        CriClient::update_container_resources(self, id, Some(linux)).await
     }
 }

@@ -431,6 +431,13 @@ impl<R: PodRuntime> Start<'_, R> {
             .await
             .map_err(|e| StartError::Create(e.to_string()))?;
         info!(container.id = %id, "Created: created container {name}");
+        // What it runs with, for an in-place resize to compare against.
+        ctx.allocations.set_actuated(
+            self.pod.metadata.uid.as_deref().unwrap_or_default(),
+            name,
+            &id,
+            self.spec.resources.clone().unwrap_or_default(),
+        );
         self.event(
             EventType::Normal,
             "Created",

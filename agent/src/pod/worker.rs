@@ -303,6 +303,10 @@ impl<R: PodRuntime> PodWorker<R> {
                 // Plan with the killed containers exited: they restart per restartPolicy.
                 continue;
             }
+            if self.terminal.is_none() && self.resize(&obs).await {
+                // Containers whose resizePolicy restarts them were stopped: plan their start.
+                continue;
+            }
             let now = Instant::now();
             // A container that ran long enough before exiting starts its back-off over.
             for c in obs
@@ -432,6 +436,9 @@ impl<R: PodRuntime> PodWorker<R> {
             Some(s) => self.pod_ips(&s.id).await,
             None => vec![],
         };
+        if self.terminal.is_none() {
+            self.resize_progress(obs);
+        }
         let terminal = self.terminal.as_ref();
         let probes = self.probes(obs, ips.first().map(String::as_str).unwrap_or_default());
         let status = report_status(

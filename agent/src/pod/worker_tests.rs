@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bosun_cri::types::{
     AuthConfig, Container, ContainerConfig, ContainerFilter, ContainerState, ContainerStatus,
-    Image, PodSandbox, PodSandboxConfig, PodSandboxFilter, PodSandboxNetworkStatus,
-    PodSandboxState, PodSandboxStatus, StatusResponse,
+    Image, LinuxContainerResources, PodSandbox, PodSandboxConfig, PodSandboxFilter,
+    PodSandboxNetworkStatus, PodSandboxState, PodSandboxStatus, StatusResponse,
 };
 use bosun_cri::{Code, CriError, ExecSyncOutput};
 use bytes::Bytes;
@@ -372,6 +372,19 @@ impl PodRuntime for Scripted {
             exit_code: 0,
         })
     }
+
+    async fn update_container_resources(
+        &self,
+        id: &str,
+        linux: LinuxContainerResources,
+    ) -> bosun_cri::Result<()> {
+        let call = format!(
+            "UpdateContainerResources {id} cpu_quota={} memory={}",
+            linux.cpu_quota, linux.memory_limit_in_bytes
+        );
+        self.enter("UpdateContainerResources", call).await;
+        Ok(())
+    }
 }
 
 /// Probes that always pass (none of these pods has one).
@@ -478,6 +491,7 @@ impl TestNode {
             seccomp_root: dir.path().join("seccomp"),
             sync_frequency: std::time::Duration::from_secs(60),
             image_volumes: Ok(()),
+            allocations: Default::default(),
         };
         TestNode {
             ctx: Arc::new(ctx),

@@ -12,6 +12,7 @@ use tracing::{debug, warn};
 
 use super::store::StatusStore;
 use crate::backoff::Policy;
+use crate::pod::allocation::{POD_RESIZE_IN_PROGRESS, POD_RESIZE_PENDING};
 use crate::runtime::labels;
 
 /// A failed write is retried after this (the store's next change comes sooner if there is one).
@@ -45,7 +46,7 @@ pub async fn run(client: kube::Client, store: StatusStore, cancel: CancellationT
             } else {
                 uid.clone()
             };
-            match patch(&client, pod, &target, &status).await {
+            match patch(&client, pod, &target, &status, written.get(&uid)).await {
                 Ok(()) => {
                     debug!(pod.uid = %uid, "pod status written");
                     written.insert(uid, status);
@@ -76,11 +77,13 @@ async fn patch(
     pod: &Pod,
     uid: &str,
     status: &PodStatus,
+    written: Option<&PodStatus>,
 ) -> Result<(), kube::Error> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let name = pod.metadata.name.as_deref().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     // The UID precondition keeps a status from landing on a new pod of the same name.
+    let typed = status;
     let mut status = serde_json::to_value(status).unwrap_or_default();
     // Conditions merge by type: a reason or message the new condition lacks is cleared
     // explicitly, or the API keeps the old one (the kubelet's two-way patch does the same).
@@ -89,6 +92,24 @@ async fn patch(
             for field in ["reason", "message"] {
                 c.entry(field).or_insert(serde_json::Value::Null);
             }
+        }
+    }
+    // The resize conditions come and go: one the last write carried (or, on the first write
+    // since start, that the API may hold) is deleted explicitly, as the kubelet's patch does.
+    let has = |s: &PodStatus, kind: &str| s.conditions.iter().flatten().any(|c| c.type_ == kind);
+    let mut gone = Vec::new();
+    for kind in [POD_RESIZE_PENDING, POD_RESIZE_IN_PROGRESS] {
+        if !has(typed, kind) && written.is_none_or(|w| has(w, kind)) {
+            gone.push(serde_json::json!({"type": kind, "$patch": "delete"}));
+        }
+    }
+    if !gone.is_empty() {
+        let conds = status.as_object_mut().map(|o| {
+            o.entry("conditions")
+                .or_insert_with(|| serde_json::json!([]))
+        });
+        if let Some(list) = conds.and_then(|c| c.as_array_mut()) {
+            list.extend(gone);
         }
     }
     let body = serde_json::json!({"metadata": {"uid": uid}, "status": status});
