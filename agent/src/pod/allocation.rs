@@ -469,10 +469,7 @@ impl Allocations {
     }
 }
 
-/// The PodResizePending condition type.
-pub const POD_RESIZE_PENDING: &str = "PodResizePending";
-/// The PodResizeInProgress condition type.
-pub const POD_RESIZE_IN_PROGRESS: &str = "PodResizeInProgress";
+pub use crate::status::{POD_RESIZE_IN_PROGRESS, POD_RESIZE_PENDING};
 /// A resize the node cannot carry out whatever else runs there.
 pub const INFEASIBLE: &str = "Infeasible";
 /// A resize that waits for room on the node.

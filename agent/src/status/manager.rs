@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::store::StatusStore;
+use super::{POD_RESIZE_IN_PROGRESS, POD_RESIZE_PENDING};
 use crate::backoff::Policy;
-use crate::pod::allocation::{POD_RESIZE_IN_PROGRESS, POD_RESIZE_PENDING};
 use crate::runtime::labels;
 
 /// A failed write is retried after this (the store's next change comes sooner if there is one).

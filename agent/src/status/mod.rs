@@ -7,3 +7,8 @@ pub mod store;
 
 pub use compute::{ProbeStatus, StatusInput, Waiting, compute};
 pub use store::StatusStore;
+
+/// The PodResizePending condition type (in-place resize: not allocated yet).
+pub const POD_RESIZE_PENDING: &str = "PodResizePending";
+/// The PodResizeInProgress condition type (in-place resize: allocated, not applied yet).
+pub const POD_RESIZE_IN_PROGRESS: &str = "PodResizeInProgress";
