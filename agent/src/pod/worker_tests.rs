@@ -455,11 +455,16 @@ pub(super) struct TestNode {
 impl TestNode {
     /// A node on a fresh script, its directories in a temporary one.
     pub fn new() -> TestNode {
+        Self::with_qos_cgroups(false)
+    }
+
+    /// [`TestNode::new`], with pod cgroups under QoS tiers (cgroupsPerQOS) when `per_qos`.
+    pub fn with_qos_cgroups(per_qos: bool) -> TestNode {
         let dir = tempfile::tempdir().unwrap();
         let cancel = CancellationToken::new();
         let (events, rx) = Recorder::channel(1024);
         let requests = Requests::default();
-        let names = Hierarchy::new(crate::config::CgroupDriver::Cgroupfs, "/", false);
+        let names = Hierarchy::new(crate::config::CgroupDriver::Cgroupfs, "/", per_qos);
         let dirs = PodDirs {
             root_dir: dir.path().join("root"),
             pod_logs_dir: dir.path().join("pods"),
@@ -741,4 +746,86 @@ fn volume_retries_back_off_to_the_resync() {
         prev = Some(next);
     }
     assert_eq!(waits, [2, 4, 8, 10, 10]);
+}
+
+/// [`pod`] with requests and limits on `app`, at generation `generation`.
+fn sized(cpu: &str, memory: &str, generation: i64) -> Arc<Pod> {
+    let mut p = Pod::clone(&pod());
+    p.metadata.generation = Some(generation);
+    let c = &mut p.spec.as_mut().unwrap().containers[0];
+    c.resources = Some(
+        serde_json::from_value(serde_json::json!({
+            "requests": {"cpu": cpu, "memory": memory},
+            "limits": {"cpu": cpu, "memory": memory}
+        }))
+        .unwrap(),
+    );
+    Arc::new(p)
+}
+
+#[tokio::test]
+async fn an_allocated_resize_is_applied_memory_first_without_a_restart() {
+    let mut node = TestNode::with_qos_cgroups(true);
+    node.ctx
+        .cgroups
+        .start(&Default::default())
+        .await
+        .expect("QoS tiers");
+    let first = sized("200m", "64Mi", 1);
+    node.ctx.allocations.allocate(&first);
+    let w = node.spawn(first);
+    node.rt()
+        .wait_for("app-0 running", |h| h.running() == ["app-0"])
+        .await;
+    node.wait_for_status("app running", |s| {
+        state_of(s, "app").as_deref() == Some("running")
+    })
+    .await;
+    let ctx = node.ctx.clone();
+    let cgroups = &ctx.cgroups;
+    let path = cgroups.names().literal(
+        &cgroups
+            .names()
+            .pod(crate::resource::QosClass::Guaranteed, UID),
+    );
+    let read = |f: &str| cgroups.backend().read(&path, f).unwrap_or_default();
+    assert_eq!(read("cpu.max").trim(), "20000 100000");
+    // The manager accepted the resize: the worker gets the pod at its new allocation.
+    let grown = sized("300m", "96Mi", 2);
+    node.ctx.allocations.allocate(&grown);
+    node.ctx.allocations.set_in_progress(UID, "", "", Some(2));
+    node.events();
+    let _ = w.tx.send(PodUpdate::Sync(grown));
+    node.wait_for_status("the new limits reported", |s| {
+        let c = &s.container_statuses.as_ref().unwrap()[0];
+        let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
+        limits.is_some_and(|l| l["cpu"].0 == "300m" && l["memory"].0 == "96Mi")
+            && !s
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "PodResizeInProgress")
+    })
+    .await;
+    // Memory, then cpu, on the running container: no restart; the pod cgroup follows.
+    let calls = node.rt().with(|h| h.calls.clone());
+    let updates: Vec<&String> = calls
+        .iter()
+        .filter(|c| c.starts_with("UpdateContainerResources"))
+        .collect();
+    assert_eq!(
+        updates,
+        [
+            "UpdateContainerResources app-0 cpu_quota=20000 memory=100663296",
+            "UpdateContainerResources app-0 cpu_quota=30000 memory=100663296"
+        ]
+    );
+    assert!(node.rt().with(|h| h.running() == ["app-0"]));
+    assert_eq!(read("cpu.max").trim(), "30000 100000");
+    assert_eq!(read("memory.max").trim(), "100663296");
+    assert_eq!(node.events(), ["ResizeCompleted"]);
+    let status = node.ctx.statuses.get(UID).unwrap();
+    let c = &status.container_statuses.as_ref().unwrap()[0];
+    assert_eq!(c.allocated_resources.as_ref().unwrap()["cpu"].0, "300m");
+    assert_eq!(c.restart_count, 0);
 }
