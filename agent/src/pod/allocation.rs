@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::resource::parse_quantity;
-use crate::runtime::restart::is_restartable_init;
 
 /// The checkpoint's file name under the root dir.
 pub const STATE_FILE: &str = "bosun_pod_resources_state";
@@ -33,7 +32,7 @@ pub struct Actuated {
 /// One pod's records.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct PodRecord {
-    /// Allocated resources by container name (regular containers and sidecars).
+    /// Allocated resources by container name (regular and init containers).
     #[serde(default)]
     allocated: BTreeMap<String, ResourceRequirements>,
     /// Actuated resources by container name.
@@ -107,13 +106,9 @@ struct Inner {
     conditions: Mutex<HashMap<String, ResizeConditions>>,
 }
 
-/// True when the container's resources are the pod's to resize (the kubelet's
-/// IsResizableContainer): regular containers and restartable init containers.
-fn resizable(c: &Container, init: bool) -> bool {
-    !init || is_restartable_init(c)
-}
-
-/// The resizable containers of `pod`, with whether each is an init container.
+/// The resizable containers of `pod` (the kubelet's IsResizableContainer: regular and init
+/// containers, InPlacePodVerticalScalingInitContainers being GA in v1.37), with whether each is
+/// an init container.
 fn resizable_containers(pod: &Pod) -> impl Iterator<Item = (&Container, bool)> {
     let spec = pod.spec.as_ref();
     let init = spec
@@ -126,7 +121,7 @@ fn resizable_containers(pod: &Pod) -> impl Iterator<Item = (&Container, bool)> {
         .unwrap_or_default()
         .iter()
         .map(|c| (c, false));
-    init.chain(regular).filter(|(c, init)| resizable(c, *init))
+    init.chain(regular)
 }
 
 /// One of a container's four resizable values (cpu / memory, request / limit) in thousandths,
@@ -574,7 +569,7 @@ mod tests {
         let as_allocated = a.allocated_pod(&new);
         let c = &as_allocated.spec.as_ref().unwrap().containers[0];
         assert_eq!(value(c.resources.as_ref().unwrap(), true, "cpu"), Some(100));
-        // The sidecar is resizable; a regular init container keeps its spec.
+        // Init containers are resizable too (the sidecar here).
         let side = &as_allocated
             .spec
             .as_ref()

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};
 use tracing::{info, warn};
 
 use super::allocation::{resize_message, same_resources, value, with_resources};
-use super::plan::{ContainerView, RunState, container_spec, is_restartable_init};
+use super::plan::{ContainerView, RunState, container_spec};
 use super::runtime::PodRuntime;
 use super::teardown;
 use super::worker::PodWorker;
@@ -331,10 +331,10 @@ impl<R: PodRuntime> PodWorker<R> {
     }
 }
 
-/// The spec of resizable container `name` (a regular container or a sidecar).
+/// The spec of container `name`: every regular and init container is resizable
+/// (InPlacePodVerticalScalingInitContainers is GA in v1.37).
 fn resizable_spec<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {
-    container_spec(pod, name, false)
-        .or_else(|| container_spec(pod, name, true).filter(|c| is_restartable_init(c)))
+    container_spec(pod, name, false).or_else(|| container_spec(pod, name, true))
 }
 
 #[cfg(test)]
