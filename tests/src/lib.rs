@@ -12,6 +12,7 @@ pub mod fixture;
 pub mod hollow;
 pub mod kubelet;
 pub mod logind;
+pub mod metrics_server;
 pub mod node;
 pub mod pod;
 pub mod prom;

@@ -2,12 +2,15 @@
 //! kubelet requests it (signer kubernetes.io/kubelet-serving, usages digital signature and server
 //! auth, subject system:node:<name> in system:nodes, the node's name and IP as SANs); nothing is
 //! served before the CSR is approved; once the test approves it (the controller-manager signs
-//! it with the cluster CA) a TLS client verifying the node against the cluster CA gets /healthz.
+//! it with the cluster CA) a TLS client verifying the node against the cluster CA gets /healthz,
+//! and metrics-server scrapes the node with TLS verification on (`--kubelet-certificate-authority`,
+//! no `--kubelet-insecure-tls`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use bosun_tests::metrics_server::MetricsServer;
 use bosun_tests::{
     ClusterNode, Env, KubeletClient, NodeOptions, admin_client, mint_client_cert, wait_until_async,
 };
@@ -103,6 +106,36 @@ async fn serving_certificate_by_csr_once_approved() {
         node.path().join("pki/kubelet-server-current.pem").exists(),
         "the signed certificate is not stored"
     );
+
+    // metrics-server verifying the node against the cluster CA (no --kubelet-insecure-tls)
+    // scrapes it: what the serving certificate is for.
+    node.kubectl(&[
+        "label",
+        "node",
+        &node.name,
+        &format!("bosun.test/metrics={}", node.name),
+        "--overwrite",
+    ]);
+    let verify = format!("--kubelet-certificate-authority={}", ca.display());
+    let ms = MetricsServer::start(&node.name, node.path(), &[verify]);
+    let metrics = wait_until_async(
+        "metrics-server scraping the node with TLS verification",
+        Duration::from_secs(120),
+        || async {
+            let v = ms.get(&format!("/apis/metrics.k8s.io/v1beta1/nodes/{}", node.name))?;
+            v["usage"]["memory"].is_string().then_some(v)
+        },
+    )
+    .await;
+    eprintln!("metrics-server, verifying: {metrics}");
+    let log = ms.log_text();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("x509") || l.contains("Failed to scrape")),
+        "metrics-server could not verify or scrape {}:\n{log}",
+        node.name
+    );
+    drop(ms);
 
     if let Some(status) = bosun.try_exit() {
         panic!(

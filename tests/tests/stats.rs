@@ -13,6 +13,7 @@ use bosun::stats::{NodeFacts, SamplerConfig, StatsProvider};
 use bosun_cri::CriClient;
 use bosun_cri::types::{ContainerFilter, ContainerState};
 use bosun_proto::podresources_v1 as pr;
+use bosun_tests::metrics_server::MetricsServer;
 use bosun_tests::{Container, Env, PodBuilder, StandaloneNode, wait_until, wait_until_async};
 use tokio_util::sync::CancellationToken;
 
@@ -375,118 +376,6 @@ async fn pod_resources_socket_lists_the_running_pods() {
     .await;
 }
 
-/// metrics-server run by `tests/cluster/run-metrics-server`, killed (with its API registration
-/// removed) on drop.
-struct MetricsServer {
-    child: std::process::Child,
-    port: u16,
-    log: PathBuf,
-    registered: bool,
-}
-
-impl MetricsServer {
-    /// Starts it for the nodes labelled `bosun.test/metrics=<node>`, state and log under `dir`.
-    fn start(node: &str, dir: &Path) -> MetricsServer {
-        let env = bosun_tests::Env::cluster();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let log = dir.join("metrics-server.log");
-        let out = std::fs::File::create(&log).expect("log");
-        let child = std::process::Command::new(
-            bosun_tests::repo_root().join("tests/cluster/run-metrics-server"),
-        )
-        .arg(dir.join("metrics-server"))
-        .arg(port.to_string())
-        .arg(format!("--node-selector=bosun.test/metrics={node}"))
-        .envs(env.vars())
-        .stdin(std::process::Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .expect("run-metrics-server");
-        MetricsServer {
-            child,
-            port,
-            log,
-            registered: false,
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Registers it with the API server's aggregation layer as `v1beta1.metrics.k8s.io` (through
-    /// an ExternalName service: no kube-proxy here), so `kubectl top` reaches it.
-    fn register(&mut self, dir: &Path) {
-        let yaml = format!(
-            "apiVersion: v1
-kind: Service
-metadata: {{name: bosun-test-metrics-server, namespace: kube-system}}
-spec:
-  type: ExternalName
-  externalName: localhost
-  ports: [{{port: {port}}}]
----
-apiVersion: apiregistration.k8s.io/v1
-kind: APIService
-metadata: {{name: v1beta1.metrics.k8s.io}}
-spec:
-  group: metrics.k8s.io
-  version: v1beta1
-  service: {{namespace: kube-system, name: bosun-test-metrics-server, port: {port}}}
-  insecureSkipTLSVerify: true
-  groupPriorityMinimum: 100
-  versionPriority: 100
-",
-            port = self.port
-        );
-        let file = dir.join("apiservice.yaml");
-        std::fs::write(&file, yaml).unwrap();
-        self.registered = true;
-        bosun_tests::kubectl(&["apply", "-f", &file.display().to_string()]);
-    }
-
-    /// GET on its own API with the cluster admin's client certificate.
-    fn get(&self, path: &str) -> Option<serde_json::Value> {
-        let env = bosun_tests::Env::cluster();
-        let pki = Path::new(env.var("CLUSTER_CA")).parent().unwrap();
-        let out = std::process::Command::new("curl")
-            .args(["-sf", "-k", "--max-time", "5", "--cert"])
-            .arg(pki.join("admin.crt"))
-            .arg("--key")
-            .arg(pki.join("admin.key"))
-            .arg(format!("https://127.0.0.1:{}{path}", self.port))
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        serde_json::from_slice(&out.stdout).ok()
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        if self.registered {
-            let env = bosun_tests::Env::cluster();
-            for what in [
-                "apiservice/v1beta1.metrics.k8s.io",
-                "service/bosun-test-metrics-server",
-            ] {
-                let _ = std::process::Command::new(env.var("KUBECTL"))
-                    .args(["delete", "-n", "kube-system", what, "--ignore-not-found"])
-                    .env("KUBECONFIG", env.var("KUBECONFIG"))
-                    .output();
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A resource quantity of metrics-server (`123456n`, `1234Ki`) as a number (nanocores, bytes).
 fn quantity(q: &serde_json::Value) -> u64 {
     let s = q.as_str().expect("quantity string");
@@ -543,7 +432,7 @@ async fn metrics_server_scrapes_bosun_and_kubectl_top_works() {
     std::fs::write(&file, pod.manifest()).unwrap();
     node.kubectl(&["apply", "-f", &file.display().to_string()]);
 
-    let mut ms = MetricsServer::start(&name, node.path());
+    let mut ms = MetricsServer::start(&name, node.path(), &[]);
     let node_metrics = wait_until(
         "metrics-server serving the node's metrics",
         Duration::from_secs(120),
