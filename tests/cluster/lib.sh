@@ -32,6 +32,8 @@ FAKE_CRI_BIN="$BOSUN_CACHE_DIR/k8s/$KUBE_VERSION/fake-cri-$FAKE_CRI_SUM/fake-cri
 # kubemark's hollow node (k8s.io/kubernetes/cmd/kubemark, same module and version-stamped as the
 # kubelet): the upstream kubelet's code on the same fake runtime, the yardstick of the scale bench.
 KUBEMARK_BIN="$BOSUN_CACHE_DIR/k8s/$KUBE_VERSION/kubemark/kubemark"
+# kubeadm, for the kubeadm join test on the VM node.
+KUBEADM_BIN="$BOSUN_CACHE_DIR/k8s/$KUBE_VERSION/kubeadm/kubeadm"
 
 # containerd 2 (tests/cluster/containerd2/go.mod pins it), for the image volume test: the
 # packaged containerd 1.6 cannot mount images (CRI Mount.image needs 2.1). Its bin dir holds

@@ -171,6 +171,12 @@ impl Vm {
         }
     }
 
+    /// Installs bosun as systemd/README.md says again (after a test replaced or removed it).
+    pub fn reinstall_bosun(&self) {
+        self.install();
+        self.installed.store(true, Ordering::SeqCst);
+    }
+
     fn install(&self) {
         let share = self.share();
         std::fs::create_dir_all(share.join("systemd")).expect("share/systemd");

@@ -100,7 +100,7 @@ fn the_debian_package_installs_bosun_as_kubelet_service() {
     }
     // What kubeadm's preflight runs: `kubelet --version`.
     let (ok, version, err) =
-        run(&mut Command::new(root.path().join("usr/bin/kubelet")).arg("--version"));
+        run(Command::new(root.path().join("usr/bin/kubelet")).arg("--version"));
     assert!(ok, "kubelet --version: {err}");
     assert!(version.starts_with("Kubernetes v1."), "{version}");
 

@@ -1216,3 +1216,161 @@ fn cis_kubelet_benchmark_items_pass_on_the_systemd_node() {
         vm.bosun_journal()
     );
 }
+
+/// The top README's "Replace the kubelet on a kubeadm node" on the systemd node: the Debian
+/// package (`packaging/deb/build`, from the binary under test) installed with apt-get on a node
+/// with neither bosun nor a kubelet, then the real `kubeadm join` (built from the control plane's
+/// module) with the cluster's bootstrap token: kubeadm's preflight, file discovery (the API server
+/// under its certificate's name), the kubelet-start phase writing the node's files and running
+/// `systemctl restart kubelet`, which the unit's alias turns into bosun; bosun's TLS bootstrap,
+/// which kubeadm waits for; the node Ready. `kubeadm reset` then stops bosun and removes the
+/// files. The guest gets the README's install back for the other tests.
+#[test]
+fn kubeadm_join_with_the_package_makes_a_ready_node_and_reset_cleans_up() {
+    let _one = GUEST.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(vm) = Vm::get() else { return };
+    let env = bosun_tests::Env::cluster();
+    let t0 = Instant::now();
+    let share = vm.share();
+    let g = vm.var("BOSUN_VM_GUEST_SHARE").to_string();
+    // The package, from the binary under test without its debug info (the share is slow).
+    let stripped = share.join(".bosun-deb");
+    let ok = std::process::Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(bosun_tests::bosun_bin())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "strip bosun");
+    let debs = share.join("deb");
+    let _ = std::fs::remove_dir_all(&debs);
+    let out = std::process::Command::new(bosun_tests::repo_root().join("packaging/deb/build"))
+        .arg(&debs)
+        .arg(&stripped)
+        .env("BOSUN_DEB_COMPRESSION", "none")
+        .output()
+        .expect("packaging/deb/build");
+    assert!(
+        out.status.success(),
+        "packaging/deb/build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_file(&stripped);
+    std::fs::copy(env.var("KUBEADM_BIN"), share.join("kubeadm")).expect("kubeadm into the share");
+
+    // A node that never ran bosun or a kubelet.
+    vm.sh("systemctl disable --now bosun 2>/dev/null || true
+         rm -rf /etc/systemd/system/bosun.service /etc/systemd/system/bosun.service.d \
+                /etc/systemd/system/kubelet.service /usr/bin/bosun /etc/kubernetes /var/lib/kubelet
+         systemctl daemon-reload
+         install -m 0755 GUEST/kubeadm /usr/local/bin/kubeadm
+         sysctl -qw net.ipv4.ip_forward=1"
+        .replace("GUEST", &g)
+        .as_str());
+    vm.remove_pod_containers();
+    bosun_tests::kubectl(&["delete", "node", "vm", "--ignore-not-found", "--wait=true"]);
+
+    // Command 2 of the README.
+    let install = vm.try_sh(&format!("apt-get install -y {g}/deb/bosun_*.deb 2>&1"));
+    let text = String::from_utf8_lossy(&install.stdout).into_owned();
+    assert!(install.status.success(), "apt-get install: {text}");
+    assert_eq!(
+        vm.sh("systemctl is-enabled bosun"),
+        "enabled",
+        "the package enables the unit"
+    );
+    assert_eq!(
+        vm.sh("readlink /etc/systemd/system/kubelet.service"),
+        "/usr/lib/systemd/system/bosun.service"
+    );
+
+    // Command 3: kubeadm join, discovery from a file naming the API server as its certificate
+    // does (the guest reaches the host as BOSUN_VM_HOST_ADDR).
+    let apiserver = env.var("APISERVER");
+    let port = apiserver.rsplit(':').next().expect("port");
+    let ca = std::fs::read_to_string(env.var("CLUSTER_CA")).expect("CA");
+    vm.write("/root/join-ca.crt", &ca);
+    let token = env.var("BOOTSTRAP_TOKEN");
+    // The CA by path: kubeadm embeds it in the bootstrap kubeconfig it writes.
+    let discovery = format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: kubernetes
+  cluster:
+    server: https://kubernetes:{port}
+    certificate-authority: /root/join-ca.crt
+contexts:
+- name: join
+  context: {{cluster: kubernetes, user: join}}
+current-context: join
+users:
+- name: join
+  user: {{token: {token}}}
+"
+    );
+    vm.write("/root/discovery.conf", &discovery);
+    vm.sh(&format!(
+        "grep -q ' kubernetes$' /etc/hosts || echo '{} kubernetes' >> /etc/hosts",
+        vm.var("BOSUN_VM_HOST_ADDR")
+    ));
+    let join = vm.try_sh(&format!(
+        "kubeadm join --discovery-file /root/discovery.conf --tls-bootstrap-token {token} \
+         --node-name vm --cri-socket unix:///run/containerd/containerd.sock 2>&1"
+    ));
+    let text = String::from_utf8_lossy(&join.stdout).into_owned();
+    eprintln!("kubeadm join after {:.1?}:\n{text}", t0.elapsed());
+    assert!(
+        join.status.success(),
+        "kubeadm join failed:\n{text}\n{}",
+        vm.bosun_journal()
+    );
+    assert!(text.contains("This node has joined the cluster"), "{text}");
+    // What runs as kubelet.service is bosun, from the package.
+    let pid = vm.sh("systemctl show -p MainPID --value kubelet.service");
+    assert_eq!(
+        vm.sh(&format!("readlink /proc/{pid}/exe")),
+        "/usr/bin/bosun"
+    );
+    assert_eq!(
+        vm.sh("systemctl show -p Id --value kubelet.service"),
+        "bosun.service"
+    );
+    // Bosun's own TLS bootstrap left its kubeconfig and client certificate.
+    vm.sh("test -s /etc/kubernetes/kubelet.conf && test -s /var/lib/kubelet/pki/kubelet-client-current.pem && echo ok");
+    bosun_tests::wait_until("node vm Ready", Duration::from_secs(120), || {
+        let out = std::process::Command::new(env.var("KUBECTL"))
+            .args([
+                "get",
+                "node",
+                "vm",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ])
+            .env("KUBECONFIG", env.var("KUBECONFIG"))
+            .output()
+            .ok()?;
+        (String::from_utf8_lossy(&out.stdout) == "True").then_some(())
+    });
+    eprintln!("kubeadm join: node Ready after {:.1?}", t0.elapsed());
+
+    let reset = vm.try_sh("kubeadm reset -f 2>&1");
+    let text = String::from_utf8_lossy(&reset.stdout).into_owned();
+    assert!(reset.status.success(), "kubeadm reset: {text}");
+    assert_eq!(
+        vm.sh("systemctl is-active bosun || true"),
+        "inactive",
+        "kubeadm reset stops kubelet.service, that is bosun"
+    );
+    assert_eq!(
+        vm.sh("ls /etc/kubernetes/kubelet.conf /var/lib/kubelet/config.yaml 2>/dev/null || true"),
+        ""
+    );
+
+    // The guest as the other tests expect it: the README's install, no package.
+    vm.sh("apt-get remove -y bosun >/dev/null 2>&1; rm -f /usr/local/bin/kubeadm /root/discovery.conf /root/join-ca.crt");
+    vm.reinstall_bosun();
+    bosun_tests::kubectl(&["delete", "node", "vm", "--ignore-not-found", "--wait=true"]);
+    eprintln!("kubeadm join test: {:.1?}", t0.elapsed());
+}
