@@ -171,10 +171,24 @@ async fn observe(agent: Agent) -> BTreeMap<String, String> {
     })
     .await;
     facts.insert("after.inplace.cgroup".into(), line);
+    // The kubelet can record a ResizeCompleted for the old resources first: its pod worker
+    // syncing the pod as it was while the resize is allocated (the race its SyncPod notes).
+    // Kept: the ResizeCompleted that reports what the resize started.
     let reasons = ["ResizeStarted", "ResizeCompleted", "Killing"];
     let seen = wait_until_async("the resize events", Duration::from_secs(30), || async {
-        let e = events(&event_api, &name, &reasons).await;
-        (e.len() >= 3).then_some(e)
+        let all = events(&event_api, &name, &reasons).await;
+        let started = all
+            .iter()
+            .find_map(|e| e.strip_prefix("ResizeStarted: Pod resize started: "))?
+            .to_string();
+        let kept: Vec<String> = all
+            .into_iter()
+            .filter(|e| {
+                e.strip_prefix("ResizeCompleted: Pod resize completed: ")
+                    .is_none_or(|summary| summary == started)
+            })
+            .collect();
+        (kept.len() >= 3).then_some(kept)
     })
     .await;
     facts.insert("after.events".into(), seen.join("\n"));
