@@ -1,5 +1,6 @@
-//! In-place pod resize (the `resize` subresource), side by side with the upstream kubelet: a
-//! container with the default resizePolicy gets its new cpu and memory limits without a restart
+//! In-place pod resize (the `resize` subresource), side by side with the upstream kubelet, on a
+//! Guaranteed pod: a container with the default resizePolicy gets its cpu and memory grown, and
+//! later shrunk, without a restart
 //! (the cgroup values read back from inside it), one whose memory policy is RestartContainer is
 //! restarted with the kubelet's Killing message; status.containerStatuses[].resources and
 //! allocatedResources follow, PodResizeInProgress comes and goes with ResizeStarted and
@@ -116,12 +117,12 @@ async fn observe(agent: Agent) -> BTreeMap<String, String> {
         .grace(2)
         .container(
             reporter("inplace")
-                .requests("100m", "32Mi")
+                .requests("200m", "64Mi")
                 .limits("200m", "64Mi"),
         )
         .container(
             reporter("restart")
-                .requests("100m", "32Mi")
+                .requests("200m", "64Mi")
                 .limits("200m", "64Mi")
                 .with(
                     "resizePolicy",
@@ -150,9 +151,9 @@ async fn observe(agent: Agent) -> BTreeMap<String, String> {
         &api,
         &name,
         json!({"spec": {"containers": [
-            {"name": "inplace", "resources": {"requests": {"cpu": "150m", "memory": "32Mi"},
+            {"name": "inplace", "resources": {"requests": {"cpu": "300m", "memory": "96Mi"},
                                               "limits": {"cpu": "300m", "memory": "96Mi"}}},
-            {"name": "restart", "resources": {"requests": {"cpu": "100m", "memory": "32Mi"},
+            {"name": "restart", "resources": {"requests": {"cpu": "200m", "memory": "80Mi"},
                                               "limits": {"cpu": "200m", "memory": "80Mi"}}}
         ]}}),
     )
@@ -207,7 +208,7 @@ async fn observe(agent: Agent) -> BTreeMap<String, String> {
         .clone();
     let cpu_milli = cpu_milli(&cpu);
     let hog = format!("{}-hog", node.name);
-    let hog_cpu = format!("{}m", cpu_milli - 250 - 50);
+    let hog_cpu = format!("{}m", cpu_milli - 500 - 50);
     let hog_spec = PodBuilder::new(&hog)
         .node(&node.name)
         .grace(1)
@@ -225,7 +226,7 @@ async fn observe(agent: Agent) -> BTreeMap<String, String> {
         &api,
         &name,
         json!({"spec": {"containers": [
-            {"name": "inplace", "resources": {"requests": {"cpu": "350m", "memory": "32Mi"},
+            {"name": "inplace", "resources": {"requests": {"cpu": "400m", "memory": "96Mi"},
                                               "limits": {"cpu": "400m", "memory": "96Mi"}}}
         ]}}),
     )
@@ -273,6 +274,32 @@ async fn observe(agent: Agent) -> BTreeMap<String, String> {
     )
     .await;
     facts.insert("resumed.inplace.cgroup".into(), line);
+
+    // Shrink both limits below where they started, in place.
+    resize(
+        &api,
+        &name,
+        json!({"spec": {"containers": [
+            {"name": "inplace", "resources": {"requests": {"cpu": "100m", "memory": "48Mi"},
+                                              "limits": {"cpu": "100m", "memory": "48Mi"}}}
+        ]}}),
+    )
+    .await;
+    let done = wait_pod(&api, &name, "the shrink carried out", 90, |p| {
+        settled(p).then(|| p.clone())
+    })
+    .await;
+    facts.insert("shrunk.inplace".into(), resources_fact(&done, "inplace"));
+    facts.insert(
+        "shrunk.qos".into(),
+        done.status.as_ref().and_then(|s| s.qos_class.clone()).unwrap_or_default(),
+    );
+    let line = wait_until_async("the shrunk limits inside", Duration::from_secs(30), || async {
+        let l = last_line(&node, &name, &uid, "inplace").await;
+        (l == "10000 50331648").then_some(l)
+    })
+    .await;
+    facts.insert("shrunk.inplace.cgroup".into(), line);
     delete_and_wait_gone(&api, &[&name], 60).await;
     proc.stop();
     facts
@@ -295,6 +322,8 @@ async fn a_pod_is_resized_in_place_as_on_the_kubelet() {
         "{f:#?}"
     );
     assert_eq!(f["deferred.inplace.cgroup"], "30000 100663296", "{f:#?}");
+    assert!(f["shrunk.inplace"].ends_with("restarts=0"), "{f:#?}");
+    assert_eq!(f["shrunk.qos"], "Guaranteed", "{f:#?}");
     assert!(
         f["after.events"].contains("Killing: Container restart resize requires restart"),
         "{f:#?}"
