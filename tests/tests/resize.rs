@@ -292,12 +292,19 @@ async fn observe(agent: Agent) -> BTreeMap<String, String> {
     facts.insert("shrunk.inplace".into(), resources_fact(&done, "inplace"));
     facts.insert(
         "shrunk.qos".into(),
-        done.status.as_ref().and_then(|s| s.qos_class.clone()).unwrap_or_default(),
+        done.status
+            .as_ref()
+            .and_then(|s| s.qos_class.clone())
+            .unwrap_or_default(),
     );
-    let line = wait_until_async("the shrunk limits inside", Duration::from_secs(30), || async {
-        let l = last_line(&node, &name, &uid, "inplace").await;
-        (l == "10000 50331648").then_some(l)
-    })
+    let line = wait_until_async(
+        "the shrunk limits inside",
+        Duration::from_secs(30),
+        || async {
+            let l = last_line(&node, &name, &uid, "inplace").await;
+            (l == "10000 50331648").then_some(l)
+        },
+    )
     .await;
     facts.insert("shrunk.inplace.cgroup".into(), line);
     delete_and_wait_gone(&api, &[&name], 60).await;
