@@ -115,6 +115,11 @@ async fn observe(agent: Agent) -> BTreeMap<String, String> {
     let spec = PodBuilder::new(&name)
         .node(&node.name)
         .grace(2)
+        .init_container(
+            Container::sh("init", "true")
+                .requests("50m", "16Mi")
+                .limits("50m", "16Mi"),
+        )
         .container(
             reporter("inplace")
                 .requests("200m", "64Mi")
@@ -307,6 +312,31 @@ async fn observe(agent: Agent) -> BTreeMap<String, String> {
     )
     .await;
     facts.insert("shrunk.inplace.cgroup".into(), line);
+
+    // A regular init container, finished: the API server takes its resize only on a node that
+    // declares InPlacePodVerticalScalingInitContainers; it is allocated with nothing to apply.
+    resize(
+        &api,
+        &name,
+        json!({"spec": {"initContainers": [
+            {"name": "init", "resources": {"requests": {"cpu": "60m", "memory": "16Mi"},
+                                           "limits": {"cpu": "60m", "memory": "16Mi"}}}
+        ]}}),
+    )
+    .await;
+    let done = wait_pod(&api, &name, "the init container resized", 90, |p| {
+        settled(p).then(|| p.clone())
+    })
+    .await;
+    let init = bosun_tests::pod::init_status(&done, "init").expect("init status");
+    facts.insert(
+        "init.resized".into(),
+        format!(
+            "resources={} allocated={}",
+            serde_json::to_string(&init.resources).unwrap(),
+            serde_json::to_string(&init.allocated_resources).unwrap()
+        ),
+    );
     delete_and_wait_gone(&api, &[&name], 60).await;
     proc.stop();
     facts
@@ -331,6 +361,10 @@ async fn a_pod_is_resized_in_place_as_on_the_kubelet() {
     assert_eq!(f["deferred.inplace.cgroup"], "30000 100663296", "{f:#?}");
     assert!(f["shrunk.inplace"].ends_with("restarts=0"), "{f:#?}");
     assert_eq!(f["shrunk.qos"], "Guaranteed", "{f:#?}");
+    assert!(
+        f["init.resized"].contains("allocated={\"cpu\":\"60m\""),
+        "{f:#?}"
+    );
     assert!(
         f["after.events"].contains("Killing: Container restart resize requires restart"),
         "{f:#?}"

@@ -89,6 +89,15 @@ pub const SETTERS: &[Setter] = &[
     pid_pressure_condition,
     ready_condition,
     volumes_in_use,
+    declared_features,
+];
+
+/// The features of the NodeDeclaredFeatures framework (GA in v1.37) that Bosun implements, sorted:
+/// the API server refuses a pod update needing a feature its node does not declare. The kubelet
+/// declares every one its feature gates enable; Bosun only those it acts on.
+pub const DECLARED_FEATURES: &[&str] = &[
+    // In-place resize of regular (non-sidecar) init containers.
+    "InPlacePodVerticalScalingInitContainers",
 ];
 
 /// Applies every setter to `status`.
@@ -277,6 +286,11 @@ pub fn features(status: &mut NodeStatus, _: &Settings, f: &Facts) {
     if f.runtime_features.is_some() {
         status.features = f.runtime_features.clone();
     }
+}
+
+/// `declaredFeatures` (the kubelet's setNodeStatus, after the setters).
+pub fn declared_features(status: &mut NodeStatus, _: &Settings, _: &Facts) {
+    status.declared_features = Some(DECLARED_FEATURES.iter().map(|f| f.to_string()).collect());
 }
 
 /// What a pressure condition says when True and when False: (reason, message) each.
@@ -559,6 +573,10 @@ mod tests {
             .map(|a| (a.type_.as_str(), a.address.as_str()))
             .collect();
         assert_eq!(addrs, [("InternalIP", "198.18.0.1"), ("Hostname", "n1")]);
+        assert_eq!(
+            st.declared_features.as_deref(),
+            Some(&["InPlacePodVerticalScalingInitContainers".to_string()][..])
+        );
         assert_eq!(
             st.daemon_endpoints
                 .clone()
