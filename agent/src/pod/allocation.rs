@@ -107,21 +107,14 @@ struct Inner {
 }
 
 /// The resizable containers of `pod` (the kubelet's IsResizableContainer: regular and init
-/// containers, InPlacePodVerticalScalingInitContainers being GA in v1.37), with whether each is
-/// an init container.
-fn resizable_containers(pod: &Pod) -> impl Iterator<Item = (&Container, bool)> {
+/// containers, InPlacePodVerticalScalingInitContainers being GA in v1.37).
+fn resizable_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
     let spec = pod.spec.as_ref();
     let init = spec
         .and_then(|s| s.init_containers.as_deref())
-        .unwrap_or_default()
-        .iter()
-        .map(|c| (c, true));
-    let regular = spec
-        .map(|s| s.containers.as_slice())
-        .unwrap_or_default()
-        .iter()
-        .map(|c| (c, false));
-    init.chain(regular)
+        .unwrap_or_default();
+    let regular = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
+    init.iter().chain(regular)
 }
 
 /// One of a container's four resizable values (cpu / memory, request / limit) in thousandths,
@@ -219,6 +212,23 @@ impl Allocations {
         }
     }
 
+    /// Applies `change` to the pod's record (made if missing when `create`); the file is
+    /// rewritten only when what it keeps of this pod changed, so a container start or an
+    /// admission with nothing to keep does not go over every pod's record.
+    fn update(&self, uid: &str, create: bool, change: impl FnOnce(&mut PodRecord)) {
+        let mut pods = self.pods();
+        let record = match pods.get_mut(uid) {
+            Some(r) => r,
+            None if create => pods.entry(uid.to_string()).or_default(),
+            None => return,
+        };
+        let before = record.kept();
+        change(record);
+        if record.kept() != before {
+            self.save(&pods);
+        }
+    }
+
     /// True when the pod has an allocation (it was admitted).
     pub fn has(&self, uid: &str) -> bool {
         self.pods().contains_key(uid)
@@ -228,16 +238,12 @@ impl Allocations {
     pub fn allocate(&self, pod: &Pod) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let allocated: BTreeMap<String, ResourceRequirements> = resizable_containers(pod)
-            .map(|(c, _)| (c.name.clone(), resources_of(c)))
+            .map(|c| (c.name.clone(), resources_of(c)))
             .collect();
-        let mut pods = self.pods();
-        let record = pods.entry(uid).or_default();
-        if record.allocated == allocated && !record.resize_requested {
-            return;
-        }
-        record.allocated = allocated;
-        record.resize_requested = false;
-        self.save(&pods);
+        self.update(&uid, true, |record| {
+            record.allocated = allocated;
+            record.resize_requested = false;
+        });
     }
 
     /// The pod as allocated (the kubelet's UpdatePodFromAllocation): its containers' resources
@@ -258,7 +264,7 @@ impl Allocations {
                 !written_same && !same_resources(a, &resources_of(c))
             })
         };
-        if !resizable_containers(pod).any(|(c, _)| differs(c)) {
+        if !resizable_containers(pod).any(differs) {
             return pod.clone();
         }
         Arc::new(with_resources(pod, |name| {
@@ -271,13 +277,7 @@ impl Allocations {
     pub fn resize_requested(&self, pod: &Arc<Pod>) -> bool {
         let requested = !Arc::ptr_eq(&self.allocated_pod(pod), pod);
         let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-        let mut pods = self.pods();
-        if let Some(r) = pods.get_mut(uid)
-            && r.resize_requested != requested
-        {
-            r.resize_requested = requested;
-            self.save(&pods);
-        }
+        self.update(uid, false, |r| r.resize_requested = requested);
         requested
     }
 
@@ -302,17 +302,13 @@ impl Allocations {
         container_id: &str,
         resources: ResourceRequirements,
     ) {
-        let mut pods = self.pods();
-        let record = pods.entry(uid.to_string()).or_default();
         let new = Actuated {
             container_id: container_id.to_string(),
             resources,
         };
-        if record.actuated.get(name) == Some(&new) {
-            return;
-        }
-        record.actuated.insert(name.to_string(), new);
-        self.save(&pods);
+        self.update(uid, true, |record| {
+            record.actuated.insert(name.to_string(), new);
+        });
     }
 
     /// Forgets a pod that is gone.
