@@ -289,3 +289,25 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Cgroups at and below `root` (e.g. `/bosun-br3`) in the memory hierarchy (cgroup v1) or the
+/// unified one (v2).
+pub fn cgroups_under(root: &str) -> u64 {
+    let rel = root.trim_start_matches('/');
+    let top = ["/sys/fs/cgroup/memory", "/sys/fs/cgroup"]
+        .iter()
+        .map(|h| Path::new(h).join(rel))
+        .find(|p| p.is_dir());
+    let Some(top) = top else { return 0 };
+    let mut n = 0;
+    let mut stack = vec![top];
+    while let Some(dir) = stack.pop() {
+        n += 1;
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+        }
+    }
+    n
+}

@@ -5,6 +5,7 @@
 
 pub mod certificate;
 pub mod csr;
+pub mod reachability;
 pub mod serving;
 pub mod watch;
 
@@ -122,6 +123,7 @@ fn standard_client(config: kube::Config) -> Result<kube::Client, ClientError> {
     let layer = metrics_layer(&config);
     Ok(kube::client::ClientBuilder::try_from(config)?
         .with_layer(&layer)
+        .with_layer(&reachability::ReachabilityLayer)
         .build())
 }
 
@@ -319,6 +321,7 @@ fn rotating_client(
     let connections = Connections::new(builder.enable_http1().wrap_connector(http));
     let service = ServiceBuilder::new()
         .layer(metrics_layer(&config))
+        .layer(reachability::ReachabilityLayer)
         .layer(config.base_uri_layer())
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt};
 use kube::runtime::watcher;
 
+use super::reachability::{self, Reachability};
 use crate::backoff::{Backoff, Policy};
 
 /// The kubelet's reflector back-off (client-go `defaultBackoffInit`/`Max`/`Reset`/`Jitter`):
@@ -45,6 +46,11 @@ impl WatchBackoff {
     /// Notes that the watch delivered something (its authorization is settled).
     pub fn succeeded(&mut self) {
         self.succeeded = true;
+    }
+
+    /// Starts the back-off over (the server answers again).
+    pub fn reset(&mut self) {
+        self.backoff.reset();
     }
 
     /// The delay before retrying after `err` at `now`; `jitter` in [0, 1) stretches it (the
@@ -83,18 +89,37 @@ fn status_code(err: &watcher::Error) -> Option<u16> {
 }
 
 /// Passes `stream`'s items through, sleeping after each error as [`WatchBackoff`] says before
-/// polling again (the watcher retries on the next poll).
+/// polling again (the watcher retries on the next poll); the API server answering again after
+/// failures ([`reachability`]) ends the sleep and the back-off built up.
 pub fn with_backoff<S, T>(stream: S) -> impl Stream<Item = Result<T, watcher::Error>> + Send
 where
     S: Stream<Item = Result<T, watcher::Error>> + Send + Unpin,
     T: Send,
 {
+    with_backoff_on(stream, reachability::global())
+}
+
+/// [`with_backoff`], woken by `reach`.
+fn with_backoff_on<S, T>(
+    stream: S,
+    reach: &'static Reachability,
+) -> impl Stream<Item = Result<T, watcher::Error>> + Send
+where
+    S: Stream<Item = Result<T, watcher::Error>> + Send + Unpin,
+    T: Send,
+{
     futures::stream::unfold(
-        (stream, WatchBackoff::default(), Duration::ZERO),
-        |(mut stream, mut backoff, wait)| async move {
+        (stream, WatchBackoff::default(), Duration::ZERO, 0),
+        move |(mut stream, mut backoff, wait, mark)| async move {
             if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = reach.restored_since(mark) => backoff.reset(),
+                }
             }
+            // Taken before the attempt, so an answer that comes back while it fails still ends
+            // the wait after it.
+            let mark = reach.mark();
             let item = stream.next().await?;
             let wait = match &item {
                 Ok(_) => {
@@ -107,7 +132,7 @@ where
                     crate::backoff::jitter(),
                 ),
             };
-            Some((item, (stream, backoff, wait)))
+            Some((item, (stream, backoff, wait, mark)))
         },
     )
 }
@@ -214,5 +239,45 @@ mod tests {
         assert!(s.next().await.expect("gone").is_err());
         assert!(matches!(s.next().await, Some(Ok(2))));
         assert_eq!(start.elapsed(), after_error, "waited after 410 Gone");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_server_answering_again_ends_the_wait_and_the_backoff() {
+        let reach: &'static Reachability = Box::leak(Box::default());
+        let (tx, rx) = futures::channel::mpsc::unbounded::<Result<u32, watcher::Error>>();
+        let mut s = Box::pin(with_backoff_on(rx, reach));
+        // Errors until the back-off is at its 30 s cap.
+        for _ in 0..6 {
+            reach.observe(false);
+            tx.unbounded_send(Err(refused())).expect("send");
+            assert!(s.next().await.expect("error").is_err());
+        }
+        tx.unbounded_send(Ok(1)).expect("send");
+        let start = tokio::time::Instant::now();
+        let next = tokio::spawn(async move {
+            let item = s.next().await;
+            (item.map(|r| r.ok()), s)
+        });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(!next.is_finished(), "the back-off was not waited");
+        reach.observe(true);
+        let (item, mut s) = next.await.expect("task");
+        assert_eq!(item, Some(Some(1)));
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "woke after {:?}",
+            start.elapsed()
+        );
+        // Back at the first delay: the back-off started over.
+        tx.unbounded_send(Err(refused())).expect("send");
+        assert!(s.next().await.expect("error").is_err());
+        tx.unbounded_send(Ok(2)).expect("send");
+        let start = tokio::time::Instant::now();
+        assert!(matches!(s.next().await, Some(Ok(2))));
+        assert!(
+            start.elapsed() <= WATCH.initial * 2,
+            "{:?}",
+            start.elapsed()
+        );
     }
 }

@@ -22,6 +22,7 @@ use super::procfs;
 use super::scenario::{self, Agent, Stage, progress, start_until_ready};
 use crate::NodeOptions;
 use crate::cluster::ClusterNode;
+use crate::node::cgroups_under;
 use crate::pod::{Container, PodBuilder};
 
 /// Rate, ages and durations of a soak run.
@@ -371,28 +372,6 @@ async fn agent_tasks(node: &ClusterNode) -> u64 {
         .filter(|l| l.starts_with("bosun_runtime_alive_tasks ") || l.starts_with("go_goroutines "))
         .find_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         .map_or(0, |v| v as u64)
-}
-
-/// Cgroups at and below `root` (e.g. `/bosun-br3`) in the memory hierarchy (cgroup v1) or the
-/// unified one (v2).
-fn cgroups_under(root: &str) -> u64 {
-    let rel = root.trim_start_matches('/');
-    let top = ["/sys/fs/cgroup/memory", "/sys/fs/cgroup"]
-        .iter()
-        .map(|h| Path::new(h).join(rel))
-        .find(|p| p.is_dir());
-    let Some(top) = top else { return 0 };
-    let mut n = 0;
-    let mut stack = vec![top];
-    while let Some(dir) = stack.pop() {
-        n += 1;
-        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(e.path());
-            }
-        }
-    }
-    n
 }
 
 /// Mounts whose mount point is under one of `dirs`.
