@@ -1,11 +1,13 @@
 //! Property-based fuzzing of the parsers of outside input (issue #19): the KubeletConfiguration
-//! file and flags, quantities, the CRI log line reader, the :10250 request router, and pod specs
-//! turned into CRI sandbox and container configs.
+//! file and flags, kubeconfig files, quantities, the CRI log line reader, the :10250 request
+//! router, pod specs turned into CRI sandbox and container configs, and the round trips of the
+//! Summary JSON and the `/metrics/resource` text.
 //!
 //! Each property runs `BOSUN_FUZZ_CASES` cases (256 by default: the short mode CI runs;
 //! RELIABILITY.md records a long run). None may panic, and each checks what a user would: a
 //! config error names its field, an unauthenticated request gets 401, no log route serves a file
-//! outside the logs it serves, a pod is either configured or refused with a reason.
+//! outside the logs it serves, a pod is either configured or refused with a reason, a kubeconfig
+//! error names its file, a metric reads back under its own labels with its own value.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -528,6 +530,194 @@ proptest! {
         for c in &pod.spec.as_ref().unwrap().containers {
             if let Err(e) = crate::runtime::container::container_config(&pod, c, 0, false, &ctx) {
                 prop_assert!(!e.0.is_empty());
+            }
+        }
+    }
+}
+
+/// A kubeconfig as YAML text: the structure kube-rs reads (clusters, users, contexts, the current
+/// context) with hostile values in every field, or arbitrary text. Users never carry `exec` or
+/// `auth-provider`, which would run a command.
+fn kubeconfig() -> impl Strategy<Value = String> {
+    let field = || prop_oneof![value(), text().prop_map(serde_json::Value::String)];
+    let structured = (
+        field(),
+        field(),
+        field(),
+        field(),
+        field(),
+        field(),
+        any::<bool>(),
+    )
+        .prop_map(|(server, ca, token, cert, ctx_user, current, insecure)| {
+            serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {
+                    "server": server,
+                    "certificate-authority-data": ca,
+                    "insecure-skip-tls-verify": insecure,
+                }}],
+                "users": [{"name": "u", "user": {"token": token, "client-certificate-data": cert}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": ctx_user}}],
+                "current-context": current,
+            })
+            .to_string()
+        });
+    prop_oneof![structured, any::<String>()]
+}
+
+/// One sample line of the text format: name, labels (unescaped), value and timestamp as written.
+type Sample = (String, Vec<(String, String)>, String, Option<String>);
+
+/// Parses the sample lines of a text exposition strictly: every label value quoted and escaped
+/// (`\\`, `\"`, `\n`), nothing after the timestamp. Comment lines are skipped.
+fn parse_exposition(text: &str) -> Result<Vec<Sample>, String> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let end = line.find(['{', ' ']).ok_or(format!("no value: {line:?}"))?;
+        let name = line[..end].to_string();
+        let mut rest = &line[end..];
+        let mut labels = Vec::new();
+        if let Some(r) = rest.strip_prefix('{') {
+            rest = r;
+            loop {
+                let (key, r) = rest.split_once("=\"").ok_or(format!("label: {line:?}"))?;
+                let mut value = String::new();
+                let mut chars = r.char_indices();
+                let close = loop {
+                    match chars.next().ok_or(format!("unterminated: {line:?}"))? {
+                        (i, '"') => break i,
+                        (_, '\\') => match chars.next().map(|c| c.1) {
+                            Some('\\') => value.push('\\'),
+                            Some('"') => value.push('"'),
+                            Some('n') => value.push('\n'),
+                            other => return Err(format!("escape {other:?}: {line:?}")),
+                        },
+                        (_, c) => value.push(c),
+                    }
+                };
+                labels.push((key.to_string(), value));
+                rest = &r[close + 1..];
+                if let Some(r) = rest.strip_prefix(',') {
+                    rest = r;
+                } else {
+                    rest = rest.strip_prefix('}').ok_or(format!("labels: {line:?}"))?;
+                    break;
+                }
+            }
+        }
+        let mut fields = rest
+            .strip_prefix(' ')
+            .ok_or(format!("value: {line:?}"))?
+            .split(' ');
+        let value = fields.next().unwrap_or_default().to_string();
+        let ts = fields.next().map(str::to_string);
+        if fields.next().is_some() {
+            return Err(format!("trailing fields: {line:?}"));
+        }
+        out.push((name, labels, value, ts));
+    }
+    Ok(out)
+}
+
+/// A Summary of 0-4 pods of 0-3 containers: hostile names (quotes, backslashes, newlines, any
+/// Unicode; made unique by a suffix), counters and gauges anywhere in u64.
+fn summary() -> impl Strategy<Value = crate::stats::summary::Summary> {
+    let container = (
+        any::<String>(),
+        any::<u64>(),
+        any::<u64>(),
+        0i64..4_000_000_000,
+    );
+    let pod = (
+        any::<String>(),
+        any::<String>(),
+        prop::collection::vec(container, 0..3),
+        any::<u64>(),
+    );
+    (prop::collection::vec(pod, 0..4), any::<u64>()).prop_map(|(pods, node_cpu)| {
+        let time = "2026-12-04T12:00:00Z";
+        let pods: Vec<serde_json::Value> = pods
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, ns, containers, cpu))| {
+                let containers: Vec<serde_json::Value> = containers
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, (c, cpu, ws, start))| {
+                        let start = k8s_openapi::jiff::Timestamp::from_second(start)
+                            .unwrap_or_default()
+                            .to_string();
+                        serde_json::json!({"name": format!("{c}#{j}"), "startTime": start,
+                            "cpu": {"time": time, "usageCoreNanoSeconds": cpu},
+                            "memory": {"time": time, "workingSetBytes": ws}})
+                    })
+                    .collect();
+                serde_json::json!({
+                    "podRef": {"name": format!("{name}#{i}"), "namespace": ns, "uid": i.to_string()},
+                    "startTime": time,
+                    "containers": containers,
+                    "cpu": {"time": time, "usageCoreNanoSeconds": cpu},
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "node": {"nodeName": "n", "startTime": time,
+                     "cpu": {"time": time, "usageCoreNanoSeconds": node_cpu}},
+            "pods": pods,
+        }))
+        .expect("a summary")
+    })
+}
+
+proptest! {
+    #![proptest_config(cases())]
+
+    /// A kubeconfig file of any content loads into a client config or is refused with an error
+    /// naming the file; never a panic.
+    #[test]
+    fn kubeconfigs_load_or_are_refused_naming_the_file(body in kubeconfig()) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubeconfig");
+        std::fs::write(&path, &body).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        if let Err(e) = rt.block_on(crate::client::load(&path)) {
+            let path = path.display().to_string();
+            prop_assert!(e.to_string().contains(&path), "{} does not name {}", e, path);
+        }
+    }
+
+    /// `/metrics/resource` of any summary parses back strictly, and each container's CPU and
+    /// working set come back under its own (unescaped) labels with the value encoded; the
+    /// summary's JSON reads back equal.
+    #[test]
+    fn resource_metrics_and_summaries_round_trip(s in summary()) {
+        let json = serde_json::to_string(&s).unwrap();
+        let back: crate::stats::summary::Summary = serde_json::from_str(&json).unwrap();
+        prop_assert_eq!(&back, &s);
+        let text = crate::server::resource_metrics::encode(Some(&s));
+        let samples = parse_exposition(&text).map_err(TestCaseError::fail)?;
+        for pod in &s.pods {
+            for c in &pod.containers {
+                let labels = vec![
+                    ("container".to_string(), c.name.clone()),
+                    ("namespace".to_string(), pod.pod_ref.namespace.clone()),
+                    ("pod".to_string(), pod.pod_ref.name.clone()),
+                ];
+                let find = |name: &str| {
+                    samples.iter().find(|x| x.0 == name && x.1 == labels).map(|x| x.2.clone())
+                };
+                let cpu = c.cpu.as_ref().and_then(|c| c.usage_core_nano_seconds).unwrap();
+                let got = find("container_cpu_usage_seconds_total");
+                prop_assert!(got.is_some(), "no CPU series for {:?} in\n{}", labels, text);
+                let got: f64 = got.unwrap().parse().map_err(|e| TestCaseError::fail(format!("{e}")))?;
+                prop_assert_eq!(got, cpu as f64 / 1e9);
+                let ws = c.memory.as_ref().and_then(|m| m.working_set_bytes).unwrap();
+                let got = find("container_memory_working_set_bytes");
+                prop_assert!(got.is_some(), "no memory series for {:?}", labels);
+                let got: f64 = got.unwrap().parse().map_err(|e| TestCaseError::fail(format!("{e}")))?;
+                prop_assert_eq!(got, ws as f64);
             }
         }
     }

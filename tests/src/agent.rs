@@ -141,6 +141,14 @@ impl AgentProcess {
         }
     }
 
+    /// SIGKILL (no chance to clean up), reaped; what it mounted stays, as after a crash.
+    pub fn kill(&mut self) {
+        match self {
+            AgentProcess::Bosun(b) => b.kill(),
+            AgentProcess::Kubelet(k) => k.kill(),
+        }
+    }
+
     /// SIGTERM, SIGKILL after 15 s.
     pub fn stop(&mut self) {
         match self {

@@ -16,7 +16,7 @@ const BOSUN_ONLY_FLAGS: &[&str] = &["--container-logs-link-dir"];
 /// directory are undone (it bind-mounts its root dir onto itself, rshared).
 pub struct Kubelet {
     child: Option<Child>,
-    dir: PathBuf,
+    dir: Option<PathBuf>,
     /// Where its output goes.
     pub log: PathBuf,
 }
@@ -38,7 +38,7 @@ impl Kubelet {
             .expect("spawn kubelet");
         Kubelet {
             child: Some(child),
-            dir: node.path().to_path_buf(),
+            dir: Some(node.path().to_path_buf()),
             log,
         }
     }
@@ -55,6 +55,15 @@ impl Kubelet {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// SIGKILLs the kubelet and reaps it; the node's mounts stay (as after a crash) for the next
+    /// kubelet on the node, which cleans them up when dropped.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            daemon::kill(&mut c);
+        }
+        self.dir = None;
+    }
+
     /// Sends SIGTERM and waits up to `within` for the exit (SIGKILL after that).
     pub fn terminate(&mut self, within: Duration) {
         let Some(mut child) = self.child.take() else {
@@ -69,7 +78,9 @@ impl Drop for Kubelet {
         if let Some(mut c) = self.child.take() {
             daemon::kill(&mut c);
         }
-        unmount_under(&self.dir);
+        if let Some(dir) = &self.dir {
+            unmount_under(dir);
+        }
     }
 }
 

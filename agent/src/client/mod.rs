@@ -128,7 +128,7 @@ fn standard_client(config: kube::Config) -> Result<kube::Client, ClientError> {
 }
 
 /// Reads a kubeconfig into a client config.
-async fn load(path: &Path) -> Result<kube::Config, ClientError> {
+pub(crate) async fn load(path: &Path) -> Result<kube::Config, ClientError> {
     config_of(read_kubeconfig(path)?, path).await
 }
 
