@@ -260,9 +260,9 @@ clusterDomain: cluster.local
         self.ctd.server_port()
     }
 
-    /// A client of this node's kubelet port as the cluster admin (a client certificate of
-    /// group system:masters), trusting the node's serving certificate once it is written.
-    pub fn admin_kubelet(&self) -> crate::KubeletClient {
+    /// The kubelet port's address and the serving certificate to trust, once the agent has
+    /// written it (waited for up to 30 s).
+    pub fn serving_endpoint(&self) -> (std::net::SocketAddr, PathBuf) {
         let ip = Env::cluster().var("NODE_IP").parse().expect("NODE_IP");
         let crt = self.path().join("pki/kubelet.crt");
         crate::wait_until(
@@ -270,10 +270,16 @@ clusterDomain: cluster.local
             std::time::Duration::from_secs(30),
             || crt.exists().then_some(()),
         );
+        (std::net::SocketAddr::new(ip, self.server_port()), crt)
+    }
+
+    /// A client of this node's kubelet port as the cluster admin (a client certificate of
+    /// group system:masters), trusting the node's serving certificate once it is written.
+    pub fn admin_kubelet(&self) -> crate::KubeletClient {
+        let (addr, crt) = self.serving_endpoint();
         let certs = tempfile::tempdir().expect("tempdir");
         let (admin_crt, admin_key) =
             crate::mint_client_cert(certs.path(), "bosun-test-admin", &["system:masters"]);
-        let addr = std::net::SocketAddr::new(ip, self.server_port());
         crate::KubeletClient::new(addr, &crt, Some((&admin_crt, &admin_key)))
     }
 

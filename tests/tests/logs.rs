@@ -8,14 +8,12 @@
 //! server's node proxy.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bosun_tests::pod::{create, delete_and_wait_gone, wait_pod};
 use bosun_tests::{
     Agent, ClusterNode, Container, Env, KubeletClient, PodBuilder, admin_client, mint_client_cert,
-    prom, wait_until, wait_until_async,
+    prom, wait_until_async,
 };
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -494,24 +492,9 @@ async fn kubectl_logs_as_on_the_kubelet() {
     assert_eq!(bosun, kubelet, "Bosun and the kubelet differ");
 }
 
-/// The node's kubelet port and the serving certificate to trust (once bosun wrote it).
-fn endpoint(node: &ClusterNode) -> (SocketAddr, PathBuf) {
-    let ip = Env::cluster().var("NODE_IP").parse().expect("NODE_IP");
-    let crt = node.path().join("pki/kubelet.crt");
-    wait_until("serving certificate", Duration::from_secs(30), || {
-        crt.exists().then_some(())
-    });
-    (SocketAddr::new(ip, node.server_port()), crt)
-}
-
 /// VmRSS of a process, bytes.
 fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+    bosun_tests::bench::procfs::rss_kib(pid) * 1024
 }
 
 /// Lines of the 100 MiB log: `<8-digit sequence number> <1000 x>`.
@@ -600,7 +583,7 @@ async fn a_100_mib_log_followed_while_written_hostile_paths_and_configz() {
     );
 
     // Hostile paths on the node port: names never become paths.
-    let (addr, crt) = endpoint(&node);
+    let (addr, crt) = node.serving_endpoint();
     let certs = tempfile::tempdir().unwrap();
     let (admin_crt, admin_key) =
         mint_client_cert(certs.path(), "bosun-test-admin", &["system:masters"]);

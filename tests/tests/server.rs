@@ -5,7 +5,6 @@
 //! through the API server's node proxy.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bosun_tests::bench::procfs::rss_kib;
@@ -13,16 +12,6 @@ use bosun_tests::kubelet::{Answer, mint_ca, mint_client_cert_by, mint_serving_ce
 use bosun_tests::{
     ClusterNode, Env, KubeletClient, kubectl, mint_client_cert, prom, wait_until, wait_until_async,
 };
-
-/// The node's kubelet port and the serving certificate to trust (once bosun wrote it).
-fn endpoint(node: &ClusterNode) -> (SocketAddr, PathBuf) {
-    let ip = Env::cluster().var("NODE_IP").parse().expect("NODE_IP");
-    let crt = node.path().join("pki/kubelet.crt");
-    wait_until("serving certificate", Duration::from_secs(30), || {
-        crt.exists().then_some(())
-    });
-    (SocketAddr::new(ip, node.server_port()), crt)
-}
 
 async fn get_ok(client: &KubeletClient, path: &str) -> Answer {
     let a = client.get(path).await.expect("request");
@@ -96,7 +85,7 @@ impl Drop for TokenUser {
 async fn unauthenticated_401_unauthorized_403_and_authorized_requests_served() {
     let node = ClusterNode::new("srv-auth");
     let mut bosun = node.start();
-    let (addr, crt) = endpoint(&node);
+    let (addr, crt) = node.serving_endpoint();
     let certs = tempfile::tempdir().unwrap();
     let (admin_crt, admin_key) =
         mint_client_cert(certs.path(), "bosun-test-admin", &["system:masters"]);
@@ -224,7 +213,7 @@ async fn pods_served_directly_and_through_the_api_server_node_proxy() {
     use kube::Api;
     let node = ClusterNode::new("srv-pods");
     let mut bosun = node.start();
-    let (addr, crt) = endpoint(&node);
+    let (addr, crt) = node.serving_endpoint();
     let certs = tempfile::tempdir().unwrap();
     let (admin_crt, admin_key) =
         mint_client_cert(certs.path(), "bosun-test-admin", &["system:masters"]);
@@ -395,7 +384,7 @@ async fn hostile_clients_are_cut_off_while_authorized_requests_are_served() {
     const GARBAGE: usize = 50;
     let node = ClusterNode::new("srv-hostile");
     let mut bosun = node.start();
-    let (addr, crt) = endpoint(&node);
+    let (addr, crt) = node.serving_endpoint();
     let certs = tempfile::tempdir().unwrap();
     let (admin_crt, admin_key) =
         mint_client_cert(certs.path(), "bosun-test-admin", &["system:masters"]);
@@ -607,7 +596,7 @@ async fn the_serving_certificate_and_client_ca_are_reloaded_from_disk() {
     node.args
         .extend(["--client-ca-file".into(), ca_file.display().to_string()]);
     let mut bosun = node.start();
-    let (addr, crt) = endpoint(&node);
+    let (addr, crt) = node.serving_endpoint();
     let certs = tempfile::tempdir().unwrap();
     let (admin_crt, admin_key) =
         mint_client_cert(certs.path(), "bosun-test-admin", &["system:masters"]);

@@ -4,15 +4,12 @@
 //! pods and containers that do not exist. Every check runs on a Bosun node and on an upstream
 //! kubelet node side by side: both must pass the same assertions.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use bosun_tests::pod::{Container, PodBuilder, condition_status, create, wait_pod};
 use bosun_tests::{
     Agent, AgentProcess, ClusterNode, Env, KubeletClient, admin_client, mint_client_cert,
-    wait_until,
 };
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -59,16 +56,6 @@ async fn run(mut cmd: Command, stdin: &[u8]) -> Run {
 
 async fn kubectl(args: &[&str], stdin: &[u8]) -> Run {
     run(kubectl_cmd(args), stdin).await
-}
-
-/// The node's kubelet port and the serving certificate to trust.
-fn endpoint(node: &ClusterNode) -> (SocketAddr, PathBuf) {
-    let ip = Env::cluster().var("NODE_IP").parse().expect("NODE_IP");
-    let crt = node.path().join("pki/kubelet.crt");
-    wait_until("serving certificate", Duration::from_secs(30), || {
-        crt.exists().then_some(())
-    });
-    (SocketAddr::new(ip, node.server_port()), crt)
 }
 
 /// A pod with a web server (`web`, busybox httpd on 8080) and a line echoer reading its stdin
@@ -250,7 +237,7 @@ async fn exec_attach_cp_run(agent: Agent) {
     );
 
     // The node port itself: /run, and the kubelet's answers for what does not exist.
-    let (addr, crt) = endpoint(&node);
+    let (addr, crt) = node.serving_endpoint();
     let certs = tempfile::tempdir().unwrap();
     let (admin_crt, admin_key) =
         mint_client_cert(certs.path(), "bosun-test-admin", &["system:masters"]);
