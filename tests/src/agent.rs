@@ -64,29 +64,8 @@ impl Agent {
         secs: u64,
     ) -> AgentProcess {
         let mut proc = self.start(node);
-        let nodes: Api<Node> = Api::all(client.clone());
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(status) = proc.exited() {
-                panic!(
-                    "{} exited ({status}); log: {}",
-                    self.name(),
-                    proc.log().display()
-                );
-            }
-            if let Ok(Some(n)) = nodes.get_opt(&node.name).await
-                && node_ready(&n)
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {} not Ready under {} after {secs} s; log: {}",
-                node.name,
-                self.name(),
-                proc.log().display()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Err(e) = proc.wait_ready(node, client, secs).await {
+            panic!("{e}");
         }
         proc
     }
@@ -138,6 +117,43 @@ impl AgentProcess {
         match self {
             AgentProcess::Bosun(b) => &b.log,
             AgentProcess::Kubelet(k) => &k.log,
+        }
+    }
+
+    /// Waits up to `secs` for `node`'s Ready condition; an error when this agent exits first or
+    /// the time runs out (naming its log).
+    pub async fn wait_ready(
+        &mut self,
+        node: &ClusterNode,
+        client: &kube::Client,
+        secs: u64,
+    ) -> Result<(), String> {
+        let who = match self {
+            AgentProcess::Bosun(_) => Agent::Bosun.name(),
+            AgentProcess::Kubelet(_) => Agent::Kubelet.name(),
+        };
+        let nodes: Api<Node> = Api::all(client.clone());
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.exited() {
+                return Err(format!(
+                    "{who} exited ({status}); log: {}",
+                    self.log().display()
+                ));
+            }
+            if let Ok(Some(n)) = nodes.get_opt(&node.name).await
+                && node_ready(&n)
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "node {} not Ready under {who} after {secs} s; log: {}",
+                    node.name,
+                    self.log().display()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
@@ -18,7 +18,7 @@ use super::{floor, scrape};
 use crate::{ClusterNode, Env, NodeOptions, admin_client};
 
 pub use crate::agent::Agent;
-use crate::agent::{AgentProcess as Process, node_ready};
+use crate::agent::AgentProcess as Process;
 
 /// Sizes and durations of a run.
 #[derive(Debug, Clone)]
@@ -430,33 +430,10 @@ pub async fn start_until_ready<'a>(
 ) -> anyhow::Result<&'a mut Process> {
     *process = Some(agent.start(node));
     let proc = process.as_mut().expect("just set");
-    let nodes: Api<Node> = Api::all(client.clone());
-    let ready_deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(status) = proc.exited() {
-            bail!(
-                "{} exited ({status}); log: {}",
-                agent.name(),
-                proc.log().display()
-            );
-        }
-        if nodes
-            .get_opt(&node.name)
-            .await?
-            .as_ref()
-            .is_some_and(node_ready)
-        {
-            return Ok(proc);
-        }
-        if Instant::now() > ready_deadline {
-            bail!(
-                "node {} not Ready after 120 s; log: {}",
-                node.name,
-                proc.log().display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    proc.wait_ready(node, client, 120)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    Ok(proc)
 }
 
 /// Deletes every pod of the namespace at once and waits (up to `timeout`) for `names` to be gone
