@@ -41,6 +41,25 @@ async fn last_line(node: &bosun_tests::ClusterNode, name: &str, uid: &str, c: &s
         .to_string()
 }
 
+/// Waits up to 30 s for the `inplace` container of pod `name` to print `want` (its cgroup's cpu
+/// quota and memory limit); returns the line.
+async fn inplace_line_becomes(
+    node: &bosun_tests::ClusterNode,
+    name: &str,
+    uid: &str,
+    want: &str,
+) -> String {
+    wait_until_async(
+        &format!("the limits {want:?} inside"),
+        Duration::from_secs(30),
+        || async {
+            let l = last_line(node, name, uid, "inplace").await;
+            (l == want).then_some(l)
+        },
+    )
+    .await
+}
+
 /// True when the pod's status caught up with its spec and no resize is pending or in progress.
 fn settled(p: &Pod) -> bool {
     let s = p.status.as_ref();
@@ -171,11 +190,7 @@ async fn observe(agent: Agent) -> BTreeMap<String, String> {
     .await;
     facts.insert("after.inplace".into(), resources_fact(&done, "inplace"));
     facts.insert("after.restart".into(), resources_fact(&done, "restart"));
-    let line = wait_until_async("the new limits inside", Duration::from_secs(30), || async {
-        let l = last_line(&node, &name, &uid, "inplace").await;
-        (l == "30000 100663296").then_some(l)
-    })
-    .await;
+    let line = inplace_line_becomes(&node, &name, &uid, "30000 100663296").await;
     facts.insert("after.inplace.cgroup".into(), line);
     // The kubelet can record a ResizeCompleted for the old resources first: its pod worker
     // syncing the pod as it was while the resize is allocated (the race its SyncPod notes).
@@ -269,15 +284,7 @@ async fn observe(agent: Agent) -> BTreeMap<String, String> {
     })
     .await;
     facts.insert("resumed.inplace".into(), resources_fact(&done, "inplace"));
-    let line = wait_until_async(
-        "the last limits inside",
-        Duration::from_secs(30),
-        || async {
-            let l = last_line(&node, &name, &uid, "inplace").await;
-            (l == "40000 100663296").then_some(l)
-        },
-    )
-    .await;
+    let line = inplace_line_becomes(&node, &name, &uid, "40000 100663296").await;
     facts.insert("resumed.inplace.cgroup".into(), line);
 
     // Shrink both limits below where they started, in place.
@@ -302,15 +309,7 @@ async fn observe(agent: Agent) -> BTreeMap<String, String> {
             .and_then(|s| s.qos_class.clone())
             .unwrap_or_default(),
     );
-    let line = wait_until_async(
-        "the shrunk limits inside",
-        Duration::from_secs(30),
-        || async {
-            let l = last_line(&node, &name, &uid, "inplace").await;
-            (l == "10000 50331648").then_some(l)
-        },
-    )
-    .await;
+    let line = inplace_line_becomes(&node, &name, &uid, "10000 50331648").await;
     facts.insert("shrunk.inplace.cgroup".into(), line);
 
     // A regular init container, finished: the API server takes its resize only on a node that
