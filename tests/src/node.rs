@@ -290,6 +290,15 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Mount points strictly under `dir` (not `dir` itself, which may be the agent's own bind mount
+/// of its root dir).
+pub fn mounts_below(dir: &Path) -> Vec<String> {
+    mounts_under(dir)
+        .into_iter()
+        .filter(|m| Path::new(m) != dir)
+        .collect()
+}
+
 /// Cgroups at and below `root` (e.g. `/bosun-br3`) in the memory hierarchy (cgroup v1) or the
 /// unified one (v2).
 pub fn cgroups_under(root: &str) -> u64 {

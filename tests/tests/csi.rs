@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use bosun_tests::pod::{Container, PodBuilder, container_output, create, delete_and_wait_gone};
 use bosun_tests::{
-    Agent, BosunNode, ClusterNode, KubeletClient, admin_client, wait_until, wait_until_async,
+    Agent, BosunNode, ClusterNode, KubeletClient, admin_client, mounts_below, wait_until,
+    wait_until_async,
 };
 use k8s_openapi::api::core::v1::{Event, Node, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::{CSIDriver, CSINode};
@@ -196,18 +197,6 @@ async fn csinode_driver(
     let api: Api<CSINode> = Api::all(client.clone());
     let n = api.get_opt(node).await.ok()??;
     n.spec.drivers.into_iter().find(|d| d.name == driver)
-}
-
-/// Mount points under `dir` (not `dir` itself: both agents bind-mount their root dir on itself
-/// when it is not on a shared mount, see [`root_is_a_shared_mount`]).
-fn mounts_under(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| Path::new(m).starts_with(dir) && Path::new(m) != dir)
-        .map(str::to_string)
-        .collect()
 }
 
 /// Whether `root` is a mount point in a shared peer group (the kubelet's MakeRShared: this
@@ -463,7 +452,7 @@ async fn a_claimed_volume_keeps_its_data_across_pods() {
             global.join("globalmount").display()
         )]
     );
-    assert_eq!(mounts_under(&root), Vec::<String>::new(), "left mounted");
+    assert_eq!(mounts_below(&root), Vec::<String>::new(), "left mounted");
     assert!(!root.join("pods").join(&uid).exists(), "pod dir removed");
     assert!(!global.exists(), "global mount dir removed");
 
@@ -480,7 +469,7 @@ async fn a_claimed_volume_keeps_its_data_across_pods() {
     .await;
     delete_and_wait_gone(&t.pods, &[&reader], 60).await;
     assert_eq!(driver.calls_of("NodeUnstageVolume").len(), 2);
-    assert_eq!(mounts_under(&root), Vec::<String>::new(), "left mounted");
+    assert_eq!(mounts_below(&root), Vec::<String>::new(), "left mounted");
 
     driver.stop();
     wait_until_async(
@@ -592,7 +581,7 @@ async fn ephemeral_volumes_live_and_die_with_their_pod() {
     delete_and_wait_gone(&t.pods, &[&pod_name], 60).await;
     assert_eq!(driver.calls_of("NodeUnpublishVolume").len(), 2);
     assert_eq!(driver.calls_of("NodeUnstageVolume").len(), 1);
-    assert_eq!(mounts_under(&root), Vec::<String>::new(), "left mounted");
+    assert_eq!(mounts_below(&root), Vec::<String>::new(), "left mounted");
     t.finish();
 }
 
@@ -625,7 +614,7 @@ async fn volumes_of_a_pod_deleted_while_bosun_was_down_are_torn_down() {
     create(&t.pods, &pod.build()).await;
     let uid = bosun_tests::pod::running_uid(&t.pods, &pod_name, 90).await;
     let root = t.node.path().join("root");
-    assert_eq!(mounts_under(&root).len(), 2, "staged and published");
+    assert_eq!(mounts_below(&root).len(), 2, "staged and published");
 
     let (_, code) = t.bosun.terminate(Duration::from_secs(10));
     assert_eq!(code, Some(0));
@@ -637,7 +626,7 @@ async fn volumes_of_a_pod_deleted_while_bosun_was_down_are_torn_down() {
     bosun_tests::pod::wait_gone(&t.pods, &[&pod_name], 90).await;
     assert_eq!(driver.calls_of("NodeUnpublishVolume").len(), 1);
     assert_eq!(driver.calls_of("NodeUnstageVolume").len(), 1);
-    assert_eq!(mounts_under(&root), Vec::<String>::new(), "left mounted");
+    assert_eq!(mounts_below(&root), Vec::<String>::new(), "left mounted");
     assert!(!root.join("pods").join(&uid).exists(), "pod dir removed");
     let _ = Api::<PersistentVolumeClaim>::namespaced(client.clone(), "default")
         .delete(&claim, &DeleteParams::default())
@@ -902,7 +891,7 @@ async fn a_resized_claim_is_grown_on_the_node() {
     }
     assert_eq!(driver.calls_of("NodeExpandVolume").len(), 1, "grown once");
     delete_and_wait_gone(&t.pods, &[&pod_name, &ro_name], 60).await;
-    assert_eq!(mounts_under(&root), Vec::<String>::new(), "left mounted");
+    assert_eq!(mounts_below(&root), Vec::<String>::new(), "left mounted");
     t.finish();
 }
 
@@ -988,7 +977,7 @@ async fn after_delete(
     let pod_dir = root.join("pods").join(uid);
     settled(Duration::from_secs(60), || {
         driver.calls_of("NodeUnstageVolume").len() >= unstages
-            && mounts_under(root).is_empty()
+            && mounts_below(root).is_empty()
             && !pod_dir.exists()
             && !global.exists()
     })
@@ -1000,7 +989,7 @@ async fn after_delete(
         ),
         (
             format!("{}: mounted under the root", masks.apply(pod)),
-            format!("{:?}", mounts_under(root)),
+            format!("{:?}", mounts_below(root)),
         ),
         (
             format!("{}: pod dir left", masks.apply(pod)),
@@ -1140,7 +1129,7 @@ async fn claimed_volume_facts(agent: Agent) -> Vec<(String, String)> {
         .join(&pv);
     facts.push(("pod vol_data.json".into(), vol_data(&vol_dir, &masks)));
     facts.push(("global vol_data.json".into(), vol_data(&global, &masks)));
-    let mut mounted: Vec<String> = mounts_under(&root).iter().map(|m| masks.apply(m)).collect();
+    let mut mounted: Vec<String> = mounts_below(&root).iter().map(|m| masks.apply(m)).collect();
     mounted.sort();
     facts.push(("mounted while the writer runs".into(), mounted.join(" ")));
     let seen = Seen {
@@ -1294,7 +1283,7 @@ async fn bosun_killed_inside(rpc: &str, delete_while_down: bool) {
         );
         // The interrupted call made again, finding its mount there: staged and published once.
         assert_eq!(driver.calls_of(rpc).len(), 2, "{rpc} made again");
-        let mut mounted = mounts_under(&root);
+        let mut mounted = mounts_below(&root);
         mounted.sort();
         let want = [&staging, &target].map(|p| p.display().to_string());
         assert_eq!(mounted, want, "mounts while the pod runs");
@@ -1307,7 +1296,7 @@ async fn bosun_killed_inside(rpc: &str, delete_while_down: bool) {
         driver.calls_of("NodeUnpublishVolume"),
         [format!("NodeUnpublishVolume {handle} {}", target.display())]
     );
-    assert_eq!(mounts_under(&root), Vec::<String>::new(), "left mounted");
+    assert_eq!(mounts_below(&root), Vec::<String>::new(), "left mounted");
     assert!(!pod_dir.exists(), "pod dir removed");
     assert!(!global.exists(), "global mount dir removed");
     let _ = Api::<PersistentVolumeClaim>::namespaced(client.clone(), "default")

@@ -148,6 +148,21 @@ async fn listed_widgets(root: &Path, pod: &str, container: &str) -> (Vec<String>
     (held, free)
 }
 
+/// Waits up to 30 s for the `app` container of pod `name` to have printed something that
+/// satisfies `done`; returns all it printed.
+async fn app_output(logs: &Path, name: &str, uid: &str, done: impl Fn(&str) -> bool) -> String {
+    wait_until_async(
+        &format!("the output of {name}"),
+        Duration::from_secs(30),
+        || async {
+            let o = container_output(logs, "default", name, uid, "app");
+            done(&o).then_some(o)
+        },
+    )
+    .await
+}
+
+/// A pod on `node` whose `app` container runs `script` with `count` widgets requested and limited.
 fn widget_pod(node: &ClusterNode, name: &str, count: u32, script: &str) -> PodBuilder {
     PodBuilder::new(name)
         .node(&node.name)
@@ -173,11 +188,7 @@ async fn devices_of_a_plugin_are_counted_allocated_and_kept_across_a_restart() {
     create(&t.pods, &widget_pod(&t.node, &first, 1, script).build()).await;
     let uid = bosun_tests::pod::running_uid(&t.pods, &first, 90).await;
     let logs = t.node.path().join("pods");
-    let out = wait_until_async("the pod's output", Duration::from_secs(30), || async {
-        let o = container_output(&logs, "default", &first, &uid, "app");
-        o.contains("widget w0").then_some(o)
-    })
-    .await;
+    let out = app_output(&logs, &first, &uid, |o| o.contains("widget w0")).await;
     assert_eq!(out, "ids=w0\nwidget w0\n");
     assert_eq!(plugin.calls("Allocate"), ["Allocate w0"]);
     let root = t.node.path().join("root");
@@ -255,15 +266,7 @@ async fn devices_of_a_plugin_are_counted_allocated_and_kept_across_a_restart() {
     )
     .await;
     let uid3 = bosun_tests::pod::running_uid(&t.pods, &third, 90).await;
-    let out = wait_until_async(
-        "the third pod's output",
-        Duration::from_secs(30),
-        || async {
-            let o = container_output(&logs, "default", &third, &uid3, "app");
-            (!o.is_empty()).then_some(o)
-        },
-    )
-    .await;
+    let out = app_output(&logs, &third, &uid3, |o| !o.is_empty()).await;
     assert_eq!(
         out, "ids=w1\n",
         "the device left is given, not the held one"
@@ -278,11 +281,7 @@ async fn devices_of_a_plugin_are_counted_allocated_and_kept_across_a_restart() {
     )
     .await;
     let uid4 = bosun_tests::pod::running_uid(&t.pods, &both, 90).await;
-    let out = wait_until_async("the last pod's output", Duration::from_secs(30), || async {
-        let o = container_output(&logs, "default", &both, &uid4, "app");
-        (!o.is_empty()).then_some(o)
-    })
-    .await;
+    let out = app_output(&logs, &both, &uid4, |o| !o.is_empty()).await;
     assert_eq!(out, "ids=w0,w1\n");
     let (held, _) = listed_widgets(&root, &both, "app").await;
     assert_eq!(held, ["w0", "w1"]);
@@ -308,11 +307,7 @@ async fn a_plugin_registered_through_the_plugin_watcher_and_gone() {
     .await;
     let uid = bosun_tests::pod::running_uid(&t.pods, &pod, 90).await;
     let logs = t.node.path().join("pods");
-    let out = wait_until_async("the pod's output", Duration::from_secs(30), || async {
-        let o = container_output(&logs, "default", &pod, &uid, "app");
-        (!o.is_empty()).then_some(o)
-    })
-    .await;
+    let out = app_output(&logs, &pod, &uid, |o| !o.is_empty()).await;
     assert_eq!(out, "ids=w0\n");
 
     // The plugin goes away: capacity kept (the kubelet's grace period), nothing allocatable.
