@@ -14,6 +14,7 @@ pub mod kubelet;
 pub mod logind;
 pub mod metrics_server;
 pub mod node;
+pub mod plugin_registration;
 pub mod pod;
 pub mod prom;
 pub mod proxy;

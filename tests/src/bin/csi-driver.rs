@@ -21,12 +21,14 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 use bosun_proto::csi_v1 as csi;
 use bosun_proto::pluginregistration_v1 as reg;
+use bosun_tests::plugin_registration::{Call, Registrar, listen};
 use csi::identity_server::{Identity, IdentityServer};
 use csi::node_server::{Node, NodeServer};
-use reg::registration_server::{Registration, RegistrationServer};
+use reg::registration_server::RegistrationServer;
 use tonic::{Request, Response, Status};
 
 /// The topology key the driver reports (NodeGetInfo's accessible_topology).
@@ -368,39 +370,6 @@ where
     }
 }
 
-struct Registrar {
-    driver: Driver,
-    endpoint: String,
-}
-
-#[tonic::async_trait]
-impl Registration for Registrar {
-    async fn get_info(
-        &self,
-        _: Request<reg::InfoRequest>,
-    ) -> Result<Response<reg::PluginInfo>, Status> {
-        self.driver.record("GetInfo".into());
-        Ok(Response::new(reg::PluginInfo {
-            r#type: "CSIPlugin".into(),
-            name: self.driver.name.clone(),
-            endpoint: self.endpoint.clone(),
-            supported_versions: vec!["1.0.0".into()],
-        }))
-    }
-
-    async fn notify_registration_status(
-        &self,
-        r: Request<reg::RegistrationStatus>,
-    ) -> Result<Response<reg::RegistrationStatusResponse>, Status> {
-        let r = r.into_inner();
-        self.driver.record(format!(
-            "NotifyRegistrationStatus registered={} error={:?}",
-            r.plugin_registered, r.error
-        ));
-        Ok(Response::new(reg::RegistrationStatusResponse {}))
-    }
-}
-
 /// Relays connections to the registration socket on to the registration server at `inner`,
 /// with each request's `:authority` made `localhost`: the kubelet's plugin manager dials the
 /// socket with grpc-go and no WithAuthority, so its requests carry the socket's path there, which
@@ -511,16 +480,6 @@ fn with_local_authority(block: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn listen(path: &Path) -> std::io::Result<tokio_stream::wrappers::UnixListenerStream> {
-    let _ = std::fs::remove_file(path);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    Ok(tokio_stream::wrappers::UnixListenerStream::new(
-        tokio::net::UnixListener::bind(path)?,
-    ))
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let mut flags: HashMap<String, String> = HashMap::new();
@@ -559,9 +518,22 @@ async fn main() -> anyhow::Result<()> {
         .add_service(IdentityServer::new(driver.clone()))
         .add_service(Detached(NodeServer::new(driver.clone())))
         .serve_with_incoming(csi_incoming);
+    let recorder = driver.clone();
     let registrar = Registrar {
-        driver: driver.clone(),
-        endpoint: endpoint.display().to_string(),
+        info: reg::PluginInfo {
+            r#type: "CSIPlugin".into(),
+            name: driver.name.clone(),
+            endpoint: endpoint.display().to_string(),
+            supported_versions: vec!["1.0.0".into()],
+        },
+        record: Arc::new(move |call| {
+            recorder.record(match call {
+                Call::GetInfo => "GetInfo".into(),
+                Call::Status { registered, error } => {
+                    format!("NotifyRegistrationStatus registered={registered} error={error:?}")
+                }
+            })
+        }),
     };
     let reg_server = tonic::transport::Server::builder()
         .add_service(RegistrationServer::new(registrar))

@@ -20,13 +20,15 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bosun_proto::deviceplugin_v1beta1 as dp;
 use bosun_proto::pluginregistration_v1 as reg;
+use bosun_tests::plugin_registration::{Call, Registrar, listen};
 use dp::device_plugin_server::{DevicePlugin, DevicePluginServer};
 use hyper_util::rt::TokioIo;
-use reg::registration_server::{Registration, RegistrationServer};
+use reg::registration_server::RegistrationServer;
 use tokio::sync::watch;
 use tonic::transport::{Endpoint, Uri};
 use tonic::{Request, Response, Status};
@@ -129,42 +131,6 @@ impl DevicePlugin for Plugin {
     }
 }
 
-/// The plugin registration service of `--via registry`.
-struct Registrar {
-    plugin: Plugin,
-    resource: String,
-    endpoint: String,
-}
-
-#[tonic::async_trait]
-impl Registration for Registrar {
-    async fn get_info(
-        &self,
-        _: Request<reg::InfoRequest>,
-    ) -> Result<Response<reg::PluginInfo>, Status> {
-        Ok(Response::new(reg::PluginInfo {
-            r#type: "DevicePlugin".into(),
-            name: self.resource.clone(),
-            endpoint: self.endpoint.clone(),
-            supported_versions: vec!["v1beta1".into()],
-        }))
-    }
-
-    async fn notify_registration_status(
-        &self,
-        req: Request<reg::RegistrationStatus>,
-    ) -> Result<Response<reg::RegistrationStatusResponse>, Status> {
-        let s = req.into_inner();
-        if s.plugin_registered {
-            self.plugin.record("Registered".into());
-        } else {
-            self.plugin
-                .record(format!("RegistrationFailed {}", s.error));
-        }
-        Ok(Response::new(reg::RegistrationStatusResponse {}))
-    }
-}
-
 /// `--via registry`: serves the plugin and its registration socket until SIGTERM.
 async fn serve_via_registry(
     plugin: Plugin,
@@ -178,14 +144,22 @@ async fn serve_via_registry(
     std::fs::create_dir_all(&reg_dir)?;
     let reg_socket = reg_dir.join("widget-reg.sock");
     let server = serve(&socket, plugin.clone())?;
-    let _ = std::fs::remove_file(&reg_socket);
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(tokio::net::UnixListener::bind(
-        &reg_socket,
-    )?);
+    let incoming = listen(&reg_socket)?;
+    let recorder = plugin.clone();
     let registrar = Registrar {
-        plugin: plugin.clone(),
-        resource,
-        endpoint: socket.display().to_string(),
+        info: reg::PluginInfo {
+            r#type: "DevicePlugin".into(),
+            name: resource,
+            endpoint: socket.display().to_string(),
+            supported_versions: vec!["v1beta1".into()],
+        },
+        record: Arc::new(move |call| match call {
+            Call::GetInfo => {}
+            Call::Status {
+                registered: true, ..
+            } => recorder.record("Registered".into()),
+            Call::Status { error, .. } => recorder.record(format!("RegistrationFailed {error}")),
+        }),
     };
     let reg_server = tokio::spawn(
         tonic::transport::Server::builder()
@@ -258,9 +232,7 @@ async fn register(kubelet_sock: &Path, resource: &str) -> anyhow::Result<()> {
 
 /// Binds the plugin's socket and serves it in a task.
 fn serve(socket: &Path, plugin: Plugin) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let _ = std::fs::remove_file(socket);
-    let listener = tokio::net::UnixListener::bind(socket)?;
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let incoming = listen(socket)?;
     Ok(tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .add_service(DevicePluginServer::new(plugin))
