@@ -1038,6 +1038,21 @@ fn cis_kubelet_benchmark_items_pass_on_the_systemd_node() {
     let (admin_crt, admin_key) =
         bosun_tests::mint_client_cert(certs.path(), "bosun-test-admin", &["system:masters"]);
     let (nobody_crt, nobody_key) = bosun_tests::mint_client_cert(certs.path(), "cis-nobody", &[]);
+    // The certificates are valid from the host's second of minting; the TCG guest's clock can lag
+    // the host's under load, and bosun (as the kubelet's x509 authenticator) takes a certificate
+    // not yet valid for no certificate: a 401. So the guest's clock must reach that second first.
+    let minted = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let guest = bosun_tests::wait_until(
+        "the guest's clock past the certificates' notBefore",
+        Duration::from_secs(60),
+        || {
+            let guest: u64 = vm.sh("date +%s").trim().parse().ok()?;
+            (guest > minted).then_some(guest)
+        },
+    );
+    eprintln!("cis: certificates minted at {minted} (host), the guest's clock at {guest}");
     let client = |c: Option<(&std::path::Path, &std::path::Path)>| {
         bosun_tests::KubeletClient::new(addr, &crt, c).with_server_name("vm")
     };
