@@ -108,14 +108,15 @@ pub async fn connect(
     Ok(Some(standard_client(config)?))
 }
 
-/// The rest client metrics layer (`rest_client_requests_total`) for the config's API server.
+/// The rest client metrics layer (`rest_client_requests_total`) for the config's API server,
+/// which also tells [`reachability`] of every outcome.
 fn metrics_layer(config: &kube::Config) -> crate::metrics::rest::RestMetricsLayer {
     let host = config
         .cluster_url
         .authority()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    crate::metrics::rest::RestMetricsLayer::new(host)
+    crate::metrics::rest::RestMetricsLayer::new(host, reachability::observe)
 }
 
 /// kube's own client stack, with the request metrics.
@@ -123,7 +124,6 @@ fn standard_client(config: kube::Config) -> Result<kube::Client, ClientError> {
     let layer = metrics_layer(&config);
     Ok(kube::client::ClientBuilder::try_from(config)?
         .with_layer(&layer)
-        .with_layer(&reachability::ReachabilityLayer)
         .build())
 }
 
@@ -321,7 +321,6 @@ fn rotating_client(
     let connections = Connections::new(builder.enable_http1().wrap_connector(http));
     let service = ServiceBuilder::new()
         .layer(metrics_layer(&config))
-        .layer(reachability::ReachabilityLayer)
         .layer(config.base_uri_layer())
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)

@@ -9,12 +9,8 @@
 
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll};
 
-use futures::future::BoxFuture;
-use http::{Request, Response, StatusCode};
 use tokio::sync::Notify;
-use tower::{Layer, Service};
 
 /// The API server's reachability as the agent's requests see it.
 #[derive(Debug, Default)]
@@ -63,55 +59,15 @@ pub fn global() -> &'static Reachability {
     &GLOBAL
 }
 
-/// True when a response is the server's own (a gateway saying the server is away is not).
-fn answered(status: StatusCode) -> bool {
-    !matches!(
-        status,
-        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
-    )
+/// Feeds one request's outcome to [`global`]: `code` is the response's status, None when no
+/// response came (a connection error). A gateway saying the server is away is no answer.
+pub fn observe(code: Option<u16>) {
+    global().observe(code.is_some_and(answered));
 }
 
-/// Feeds every request's outcome to [`global`].
-#[derive(Clone, Copy, Default)]
-pub struct ReachabilityLayer;
-
-impl<S> Layer<S> for ReachabilityLayer {
-    type Service = Observed<S>;
-
-    fn layer(&self, inner: S) -> Observed<S> {
-        Observed { inner }
-    }
-}
-
-/// The service of [`ReachabilityLayer`].
-#[derive(Clone)]
-pub struct Observed<S> {
-    inner: S,
-}
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Observed<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    ResBody: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let r = fut.await;
-            global().observe(r.as_ref().is_ok_and(|r| answered(r.status())));
-            r
-        })
-    }
+/// True when a response with `status` is the server's own.
+fn answered(status: u16) -> bool {
+    !matches!(status, 502..=504)
 }
 
 #[cfg(test)]
@@ -152,9 +108,11 @@ mod tests {
 
     #[test]
     fn gateway_errors_are_not_answers() {
-        assert!(answered(StatusCode::OK));
-        assert!(answered(StatusCode::FORBIDDEN));
-        assert!(answered(StatusCode::INTERNAL_SERVER_ERROR));
-        assert!(!answered(StatusCode::SERVICE_UNAVAILABLE));
+        assert!(answered(200));
+        assert!(answered(403));
+        assert!(answered(500));
+        assert!(!answered(502));
+        assert!(!answered(503));
+        assert!(!answered(504));
     }
 }

@@ -1,5 +1,6 @@
 //! `rest_client_requests_total`: a tower layer on the API client counting every request by
-//! status code, method and host, as client-go's metrics do.
+//! status code, method and host, as client-go's metrics do; it also hands each outcome to an
+//! observer the client gives it (the API server's reachability).
 
 use std::task::{Context, Poll};
 
@@ -7,16 +8,23 @@ use futures::future::BoxFuture;
 use http::{Request, Response};
 use tower::{Layer, Service};
 
+/// Told of each request's outcome: the response's status code, None when none came.
+pub type Observer = fn(Option<u16>);
+
 /// Counts the requests of the service it wraps.
 #[derive(Clone)]
 pub struct RestMetricsLayer {
     host: String,
+    observer: Observer,
 }
 
 impl RestMetricsLayer {
-    /// Requests go to `host` (`127.0.0.1:6443`).
-    pub fn new(host: impl Into<String>) -> Self {
-        RestMetricsLayer { host: host.into() }
+    /// Requests go to `host` (`127.0.0.1:6443`); `observer` sees each outcome too.
+    pub fn new(host: impl Into<String>, observer: Observer) -> Self {
+        RestMetricsLayer {
+            host: host.into(),
+            observer,
+        }
     }
 }
 
@@ -27,6 +35,7 @@ impl<S> Layer<S> for RestMetricsLayer {
         RestMetrics {
             inner,
             host: self.host.clone(),
+            observer: self.observer,
         }
     }
 }
@@ -36,6 +45,7 @@ impl<S> Layer<S> for RestMetricsLayer {
 pub struct RestMetrics<S> {
     inner: S,
     host: String,
+    observer: Observer,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RestMetrics<S>
@@ -56,11 +66,13 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let method = req.method().to_string();
         let host = self.host.clone();
+        let observer = self.observer;
         let fut = self.inner.call(req);
         Box::pin(async move {
             let r = fut.await;
             let code = r.as_ref().ok().map(|r| r.status().as_u16());
             super::global().observe_api_request(&method, &host, code);
+            observer(code);
             r
         })
     }
