@@ -30,7 +30,7 @@ pub use cluster::{ClusterNode, NodeOptions, admin_client, kubectl};
 pub use env::{Env, repo_root};
 pub use fixture::BosunNode;
 pub use kubelet::{KubeletClient, mint_client_cert};
-pub use node::{Containerd, cgroups_under, mounts_below, mounts_under};
+pub use node::{Containerd, cgroup_dirs_under, cgroups_under, mounts_below, mounts_under};
 pub use pod::{Container, PodBuilder};
 pub use proxy::FaultProxy;
 pub use standalone::StandaloneNode;

@@ -302,21 +302,26 @@ pub fn mounts_below(dir: &Path) -> Vec<String> {
 /// Cgroups at and below `root` (e.g. `/bosun-br3`) in the memory hierarchy (cgroup v1) or the
 /// unified one (v2).
 pub fn cgroups_under(root: &str) -> u64 {
+    cgroup_dirs_under(root).len() as u64
+}
+
+/// The directories of the cgroups at and below `root`, as [`cgroups_under`] counts them.
+pub fn cgroup_dirs_under(root: &str) -> Vec<PathBuf> {
     let rel = root.trim_start_matches('/');
     let top = ["/sys/fs/cgroup/memory", "/sys/fs/cgroup"]
         .iter()
         .map(|h| Path::new(h).join(rel))
         .find(|p| p.is_dir());
-    let Some(top) = top else { return 0 };
-    let mut n = 0;
+    let Some(top) = top else { return Vec::new() };
+    let mut found = Vec::new();
     let mut stack = vec![top];
     while let Some(dir) = stack.pop() {
-        n += 1;
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
                 stack.push(e.path());
             }
         }
+        found.push(dir);
     }
-    n
+    found
 }

@@ -2,7 +2,7 @@
 //! ssh, with bosun installed in it as systemd/README.md tells an operator.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -181,14 +181,7 @@ impl Vm {
         let share = self.share();
         std::fs::create_dir_all(share.join("systemd")).expect("share/systemd");
         let tmp = share.join(".bosun");
-        let stripped = Command::new("strip")
-            .arg("--strip-debug")
-            .arg("-o")
-            .arg(&tmp)
-            .arg(crate::bosun_bin())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !stripped {
+        if !strip_bosun(&tmp) {
             std::fs::copy(crate::bosun_bin(), &tmp).expect("copy bosun into the share");
         }
         std::fs::rename(&tmp, share.join("bosun")).expect("rename bosun");
@@ -352,6 +345,18 @@ fn readme_install_commands(readme: &str, guest_share: &str) -> String {
 /// `s` as one single-quoted shell word.
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Writes the binary under test without its debug info to `dest` (the share is slow for the
+/// 130 MB debug build); false when `strip` failed.
+pub fn strip_bosun(dest: &Path) -> bool {
+    Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(dest)
+        .arg(crate::bosun_bin())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use bosun_tests::bench::procfs::rss_kib;
 use bosun_tests::cluster::{audit_len, audit_requests};
 use bosun_tests::pod::{Container, PodBuilder, container_status, create, phase, running_uid};
-use bosun_tests::{Agent, AgentProcess, BosunNode, ClusterNode, mounts_under, wait_until_async};
+use bosun_tests::{
+    Agent, AgentProcess, BosunNode, ClusterNode, cgroup_dirs_under, mounts_under, wait_until_async,
+};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::DeleteParams;
@@ -1041,30 +1043,15 @@ fn kill_rounds() -> usize {
         .unwrap_or(6)
 }
 
-/// The pod cgroups (`pod<uid>`) under the node's cgroup root, in the memory hierarchy (cgroup
-/// v1) or the unified one (v2).
+/// The pod cgroups (`pod<uid>`) under the node's cgroup root.
 fn pod_cgroups(root: &str) -> Vec<std::path::PathBuf> {
-    let rel = root.trim_start_matches('/');
-    let Some(top) = ["/sys/fs/cgroup/memory", "/sys/fs/cgroup"]
-        .iter()
-        .map(|h| std::path::Path::new(h).join(rel))
-        .find(|p| p.is_dir())
-    else {
-        return Vec::new();
-    };
-    let mut found = Vec::new();
-    let mut stack = vec![top];
-    while let Some(dir) = stack.pop() {
-        for e in entries(&dir).into_iter().filter(|e| e.is_dir()) {
-            if e.file_name()
+    cgroup_dirs_under(root)
+        .into_iter()
+        .filter(|d| {
+            d.file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with("pod"))
-            {
-                found.push(e.clone());
-            }
-            stack.push(e);
-        }
-    }
-    found
+        })
+        .collect()
 }
 
 /// The entries of `dir` (none when it does not exist).

@@ -122,6 +122,19 @@ async fn resize(api: &Api<Pod>, name: &str, patch: serde_json::Value) -> Pod {
     .expect("resize")
 }
 
+/// Patches the pod's `resize` subresource with `patch`, then waits up to 90 s for `done` (the
+/// resize carried out, `what`); returns the pod then.
+async fn resize_until(
+    api: &Api<Pod>,
+    name: &str,
+    patch: serde_json::Value,
+    what: &str,
+    done: impl Fn(&Pod) -> bool,
+) -> Pod {
+    resize(api, name, patch).await;
+    wait_pod(api, name, what, 90, |p| done(p).then(|| p.clone())).await
+}
+
 /// Runs the scenario on a new node of `agent`; what a user sees at each step.
 async fn observe(agent: Agent) -> BTreeMap<String, String> {
     let client = admin_client().await;
@@ -171,7 +184,7 @@ async fn observe(agent: Agent) -> BTreeMap<String, String> {
     facts.insert("before.inplace.cgroup".into(), cgroup);
 
     // Grow cpu and memory of both: in place for one, by a restart for the other.
-    resize(
+    let done = resize_until(
         &api,
         &name,
         json!({"spec": {"containers": [
@@ -180,13 +193,13 @@ async fn observe(agent: Agent) -> BTreeMap<String, String> {
             {"name": "restart", "resources": {"requests": {"cpu": "200m", "memory": "80Mi"},
                                               "limits": {"cpu": "200m", "memory": "80Mi"}}}
         ]}}),
+        "the resize carried out",
+        |p| {
+            settled(p)
+                && container_status(p, "restart")
+                    .is_some_and(|s| s.restart_count == 1 && is_running(Some(s)))
+        },
     )
-    .await;
-    let done = wait_pod(&api, &name, "the resize carried out", 90, |p| {
-        let restarted = container_status(p, "restart")
-            .is_some_and(|s| s.restart_count == 1 && is_running(Some(s)));
-        (settled(p) && restarted).then(|| p.clone())
-    })
     .await;
     facts.insert("after.inplace".into(), resources_fact(&done, "inplace"));
     facts.insert("after.restart".into(), resources_fact(&done, "restart"));
@@ -288,18 +301,16 @@ async fn observe(agent: Agent) -> BTreeMap<String, String> {
     facts.insert("resumed.inplace.cgroup".into(), line);
 
     // Shrink both limits below where they started, in place.
-    resize(
+    let done = resize_until(
         &api,
         &name,
         json!({"spec": {"containers": [
             {"name": "inplace", "resources": {"requests": {"cpu": "100m", "memory": "48Mi"},
                                               "limits": {"cpu": "100m", "memory": "48Mi"}}}
         ]}}),
+        "the shrink carried out",
+        settled,
     )
-    .await;
-    let done = wait_pod(&api, &name, "the shrink carried out", 90, |p| {
-        settled(p).then(|| p.clone())
-    })
     .await;
     facts.insert("shrunk.inplace".into(), resources_fact(&done, "inplace"));
     facts.insert(
@@ -314,18 +325,16 @@ async fn observe(agent: Agent) -> BTreeMap<String, String> {
 
     // A regular init container, finished: the API server takes its resize only on a node that
     // declares InPlacePodVerticalScalingInitContainers; it is allocated with nothing to apply.
-    resize(
+    let done = resize_until(
         &api,
         &name,
         json!({"spec": {"initContainers": [
             {"name": "init", "resources": {"requests": {"cpu": "60m", "memory": "16Mi"},
                                            "limits": {"cpu": "60m", "memory": "16Mi"}}}
         ]}}),
+        "the init container resized",
+        settled,
     )
-    .await;
-    let done = wait_pod(&api, &name, "the init container resized", 90, |p| {
-        settled(p).then(|| p.clone())
-    })
     .await;
     let init = bosun_tests::pod::init_status(&done, "init").expect("init status");
     facts.insert(

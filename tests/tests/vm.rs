@@ -1250,14 +1250,7 @@ fn kubeadm_join_with_the_package_makes_a_ready_node_and_reset_cleans_up() {
     let g = vm.var("BOSUN_VM_GUEST_SHARE").to_string();
     // The package, from the binary under test without its debug info (the share is slow).
     let stripped = share.join(".bosun-deb");
-    let ok = std::process::Command::new("strip")
-        .arg("--strip-debug")
-        .arg("-o")
-        .arg(&stripped)
-        .arg(bosun_tests::bosun_bin())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "strip bosun");
+    assert!(bosun_tests::vm::strip_bosun(&stripped), "strip bosun");
     let debs = share.join("deb");
     let _ = std::fs::remove_dir_all(&debs);
     let out = std::process::Command::new(bosun_tests::repo_root().join("packaging/deb/build"))
