@@ -20,8 +20,7 @@ fn main() -> ExitCode {
     for w in &cfg.warnings {
         tracing::warn!("config: {w}");
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

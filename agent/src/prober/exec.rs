@@ -21,8 +21,8 @@ pub fn go_duration(d: Duration) -> String {
 }
 
 /// Runs `cmd` in container `id`.
-pub async fn probe(cri: &CriClient, id: &str, cmd: Vec<String>, timeout: Duration) -> ProbeResult {
-    match cri.exec_sync(id, cmd.clone(), timeout).await {
+pub async fn probe(cri: &CriClient, id: &str, cmd: &[String], timeout: Duration) -> ProbeResult {
+    match cri.exec_sync(id, cmd.to_vec(), timeout).await {
         Ok(out) => {
             let mut data = out.stdout;
             data.extend(out.stderr);

@@ -132,8 +132,11 @@ pub fn headers(get: &HTTPGetAction) -> Result<HeaderMap, String> {
         h.append(name, value);
     }
     if !h.contains_key(header::USER_AGENT) {
-        let ua = HeaderValue::from_str(&user_agent()).map_err(|e| e.to_string())?;
-        h.insert(header::USER_AGENT, ua);
+        static UA: std::sync::OnceLock<Option<HeaderValue>> = std::sync::OnceLock::new();
+        let ua = UA.get_or_init(|| HeaderValue::from_str(&user_agent()).ok());
+        if let Some(ua) = ua {
+            h.insert(header::USER_AGENT, ua.clone());
+        }
     }
     match h.get(header::ACCEPT).map(|v| v.is_empty()) {
         None => {

@@ -53,9 +53,9 @@ pub struct ProbeRequest {
     /// The container's spec (named ports).
     pub container: Arc<Container>,
     /// CRI id of the container instance.
-    pub container_id: String,
+    pub container_id: Arc<str>,
     /// The pod's IP (the host of httpGet, tcpSocket and grpc without one).
-    pub pod_ip: String,
+    pub pod_ip: Arc<str>,
 }
 
 /// A boxed probe future.
@@ -89,12 +89,10 @@ impl Runner for Handlers {
         let (cri, http) = (self.cri.clone(), self.http.clone());
         Box::pin(async move {
             match &req.spec.handler {
-                Handler::Exec(cmd) => {
-                    exec::probe(&cri, &req.container_id, cmd.clone(), timeout).await
-                }
+                Handler::Exec(cmd) => exec::probe(&cri, &req.container_id, cmd, timeout).await,
                 Handler::Http(get) => http.probe(get, &req.container, &req.pod_ip, timeout).await,
                 Handler::Tcp { host, port } => {
-                    let host = if host.is_empty() { &req.pod_ip } else { host };
+                    let host: &str = if host.is_empty() { &req.pod_ip } else { host };
                     match crate::prober::http::resolve_port(port, &req.container) {
                         Ok(port) => tcp::probe(host, port, timeout).await,
                         Err(e) => ProbeResult::Error(e),

@@ -1,13 +1,19 @@
 //! The one task that runs every probe on the node: a min-heap of due times (one timer for all
-//! probes), each probe fired at its period with its first run jittered, the handlers run as
-//! tasks bounded by a semaphore and a deadline (a hung target costs its timeout, never the
+//! probes), each probe fired at its period with its first run jittered, the handlers polled by
+//! this same task (no task spawned per run: no hand-off to another thread and back), exec ones
+//! bounded by a semaphore, each within a deadline (a hung target costs its timeout, never the
 //! scheduler), their results counted against the thresholds and published.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use tokio::sync::{Notify, Semaphore, mpsc};
@@ -30,6 +36,11 @@ pub const MAX_IN_FLIGHT: usize = 32;
 /// delay, to spread probes that would otherwise fire together.
 pub const FIRST_JITTER: Duration = Duration::from_secs(1);
 
+/// The grid every probe run is placed on after its first (the kubelet's probes have no set
+/// phase): probes due within one tick fire together, so 100 probes a second wake the node up
+/// 10 times, not 100, and their CRI calls share the runtime connection's writes.
+pub const TICK: Duration = Duration::from_millis(100);
+
 /// What a handler gets beyond the probe's timeout before the scheduler gives up on it (an exec
 /// probe's runtime needs a moment to kill the command).
 const SLACK: Duration = Duration::from_secs(2);
@@ -41,7 +52,7 @@ struct Target {
     name: String,
     spec: Arc<ProbeSpec>,
     container: Arc<Container>,
-    id: String,
+    id: Arc<str>,
     /// When the container started, on the scheduler's clock.
     started: Instant,
     state: ProbeState,
@@ -52,7 +63,7 @@ struct Target {
 
 struct PodEntry {
     pod: Arc<Pod>,
-    pod_ip: String,
+    pod_ip: Arc<str>,
     wake: Arc<Notify>,
     targets: HashMap<(String, ProbeType), TargetId>,
 }
@@ -116,6 +127,9 @@ struct Done {
     took: Duration,
 }
 
+/// A probe run in progress, polled by the scheduler's task.
+type Running = Pin<Box<dyn Future<Output = Done> + Send>>;
+
 /// The scheduler's state; [`Scheduler::run`] owns it.
 pub struct Scheduler {
     runner: Arc<dyn Runner>,
@@ -126,8 +140,7 @@ pub struct Scheduler {
     heap: BinaryHeap<Reverse<(Instant, TargetId)>>,
     next_id: TargetId,
     slots: Arc<Semaphore>,
-    done_tx: mpsc::UnboundedSender<Done>,
-    done_rx: mpsc::UnboundedReceiver<Done>,
+    running: FuturesUnordered<Running>,
     start: Instant,
     rng: u64,
 }
@@ -135,7 +148,6 @@ pub struct Scheduler {
 impl Scheduler {
     /// A scheduler publishing into `results`.
     pub fn new(runner: Arc<dyn Runner>, events: Recorder, results: Arc<Results>) -> Self {
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
         let seed = std::collections::hash_map::RandomState::new().build_hasher();
         Scheduler {
             runner,
@@ -146,8 +158,7 @@ impl Scheduler {
             heap: BinaryHeap::new(),
             next_id: 0,
             slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
-            done_tx,
-            done_rx,
+            running: FuturesUnordered::new(),
             start: Instant::now(),
             rng: seed.finish() | 1,
         }
@@ -174,7 +185,7 @@ impl Scheduler {
                     Some(Command::Remove(uid)) => self.remove_pod(&uid),
                     None => return,
                 },
-                Some(done) = self.done_rx.recv() => self.finish(done),
+                Some(done) = self.running.next(), if !self.running.is_empty() => self.finish(done),
                 _ = sleep => self.fire_due(),
             }
         }
@@ -194,18 +205,28 @@ impl Scheduler {
         Duration::from_nanos(r % nanos)
     }
 
+    /// `t` put on the next tick of the grid (counted from the scheduler's start).
+    fn on_grid(&self, t: Instant) -> Instant {
+        let since = t.saturating_duration_since(self.start).as_nanos();
+        let tick = TICK.as_nanos();
+        let ticks = since.div_ceil(tick);
+        self.start + Duration::from_nanos((ticks * tick) as u64)
+    }
+
     fn sync_pod(&mut self, p: PodProbes) {
         let uid = p.pod.metadata.uid.clone().unwrap_or_default();
         let now = Instant::now();
         let wanted = wanted(&p, now);
         let entry = self.pods.entry(uid.clone()).or_insert_with(|| PodEntry {
             pod: p.pod.clone(),
-            pod_ip: p.pod_ip.clone(),
+            pod_ip: p.pod_ip.as_str().into(),
             wake: p.wake.clone(),
             targets: HashMap::new(),
         });
         entry.pod = p.pod.clone();
-        entry.pod_ip = p.pod_ip;
+        if *entry.pod_ip != *p.pod_ip {
+            entry.pod_ip = p.pod_ip.as_str().into();
+        }
         entry.wake = p.wake;
         // Probes of instances that no longer run (or of a new instance) stop.
         let stale: Vec<((String, ProbeType), TargetId)> = entry
@@ -215,7 +236,7 @@ impl Scheduler {
                 !wanted.iter().any(|w| {
                     &w.0 == name
                         && w.1 == *kind
-                        && self.targets.get(tid).is_some_and(|t| t.id == w.4)
+                        && self.targets.get(tid).is_some_and(|t| *t.id == *w.4)
                 })
             })
             .map(|(k, v)| (k.clone(), *v))
@@ -257,16 +278,22 @@ impl Scheduler {
             state.on_hold = true;
         }
         let first = (started + spec.initial_delay).max(now);
+        // Under the bound less a tick: the grid rounds up.
         let jitter = if adopted {
             // After a restart every probe would fire at once: spread over a period.
-            self.jitter(spec.period)
+            self.jitter(spec.period.saturating_sub(TICK))
         } else if kind == ProbeType::Readiness {
             // The kubelet triggers a readiness probe as soon as the status shows it unready.
             Duration::ZERO
         } else {
-            self.jitter(FIRST_JITTER.min(spec.period))
+            self.jitter(FIRST_JITTER.min(spec.period).saturating_sub(TICK))
         };
-        let due = first + jitter;
+        // A readiness probe of a new container goes at once; the others on the grid.
+        let due = if jitter.is_zero() {
+            first
+        } else {
+            self.on_grid(first + jitter)
+        };
         let pod = &self.pods[uid].pod;
         let labels = ProbeLabels::new(kind.as_str(), &name, pod);
         let tid = self.next_id;
@@ -278,7 +305,7 @@ impl Scheduler {
                 name: name.clone(),
                 spec,
                 container,
-                id,
+                id: id.into(),
                 started,
                 state,
                 due,
@@ -339,11 +366,16 @@ impl Scheduler {
                 self.heap.push(Reverse((ready_at, tid)));
                 continue;
             }
-            // Fixed rate: the next tick after this one; ticks missed while late are dropped.
+            // Fixed rate: the next period after this one, on the grid; periods missed while late
+            // are dropped.
             let mut next = due + t.spec.period;
             while next <= now {
                 next += t.spec.period;
             }
+            let next = self.on_grid(next);
+            let Some(t) = self.targets.get_mut(&tid) else {
+                continue;
+            };
             t.due = next;
             self.heap.push(Reverse((next, tid)));
             if gated || t.in_flight {
@@ -360,13 +392,9 @@ impl Scheduler {
             // level nothing is logged inside a probe run (a failure is an Unhealthy event).
             let span = debug_span!("probe", pod.namespace = %t.series.labels.namespace, pod.name = %t.series.labels.pod,
                 pod.uid = %t.uid, container.name = %t.name, probe = %t.spec.kind);
-            let (runner, slots, tx) = (
-                self.runner.clone(),
-                self.slots.clone(),
-                self.done_tx.clone(),
-            );
+            let (runner, slots) = (self.runner.clone(), self.slots.clone());
             let lag = now.saturating_duration_since(due);
-            tokio::spawn(tracing::Instrument::instrument(
+            self.running.push(Box::pin(tracing::Instrument::instrument(
                 async move {
                     let _permit = match req.spec.handler {
                         super::Handler::Exec(_) => Some(slots.acquire_owned().await),
@@ -381,14 +409,14 @@ impl Scheduler {
                             ProbeResult::Failure(format!("probe did not finish within {budget:?}"))
                         }
                     };
-                    let _ = tx.send(Done {
+                    Done {
                         target: tid,
                         result,
                         took: started.elapsed(),
-                    });
+                    }
                 },
                 span,
-            ));
+            )));
         }
     }
 

@@ -110,7 +110,8 @@ pub fn set_up(pod: &Pod, pod_dir: &Path) -> Result<HashMap<String, String>, Volu
 pub fn tear_down(pod_dir: &Path) -> std::io::Result<()> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     for m in mounts_under(&mountinfo, pod_dir) {
-        let _ = std::process::Command::new("umount").arg(&m).status();
+        // A mount that stays is caught below: removal never crosses into it.
+        let _ = nix::mount::umount(m.as_str());
     }
     match remove_all_one_filesystem(pod_dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
@@ -243,16 +244,16 @@ pub(crate) fn mount_tmpfs(dir: &Path, size: Option<&str>) -> Result<(), String> 
     if let Some(s) = size.and_then(|s| crate::resource::parse_quantity(s).ok()) {
         opts.push_str(&format!(",size={}", s.value()));
     }
-    let status = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &opts, "tmpfs"])
-        .arg(dir)
-        .status()
-        .map_err(|e| format!("mount tmpfs: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("mount tmpfs on {} failed: {status}", dir.display()))
-    }
+    // The syscall, not mount(8): a fork and exec would hold the agent's one thread for
+    // milliseconds per pod.
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .map_err(|e| format!("mount tmpfs on {}: {e}", dir.display()))
 }
 
 #[cfg(test)]

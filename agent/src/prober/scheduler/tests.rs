@@ -231,3 +231,59 @@ async fn a_hung_probe_costs_its_timeout_and_others_keep_their_period() {
     // The hung liveness probe timed out (1 s + slack) and failed.
     assert_eq!(prober.kill_reason("cid"), Some(ProbeType::Liveness));
 }
+
+#[tokio::test(start_paused = true)]
+async fn probes_of_many_containers_fire_together_on_a_coarse_grid() {
+    let runner = Arc::new(Scripted {
+        calls: Mutex::default(),
+        t0: Instant::now(),
+        script: ok,
+    });
+    let prober = Prober::spawn(
+        runner.clone(),
+        Recorder::disabled(),
+        CancellationToken::new(),
+    );
+    let exec = serde_json::json!({"exec": {"command": ["true"]}, "periodSeconds": 1});
+    for i in 0..40 {
+        let mut p = (*pod(serde_json::json!({"livenessProbe": exec}))).clone();
+        p.metadata.uid = Some(format!("u{i}"));
+        prober.sync_pod(PodProbes {
+            pod: Arc::new(p),
+            pod_ip: String::new(),
+            running: vec![RunningContainer {
+                name: "c".into(),
+                id: format!("cid{i}"),
+                running_for: Duration::ZERO,
+                started_before: false,
+            }],
+            wake: Arc::new(Notify::new()),
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(4_050)).await;
+    let t = times(&runner, ProbeType::Liveness);
+    assert!(
+        t.len() >= 40 * 3,
+        "every container probed each second: {}",
+        t.len()
+    );
+    // Jittered first runs, but all on a grid of TICK: at most 1 s / TICK wake-ups a second
+    // however many probes, each a whole number of ticks from the start.
+    let tick = TICK.as_secs_f64();
+    let mut instants: Vec<i64> = t.iter().map(|s| (s * 1000.0).round() as i64).collect();
+    instants.dedup();
+    instants.sort();
+    instants.dedup();
+    for ms in &instants {
+        let ticks = *ms as f64 / 1000.0 / tick;
+        assert!(
+            (ticks - ticks.round()).abs() < 1e-6,
+            "{ms} ms is off the grid"
+        );
+    }
+    assert!(
+        instants.len() <= (4.05 / tick) as usize + 1,
+        "{} distinct fire instants",
+        instants.len()
+    );
+}
