@@ -120,6 +120,13 @@ fn wanted(p: &PodProbes, now: Instant) -> Vec<Wanted> {
     wanted
 }
 
+/// `t` put on the next tick of the grid counted from `start` (the scheduler's start).
+fn on_grid(start: Instant, t: Instant) -> Instant {
+    let since = t.saturating_duration_since(start).as_nanos();
+    let tick = TICK.as_nanos();
+    start + Duration::from_nanos((since.div_ceil(tick) * tick) as u64)
+}
+
 /// A finished probe run.
 struct Done {
     target: TargetId,
@@ -205,14 +212,6 @@ impl Scheduler {
         Duration::from_nanos(r % nanos)
     }
 
-    /// `t` put on the next tick of the grid (counted from the scheduler's start).
-    fn on_grid(&self, t: Instant) -> Instant {
-        let since = t.saturating_duration_since(self.start).as_nanos();
-        let tick = TICK.as_nanos();
-        let ticks = since.div_ceil(tick);
-        self.start + Duration::from_nanos((ticks * tick) as u64)
-    }
-
     fn sync_pod(&mut self, p: PodProbes) {
         let uid = p.pod.metadata.uid.clone().unwrap_or_default();
         let now = Instant::now();
@@ -292,7 +291,7 @@ impl Scheduler {
         let due = if jitter.is_zero() {
             first
         } else {
-            self.on_grid(first + jitter)
+            on_grid(self.start, first + jitter)
         };
         let pod = &self.pods[uid].pod;
         let labels = ProbeLabels::new(kind.as_str(), &name, pod);
@@ -372,10 +371,7 @@ impl Scheduler {
             while next <= now {
                 next += t.spec.period;
             }
-            let next = self.on_grid(next);
-            let Some(t) = self.targets.get_mut(&tid) else {
-                continue;
-            };
+            let next = on_grid(self.start, next);
             t.due = next;
             self.heap.push(Reverse((next, tid)));
             if gated || t.in_flight {

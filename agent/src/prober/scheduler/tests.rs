@@ -271,7 +271,6 @@ async fn probes_of_many_containers_fire_together_on_a_coarse_grid() {
     // however many probes, each a whole number of ticks from the start.
     let tick = TICK.as_secs_f64();
     let mut instants: Vec<i64> = t.iter().map(|s| (s * 1000.0).round() as i64).collect();
-    instants.dedup();
     instants.sort();
     instants.dedup();
     for ms in &instants {
