@@ -78,7 +78,7 @@ stop_if_unanswering() {
 # stop_pidfile FILE NAME MARK: SIGTERM, then SIGKILL after 10 s, the process whose pid FILE holds,
 # if its command line contains MARK.
 stop_pidfile() {
-  local file=$1 name=$2 mark=$3 pid
+  local file=$1 name=$2 mark=$3 pid state
   [[ -f $file ]] || return 0
   pid=$(cat "$file")
   if pid_alive "$file" "$mark"; then
@@ -86,6 +86,15 @@ stop_pidfile() {
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     kill -9 "$pid" 2>/dev/null || true
+    # Gone, or a zombie with no thread left exiting (a multi-threaded process's leader is a
+    # zombie while its other threads still exit, its sockets still open), so its ports and files
+    # are free when this returns.
+    for _ in $(seq 50); do
+      state=$(sed -n 's/^State:[[:space:]]*\(.\).*/\1/p' "/proc/$pid/status" 2>/dev/null || true)
+      [[ -z $state ]] && break
+      [[ $state == Z && $(ls "/proc/$pid/task" 2>/dev/null | wc -l) -le 1 ]] && break
+      sleep 0.2
+    done
   fi
   rm -f "$file"
 }

@@ -70,6 +70,30 @@ impl Vm {
         !pid.trim().is_empty() && String::from_utf8_lossy(&cmdline).contains("qemu")
     }
 
+    /// True when the guest's sshd runs a command (two tries, each with ssh's 10 s connect
+    /// timeout): false for a guest that hung or powered off.
+    pub fn answers(&self) -> bool {
+        (0..2).any(|_| self.try_sh("true").status.success())
+    }
+
+    /// The last `lines` lines of the guest's serial console (kernel messages, systemd's).
+    pub fn console_tail(&self, lines: usize) -> String {
+        let text = std::fs::read(env_dir().join("vm/console.log")).unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Boots a guest that stopped answering again (`tests/vm/up` restarts a guest whose sshd
+    /// does not answer), first printing the end of its console: why it hung stays on record.
+    pub fn restart_hung(&self) {
+        eprintln!(
+            "the guest does not answer ssh; its console (last 60 lines):\n{}\nbooting it again",
+            self.console_tail(60)
+        );
+        self.boot_again();
+    }
+
     /// Runs `tests/vm/up`; panics with its output when it fails.
     fn run_up() {
         let script = repo_root().join("tests/vm/up");
@@ -123,6 +147,15 @@ impl Vm {
                 "ConnectTimeout=10",
                 "-o",
                 "BatchMode=yes",
+            ])
+            // A guest that hangs with a command running (its TCP connection to qemu's port
+            // forward stays open) ends the command after a minute without an answer, instead of
+            // never: ssh exits 255, as for a guest that cannot be reached.
+            .args([
+                "-o",
+                "ServerAliveInterval=10",
+                "-o",
+                "ServerAliveCountMax=6",
             ])
             // One connection shared by every command (tests/vm/lib.sh's vm_ssh uses the same
             // socket): a handshake costs about 3 s under TCG, a command on the open connection

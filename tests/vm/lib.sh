@@ -49,11 +49,13 @@ vm_accel() {
 }
 
 # vm_ssh KEY CMD...: runs CMD in the guest as root, over the shared connection (an ssh handshake
-# costs about 3 s under TCG, a command on the open connection a tenth of that).
+# costs about 3 s under TCG, a command on the open connection a tenth of that); a guest silent for
+# a minute (hung) ends the command with status 255.
 vm_ssh() {
   local key=$1; shift
   ssh -i "$key" -p "$VM_SSH_PORT" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
     -o LogLevel=ERROR -o ConnectTimeout=5 -o BatchMode=yes \
+    -o ServerAliveInterval=10 -o ServerAliveCountMax=6 \
     -o ControlMaster=auto -o "ControlPath=$VM_SSH_CONTROL" -o ControlPersist=300 root@127.0.0.1 "$@"
 }
 
