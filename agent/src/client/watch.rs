@@ -23,6 +23,21 @@ pub const WATCH: Policy = Policy::exponential(Duration::from_millis(800), Durati
 const FORBIDDEN_RETRY: Duration = Duration::from_millis(100);
 /// How many such quick retries.
 const FORBIDDEN_RETRIES: u8 = 10;
+/// The reflector's `minWatchTimeout`: the shortest watch a request asks the API server for.
+const MIN_WATCH_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The `timeoutSeconds` one watcher asks for: [`MIN_WATCH_TIMEOUT`] stretched by `draw` in
+/// [0, 1), 5 to 10 minutes as the kubelet's reflectors, so the watches of many nodes end (and
+/// are made again) spread out and half as often as kube-rs's fixed 290 s would have them.
+pub fn timeout_seconds(draw: f64) -> u32 {
+    (MIN_WATCH_TIMEOUT.as_secs_f64() * (1.0 + draw.clamp(0.0, 1.0))) as u32
+}
+
+/// A watcher configuration with a reflector's randomized timeout ([`timeout_seconds`]); kube-rs
+/// keeps one config per watcher, so the draw is per watcher rather than per request.
+pub fn config() -> watcher::Config {
+    watcher::Config::default().timeout(timeout_seconds(crate::backoff::jitter()))
+}
 
 /// The delay policy: what to wait after an error ([`WATCH`], with the 410 and 403 exceptions).
 #[derive(Debug, Clone)]
@@ -150,6 +165,16 @@ mod tests {
 
     fn refused() -> watcher::Error {
         watcher::Error::WatchStartFailed(kube::Error::Api(status(503)))
+    }
+
+    #[test]
+    fn watches_ask_for_five_to_ten_minutes_as_a_reflector() {
+        assert_eq!(timeout_seconds(0.0), 300);
+        assert_eq!(timeout_seconds(0.5), 450);
+        assert_eq!(timeout_seconds(0.999), 599);
+        // Never the 290 s kube-rs asks for, never past 10 minutes.
+        assert_eq!(timeout_seconds(-1.0), 300);
+        assert_eq!(timeout_seconds(7.0), 600);
     }
 
     #[test]

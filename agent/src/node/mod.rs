@@ -161,7 +161,7 @@ pub async fn run(
     }
 
     let (store, writer) = reflector::store();
-    let watch_cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let watch_cfg = crate::client::watch::config().fields(&format!("metadata.name={name}"));
     let watch = crate::client::watch::with_backoff(
         reflector(writer, watcher(nodes.clone(), watch_cfg)).boxed(),
     )

@@ -206,7 +206,7 @@ async fn run<K: Object>(
     slot: Arc<channel::Sender<Slot<K>>>,
     cancel: CancellationToken,
 ) {
-    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let cfg = crate::client::watch::config().fields(&format!("metadata.name={name}"));
     let mut stream = crate::client::watch::with_backoff(watcher::watcher(api, cfg).boxed()).boxed();
     // The object of the list in progress, if any (a relist replaces what was known).
     let mut listing: Option<Option<Arc<K>>> = None;

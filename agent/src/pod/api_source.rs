@@ -25,7 +25,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let api: Api<Pod> = Api::all(client);
-    let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    let cfg = crate::client::watch::config().fields(&format!("spec.nodeName={node}"));
     let mut stream = crate::client::watch::with_backoff(watcher::watcher(api, cfg).boxed()).boxed();
     let mut pods: BTreeMap<String, Arc<Pod>> = BTreeMap::new();
     let mut listing: Option<BTreeMap<String, Arc<Pod>>> = None;

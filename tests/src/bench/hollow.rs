@@ -26,6 +26,9 @@ use crate::env::Env;
 use crate::hollow::{HOLLOW_LABEL, HollowAgent, HollowNode, HollowProcess, deployment};
 use crate::{admin_client, env::env_dir};
 
+/// How long the API server's CPU is sampled before a phase's agents start.
+const IDLE_BASELINE: Duration = Duration::from_secs(30);
+
 /// Sizes and durations of one phase.
 #[derive(Debug, Clone)]
 pub struct HollowParams {
@@ -56,6 +59,11 @@ pub struct HollowOutcome {
     pub all_ready_s: f64,
     /// Per pod: first seen -> Running and Ready, ms.
     pub startup_ms: Vec<f64>,
+    /// Per pod: first seen bound to its node -> Running and Ready (the agent's share), ms.
+    pub bound_to_ready_ms: Vec<f64>,
+    /// The API server's CPU before any agent started (its controllers and the scheduler alone),
+    /// cores: subtracted to get what the nodes cost it.
+    pub apiserver_idle_cores: f64,
     /// The API server over the hold.
     pub apiserver: Usage,
     /// The API server's CPU from the first agent start to the last pod gone, seconds.
@@ -86,6 +94,12 @@ impl HollowOutcome {
     /// The API server's CPU over the hold, cores.
     pub fn apiserver_cores(&self) -> f64 {
         self.apiserver.cpu_seconds / self.hold_s
+    }
+
+    /// The API server's CPU over the hold above its idle baseline, per node, millicores: what
+    /// one node's agent costs the control plane.
+    pub fn apiserver_millicores_per_node_above_idle(&self) -> f64 {
+        (self.apiserver_cores() - self.apiserver_idle_cores) * 1000.0 / self.nodes as f64
     }
 
     /// The hollow nodes' API requests per second over the hold.
@@ -155,6 +169,10 @@ async fn measure(
     procs: &mut Vec<HollowProcess>,
 ) -> anyhow::Result<HollowOutcome> {
     let api_pid = apiserver_pid()?;
+    let idle = procfs::measure(api_pid, IDLE_BASELINE)
+        .await
+        .context("API server gone before the phase")?;
+    let apiserver_idle_cores = idle.cpu_seconds / IDLE_BASELINE.as_secs_f64();
     let api_cpu0 = procfs::cpu_seconds(api_pid).context("API server gone")?;
     let started = Instant::now();
     for n in nodes {
@@ -212,6 +230,7 @@ async fn measure(
     }
     let requests = audit::requests_of_users(&cursor.read_since()?, "system:node:hollow-", from, to);
     let startup_ms = tracker.startups_ms();
+    let bound_to_ready_ms = tracker.bound_to_ready_ms();
 
     let deleted = Instant::now();
     deploys.delete("load", &DeleteParams::default()).await?;
@@ -232,6 +251,8 @@ async fn measure(
         register_s,
         all_ready_s,
         startup_ms,
+        bound_to_ready_ms,
+        apiserver_idle_cores,
         apiserver,
         apiserver_phase_cpu_s: api_cpu1 - api_cpu0,
         hold_s: p.hold.as_secs_f64(),
@@ -336,12 +357,24 @@ pub fn lines(bosun: Option<&HollowOutcome>, kubemark: Option<&HollowOutcome>) ->
         metric("all_ready_s", 1, &|o| Some(o.all_ready_s)),
         metric("startup_p50_ms", 0, &|o| o.startup(50.0)),
         metric("startup_p99_ms", 0, &|o| o.startup(99.0)),
+        metric("bound_to_ready_p50_ms", 0, &|o| {
+            stats::percentile(&o.bound_to_ready_ms, 50.0)
+        }),
+        metric("bound_to_ready_p99_ms", 0, &|o| {
+            stats::percentile(&o.bound_to_ready_ms, 99.0)
+        }),
         metric("slo_met", 0, &|o| {
             o.startup(99.0).map(|p| f64::from(u8::from(p <= 5000.0)))
         }),
         metric("apiserver_cpu_cores", 3, &|o| Some(o.apiserver_cores())),
         metric("apiserver_cpu_millicores_per_node", 2, &|o| {
             Some(o.apiserver_cores() * 1000.0 / o.nodes as f64)
+        }),
+        metric("apiserver_idle_cpu_cores", 3, &|o| {
+            Some(o.apiserver_idle_cores)
+        }),
+        metric("apiserver_cpu_millicores_per_node_above_idle", 3, &|o| {
+            Some(o.apiserver_millicores_per_node_above_idle())
         }),
         metric("apiserver_rss_mb", 0, &|o| Some(o.apiserver.rss_mean_mb)),
         metric("apiserver_phase_cpu_s", 1, &|o| {

@@ -43,6 +43,8 @@ fn running_and_ready(p: &Pod) -> bool {
 struct Seen {
     first: HashMap<String, Instant>,
     ready: HashMap<String, Instant>,
+    /// When each pod was first seen bound to a node (spec.nodeName set).
+    bound: HashMap<String, Instant>,
     present: HashSet<String>,
     gone: HashMap<String, Instant>,
     failed: HashMap<String, String>,
@@ -76,6 +78,9 @@ impl Tracker {
                             let name = p.metadata.name.clone().unwrap_or_default();
                             s.present.insert(name.clone());
                             s.first.entry(name.clone()).or_insert(now);
+                            if p.spec.as_ref().is_some_and(|sp| sp.node_name.is_some()) {
+                                s.bound.entry(name.clone()).or_insert(now);
+                            }
                             s.gone.remove(&name);
                             if running_and_ready(&p) {
                                 s.ready.entry(name.clone()).or_insert(now);
@@ -155,6 +160,21 @@ impl Tracker {
                 s.first
                     .get(n)
                     .map(|f| r.duration_since(*f).as_secs_f64() * 1e3)
+            })
+            .collect()
+    }
+
+    /// For every pod seen both bound to a node and Running and Ready: from the first watch event
+    /// that showed it bound to Ready, ms: the agent's share of its startup (the scheduler's is
+    /// before).
+    pub fn bound_to_ready_ms(&self) -> Vec<f64> {
+        let s = self.seen.lock().expect("tracker lock");
+        s.ready
+            .iter()
+            .filter_map(|(n, r)| {
+                s.bound
+                    .get(n)
+                    .map(|b| r.saturating_duration_since(*b).as_secs_f64() * 1e3)
             })
             .collect()
     }
