@@ -2,9 +2,10 @@
 //! 30 s with jitter, reset after 2 minutes without errors; but a 410 Gone (the resource version
 //! is too old, as after an API server restart) relists at once instead of waiting out the
 //! back-off that built up while the server was away; and a 403 Forbidden before the watch's
-//! first success retries after 100 ms (ten times at most): the Node authorizer learns that a
+//! first success retries after 100 ms (30 times at most): the Node authorizer learns that a
 //! node may read a pod's configMap/secret from its own informer, a few milliseconds after the
-//! pod is bound, so a node's first read of a new pod's object can race it.
+//! pod is bound (more than a second with 100 nodes starting 1,000 pods), so a node's first read
+//! of a new pod's object can race it.
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ pub const WATCH: Policy = Policy::exponential(Duration::from_millis(800), Durati
 /// Delay after a 403 before the first success.
 const FORBIDDEN_RETRY: Duration = Duration::from_millis(100);
 /// How many such quick retries.
-const FORBIDDEN_RETRIES: u8 = 10;
+const FORBIDDEN_RETRIES: u8 = 30;
 /// The reflector's `minWatchTimeout`: the shortest watch a request asks the API server for.
 const MIN_WATCH_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -219,11 +220,11 @@ mod tests {
     }
 
     #[test]
-    fn forbidden_before_the_first_success_retries_quickly_ten_times() {
+    fn forbidden_before_the_first_success_retries_quickly_for_three_seconds() {
         let forbidden = || watcher::Error::InitialListFailed(kube::Error::Api(status(403)));
         let mut b = WatchBackoff::default();
         let t = Instant::now();
-        for _ in 0..10 {
+        for _ in 0..30 {
             assert_eq!(b.delay(&forbidden(), t, 0.0), FORBIDDEN_RETRY);
         }
         assert_eq!(b.delay(&forbidden(), t, 0.0), WATCH.initial);

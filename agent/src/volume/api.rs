@@ -433,6 +433,20 @@ fn downward_files(
     Ok(out)
 }
 
+/// The wait between TokenRequests the Node authorizer refused because it has not yet seen the
+/// pod bound to this node.
+const NOT_YET_RELATED_RETRY: Duration = Duration::from_millis(100);
+/// How many such retries (3 s): the authorizer learns of a binding from the API server's own
+/// informer, which lagged the node's pod watch by more than a second with 100 nodes starting
+/// 1,000 pods (the kubelet, ~0.3 s slower to reach its mounts, meets this race less often).
+const NOT_YET_RELATED_RETRIES: u32 = 30;
+
+/// True for the Node authorizer's 403 for an object it does not yet relate to this node ("no
+/// relationship found between node ... and this object").
+fn not_yet_related(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 403 && s.message.contains("no relationship found"))
+}
+
 async fn request_token(
     client: &kube::Client,
     pod: &Pod,
@@ -455,10 +469,21 @@ async fn request_token(
         }),
         ..Default::default()
     };
-    let resp = Api::<ServiceAccount>::namespaced(client.clone(), ns)
-        .create_token_request(sa, &PostParams::default(), &req)
-        .await
-        .map_err(|e| format!("failed to fetch token for service account {ns}/{sa}: {e}"))?;
+    let api = Api::<ServiceAccount>::namespaced(client.clone(), ns);
+    let mut tries = 0;
+    let resp = loop {
+        match api
+            .create_token_request(sa, &PostParams::default(), &req)
+            .await
+        {
+            Err(e) if tries < NOT_YET_RELATED_RETRIES && not_yet_related(&e) => {
+                tries += 1;
+                tokio::time::sleep(NOT_YET_RELATED_RETRY).await;
+            }
+            r => break r,
+        }
+    }
+    .map_err(|e| format!("failed to fetch token for service account {ns}/{sa}: {e}"))?;
     let status = resp.status.ok_or("TokenRequest returned no token")?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -477,4 +502,94 @@ async fn request_token(
         value,
         renew_at: Instant::now() + Duration::from_secs((lifetime * 8 / 10) as u64),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A client whose API server refuses the first `refusals` TokenRequests with `message` (403),
+    /// then issues a token; and the count of requests it got.
+    fn token_server(refusals: usize, message: &'static str) -> (kube::Client, Arc<AtomicUsize>) {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        let svc = tower::service_fn(move |_req: http::Request<kube::client::Body>| {
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let (code, body) = if n < refusals {
+                    let status = serde_json::json!({
+                        "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "message": message, "reason": "Forbidden", "code": 403,
+                    });
+                    (403, status)
+                } else {
+                    let token = serde_json::json!({
+                        "kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+                        "spec": {"audiences": []},
+                        "status": {"token": "t0k3n", "expirationTimestamp": "2099-01-01T00:00:00Z"},
+                    });
+                    (201, token)
+                };
+                let res = http::Response::builder()
+                    .status(code)
+                    .header("content-type", "application/json")
+                    .body(http_body_util::Full::new(bytes::Bytes::from(
+                        body.to_string(),
+                    )))
+                    .unwrap();
+                Ok::<_, Infallible>(res)
+            }
+        });
+        (kube::Client::new(svc, "default"), seen)
+    }
+
+    fn pod() -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u1"},
+            "spec": {"containers": [{"name": "c", "image": "i"}], "nodeName": "n1"},
+        }))
+        .unwrap()
+    }
+
+    const NOT_RELATED: &str = "serviceaccounts \"default\" is forbidden: User \"system:node:n1\" \
+        cannot create resource \"serviceaccounts/token\" in API group \"\" in the namespace \"ns\": \
+        node: no relationship found between node 'n1' and this object";
+
+    /// A pod bound a moment ago: the Node authorizer refuses its token until it has seen the
+    /// binding; the request is made again until it is issued, with no error surfaced.
+    #[tokio::test(start_paused = true)]
+    async fn a_token_refused_before_the_authorizer_knows_the_binding_is_asked_again() {
+        let (client, seen) = token_server(5, NOT_RELATED);
+        let t = request_token(&client, &pod(), "default", "", 3600).await;
+        assert_eq!(t.map(|t| t.value), Ok("t0k3n".to_string()));
+        assert_eq!(seen.load(Ordering::SeqCst), 6);
+    }
+
+    /// Any other refusal, or one that outlasts the retries, is the mount's error at once.
+    #[tokio::test(start_paused = true)]
+    async fn other_refusals_and_a_lasting_one_fail_the_mount() {
+        let (client, seen) = token_server(1, "serviceaccounts \"default\" is forbidden: no");
+        let err = request_token(&client, &pod(), "default", "", 3600)
+            .await
+            .unwrap_err();
+        assert!(
+            err.contains("failed to fetch token for service account ns/default"),
+            "{err}"
+        );
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+
+        let (client, seen) = token_server(usize::MAX, NOT_RELATED);
+        let err = request_token(&client, &pod(), "default", "", 3600)
+            .await
+            .unwrap_err();
+        assert!(err.contains("no relationship found"), "{err}");
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            NOT_YET_RELATED_RETRIES as usize + 1
+        );
+    }
 }
