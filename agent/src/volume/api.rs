@@ -14,6 +14,7 @@ use kube::Api;
 use kube::api::PostParams;
 
 use super::{VolumeError, atomic, mount_tmpfs};
+use crate::client::watch::forbidden_retry;
 use crate::objects::{ObjectError, Objects};
 
 /// How often API-backed volume content is rewritten (the kubelet remounts on its pod sync, every
@@ -433,16 +434,9 @@ fn downward_files(
     Ok(out)
 }
 
-/// The wait between TokenRequests the Node authorizer refused because it has not yet seen the
-/// pod bound to this node.
-const NOT_YET_RELATED_RETRY: Duration = Duration::from_millis(100);
-/// How many such retries (3 s): the authorizer learns of a binding from the API server's own
-/// informer, which lagged the node's pod watch by more than a second with 100 nodes starting
-/// 1,000 pods (the kubelet, ~0.3 s slower to reach its mounts, meets this race less often).
-const NOT_YET_RELATED_RETRIES: u32 = 30;
-
 /// True for the Node authorizer's 403 for an object it does not yet relate to this node ("no
-/// relationship found between node ... and this object").
+/// relationship found between node ... and this object"): asked again on [`forbidden_retry`]'s
+/// schedule, the pod just bound.
 fn not_yet_related(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 403 && s.message.contains("no relationship found"))
 }
@@ -476,9 +470,9 @@ async fn request_token(
             .create_token_request(sa, &PostParams::default(), &req)
             .await
         {
-            Err(e) if tries < NOT_YET_RELATED_RETRIES && not_yet_related(&e) => {
+            Err(e) if not_yet_related(&e) && forbidden_retry(tries).is_some() => {
+                tokio::time::sleep(forbidden_retry(tries).unwrap_or_default()).await;
                 tries += 1;
-                tokio::time::sleep(NOT_YET_RELATED_RETRY).await;
             }
             r => break r,
         }
@@ -589,7 +583,7 @@ mod tests {
         assert!(err.contains("no relationship found"), "{err}");
         assert_eq!(
             seen.load(Ordering::SeqCst),
-            NOT_YET_RELATED_RETRIES as usize + 1
+            (0..).take_while(|&n| forbidden_retry(n).is_some()).count() + 1
         );
     }
 }
