@@ -197,7 +197,7 @@ fn systemctl_start_stop_restart_and_the_watchdog_keep_and_adopt_the_pods() {
             Duration::from_secs(90),
             &format!(
                 "p=$(systemctl show -p MainPID --value bosun); s=$(systemctl is-active bosun || true)
-                 [ \"$p\" != 0 ] && [ \"$p\" != {pid} ] && [ \"$s\" = active ] && echo $p"
+             [ \"$p\" != 0 ] && [ \"$p\" != {pid} ] && [ \"$s\" = active ] && echo $p"
             ),
         );
         let journal = vm.sh("journalctl -u bosun --no-pager -o cat | grep -i watchdog || true");
@@ -300,9 +300,9 @@ fn the_upstream_kubelet_writes_the_same_cgroup_v2_values() {
         );
         vm.sh(
             "systemctl reset-failed kubelet-yardstick 2>/dev/null || true
-             systemd-run --unit=kubelet-yardstick --property=KillMode=process \
-               /usr/local/bin/kubelet --config /var/lib/kubelet/config.yaml \
-                 --authentication-token-webhook=false --authorization-mode=AlwaysAllow",
+         systemd-run --unit=kubelet-yardstick --property=KillMode=process \
+           /usr/local/bin/kubelet --config /var/lib/kubelet/config.yaml \
+             --authentication-token-webhook=false --authorization-mode=AlwaysAllow",
         );
         let journal = || {
             vm.try_sh("journalctl -u kubelet-yardstick --no-pager -n 60 -o cat")
@@ -1037,8 +1037,8 @@ fn cis_kubelet_benchmark_items_pass_on_the_systemd_node() {
         // The benchmark's remediation of the files kubeadm writes 0644 (4.1.7 in v1.10, 4.1.9).
         vm.sh(
             "chmod 0600 /var/lib/kubelet/pki/cis-serving.key /var/lib/kubelet/config.yaml /etc/kubernetes/pki/ca.crt
-             chown root:root /var/lib/kubelet/config.yaml /var/lib/kubelet/pki/cis-serving.*
-             rm -f /etc/systemd/system/bosun.service.d/20-standalone.conf && systemctl daemon-reload",
+         chown root:root /var/lib/kubelet/config.yaml /var/lib/kubelet/pki/cis-serving.*
+         rm -f /etc/systemd/system/bosun.service.d/20-standalone.conf && systemctl daemon-reload",
         );
         // READY=1 in cluster mode comes once the Node is registered: after the TLS bootstrap.
         vm.sh("systemctl start bosun");
@@ -1300,12 +1300,12 @@ fn kubeadm_join_with_the_package_makes_a_ready_node_and_reset_cleans_up() {
 
         // A node that never ran bosun or a kubelet.
         vm.sh("systemctl disable --now bosun 2>/dev/null || true
-             apt-get remove -y bosun >/dev/null 2>&1 || true
-             rm -rf /etc/systemd/system/bosun.service /etc/systemd/system/bosun.service.d \
-                    /etc/systemd/system/kubelet.service /usr/bin/bosun /etc/kubernetes /var/lib/kubelet
-             systemctl daemon-reload
-             install -m 0755 GUEST/kubeadm /usr/local/bin/kubeadm
-             sysctl -qw net.ipv4.ip_forward=1"
+         apt-get remove -y bosun >/dev/null 2>&1 || true
+         rm -rf /etc/systemd/system/bosun.service /etc/systemd/system/bosun.service.d \
+                /etc/systemd/system/kubelet.service /usr/bin/bosun /etc/kubernetes /var/lib/kubelet
+         systemctl daemon-reload
+         install -m 0755 GUEST/kubeadm /usr/local/bin/kubeadm
+         sysctl -qw net.ipv4.ip_forward=1"
             .replace("GUEST", &g)
             .as_str());
         vm.remove_pod_containers();
@@ -1336,20 +1336,20 @@ fn kubeadm_join_with_the_package_makes_a_ready_node_and_reset_cleans_up() {
         // The CA by path: kubeadm embeds it in the bootstrap kubeconfig it writes.
         let discovery = format!(
             "apiVersion: v1
-    kind: Config
-    clusters:
-    - name: kubernetes
-      cluster:
-        server: https://kubernetes:{port}
-        certificate-authority: /root/join-ca.crt
-    contexts:
-    - name: join
-      context: {{cluster: kubernetes, user: join}}
-    current-context: join
-    users:
-    - name: join
-      user: {{token: {token}}}
-    "
+kind: Config
+clusters:
+- name: kubernetes
+  cluster:
+    server: https://kubernetes:{port}
+    certificate-authority: /root/join-ca.crt
+contexts:
+- name: join
+  context: {{cluster: kubernetes, user: join}}
+current-context: join
+users:
+- name: join
+  user: {{token: {token}}}
+"
         );
         vm.write("/root/discovery.conf", &discovery);
         vm.sh(&format!(
@@ -1358,7 +1358,7 @@ fn kubeadm_join_with_the_package_makes_a_ready_node_and_reset_cleans_up() {
         ));
         let join = vm.try_sh(&format!(
             "kubeadm join --discovery-file /root/discovery.conf --tls-bootstrap-token {token} \
-             --node-name vm --cri-socket unix:///run/containerd/containerd.sock 2>&1"
+         --node-name vm --cri-socket unix:///run/containerd/containerd.sock 2>&1"
         ));
         let text = String::from_utf8_lossy(&join.stdout).into_owned();
         eprintln!("kubeadm join after {:.1?}:\n{text}", t0.elapsed());
