@@ -2,10 +2,10 @@
 //! 30 s with jitter, reset after 2 minutes without errors; but a 410 Gone (the resource version
 //! is too old, as after an API server restart) relists at once instead of waiting out the
 //! back-off that built up while the server was away; and a 403 Forbidden before the watch's
-//! first success retries after 100 ms, doubling to 800 ms, for 3.1 s: the Node authorizer learns that a
-//! node may read a pod's configMap/secret from its own informer, a few milliseconds after the
-//! pod is bound (more than a second with 100 nodes starting 1,000 pods), so a node's first read
-//! of a new pod's object can race it.
+//! first success retries after 100 ms, doubling to 800 ms, for 3.1 s: the Node authorizer learns
+//! that a node may read a pod's configMap/secret from its own informer, a few milliseconds after
+//! the pod is bound (more than a second with 100 nodes starting 1,000 pods), so a node's first
+//! read of a new pod's object can race it.
 
 use std::time::{Duration, Instant};
 
@@ -35,12 +35,13 @@ const FORBIDDEN_RETRIES: u32 = 6;
 pub fn forbidden_retry(n: u32) -> Option<Duration> {
     (n < FORBIDDEN_RETRIES).then(|| (FORBIDDEN_RETRY * 2u32.pow(n.min(3))).min(FORBIDDEN_RETRY_MAX))
 }
+
 /// The reflector's `minWatchTimeout`: the shortest watch a request asks the API server for.
 const MIN_WATCH_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The `timeoutSeconds` one watcher asks for: [`MIN_WATCH_TIMEOUT`] stretched by `draw` in
 /// [0, 1), 5 to 10 minutes as the kubelet's reflectors, so the watches of many nodes end (and
-/// are made again) spread out and half as often as kube-rs's fixed 290 s would have them.
+/// are made again) spread out, and about a third less often than with kube-rs's fixed 290 s.
 pub fn timeout_seconds(draw: f64) -> u32 {
     (MIN_WATCH_TIMEOUT.as_secs_f64() * (1.0 + draw.clamp(0.0, 1.0))) as u32
 }

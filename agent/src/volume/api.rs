@@ -470,10 +470,13 @@ async fn request_token(
             .create_token_request(sa, &PostParams::default(), &req)
             .await
         {
-            Err(e) if not_yet_related(&e) && forbidden_retry(tries).is_some() => {
-                tokio::time::sleep(forbidden_retry(tries).unwrap_or_default()).await;
-                tries += 1;
-            }
+            Err(e) if not_yet_related(&e) => match forbidden_retry(tries) {
+                Some(wait) => {
+                    tokio::time::sleep(wait).await;
+                    tries += 1;
+                }
+                None => break Err(e),
+            },
             r => break r,
         }
     }

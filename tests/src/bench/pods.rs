@@ -154,14 +154,7 @@ impl Tracker {
     /// count from then.
     pub fn startups_ms(&self) -> Vec<f64> {
         let s = self.seen.lock().expect("tracker lock");
-        s.ready
-            .iter()
-            .filter_map(|(n, r)| {
-                s.first
-                    .get(n)
-                    .map(|f| r.duration_since(*f).as_secs_f64() * 1e3)
-            })
-            .collect()
+        to_ready_ms(&s.first, &s.ready)
     }
 
     /// For every pod seen both bound to a node and Running and Ready: from the first watch event
@@ -169,14 +162,7 @@ impl Tracker {
     /// before).
     pub fn bound_to_ready_ms(&self) -> Vec<f64> {
         let s = self.seen.lock().expect("tracker lock");
-        s.ready
-            .iter()
-            .filter_map(|(n, r)| {
-                s.bound
-                    .get(n)
-                    .map(|b| r.saturating_duration_since(*b).as_secs_f64() * 1e3)
-            })
-            .collect()
+        to_ready_ms(&s.bound, &s.ready)
     }
 
     /// How many pods exist now, and how many of all seen have been Running and Ready.
@@ -209,4 +195,15 @@ impl Drop for Tracker {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// For every pod in both maps: from its instant in `from` to its instant in `ready`, ms.
+fn to_ready_ms(from: &HashMap<String, Instant>, ready: &HashMap<String, Instant>) -> Vec<f64> {
+    ready
+        .iter()
+        .filter_map(|(n, r)| {
+            from.get(n)
+                .map(|f| r.saturating_duration_since(*f).as_secs_f64() * 1e3)
+        })
+        .collect()
 }
