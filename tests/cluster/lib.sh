@@ -109,7 +109,7 @@ apiserver_args() {
         --service-account-issuer="https://kubernetes.default.svc.$CLUSTER_DOMAIN"
         --service-account-key-file="$PKI_DIR/sa.pub"
         --service-account-signing-key-file="$PKI_DIR/sa.key"
-        --profiling=false
+        --profiling=true
         --v=1
     )
     if [[ -n "$audit" ]]; then

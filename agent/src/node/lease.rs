@@ -12,6 +12,7 @@ use kube::api::PostParams;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::bounded;
 use crate::backoff::retry;
 
 /// The namespace of node Leases.
@@ -72,6 +73,7 @@ pub struct LeaseKeeper {
     owner: Owner,
     duration_seconds: i32,
     latest: Option<Lease>,
+    timeout: Duration,
 }
 
 fn status_of(e: &kube::Error) -> Option<&kube::core::Status> {
@@ -89,7 +91,15 @@ impl LeaseKeeper {
             owner,
             duration_seconds: duration_seconds.min(i32::MAX as u32) as i32,
             latest: None,
+            timeout: Duration::from_secs(duration_seconds.into()),
         }
+    }
+
+    /// Each request fails after `timeout` (the kubelet's heartbeat client timeout; the Lease
+    /// duration until set).
+    pub fn with_timeout(mut self, timeout: Duration) -> LeaseKeeper {
+        self.timeout = timeout;
+        self
     }
 
     /// The renew interval: a quarter of the duration.
@@ -104,11 +114,13 @@ impl LeaseKeeper {
 
     /// Reads the Lease, creating it when it does not exist.
     async fn ensure(&mut self) -> Result<Option<Lease>, kube::Error> {
-        match self.api.get(&self.owner.name).await {
+        match bounded(self.timeout, self.api.get(&self.owner.name)).await {
             Ok(l) => Ok(Some(l)),
             Err(e) if status_of(&e).is_some_and(|s| s.is_not_found()) => {
                 let lease = renewed(None, &self.owner, self.duration_seconds, now());
-                let created = self.api.create(&PostParams::default(), &lease).await?;
+                let params = PostParams::default();
+                let create = self.api.create(&params, &lease);
+                let created = bounded(self.timeout, create).await?;
                 info!(node = %self.owner.name, "node lease created");
                 self.latest = Some(created);
                 Ok(None)
@@ -129,11 +141,9 @@ impl LeaseKeeper {
         let mut last_err = None;
         for _ in 0..MAX_UPDATE_RETRIES {
             let lease = renewed(Some(&base), &self.owner, self.duration_seconds, now());
-            match self
-                .api
-                .replace(&self.owner.name, &PostParams::default(), &lease)
-                .await
-            {
+            let params = PostParams::default();
+            let replace = self.api.replace(&self.owner.name, &params, &lease);
+            match bounded(self.timeout, replace).await {
                 Ok(l) => {
                     debug!(node = %self.owner.name, "node lease renewed");
                     self.latest = Some(l);
@@ -198,6 +208,9 @@ fn now() -> Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn owner() -> Owner {
         Owner {
@@ -225,6 +238,38 @@ mod tests {
                 o.uid.as_str()
             ),
             ("v1", "Node", "n1", "u1")
+        );
+    }
+
+    /// A renewal whose request the API server never answers (a connection caught by a network
+    /// that drops packets) fails after the heartbeat timeout, as the kubelet's heartbeat
+    /// client's, so the next one is made with a fresh renewTime instead of waiting forever.
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_never_answered_fails_after_the_heartbeat_timeout() {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let count = asked.clone();
+        let svc = tower::service_fn(move |_req: http::Request<kube::client::Body>| {
+            count.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<Result<http::Response<kube::client::Body>, Infallible>>()
+        });
+        let client = kube::Client::new(svc, "default");
+        let mut keeper =
+            LeaseKeeper::new(client, owner(), 40).with_timeout(Duration::from_secs(10));
+        keeper.latest = Some(renewed(
+            None,
+            &owner(),
+            40,
+            Timestamp::from_second(1).unwrap(),
+        ));
+        let started = tokio::time::Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(60), keeper.renew()).await;
+        let err = r.expect("the renewal ends").expect_err("and fails");
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        assert!(err.to_string().contains("timed out after 10s"), "{err}");
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
+        assert!(
+            keeper.latest.is_none(),
+            "the next renewal reads the Lease again"
         );
     }
 

@@ -176,6 +176,7 @@ pub async fn run(
         std::future::ready(())
     });
 
+    let heartbeat = heartbeat_timeout(cfg.status_update_frequency, cfg.lease_duration_seconds);
     let keeper = lease::LeaseKeeper::new(
         client,
         lease::Owner {
@@ -183,7 +184,8 @@ pub async fn run(
             uid,
         },
         cfg.lease_duration_seconds,
-    );
+    )
+    .with_timeout(heartbeat);
     let updater = StatusUpdater::new(
         nodes,
         settings.clone(),
@@ -193,6 +195,7 @@ pub async fn run(
         registered.created,
         cfg.status_report_frequency,
     )
+    .with_timeout(heartbeat)
     .with_events(events);
     info!(node = %name, lease_renew = ?keeper.interval(), status_every = ?cfg.status_update_frequency, "node loops started");
     tokio::select! {
@@ -202,6 +205,27 @@ pub async fn run(
         _ = updater.run(cfg.status_update_frequency, cancel.clone()) => {}
     }
     info!(node = %name, "node loops stopped");
+}
+
+/// The time limit of each heartbeat request (Lease renewal, node status): the kubelet's
+/// heartbeat client timeout, the shorter of nodeStatusUpdateFrequency and the Lease duration.
+pub fn heartbeat_timeout(status_every: Duration, lease_seconds: u32) -> Duration {
+    status_every.min(Duration::from_secs(lease_seconds.into()))
+}
+
+/// `request`, failed with a timeout error when it takes longer than `limit`: a request caught
+/// on a connection that went silent ends, and the next round carries fresh facts.
+pub async fn bounded<T>(
+    limit: Duration,
+    request: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, kube::Error> {
+    tokio::time::timeout(limit, request)
+        .await
+        .unwrap_or_else(|_| {
+            Err(kube::Error::Service(
+                format!("request timed out after {limit:?}").into(),
+            ))
+        })
 }
 
 /// Retrying registration and the Lease: 100 ms doubling to 7 s, as the kubelet's

@@ -273,6 +273,7 @@ pub struct StatusUpdater {
     last_report: Option<Instant>,
     report_every: Duration,
     events: Recorder,
+    timeout: Duration,
 }
 
 impl StatusUpdater {
@@ -296,7 +297,15 @@ impl StatusUpdater {
             last_report: written.then(Instant::now),
             report_every,
             events: Recorder::disabled(),
+            timeout: super::heartbeat_timeout(Duration::from_secs(10), 40),
         }
+    }
+
+    /// Each request fails after `timeout` (the kubelet's heartbeat client timeout; 10 s until
+    /// set), so a write caught on a silent connection does not carry a stale heartbeat later.
+    pub fn with_timeout(mut self, timeout: Duration) -> StatusUpdater {
+        self.timeout = timeout;
+        self
     }
 
     /// Records the node's condition changes as events through `events`.
@@ -324,7 +333,7 @@ impl StatusUpdater {
         for attempt in 0..UPDATE_RETRIES {
             let base = match self.base() {
                 Some(b) if attempt == 0 => b,
-                _ => match self.api.get(&self.name).await {
+                _ => match super::bounded(self.timeout, self.api.get(&self.name)).await {
                     Ok(n) => n,
                     Err(e) => {
                         warn!(node = %self.name, error = %e, "error getting node");
@@ -347,15 +356,9 @@ impl StatusUpdater {
                 return true;
             }
             let patch = status_patch(&old, &desired);
-            match self
-                .api
-                .patch_status(
-                    &self.name,
-                    &PatchParams::default(),
-                    &Patch::Strategic(&patch),
-                )
-                .await
-            {
+            let (params, patch) = (PatchParams::default(), Patch::Strategic(&patch));
+            let write = self.api.patch_status(&self.name, &params, &patch);
+            match super::bounded(self.timeout, write).await {
                 Ok(n) => {
                     let ready = setters::condition(&desired, "Ready").map(|c| c.status.clone());
                     info!(node = %self.name, ready = ?ready, "node status written");
