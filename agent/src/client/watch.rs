@@ -20,10 +20,9 @@ use crate::backoff::{Backoff, Policy};
 pub const WATCH: Policy = Policy::exponential(Duration::from_millis(800), Duration::from_secs(30))
     .with_jitter(1.0)
     .with_reset_after(Duration::from_secs(120));
-/// The first delay after a 403 before the first success; it doubles up to [`FORBIDDEN_RETRY_MAX`].
-const FORBIDDEN_RETRY: Duration = Duration::from_millis(100);
-/// The longest quick retry delay after a 403.
-const FORBIDDEN_RETRY_MAX: Duration = Duration::from_millis(800);
+/// Quick retries after a 403 before the first success: 100 ms doubling to 800 ms.
+const FORBIDDEN_RETRY: Policy =
+    Policy::exponential(Duration::from_millis(100), Duration::from_millis(800));
 /// How many such quick retries: 100, 200, 400, 800, 800, 800 ms, 3.1 s in all.
 const FORBIDDEN_RETRIES: u32 = 6;
 
@@ -33,7 +32,8 @@ const FORBIDDEN_RETRIES: u32 = 6;
 /// authorizer lags most when the API server is busiest (over a second with 100 nodes starting
 /// 1,000 pods), and every node's first pod in a namespace meets the race.
 pub fn forbidden_retry(n: u32) -> Option<Duration> {
-    (n < FORBIDDEN_RETRIES).then(|| (FORBIDDEN_RETRY * 2u32.pow(n.min(3))).min(FORBIDDEN_RETRY_MAX))
+    let first = FORBIDDEN_RETRY.after(None);
+    (n < FORBIDDEN_RETRIES).then(|| (0..n).fold(first, |d, _| FORBIDDEN_RETRY.after(Some(d))))
 }
 
 /// The reflector's `minWatchTimeout`: the shortest watch a request asks the API server for.
