@@ -512,6 +512,7 @@ fn spawn_log_rotation(
         max_files: cfg.max_files,
         workers: cfg.max_workers as usize,
         interval: cfg.monitor_interval,
+        log_paths: Default::default(),
     };
     tasks.spawn("log-rotation", logs.run(cancel.child_token()));
 }
@@ -631,6 +632,7 @@ async fn node_context(
         sync_frequency: pods.sync_frequency,
         image_volumes,
         seccomp_root: paths.root_dir.join("seccomp"),
+        pod_cache: Default::default(),
     }))
 }
 

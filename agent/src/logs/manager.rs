@@ -3,7 +3,9 @@
 //! rotated by containerLogMaxWorkers workers, the runtime told to reopen it (CRI
 //! ReopenContainerLog).
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bosun_cri::{CriClient, CriError};
@@ -52,6 +54,9 @@ pub struct LogManager {
     pub workers: usize,
     /// containerLogMonitorInterval.
     pub interval: Duration,
+    /// The log path of each running container, asked of the runtime (ContainerStatus) once:
+    /// it is fixed when the container is created. The kubelet asks again every pass.
+    pub log_paths: Arc<Mutex<HashMap<String, PathBuf>>>,
 }
 
 impl LogManager {
@@ -85,6 +90,10 @@ impl LogManager {
             .filter(|c| c.state == bosun_cri::types::ContainerState::ContainerRunning as i32)
             .map(|c| c.id)
             .collect();
+        if let Ok(mut paths) = self.log_paths.lock() {
+            let live: HashSet<&String> = running.iter().collect();
+            paths.retain(|id, _| live.contains(id));
+        }
         futures::stream::iter(running)
             .for_each_concurrent(self.workers.max(1), |id| async move {
                 if let Err(e) = self.process(&id).await {
@@ -97,11 +106,22 @@ impl LogManager {
 
     /// Rotates one container's log when it reached the maximum size (`processContainer`).
     async fn process(&self, id: &str) -> Result<(), RotateError> {
-        let status = self.cri.container_status(id, false).await?;
-        let Some(path) = status.status.map(|s| s.log_path).filter(|p| !p.is_empty()) else {
-            return Ok(());
+        let known = self.log_paths.lock().ok().and_then(|p| p.get(id).cloned());
+        let path = match known {
+            Some(path) => path,
+            None => {
+                let status = self.cri.container_status(id, false).await?;
+                let path = PathBuf::from(status.status.map(|s| s.log_path).unwrap_or_default());
+                if let Ok(mut paths) = self.log_paths.lock() {
+                    paths.insert(id.to_string(), path.clone());
+                }
+                path
+            }
         };
-        let path = PathBuf::from(path);
+        if path.as_os_str().is_empty() {
+            // A container the runtime keeps no log of.
+            return Ok(());
+        }
         let size = match tokio::fs::metadata(&path).await {
             Ok(m) => m.len(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

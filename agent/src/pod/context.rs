@@ -55,4 +55,6 @@ pub struct NodeContext<R = CriClient> {
     pub image_volumes: Result<(), String>,
     /// The pods' allocated and actuated resources and their resize conditions.
     pub allocations: super::allocation::Allocations,
+    /// What the last PLEG relist saw of each pod, for the workers' syncs.
+    pub pod_cache: super::cache::PodCache,
 }

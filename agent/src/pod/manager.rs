@@ -558,6 +558,7 @@ impl<R: PodRuntime> PodManager<R> {
         self.publish_known();
         // Every sandbox and container, as runtime::observe_all lists them.
         let cri = &self.ctx.cri;
+        let listed_at = std::time::Instant::now();
         let listed = tokio::try_join!(cri.list_pod_sandbox(None), cri.list_containers(None));
         let observed = match listed.map(|(sandboxes, containers)| group(sandboxes, containers)) {
             Ok(o) => {
@@ -571,8 +572,10 @@ impl<R: PodRuntime> PodManager<R> {
         };
         let mut now: HashMap<String, String> = HashMap::new();
         for (uid, pod) in &observed {
-            now.insert(uid.clone(), fingerprint(pod));
+            now.insert(uid.clone(), super::cache::fingerprint(pod));
         }
+        // Published before the wakes: a woken worker must not plan from the relist before.
+        self.ctx.pod_cache.relisted(listed_at, now.clone());
         for (uid, fp) in &now {
             if self.last_relist.get(uid) != Some(fp)
                 && let Some(w) = self.workers.get(uid)
@@ -674,18 +677,6 @@ impl<R: PodRuntime> PodManager<R> {
         });
     }
 }
-
-fn fingerprint(pod: &ObservedPod) -> String {
-    let mut s = String::new();
-    for sb in &pod.sandboxes {
-        s.push_str(&format!("{}:{};", sb.id, sb.ready));
-    }
-    for c in &pod.containers {
-        s.push_str(&format!("{}:{};", c.id, c.state as i32));
-    }
-    s
-}
-
 /// The status of a pod that failed admission: phase Failed with the reason and the message
 /// after "Pod was rejected: ".
 fn rejected_status(
@@ -815,6 +806,49 @@ mod tests {
             source: "file",
             pods: pods.collect(),
         }
+    }
+
+    /// A settled pod synced again (here for a new generation) after a relist that saw nothing
+    /// change plans from the pod cache and asks the runtime nothing; once a relist sees its
+    /// container exit, the worker it wakes asks the runtime and restarts the container.
+    #[tokio::test]
+    async fn syncs_plan_from_the_relist_until_it_sees_a_change() {
+        let node = TestNode::new();
+        let rt = node.rt();
+        let static_pod = |generation: i64| {
+            let mut p = Pod::clone(&worker_tests::pod());
+            let annotations = p.metadata.annotations.get_or_insert_with(Default::default);
+            annotations.insert(crate::runtime::labels::CONFIG_SOURCE.into(), "file".into());
+            p.metadata.generation = Some(generation);
+            Arc::new(p)
+        };
+        let cancel = node.cancel.child_token();
+        let mut m = PodManager::new(node.ctx.clone(), vec!["file"], admission(), cancel);
+        m.apply(manifests(Some(&static_pod(1))));
+        node.wait_for_status("app running", |s| {
+            worker_tests::state_of(s, "app").as_deref() == Some("running")
+        })
+        .await;
+        // A relist that lists before the last sync ended does not count: try a few rounds.
+        let mut from_cache = None;
+        for generation in 2..50 {
+            m.relist().await;
+            let before = rt.with(|h| h.pod_reads);
+            m.apply(manifests(Some(&static_pod(generation))));
+            node.wait_for_status("the new generation observed", |s| {
+                s.observed_generation == Some(generation)
+            })
+            .await;
+            if rt.with(|h| h.pod_reads) == before {
+                from_cache = Some(generation);
+                break;
+            }
+        }
+        assert!(from_cache.is_some(), "every sync asked the runtime again");
+        rt.exit("app-0", 1);
+        m.relist().await;
+        rt.wait_for("app-1 running", |h| h.running() == ["app-1"])
+            .await;
     }
 
     /// A static pod's manifest removed, then put back while its worker still has the Terminate:

@@ -5,6 +5,7 @@ pub mod admission;
 pub mod allocation;
 pub mod api_source;
 pub mod backoff;
+pub mod cache;
 pub mod context;
 mod evict;
 pub mod image;

@@ -8,7 +8,7 @@ use bosun_cri::types::{ContainerFilter, PodSandboxFilter};
 
 use super::runtime::PodObserver;
 use crate::runtime::{
-    ContainerView, ObservedContainer, ObservedSandbox, RunState, SandboxView, labels,
+    ContainerView, ObservedContainer, ObservedPod, ObservedSandbox, RunState, SandboxView, labels,
 };
 
 /// What the runtime holds for this pod, ready for the plan.
@@ -20,6 +20,8 @@ pub struct Observed {
     pub sandbox_ids: Vec<(String, bool)>,
     /// Every container of the pod, newest first.
     pub containers: Vec<ContainerView>,
+    /// The pod cache's fingerprint of what was listed (see [`super::cache::fingerprint`]).
+    pub fingerprint: String,
 }
 
 impl Observed {
@@ -60,6 +62,11 @@ pub async fn observe(
     )?;
     sandboxes.sort_by_key(|c| std::cmp::Reverse(c.created_at));
     let sandboxes: Vec<ObservedSandbox> = sandboxes.iter().map(ObservedSandbox::of).collect();
+    let fingerprint = super::cache::fingerprint(&ObservedPod {
+        sandboxes: sandboxes.clone(),
+        containers: containers.iter().map(ObservedContainer::of).collect(),
+        ..Default::default()
+    });
     let sandbox = sandboxes.first().map(|s| SandboxView {
         id: s.id.clone(),
         ready: s.ready,
@@ -82,6 +89,7 @@ pub async fn observe(
         sandbox,
         sandbox_ids: sandboxes.iter().map(|s| (s.id.clone(), s.ready)).collect(),
         containers: views,
+        fingerprint,
     })
 }
 

@@ -117,6 +117,8 @@ pub fn spawn<R: PodRuntime>(
         terminal: None,
         evict: evict.clone(),
         synced: false,
+        seen: None,
+        synced_at: None,
         start_sli: Default::default(),
         wake: wake.clone(),
     };
@@ -154,6 +156,11 @@ pub(super) struct PodWorker<R> {
     pub(super) evict: EvictSlot,
     /// Synced at least once (kubelet_pod_worker_duration_seconds: create, then update or sync).
     pub(super) synced: bool,
+    /// What the last sync observed of the runtime: the next sync plans from it when the pod
+    /// cache shows nothing changed since (see [`super::cache`]).
+    pub(super) seen: Option<Observed>,
+    /// When the last sync ended.
+    pub(super) synced_at: Option<Instant>,
     /// kubelet_pod_start_sli_duration_seconds of this pod.
     pub(super) start_sli: crate::metrics::PodStartTracker,
     /// This worker's wake-up (PLEG, and the prober on a changed result).
@@ -196,6 +203,7 @@ impl<R: PodRuntime> PodWorker<R> {
                     next_sync = self.resync_delay(ok);
                     crate::metrics::global().observe_pod_sync(op, started.elapsed());
                     self.synced = true;
+                    self.synced_at = Some(Instant::now());
                 }
                 PodUpdate::Terminate(grace, pod) => {
                     // The newest object: a deletionTimestamp on it makes us finish the deletion.
@@ -266,6 +274,24 @@ impl<R: PodRuntime> PodWorker<R> {
         observe(&self.ctx.cri, &uid, &pod_dir, &self.exited).await
     }
 
+    /// What the runtime holds for this pod, for a sync: at the start of one (`first`), what the
+    /// last sync observed when a relist since it ended saw the same (the kubelet's pod cache);
+    /// otherwise, or after this sync acted, asked of the runtime.
+    async fn observe_for_sync(&mut self, first: bool) -> bosun_cri::Result<Observed> {
+        if first
+            && let (Some(seen), Some(since)) = (&self.seen, self.synced_at)
+            && self
+                .ctx
+                .pod_cache
+                .unchanged_since(&self.key().uid, since, &seen.fingerprint)
+        {
+            return Ok(seen.clone());
+        }
+        let obs = self.observe().await?;
+        self.seen = Some(obs.clone());
+        Ok(obs)
+    }
+
     /// Records an event about this pod (or one of its containers); never waits.
     pub(super) fn event(
         &self,
@@ -297,7 +323,7 @@ impl<R: PodRuntime> PodWorker<R> {
             .map_or(0, Vec::len);
         let rounds = 2 + inits;
         for round in 0..rounds {
-            let obs = self.observe().await?;
+            let obs = self.observe_for_sync(round == 0).await?;
             remember_exited(&mut self.exited, &obs);
             if self.kill_unhealthy(&obs).await {
                 // Plan with the killed containers exited: they restart per restartPolicy.
@@ -384,7 +410,11 @@ impl<R: PodRuntime> PodWorker<R> {
                 // for no runtime event (whose wake this sync would drop as stale) nor resync.
                 continue;
             }
-            let obs = if acted { self.observe().await? } else { obs };
+            let obs = if acted {
+                self.observe_for_sync(false).await?
+            } else {
+                obs
+            };
             self.update_status(&obs).await;
             return Ok(());
         }

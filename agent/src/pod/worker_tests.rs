@@ -47,6 +47,8 @@ pub(super) struct Held {
     sandboxes_made: usize,
     /// `<CRI call> <what it named>` of every call but the reads.
     pub calls: Vec<String>,
+    /// The reads of one pod (lists by its UID, ContainerStatus), counted.
+    pub pod_reads: usize,
     clock: i64,
 }
 
@@ -142,9 +144,10 @@ impl Scripted {
     pub fn exit(&self, id: &str, code: i32) {
         let mut held = self.held.lock().unwrap();
         let now = held.tick();
-        let (_, st) = held
+        let (c, st) = held
             .container_mut(id)
             .unwrap_or_else(|| panic!("no container {id}"));
+        c.state = ContainerState::ContainerExited as i32;
         st.state = ContainerState::ContainerExited as i32;
         st.exit_code = code;
         st.finished_at = now;
@@ -170,9 +173,10 @@ impl PodObserver for Scripted {
         &self,
         f: Option<PodSandboxFilter>,
     ) -> bosun_cri::Result<Vec<PodSandbox>> {
-        let held = self.held.lock().unwrap();
-        let all = held.sandboxes.iter();
+        let mut held = self.held.lock().unwrap();
         let selector = f.map(|f| f.label_selector).unwrap_or_default();
+        held.pod_reads += usize::from(!selector.is_empty());
+        let all = held.sandboxes.iter();
         Ok(all
             .filter(|s| selected(&s.labels, &selector))
             .cloned()
@@ -183,9 +187,10 @@ impl PodObserver for Scripted {
         &self,
         f: Option<ContainerFilter>,
     ) -> bosun_cri::Result<Vec<Container>> {
-        let held = self.held.lock().unwrap();
-        let all = held.containers.iter().map(|(c, _)| c);
+        let mut held = self.held.lock().unwrap();
         let selector = f.map(|f| f.label_selector).unwrap_or_default();
+        held.pod_reads += usize::from(!selector.is_empty());
+        let all = held.containers.iter().map(|(c, _)| c);
         Ok(all
             .filter(|c| selected(&c.labels, &selector))
             .cloned()
@@ -193,7 +198,8 @@ impl PodObserver for Scripted {
     }
 
     async fn container_status(&self, id: &str) -> bosun_cri::Result<ContainerStatus> {
-        let held = self.held.lock().unwrap();
+        let mut held = self.held.lock().unwrap();
+        held.pod_reads += 1;
         let found = held.containers.iter().find(|(c, _)| c.id == id);
         found
             .map(|(_, s)| s.clone())
@@ -254,12 +260,13 @@ impl PodRuntime for Scripted {
             s.state = PodSandboxState::SandboxNotready as i32;
         }
         // As the runtime: its containers are killed with it.
-        for (_, st) in held
+        for (c, st) in held
             .containers
             .iter_mut()
             .filter(|(c, _)| c.pod_sandbox_id == id)
             .filter(|(_, s)| s.state != ContainerState::ContainerExited as i32)
         {
+            c.state = ContainerState::ContainerExited as i32;
             st.state = ContainerState::ContainerExited as i32;
             st.exit_code = 137;
             st.finished_at = now;
@@ -497,6 +504,7 @@ impl TestNode {
             sync_frequency: std::time::Duration::from_secs(60),
             image_volumes: Ok(()),
             allocations: Default::default(),
+            pod_cache: Default::default(),
         };
         TestNode {
             ctx: Arc::new(ctx),
