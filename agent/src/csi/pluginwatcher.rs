@@ -1,5 +1,7 @@
-//! The kubelet's plugin watcher and plugin manager for CSI drivers: every second (the kubelet's
-//! plugin manager reconciles every second too) `<root>/plugins_registry/` is read; a new socket
+//! The kubelet's plugin watcher and plugin manager for CSI drivers: `<root>/plugins_registry/`
+//! is read whenever inotify reports a change in it (the kubelet watches it with fsnotify), every
+//! second while a failed registration waits for its retry, and every minute in any case (every
+//! second when inotify cannot watch it); a new socket
 //! (or one recreated by a restarted driver: a new inode) is registered (GetInfo, the driver's
 //! NodeGetInfo on the endpoint it names, its node ID and topology labels on the Node, its entry
 //! in the CSINode, NotifyRegistrationStatus), a
@@ -22,8 +24,11 @@ use super::csinode::{CsiNodeWriter, driver_entry};
 use super::{Driver, Drivers};
 use crate::devicemanager::{DeviceManager, registration};
 
-/// How often the registry directory is read.
+/// How often the registry directory is read while a registration waits for its retry, or
+/// inotify cannot watch it.
 const SCAN: Duration = Duration::from_secs(1);
+/// How often it is read with nothing reported changed.
+const RESCAN: Duration = Duration::from_secs(60);
 /// How long a failed registration waits before the next attempt.
 const RETRY: Duration = Duration::from_secs(5);
 
@@ -59,6 +64,58 @@ fn sockets(dir: &Path) -> HashMap<PathBuf, u64> {
         .collect()
 }
 
+/// An inotify watch on the registry directory: the entries made, removed or renamed in it.
+struct DirWatch(tokio::io::unix::AsyncFd<Watched>);
+
+/// The inotify instance, for tokio's readiness.
+struct Watched(nix::sys::inotify::Inotify);
+
+impl std::os::fd::AsRawFd for Watched {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsFd;
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+impl DirWatch {
+    /// Watches `dir`; None when inotify cannot (the watcher then polls).
+    fn new(dir: &Path) -> Option<DirWatch> {
+        use nix::sys::inotify::{AddWatchFlags as F, InitFlags, Inotify};
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+        let flags = F::IN_CREATE
+            | F::IN_DELETE
+            | F::IN_MOVED_FROM
+            | F::IN_MOVED_TO
+            | F::IN_DELETE_SELF
+            | F::IN_MOVE_SELF;
+        inotify.add_watch(dir, flags).ok()?;
+        // SAFETY: an Inotify owns its descriptor (an OwnedFd): it stays open, the same one,
+        // until the Inotify is dropped, and the AsyncFd owns the Inotify.
+        unsafe { tokio::io::unix::AsyncFd::register(Watched(inotify)) }
+            .ok()
+            .map(DirWatch)
+    }
+
+    /// Waits until the directory changed; false when the watch is gone (the directory itself
+    /// removed or moved, or inotify failing).
+    async fn changed(&self) -> bool {
+        use nix::sys::inotify::AddWatchFlags as F;
+        loop {
+            let Ok(mut ready) = self.0.readable().await else {
+                return false;
+            };
+            match ready.try_io(|w| w.get_ref().0.read_events().map_err(std::io::Error::from)) {
+                Ok(Ok(events)) => {
+                    let gone = F::IN_DELETE_SELF | F::IN_MOVE_SELF | F::IN_IGNORED;
+                    return !events.iter().any(|e| e.mask.intersects(gone));
+                }
+                Ok(Err(_)) => return false,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
 /// Whether a CSI driver's supported versions include one Bosun speaks (CSI 1.x).
 fn supported_version(versions: &[String]) -> bool {
     versions.iter().any(|v| {
@@ -80,7 +137,12 @@ pub async fn run(
         warn!(error = %e, dir = %dir.display(), "cannot create the plugin registry directory");
     }
     let mut seen: HashMap<PathBuf, Seen> = HashMap::new();
+    let mut watch: Option<DirWatch> = None;
     loop {
+        if watch.is_none() {
+            // Before the read: a change during it is reported, not lost.
+            watch = DirWatch::new(&dir);
+        }
         let now = sockets(&dir);
         let gone: Vec<PathBuf> = seen
             .keys()
@@ -134,9 +196,24 @@ pub async fn run(
             };
             seen.insert(path, entry);
         }
-        tokio::select! {
+        let retrying = seen.values().any(|s| matches!(s, Seen::Failed { .. }));
+        let wait = match &watch {
+            Some(_) if !retrying => RESCAN,
+            _ => SCAN,
+        };
+        let changed = async {
+            match &watch {
+                Some(w) => w.changed().await,
+                None => std::future::pending().await,
+            }
+        };
+        let still = tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(SCAN) => {}
+            still = changed => still,
+            _ = tokio::time::sleep(wait) => true,
+        };
+        if !still {
+            watch = None;
         }
     }
 }

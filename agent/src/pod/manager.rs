@@ -24,6 +24,11 @@ use crate::runtime::observed::group;
 /// PLEG relist period (the kubelet's generic PLEG relists every second).
 pub const RELIST: Duration = Duration::from_secs(1);
 
+/// The sweep for orphaned pod cgroups and directories runs at a relist when the pods known
+/// (workers, sources, runtime) changed since the last sweep that found none, or when one
+/// is pending; and at least this often whatever changed.
+const SWEEP_AT_LEAST_EVERY: Duration = Duration::from_secs(60);
+
 /// Owns the workers of all pods of the node; `R` is the runtime (the CRI client, or a scripted
 /// one in unit tests).
 pub struct PodManager<R = bosun_cri::CriClient> {
@@ -36,6 +41,8 @@ pub struct PodManager<R = bosun_cri::CriClient> {
     /// Directories of pods no longer known being removed, by UID.
     sweeping: Arc<std::sync::Mutex<HashSet<String>>>,
     last_relist: HashMap<String, String>,
+    /// The last sweep that found no orphan: a digest of the pods known then, and when.
+    swept: Option<(u64, std::time::Instant)>,
     admission: Admission,
     /// Pods that failed admission, by UID: they never get a worker.
     rejected: HashSet<String>,
@@ -137,6 +144,7 @@ impl<R: PodRuntime> PodManager<R> {
             reaping: HashSet::new(),
             sweeping: Arc::default(),
             last_relist: HashMap::new(),
+            swept: None,
             admission,
             rejected: HashSet::new(),
             restart: HashSet::new(),
@@ -592,33 +600,64 @@ impl<R: PodRuntime> PodManager<R> {
         }
         self.reaping.retain(|u| now.contains_key(u));
         if self.all_sources_seen() {
-            self.remove_orphaned_cgroups(&now).await;
-            self.remove_orphaned_pod_dirs(&now);
+            // Nothing becomes an orphan while the pods known stay the same: the cgroups and
+            // directories are made by workers, of pods already known.
+            let digest = self.known_digest(&now);
+            let due = self
+                .swept
+                .is_none_or(|(d, at)| d != digest || at.elapsed() >= SWEEP_AT_LEAST_EVERY);
+            if due {
+                let found =
+                    self.remove_orphaned_cgroups(&now).await | self.remove_orphaned_pod_dirs(&now);
+                self.swept = (!found).then(|| (digest, std::time::Instant::now()));
+            }
         }
         self.last_relist = now;
     }
 
-    /// Removes the cgroups of pods with neither a worker nor anything in the runtime.
-    async fn remove_orphaned_cgroups(&self, in_runtime: &HashMap<String, String>) {
+    /// A digest of the UIDs of the pods with a worker, those of the sources and those in the
+    /// runtime (`in_runtime`).
+    fn known_digest(&self, in_runtime: &HashMap<String, String>) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for set in [
+            self.workers.keys().collect::<Vec<_>>(),
+            self.all.keys().collect(),
+            in_runtime.keys().collect(),
+        ] {
+            let mut set = set;
+            set.sort_unstable();
+            set.hash(&mut h);
+        }
+        h.finish()
+    }
+
+    /// Removes the cgroups of pods with neither a worker nor anything in the runtime; true when
+    /// there was one.
+    async fn remove_orphaned_cgroups(&self, in_runtime: &HashMap<String, String>) -> bool {
+        let mut found = false;
         for orphan in self.ctx.cgroups.pod_cgroups() {
             if self.workers.contains_key(&orphan.uid) || in_runtime.contains_key(&orphan.uid) {
                 continue;
             }
+            found = true;
             info!(pod.uid = %orphan.uid, cgroup = %orphan.path, "removing the cgroup of a pod no longer known");
             if let Err(e) = self.ctx.cgroups.remove_orphan(&orphan).await {
                 warn!(pod.uid = %orphan.uid, error = %e, "cannot remove an orphaned pod cgroup");
             }
         }
+        found
     }
 
     /// Removes the directories (volumes torn down first) of pods no source has, with neither a
     /// worker nor anything in the runtime: those deleted while bosun was down (the kubelet's
     /// cleanupOrphanedPodDirs, in housekeeping). A mount that will not go keeps the directory
-    /// and is retried at the next relist.
-    fn remove_orphaned_pod_dirs(&self, in_runtime: &HashMap<String, String>) {
+    /// and is retried at the next relist. True when there was one (being removed or not).
+    fn remove_orphaned_pod_dirs(&self, in_runtime: &HashMap<String, String>) -> bool {
         let Ok(entries) = std::fs::read_dir(self.ctx.dirs.root_dir.join("pods")) else {
-            return;
+            return false;
         };
+        let mut found = false;
         for e in entries.flatten() {
             let uid = e.file_name().to_string_lossy().into_owned();
             if self.workers.contains_key(&uid)
@@ -627,8 +666,9 @@ impl<R: PodRuntime> PodManager<R> {
             {
                 continue;
             }
+            found = true;
             let Ok(mut sweeping) = self.sweeping.lock() else {
-                return;
+                return found;
             };
             if !sweeping.insert(uid.clone()) {
                 continue;
@@ -650,6 +690,7 @@ impl<R: PodRuntime> PodManager<R> {
                 }
             });
         }
+        found
     }
 
     /// Removes the sandboxes and containers of a pod that no source wants.
@@ -849,6 +890,55 @@ mod tests {
         m.relist().await;
         rt.wait_for("app-1 running", |h| h.running() == ["app-1"])
             .await;
+    }
+
+    /// The sweep for orphaned pod directories runs when the pods known change, not at every
+    /// relist: a directory of a pod nobody knows, made while nothing changes, stays until the
+    /// next change (or a minute), then goes; the known pod's directory stays.
+    #[tokio::test]
+    async fn orphaned_pod_directories_are_swept_when_the_pods_known_change() {
+        let node = TestNode::new();
+        let cancel = node.cancel.child_token();
+        let mut m = PodManager::new(node.ctx.clone(), vec!["file"], admission(), cancel);
+        let mut p = Pod::clone(&worker_tests::pod());
+        let annotations = p.metadata.annotations.get_or_insert_with(Default::default);
+        annotations.insert(crate::runtime::labels::CONFIG_SOURCE.into(), "file".into());
+        let p = Arc::new(p);
+        m.apply(manifests(Some(&p)));
+        node.wait_for_status("app running", |s| {
+            worker_tests::state_of(s, "app").as_deref() == Some("running")
+        })
+        .await;
+        m.relist().await;
+        let dirs = &node.ctx.dirs;
+        std::fs::create_dir_all(dirs.pod_dir(UID)).unwrap();
+        m.relist().await;
+        let ghost = dirs.pod_dir("ghost");
+        std::fs::create_dir_all(&ghost).unwrap();
+        m.relist().await;
+        assert!(ghost.exists(), "swept although nothing changed");
+        // Another pod: the known pods changed, the next relist sweeps.
+        let mut other = Pod::clone(&p);
+        other.metadata.uid = Some("uid-2".into());
+        other.metadata.name = Some("q".into());
+        m.apply(SourceUpdate {
+            source: "file",
+            pods: [
+                (UID.to_string(), p.clone()),
+                ("uid-2".to_string(), Arc::new(other)),
+            ]
+            .into_iter()
+            .collect(),
+        });
+        for _ in 0..2000 {
+            m.relist().await;
+            if !ghost.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!ghost.exists(), "the orphan's directory is still there");
+        assert!(dirs.pod_dir(UID).exists(), "the known pod's directory went");
     }
 
     /// A static pod's manifest removed, then put back while its worker still has the Terminate:
