@@ -22,12 +22,13 @@ pub struct PodCache {
 #[derive(Debug)]
 struct Relisted {
     listed_at: Instant,
-    pods: HashMap<String, String>,
+    pods: Arc<HashMap<String, String>>,
 }
 
 impl PodCache {
-    /// Records a relist whose lists were asked for at `listed_at`.
-    pub fn relisted(&self, listed_at: Instant, pods: HashMap<String, String>) {
+    /// Records a relist whose lists were asked for at `listed_at` (the map shared with the
+    /// manager, which compares the next relist with it).
+    pub fn relisted(&self, listed_at: Instant, pods: Arc<HashMap<String, String>>) {
         if let Ok(mut l) = self.last.lock() {
             *l = Some(Relisted { listed_at, pods });
         }
@@ -121,13 +122,19 @@ mod tests {
         let t0 = Instant::now();
         let synced = t0 + Duration::from_secs(1);
         assert!(!cache.unchanged_since("u", synced, "f"), "no relist yet");
-        cache.relisted(t0, HashMap::from([("u".to_string(), "f".to_string())]));
+        cache.relisted(
+            t0,
+            Arc::new(HashMap::from([("u".to_string(), "f".to_string())])),
+        );
         assert!(
             !cache.unchanged_since("u", synced, "f"),
             "listed before the sync ended: it may not show what the sync did"
         );
         let later = synced + Duration::from_millis(1);
-        cache.relisted(later, HashMap::from([("u".to_string(), "f".to_string())]));
+        cache.relisted(
+            later,
+            Arc::new(HashMap::from([("u".to_string(), "f".to_string())])),
+        );
         assert!(cache.unchanged_since("u", synced, "f"));
         assert!(!cache.unchanged_since("u", synced, "g"), "changed since");
         assert!(cache.unchanged_since("gone", synced, ""), "nothing, still");

@@ -40,7 +40,8 @@ pub struct PodManager<R = bosun_cri::CriClient> {
     reaping: HashSet<String>,
     /// Directories of pods no longer known being removed, by UID.
     sweeping: Arc<std::sync::Mutex<HashSet<String>>>,
-    last_relist: HashMap<String, String>,
+    /// Each pod's fingerprint in the last relist (the map the pod cache holds too).
+    last_relist: Arc<HashMap<String, String>>,
     /// The last sweep that found no orphan: a digest of the pods known then, and when.
     swept: Option<(u64, std::time::Instant)>,
     admission: Admission,
@@ -143,7 +144,7 @@ impl<R: PodRuntime> PodManager<R> {
             workers: HashMap::new(),
             reaping: HashSet::new(),
             sweeping: Arc::default(),
-            last_relist: HashMap::new(),
+            last_relist: Arc::default(),
             swept: None,
             admission,
             rejected: HashSet::new(),
@@ -582,9 +583,10 @@ impl<R: PodRuntime> PodManager<R> {
         for (uid, pod) in &observed {
             now.insert(uid.clone(), super::cache::fingerprint(pod));
         }
+        let now = Arc::new(now);
         // Published before the wakes: a woken worker must not plan from the relist before.
         self.ctx.pod_cache.relisted(listed_at, now.clone());
-        for (uid, fp) in &now {
+        for (uid, fp) in now.iter() {
             if self.last_relist.get(uid) != Some(fp)
                 && let Some(w) = self.workers.get(uid)
             {
