@@ -427,7 +427,9 @@ fn spawn_node_shutdown(
     let (manager, shutting_down) =
         crate::nodeshutdown::Manager::new(&cfg.node, eviction.pods_tx.clone(), ctx.events.clone());
     if let Some(manager) = manager {
-        let manager = manager.with_state_in(&ctx.dirs.root_dir);
+        let manager = manager
+            .with_state_in(&ctx.dirs.root_dir)
+            .with_status_writes(ctx.statuses.clone());
         tasks.spawn("node-shutdown", manager.run(cancel.child_token()));
     }
     shutting_down

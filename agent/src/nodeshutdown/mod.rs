@@ -57,6 +57,8 @@ pub struct Manager {
     logind_conf_dir: PathBuf,
     /// `<root-dir>/graceful_node_shutdown_state`: when the last shutdown started and ended.
     times_file: Option<PathBuf>,
+    /// The pod statuses, whose writes to the API the lock waits for.
+    statuses: Option<crate::status::StatusStore>,
 }
 
 /// The kubelet's killPodNow timeout: one and a half grace periods, at least 10 s.
@@ -104,6 +106,7 @@ impl Manager {
             state,
             logind_conf_dir: PathBuf::from(logind::LOGIND_CONF_DIR),
             times_file: None,
+            statuses: None,
         };
         (Some(manager), rx)
     }
@@ -117,6 +120,14 @@ impl Manager {
             Err(e) => error!(error = %e, "Failed to load graceful shutdown state"),
         }
         self.times_file = Some(file);
+        self
+    }
+
+    /// Holds the lock, once the pods are stopped, until the API has their statuses (at most
+    /// until the grace periods requested are over): the kubelet releases it at once, and a
+    /// status still queued when the machine goes down is lost (a busy machine lost it).
+    pub fn with_status_writes(mut self, statuses: crate::status::StatusStore) -> Manager {
+        self.statuses = Some(statuses);
         self
     }
 
@@ -256,12 +267,19 @@ impl Manager {
     /// stopped, its end recorded.
     async fn process_shutdown(&self) {
         info!("Shutdown manager processing shutdown event");
+        let started = tokio::time::Instant::now();
         let mut times = state::ShutdownTimes {
             start: Some(k8s_openapi::jiff::Timestamp::now()),
             end: None,
         };
         self.record(&times);
         self.stop_pods().await;
+        if let Some(statuses) = &self.statuses {
+            let left = groups::period_requested(&self.periods).saturating_sub(started.elapsed());
+            if !statuses.written(left).await {
+                warn!("Shutdown manager: pod statuses not all written to the API in time");
+            }
+        }
         times.end = Some(k8s_openapi::jiff::Timestamp::now());
         self.record(&times);
     }
@@ -470,6 +488,73 @@ mod tests {
                 ("regular".to_string(), 20),
                 ("critical".to_string(), 10)
             ]
+        );
+    }
+
+    /// The lock waits, once the pods are stopped, until the API writer has their statuses
+    /// (a loaded node powered off before the write, losing the Failed status); with a writer
+    /// that never gets there, it waits the grace periods requested and no longer.
+    #[tokio::test(start_paused = true)]
+    async fn the_lock_waits_until_the_stopped_pods_statuses_are_written() {
+        let pod = Arc::new(Pod {
+            metadata: kube::api::ObjectMeta {
+                name: Some("p".into()),
+                uid: Some("p".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        let statuses = crate::status::StatusStore::default();
+        statuses.mark_written(0);
+        let periods = groups::periods(Duration::from_secs(30), Duration::from_secs(10), &[]);
+        let (pods_tx, mut pods_rx) = mpsc::channel(4);
+        let (manager, _) = Manager::with_periods("n", periods, pods_tx, Recorder::disabled());
+        let manager = manager
+            .expect("enabled")
+            .with_status_writes(statuses.clone());
+        let store = statuses.clone();
+        tokio::spawn(async move {
+            let mut kills = 0;
+            while let Some(r) = pods_rx.recv().await {
+                match r {
+                    PodsRequest::Active(tx) => {
+                        let _ = tx.send(vec![pod.clone()]);
+                    }
+                    PodsRequest::Evict(e, done) => {
+                        // The worker sets the stopped pod's status, then answers.
+                        kills += 1;
+                        let status = k8s_openapi::api::core::v1::PodStatus {
+                            phase: Some("Failed".into()),
+                            message: Some(format!("{} ({kills})", e.message)),
+                            ..Default::default()
+                        };
+                        store.set(&pod, status);
+                        let _ = done.send(true);
+                    }
+                }
+            }
+        });
+        let manager = Arc::new(manager);
+        let m = manager.clone();
+        let shutdown = tokio::spawn(async move { m.process_shutdown().await });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(
+            !shutdown.is_finished(),
+            "released before the status was written"
+        );
+        statuses.mark_written(*statuses.subscribe().borrow());
+        tokio::time::timeout(Duration::from_secs(1), shutdown)
+            .await
+            .expect("released once written")
+            .unwrap();
+
+        // A writer that never catches up holds it the 30 s requested, not longer.
+        let started = tokio::time::Instant::now();
+        manager.process_shutdown().await;
+        let held = started.elapsed();
+        assert!(
+            held >= Duration::from_secs(29) && held <= Duration::from_secs(31),
+            "held {held:?}"
         );
     }
 }

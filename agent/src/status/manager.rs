@@ -24,8 +24,11 @@ const IDLE: Duration = Duration::from_secs(60);
 pub async fn run(client: kube::Client, store: StatusStore, cancel: CancellationToken) {
     let mut changed = store.subscribe();
     let mut written: HashMap<String, PodStatus> = HashMap::new();
+    store.mark_written(0);
     loop {
         let mut failed = false;
+        // Read before the pods: what this pass writes is at least this version.
+        let version = *changed.borrow_and_update();
         let pods = store.pods();
         for pod in &pods {
             let (Some(uid), Some(status)) = (pod.metadata.uid.clone(), pod.status.clone()) else {
@@ -63,6 +66,9 @@ pub async fn run(client: kube::Client, store: StatusStore, cancel: CancellationT
             }
         }
         written.retain(|uid, _| pods.iter().any(|p| p.metadata.uid.as_deref() == Some(uid)));
+        if !failed {
+            store.mark_written(version);
+        }
         let retry = if failed { WRITE_RETRY.initial } else { IDLE };
         tokio::select! {
             _ = cancel.cancelled() => return,

@@ -12,6 +12,8 @@ use tokio::sync::watch;
 pub struct StatusStore {
     inner: Arc<Mutex<HashMap<String, Arc<Pod>>>>,
     changed: Arc<watch::Sender<u64>>,
+    /// The version every status up to which the API writer has written (None: no writer).
+    written: Arc<watch::Sender<Option<u64>>>,
 }
 
 impl Default for StatusStore {
@@ -19,6 +21,7 @@ impl Default for StatusStore {
         StatusStore {
             inner: Arc::default(),
             changed: Arc::new(watch::channel(0).0),
+            written: Arc::new(watch::channel(None).0),
         }
     }
 }
@@ -84,6 +87,25 @@ impl StatusStore {
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
+
+    /// The API writer's word: every status set up to `version` is written (or its pod gone).
+    pub fn mark_written(&self, version: u64) {
+        self.written
+            .send_if_modified(|w| (*w < Some(version)).then(|| *w = Some(version)).is_some());
+    }
+
+    /// Waits until the API writer has written every status set so far, at most `limit`; true
+    /// when it has (at once when nothing writes statuses to an API: a standalone node).
+    pub async fn written(&self, limit: std::time::Duration) -> bool {
+        let target = *self.changed.borrow();
+        let mut rx = self.written.subscribe();
+        if rx.borrow().is_none() {
+            return true;
+        }
+        tokio::time::timeout(limit, rx.wait_for(|w| w.is_some_and(|v| v >= target)))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
 }
 
 #[cfg(test)]
@@ -92,6 +114,7 @@ mod tests {
     use crate::status::{StatusInput, compute};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
+    use std::time::Duration;
 
     fn at(secs: i64) -> Time {
         Time(Timestamp::from_second(secs).expect("timestamp"))
@@ -204,5 +227,38 @@ mod tests {
         };
         assert_eq!(ltt("Ready"), Some(at(5_000)), "True -> False moves");
         assert_eq!(ltt("PodScheduled"), Some(at(1_010)), "unchanged keeps");
+    }
+
+    /// Waiting for the writer: at once without one (standalone); with one, until it has
+    /// written the version current when the wait began, and not for a later change.
+    #[tokio::test(start_paused = true)]
+    async fn written_waits_for_the_writer_to_reach_the_current_version() {
+        let store = StatusStore::default();
+        let pod = api_pod(1_000, 1_000);
+        let status = |m: &str| PodStatus {
+            message: Some(m.into()),
+            ..Default::default()
+        };
+        store.set(&pod, status("a"));
+        assert!(store.written(Duration::from_secs(1)).await, "no writer");
+        store.mark_written(0);
+        assert!(
+            !store.written(Duration::from_secs(1)).await,
+            "not written yet"
+        );
+        let version = *store.subscribe().borrow();
+        let waiter = store.clone();
+        let wait = tokio::spawn(async move { waiter.written(Duration::from_secs(60)).await });
+        tokio::task::yield_now().await;
+        store.set(&pod, status("b"));
+        store.mark_written(version);
+        assert!(
+            wait.await.unwrap(),
+            "the version current at the wait's start"
+        );
+        assert!(
+            !store.written(Duration::from_secs(1)).await,
+            "b is not written"
+        );
     }
 }
