@@ -85,6 +85,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         crate::server::tls_reload::run(tls_source, tls_tx, cancel.child_token()),
     );
     tasks.spawn("signals", on_signal(cancel.clone(), notifier.clone()));
+    tasks.spawn("memory", crate::memory::run(cancel.child_token()));
 
     let mut cri = connect_runtime(&cfg.runtime, &cancel).await?;
     cri.set_observer(Arc::new(|op, took, ok| {

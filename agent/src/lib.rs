@@ -14,6 +14,7 @@ pub mod gc;
 pub mod healthz;
 pub mod logging;
 pub mod logs;
+pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod nodeshutdown;

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    bosun::memory::single_arena();
     let cfg = match bosun::config::load(std::env::args_os()) {
         Ok(c) => c,
         // --help, --version of clap, and flag errors with their usage text.

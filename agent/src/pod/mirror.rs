@@ -60,8 +60,9 @@ async fn reconcile(
     must_list: bool,
 ) -> Result<bool, kube::Error> {
     let statics: BTreeMap<(String, String), Arc<Pod>> = store
-        .pods()
+        .entries()
         .into_iter()
+        .map(|e| e.pod)
         .filter(|p| labels::is_static(p))
         .map(|p| {
             (

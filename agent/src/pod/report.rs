@@ -1,6 +1,7 @@
 //! The pod's status from what the runtime holds, handed to the status store.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
     ContainerStatus, Pod, PodCondition, PodStatus, ResourceRequirements,
@@ -44,7 +45,7 @@ impl Terminal {
 /// stores it, logs a phase change, and returns it.
 pub fn report_status(
     ctx: &NodeContext<impl PodRuntime>,
-    pod: &Pod,
+    pod: &Arc<Pod>,
     obs: &Observed,
     ips: &[String],
     waiting: &HashMap<String, Waiting>,

@@ -264,10 +264,7 @@ impl Liveness for RuntimeLiveness {
 
 /// The pod `namespace/name` among this node's pods.
 fn find_pod(s: &Server, namespace: &str, name: &str) -> Option<Arc<Pod>> {
-    s.statuses.pods().into_iter().find(|p| {
-        p.metadata.namespace.as_deref() == Some(namespace)
-            && p.metadata.name.as_deref() == Some(name)
-    })
+    s.statuses.find(namespace, name)
 }
 
 /// True when the pod's spec has a container (regular, init or ephemeral) named `name`.
@@ -584,11 +581,12 @@ mod tests {
         .unwrap();
         std::fs::write(dir.join("secret"), format!("{LINE}TOPSECRET\n")).unwrap();
         let statuses = crate::status::StatusStore::default();
-        let pod: Pod = serde_json::from_value(serde_json::json!({
+        let pod: Arc<Pod> = serde_json::from_value::<Pod>(serde_json::json!({
             "metadata": {"name": "web", "namespace": "default", "uid": "u1"},
             "spec": {"containers": [{"name": "main", "image": "busybox"}]},
         }))
-        .unwrap();
+        .unwrap()
+        .into();
         statuses.set(
             &pod,
             status(

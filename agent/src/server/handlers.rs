@@ -297,14 +297,15 @@ async fn resource_metrics(State(s): State<Arc<Server>>) -> Response {
 async fn cadvisor_metrics(State(s): State<Arc<Server>>) -> Response {
     let latest = s.stats.latest();
     let mut images = super::cadvisor::Images::new();
-    for pod in s.statuses.pods() {
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let statuses = pod.status.iter().flat_map(|st| {
-            [&st.container_statuses, &st.init_container_statuses]
-                .into_iter()
-                .flatten()
-                .flatten()
-        });
+    for e in s.statuses.entries() {
+        let uid = e.pod.metadata.uid.clone().unwrap_or_default();
+        let statuses = [
+            &e.status.container_statuses,
+            &e.status.init_container_statuses,
+        ]
+        .into_iter()
+        .flatten()
+        .flatten();
         for c in statuses {
             images.insert((uid.clone(), c.name.clone()), c.image.clone());
         }

@@ -204,9 +204,7 @@ fn cri_error(e: &CriError) -> Refused {
 
 /// The pod this node runs with that namespace and name.
 fn find_pod(s: &Server, ns: &str, name: &str) -> Option<Arc<Pod>> {
-    s.statuses.pods().into_iter().find(|p| {
-        p.metadata.namespace.as_deref() == Some(ns) && p.metadata.name.as_deref() == Some(name)
-    })
+    s.statuses.find(ns, name)
 }
 
 /// The UID of a pod, empty when it has none.

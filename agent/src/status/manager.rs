@@ -2,6 +2,7 @@
 //! a pod's status changed since its last successful write; failures are retried, newest wins.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
@@ -10,7 +11,7 @@ use kube::api::{Patch, PatchParams};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::store::StatusStore;
+use super::store::{Entry, StatusStore};
 use super::{POD_RESIZE_IN_PROGRESS, POD_RESIZE_PENDING};
 use crate::backoff::Policy;
 use crate::runtime::labels;
@@ -23,18 +24,22 @@ const IDLE: Duration = Duration::from_secs(60);
 /// Writes the statuses of API pods until cancelled.
 pub async fn run(client: kube::Client, store: StatusStore, cancel: CancellationToken) {
     let mut changed = store.subscribe();
-    let mut written: HashMap<String, PodStatus> = HashMap::new();
+    // Shared with the store: an unchanged status is the same allocation.
+    let mut written: HashMap<String, Arc<PodStatus>> = HashMap::new();
     store.mark_written(0);
     loop {
         let mut failed = false;
         // Read before the pods: what this pass writes is at least this version.
         let version = *changed.borrow_and_update();
-        let pods = store.pods();
-        for pod in &pods {
-            let (Some(uid), Some(status)) = (pod.metadata.uid.clone(), pod.status.clone()) else {
+        let entries = store.entries();
+        for Entry { pod, status } in &entries {
+            let Some(uid) = pod.metadata.uid.clone() else {
                 continue;
             };
-            if written.get(&uid) == Some(&status) {
+            if written
+                .get(&uid)
+                .is_some_and(|w| Arc::ptr_eq(w, status) || w == status)
+            {
                 continue;
             }
             // A static pod's status goes to its mirror pod (same name, its own UID).
@@ -49,15 +54,23 @@ pub async fn run(client: kube::Client, store: StatusStore, cancel: CancellationT
             } else {
                 uid.clone()
             };
-            match patch(&client, pod, &target, &status, written.get(&uid)).await {
+            match patch(
+                &client,
+                pod,
+                &target,
+                status,
+                written.get(&uid).map(|w| &**w),
+            )
+            .await
+            {
                 Ok(()) => {
                     debug!(pod.uid = %uid, "pod status written");
-                    written.insert(uid, status);
+                    written.insert(uid, status.clone());
                 }
                 Err(e) if matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409) => {
                     // Gone, or replaced by a pod with another UID: nothing to write.
                     debug!(pod.uid = %uid, error = %e, "pod status not written");
-                    written.insert(uid, status);
+                    written.insert(uid, status.clone());
                 }
                 Err(e) => {
                     warn!(pod.uid = %uid, error = %e, "pod status write failed; retrying");
@@ -65,7 +78,11 @@ pub async fn run(client: kube::Client, store: StatusStore, cancel: CancellationT
                 }
             }
         }
-        written.retain(|uid, _| pods.iter().any(|p| p.metadata.uid.as_deref() == Some(uid)));
+        written.retain(|uid, _| {
+            entries
+                .iter()
+                .any(|e| e.pod.metadata.uid.as_deref() == Some(uid))
+        });
         if !failed {
             store.mark_written(version);
         }

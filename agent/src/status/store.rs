@@ -8,12 +8,32 @@ use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use tokio::sync::watch;
 
 /// Statuses of the pods on this node by UID, with a version counter that ticks on every change.
+/// Each pod is kept as the worker's own `Arc` beside its status, not copied: a copy of every
+/// pod object was 11 KiB a pod, the largest share of Bosun's heap with 250 pods.
 #[derive(Clone)]
 pub struct StatusStore {
-    inner: Arc<Mutex<HashMap<String, Arc<Pod>>>>,
+    inner: Arc<Mutex<HashMap<String, Entry>>>,
     changed: Arc<watch::Sender<u64>>,
     /// The version every status up to which the API writer has written (None: no writer).
     written: Arc<watch::Sender<Option<u64>>>,
+}
+
+/// A pod as its worker last had it, and the status last set for it.
+#[derive(Clone)]
+pub struct Entry {
+    /// The pod object (its status field as the API server sent it).
+    pub pod: Arc<Pod>,
+    /// The status set for it.
+    pub status: Arc<PodStatus>,
+}
+
+impl Entry {
+    /// The pod with its status in place (a copy: for the rare reader of whole pods).
+    pub fn with_status(&self) -> Arc<Pod> {
+        let mut p = Pod::clone(&self.pod);
+        p.status = Some(PodStatus::clone(&self.status));
+        Arc::new(p)
+    }
 }
 
 impl Default for StatusStore {
@@ -33,7 +53,7 @@ impl StatusStore {
             .lock()
             .ok()?
             .get(uid)
-            .and_then(|p| p.status.clone())
+            .map(|e| PodStatus::clone(&e.status))
     }
 
     /// The status a new one is computed from (its startTime and transition times carry over):
@@ -46,20 +66,28 @@ impl StatusStore {
         self.get(uid).or_else(|| pod.status.clone())
     }
 
-    /// Records the pod with its new status; returns true when the status changed.
-    pub fn set(&self, pod: &Pod, status: PodStatus) -> bool {
+    /// Records the pod with its new status; returns true when the status changed. An unchanged
+    /// status still takes the newer pod object.
+    pub fn set(&self, pod: &Arc<Pod>, status: PodStatus) -> bool {
         let Some(uid) = pod.metadata.uid.clone() else {
             return false;
         };
         let Ok(mut map) = self.inner.lock() else {
             return false;
         };
-        if map.get(&uid).and_then(|p| p.status.as_ref()) == Some(&status) {
+        if let Some(e) = map.get_mut(&uid)
+            && *e.status == status
+        {
+            if !Arc::ptr_eq(&e.pod, pod) {
+                e.pod = pod.clone();
+            }
             return false;
         }
-        let mut p = pod.clone();
-        p.status = Some(status);
-        map.insert(uid, Arc::new(p));
+        let entry = Entry {
+            pod: pod.clone(),
+            status: Arc::new(status),
+        };
+        map.insert(uid, entry);
         drop(map);
         self.changed.send_modify(|v| *v += 1);
         true
@@ -75,12 +103,28 @@ impl StatusStore {
         }
     }
 
-    /// Every pod with its status (what `/pods` serves).
+    /// Every pod with its status (what `/pods` serves): copies, for readers of whole pods.
     pub fn pods(&self) -> Vec<Arc<Pod>> {
+        self.entries().iter().map(Entry::with_status).collect()
+    }
+
+    /// Every pod and its status, shared (no copy).
+    pub fn entries(&self) -> Vec<Entry> {
         self.inner
             .lock()
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// The pod `namespace/name` with its status, if this node has it.
+    pub fn find(&self, namespace: &str, name: &str) -> Option<Arc<Pod>> {
+        let map = self.inner.lock().ok()?;
+        map.values()
+            .find(|e| {
+                e.pod.metadata.namespace.as_deref() == Some(namespace)
+                    && e.pod.metadata.name.as_deref() == Some(name)
+            })
+            .map(Entry::with_status)
     }
 
     /// A receiver that sees the counter tick on each change.
@@ -168,7 +212,7 @@ mod tests {
     #[test]
     fn previous_is_the_stored_status_else_the_api_pods() {
         let store = StatusStore::default();
-        let pod = api_pod(1_000, 1_000);
+        let pod = Arc::new(api_pod(1_000, 1_000));
         assert_eq!(
             store.previous(&pod),
             pod.status,
@@ -184,7 +228,7 @@ mod tests {
             Some(mine),
             "in the store: the store's"
         );
-        let mut manifest = pod.clone();
+        let mut manifest = Pod::clone(&pod);
         manifest.status = None;
         manifest.metadata.uid = Some("static".into());
         assert_eq!(store.previous(&manifest), None, "a manifest carries none");
@@ -234,7 +278,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn written_waits_for_the_writer_to_reach_the_current_version() {
         let store = StatusStore::default();
-        let pod = api_pod(1_000, 1_000);
+        let pod = Arc::new(api_pod(1_000, 1_000));
         let status = |m: &str| PodStatus {
             message: Some(m.into()),
             ..Default::default()
