@@ -30,19 +30,16 @@ pub fn held_free() -> Option<usize> {
     None
 }
 
-/// Gives free memory back to the kernel when more than [`KEEP_FREE`] is held; true if it did.
-pub fn trim_if_worth_it() -> bool {
-    match held_free() {
-        Some(free) if free > KEEP_FREE => {
-            #[cfg(all(target_os = "linux", target_env = "gnu"))]
-            // SAFETY: malloc_trim only returns free pages to the kernel.
-            unsafe {
-                libc::malloc_trim(0);
-            }
-            true
-        }
-        _ => false,
+/// Gives free memory back to the kernel when more than [`KEEP_FREE`] is held; the bytes held
+/// free when it did. (The trim releases their pages; the allocator still counts them free.)
+pub fn trim_if_worth_it() -> Option<usize> {
+    let free = held_free().filter(|&f| f > KEEP_FREE)?;
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
     }
+    Some(free)
 }
 
 /// Trims every [`PERIOD`] until cancelled.
@@ -54,9 +51,8 @@ pub async fn run(cancel: tokio_util::sync::CancellationToken) {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let before = held_free();
-        if trim_if_worth_it() {
-            tracing::debug!(free_before = ?before, free_after = ?held_free(), "malloc_trim");
+        if let Some(free) = trim_if_worth_it() {
+            tracing::debug!(held_free = free, "malloc_trim");
         }
     }
 }
@@ -88,7 +84,10 @@ mod tests {
             "the freed blocks are held: {free} bytes free"
         );
         let before = rss();
-        assert!(trim_if_worth_it(), "more than the limit held free: trimmed");
+        assert!(
+            trim_if_worth_it().is_some(),
+            "more than the limit held free: trimmed"
+        );
         let after = rss();
         // About 40 MiB were freed (the copies kept live elsewhere in the heap).
         assert!(

@@ -1,7 +1,7 @@
 //! The status manager: the one writer of pod status to the API. It patches pods/status only when
 //! a pod's status changed since its last successful write; failures are retried, newest wins.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,11 +78,11 @@ pub async fn run(client: kube::Client, store: StatusStore, cancel: CancellationT
                 }
             }
         }
-        written.retain(|uid, _| {
-            entries
-                .iter()
-                .any(|e| e.pod.metadata.uid.as_deref() == Some(uid))
-        });
+        let live: HashSet<&str> = entries
+            .iter()
+            .filter_map(|e| e.pod.metadata.uid.as_deref())
+            .collect();
+        written.retain(|uid, _| live.contains(uid.as_str()));
         if !failed {
             store.mark_written(version);
         }

@@ -134,8 +134,13 @@ impl StatusStore {
 
     /// The API writer's word: every status set up to `version` is written (or its pod gone).
     pub fn mark_written(&self, version: u64) {
-        self.written
-            .send_if_modified(|w| (*w < Some(version)).then(|| *w = Some(version)).is_some());
+        self.written.send_if_modified(|w| {
+            let newer = *w < Some(version);
+            if newer {
+                *w = Some(version);
+            }
+            newer
+        });
     }
 
     /// Waits until the API writer has written every status set so far, at most `limit`; true
