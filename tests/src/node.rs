@@ -131,6 +131,45 @@ impl Containerd {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.wait_for_cri(deadline);
+    }
+
+    /// Waits until the CRI answers `Version`: containerd accepts connections before its CRI
+    /// plugin has initialized, and until then answers "server is not initialized yet".
+    fn wait_for_cri(&mut self, deadline: Instant) {
+        let endpoint = self.endpoint();
+        let mut last = String::new();
+        loop {
+            let ep = endpoint.clone();
+            // Its own thread and runtime: the callers may be inside a runtime already.
+            let answer = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(bosun_cri::CriClient::connect(&ep, Default::default()))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+            .join()
+            .expect("CRI readiness thread");
+            match answer {
+                Ok(()) => return,
+                Err(e) => last = e,
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "containerd exited ({status}); log: {}",
+                    self.dir.join("log").display()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "containerd's CRI did not answer on {endpoint} within 30 s: {last}; log: {}",
+                self.dir.join("log").display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// A TCP port unique to this slot, for the bosun of this node (its kubelet `port`).
