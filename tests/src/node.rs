@@ -138,7 +138,6 @@ impl Containerd {
     /// plugin has initialized, and until then answers "server is not initialized yet".
     fn wait_for_cri(&mut self, deadline: Instant) {
         let endpoint = self.endpoint();
-        let mut last = String::new();
         loop {
             let ep = endpoint.clone();
             // Its own thread and runtime: the callers may be inside a runtime already.
@@ -153,10 +152,10 @@ impl Containerd {
             })
             .join()
             .expect("CRI readiness thread");
-            match answer {
+            let last = match answer {
                 Ok(()) => return,
-                Err(e) => last = e,
-            }
+                Err(e) => e,
+            };
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!(
                     "containerd exited ({status}); log: {}",

@@ -106,6 +106,16 @@ async fn bosun_hollow_node_runs_a_deployment() {
     })
     .await;
 
+    // The fake runtime reports an image filesystem, as kubemark's fake cAdvisor does: the image
+    // GC run at start-up found it (else every hollow node sends an ImageGCFailed event every
+    // 5 minutes, API load kubemark's nodes do not have).
+    let log = std::fs::read_to_string(&proc.log).expect("agent log");
+    assert!(
+        !log.contains("Image garbage collection failed"),
+        "image GC failed on the hollow node; log: {}",
+        proc.log.display()
+    );
+
     deploys
         .delete(&name, &DeleteParams::default())
         .await

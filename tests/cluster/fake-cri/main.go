@@ -11,16 +11,19 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	fakeremote "k8s.io/cri-client/pkg/fake"
 )
 
 func main() {
 	socket := flag.String("socket", "", "path of the unix socket to serve CRI v1 on (required)")
 	images := flag.String("images", "", "comma-separated image references present from the start")
+	imageFs := flag.String("image-fs", "", "mountpoint ImageFsInfo reports as the image filesystem (default: the socket's directory)")
 	flag.Parse()
 	if *socket == "" {
 		log.Fatal("-socket is required")
@@ -36,6 +39,19 @@ func main() {
 	if len(present) > 0 {
 		rt.ImageService.SetFakeImages(present)
 	}
+	// The fake reports no image filesystem unless told one; an agent's image GC then fails every
+	// 5 minutes (an ImageGCFailed event per node). kubemark's hollow kubelet reads its image
+	// filesystem from a fake cAdvisor that reports one, so report one here too.
+	mountpoint := *imageFs
+	if mountpoint == "" {
+		mountpoint = filepath.Dir(*socket)
+	}
+	rt.ImageService.SetFakeFilesystemUsage([]*runtimeapi.FilesystemUsage{{
+		Timestamp:  time.Now().UnixNano(),
+		FsId:       &runtimeapi.FilesystemIdentifier{Mountpoint: mountpoint},
+		UsedBytes:  &runtimeapi.UInt64Value{Value: 0},
+		InodesUsed: &runtimeapi.UInt64Value{Value: 0},
+	}})
 	if err := rt.Start("unix://" + *socket); err != nil {
 		log.Fatalf("serve on %s: %v", *socket, err)
 	}
