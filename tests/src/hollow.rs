@@ -155,14 +155,27 @@ authentication:
         )
     }
 
-    /// Starts `agent` on this node (Bosun after its fake-cri answers), logging to
+    /// Starts `agent` on this node (Bosun after its own fake-cri answers), logging to
     /// `<dir>/<agent>.log`.
     pub fn start(&self, agent: HollowAgent) -> HollowProcess {
+        let fake_cri = (agent == HollowAgent::Bosun).then(|| {
+            let log = self.path().join("fake-cri.log");
+            spawn_fake_cri(&[self.cri_socket()], &log)
+        });
+        self.spawn(agent, fake_cri)
+    }
+
+    /// Starts Bosun on this node, its runtime served by a [`SharedFakeCri`] already listening.
+    pub fn start_on_shared_runtime(&self) -> HollowProcess {
+        self.spawn(HollowAgent::Bosun, None)
+    }
+
+    fn spawn(&self, agent: HollowAgent, fake_cri: Option<Child>) -> HollowProcess {
         let log = self.path().join(format!("{}.log", agent.name()));
         let out = File::create(&log).expect("create agent log");
-        let (mut cmd, fake_cri) = match agent {
-            HollowAgent::Bosun => (self.bosun_command(), Some(self.start_fake_cri())),
-            HollowAgent::Kubemark => (self.kubemark_command(), None),
+        let mut cmd = match agent {
+            HollowAgent::Bosun => self.bosun_command(),
+            HollowAgent::Kubemark => self.kubemark_command(),
         };
         let agent = cmd
             .stdin(Stdio::null())
@@ -175,32 +188,6 @@ authentication:
             fake_cri,
             log,
         }
-    }
-
-    fn start_fake_cri(&self) -> Child {
-        let sock = self.cri_socket();
-        let out = File::create(self.path().join("fake-cri.log")).expect("fake-cri log");
-        let mut child = Command::new(Env::cluster().var("FAKE_CRI_BIN"))
-            .arg("-socket")
-            .arg(&sock)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup"))
-            .stderr(out)
-            .spawn()
-            .expect("spawn fake-cri");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("fake-cri exited ({status}); see {}", self.path().display());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "fake-cri did not listen on {} within 30 s",
-                sock.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child
     }
 
     fn bosun_command(&self) -> Command {
@@ -243,6 +230,67 @@ authentication:
             ));
         cmd
     }
+}
+
+/// One fake-cri process serving a runtime of its own on each of several hollow nodes' sockets,
+/// so that many Bosun nodes do not each pay for a Go process (each node still has its own fake
+/// runtime, state and socket). Killed on drop.
+pub struct SharedFakeCri {
+    child: Child,
+}
+
+impl SharedFakeCri {
+    /// Starts one fake-cri for `nodes`, logging to the first node's `fake-cri.log`; returns
+    /// once every socket listens.
+    pub fn start(nodes: &[HollowNode]) -> SharedFakeCri {
+        let first = nodes
+            .first()
+            .expect("a shared fake-cri serves at least one node");
+        let sockets: Vec<PathBuf> = nodes.iter().map(HollowNode::cri_socket).collect();
+        SharedFakeCri {
+            child: spawn_fake_cri(&sockets, &first.path().join("fake-cri.log")),
+        }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for SharedFakeCri {
+    fn drop(&mut self) {
+        daemon::kill(&mut self.child);
+    }
+}
+
+/// Spawns a fake-cri serving one runtime on each of `sockets`; returns once all listen.
+fn spawn_fake_cri(sockets: &[PathBuf], log: &Path) -> Child {
+    let list: Vec<String> = sockets.iter().map(|s| s.display().to_string()).collect();
+    let out = File::create(log).expect("fake-cri log");
+    let mut child = Command::new(Env::cluster().var("FAKE_CRI_BIN"))
+        .arg("-socket")
+        .arg(list.join(","))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("dup"))
+        .stderr(out)
+        .spawn()
+        .expect("spawn fake-cri");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for sock in sockets {
+        while std::os::unix::net::UnixStream::connect(sock).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("fake-cri exited ({status}); see {}", log.display());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fake-cri did not listen on {} within 30 s",
+                sock.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    child
 }
 
 impl HollowProcess {

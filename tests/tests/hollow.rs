@@ -1,12 +1,14 @@
 //! A hollow node (issue #20): Bosun against the Kubernetes project's fake CRI runtime
 //! (`tests/cluster/fake-cri`, the one kubemark's hollow nodes use), on the real control plane. It
 //! registers Ready with the hollow label and taint, runs a Deployment's pods to Running and Ready
-//! as the API reports them (with the fake sandbox IP), and removes them when the Deployment goes.
+//! as the API reports them (with the fake sandbox IP), and removes them when the Deployment goes;
+//! two nodes run the same way on one shared fake-cri process (the scale bench's
+//! `--nodes-per-runtime`).
 
 use std::time::{Duration, Instant};
 
 use bosun_tests::hollow::{
-    FAKE_POD_IP, HOLLOW_LABEL, HOLLOW_TAINT, HollowAgent, HollowNode, deployment,
+    FAKE_POD_IP, HOLLOW_LABEL, HOLLOW_TAINT, HollowAgent, HollowNode, SharedFakeCri, deployment,
 };
 use bosun_tests::{admin_client, wait_until_async};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -131,4 +133,87 @@ async fn bosun_hollow_node_runs_a_deployment() {
         proc.log.display()
     );
     proc.stop(Duration::from_secs(15));
+}
+
+/// The scale benchmark's shared runtime process (`--nodes-per-runtime`): two hollow Bosun nodes
+/// served by one fake-cri process, a runtime each, both Ready and each running its own
+/// Deployment's pods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hollow_nodes_share_one_fake_cri_process() {
+    let group = format!("e2e-shared-{}", std::process::id());
+    let nodes = tokio::task::spawn_blocking({
+        let group = group.clone();
+        move || {
+            [
+                HollowNode::new("hollow-a", &group),
+                HollowNode::new("hollow-b", &group),
+            ]
+        }
+    })
+    .await
+    .expect("nodes");
+    let runtime = SharedFakeCri::start(&nodes);
+    let mut procs: Vec<_> = nodes.iter().map(|n| n.start_on_shared_runtime()).collect();
+    assert!(procs.iter().all(|p| p.fake_cri_pid().is_none()));
+    let client = admin_client().await;
+    let node_api: Api<Node> = Api::all(client.clone());
+    for n in &nodes {
+        wait_until_async("the hollow node Ready", Duration::from_secs(60), || async {
+            let node = node_api.get_opt(&n.name).await.ok()??;
+            bosun_tests::agent::node_ready(&node).then_some(())
+        })
+        .await;
+    }
+
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let names: Vec<String> = (0..nodes.len())
+        .map(|i| format!("shared-{}-{i}", std::process::id()))
+        .collect();
+    for (name, n) in names.iter().zip(&nodes) {
+        let d: Deployment =
+            serde_json::from_value(deployment(name, 2, &group, Some(&n.name))).expect("deploy");
+        deploys
+            .create(&PostParams::default(), &d)
+            .await
+            .expect("create deployment");
+    }
+    for (name, n) in names.iter().zip(&nodes) {
+        let lp = ListParams::default().labels(&format!("app={name}"));
+        let running = wait_until_async("2 pods Running and Ready", Duration::from_secs(90), || {
+            let (pods, lp) = (pods.clone(), lp.clone());
+            async move {
+                let list = pods.list(&lp).await.ok()?;
+                (list.items.len() == 2 && list.items.iter().all(pod_ready)).then_some(list.items)
+            }
+        })
+        .await;
+        for p in &running {
+            let spec = p.spec.as_ref().expect("spec");
+            assert_eq!(spec.node_name.as_deref(), Some(n.name.as_str()));
+        }
+    }
+    for name in &names {
+        deploys
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete deployment");
+    }
+    for name in &names {
+        let lp = ListParams::default().labels(&format!("app={name}"));
+        wait_until_async("the pods gone", Duration::from_secs(60), || {
+            let (pods, lp) = (pods.clone(), lp.clone());
+            async move { pods.list(&lp).await.ok()?.items.is_empty().then_some(()) }
+        })
+        .await;
+    }
+    for p in &mut procs {
+        assert!(
+            p.exited().is_none(),
+            "bosun exited; log: {}",
+            p.log.display()
+        );
+        p.stop(Duration::from_secs(15));
+    }
+    drop(runtime);
 }

@@ -23,7 +23,9 @@ use super::scenario::{create_namespace, namespace_ready, progress};
 use super::stats;
 use crate::agent::node_ready;
 use crate::env::Env;
-use crate::hollow::{HOLLOW_LABEL, HollowAgent, HollowNode, HollowProcess, deployment};
+use crate::hollow::{
+    HOLLOW_LABEL, HollowAgent, HollowNode, HollowProcess, SharedFakeCri, deployment,
+};
 use crate::{admin_client, env::env_dir};
 
 /// How long the API server's CPU is sampled before a phase's agents start.
@@ -42,6 +44,9 @@ pub struct HollowParams {
     pub settle: Duration,
     /// Where the first node's agent log is copied.
     pub log_dir: PathBuf,
+    /// Bosun's nodes per fake-cri process (1: each its own process; more: one process serving
+    /// a runtime of its own to each of that many nodes, see [`SharedFakeCri`]).
+    pub nodes_per_runtime: usize,
 }
 
 /// What one phase measured.
@@ -141,7 +146,8 @@ pub async fn run(agent: HollowAgent, p: &HollowParams) -> anyhow::Result<HollowO
         nodes.len()
     ));
     let mut procs = Vec::new();
-    let result = measure(agent, p, &client, &ns, &nodes, &mut procs).await;
+    let mut runtimes = Vec::new();
+    let result = measure(agent, p, &client, &ns, &nodes, (&mut procs, &mut runtimes)).await;
     if let Some(first) = procs.first() {
         let _ = std::fs::create_dir_all(&p.log_dir);
         let to = p
@@ -150,6 +156,7 @@ pub async fn run(agent: HollowAgent, p: &HollowParams) -> anyhow::Result<HollowO
         let _ = std::fs::copy(&first.log, to);
     }
     drop(procs);
+    drop(runtimes);
     let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
     let _ = std::process::Command::new(Env::cluster().var("KUBECTL"))
         .args(["delete", "nodes", "-l", &format!("{HOLLOW_LABEL}={group}")])
@@ -166,7 +173,7 @@ async fn measure(
     client: &kube::Client,
     ns: &str,
     nodes: &[HollowNode],
-    procs: &mut Vec<HollowProcess>,
+    (procs, runtimes): (&mut Vec<HollowProcess>, &mut Vec<SharedFakeCri>),
 ) -> anyhow::Result<HollowOutcome> {
     let api_pid = apiserver_pid()?;
     let idle = procfs::measure(api_pid, IDLE_BASELINE)
@@ -175,9 +182,23 @@ async fn measure(
     let apiserver_idle_cores = idle.cpu_seconds / IDLE_BASELINE.as_secs_f64();
     let api_cpu0 = procfs::cpu_seconds(api_pid).context("API server gone")?;
     let started = Instant::now();
-    for n in nodes {
-        procs.push(n.start(agent));
+    if agent == HollowAgent::Bosun && p.nodes_per_runtime > 1 {
+        for chunk in nodes.chunks(p.nodes_per_runtime) {
+            runtimes.push(SharedFakeCri::start(chunk));
+        }
+        for n in nodes {
+            procs.push(n.start_on_shared_runtime());
+        }
+    } else {
+        for n in nodes {
+            procs.push(n.start(agent));
+        }
     }
+    let fake_pids: Vec<u32> = procs
+        .iter()
+        .filter_map(HollowProcess::fake_cri_pid)
+        .chain(runtimes.iter().map(SharedFakeCri::pid))
+        .collect();
     let group = &nodes.first().context("no nodes")?.group;
     wait_nodes_ready(client, group, nodes.len(), procs).await?;
     let register_s = started.elapsed().as_secs_f64();
@@ -213,15 +234,15 @@ async fn measure(
     let cursor = Cursor::at_end(&audit_log)?;
     let from = Timestamp::now();
     let agents0 = cpu_of(procs.iter().map(HollowProcess::pid))?;
-    let fakes0 = cpu_of(procs.iter().filter_map(HollowProcess::fake_cri_pid));
+    let fakes0 = cpu_of(fake_pids.iter().copied());
     let apiserver = procfs::measure(api_pid, p.hold)
         .await
         .context("API server gone during the hold")?;
     let agents1 = cpu_of(procs.iter().map(HollowProcess::pid))?;
-    let fakes1 = cpu_of(procs.iter().filter_map(HollowProcess::fake_cri_pid));
+    let fakes1 = cpu_of(fake_pids.iter().copied());
     let to = Timestamp::now();
     let rss = rss_of(procs.iter().map(HollowProcess::pid));
-    let fake_rss = rss_of(procs.iter().filter_map(HollowProcess::fake_cri_pid));
+    let fake_rss = rss_of(fake_pids.iter().copied());
     if let Some(i) = procs.iter_mut().position(|p| p.exited().is_some()) {
         bail!(
             "an agent exited during the hold; log: {}",
@@ -264,7 +285,7 @@ async fn measure(
             .zip(fakes1.ok())
             .filter(|_| fake_rss.1 > 0)
             .map(|(a, b)| (b - a) / n),
-        fake_cri_rss_mb: (fake_rss.1 > 0).then(|| fake_rss.0 / fake_rss.1 as f64),
+        fake_cri_rss_mb: (fake_rss.1 > 0).then(|| fake_rss.0 / n),
         teardown_s,
     })
 }

@@ -4,8 +4,9 @@
 //! through `tests/bench/run`, which builds Bosun in release mode. `--vm`: startup, CPU and RSS
 //! inside the VM node (cgroup v2, systemd driver; bench::vm). `--density`: a node filled to
 //! maxPods in steps (bench::density).
-//! `bench --nodes N[,N...] [--hold SECS] [--pods-per-node P]`: the hollow-node scale benchmark
-//! (bench::hollow), Bosun's hollow nodes then kubemark's, for each N.
+//! `bench --nodes N[,N...] [--hold SECS] [--pods-per-node P] [--nodes-per-runtime K]`: the
+//! hollow-node scale benchmark (bench::hollow), Bosun's hollow nodes then kubemark's, for each N;
+//! K > 1: one fake-cri process serves K of Bosun's nodes, a runtime each.
 //! `bench --soak [--minutes N] [--quick]`: both agents at once under pods created and deleted
 //! without pause (bench::soak); exits non-zero when Bosun leaked or a pod never started.
 //! `bench --check FILE [--density|--soak]` exits non-zero unless FILE (a run's output) has every
@@ -38,6 +39,8 @@ struct Args {
     hold: Option<u64>,
     /// `--pods-per-node` (hollow-node benchmark).
     pods_per_node: usize,
+    /// `--nodes-per-runtime` (hollow-node benchmark: Bosun's nodes per fake-cri process).
+    nodes_per_runtime: usize,
     /// `--soak`, with `--minutes` when given.
     soak: Option<Option<u64>>,
 }
@@ -88,6 +91,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut floor_runs = params.pods;
     let mut agents = vec![Agent::Bosun, Agent::Kubelet];
     let (mut nodes, mut hold, mut pods_per_node) = (Vec::new(), None, 10);
+    let mut nodes_per_runtime = 1;
     let mut it = argv.into_iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -123,6 +127,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--hold" => hold = Some(number(value()?)?),
             "--minutes" => soak = Some(Some(number(value()?)?)),
             "--pods-per-node" => pods_per_node = number(value()?)? as usize,
+            "--nodes-per-runtime" => nodes_per_runtime = number(value()?)?.max(1) as usize,
             "--only" => {
                 agents = match value()?.as_str() {
                     "bosun" => vec![Agent::Bosun],
@@ -164,6 +169,7 @@ fn parse_args() -> anyhow::Result<Args> {
         nodes,
         hold,
         pods_per_node,
+        nodes_per_runtime,
         soak,
     })
 }
@@ -454,6 +460,7 @@ async fn run_hollow(args: &Args) -> anyhow::Result<()> {
             hold: Duration::from_secs(hold),
             settle: Duration::from_secs(if args.quick { 2 } else { 10 }),
             log_dir: args.params.log_dir.clone(),
+            nodes_per_runtime: args.nodes_per_runtime,
         };
         let mut outcomes = [None, None];
         for (i, agent) in [HollowAgent::Bosun, HollowAgent::Kubemark]
