@@ -114,47 +114,13 @@ impl Containerd {
             .expect("spawn containerd");
         fs::write(self.dir.join("pid"), child.id().to_string()).expect("write pid");
         self.child = Some(child);
-        let sock = self.socket();
+        // Ready when its CRI answers, not when its socket accepts: containerd listens before
+        // its CRI plugin has initialized, and until then answers "server is not initialized yet".
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!(
-                    "containerd exited ({status}); log: {}",
-                    self.dir.join("log").display()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "containerd did not listen on {} within 30 s; log: {}",
-                sock.display(),
-                self.dir.join("log").display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.wait_for_cri(deadline);
-    }
-
-    /// Waits until the CRI answers `Version`: containerd accepts connections before its CRI
-    /// plugin has initialized, and until then answers "server is not initialized yet".
-    fn wait_for_cri(&mut self, deadline: Instant) {
-        let endpoint = self.endpoint();
         loop {
-            let ep = endpoint.clone();
-            // Its own thread and runtime: the callers may be inside a runtime already.
-            let answer = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(bosun_cri::CriClient::connect(&ep, Default::default()))
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            })
-            .join()
-            .expect("CRI readiness thread");
-            let last = match answer {
+            let why = match self.cri_answers() {
                 Ok(()) => return,
-                Err(e) => e,
+                Err(why) => why,
             };
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!(
@@ -164,11 +130,31 @@ impl Containerd {
             }
             assert!(
                 Instant::now() < deadline,
-                "containerd's CRI did not answer on {endpoint} within 30 s: {last}; log: {}",
+                "containerd not ready on {} within 30 s: {why}; log: {}",
+                self.endpoint(),
                 self.dir.join("log").display()
             );
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Whether the socket accepts and the CRI answers `Version`; why not when it does not.
+    fn cri_answers(&self) -> Result<(), String> {
+        std::os::unix::net::UnixStream::connect(self.socket())
+            .map_err(|e| format!("socket: {e}"))?;
+        let endpoint = self.endpoint();
+        // Its own thread and runtime: the callers may be inside a runtime already.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(bosun_cri::CriClient::connect(&endpoint, Default::default()))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .join()
+        .expect("CRI readiness thread")
     }
 
     /// A TCP port unique to this slot, for the bosun of this node (its kubelet `port`).

@@ -26,6 +26,30 @@ fn pod_ready(p: &Pod) -> bool {
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// Waits until the Deployment `app` has exactly `n` pods, all Running and Ready; returns them.
+async fn wait_pods_ready(pods: &Api<Pod>, app: &str, n: usize) -> Vec<Pod> {
+    let lp = ListParams::default().labels(&format!("app={app}"));
+    let what = format!("{n} pods Running and Ready");
+    wait_until_async(&what, Duration::from_secs(90), || {
+        let (pods, lp) = (pods.clone(), lp.clone());
+        async move {
+            let list = pods.list(&lp).await.ok()?;
+            (list.items.len() == n && list.items.iter().all(pod_ready)).then_some(list.items)
+        }
+    })
+    .await
+}
+
+/// Waits until the Deployment `app` has no pods left.
+async fn wait_pods_gone(pods: &Api<Pod>, app: &str) {
+    let lp = ListParams::default().labels(&format!("app={app}"));
+    wait_until_async("the pods gone", Duration::from_secs(60), || {
+        let (pods, lp) = (pods.clone(), lp.clone());
+        async move { pods.list(&lp).await.ok()?.items.is_empty().then_some(()) }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bosun_hollow_node_runs_a_deployment() {
     let group = format!("e2e-{}", std::process::id());
@@ -78,15 +102,7 @@ async fn bosun_hollow_node_runs_a_deployment() {
         .await
         .expect("create deployment");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let lp = ListParams::default().labels(&format!("app={name}"));
-    let running = wait_until_async("3 pods Running and Ready", Duration::from_secs(90), || {
-        let (pods, lp) = (pods.clone(), lp.clone());
-        async move {
-            let list = pods.list(&lp).await.ok()?;
-            (list.items.len() == 3 && list.items.iter().all(pod_ready)).then_some(list.items)
-        }
-    })
-    .await;
+    let running = wait_pods_ready(&pods, &name, 3).await;
     for p in &running {
         let spec = p.spec.as_ref().expect("spec");
         assert_eq!(spec.node_name.as_deref(), Some(node.name.as_str()));
@@ -122,11 +138,7 @@ async fn bosun_hollow_node_runs_a_deployment() {
         .delete(&name, &DeleteParams::default())
         .await
         .expect("delete deployment");
-    wait_until_async("the pods gone", Duration::from_secs(60), || {
-        let (pods, lp) = (pods.clone(), lp.clone());
-        async move { pods.list(&lp).await.ok()?.items.is_empty().then_some(()) }
-    })
-    .await;
+    wait_pods_gone(&pods, &name).await;
     assert!(
         proc.exited().is_none(),
         "bosun exited; log: {}",
@@ -179,15 +191,7 @@ async fn two_hollow_nodes_share_one_fake_cri_process() {
             .expect("create deployment");
     }
     for (name, n) in names.iter().zip(&nodes) {
-        let lp = ListParams::default().labels(&format!("app={name}"));
-        let running = wait_until_async("2 pods Running and Ready", Duration::from_secs(90), || {
-            let (pods, lp) = (pods.clone(), lp.clone());
-            async move {
-                let list = pods.list(&lp).await.ok()?;
-                (list.items.len() == 2 && list.items.iter().all(pod_ready)).then_some(list.items)
-            }
-        })
-        .await;
+        let running = wait_pods_ready(&pods, name, 2).await;
         for p in &running {
             let spec = p.spec.as_ref().expect("spec");
             assert_eq!(spec.node_name.as_deref(), Some(n.name.as_str()));
@@ -200,12 +204,7 @@ async fn two_hollow_nodes_share_one_fake_cri_process() {
             .expect("delete deployment");
     }
     for name in &names {
-        let lp = ListParams::default().labels(&format!("app={name}"));
-        wait_until_async("the pods gone", Duration::from_secs(60), || {
-            let (pods, lp) = (pods.clone(), lp.clone());
-            async move { pods.list(&lp).await.ok()?.items.is_empty().then_some(()) }
-        })
-        .await;
+        wait_pods_gone(&pods, name).await;
     }
     for p in &mut procs {
         assert!(
