@@ -126,7 +126,16 @@ async fn cadvisor(node: &str) -> prom::Exposition {
 /// The shape of pod `pod`'s series once every `required` key of it shows (60 s at most), and,
 /// when its container `main` has series, facts about them: `name` is the runtime's container
 /// ID, `id` the cgroup ending in it, `image` the status's, CPU and working set above zero.
-async fn cadvisor_of(node: &str, pod: &Pod, required: &[&str]) -> (Shape, String) {
+/// The cAdvisor series of `pod` once every `required` series is there and, with
+/// `running_id`, once container main's series name the running container: the stats are
+/// sampled every housekeeping interval, so just after a restart they may still be the exited
+/// container's.
+async fn cadvisor_of(
+    node: &str,
+    pod: &Pod,
+    required: &[&str],
+    running_id: bool,
+) -> (Shape, String) {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let st = bosun_tests::pod::container_status(pod, "main").expect("main's status");
     let cid = st.container_id.clone().unwrap_or_default();
@@ -149,20 +158,21 @@ async fn cadvisor_of(node: &str, pod: &Pod, required: &[&str]) -> (Shape, String
         }
         shape
     };
-    let what = format!("cAdvisor series {required:?} of {name} on {node}");
-    let (expo, shape) = wait_until_async(&what, Duration::from_secs(60), || async {
-        let e = cadvisor(node).await;
-        let shape = shape_of(&e);
-        required
-            .iter()
-            .all(|k| shape.contains_key(*k))
-            .then_some((e, shape))
-    })
-    .await;
     let main = |s: &&prom::Sample| {
         s.labels.get("pod") == Some(&name)
             && s.labels.get("container").map(String::as_str) == Some("main")
     };
+    let what = format!("cAdvisor series {required:?} of {name} on {node} (running id {cid})");
+    let (expo, shape) = wait_until_async(&what, Duration::from_secs(60), || async {
+        let e = cadvisor(node).await;
+        let shape = shape_of(&e);
+        let current = !running_id
+            || e.named("container_cpu_usage_seconds_total")
+                .filter(main)
+                .any(|s| s.labels.get("name") == Some(&cid));
+        (current && required.iter().all(|k| shape.contains_key(*k))).then_some((e, shape))
+    })
+    .await;
     let value = |family: &str| {
         expo.named(family)
             .filter(main)
@@ -273,6 +283,7 @@ async fn observe(agent: Agent) -> (BTreeMap<String, Outcome>, Shape, serde_json:
         &node.name,
         &api.get(&restarts).await.expect("pod"),
         required,
+        agent == Agent::Bosun,
     )
     .await;
     if agent == Agent::Bosun {
