@@ -6,7 +6,9 @@
 //! each running container (its cgroup as `id`, its runtime ID as `name`). Families are sorted by
 //! name and series by label values, per-sample timestamps in milliseconds, as the Go client writes
 //! them. Series cAdvisor derives from data Bosun does not sample (per-CPU usage, block I/O, page
-//! cache, spec limits, tasks) are not served.
+//! cache, spec limits, tasks) are not served. The series are those of the last sample (every
+//! housekeeping interval, 10 s): a container started or gone since then shows up or leaves at the
+//! next one, where cAdvisor, watching the cgroups, adds or drops it at once.
 
 use std::collections::HashMap;
 use std::fmt::Write;
