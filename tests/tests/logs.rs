@@ -123,13 +123,11 @@ async fn cadvisor(node: &str) -> prom::Exposition {
     prom::parse(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// The shape of pod `pod`'s series once every `required` key of it shows (60 s at most), and,
-/// when its container `main` has series, facts about them: `name` is the runtime's container
-/// ID, `id` the cgroup ending in it, `image` the status's, CPU and working set above zero.
-/// The cAdvisor series of `pod` once every `required` series is there and, with
-/// `running_id`, once container main's series name the running container: the stats are
-/// sampled every housekeeping interval, so just after a restart they may still be the exited
-/// container's.
+/// The shape of pod `pod`'s series once every `required` key of it shows and, with `running_id`,
+/// container `main`'s series name its running container (60 s at most: the stats are sampled
+/// every housekeeping interval, so just after a restart they may still be the exited one's); and,
+/// when `main` has series, facts about them: `name` is the runtime's container ID, `id` the
+/// cgroup ending in it, `image` the status's, CPU and working set above zero.
 async fn cadvisor_of(
     node: &str,
     pod: &Pod,
