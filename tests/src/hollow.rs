@@ -7,7 +7,7 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::fcntl::Flock;
 
@@ -276,20 +276,13 @@ fn spawn_fake_cri(sockets: &[PathBuf], log: &Path) -> Child {
         .stderr(out)
         .spawn()
         .expect("spawn fake-cri");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for sock in sockets {
-        while std::os::unix::net::UnixStream::connect(sock).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("fake-cri exited ({status}); see {}", log.display());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "fake-cri did not listen on {} within 30 s",
-                sock.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+    daemon::wait_ready(&mut child, "fake-cri", log, Duration::from_secs(30), || {
+        sockets.iter().try_for_each(|sock| {
+            std::os::unix::net::UnixStream::connect(sock)
+                .map(drop)
+                .map_err(|e| format!("{}: {e}", sock.display()))
+        })
+    });
     child
 }
 

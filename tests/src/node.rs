@@ -5,7 +5,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 
@@ -116,45 +116,15 @@ impl Containerd {
         self.child = Some(child);
         // Ready when its CRI answers, not when its socket accepts: containerd listens before
         // its CRI plugin has initialized, and until then answers "server is not initialized yet".
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let why = match self.cri_answers() {
-                Ok(()) => return,
-                Err(why) => why,
-            };
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!(
-                    "containerd exited ({status}); log: {}",
-                    self.dir.join("log").display()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "containerd not ready on {} within 30 s: {why}; log: {}",
-                self.endpoint(),
-                self.dir.join("log").display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Whether the socket accepts and the CRI answers `Version`; why not when it does not.
-    fn cri_answers(&self) -> Result<(), String> {
-        std::os::unix::net::UnixStream::connect(self.socket())
-            .map_err(|e| format!("socket: {e}"))?;
-        let endpoint = self.endpoint();
-        // Its own thread and runtime: the callers may be inside a runtime already.
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(bosun_cri::CriClient::connect(&endpoint, Default::default()))
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
-        .join()
-        .expect("CRI readiness thread")
+        let (socket, endpoint) = (self.socket(), self.endpoint());
+        let child = self.child.as_mut().expect("just spawned");
+        daemon::wait_ready(
+            child,
+            &format!("containerd on {endpoint}"),
+            &self.dir.join("log"),
+            Duration::from_secs(30),
+            || cri_answers(&socket, &endpoint),
+        );
     }
 
     /// A TCP port unique to this slot, for the bosun of this node (its kubelet `port`).
@@ -348,4 +318,22 @@ pub fn cgroup_dirs_under(root: &str) -> Vec<PathBuf> {
         found.push(dir);
     }
     found
+}
+
+/// Whether `socket` accepts and the CRI at `endpoint` answers `Version`; why not when it does not.
+fn cri_answers(socket: &Path, endpoint: &str) -> Result<(), String> {
+    std::os::unix::net::UnixStream::connect(socket).map_err(|e| format!("socket: {e}"))?;
+    let endpoint = endpoint.to_string();
+    // Its own thread and runtime: the callers may be inside a runtime already.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(bosun_cri::CriClient::connect(&endpoint, Default::default()))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .join()
+    .expect("CRI readiness thread")
 }
